@@ -1,0 +1,35 @@
+// Byte encodings used on the wire.
+import { createHash } from 'node:crypto';
+
+export const utf8 = new TextEncoder();
+
+export function b64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+}
+export function b64url(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
+}
+
+const B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const B64URL = /^[A-Za-z0-9_-]*$/;
+
+/** Strict standard base64 (padding required, no whitespace); null when malformed. */
+export function fromB64(s: string): Uint8Array | null {
+  if (!B64.test(s)) return null;
+  const b = Buffer.from(s, 'base64');
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+/** Strict unpadded base64url; null when malformed or not canonical. */
+export function fromB64url(s: string): Uint8Array | null {
+  if (!B64URL.test(s) || s.length % 4 === 1) return null;
+  const b = Buffer.from(s, 'base64url');
+  if (b.toString('base64url') !== s) return null;
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+export function sha256Hex(data: Uint8Array | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+export function sha256(data: Uint8Array | string): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(data).digest());
+}

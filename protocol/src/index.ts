@@ -1,0 +1,12 @@
+// @writ/protocol: the contract every tier shares. No I/O.
+export * from './errors.ts';
+export * from './strict-json.ts';
+export * from './encoding.ts';
+export * from './ed25519.ts';
+export * from './keys.ts';
+export * from './payload-types.ts';
+export * from './dsse.ts';
+export * from './schema.ts';
+export * from './capabilities/index.ts';
+export * from './job.ts';
+export * from './queues.ts';

@@ -1,0 +1,18 @@
+// One versioned payload type per message kind (T1). The type is inside the signed bytes (PAE), so a
+// signature made for one kind can never verify as another.
+export const PAYLOAD_TYPES = Object.freeze({
+  job: 'application/vnd.writ.job.v1+json',
+  flow: 'application/vnd.writ.flow.v1+json',
+  keySet: 'application/vnd.writ.keyset.v1+json',
+  nodeRegistration: 'application/vnd.writ.node-registration.v1+json',
+  heartbeat: 'application/vnd.writ.heartbeat.v1+json',
+  result: 'application/vnd.writ.result.v1+json',
+} as const);
+
+export type PayloadKind = keyof typeof PAYLOAD_TYPES;
+export type PayloadType = (typeof PAYLOAD_TYPES)[PayloadKind];
+
+export function payloadKindOf(type: string): PayloadKind | undefined {
+  for (const [k, v] of Object.entries(PAYLOAD_TYPES)) if (v === type) return k as PayloadKind;
+  return undefined;
+}

@@ -1,0 +1,4 @@
+// @writ/sal: plain TypeScript over real system tools, usable without the sandbox.
+export { run, hasTool, type RunOptions, type RunResult } from './exec.ts';
+export { checkName, confine } from './confine.ts';
+export { hostFacts, type HostFacts } from './host/facts.ts';
