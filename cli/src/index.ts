@@ -1,0 +1,2 @@
+export { runCli, COMMANDS } from './main.ts';
+export type { Io } from './output.ts';

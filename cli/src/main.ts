@@ -1,0 +1,41 @@
+// The `writ` command line: one entry for every role (keys, sign, verify, services, admin).
+import { EXIT, processIo, reportError, type Io } from './output.ts';
+import { keysCommand } from './commands/keys.ts';
+import { signCommand } from './commands/sign.ts';
+import { verifyCommand } from './commands/verify.ts';
+import type { CliContext, Command } from './commands/types.ts';
+
+export const COMMANDS: Command[] = [keysCommand, signCommand, verifyCommand];
+
+function topHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    'writ: signed, sandboxed scripts on a fleet of bare-metal nodes',
+    '',
+    'usage: writ <command> [options]   (every command takes --help and --json)',
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    'exit codes: 0 ok, 1 failure, 2 usage error',
+  ].join('\n');
+}
+
+export async function runCli(argv: string[], io: Io = processIo, ctx: CliContext = { env: process.env, now: () => Math.floor(Date.now() / 1000) }): Promise<number> {
+  const [name, ...rest] = argv;
+  const json = argv.includes('--json');
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    io.out(topHelp());
+    return name ? EXIT.ok : EXIT.usage;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    io.err(`writ: USAGE: unknown command "${name}"\n\n${topHelp()}`);
+    return EXIT.usage;
+  }
+  try {
+    return await cmd.run(rest, io, ctx);
+  } catch (e) {
+    return reportError(io, e, json);
+  }
+}
