@@ -1,7 +1,7 @@
 // DSSE envelopes: {payloadType, payload, signatures:[{keyid, sig}]}; each signature covers
 // PAE(payloadType, payloadBytes). Verification works on the raw envelope bytes; the payload is parsed
 // only after a signature verified, by the caller, with the strict parser.
-import { b64, fromB64, utf8 } from './encoding.ts';
+import { b64, fromB64 } from './encoding.ts';
 import { signDetached, signDetachedPortable, verifyStrict } from './ed25519.ts';
 import { WritError } from './errors.ts';
 import type { KeyPair, KeyRing, TrustedKey } from './keys.ts';
@@ -25,14 +25,12 @@ const MAX_VERIFY_ATTEMPTS = 32;
 
 /** Pre-Authentication Encoding: "DSSEv1" SP len(type) SP type SP len(body) SP body, lengths in ASCII decimal bytes. */
 export function pae(payloadType: string, payload: Uint8Array): Uint8Array {
-  const typeBytes = utf8.encode(payloadType);
-  const head = utf8.encode(`DSSEv1 ${typeBytes.length} `);
-  const mid = utf8.encode(` ${payload.length} `);
-  const out = new Uint8Array(head.length + typeBytes.length + mid.length + payload.length);
-  out.set(head, 0);
-  out.set(typeBytes, head.length);
-  out.set(mid, head.length + typeBytes.length);
-  out.set(payload, head.length + typeBytes.length + mid.length);
+  const typeLen = Buffer.byteLength(payloadType, 'utf8');
+  const head = `DSSEv1 ${typeLen} ${payloadType} ${payload.length} `;
+  const headLen = Buffer.byteLength(head, 'utf8');
+  const out = Buffer.allocUnsafe(headLen + payload.length);
+  out.write(head, 0, 'utf8');
+  out.set(payload, headLen);
   return out;
 }
 
@@ -128,9 +126,9 @@ export function verifyEnvelope(raw: Uint8Array | string, opts: VerifyEnvelopeOpt
       anyKnown = anyKnown || key === hinted;
       attempts++;
       if (verifyStrict(key.verifyKey, msg, sig)) {
-        const id = Buffer.from(key.publicKey).toString('hex');
-        if (!seen.has(id)) {
-          seen.add(id);
+        // TrustedKey.keyid is computed from the public key (never the envelope's hint), so it identifies the key.
+        if (!seen.has(key.keyid)) {
+          seen.add(key.keyid);
           signers.push(key);
         }
         break;

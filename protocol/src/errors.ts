@@ -22,7 +22,7 @@ export const ERROR_CODES = Object.freeze({
     JSON_SYNTAX: { message: 'The input is not valid JSON', status: 400, retryable: false },
     JSON_INVALID_UTF8: { message: 'The input is not valid UTF-8', status: 400, retryable: false },
     JSON_DUPLICATE_KEY: { message: 'An object has the same key twice', status: 400, retryable: false },
-    JSON_UNSAFE_INTEGER: { message: 'An integer is outside the safe range (|n| > 2^53 - 1)', status: 400, retryable: false },
+    JSON_UNSAFE_INTEGER: { message: 'An integer is beyond ±(2^53 − 1) and cannot be represented exactly', status: 400, retryable: false },
     JSON_NUMBER_OUT_OF_RANGE: { message: 'A number does not fit a 64-bit float (e.g. 1e400)', status: 400, retryable: false },
     JSON_LONE_SURROGATE: { message: 'A string holds a lone UTF-16 surrogate', status: 400, retryable: false },
     JSON_TOO_DEEP: { message: 'The input nests deeper than allowed', status: 400, retryable: false },
