@@ -10,3 +10,4 @@ export * from './schema.ts';
 export * from './capabilities/index.ts';
 export * from './job.ts';
 export * from './queues.ts';
+export * from './acl.ts';

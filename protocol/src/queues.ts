@@ -1,18 +1,22 @@
 // Every Redis key and queue name Writ uses, in one place (as bullmq's queue-keys).
+// BullMQ adds its own keys under `${BULL_PREFIX}:${queueName}:…`.
 export const REDIS_PREFIX = 'writ';
+export const BULL_PREFIX = 'writ-bull';
 
 export const queueNames = Object.freeze({
-  /** One BullMQ queue per node. */
+  /** One BullMQ queue per node. BullMQ queue names may not contain ':'. */
   node: (nodeId: string) => `node.${nodeId}`,
-  /** Events the runner reports back to its supervisor (logs, status, security events). */
-  events: () => 'events',
 });
 
 export const redisKeys = Object.freeze({
-  /** Live log stream of a job (Redis stream). */
-  jobLog: (jobId: string) => `${REDIS_PREFIX}:log:${jobId}`,
-  /** Latest key set a supervisor distributes to its runners. */
+  /** Stream of what runners report (status, log lines, results, security events); read by supervisors in a consumer group. */
+  events: () => `${REDIS_PREFIX}:events`,
+  eventsGroup: () => 'supervisors',
+  /** The grants runners check jobs against, and its version counter. */
   keySet: () => `${REDIS_PREFIX}:keyset`,
-  /** Node heartbeat / presence. */
-  nodePresence: (nodeId: string) => `${REDIS_PREFIX}:node:${nodeId}:presence`,
+  keySetVersion: () => `${REDIS_PREFIX}:keyset:version`,
+  /** Sorted set of node ids by last heartbeat (ms). */
+  nodes: () => `${REDIS_PREFIX}:nodes`,
+  /** Hash describing one node (labels, running jobs, version). */
+  node: (nodeId: string) => `${REDIS_PREFIX}:node:${nodeId}`,
 });

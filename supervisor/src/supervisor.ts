@@ -1,0 +1,238 @@
+// The supervisor: admits jobs (verify, authorise), enqueues one BullMQ job per target node, publishes the
+// grants runners check against, and forwards what runners report to the coord as signed reports.
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import {
+  BULL_PREFIX, PAYLOAD_TYPES, WritError, encodeEnvelope, queueNames, redisKeys, signEnvelope, targetMatchesNode, utf8,
+  type JobPayload, type KeyGrant, type KeyPair, type NodeView,
+} from '@writ/protocol';
+import { admitEnvelope, GrantStore, type Admitted } from './admission.ts';
+import type { RunnerEvent, SupervisorReport } from './events.ts';
+
+export interface ReportSink {
+  /** Delivers one signed report envelope; must throw when it was not durably accepted. */
+  deliver(reportEnvelope: string): Promise<void>;
+}
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+const silent: Logger = { info() {}, warn() {}, error() {} };
+
+export interface SupervisorOptions {
+  id: string;
+  clusterId: string;
+  redisUrl: string;
+  signingKey: KeyPair;
+  sink: ReportSink;
+  logger?: Logger;
+  /** BullMQ attempts per job (transient failures retry with exponential backoff). */
+  attempts?: number;
+  backoffMs?: number;
+  /** A node is live when its heartbeat is younger than this. */
+  nodeLivenessMs?: number;
+  nowS?: () => number;
+}
+
+export type QueueState = 'waiting' | 'active' | 'delayed' | 'completed' | 'failed' | 'prioritized' | 'waiting-children' | 'missing';
+
+export class Supervisor {
+  readonly grants = new GrantStore();
+  private readonly redis: Redis;
+  private readonly reader: Redis;
+  private readonly queues = new Map<string, Queue>();
+  private readonly log: Logger;
+  private stopping = false;
+  private pump: Promise<void> | undefined;
+  private reportSeq = 0;
+  private repairTimer: NodeJS.Timeout | undefined;
+
+  private constructor(readonly opts: SupervisorOptions) {
+    this.log = opts.logger ?? silent;
+    this.redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    this.reader = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    for (const r of [this.redis, this.reader]) r.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
+  }
+
+  static async start(opts: SupervisorOptions): Promise<Supervisor> {
+    const s = new Supervisor(opts);
+    await s.redis.connect();
+    await s.reader.connect();
+    await s.ensureGroup();
+    await s.loadGrantsFromRedis();
+    s.pump = s.pumpEvents();
+    s.repairTimer = setInterval(() => void s.repair().catch(() => {}), 2000);
+    s.repairTimer.unref();
+    return s;
+  }
+
+  get keyid(): string {
+    return this.opts.signingKey.keyid;
+  }
+
+  private async ensureGroup(): Promise<void> {
+    try {
+      await this.redis.xgroup('CREATE', redisKeys.events(), redisKeys.eventsGroup(), '0', 'MKSTREAM');
+    } catch (e) {
+      if (!String((e as Error).message).includes('BUSYGROUP')) throw e;
+    }
+  }
+
+  private async loadGrantsFromRedis(): Promise<void> {
+    const raw = await this.redis.get(redisKeys.keySet());
+    if (!raw) return;
+    const doc = JSON.parse(raw) as { version: number; grants: KeyGrant[] };
+    this.grants.replace(doc.grants, doc.version);
+  }
+
+  /** Redis is a cache: when it lost the grants (restart without data, FLUSHALL), publish them again. */
+  private async repair(): Promise<void> {
+    if (this.grants.version === 0) return;
+    if ((await this.redis.exists(redisKeys.keySet())) === 0) {
+      const version = Math.max(this.grants.version, Number(await this.redis.incr(redisKeys.keySetVersion())));
+      await this.redis.set(redisKeys.keySetVersion(), String(version));
+      await this.redis.set(redisKeys.keySet(), JSON.stringify({ version, grants: this.grants.list() }));
+      this.log.warn({ version }, 'Redis had lost the grants; published them again');
+    }
+  }
+
+  /** Replaces the grants and publishes them to runners (interim trust store; signed key sets replace it). */
+  async setGrants(grants: KeyGrant[]): Promise<number> {
+    const version = Number(await this.redis.incr(redisKeys.keySetVersion()));
+    this.grants.replace(grants, version);
+    await this.redis.set(redisKeys.keySet(), JSON.stringify({ version, grants }));
+    return version;
+  }
+
+  private queue(node: string): Queue {
+    let q = this.queues.get(node);
+    if (!q) {
+      q = new Queue(queueNames.node(node), { connection: this.redis, prefix: BULL_PREFIX });
+      this.queues.set(node, q);
+    }
+    return q;
+  }
+
+  async liveNodes(): Promise<NodeView[]> {
+    const since = Date.now() - (this.opts.nodeLivenessMs ?? 15_000);
+    const ids = await this.redis.zrangebyscore(redisKeys.nodes(), since, '+inf');
+    if (ids.length === 0) return [];
+    const pipe = this.redis.pipeline();
+    for (const id of ids) pipe.hget(redisKeys.node(id), 'labels');
+    const res = (await pipe.exec()) ?? [];
+    return ids.map((id, i) => ({ id, labels: JSON.parse((res[i]?.[1] as string | null) ?? '{}') as Record<string, string> }));
+  }
+
+  private nodeCache: { at: number; nodes: NodeView[] } = { at: 0, nodes: [] };
+  private async nodesFresh(): Promise<NodeView[]> {
+    if (Date.now() - this.nodeCache.at > 1000) this.nodeCache = { at: Date.now(), nodes: await this.liveNodes() };
+    return this.nodeCache.nodes;
+  }
+
+  /** Verifies and authorises an envelope, then enqueues it for its node. Idempotent by job id. */
+  async submit(raw: string, opts: { node?: string } = {}): Promise<{ jobId: string; node: string; admitted: Admitted }> {
+    const nodes = await this.nodesFresh();
+    const admitted = admitEnvelope(raw, this.grants, {
+      clusterId: this.opts.clusterId,
+      nowS: this.opts.nowS?.() ?? Math.floor(Date.now() / 1000),
+      pickNode: (job) => pickNode(job, nodes, opts.node),
+    });
+    await this.enqueue(admitted.job.id, admitted.node.id, raw);
+    return { jobId: admitted.job.id, node: admitted.node.id, admitted };
+  }
+
+  /** Puts the untouched envelope on the node's queue; BullMQ job id = envelope job id, so this is idempotent. */
+  async enqueue(jobId: string, node: string, raw: string): Promise<void> {
+    await this.queue(node).add('job', { envelope: raw }, {
+      jobId,
+      attempts: this.opts.attempts ?? 3,
+      backoff: { type: 'exponential', delay: this.opts.backoffMs ?? 1000 },
+      removeOnComplete: { age: 24 * 3600, count: 10_000 },
+      removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+    });
+  }
+
+  async jobState(jobId: string, node: string): Promise<{ state: QueueState; returnvalue?: unknown; failedReason?: string; attemptsMade?: number }> {
+    const job = await this.queue(node).getJob(jobId);
+    if (!job) return { state: 'missing' };
+    const state = (await job.getState()) as QueueState | 'unknown';
+    return { state: state === 'unknown' ? 'missing' : state, returnvalue: job.returnvalue, failedReason: job.failedReason, attemptsMade: job.attemptsMade };
+  }
+
+  async health(): Promise<{ redis: boolean }> {
+    try {
+      return { redis: (await this.redis.ping()) === 'PONG' };
+    } catch {
+      return { redis: false };
+    }
+  }
+
+  /** Reads runner events (pending first, then new) and forwards them as signed reports; acks only after delivery. */
+  private async pumpEvents(): Promise<void> {
+    const stream = redisKeys.events();
+    const group = redisKeys.eventsGroup();
+    const consumer = this.opts.id;
+    let backoff = 100;
+    let cursor = '0'; // our own pending entries first (delivered before a crash or a coord outage)
+    while (!this.stopping) {
+      try {
+        const res = (await this.reader.xreadgroup('GROUP', group, consumer, 'COUNT', 200, 'BLOCK', cursor === '>' ? 1000 : 1, 'STREAMS', stream, cursor)) as [string, [string, string[]][]][] | null;
+        const entries = res?.[0]?.[1] ?? [];
+        if (entries.length === 0) {
+          if (cursor === '0') cursor = '>';
+          continue;
+        }
+        const events: RunnerEvent[] = [];
+        for (const [, fields] of entries) {
+          const i = fields.indexOf('e');
+          if (i >= 0) events.push(JSON.parse(fields[i + 1]!) as RunnerEvent);
+        }
+        const report: SupervisorReport = { supervisor: this.opts.id, seq: `${Date.now()}-${++this.reportSeq}`, events };
+        const env = signEnvelope(PAYLOAD_TYPES.result, utf8.encode(JSON.stringify(report)), [this.opts.signingKey]);
+        await this.opts.sink.deliver(encodeEnvelope(env));
+        await this.redis.xack(stream, group, ...entries.map(([id]) => id));
+        backoff = 100;
+      } catch (e) {
+        if (this.stopping) break;
+        // Redis lost the stream or the group (restart without data, FLUSHALL): make them again.
+        if (String((e as Error).message).includes('NOGROUP')) await this.ensureGroup().catch(() => {});
+        this.log.warn({ err: (e as Error).message, retryInMs: backoff }, 'forwarding runner events failed; will retry');
+        cursor = '0';
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, 5000);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.stopping = true;
+    if (this.repairTimer) clearInterval(this.repairTimer);
+    // Unblock the XREADGROUP so the pump ends promptly.
+    this.reader.disconnect();
+    await this.pump?.catch(() => {});
+    for (const q of this.queues.values()) await q.close();
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}
+
+/** Picks the node for a job: the named node if live, else the live node matching the selector with the lowest id hash load. */
+export function pickNode(job: JobPayload, live: NodeView[], forced?: string): NodeView {
+  if (forced) {
+    const n = live.find((x) => x.id === forced) ?? { id: forced, labels: {} };
+    return n;
+  }
+  if ('node' in job.target) {
+    const id = job.target.node;
+    const n = live.find((x) => x.id === id);
+    if (!n) throw new WritError('NODE_NOT_ACTIVE', `node ${id} has no live runner (no heartbeat in the last 15 s)`, { node: id });
+    return n;
+  }
+  const matching = live.filter((n) => targetMatchesNode(job.target, n));
+  if (matching.length === 0) throw new WritError('NODE_NOT_ACTIVE', `no live node matches selector ${JSON.stringify(job.target.selector)}`);
+  // Spread jobs over matching nodes deterministically by job id (a replay lands on the same node).
+  let h = 0;
+  for (const c of job.id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return matching[h % matching.length]!;
+}
