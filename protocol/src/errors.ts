@@ -90,6 +90,9 @@ export const ERROR_CODES = Object.freeze({
     NIX_PATH_NOT_PINNED: { message: 'The store path is not pinned in the envelope', status: 403, retryable: false },
     NIX_SUBSTITUTER_NOT_ALLOWED: { message: 'The substituter is not configured or not signature-checked', status: 403, retryable: false },
     NIX_ACTIVATION_FAILED: { message: 'The new generation failed its health check and was rolled back', status: 500, retryable: false },
+    VM_STATE_INVALID: { message: 'The VM is not in a state that allows this operation', status: 409, retryable: false },
+    VM_OPERATION_UNSUPPORTED: { message: 'The hypervisor driver does not support this operation in this state', status: 501, retryable: false },
+    VM_SERIAL_TIMEOUT: { message: 'The marker did not appear on the VM serial log before the timeout', status: 504, retryable: true },
   }),
   ...area('service', {
     BAD_REQUEST: { message: 'The request is malformed', status: 400, retryable: false },
