@@ -3,3 +3,4 @@ export { run, hasTool, type RunOptions, type RunResult } from './exec.ts';
 export { checkName, confine } from './confine.ts';
 export { hostFacts, type HostFacts } from './host/facts.ts';
 export type { SalContext, SalJob, SalOperation } from './operation.ts';
+export * from './nix/index.ts';
