@@ -54,14 +54,15 @@ export interface AuthorizeOptions {
  * Every requested capability must be granted, on this target, by at least one verified, unrevoked signer;
  * dangerous ones by as many distinct signers as their threshold asks.
  */
-export function authorizeJob(job: Pick<JobPayload, 'caps' | 'target'>, signers: TrustedKey[], grants: ReadonlyMap<string, KeyGrant>, node?: NodeView, opts: AuthorizeOptions = {}): void {
+export function authorizeJob(job: Pick<JobPayload, 'caps' | 'target'>, signers: TrustedKey[], grants: ReadonlyMap<string, KeyGrant | KeyGrant[]>, node?: NodeView, opts: AuthorizeOptions = {}): void {
   const active: KeyGrant[] = [];
   const revoked: string[] = [];
   for (const s of signers) {
-    const g = grants.get(s.keyid);
-    if (!g) continue;
-    if (g.revoked) revoked.push(s.keyid);
-    else active.push(g);
+    const entry = grants.get(s.keyid);
+    if (!entry) continue;
+    const list = Array.isArray(entry) ? entry : [entry];
+    if (list.some((g) => g.revoked)) revoked.push(s.keyid);
+    else active.push(...list);
   }
   if (active.length === 0) {
     if (revoked.length) throw new WritError('KEY_REVOKED', `the signing key ${revoked.join(', ')} has been revoked`, { keyids: revoked });
@@ -73,7 +74,7 @@ export function authorizeJob(job: Pick<JobPayload, 'caps' | 'target'>, signers: 
     throw new WritError('TARGET_OUT_OF_SCOPE', `${t} is outside the scope of ${active.map((g) => g.keyid).join(', ')}`);
   }
   for (const cap of job.caps) {
-    const granting = inScope.filter((g) => g.caps.some((p) => grantCovers(p, cap)));
+    const granting = [...new Set(inScope.filter((g) => g.caps.some((p) => grantCovers(p, cap))).map((g) => g.keyid))];
     if (granting.length === 0) throw new WritError('CAPABILITY_NOT_GRANTED', `capability ${cap} is not granted to the signer(s) on this target`, { capability: cap });
     const need = isDangerous(cap) ? (opts.dangerousThreshold?.(cap) ?? 1) : 1;
     if (granting.length < need) {

@@ -11,3 +11,4 @@ export * from './capabilities/index.ts';
 export * from './job.ts';
 export * from './queues.ts';
 export * from './acl.ts';
+export * from './keyset.ts';
