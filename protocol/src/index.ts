@@ -12,3 +12,4 @@ export * from './job.ts';
 export * from './queues.ts';
 export * from './acl.ts';
 export * from './keyset.ts';
+export * from './node.ts';
