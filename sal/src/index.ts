@@ -4,3 +4,5 @@ export { checkName, confine } from './confine.ts';
 export { hostFacts, type HostFacts } from './host/facts.ts';
 export type { SalContext, SalJob, SalOperation } from './operation.ts';
 export * from './nix/index.ts';
+export * from './mycelium/index.ts';
+export * from './vm/index.ts';
