@@ -1,8 +1,12 @@
 // host.facts: what the machine is, read from /proc and /sys (no commands spawned). The runner's
 // inventory and node registration use it.
-import { readFile, readdir, readlink } from 'node:fs/promises';
+import { access, readFile, readdir, readlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { assertSchema, capability, compileSchema } from '@writ/protocol';
+import type { SalOperation } from '../operation.ts';
+
+const validateNoArgs = compileSchema<Record<string, never>>(capability('host.facts')?.args ?? { type: 'object', additionalProperties: false });
 
 export interface HostFacts {
   hostname: string;
@@ -12,7 +16,8 @@ export interface HostFacts {
   disks: { name: string; sizeBytes: number; rotational: boolean; model: string | null; serial: string | null; byId: string[] }[];
   nics: { name: string; mac: string | null; state: string; mtu: number | null; speedMbps: number | null; virtual: boolean }[];
   dmi: { vendor: string | null; product: string | null; serial: string | null; biosVersion: string | null; boardName: string | null };
-  virtualization: { kvm: boolean; hypervisor: string | null };
+  /** `hypervisor`: what this machine runs under, if virtual; `container`: the container runtime around us, if any. */
+  virtualization: { kvm: boolean; hypervisor: string | null; container: string | null };
   loadAvg: number[];
   uptimeS: number;
 }
@@ -105,16 +110,36 @@ async function nicFacts(): Promise<HostFacts['nics']> {
   return out;
 }
 
+async function exists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// Container runtimes leave these marks; the order follows systemd-detect-virt's.
+async function containerFact(): Promise<string | null> {
+  const declared = ((await text('/proc/1/environ')) ?? '').split('\0').find((e) => e.startsWith('container='));
+  if (declared) return declared.slice('container='.length) || null;
+  if (await exists('/run/.containerenv')) return 'podman';
+  if (await exists('/.dockerenv')) return 'docker';
+  const cgroup = (await text('/proc/1/cgroup')) ?? '';
+  if (/\/(docker|kubepods|lxc)\b/.test(cgroup)) return /kubepods/.test(cgroup) ? 'kubernetes' : /lxc/.test(cgroup) ? 'lxc' : 'docker';
+  return null;
+}
+
 async function virtFacts(flags: string[]): Promise<HostFacts['virtualization']> {
   const kvm = (await list('/dev')).includes('kvm');
   const vendor = (await text('/sys/class/dmi/id/sys_vendor')) ?? '';
   const product = (await text('/sys/class/dmi/id/product_name')) ?? '';
   let hypervisor: string | null = null;
   if (flags.includes('hypervisor')) {
-    const hint = `${vendor} ${product}`.toLowerCase();
+    const hint = `${vendor} ${product} ${(await text('/sys/hypervisor/type')) ?? ''}`.toLowerCase();
     hypervisor = /qemu|kvm/.test(hint) ? 'kvm' : /vmware/.test(hint) ? 'vmware' : /microsoft/.test(hint) ? 'hyperv' : /xen/.test(hint) ? 'xen' : /cloud hypervisor|cloud-hypervisor/.test(hint) ? 'cloud-hypervisor' : 'unknown';
   }
-  return { kvm, hypervisor };
+  return { kvm, hypervisor, container: await containerFact() };
 }
 
 export async function hostFacts(): Promise<HostFacts> {
@@ -140,3 +165,14 @@ export async function hostFacts(): Promise<HostFacts> {
     uptimeS: Math.round(os.uptime()),
   };
 }
+
+/** host.facts for the runner's host table: no arguments, JSON out. */
+export const HOST_OPERATIONS: readonly SalOperation<unknown, Record<string, never>, HostFacts>[] = Object.freeze([
+  {
+    capability: 'host.facts',
+    async run(args: Record<string, never>) {
+      assertSchema(validateNoArgs, args, 'host.facts arguments', 'SAL_INVALID_ARGUMENT');
+      return hostFacts();
+    },
+  },
+]);
