@@ -1,5 +1,6 @@
 // The one file that imports execa. Commands are argv arrays, never shell strings; a failure is one
 // WritError (COMMAND_FAILED / COMMAND_TIMEOUT / TOOL_MISSING) carrying the command, exit code, signal and stderr.
+import { closeSync, openSync } from 'node:fs';
 import { execa } from 'execa';
 import { WritError } from '@writ/protocol';
 
@@ -66,4 +67,50 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
 export async function hasTool(name: string): Promise<boolean> {
   const r = await execa('sh', ['-c', 'command -v "$1"', 'sh', name], { reject: false });
   return r.exitCode === 0;
+}
+
+export interface DetachedOptions {
+  /** File that receives the child's stdout and stderr (appended). */
+  logFile: string;
+}
+
+/**
+ * Starts a long-lived process (a VMM) in its own session so it outlives the caller: no timeout, no
+ * kill on our exit, output to a log file. Returns its pid; an unknown binary is TOOL_MISSING.
+ */
+export async function spawnDetached(argv: readonly string[], opts: DetachedOptions): Promise<{ pid: number }> {
+  if (argv.length === 0) throw new WritError('SAL_INVALID_ARGUMENT', 'empty command');
+  for (const a of argv) {
+    if (typeof a !== 'string' || a.includes('\0')) throw new WritError('SAL_INVALID_ARGUMENT', 'command arguments must be strings without NUL bytes');
+  }
+  const [file, ...args] = argv as [string, ...string[]];
+  // A raw fd is handed to the child as is; `{file}` would be piped through this process and break
+  // (SIGPIPE) when the caller exits. execa's types only spell small literal fds, hence the cast.
+  const fd = openSync(opts.logFile, 'a', 0o600) as 3;
+  try {
+    const child = execa(file, args, {
+      detached: true,
+      cleanup: false,
+      reject: false,
+      stdin: 'ignore',
+      stdout: fd,
+      stderr: fd,
+      extendEnv: true,
+      shell: false,
+    });
+    // The spawn error (ENOENT) arrives as an event; wait for spawn or error before reporting a pid.
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', () => resolve());
+      child.once('error', (e) => reject(e));
+    }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') throw new WritError('TOOL_MISSING', `${file} is not installed (not found)`, { command: [file, ...args] });
+      throw new WritError('COMMAND_FAILED', `${file} could not be started: ${e.message}`, { command: [file, ...args] });
+    });
+    child.unref();
+    void child.catch(() => undefined);
+    if (typeof child.pid !== 'number') throw new WritError('COMMAND_FAILED', `${file} started without a pid`, { command: [file, ...args] });
+    return { pid: child.pid };
+  } finally {
+    closeSync(fd);
+  }
 }
