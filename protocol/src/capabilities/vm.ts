@@ -78,7 +78,8 @@ export const VM_CAPABILITIES: CapabilitySpec[] = [
     name: 'vm.resize',
     dangerous: false,
     summary: 'Change vCPUs and/or memory within the maxima of the spec',
-    args: { ...argsObject({ name: NAME_SCHEMA, vcpus: VCPUS, memoryMiB: MEMORY_MIB }, ['name']), anyOf: [{ required: ['vcpus'] }, { required: ['memoryMiB'] }] },
+    // name plus at least one of vcpus / memoryMiB.
+    args: { ...argsObject({ name: NAME_SCHEMA, vcpus: VCPUS, memoryMiB: MEMORY_MIB }, ['name']), minProperties: 2 },
   },
   { name: 'vm.snapshot', dangerous: false, summary: "Save a VM's running state under its state directory (idempotent by snapshot name)", args: argsObject({ name: NAME_SCHEMA, snapshot: SNAPSHOT_NAME }, ['name', 'snapshot']) },
   { name: 'vm.restore', dangerous: false, summary: "Replace a VM's running state with a saved snapshot, optionally resuming it", args: argsObject({ name: NAME_SCHEMA, snapshot: SNAPSHOT_NAME, resume: { type: 'boolean' } }, ['name', 'snapshot']) },

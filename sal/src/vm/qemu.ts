@@ -2,7 +2,7 @@
 // "Shutdown" on qemu means no qemu process: a stopped VM is started again from its spec, which is also
 // how cold changes (devices, size) take effect. Live resize is not supported (VM_OPERATION_UNSUPPORTED).
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { WritError } from '@writ/protocol';
@@ -121,6 +121,7 @@ export async function chooseAccel(config: ResolvedVmConfig, kernel: string | nul
     if (!probeKernel) return { accel: 'tcg', source: 'probe', reason: 'no kernel to probe KVM with (set kvmProbeKernel); using TCG' };
     const r = await probeKvm(config.qemuBinary, probeKernel, config.kvmProbeTimeoutMs);
     const choice: AccelChoice = { accel: r.usable ? 'kvm' : 'tcg', source: 'probe', reason: r.reason };
+    await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
     await writeFile(cacheFile, JSON.stringify({ qemuBinary: key, accel: choice.accel, reason: choice.reason, probedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
     return choice;
   })();

@@ -5,8 +5,9 @@
 //
 // Kernel command line knobs read by /init:
 //   writ.ip=10.1.2.3/24      static address for eth0 (no address when absent)
-//   writ.marker=TEXT         line printed once userspace is up (default WRIT-GUEST-UP)
-// Serial lines it prints: the marker, `WRIT-GUEST-MEM: <MemTotal kB>`, `WRIT-GUEST-BLOCK: <disks>` whenever
+//   writ.id=TEXT             names this boot in the userspace line (the kernel echoes its command line on
+//                            the console, so the line printed must not itself appear in the command line)
+// Serial lines it prints: `WRIT-GUEST-UP <id>` (see guestMarker), `WRIT-GUEST-MEM: <MemTotal kB>`, `WRIT-GUEST-BLOCK: <disks>` whenever
 // the set of block devices changes, `WRIT-GUEST-POWEROFF` when the power button is pressed.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -27,12 +28,15 @@ export interface TestGuest {
 }
 
 export const GUEST_MARKER = 'WRIT-GUEST-UP';
+/** The serial line a guest booted with `writ.id=<id>` prints once userspace runs. */
+export const guestMarker = (id: string): string => `${GUEST_MARKER} ${id}`;
+
 export const DEFAULT_GUEST_CACHE = '/var/cache/writ-test';
 
 /** Modules the guest loads, dependencies first (the .deb ships no modules.dep). */
 const MODULES: Record<string, string> = {
-  virtio: 'drivers/virtio/virtio.ko',
   virtio_ring: 'drivers/virtio/virtio_ring.ko',
+  virtio: 'drivers/virtio/virtio.ko',
   virtio_pci_legacy_dev: 'drivers/virtio/virtio_pci_legacy_dev.ko',
   virtio_pci_modern_dev: 'drivers/virtio/virtio_pci_modern_dev.ko',
   virtio_pci: 'drivers/virtio/virtio_pci.ko',
@@ -54,11 +58,11 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in ${Object.keys(MODULES).join(' ')}; do insmod /lib/modules/$m.ko 2>/dev/null; done
 ip=""
-marker="${GUEST_MARKER}"
+id="-"
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     writ.ip=*) ip="\${arg#writ.ip=}" ;;
-    writ.marker=*) marker="\${arg#writ.marker=}" ;;
+    writ.id=*) id="\${arg#writ.id=}" ;;
   esac
 done
 ip link set lo up
@@ -74,7 +78,7 @@ for ev in /dev/input/event*; do
 done
 echo "WRIT-GUEST-MEM: $(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 (known=""; while true; do cur="$(ls /sys/block | grep '^vd' | tr '\\n' ' ')"; if [ "$cur" != "$known" ]; then echo "WRIT-GUEST-BLOCK: [$cur]"; known="$cur"; fi; sleep 0.5; done) &
-echo "$marker"
+echo "${GUEST_MARKER} $id"
 while true; do sleep 3600; done
 `;
 
