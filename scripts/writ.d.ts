@@ -177,7 +177,11 @@ export interface WritSal {
       name: string;
     }): Promise<JsonValue>;
     /** Change vCPUs and/or memory within the maxima of the spec. Capability `vm.resize`. */
-    resize?(args: JsonValue | JsonValue): Promise<JsonValue>;
+    resize?(args: {
+      name: string;
+      vcpus?: number;
+      memoryMiB?: number;
+    }): Promise<JsonValue>;
     /** Replace a VM's running state with a saved snapshot, optionally resuming it. Capability `vm.restore`. */
     restore?(args: {
       name: string;
