@@ -1,0 +1,51 @@
+// The privileged side of host calls, on the runner's main thread. Whatever the sandbox worker claims, the
+// broker checks again that the capability was granted to this job and that the arguments match its schema
+// (X5) before anything in the host table runs.
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WritError, type JsonValue } from '@writ/protocol';
+import { hostFacts } from '@writ/sal';
+import { checkCapabilityCall } from './sandbox/capability-check.ts';
+import type { HostCallJob } from './sandbox/types.ts';
+
+export interface HostFunction {
+  run(args: any, job: HostCallJob): Promise<JsonValue>;
+}
+
+/** Capability name → implementation. Only capabilities present here can be called on this node. */
+export type HostTable = Map<string, HostFunction>;
+
+export class HostBroker {
+  constructor(private readonly table: HostTable) {}
+
+  async call(job: HostCallJob, name: string, args: JsonValue): Promise<JsonValue> {
+    checkCapabilityCall(job.caps, name, args);
+    const fn = this.table.get(name);
+    if (!fn) throw new WritError('HOST_CALL_DENIED', `capability ${JSON.stringify(name)} is not available on this node`, { capability: name });
+    return fn.run(args, job);
+  }
+}
+
+/** Host functions that need no node configuration; the SAL areas are added to this table by the runner. */
+export function defaultHostTable(): HostTable {
+  return new Map<string, HostFunction>([
+    ['host.facts', { run: async () => (await hostFacts()) as unknown as JsonValue }],
+    [
+      'time.sleep',
+      {
+        // A sleep never outlives the job: it ends at the deadline or when the job ends, whichever is first.
+        async run(args: { ms: number }, job) {
+          const left = job.deadlineAt === undefined ? args.ms : Math.max(0, job.deadlineAt - Date.now());
+          try {
+            await sleep(Math.min(args.ms, left), undefined, job.signal ? { signal: job.signal } : undefined);
+          } catch {
+            // aborted: the job is over and nobody reads the result
+          }
+          return null;
+        },
+      },
+    ],
+    ['time.now', { run: async () => ({ ms: Date.now(), iso: new Date().toISOString() }) }],
+    ['random.bytes', { run: async (args: { n: number }) => ({ hex: randomBytes(args.n).toString('hex') }) }],
+  ]);
+}

@@ -1,0 +1,6 @@
+// Sandbox worker thread entry: plain JavaScript so it starts the same under node, tsx and vitest;
+// it registers the TypeScript loader for this thread, then loads the worker itself.
+import { register } from 'tsx/esm/api';
+
+register();
+await import('./worker.ts');
