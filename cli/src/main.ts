@@ -3,9 +3,15 @@ import { EXIT, processIo, reportError, type Io } from './output.ts';
 import { keysCommand } from './commands/keys.ts';
 import { signCommand } from './commands/sign.ts';
 import { verifyCommand } from './commands/verify.ts';
+import { devCommand } from './commands/dev.ts';
+import { submitCommand } from './commands/submit.ts';
+import { jobsCommand } from './commands/jobs.ts';
+import { runnerCommand } from './commands/runner.ts';
+import { coordCommand, supervisorCommand } from './commands/services.ts';
+import { keysetCommand, rolesCommand, usersCommand } from './commands/keyset.ts';
 import type { CliContext, Command } from './commands/types.ts';
 
-export const COMMANDS: Command[] = [keysCommand, signCommand, verifyCommand];
+export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, coordCommand, supervisorCommand, runnerCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, signCommand, verifyCommand];
 
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -172,3 +172,62 @@ export function thresholdFor(ks: KeySet): (cap: string) => number {
 export function unsignedKeySetEnvelope(ks: KeySet): Envelope {
   return { payloadType: PAYLOAD_TYPES.keySet, payload: Buffer.from(encodeKeySet(ks)).toString('base64'), signatures: [] };
 }
+
+/**
+ * Holds the key set a tier currently trusts: starts from pinned bootstrap admins, accepts only newer,
+ * unexpired sets signed by the admins of the set it holds, and exposes the keys, grants and thresholds
+ * that admission needs. Pure: callers persist `current.raw` themselves.
+ */
+export class KeySetHolder {
+  current: AcceptedKeySet | null = null;
+  ring = new KeyRing();
+  grants = new Map<string, KeyGrant[]>();
+  threshold: (cap: string) => number = () => 1;
+
+  constructor(readonly bootstrap: { cluster: string; admins: { threshold: number; keys: KeyRef[] } }) {}
+
+  get version(): number {
+    return this.current?.keySet.version ?? 0;
+  }
+
+  /** Verifies and, when newer, adopts a key set envelope. Returns false when it is the one already held. */
+  accept(raw: string, nowS: number): boolean {
+    if (this.current && raw === this.current.raw) return false;
+    const trust: KeySetTrust = { cluster: this.bootstrap.cluster, admins: this.current?.keySet.admins ?? this.bootstrap.admins, version: this.version };
+    const accepted = verifyKeySet(raw, trust, nowS);
+    const ring = new KeyRing();
+    for (const u of accepted.keySet.users) for (const k of u.keys) ring.add(this.ring.get(k.keyid) ?? trustKeyB64url(k.publicKey));
+    this.current = accepted;
+    this.ring = ring;
+    this.grants = grantsFromKeySet(accepted.keySet);
+    this.threshold = thresholdFor(accepted.keySet);
+    return true;
+  }
+
+  /** Throws unless a current, unexpired key set is held (an expired set freezes the tier: nothing runs). */
+  ensureUsable(nowS: number): KeySet {
+    if (!this.current) throw new WritError('KEYSET_INVALID', 'no key set has been accepted yet');
+    if (this.current.keySet.expiresAt <= nowS) throw new WritError('KEYSET_EXPIRED', `the key set (version ${this.version}) expired at ${new Date(this.current.keySet.expiresAt * 1000).toISOString()}; publish a newer one`);
+    return this.current.keySet;
+  }
+}
+
+/** A first key set for a new cluster: one admin who holds every capability. */
+export function bootstrapKeySet(opts: { cluster: string; admin: KeyRef; nowS: number; ttlS?: number; adminName?: string }): KeySet {
+  return {
+    cluster: opts.cluster,
+    version: 1,
+    issuedAt: opts.nowS,
+    expiresAt: opts.nowS + (opts.ttlS ?? 90 * 24 * 3600),
+    admins: { threshold: 1, keys: [opts.admin] },
+    users: [{ name: opts.adminName ?? 'admin', keys: [opts.admin], roles: ['admin'] }],
+    roles: [{ name: 'admin', caps: ['*'], nodes: ['*'], labels: {} }],
+    thresholds: {},
+    revoked: [],
+  };
+}
+
+/** The next version of a key set, re-dated; edits are applied by the caller. */
+export function nextKeySet(ks: KeySet, nowS: number, ttlS = 90 * 24 * 3600): KeySet {
+  return { ...structuredClone(ks), version: ks.version + 1, issuedAt: nowS, expiresAt: nowS + ttlS };
+}

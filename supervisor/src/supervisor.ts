@@ -1,12 +1,12 @@
 // The supervisor: admits jobs (verify, authorise), enqueues one BullMQ job per target node, publishes the
-// grants runners check against, and forwards what runners report to the coord as signed reports.
+// signed key set for runners, and forwards what runners report to the coord as signed reports.
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
-  BULL_PREFIX, PAYLOAD_TYPES, WritError, encodeEnvelope, queueNames, redisKeys, signEnvelope, targetMatchesNode, utf8,
-  type JobPayload, type KeyGrant, type KeyPair, type NodeView,
+  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, WritError, encodeEnvelope, queueNames, redisKeys, signEnvelope, targetMatchesNode, utf8,
+  type JobPayload, type KeyPair, type KeyRef, type NodeView,
 } from '@writ/protocol';
-import { admitEnvelope, GrantStore, type Admitted } from './admission.ts';
+import { admitEnvelope, type Admitted } from './admission.ts';
 import type { RunnerEvent, SupervisorReport } from './events.ts';
 
 export interface ReportSink {
@@ -26,6 +26,8 @@ export interface SupervisorOptions {
   clusterId: string;
   redisUrl: string;
   signingKey: KeyPair;
+  /** Pinned admins who may sign the first key set this supervisor accepts (later ones chain from it). */
+  admins: { threshold: number; keys: KeyRef[] };
   sink: ReportSink;
   logger?: Logger;
   /** BullMQ attempts per job (transient failures retry with exponential backoff). */
@@ -39,7 +41,7 @@ export interface SupervisorOptions {
 export type QueueState = 'waiting' | 'active' | 'delayed' | 'completed' | 'failed' | 'prioritized' | 'waiting-children' | 'missing';
 
 export class Supervisor {
-  readonly grants = new GrantStore();
+  readonly keySets: KeySetHolder;
   private readonly redis: Redis;
   private readonly reader: Redis;
   private readonly queues = new Map<string, Queue>();
@@ -51,6 +53,7 @@ export class Supervisor {
 
   private constructor(readonly opts: SupervisorOptions) {
     this.log = opts.logger ?? silent;
+    this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
     this.redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
     this.reader = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
     for (const r of [this.redis, this.reader]) r.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
@@ -61,7 +64,7 @@ export class Supervisor {
     await s.redis.connect();
     await s.reader.connect();
     await s.ensureGroup();
-    await s.loadGrantsFromRedis();
+    await s.loadKeySetFromRedis();
     s.pump = s.pumpEvents();
     s.repairTimer = setInterval(() => void s.repair().catch(() => {}), 2000);
     s.repairTimer.unref();
@@ -80,30 +83,40 @@ export class Supervisor {
     }
   }
 
-  private async loadGrantsFromRedis(): Promise<void> {
-    const raw = await this.redis.get(redisKeys.keySet());
-    if (!raw) return;
-    const doc = JSON.parse(raw) as { version: number; grants: KeyGrant[] };
-    this.grants.replace(doc.grants, doc.version);
+  private nowS(): number {
+    return this.opts.nowS?.() ?? Math.floor(Date.now() / 1000);
   }
 
-  /** Redis is a cache: when it lost the grants (restart without data, FLUSHALL), publish them again. */
-  private async repair(): Promise<void> {
-    if (this.grants.version === 0) return;
-    if ((await this.redis.exists(redisKeys.keySet())) === 0) {
-      const version = Math.max(this.grants.version, Number(await this.redis.incr(redisKeys.keySetVersion())));
-      await this.redis.set(redisKeys.keySetVersion(), String(version));
-      await this.redis.set(redisKeys.keySet(), JSON.stringify({ version, grants: this.grants.list() }));
-      this.log.warn({ version }, 'Redis had lost the grants; published them again');
+  private async loadKeySetFromRedis(): Promise<void> {
+    const raw = await this.redis.get(redisKeys.keySet());
+    if (!raw) return;
+    try {
+      this.keySets.accept(raw, this.nowS());
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'the key set in Redis was not accepted; waiting for the coord to publish one');
     }
   }
 
-  /** Replaces the grants and publishes them to runners (interim trust store; signed key sets replace it). */
-  async setGrants(grants: KeyGrant[]): Promise<number> {
-    const version = Number(await this.redis.incr(redisKeys.keySetVersion()));
-    this.grants.replace(grants, version);
-    await this.redis.set(redisKeys.keySet(), JSON.stringify({ version, grants }));
-    return version;
+  /** Redis is a cache: when it lost the key set (restart without data, FLUSHALL), publish it again. */
+  private async repair(): Promise<void> {
+    const held = this.keySets.current;
+    if (!held) return;
+    if ((await this.redis.exists(redisKeys.keySet())) === 0) {
+      await this.redis.multi().set(redisKeys.keySet(), held.raw).incr(redisKeys.keySetVersion()).exec();
+      this.log.warn({ version: held.keySet.version }, 'Redis had lost the key set; published it again');
+    }
+  }
+
+  /**
+   * Verifies a signed key set against the one held (or the pinned admins), adopts it when newer, and
+   * publishes the envelope for runners, which verify it again themselves.
+   */
+  async setKeySet(raw: string): Promise<{ version: number; changed: boolean }> {
+    const changed = this.keySets.accept(raw, this.nowS());
+    if (changed || (await this.redis.get(redisKeys.keySet())) !== raw) {
+      await this.redis.multi().set(redisKeys.keySet(), raw).incr(redisKeys.keySetVersion()).exec();
+    }
+    return { version: this.keySets.version, changed };
   }
 
   private queue(node: string): Queue {
@@ -134,9 +147,9 @@ export class Supervisor {
   /** Verifies and authorises an envelope, then enqueues it for its node. Idempotent by job id. */
   async submit(raw: string, opts: { node?: string } = {}): Promise<{ jobId: string; node: string; admitted: Admitted }> {
     const nodes = await this.nodesFresh();
-    const admitted = admitEnvelope(raw, this.grants, {
+    const admitted = admitEnvelope(raw, this.keySets, {
       clusterId: this.opts.clusterId,
-      nowS: this.opts.nowS?.() ?? Math.floor(Date.now() / 1000),
+      nowS: this.nowS(),
       pickNode: (job) => pickNode(job, nodes, opts.node),
     });
     await this.enqueue(admitted.job.id, admitted.node.id, raw);

@@ -54,7 +54,7 @@ async function show(argv: string[], io: Io): Promise<number> {
 export const keysCommand: Command = {
   name: 'keys',
   summary: 'generate and inspect ed25519 keys',
-  help: `usage: writ keys <generate|show> ...\n\n${GENERATE_HELP}\n\n${SHOW_HELP}`,
+  help: `usage: writ keys <generate|show> ...\n\n${GENERATE_HELP}\n\n${SHOW_HELP}\n\nTo let a key run jobs, add it to the key set: writ users add NAME --key FILE --role ROLE`,
   subcommands: { generate, show },
   run(argv, io, ctx) {
     return dispatchSubcommand(this, argv, io, ctx);

@@ -1,0 +1,111 @@
+// A small HTTP client for the coord API, used by the CLI. The coord URL and token come from --coord /
+// WRIT_COORD / WRIT_TOKEN, or from the file `writ dev` writes ($WRIT_HOME/dev.json).
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { WritError, fromErrorJSON, type ErrorJSON } from '@writ/protocol';
+import { writHome } from './keyfiles.ts';
+
+export interface CoordTarget {
+  url: string;
+  token: string;
+}
+
+export async function resolveCoord(flag: string | undefined, env: NodeJS.ProcessEnv): Promise<CoordTarget> {
+  let dev: { url?: string; token?: string } = {};
+  try {
+    dev = JSON.parse(await readFile(path.join(writHome(env), 'dev.json'), 'utf8'));
+  } catch {
+    /* no dev stack recorded */
+  }
+  const url = flag ?? env.WRIT_COORD ?? dev.url;
+  const token = env.WRIT_TOKEN ?? dev.token;
+  if (!url) throw new WritError('USAGE', 'no coord to talk to: pass --coord URL, set WRIT_COORD, or start one with `writ dev --keep`');
+  if (!token) throw new WritError('USAGE', 'no API token: set WRIT_TOKEN (printed by `writ dev --keep`)');
+  return { url, token };
+}
+
+export async function api<T>(coord: CoordTarget, method: string, route: string, body?: string | object): Promise<{ status: number; body: T }> {
+  let res: Response;
+  try {
+    res = await fetch(new URL(route, coord.url), {
+      method,
+      headers: { authorization: `Bearer ${coord.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+  } catch (e) {
+    throw new WritError('NOT_READY', `cannot reach the coord at ${coord.url}: ${(e as Error).cause ? String((e as { cause: unknown }).cause) : (e as Error).message}`);
+  }
+  const text = await res.text();
+  let doc: unknown = null;
+  try {
+    doc = text ? JSON.parse(text) : null;
+  } catch {
+    throw new WritError('INTERNAL', `the coord answered ${res.status} with non-JSON: ${text.slice(0, 200)}`);
+  }
+  if (!res.ok) {
+    const err = (doc as { error?: ErrorJSON } | null)?.error;
+    throw err ? fromErrorJSON(err) : new WritError('INTERNAL', `the coord answered ${res.status}`);
+  }
+  return { status: res.status, body: doc as T };
+}
+
+export interface StreamedEvent {
+  id: number | null;
+  event: string;
+  data: { seq: number; type: string; level: string | null; message: string; data: unknown };
+}
+
+/** Follows a job's server-sent events until the stream ends (the job finished) or `signal` aborts. */
+export async function followEvents(coord: CoordTarget, jobId: string, onEvent: (e: StreamedEvent) => void, signal?: AbortSignal): Promise<void> {
+  let lastId = 0;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    let res: Response;
+    try {
+      res = await fetch(new URL(`/v1/jobs/${encodeURIComponent(jobId)}/events`, coord.url), {
+        headers: { authorization: `Bearer ${coord.token}`, accept: 'text/event-stream', ...(lastId ? { 'last-event-id': String(lastId) } : {}) },
+        ...(signal ? { signal } : {}),
+      });
+    } catch (e) {
+      if (signal?.aborted) return;
+      await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 3000)));
+      continue;
+    }
+    if (!res.ok || !res.body) {
+      const text = await res.text();
+      const err = (JSON.parse(text || '{}') as { error?: ErrorJSON }).error;
+      throw err ? fromErrorJSON(err) : new WritError('INTERNAL', `events stream answered ${res.status}`);
+    }
+    const decoder = new TextDecoder();
+    let buf = '';
+    let ended = false;
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buf += decoder.decode(chunk, { stream: true });
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          let id: number | null = null;
+          let event = 'message';
+          let data = '';
+          for (const line of block.split('\n')) {
+            if (line.startsWith('id: ')) id = Number(line.slice(4));
+            else if (line.startsWith('event: ')) event = line.slice(7);
+            else if (line.startsWith('data: ')) data += line.slice(6);
+          }
+          if (event === 'end') ended = true;
+          else if (data) {
+            if (id) lastId = id;
+            onEvent({ id, event, data: JSON.parse(data) });
+          }
+        }
+      }
+    } catch (e) {
+      if (signal?.aborted) return;
+      void e;
+    }
+    if (ended) return;
+  }
+  throw new WritError('NOT_READY', 'lost the event stream too many times');
+}

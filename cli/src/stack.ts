@@ -1,0 +1,135 @@
+// Composes coord, supervisor and runners in one process (`writ dev`, the quickstart, integration tests and
+// benchmarks), on embedded defaults: its own redis-server when REDIS_URL is unset, PGlite when DATABASE_URL is.
+// Resources are released in reverse order of acquisition.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { PAYLOAD_TYPES, b64url, bootstrapKeySet, decodeKeyFile, encodeEnvelope, encodeKeySet, encodePrivateKeyFile, generateKeyPair, signEnvelope, type KeyPair } from '@writ/protocol';
+import { buildApp, CoordService, InProcessSupervisorClient, openLedger, type Ledger } from '@writ/coord';
+import { Supervisor, type Logger } from '@writ/supervisor';
+import { Runner, type RunnerOptions } from '@writ/runner';
+import { startEmbeddedRedis, type EmbeddedRedis } from './embedded-redis.ts';
+import { writeNewFile } from './keyfiles.ts';
+
+export interface StackOptions {
+  stateDir: string;
+  /** The cluster's bootstrap admin: pinned by every tier; signs key set v1 when the ledger has none. */
+  admin: KeyPair;
+  redisUrl?: string;
+  databaseUrl?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  host?: string;
+  clusterId?: string;
+  /** Runners to start in-process; [] for none. */
+  nodes?: { id: string; labels?: Record<string, string> }[];
+  runner?: Partial<Omit<RunnerOptions, 'nodeId' | 'labels' | 'redisUrl'>>;
+  supervisor?: { attempts?: number; backoffMs?: number };
+  reconcileAfterMs?: number;
+  reconcileEveryMs?: number;
+  logger?: Logger;
+  apiToken?: string;
+  redisAppendOnly?: boolean;
+}
+
+export interface Stack {
+  url: string;
+  token: string;
+  clusterId: string;
+  redisUrl: string;
+  redis?: EmbeddedRedis;
+  ledger: Ledger;
+  supervisor: Supervisor;
+  service: CoordService;
+  app: FastifyInstance;
+  runners: Runner[];
+  startRunner(id: string, labels?: Record<string, string>): Promise<Runner>;
+  stop(): Promise<void>;
+}
+
+/** Loads the key at `file`, or creates it (mode 0600) when missing. Never replaces a corrupt key. */
+export async function loadOrCreateKey(file: string): Promise<KeyPair> {
+  try {
+    const d = decodeKeyFile(await readFile(file, 'utf8'), file);
+    if (!d.keyPair) throw new Error(`${file} holds no private key`);
+    return d.keyPair;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const kp = generateKeyPair();
+  await writeNewFile(file, encodePrivateKeyFile(kp, path.basename(file)), 0o600, false);
+  return kp;
+}
+
+export async function startStack(opts: StackOptions): Promise<Stack> {
+  const releasers: (() => Promise<void>)[] = [];
+  const release = async () => {
+    for (const r of releasers.reverse()) await r().catch(() => {});
+  };
+  try {
+    await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+    const clusterId = opts.clusterId ?? 'writ-dev';
+    let redis: EmbeddedRedis | undefined;
+    let redisUrl = opts.redisUrl;
+    if (!redisUrl) {
+      redis = await startEmbeddedRedis({ dataDir: path.join(opts.stateDir, 'redis'), appendOnly: opts.redisAppendOnly ?? true });
+      releasers.push(() => redis!.stop());
+      redisUrl = redis.url;
+    }
+    const ledger = await openLedger(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : { dataDir: path.join(opts.stateDir, 'ledger') });
+    releasers.push(() => ledger.close());
+    const supKey = await loadOrCreateKey(path.join(opts.stateDir, 'supervisor.key'));
+    const admins = { threshold: 1, keys: [{ keyid: opts.admin.keyid, publicKey: b64url(opts.admin.publicKey) }] };
+    let service: CoordService | undefined;
+    const supervisor = await Supervisor.start({
+      id: 'sup-1',
+      clusterId,
+      redisUrl,
+      signingKey: supKey,
+      admins,
+      ...(opts.logger ? { logger: opts.logger } : {}),
+      attempts: opts.supervisor?.attempts ?? 3,
+      backoffMs: opts.supervisor?.backoffMs ?? 1000,
+      sink: {
+        deliver: async (report) => {
+          if (!service) throw new Error('coord not started yet');
+          await service.ingestReport(report);
+        },
+      },
+    });
+    releasers.push(() => supervisor.close());
+    service = new CoordService({
+      clusterId,
+      ledger,
+      supervisor: new InProcessSupervisorClient(supervisor),
+      supervisorKeys: [supKey.publicKey],
+      admins,
+      ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.reconcileAfterMs !== undefined ? { reconcileAfterMs: opts.reconcileAfterMs } : {}),
+      ...(opts.reconcileEveryMs !== undefined ? { reconcileEveryMs: opts.reconcileEveryMs } : {}),
+    });
+    await service.start();
+    releasers.push(() => service!.stop());
+    if (!service.currentKeySet()) {
+      const v1 = bootstrapKeySet({ cluster: clusterId, admin: admins.keys[0]!, nowS: Math.floor(Date.now() / 1000) });
+      await service.publishKeySet(encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(v1), [opts.admin])), 'bootstrap');
+    }
+    const token = opts.apiToken ?? randomBytes(24).toString('base64url');
+    const app = await buildApp({ service, apiToken: token });
+    const url = await app.listen({ port: opts.port ?? 0, host: opts.host ?? '127.0.0.1' });
+    releasers.push(() => app.close());
+    const runners: Runner[] = [];
+    const startRunner = async (id: string, labels: Record<string, string> = {}) => {
+      const r = await Runner.start({ ...opts.runner, nodeId: id, labels, clusterId, admins, stateDir: path.join(opts.stateDir, 'nodes', id), redisUrl: redisUrl!, ...(opts.logger ? { logger: opts.logger } : {}) });
+      runners.push(r);
+      releasers.push(() => r.close(5000));
+      return r;
+    };
+    for (const n of opts.nodes ?? [{ id: 'dev-1', labels: { env: 'dev' } }]) await startRunner(n.id, n.labels);
+    return { url, token, clusterId, redisUrl, ...(redis ? { redis } : {}), ledger, supervisor, service, app, runners, startRunner, stop: release };
+  } catch (e) {
+    await release();
+    throw e;
+  }
+}

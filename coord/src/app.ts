@@ -1,0 +1,262 @@
+// The coord's HTTP API. Built here, never listening (main/dev listen); tested with inject().
+// Every route is listed in ROUTES (snapshot-tested); only /healthz, /readyz and /metrics are unauthenticated.
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { ERROR_CODES, errorCodeOf, parseStrictJson, toErrorJSON, type ErrorCode } from '@writ/protocol';
+import type { CoordService, JobEventMessage } from './service.ts';
+
+export interface AppOptions {
+  service: CoordService;
+  /** Bearer token for the API (operators, CLI). */
+  apiToken: string;
+  bodyLimitBytes?: number;
+  logger?: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    rawBody?: string;
+  }
+}
+
+const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' } as const;
+
+const envelopeSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['payloadType', 'payload', 'signatures'],
+  properties: {
+    payloadType: { type: 'string', maxLength: 200 },
+    payload: { type: 'string' },
+    signatures: { type: 'array', minItems: 1, maxItems: 16, items: { type: 'object', additionalProperties: false, required: ['keyid', 'sig'], properties: { keyid: { type: 'string', maxLength: 200 }, sig: { type: 'string', maxLength: 200 } } } },
+  },
+} as const;
+
+/** The explicit route list (A1). A test compares the app's routes against it. */
+export const ROUTES = [
+  'GET /healthz',
+  'GET /readyz',
+  'GET /metrics',
+  'POST /v1/jobs',
+  'GET /v1/jobs',
+  'GET /v1/jobs/:id',
+  'GET /v1/jobs/:id/events',
+  'POST /v1/reports',
+  'GET /v1/keyset',
+  'POST /v1/keyset',
+  'GET /v1/audit',
+  'GET /v1/audit/verify',
+] as const;
+
+const PUBLIC = new Set(['/healthz', '/readyz', '/metrics']);
+
+function sendError(reply: FastifyReply, code: ErrorCode, message: string, details?: Record<string, unknown>) {
+  return reply.code(ERROR_CODES[code].status).send({ error: { code, message, ...(details ? { details } : {}) } });
+}
+
+function jobView(job: NonNullable<Awaited<ReturnType<CoordService['ledger']['getJob']>>>, attempts?: unknown[]) {
+  return {
+    id: job.id,
+    status: job.status,
+    node: job.node ?? null,
+    target: job.target,
+    caps: job.caps,
+    signers: job.signerKeyids,
+    attempts: job.attempts,
+    result: job.result ?? null,
+    error: job.errorCode ? { code: job.errorCode, message: job.errorMessage ?? '' } : null,
+    createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
+    finishedAt: job.finishedAt ?? null,
+    ...(attempts ? { attemptHistory: attempts } : {}),
+  };
+}
+
+const TERMINAL = new Set(['succeeded', 'failed', 'refused']);
+
+export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
+  const { service } = opts;
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: opts.bodyLimitBytes ?? 1024 * 1024 + 4096,
+    // A client-chosen request id is not trusted for anything; ours are sequential.
+    requestIdHeader: false,
+  });
+  const token = Buffer.from(opts.apiToken);
+
+  // Bodies are parsed by Writ's strict parser (duplicate keys, unsafe integers, lone surrogates refused),
+  // and the raw text is kept: signatures are verified over the bytes exactly as received.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    try {
+      req.rawBody = body as string;
+      done(null, body === '' ? undefined : parseStrictJson(body as string, { maxBytes: opts.bodyLimitBytes ?? 1024 * 1024 + 4096 }));
+    } catch (e) {
+      done(e as Error, undefined);
+    }
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    const path = req.url.split('?')[0]!;
+    if (PUBLIC.has(path) || path === '/v1/reports') return; // reports authenticate by the supervisor's signature
+    const h = req.headers.authorization ?? '';
+    const given = Buffer.from(h.startsWith('Bearer ') ? h.slice(7) : '');
+    if (given.length !== token.length || !timingSafeEqual(given, token)) {
+      return sendError(reply, 'UNAUTHENTICATED', 'send Authorization: Bearer <token> (see `writ dev` output or WRIT_TOKEN)');
+    }
+  });
+
+  app.setNotFoundHandler((req, reply) => sendError(reply, 'ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
+
+  app.setErrorHandler((err: Error & { code?: string; statusCode?: number; validation?: { keyword: string; params: Record<string, unknown>; instancePath: string; message?: string }[] }, req, reply) => {
+    const code = errorCodeOf(err);
+    if (code) return reply.code(ERROR_CODES[code].status).send({ error: toErrorJSON(err) });
+    if (err.validation) {
+      const v = err.validation[0];
+      if (v?.keyword === 'additionalProperties') return sendError(reply, 'UNKNOWN_FIELD', `unknown field ${JSON.stringify(v.params.additionalProperty)} at ${v.instancePath || '/'}`);
+      return sendError(reply, 'BAD_REQUEST', `${v?.instancePath || 'body'} ${v?.message ?? 'is invalid'}`);
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sendError(reply, 'BODY_TOO_LARGE', `the body is larger than ${opts.bodyLimitBytes ?? 1024 * 1024 + 4096} bytes`);
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sendError(reply, 'UNSUPPORTED_MEDIA_TYPE', 'send Content-Type: application/json');
+    if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return sendError(reply, 'BAD_REQUEST', 'the body is empty');
+    if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) return sendError(reply, 'BAD_REQUEST', 'the request is malformed');
+    req.log.error({ err }, 'internal error');
+    return sendError(reply, 'INTERNAL', ERROR_CODES.INTERNAL.message); // never leak the internal message (A2)
+  });
+
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/readyz', async (_req, reply) => {
+    let ledger = true;
+    try {
+      await service.ledger.ping();
+    } catch {
+      ledger = false;
+    }
+    const sup = await service.opts.supervisor.health();
+    const ok = ledger && sup.ok;
+    return reply.code(ok ? 200 : 503).send({ ok, ledger, supervisor: sup.ok, redis: sup.redis });
+  });
+  app.get('/metrics', async (_req, reply) => {
+    const m = service.metrics;
+    const lines = [
+      '# HELP writ_jobs_submitted_total Jobs recorded for the first time.',
+      '# TYPE writ_jobs_submitted_total counter',
+      `writ_jobs_submitted_total ${m.jobsSubmitted}`,
+      '# HELP writ_jobs_replayed_total Submissions of an envelope already recorded (answered, not run again).',
+      '# TYPE writ_jobs_replayed_total counter',
+      `writ_jobs_replayed_total ${m.jobsReplayed}`,
+      '# HELP writ_jobs_refused_total Jobs refused at admission.',
+      '# TYPE writ_jobs_refused_total counter',
+      `writ_jobs_refused_total ${m.jobsRefused}`,
+      '# HELP writ_reports_applied_total Signed supervisor reports applied.',
+      '# TYPE writ_reports_applied_total counter',
+      `writ_reports_applied_total ${m.reportsApplied}`,
+      '# HELP writ_runner_events_applied_total Runner events applied to the ledger.',
+      '# TYPE writ_runner_events_applied_total counter',
+      `writ_runner_events_applied_total ${m.eventsApplied}`,
+      '# HELP writ_jobs_redispatched_total Jobs the reconciler put back on a queue.',
+      '# TYPE writ_jobs_redispatched_total counter',
+      `writ_jobs_redispatched_total ${m.redispatched}`,
+    ];
+    return reply.type('text/plain; version=0.0.4').send(lines.join('\n') + '\n');
+  });
+
+  app.post('/v1/jobs', { schema: { body: envelopeSchema } }, async (req, reply) => {
+    const { job, replayed } = await service.submit(req.rawBody!);
+    if (job.status === 'refused') return sendError(reply, (job.errorCode as ErrorCode) ?? 'INTERNAL', job.errorMessage ?? 'refused', { id: job.id });
+    return reply.code(replayed ? 200 : 202).send({ id: job.id, status: job.status, node: job.node ?? null, replayed });
+  });
+
+  app.get('/v1/jobs', {
+    schema: {
+      querystring: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { status: { type: 'string', enum: ['admitted', 'queued', 'running', 'succeeded', 'failed', 'refused'] }, node: { type: 'string', maxLength: 63 }, cursor: { type: 'string', maxLength: 200 }, limit: { type: 'integer', minimum: 1, maximum: 500 } },
+      },
+    },
+  }, async (req) => {
+    const q = req.query as { status?: string; node?: string; cursor?: string; limit?: number };
+    const page = await service.ledger.listJobs({ ...(q.status ? { status: q.status } : {}), ...(q.node ? { node: q.node } : {}), ...(q.cursor ? { cursor: q.cursor } : {}), limit: q.limit ?? 50 } as Parameters<CoordService['ledger']['listJobs']>[0]);
+    return { jobs: page.jobs.map((j) => jobView(j)), nextCursor: page.nextCursor };
+  });
+
+  app.get('/v1/jobs/:id', { schema: { params: { type: 'object', properties: { id: ID } } } }, async (req, reply) => {
+    const { id } = req.params as { id: string };
+    const job = await service.ledger.getJob(id);
+    if (!job) return sendError(reply, 'NOT_FOUND', `no job ${id}`);
+    return jobView(job, await service.ledger.listAttempts(id));
+  });
+
+  app.get('/v1/jobs/:id/events', { schema: { params: { type: 'object', properties: { id: ID } }, querystring: { type: 'object', additionalProperties: false, properties: { after: { type: 'integer', minimum: 0 } } } } }, async (req: FastifyRequest, reply: FastifyReply) => {
+    const { id } = req.params as { id: string };
+    const job = await service.ledger.getJob(id);
+    if (!job) return sendError(reply, 'NOT_FOUND', `no job ${id}`);
+    const lastId = Number(req.headers['last-event-id'] ?? (req.query as { after?: number }).after ?? 0) || 0;
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    let sent = lastId;
+    let closed = false;
+    const queue: JobEventMessage[] = [];
+    const write = (ev: JobEventMessage) => {
+      if (closed || ev.seq <= sent) return;
+      sent = ev.seq;
+      res.write(`id: ${ev.seq}\nevent: ${ev.type}\ndata: ${JSON.stringify({ seq: ev.seq, type: ev.type, level: ev.level ?? null, message: ev.message, data: ev.data ?? null })}\n\n`);
+      const status = (ev.data as { status?: string } | null)?.status;
+      if (ev.type === 'status' && status && TERMINAL.has(status)) finish();
+    };
+    const finish = () => {
+      if (closed) return;
+      closed = true;
+      service.events.off(`job:${id}`, onLive);
+      clearInterval(keepAlive);
+      res.write(`event: end\ndata: {}\n\n`);
+      res.end();
+    };
+    let replaying = true;
+    const onLive = (ev: JobEventMessage) => (replaying ? queue.push(ev) : write(ev));
+    service.events.on(`job:${id}`, onLive);
+    const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+    req.raw.on('close', () => {
+      closed = true;
+      service.events.off(`job:${id}`, onLive);
+      clearInterval(keepAlive);
+    });
+    // Replay what the ledger holds, then the live events that arrived meanwhile, in order.
+    for (;;) {
+      const batch = await service.ledger.listJobEvents(id, sent, 500);
+      for (const e of batch) write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
+      if (batch.length < 500 || closed) break;
+    }
+    replaying = false;
+    for (const e of queue.sort((a, b) => a.seq - b.seq)) write(e);
+    const fresh = await service.ledger.getJob(id);
+    if (fresh && TERMINAL.has(fresh.status)) {
+      const rest = await service.ledger.listJobEvents(id, sent, 1000);
+      for (const e of rest) write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
+      finish();
+    }
+  });
+
+  app.post('/v1/reports', { schema: { body: envelopeSchema } }, async (req) => service.ingestReport(req.rawBody!));
+
+  app.get('/v1/keyset', async (_req, reply) => {
+    const c = service.currentKeySet();
+    if (!c) return sendError(reply, 'NOT_FOUND', 'no key set has been published yet (writ keyset publish)');
+    return c;
+  });
+  // The body is a signed key set envelope (admins sign with their own keys; the coord holds none).
+  app.post('/v1/keyset', { schema: { body: envelopeSchema } }, async (req, reply) => {
+    const r = await service.publishKeySet(req.rawBody!, 'api');
+    return reply.code(r.changed ? 201 : 200).send(r);
+  });
+
+  app.get('/v1/audit', { schema: { querystring: { type: 'object', additionalProperties: false, properties: { tail: { type: 'integer', minimum: 1, maximum: 1000 } } } } }, async (req) => ({
+    entries: await service.ledger.tailAudit((req.query as { tail?: number }).tail ?? 50),
+  }));
+  app.get('/v1/audit/verify', async () => service.ledger.verifyAudit());
+
+  return app;
+}
+

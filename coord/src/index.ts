@@ -1,0 +1,5 @@
+// @writ/coord: the coordinator service.
+export { buildApp, ROUTES, type AppOptions } from './app.ts';
+export { CoordService, type CoordOptions, type JobEventMessage } from './service.ts';
+export { InProcessSupervisorClient, HttpSupervisorClient, type SupervisorClient } from './supervisor-client.ts';
+export { openLedger, type Ledger } from './ledger/index.ts';

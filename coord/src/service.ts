@@ -1,0 +1,276 @@
+// The coordinator's core, independent of HTTP: admit and record jobs (ledger first, R1), forward them to a
+// supervisor, apply signed supervisor reports to the ledger, stream job events, and reconcile what Redis lost.
+import { EventEmitter } from 'node:events';
+import {
+  KeyRing, KeySetHolder, PAYLOAD_TYPES, WritError, checkAudience, checkJobTimes, errorCodeOf, parseJobPayload, parseStrictJson, sha256Hex, toErrorJSON,
+  trustKey, verifyEnvelope, type KeyRef, type KeySet, type TrustedKey,
+} from '@writ/protocol';
+import type { RunnerEvent, SupervisorReport } from '@writ/supervisor';
+import type { Ledger } from './ledger/index.ts';
+import type { SupervisorClient } from './supervisor-client.ts';
+
+export interface CoordLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+const silent: CoordLogger = { info() {}, warn() {}, error() {} };
+
+export interface CoordOptions {
+  clusterId: string;
+  ledger: Ledger;
+  supervisor: SupervisorClient;
+  /** Public keys of supervisors whose reports are accepted. */
+  supervisorKeys: Uint8Array[];
+  /** Pinned admins who may sign the cluster's first key set (later ones chain from the set held). */
+  admins: { threshold: number; keys: KeyRef[] };
+  logger?: CoordLogger;
+  maxEnvelopeBytes?: number;
+  nowS?: () => number;
+  /** Reconciler: look at unfinished jobs untouched for this long (default 5 s), every `reconcileEveryMs`. */
+  reconcileAfterMs?: number;
+  reconcileEveryMs?: number;
+  maxAttempts?: number;
+}
+
+export interface JobEventMessage {
+  seq: number;
+  type: string;
+  level?: string | null;
+  message: string;
+  data?: unknown;
+}
+
+export class CoordService {
+  readonly events = new EventEmitter();
+  readonly keySets: KeySetHolder;
+  private readonly supervisorRing: KeyRing;
+  private readonly log: CoordLogger;
+  private reconcileTimer: NodeJS.Timeout | undefined;
+  private reconciling = false;
+  readonly metrics = { jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, redispatched: 0 };
+
+  constructor(readonly opts: CoordOptions) {
+    this.log = opts.logger ?? silent;
+    this.events.setMaxListeners(0);
+    this.supervisorRing = new KeyRing(opts.supervisorKeys.map((k) => trustKey(k)));
+    this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
+  }
+
+  get ledger(): Ledger {
+    return this.opts.ledger;
+  }
+
+  private nowS(): number {
+    return this.opts.nowS?.() ?? Math.floor(Date.now() / 1000);
+  }
+
+  async start(): Promise<void> {
+    const current = await this.ledger.currentKeySet();
+    if (current) {
+      this.keySets.accept(current.envelope, 0);
+      await this.opts.supervisor.setKeySet(current.envelope).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not hand the key set to the supervisor yet'));
+    }
+    this.reconcileTimer = setInterval(() => void this.reconcile().catch((e) => this.log.warn({ err: (e as Error).message }, 'reconcile failed')), this.opts.reconcileEveryMs ?? 2000);
+    this.reconcileTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.reconcileTimer) clearInterval(this.reconcileTimer);
+  }
+
+  /**
+   * Publishes a signed key set: verified against the set held (or the pinned admins for the first one),
+   * recorded in the ledger with its signers, then handed to the supervisor, which verifies it again.
+   * The coord holds no admin key: sets are signed by admins with their own keys (T10).
+   */
+  async publishKeySet(raw: string, actor: string): Promise<{ version: number; changed: boolean }> {
+    const before = this.keySets.version;
+    const changed = this.keySets.accept(raw, this.nowS());
+    const accepted = this.keySets.current!;
+    if (changed) {
+      await this.ledger.putKeySet({ version: accepted.keySet.version, envelope: raw, signerKeyids: accepted.signers.map((s) => s.keyid) });
+      await this.ledger.appendAudit({ kind: 'keyset.publish', actor, subject: `v${accepted.keySet.version}`, data: { from: before, signers: accepted.signers.map((s) => s.keyid), users: accepted.keySet.users.length, roles: accepted.keySet.roles.length, revoked: accepted.keySet.revoked } });
+    }
+    await this.opts.supervisor.setKeySet(raw);
+    return { version: accepted.keySet.version, changed };
+  }
+
+  currentKeySet(): { version: number; keySet: KeySet; envelope: string } | null {
+    const c = this.keySets.current;
+    return c ? { version: c.keySet.version, keySet: c.keySet, envelope: c.raw } : null;
+  }
+
+  /**
+   * Admission at the coord: verify and parse strictly, record durably, then forward. Returns the job row;
+   * `replayed` when the same envelope was seen before (nothing runs twice, T5).
+   */
+  async submit(raw: string): Promise<{ job: Awaited<ReturnType<Ledger['getJob']>> & object; replayed: boolean }> {
+    this.keySets.ensureUsable(this.nowS());
+    const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring, ...(this.opts.maxEnvelopeBytes ? { maxBytes: this.opts.maxEnvelopeBytes } : {}) });
+    const job = parseJobPayload(verified.payload);
+    checkJobTimes(job, this.nowS());
+    checkAudience(job, this.opts.clusterId);
+    const { job: row, created } = await this.ledger.insertJob({
+      id: job.id,
+      envelope: raw,
+      envelopeSha256: sha256Hex(raw),
+      signerKeyids: verified.signers.map((s: TrustedKey) => s.keyid),
+      target: job.target,
+      caps: job.caps,
+      exp: new Date(job.exp * 1000),
+      maxAttempts: this.opts.maxAttempts ?? 3,
+    });
+    if (!created) {
+      this.metrics.jobsReplayed++;
+      return { job: row, replayed: true };
+    }
+    this.metrics.jobsSubmitted++;
+    await this.ledger.appendAudit({ kind: 'job.admit', actor: verified.signers.map((s) => s.keyid).join(','), subject: job.id, data: { target: job.target, caps: job.caps } });
+    await this.dispatch(job.id, raw);
+    return { job: (await this.ledger.getJob(job.id))!, replayed: false };
+  }
+
+  /** Forwards an admitted job to the supervisor; permanent refusals end the job, transient ones wait for the reconciler. */
+  private async dispatch(jobId: string, raw: string): Promise<void> {
+    try {
+      const { node } = await this.opts.supervisor.submit(raw);
+      await this.ledger.transitionJob(jobId, 'queued', { node });
+      this.publish(jobId, await this.statusEvent(jobId, 'queued', `queued for node ${node}`));
+    } catch (e) {
+      const err = toErrorJSON(e, true);
+      if (err.retryable) {
+        this.log.warn({ jobId, code: err.code, msg: err.message }, 'dispatch deferred');
+        await this.ledger.appendJobEvent(jobId, { type: 'status', message: `waiting: ${err.code}: ${err.message}` });
+        return;
+      }
+      this.metrics.jobsRefused++;
+      await this.ledger.transitionJob(jobId, 'refused', { errorCode: err.code, errorMessage: err.message });
+      await this.ledger.appendAudit({ kind: 'job.refuse', actor: this.opts.supervisor.id, subject: jobId, data: { code: err.code, message: err.message } });
+      this.publish(jobId, await this.statusEvent(jobId, 'refused', `${err.code}: ${err.message}`));
+    }
+  }
+
+  private async statusEvent(jobId: string, status: string, message: string, data?: unknown): Promise<JobEventMessage> {
+    const seq = await this.ledger.appendJobEvent(jobId, { type: 'status', message, data: { status, ...(data ? { detail: data } : {}) } });
+    return { seq, type: 'status', message, data: { status, ...(data ? { detail: data } : {}) } };
+  }
+
+  private publish(jobId: string, ev: JobEventMessage): void {
+    this.events.emit(`job:${jobId}`, ev);
+  }
+
+  /** Applies a signed supervisor report (result payload type) to the ledger. */
+  async ingestReport(envelope: string): Promise<{ applied: number }> {
+    const v = verifyEnvelope(envelope, { payloadType: PAYLOAD_TYPES.result, keys: this.supervisorRing });
+    const report = parseStrictJson(v.payload, { maxBytes: 16 * 1024 * 1024, maxDepth: 80 }) as unknown as SupervisorReport;
+    if (!report || !Array.isArray(report.events)) throw new WritError('SCHEMA_INVALID', 'report has no events');
+    let applied = 0;
+    for (const ev of report.events) {
+      try {
+        await this.applyEvent(ev);
+        applied++;
+      } catch (e) {
+        // One bad event must not block the stream behind it; it is logged and dropped.
+        this.log.error({ err: (e as Error).message, jobId: ev?.jobId, type: ev?.type }, 'could not apply a runner event');
+      }
+    }
+    this.metrics.reportsApplied++;
+    this.metrics.eventsApplied += applied;
+    return { applied };
+  }
+
+  private async applyEvent(ev: RunnerEvent): Promise<void> {
+    if (!ev.jobId) {
+      await this.ledger.appendAudit({ kind: 'security', actor: `node:${ev.node}`, subject: '', data: ev as unknown as Record<string, unknown> });
+      return;
+    }
+    const jobId = ev.jobId;
+    if (!(await this.ledger.getJob(jobId))) {
+      if (ev.type === 'security') await this.ledger.appendAudit({ kind: 'security', actor: `node:${ev.node}`, subject: jobId, data: { error: ev.error, note: 'job unknown to the ledger' } });
+      return;
+    }
+    switch (ev.type) {
+      case 'status': {
+        const t = await this.ledger.transitionJob(jobId, 'running', { attempt: ev.attempt, node: ev.node });
+        await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'running');
+        if (t) this.publish(jobId, await this.statusEvent(jobId, 'running', `running on ${ev.node} (attempt ${ev.attempt})`));
+        return;
+      }
+      case 'log': {
+        const seq = await this.ledger.appendJobEvent(jobId, { type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } });
+        this.publish(jobId, { seq, type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } });
+        return;
+      }
+      case 'security': {
+        await this.ledger.appendAudit({ kind: 'security', actor: `node:${ev.node}`, subject: jobId, data: { error: ev.error, attempt: ev.attempt } });
+        const seq = await this.ledger.appendJobEvent(jobId, { type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}`, data: { attempt: ev.attempt } });
+        this.publish(jobId, { seq, type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}` });
+        return;
+      }
+      case 'result': {
+        if (ev.ok) {
+          const t = await this.ledger.transitionJob(jobId, 'succeeded', { result: ev.value, attempt: ev.attempt });
+          await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'succeeded');
+          await this.ledger.appendAudit({ kind: 'job.effect', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, ok: true } });
+          if (t) this.publish(jobId, await this.statusEvent(jobId, 'succeeded', `succeeded in ${ev.durationMs} ms`, { result: ev.value }));
+        } else {
+          const to = ev.final ? 'failed' : 'queued';
+          const t = await this.ledger.transitionJob(jobId, to, { errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt });
+          await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'failed', ev.error.code);
+          if (ev.final) await this.ledger.appendAudit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, code: ev.error.code } });
+          if (t) this.publish(jobId, await this.statusEvent(jobId, to, `${ev.final ? 'failed' : `attempt ${ev.attempt} failed, will retry`}: ${ev.error.code}: ${ev.error.message}`, { error: ev.error }));
+        }
+        return;
+      }
+    }
+  }
+
+  /** Re-dispatches admitted, unfinished jobs that Redis lost (FLUSHALL, restart without AOF), and settles ones BullMQ gave up on. */
+  async reconcile(): Promise<{ redispatched: number; settled: number }> {
+    if (this.reconciling) return { redispatched: 0, settled: 0 };
+    this.reconciling = true;
+    let redispatched = 0;
+    let settled = 0;
+    try {
+      const jobs = await this.ledger.listUnfinished({ olderThanMs: this.opts.reconcileAfterMs ?? 5000 });
+      for (const job of jobs) {
+        try {
+          if (!job.node) {
+            await this.dispatch(job.id, job.envelope);
+            continue;
+          }
+          const st = await this.opts.supervisor.jobState(job.id, job.node);
+          if (st.state === 'missing') {
+            await this.opts.supervisor.enqueue(job.id, job.node, job.envelope);
+            await this.ledger.appendJobEvent(job.id, { type: 'status', message: `re-dispatched to ${job.node}: the queue had lost it` });
+            this.log.info({ jobId: job.id, node: job.node }, 're-dispatched a job the queue had lost');
+            this.metrics.redispatched++;
+            redispatched++;
+          } else if (st.state === 'failed') {
+            let error = { code: 'INTERNAL', message: st.failedReason ?? 'failed in the queue' };
+            try {
+              const parsed = JSON.parse(st.failedReason ?? '') as { code?: string; message?: string };
+              if (parsed.code) error = { code: parsed.code, message: parsed.message ?? '' };
+            } catch {
+              /* BullMQ's own reason, e.g. stalled too often */
+            }
+            const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: error.code, errorMessage: error.message });
+            if (t) {
+              settled++;
+              this.publish(job.id, await this.statusEvent(job.id, 'failed', `failed: ${error.code}: ${error.message}`));
+            }
+          } else {
+            // Alive in the queue: touch it so we look again later, not in a tight loop.
+            await this.ledger.touchJob?.(job.id);
+          }
+        } catch (e) {
+          this.log.warn({ jobId: job.id, err: (e as Error).message, code: errorCodeOf(e) }, 'reconcile of one job failed');
+        }
+      }
+    } finally {
+      this.reconciling = false;
+    }
+    return { redispatched, settled };
+  }
+}

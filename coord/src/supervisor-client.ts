@@ -1,0 +1,82 @@
+// The one interface the coord uses to reach a supervisor: in-process for `writ dev`, HTTP when the
+// supervisor runs as its own process (`writ supervisor`).
+import { WritError, fromErrorJSON, type ErrorJSON } from '@writ/protocol';
+import type { QueueState, Supervisor } from '@writ/supervisor';
+
+export interface SupervisorClient {
+  readonly id: string;
+  /** Admit and enqueue; throws WritError (permanent refusals are not retryable). */
+  submit(envelope: string): Promise<{ node: string }>;
+  /** Re-enqueue an admitted envelope on a known node (reconciler). Idempotent. */
+  enqueue(jobId: string, node: string, envelope: string): Promise<void>;
+  jobState(jobId: string, node: string): Promise<{ state: QueueState; failedReason?: string }>;
+  /** Hands over a signed key set envelope; the supervisor verifies it itself. */
+  setKeySet(envelope: string): Promise<void>;
+  health(): Promise<{ ok: boolean; redis: boolean }>;
+}
+
+export class InProcessSupervisorClient implements SupervisorClient {
+  constructor(private readonly sup: Supervisor) {}
+  get id(): string {
+    return this.sup.opts.id;
+  }
+  async submit(envelope: string): Promise<{ node: string }> {
+    const r = await this.sup.submit(envelope);
+    return { node: r.node };
+  }
+  enqueue(jobId: string, node: string, envelope: string): Promise<void> {
+    return this.sup.enqueue(jobId, node, envelope);
+  }
+  jobState(jobId: string, node: string) {
+    return this.sup.jobState(jobId, node);
+  }
+  async setKeySet(envelope: string): Promise<void> {
+    await this.sup.setKeySet(envelope);
+  }
+  async health() {
+    const h = await this.sup.health();
+    return { ok: h.redis, redis: h.redis };
+  }
+}
+
+export class HttpSupervisorClient implements SupervisorClient {
+  constructor(readonly id: string, private readonly baseUrl: string, private readonly token: string) {}
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(new URL(path, this.baseUrl), {
+        method,
+        headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+        signal: AbortSignal.timeout(10_000),
+      });
+    } catch (e) {
+      throw new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} at ${this.baseUrl} is unreachable: ${(e as Error).message}`);
+    }
+    const text = await res.text();
+    const doc = text ? (JSON.parse(text) as { error?: ErrorJSON } & T) : ({} as T & { error?: ErrorJSON });
+    if (!res.ok) throw doc.error ? fromErrorJSON(doc.error) : new WritError('SUPERVISOR_UNAVAILABLE', `supervisor answered ${res.status}`);
+    return doc;
+  }
+  submit(envelope: string) {
+    return this.call<{ node: string }>('POST', '/v1/submit', envelope);
+  }
+  async enqueue(jobId: string, node: string, envelope: string) {
+    await this.call('POST', '/v1/enqueue', { jobId, node, envelope });
+  }
+  jobState(jobId: string, node: string) {
+    return this.call<{ state: QueueState; failedReason?: string }>('GET', `/v1/jobs/${encodeURIComponent(node)}/${encodeURIComponent(jobId)}`);
+  }
+  async setKeySet(envelope: string) {
+    await this.call('PUT', '/v1/keyset', envelope);
+  }
+  async health() {
+    try {
+      const h = await this.call<{ redis: boolean }>('GET', '/readyz');
+      return { ok: h.redis, redis: h.redis };
+    } catch {
+      return { ok: false, redis: false };
+    }
+  }
+}

@@ -1,0 +1,2 @@
+// @writ/runner: the node daemon.
+export { Runner, type RunnerOptions, type RunnerLogger } from './runner.ts';

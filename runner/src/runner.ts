@@ -1,0 +1,245 @@
+// The node daemon's job loop: a BullMQ worker on this node's queue that re-verifies every job from the raw
+// envelope (T11), checks it targets this node (T12) and is authorised here (X5, T9), runs it in the sandbox
+// pool off the main thread (R4), and reports status, log lines and results through the events stream.
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, parseJobPayload, queueNames, redisKeys,
+  targetMatchesNode, toErrorJSON, verifyEnvelope, type ErrorJSON, type JobPayload, type KeyRef, type NodeView,
+} from '@writ/protocol';
+import { HostBroker, SandboxPool, defaultHostTable, type HostTable, type SandboxJob } from './sandbox/index.ts';
+
+export interface RunnerLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+const silent: RunnerLogger = { info() {}, warn() {}, error() {} };
+
+export interface RunnerOptions {
+  nodeId: string;
+  clusterId: string;
+  /** Pinned admins who may sign the first key set this node accepts; later ones chain from the set held. */
+  admins: { threshold: number; keys: KeyRef[] };
+  /** Where the highest accepted key set is kept across restarts (rollback protection). */
+  stateDir?: string;
+  labels?: Record<string, string>;
+  redisUrl: string;
+  /** Sandbox threads = jobs run at once (default 2). */
+  concurrency?: number;
+  /** BullMQ lock; scripts never block the main thread, so renewals are not starved. */
+  lockDurationMs?: number;
+  stalledIntervalMs?: number;
+  heartbeatMs?: number;
+  hostTable?: HostTable;
+  logger?: RunnerLogger;
+  nowS?: () => number;
+  version?: string;
+}
+
+export class Runner {
+  private readonly redis: Redis;
+  private readonly workerConn: Redis;
+  private worker!: Worker;
+  private pool!: SandboxPool;
+  private readonly log: RunnerLogger;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  readonly keySets: KeySetHolder;
+  private seenKeySetVersion: string | null = null;
+  private refusedKeySets = new Set<string>();
+  private running = 0;
+  readonly node: NodeView;
+
+  private constructor(readonly opts: RunnerOptions) {
+    this.log = opts.logger ?? silent;
+    this.node = { id: opts.nodeId, labels: opts.labels ?? {} };
+    this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
+    this.redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    this.workerConn = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    for (const r of [this.redis, this.workerConn]) r.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
+  }
+
+  static async start(opts: RunnerOptions): Promise<Runner> {
+    const r = new Runner(opts);
+    await r.redis.connect();
+    await r.workerConn.connect();
+    await r.loadPersistedKeySet();
+    const broker = new HostBroker(opts.hostTable ?? defaultHostTable());
+    r.pool = new SandboxPool({
+      size: opts.concurrency ?? 2,
+      hostCall: (job, name, args) => broker.call(job, name, args),
+      onLog: (job, level, message) => r.emit({ type: 'log', jobId: job.jobId, attempt: job.attempt, node: r.node.id, ts: Date.now(), level, message }),
+    });
+    await r.heartbeat();
+    r.heartbeatTimer = setInterval(() => void r.heartbeat().catch((e) => r.log.warn({ err: (e as Error).message }, 'heartbeat failed')), opts.heartbeatMs ?? 5000);
+    r.heartbeatTimer.unref();
+    r.worker = new Worker(queueNames.node(opts.nodeId), (job) => r.process(job), {
+      connection: r.workerConn,
+      prefix: BULL_PREFIX,
+      concurrency: opts.concurrency ?? 2,
+      lockDuration: opts.lockDurationMs ?? 30_000,
+      stalledInterval: opts.stalledIntervalMs ?? 15_000,
+      maxStalledCount: 2,
+    });
+    r.worker.on('error', (e) => r.log.warn({ err: e.message }, 'worker error'));
+    r.log.info({ node: r.node.id, labels: r.node.labels }, 'runner started');
+    return r;
+  }
+
+  get bullWorker(): Worker {
+    return this.worker;
+  }
+
+  private async heartbeat(): Promise<void> {
+    const now = Date.now();
+    await this.redis
+      .multi()
+      .hset(redisKeys.node(this.node.id), { labels: JSON.stringify(this.node.labels), running: String(this.running), version: this.opts.version ?? '0.1.0', seen: String(now) })
+      .zadd(redisKeys.nodes(), now, this.node.id)
+      .exec();
+  }
+
+  private async emit(event: Record<string, unknown>): Promise<void> {
+    try {
+      await this.redis.xadd(redisKeys.events(), 'MAXLEN', '~', '1000000', '*', 'e', JSON.stringify(event));
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'could not report an event');
+    }
+  }
+
+  private nowS(): number {
+    return this.opts.nowS?.() ?? Math.floor(Date.now() / 1000);
+  }
+
+  private keySetFile(): string | null {
+    return this.opts.stateDir ? path.join(this.opts.stateDir, 'keysets.json') : null;
+  }
+
+  /** The highest key set accepted before a restart; a Redis serving an older one cannot roll this node back. */
+  private async loadPersistedKeySet(): Promise<void> {
+    const file = this.keySetFile();
+    if (!file) return;
+    let raw: string;
+    try {
+      raw = await readFile(file, 'utf8');
+    } catch {
+      return;
+    }
+    // The chain of accepted sets is replayed from the pinned admins: the file is trusted no more than Redis,
+    // and admin rotations verify link by link. Expiry is checked when a job runs, not here.
+    let chain: string[] = [];
+    try {
+      chain = JSON.parse(raw) as string[];
+    } catch {
+      this.log.warn({ file }, 'the stored key set chain is not JSON; ignoring it');
+    }
+    for (const link of chain) {
+      try {
+        this.keySets.accept(link, 0);
+        this.keySetChain.push(link);
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message, file }, 'a stored key set does not verify; ignoring the rest of the chain');
+        break;
+      }
+    }
+  }
+
+  private keySetChain: string[] = [];
+
+  private async persistKeySet(raw: string): Promise<void> {
+    this.keySetChain.push(raw);
+    const file = this.keySetFile();
+    if (!file) return;
+    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    await writeFile(`${file}.tmp`, JSON.stringify(this.keySetChain), { mode: 0o600 });
+    await rename(`${file}.tmp`, file);
+  }
+
+  /** Picks up a newer key set from Redis, verified here before it is used or stored (T6). */
+  private async refreshKeySet(): Promise<void> {
+    const version = await this.redis.get(redisKeys.keySetVersion());
+    if (version === this.seenKeySetVersion) return;
+    const raw = await this.redis.get(redisKeys.keySet());
+    this.seenKeySetVersion = version;
+    if (!raw || raw === this.keySets.current?.raw || this.refusedKeySets.has(raw)) return;
+    try {
+      if (this.keySets.accept(raw, this.nowS())) {
+        await this.persistKeySet(raw);
+        this.log.info({ version: this.keySets.version }, 'accepted a new key set');
+      }
+    } catch (e) {
+      this.refusedKeySets.add(raw);
+      const error = toErrorJSON(e, true);
+      this.log.warn({ code: error.code, msg: error.message }, 'refused a key set: security event');
+      await this.emit({ type: 'security', jobId: null, attempt: 0, node: this.node.id, ts: Date.now(), error });
+    }
+  }
+
+  /** Re-verifies the raw envelope and every binding; anything wrong is a permanent refusal and a security event. */
+  private async admitHere(bullJob: Job): Promise<JobPayload> {
+    const raw = (bullJob.data as { envelope?: unknown } | undefined)?.envelope;
+    if (typeof raw !== 'string') throw new WritError('SECURITY_EVENT', 'job data carries no envelope');
+    await this.refreshKeySet();
+    const nowS = this.nowS();
+    this.keySets.ensureUsable(nowS);
+    const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring });
+    const job = parseJobPayload(verified.payload);
+    if (job.id !== bullJob.id) throw new WritError('SECURITY_EVENT', `queue job ${bullJob.id} carries the envelope of job ${job.id}`);
+    if (!targetMatchesNode(job.target, this.node)) {
+      throw new WritError('TARGET_MISMATCH', `job targets ${'node' in job.target ? `node ${job.target.node}` : `labels ${JSON.stringify(job.target.selector)}`}, this is node ${this.node.id}`);
+    }
+    checkAudience(job, this.opts.clusterId);
+    authorizeJob(job, verified.signers, this.keySets.grants, this.node, { dangerousThreshold: this.keySets.threshold });
+    checkJobTimes(job, nowS);
+    return job;
+  }
+
+  private async process(bullJob: Job): Promise<unknown> {
+    const attempt = (bullJob.attemptsStarted ?? bullJob.attemptsMade + 1) || 1;
+    const jobId = bullJob.id ?? 'unknown';
+    const base = { jobId, attempt, node: this.node.id };
+    let job: JobPayload;
+    try {
+      job = await this.admitHere(bullJob);
+    } catch (e) {
+      const error = toErrorJSON(e, true);
+      this.log.warn({ ...base, code: error.code, msg: error.message }, 'refused a job: security event');
+      await this.emit({ type: 'security', ...base, ts: Date.now(), error });
+      await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: true, durationMs: 0 });
+      throw new UnrecoverableError(JSON.stringify(error));
+    }
+    await this.emit({ type: 'status', ...base, ts: Date.now(), status: 'running' });
+    this.running++;
+    const sjob: SandboxJob = { jobId, attempt, source: job.script.source, args: job.args, caps: job.caps, limits: job.limits };
+    let outcome;
+    try {
+      outcome = await this.pool.run(sjob);
+    } finally {
+      this.running--;
+    }
+    if (outcome.ok) {
+      await this.emit({ type: 'result', ...base, ts: Date.now(), ok: true, value: outcome.value, durationMs: outcome.durationMs });
+      return { ok: true, durationMs: outcome.durationMs };
+    }
+    const error: ErrorJSON = outcome.error;
+    const attemptsAllowed = bullJob.opts.attempts ?? 1;
+    const final = !error.retryable || bullJob.attemptsMade + 1 >= attemptsAllowed;
+    await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final, durationMs: outcome.durationMs });
+    if (!error.retryable) throw new UnrecoverableError(JSON.stringify(error));
+    throw new Error(JSON.stringify(error));
+  }
+
+  /** Stops taking jobs, lets running ones finish (up to `timeoutMs`), then closes everything. */
+  async close(timeoutMs = 30_000): Promise<void> {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    const closing = this.worker.close();
+    const timer = new Promise((r) => setTimeout(r, timeoutMs).unref());
+    await Promise.race([closing, timer]);
+    await this.pool.close();
+    await this.redis.quit().catch(() => this.redis.disconnect());
+    await this.workerConn.quit().catch(() => this.workerConn.disconnect());
+  }
+}
+

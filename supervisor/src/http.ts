@@ -1,0 +1,72 @@
+// The supervisor's HTTP API, for a coord in another process. Built here (never listening); `writ supervisor` listens.
+// Every route needs the bearer token the coord was given, except /healthz and /readyz.
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { ERROR_CODES, errorCodeOf, parseStrictJson, toErrorJSON } from '@writ/protocol';
+import type { Supervisor } from './supervisor.ts';
+
+export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submit', 'POST /v1/enqueue', 'GET /v1/jobs/:node/:id', 'PUT /v1/keyset'] as const;
+
+export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 + 4096, requestIdHeader: false });
+  const token = Buffer.from(apiToken);
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    try {
+      (req as { rawBody?: string }).rawBody = body as string;
+      done(null, parseStrictJson(body as string));
+    } catch (e) {
+      done(e as Error, undefined);
+    }
+  });
+  app.addHook('onRequest', async (req, reply) => {
+    const p = req.url.split('?')[0];
+    if (p === '/healthz' || p === '/readyz') return;
+    const h = req.headers.authorization ?? '';
+    const given = Buffer.from(h.startsWith('Bearer ') ? h.slice(7) : '');
+    if (given.length !== token.length || !timingSafeEqual(given, token)) return reply.code(401).send({ error: { code: 'UNAUTHENTICATED', message: 'bad or missing bearer token' } });
+  });
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url}` } }));
+  app.setErrorHandler((err: Error & { code?: string; validation?: unknown[] }, _req, reply) => {
+    const code = errorCodeOf(err);
+    if (code) return reply.code(ERROR_CODES[code].status).send({ error: toErrorJSON(err) });
+    if (err.validation) return reply.code(400).send({ error: { code: 'BAD_REQUEST', message: err.message } });
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send({ error: { code: 'BODY_TOO_LARGE', message: 'body too large' } });
+    return reply.code(500).send({ error: { code: 'INTERNAL', message: ERROR_CODES.INTERNAL.message } });
+  });
+
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/readyz', async (_req, reply) => {
+    const h = await sup.health();
+    return reply.code(h.redis ? 200 : 503).send({ ok: h.redis, redis: h.redis });
+  });
+  app.post('/v1/submit', async (req) => {
+    const r = await sup.submit((req as { rawBody?: string }).rawBody!);
+    return { jobId: r.jobId, node: r.node };
+  });
+  app.post('/v1/enqueue', {
+    schema: { body: { type: 'object', additionalProperties: false, required: ['jobId', 'node', 'envelope'], properties: { jobId: { type: 'string', maxLength: 128 }, node: { type: 'string', maxLength: 63 }, envelope: { type: 'string' } } } },
+  }, async (req) => {
+    const b = req.body as { jobId: string; node: string; envelope: string };
+    await sup.enqueue(b.jobId, b.node, b.envelope);
+    return { ok: true };
+  });
+  app.get('/v1/jobs/:node/:id', async (req) => {
+    const { node, id } = req.params as { node: string; id: string };
+    const st = await sup.jobState(id, node);
+    return { state: st.state, ...(st.failedReason ? { failedReason: st.failedReason } : {}) };
+  });
+  // The body is a signed key set envelope; it is verified against the key set held (or the pinned admins).
+  app.put('/v1/keyset', async (req) => sup.setKeySet((req as { rawBody?: string }).rawBody!));
+  return app;
+}
+
+/** Delivers signed reports to a coord over HTTP (POST /v1/reports); throws unless the coord accepted them. */
+export function httpReportSink(coordUrl: string): { deliver(report: string): Promise<void> } {
+  return {
+    async deliver(report: string) {
+      const res = await fetch(new URL('/v1/reports', coordUrl), { method: 'POST', headers: { 'content-type': 'application/json' }, body: report, signal: AbortSignal.timeout(15_000) });
+      if (!res.ok) throw new Error(`coord refused the report: ${res.status} ${(await res.text()).slice(0, 300)}`);
+    },
+  };
+}
