@@ -33,11 +33,14 @@ export function defaultHostTable(): HostTable {
     [
       'time.sleep',
       {
-        // A sleep never outlives the job: it ends at the deadline or when the job ends, whichever is first.
+        // A sleep never outlives the job: one that would end after the deadline fails at once with TIMEOUT
+        // (rather than returning early and letting the script believe the time passed), and a sleep in
+        // progress ends when the job does.
         async run(args: { ms: number }, job) {
-          const left = job.deadlineAt === undefined ? args.ms : Math.max(0, job.deadlineAt - Date.now());
+          const left = job.deadlineAt === undefined ? Infinity : job.deadlineAt - Date.now();
+          if (args.ms > left) throw new WritError('TIMEOUT', `time.sleep(${args.ms}) would end after the job's deadline (${Math.max(0, left)} ms left)`);
           try {
-            await sleep(Math.min(args.ms, left), undefined, job.signal ? { signal: job.signal } : undefined);
+            await sleep(args.ms, undefined, job.signal ? { signal: job.signal } : undefined);
           } catch {
             // aborted: the job is over and nobody reads the result
           }

@@ -1,0 +1,121 @@
+// X1, X2, R4: hostile scripts end as failed outcomes with the right code within deadline + 1 s, the pool keeps
+// serving other jobs meanwhile, the main thread stays free, and dead or killed threads are replaced.
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SandboxPool, type SandboxJob, type SandboxOutcome } from '../src/sandbox/index.ts';
+
+const fixture = (name: string) => readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8');
+const suffix = Math.random().toString(16).slice(2, 6);
+let seq = 0;
+
+function job(source: string, limits: SandboxJob['limits'], jobId = `hostile-${suffix}-${++seq}`): SandboxJob {
+  return { jobId, attempt: 1, source, args: null, caps: [], limits };
+}
+
+const quick = job('export default async function (args) { return { echoed: args } }', { timeoutMs: 2000, memoryMiB: 16 });
+
+function failedWith(outcome: SandboxOutcome): string {
+  return outcome.ok ? 'ok' : outcome.error.code;
+}
+
+describe('hostile scripts', () => {
+  const pool = new SandboxPool({ size: 2, hostCall: async () => null });
+
+  beforeAll(async () => {
+    // Warm both threads so the timings below measure the job, not thread start-up.
+    await Promise.all([pool.run(quick), pool.run(quick)]);
+  });
+  afterAll(() => pool.close());
+
+  const TIMEOUT_MS = 300;
+  const cases: { file: string; memoryMiB: number; code: string }[] = [
+    { file: 'infinite-loop.js', memoryMiB: 32, code: 'TIMEOUT' },
+    { file: 'catastrophic-regex.js', memoryMiB: 32, code: 'TIMEOUT' },
+    // Enough memory that the 60M-character join runs instead of failing to allocate: only the outside kill ends it.
+    { file: 'huge-join.js', memoryMiB: 1024, code: 'TIMEOUT' },
+    { file: 'deep-recursion.js', memoryMiB: 32, code: 'STACK_LIMIT' },
+    { file: 'allocation-bomb.js', memoryMiB: 32, code: 'MEMORY_LIMIT' },
+    { file: 'string-bomb.js', memoryMiB: 32, code: 'MEMORY_LIMIT' },
+  ];
+
+  for (const c of cases) {
+    it(`${c.file} fails with ${c.code} within the deadline + 1 s`, async () => {
+      const started = Date.now();
+      const outcome = await pool.run(job(fixture(c.file), { timeoutMs: TIMEOUT_MS, memoryMiB: c.memoryMiB }));
+      const elapsed = Date.now() - started;
+      expect(failedWith(outcome)).toBe(c.code);
+      expect(outcome.durationMs).toBeLessThanOrEqual(TIMEOUT_MS + 1000);
+      expect(elapsed).toBeLessThanOrEqual(TIMEOUT_MS + 1000);
+    });
+  }
+
+  it('a long built-in call is ended by terminating its thread, which is then replaced', async () => {
+    const before = pool.stats().restarts;
+    const outcome = await pool.run(job(fixture('huge-join.js'), { timeoutMs: 100, memoryMiB: 1024 }));
+    expect(failedWith(outcome)).toBe('TIMEOUT');
+    expect(outcome.ok || outcome.error.message).toMatch(/thread was terminated/);
+    expect(pool.stats().restarts).toBe(before + 1);
+    const after = await pool.run(quick);
+    expect(after).toMatchObject({ ok: true, value: { echoed: null } });
+    expect(pool.stats().size).toBe(2);
+  });
+
+  it('other jobs keep completing and the main thread stays free while a hostile job runs', async () => {
+    let maxLagMs = 0;
+    let last = Date.now();
+    const lagProbe = setInterval(() => {
+      const now = Date.now();
+      maxLagMs = Math.max(maxLagMs, now - last - 10);
+      last = now;
+    }, 10);
+    let hostileDone = false;
+    const hostile = pool.run(job(fixture('huge-join.js'), { timeoutMs: 800, memoryMiB: 1024 })).then((o) => {
+      hostileDone = true;
+      return o;
+    });
+    const completedMeanwhile: SandboxOutcome[] = [];
+    try {
+      while (!hostileDone) {
+        const outcome = await pool.run({ ...quick, args: { n: completedMeanwhile.length } });
+        if (!hostileDone) completedMeanwhile.push(outcome);
+      }
+    } finally {
+      clearInterval(lagProbe);
+    }
+    expect(failedWith(await hostile)).toBe('TIMEOUT');
+    expect(completedMeanwhile.length).toBeGreaterThanOrEqual(5);
+    expect(completedMeanwhile.every((o) => o.ok)).toBe(true);
+    completedMeanwhile.forEach((o, n) => expect(o).toMatchObject({ ok: true, value: { echoed: { n } } }));
+    // Scripts run off the main thread (R4): its event loop never stalled behind the hostile job.
+    expect(maxLagMs).toBeLessThan(200);
+  });
+});
+
+describe('worker crashes', () => {
+  const pool = new SandboxPool({ size: 1, hostCall: async () => null, workerEntry: new URL('./fixtures/crashing-worker.mjs', import.meta.url) });
+  afterAll(() => pool.close());
+
+  it('a thread that dies mid-job fails the job with WORKER_CRASHED and is replaced; the pool keeps serving', async () => {
+    const crashed = await pool.run(job(fixture('infinite-loop.js'), { timeoutMs: 5000, memoryMiB: 32 }, 'crash-now'));
+    expect(failedWith(crashed)).toBe('WORKER_CRASHED');
+    expect(crashed.ok || crashed.error.retryable).toBe(true);
+    expect(crashed.durationMs).toBeLessThan(5000);
+    expect(pool.stats().restarts).toBe(1);
+    const next = await pool.run(quick);
+    expect(next).toMatchObject({ ok: true, value: { echoed: null } });
+  });
+});
+
+describe('closing', () => {
+  it('close() fails running and queued jobs with WORKER_CRASHED and refuses new ones', async () => {
+    const pool = new SandboxPool({ size: 1, hostCall: async () => null });
+    const running = pool.run(job(fixture('infinite-loop.js'), { timeoutMs: 10_000, memoryMiB: 32 }));
+    const queued = pool.run(quick);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(pool.stats().queued).toBeGreaterThanOrEqual(1);
+    await pool.close();
+    expect(failedWith(await running)).toBe('WORKER_CRASHED');
+    expect(failedWith(await queued)).toBe('WORKER_CRASHED');
+    expect(failedWith(await pool.run(quick))).toBe('WORKER_CRASHED');
+  });
+});
