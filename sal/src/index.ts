@@ -6,3 +6,4 @@ export type { SalContext, SalJob, SalOperation } from './operation.ts';
 export * from './nix/index.ts';
 export * from './mycelium/index.ts';
 export * from './vm/index.ts';
+export * from './btrfs/index.ts';
