@@ -22,7 +22,6 @@ import {
   showQgroups,
   showSubvolume,
   snapshotSubvolume,
-  unmountPool,
   type BtrfsConfig,
 } from '../src/index.ts';
 import { loopDevicesUsable, loopsBackedBy, releaseMountsAndLoops } from './helpers/loop.ts';
