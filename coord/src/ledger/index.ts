@@ -1,0 +1,142 @@
+// The coord's ledger: the source of truth for jobs, their events and attempts, authorised keys and the
+// audit log. PGlite by default (embedded, in a folder or in memory), PostgreSQL when DATABASE_URL is given;
+// the same SQL and migrations serve both. See docs/ledger.md.
+import { openDb, type Db } from './db.ts';
+import { appendAudit, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
+import {
+  DEFAULT_JOB_LIMITS, appendJobEvent, getJob, insertJob, listAttempts, listJobEvents, listJobs, listUnfinished, recordAttempt, touchJob, transitionJob,
+  type AttemptOutcome, type JobAttempt, type JobEvent, type JobEventInput, type JobLimits, type JobRecord, type JobStatus, type ListJobsQuery,
+  type NewJob, type TransitionPatch, type TransitionedJob,
+} from './jobs.ts';
+import { getKey, listKeys, revokeKey, upsertKey, type AuthorizedKey, type KeyInput } from './keys.ts';
+import { migrate, schemaVersion } from './migrations.ts';
+import { SqlKeySetStore } from '../nodes/sql-store.ts';
+
+export type { Db, Queryable } from './db.ts';
+export type { AuditEntry, AuditInput, AuditVerification } from './audit.ts';
+export { auditHash, auditPreimage, GENESIS_HASH } from './audit.ts';
+export type {
+  AttemptOutcome, JobAttempt, JobEvent, JobEventInput, JobEventType, JobLimits, JobRecord, JobStatus, ListJobsQuery, NewJob, TransitionPatch, TransitionedJob,
+} from './jobs.ts';
+export { DEFAULT_JOB_LIMITS, JOB_STATUSES, TERMINAL_STATUSES, decideTransition } from './jobs.ts';
+export type { AuthorizedKey, KeyInput } from './keys.ts';
+export { MIGRATIONS, migrate, schemaVersion, type Migration } from './migrations.ts';
+export { canonicalJson } from './json.ts';
+
+export interface LedgerOptions {
+  /** PostgreSQL connection string (production). When absent, PGlite is used. */
+  databaseUrl?: string;
+  /** PGlite data folder; undefined keeps the ledger in memory. Ignored with `databaseUrl`. */
+  dataDir?: string;
+  /** pg Pool size (default 10). */
+  poolMax?: number;
+  limits?: Partial<JobLimits>;
+}
+
+export class Ledger {
+  private readonly limits: JobLimits;
+  private readonly keySets: SqlKeySetStore;
+
+  constructor(
+    /** The database underneath, for tests and operational tooling; the service uses the methods. */
+    readonly db: Db,
+    limits: Partial<JobLimits> = {},
+  ) {
+    this.limits = Object.freeze({ ...DEFAULT_JOB_LIMITS, ...limits });
+    this.keySets = new SqlKeySetStore(db);
+  }
+
+  get engine(): Db['engine'] {
+    return this.db.engine;
+  }
+
+  /** Readiness: resolves when the database answers a query. */
+  async ping(): Promise<void> {
+    await this.db.query('SELECT 1');
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+
+  schemaVersion(): Promise<number> {
+    return schemaVersion(this.db);
+  }
+
+  // ---- jobs
+  insertJob(rec: NewJob): Promise<{ job: JobRecord; created: boolean }> {
+    return insertJob(this.db, rec);
+  }
+  getJob(id: string): Promise<JobRecord | null> {
+    return getJob(this.db, id);
+  }
+  listJobs(q: ListJobsQuery): Promise<{ jobs: JobRecord[]; nextCursor: string | null }> {
+    return listJobs(this.db, q);
+  }
+  transitionJob(id: string, to: JobStatus, patch?: TransitionPatch): Promise<TransitionedJob | null> {
+    return transitionJob(this.db, this.limits, id, to, patch);
+  }
+  recordAttempt(jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt> {
+    return recordAttempt(this.db, jobId, attempt, node, outcome, errorCode);
+  }
+  listAttempts(jobId: string): Promise<JobAttempt[]> {
+    return listAttempts(this.db, jobId);
+  }
+  appendJobEvent(jobId: string, ev: JobEventInput): Promise<number> {
+    return appendJobEvent(this.db, this.limits, jobId, ev);
+  }
+  listJobEvents(jobId: string, afterSeq: number, limit: number): Promise<JobEvent[]> {
+    return listJobEvents(this.db, jobId, afterSeq, limit);
+  }
+  listUnfinished(q: { olderThanMs: number; limit?: number }): Promise<JobRecord[]> {
+    return listUnfinished(this.db, q);
+  }
+  touchJob(id: string): Promise<boolean> {
+    return touchJob(this.db, id);
+  }
+
+  // ---- authorised keys
+  upsertKey(k: KeyInput): Promise<AuthorizedKey> {
+    return upsertKey(this.db, k);
+  }
+  revokeKey(keyid: string, reason: string): Promise<AuthorizedKey | null> {
+    return revokeKey(this.db, keyid, reason);
+  }
+  listKeys(q: { includeRevoked?: boolean } = {}): Promise<AuthorizedKey[]> {
+    return listKeys(this.db, q);
+  }
+  getKey(keyid: string): Promise<AuthorizedKey | null> {
+    return getKey(this.db, keyid);
+  }
+
+  // ---- signed key sets (stored by the node package's store; the highest version is current)
+  currentKeySet(): Promise<{ version: number; envelope: string } | null> {
+    return this.keySets.current();
+  }
+  putKeySet(k: { version: number; envelope: string; signerKeyids: string[] }): Promise<void> {
+    return this.keySets.put(k);
+  }
+
+  // ---- audit log
+  appendAudit(input: AuditInput): Promise<AuditEntry> {
+    return appendAudit(this.db, input);
+  }
+  verifyAudit(): Promise<AuditVerification> {
+    return verifyAudit(this.db);
+  }
+  tailAudit(n: number): Promise<AuditEntry[]> {
+    return tailAudit(this.db, n);
+  }
+}
+
+/** Opens the database, brings its schema up to date (refusing one newer than this code) and returns the ledger. */
+export async function openLedger(opts: LedgerOptions = {}): Promise<Ledger> {
+  const db = await openDb(opts);
+  try {
+    await migrate(db);
+  } catch (e) {
+    await db.close().catch(() => {});
+    throw e;
+  }
+  return new Ledger(db, opts.limits);
+}

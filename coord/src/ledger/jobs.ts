@@ -1,0 +1,426 @@
+// Jobs, their attempts and their event stream. The jobs table is what stops a replay (T5) and what the
+// reconciler re-dispatches from (R1); transitions are fenced by attempt number so late reports cannot
+// overwrite newer state.
+import { WritError, type JobTarget } from '@writ/protocol';
+import type { Db, Queryable } from './db.ts';
+import { storableJson, storableText, truncateUtf8 } from './json.ts';
+
+export const JOB_STATUSES = ['admitted', 'queued', 'running', 'succeeded', 'failed', 'refused'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'refused']);
+const UNFINISHED: readonly JobStatus[] = ['admitted', 'queued', 'running'];
+
+export interface JobRecord {
+  id: string;
+  /** The signed envelope exactly as received. */
+  envelope: string;
+  envelopeSha256: string;
+  signerKeyids: string[];
+  target: JobTarget;
+  node: string | null;
+  caps: string[];
+  status: JobStatus;
+  attempts: number;
+  maxAttempts: number;
+  result: unknown;
+  errorCode: string | null;
+  errorMessage: string | null;
+  exp: Date;
+  createdAt: Date;
+  updatedAt: Date;
+  finishedAt: Date | null;
+}
+
+export interface NewJob {
+  id: string;
+  envelope: string;
+  envelopeSha256: string;
+  signerKeyids: string[];
+  target: JobTarget;
+  caps: string[];
+  exp: Date;
+  maxAttempts?: number;
+  node?: string | null;
+}
+
+export interface TransitionPatch {
+  result?: unknown;
+  errorCode?: string;
+  errorMessage?: string;
+  /** The attempt this report is about; the fencing token. */
+  attempt?: number;
+  node?: string;
+  /** Text of the status event recorded with the transition (default: "<from> → <to>"). */
+  message?: string;
+  /** Extra data for that event, stored under `detail`. */
+  eventData?: unknown;
+}
+
+export type JobEventType = 'status' | 'log' | 'security';
+
+export interface JobEventInput {
+  type: JobEventType;
+  level?: string;
+  message: string;
+  data?: unknown;
+}
+
+export interface JobEvent {
+  seq: number;
+  at: Date;
+  type: JobEventType;
+  level: string | null;
+  message: string;
+  data: unknown;
+}
+
+/** A job after a transition, with the status event recorded in the same transaction. */
+export type TransitionedJob = JobRecord & { event: JobEvent };
+
+export type AttemptOutcome = 'running' | 'succeeded' | 'failed';
+
+export interface JobAttempt {
+  jobId: string;
+  attempt: number;
+  node: string;
+  startedAt: Date;
+  finishedAt: Date | null;
+  outcome: AttemptOutcome;
+  errorCode: string | null;
+}
+
+export interface JobLimits {
+  /** UTF-8 bytes of one event message; longer ones are cut with a marker. */
+  maxEventMessageBytes: number;
+  /** Bytes of one event's data as JSON; larger data is replaced by a note. */
+  maxEventDataBytes: number;
+  /** Log events kept per job; the next one becomes a single "log truncated" event and later ones are dropped. */
+  maxLogEventsPerJob: number;
+}
+
+export const DEFAULT_JOB_LIMITS: JobLimits = Object.freeze({ maxEventMessageBytes: 8 * 1024, maxEventDataBytes: 16 * 1024, maxLogEventsPerJob: 10_000 });
+
+interface JobRow {
+  id: string;
+  envelope: string;
+  envelope_sha256: string;
+  signer_keyids: string[];
+  target: JobTarget;
+  node: string | null;
+  caps: string[];
+  status: JobStatus;
+  attempts: number;
+  max_attempts: number;
+  result: unknown;
+  error_code: string | null;
+  error_message: string | null;
+  exp: Date;
+  created_at: Date;
+  updated_at: Date;
+  finished_at: Date | null;
+}
+
+const JOB_COLUMNS = 'id, envelope, envelope_sha256, signer_keyids, target, node, caps, status, attempts, max_attempts, result, error_code, error_message, exp, created_at, updated_at, finished_at';
+
+function jobFromRow(r: JobRow): JobRecord {
+  return {
+    id: r.id,
+    envelope: r.envelope,
+    envelopeSha256: r.envelope_sha256,
+    signerKeyids: r.signer_keyids,
+    target: r.target,
+    node: r.node,
+    caps: r.caps,
+    status: r.status,
+    attempts: Number(r.attempts),
+    maxAttempts: Number(r.max_attempts),
+    result: r.result ?? null,
+    errorCode: r.error_code,
+    errorMessage: r.error_message,
+    exp: new Date(r.exp),
+    createdAt: new Date(r.created_at),
+    updatedAt: new Date(r.updated_at),
+    finishedAt: r.finished_at ? new Date(r.finished_at) : null,
+  };
+}
+
+interface EventRow {
+  seq: number;
+  at: Date;
+  type: JobEventType;
+  level: string | null;
+  message: string;
+  data: unknown;
+}
+
+function eventFromRow(r: EventRow): JobEvent {
+  return { seq: Number(r.seq), at: new Date(r.at), type: r.type, level: r.level, message: r.message, data: r.data ?? null };
+}
+
+const NOW_MS = "date_trunc('milliseconds', clock_timestamp())";
+
+function jsonParam(v: unknown): string | null {
+  return v === undefined ? null : JSON.stringify(storableJson(v));
+}
+
+/**
+ * Records a job durably (the promise resolves after commit). The same id with the same envelope hash is a
+ * replay and returns the existing row with `created: false`; the same id with another envelope is refused.
+ */
+export async function insertJob(db: Db, rec: NewJob): Promise<{ job: JobRecord; created: boolean }> {
+  if (!Number.isInteger(rec.maxAttempts ?? 1) || (rec.maxAttempts ?? 1) < 1) throw new WritError('BAD_REQUEST', 'maxAttempts must be a positive integer');
+  return db.transaction(async (tx) => {
+    const inserted = await tx.query<JobRow>(
+      `INSERT INTO jobs (id, envelope, envelope_sha256, signer_keyids, target, node, caps, status, attempts, max_attempts, exp, created_at, updated_at, event_seq)
+       VALUES ($1, $2, $3, $4::text[], $5::jsonb, $6, $7::text[], 'admitted', 0, $8, $9::timestamptz, ${NOW_MS}, ${NOW_MS}, 1)
+       ON CONFLICT (id) DO NOTHING
+       RETURNING ${JOB_COLUMNS}`,
+      [rec.id, rec.envelope, rec.envelopeSha256, rec.signerKeyids, JSON.stringify(storableJson(rec.target)), rec.node ?? null, rec.caps, rec.maxAttempts ?? 3, rec.exp.toISOString()],
+    );
+    const row = inserted[0];
+    if (row) {
+      await tx.query(
+        `INSERT INTO job_events (job_id, seq, at, type, level, message, data) VALUES ($1, 1, ${NOW_MS}, 'status', NULL, 'admitted', $2::jsonb)`,
+        [rec.id, JSON.stringify({ status: 'admitted' })],
+      );
+      return { job: jobFromRow(row), created: true };
+    }
+    const [existing] = await tx.query<JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1`, [rec.id]);
+    if (!existing) throw new Error(`job ${rec.id} conflicted on insert but cannot be read`);
+    if (existing.envelope_sha256 !== rec.envelopeSha256) {
+      throw new WritError('JOB_ID_CONFLICT', `job id ${rec.id} is already used by a different envelope`, { id: rec.id });
+    }
+    return { job: jobFromRow(existing), created: false };
+  });
+}
+
+export async function getJob(db: Queryable, id: string): Promise<JobRecord | null> {
+  const [row] = await db.query<JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1`, [id]);
+  return row ? jobFromRow(row) : null;
+}
+
+export interface ListJobsQuery {
+  status?: JobStatus;
+  node?: string;
+  /** Opaque: the `nextCursor` of the previous page. */
+  cursor?: string;
+  limit: number;
+}
+
+function encodeCursor(job: JobRecord): string {
+  return Buffer.from(JSON.stringify([job.createdAt.toISOString(), job.id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [string, string] {
+  try {
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string' && !Number.isNaN(Date.parse(v[0]))) return [v[0], v[1]];
+  } catch {
+    /* reported below */
+  }
+  throw new WritError('BAD_REQUEST', 'the cursor is not one this service issued');
+}
+
+/** Newest first, keyset-paginated by (created_at, id): pages neither repeat nor skip rows as jobs are added. */
+export async function listJobs(db: Queryable, q: ListJobsQuery): Promise<{ jobs: JobRecord[]; nextCursor: string | null }> {
+  const limit = Math.max(1, Math.min(Math.floor(q.limit), 1000));
+  if (q.status !== undefined && !JOB_STATUSES.includes(q.status)) throw new WritError('BAD_REQUEST', `unknown job status ${String(q.status)}`);
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (q.status !== undefined) {
+    params.push(q.status);
+    where.push(`status = $${params.length}`);
+  }
+  if (q.node !== undefined) {
+    params.push(q.node);
+    where.push(`node = $${params.length}`);
+  }
+  if (q.cursor !== undefined) {
+    const [createdAt, id] = decodeCursor(q.cursor);
+    params.push(createdAt, id);
+    where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length})`);
+  }
+  params.push(limit + 1);
+  const rows = await db.query<JobRow>(
+    `SELECT ${JOB_COLUMNS} FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id DESC LIMIT $${params.length}`,
+    params,
+  );
+  const jobs = rows.slice(0, limit).map(jobFromRow);
+  return { jobs, nextCursor: rows.length > limit ? encodeCursor(jobs[jobs.length - 1]!) : null };
+}
+
+/**
+ * Decides whether a job in state `from` at `attempts` may move to `to` on a report about `attempt`.
+ * Returns the new attempt count, or null to ignore the report. Rules (docs/ledger.md):
+ * terminal states never change; nothing moves back to admitted; `running` needs an attempt newer than
+ * any seen (duplicates and late reports are ignored); other non-terminal moves from an older attempt are
+ * ignored, as is a repeated retry report; a report without an attempt cannot move a running job back.
+ */
+export function decideTransition(from: JobStatus, attempts: number, to: JobStatus, attempt?: number): { attempts: number } | null {
+  if (TERMINAL_STATUSES.has(from) || to === 'admitted') return null;
+  if (to === 'running') {
+    const next = attempt ?? attempts + 1;
+    return next > attempts ? { attempts: next } : null;
+  }
+  if (TERMINAL_STATUSES.has(to)) return { attempts: Math.max(attempts, attempt ?? 0) };
+  // to === 'queued'
+  if (attempt === undefined) return from === 'running' ? null : { attempts };
+  if (attempt < attempts) return null;
+  if (from === 'queued' && attempt === attempts) return null;
+  return { attempts: attempt };
+}
+
+export async function transitionJob(db: Db, limits: JobLimits, id: string, to: JobStatus, patch: TransitionPatch = {}): Promise<TransitionedJob | null> {
+  if (!JOB_STATUSES.includes(to)) throw new WritError('BAD_REQUEST', `unknown job status ${String(to)}`);
+  if (patch.attempt !== undefined && (!Number.isInteger(patch.attempt) || patch.attempt < 1)) throw new WritError('BAD_REQUEST', 'attempt must be a positive integer');
+  return db.transaction(async (tx) => {
+    const [cur] = await tx.query<{ status: JobStatus; attempts: number; node: string | null }>('SELECT status, attempts, node FROM jobs WHERE id = $1 FOR UPDATE', [id]);
+    if (!cur) return null;
+    const decision = decideTransition(cur.status, Number(cur.attempts), to, patch.attempt);
+    if (!decision) return null;
+    const terminal = TERMINAL_STATUSES.has(to);
+    // Terminal states take result and error exactly as reported; other moves keep the last error unless told.
+    const [row] = await tx.query<JobRow & { event_seq: number }>(
+      `UPDATE jobs SET
+         status = $2,
+         attempts = $3,
+         node = COALESCE($4, node),
+         result = CASE WHEN $5 THEN $6::jsonb ELSE result END,
+         error_code = CASE WHEN $5 OR $7::text IS NOT NULL THEN $7 ELSE error_code END,
+         error_message = CASE WHEN $5 OR $8::text IS NOT NULL THEN $8 ELSE error_message END,
+         updated_at = ${NOW_MS},
+         finished_at = CASE WHEN $5 THEN ${NOW_MS} ELSE NULL END,
+         event_seq = event_seq + 1
+       WHERE id = $1
+       RETURNING ${JOB_COLUMNS}, event_seq`,
+      [id, to, decision.attempts, patch.node ?? null, terminal, terminal ? jsonParam(patch.result) : null, patch.errorCode ?? null, patch.errorMessage === undefined ? null : storableText(patch.errorMessage)],
+    );
+    const job = jobFromRow(row!);
+    const data: Record<string, unknown> = { status: to, from: cur.status, attempt: decision.attempts };
+    if (job.node) data.node = job.node;
+    if (patch.errorCode) data.error = { code: patch.errorCode, message: patch.errorMessage ?? '' };
+    if (patch.eventData !== undefined) data.detail = patch.eventData;
+    const attemptNote = to === 'running' ? ` (attempt ${decision.attempts}${job.node ? ` on ${job.node}` : ''})` : '';
+    const event = await insertEvent(tx, limits, id, Number(row!.event_seq), { type: 'status', message: patch.message ?? `${cur.status} → ${to}${attemptNote}`, data });
+    return { ...job, event };
+  });
+}
+
+async function insertEvent(tx: Queryable, limits: JobLimits, jobId: string, seq: number, ev: JobEventInput): Promise<JobEvent> {
+  const message = truncateUtf8(storableText(ev.message), limits.maxEventMessageBytes);
+  let data = ev.data === undefined ? null : storableJson(ev.data);
+  const bytes = data === null ? 0 : Buffer.byteLength(JSON.stringify(data), 'utf8');
+  if (bytes > limits.maxEventDataBytes) data = { truncated: true, bytes };
+  const [row] = await tx.query<EventRow>(
+    `INSERT INTO job_events (job_id, seq, at, type, level, message, data) VALUES ($1, $2, ${NOW_MS}, $3, $4, $5, $6::jsonb)
+     RETURNING seq, at, type, level, message, data`,
+    [jobId, seq, ev.type, ev.level === undefined ? null : truncateUtf8(storableText(ev.level), 32, ''), message, data === null ? null : JSON.stringify(data)],
+  );
+  return eventFromRow(row!);
+}
+
+/**
+ * Appends an event to a job's stream and returns its seq (monotonic per job, starting at 1). Log events
+ * beyond the per-job cap are not stored: the first one over becomes a single "log truncated" event, and
+ * every dropped event returns 0. Status and security events are always stored.
+ */
+export async function appendJobEvent(db: Db, limits: JobLimits, jobId: string, ev: JobEventInput): Promise<number> {
+  if (!['status', 'log', 'security'].includes(ev.type)) throw new WritError('BAD_REQUEST', `unknown job event type ${String(ev.type)}`);
+  const isLog = ev.type === 'log';
+  return db.transaction(async (tx) => {
+    // The row lock taken by this UPDATE orders concurrent appends; seq comes from the job row.
+    const [row] = await tx.query<{ event_seq: number; log_events: number }>(
+      `UPDATE jobs SET event_seq = event_seq + 1, log_events = log_events + $2
+       WHERE id = $1 AND ($2 = 0 OR log_events <= $3)
+       RETURNING event_seq, log_events`,
+      [jobId, isLog ? 1 : 0, limits.maxLogEventsPerJob],
+    );
+    if (!row) {
+      const [exists] = await tx.query('SELECT 1 FROM jobs WHERE id = $1', [jobId]);
+      if (!exists) throw new WritError('NOT_FOUND', `no job ${jobId}`, { id: jobId });
+      return 0;
+    }
+    const seq = Number(row.event_seq);
+    if (isLog && Number(row.log_events) > limits.maxLogEventsPerJob) {
+      await insertEvent(tx, limits, jobId, seq, {
+        type: 'log',
+        level: 'warn',
+        message: `log truncated: this job wrote more than ${limits.maxLogEventsPerJob} log events; later ones were dropped`,
+        data: { truncated: true, limit: limits.maxLogEventsPerJob },
+      });
+      return 0;
+    }
+    return (await insertEvent(tx, limits, jobId, seq, ev)).seq;
+  });
+}
+
+/** Events after `afterSeq` (the SSE Last-Event-ID), oldest first. */
+export async function listJobEvents(db: Queryable, jobId: string, afterSeq: number, limit: number): Promise<JobEvent[]> {
+  const rows = await db.query<EventRow>(
+    'SELECT seq, at, type, level, message, data FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
+    [jobId, Math.max(0, Math.floor(afterSeq) || 0), Math.max(1, Math.min(Math.floor(limit) || 1, 1000))],
+  );
+  return rows.map(eventFromRow);
+}
+
+/**
+ * Records what one attempt did. A finished attempt (succeeded/failed) is never reopened by a late
+ * `running` report; the first report fixes node and start time.
+ */
+export async function recordAttempt(db: Queryable, jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt> {
+  if (!Number.isInteger(attempt) || attempt < 1) throw new WritError('BAD_REQUEST', 'attempt must be a positive integer');
+  if (!['running', 'succeeded', 'failed'].includes(outcome)) throw new WritError('BAD_REQUEST', `unknown attempt outcome ${String(outcome)}`);
+  const finished = outcome !== 'running';
+  const rows = await db.query<AttemptRow>(
+    `INSERT INTO job_attempts AS a (job_id, attempt, node, started_at, finished_at, outcome, error_code)
+     VALUES ($1, $2, $3, ${NOW_MS}, CASE WHEN $4 THEN ${NOW_MS} END, $5, $6)
+     ON CONFLICT (job_id, attempt) DO UPDATE SET
+       outcome = CASE WHEN a.outcome = 'running' THEN EXCLUDED.outcome ELSE a.outcome END,
+       finished_at = CASE WHEN a.outcome = 'running' THEN EXCLUDED.finished_at ELSE a.finished_at END,
+       error_code = CASE WHEN a.outcome = 'running' THEN EXCLUDED.error_code ELSE a.error_code END
+     RETURNING ${ATTEMPT_COLUMNS}`,
+    [jobId, attempt, node, finished, outcome, errorCode ?? null],
+  ).catch((e: unknown) => {
+    // 23503: foreign key violation, i.e. no such job.
+    if ((e as { code?: string }).code === '23503') throw new WritError('NOT_FOUND', `no job ${jobId}`, { id: jobId });
+    throw e;
+  });
+  return attemptFromRow(rows[0]!);
+}
+
+interface AttemptRow {
+  job_id: string;
+  attempt: number;
+  node: string;
+  started_at: Date;
+  finished_at: Date | null;
+  outcome: AttemptOutcome;
+  error_code: string | null;
+}
+const ATTEMPT_COLUMNS = 'job_id, attempt, node, started_at, finished_at, outcome, error_code';
+
+function attemptFromRow(r: AttemptRow): JobAttempt {
+  return { jobId: r.job_id, attempt: Number(r.attempt), node: r.node, startedAt: new Date(r.started_at), finishedAt: r.finished_at ? new Date(r.finished_at) : null, outcome: r.outcome, errorCode: r.error_code };
+}
+
+export async function listAttempts(db: Queryable, jobId: string): Promise<JobAttempt[]> {
+  const rows = await db.query<AttemptRow>(`SELECT ${ATTEMPT_COLUMNS} FROM job_attempts WHERE job_id = $1 ORDER BY attempt`, [jobId]);
+  return rows.map(attemptFromRow);
+}
+
+/** Unfinished jobs untouched for `olderThanMs` whose envelope has not expired, oldest update first. */
+export async function listUnfinished(db: Queryable, q: { olderThanMs: number; limit?: number }): Promise<JobRecord[]> {
+  const rows = await db.query<JobRow>(
+    `SELECT ${JOB_COLUMNS} FROM jobs
+     WHERE status = ANY($1::text[]) AND updated_at <= clock_timestamp() - $2::double precision * interval '1 millisecond' AND exp > clock_timestamp()
+     ORDER BY updated_at, id LIMIT $3`,
+    [UNFINISHED, Math.max(0, q.olderThanMs), Math.max(1, Math.min(q.limit ?? 500, 10_000))],
+  );
+  return rows.map(jobFromRow);
+}
+
+/** Marks an unfinished job as looked at, so the reconciler's next pass leaves it for `olderThanMs`. */
+export async function touchJob(db: Queryable, id: string): Promise<boolean> {
+  const rows = await db.query(`UPDATE jobs SET updated_at = ${NOW_MS} WHERE id = $1 AND status = ANY($2::text[]) RETURNING id`, [id, UNFINISHED]);
+  return rows.length > 0;
+}
