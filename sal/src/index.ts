@@ -7,3 +7,4 @@ export * from './nix/index.ts';
 export * from './mycelium/index.ts';
 export * from './vm/index.ts';
 export * from './btrfs/index.ts';
+export * from './net/index.ts';
