@@ -55,3 +55,16 @@ describe('net names', () => {
     expect(netConfig()).toEqual({ prefix: 'wr', execAllow: ['ping'] });
   });
 });
+
+describe('net docs', () => {
+  it('docs/sal-btrfs-net.md lists every net and btrfs capability', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const doc = await readFile(new URL('../../docs/sal-btrfs-net.md', import.meta.url), 'utf8');
+    for (const name of CAPABILITIES.keys()) {
+      if (name.startsWith('net.') || name.startsWith('btrfs.')) expect(doc, name).toContain(`\`${name}\``);
+    }
+    for (const c of CAPABILITIES.values()) {
+      if (c.dangerous && (c.name.startsWith('net.') || c.name.startsWith('btrfs.'))) expect(doc, c.name).toContain(`\`${c.name}\` **(dangerous)**`);
+    }
+  });
+});
