@@ -13,10 +13,11 @@ export const GUEST_GLOBALS: readonly string[] = Object.freeze([
 ]);
 
 /**
- * Evaluates (as a global script) to `function (hostCall, hostLog, caps, limits)` returning the host's private
- * handles: { runMain, makeHostError, describeThrown, parse }.
+ * Evaluates (as a global script) to `function (hostCall, hostLog, limits)` returning the host's private
+ * handles: { runMain, makeHostError, describeThrown, parse }. It runs before the job is known (the sandbox is
+ * prepared while the thread is idle); the granted capabilities arrive with `runMain`.
  */
-export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, caps, limits) {
+export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, limits) {
   'use strict';
   const G = globalThis;
   const { stringify, parse } = JSON;
@@ -108,24 +109,32 @@ export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, caps, lim
     };
   }
 
-  const sal = create(null);
-  for (let i = 0; i < caps.length; i++) {
-    const name = caps[i];
-    const parts = name.split('.');
-    let node = sal;
-    for (let j = 0; j < parts.length - 1; j++) {
-      if (node[parts[j]] === undefined) node[parts[j]] = create(null);
-      node = node[parts[j]];
+  const split = String.prototype.split;
+  function buildCtx(caps) {
+    const sal = create(null);
+    for (let i = 0; i < caps.length; i++) {
+      const name = caps[i];
+      const parts = apply(split, name, ['.']);
+      let node = sal;
+      for (let j = 0; j < parts.length - 1; j++) {
+        if (node[parts[j]] === undefined) node[parts[j]] = create(null);
+        node = node[parts[j]];
+      }
+      const fn = async function (args) { return hostCall(name, encode(args === undefined ? {} : args, name + ' arguments')); };
+      defineProperty(fn, 'name', { value: parts[parts.length - 1] });
+      node[parts[parts.length - 1]] = fn;
     }
-    const fn = async function (args) { return hostCall(name, encode(args === undefined ? {} : args, name + ' arguments')); };
-    defineProperty(fn, 'name', { value: parts[parts.length - 1] });
-    node[parts[parts.length - 1]] = fn;
+    return freeze({ log: freeze({ info: logLine('info'), warn: logLine('warn'), error: logLine('error') }), sal: deepFreeze(sal) });
   }
-  function deepFreeze(o) { for (const k of keys(o)) if (typeof o[k] === 'object') deepFreeze(o[k]); return freeze(o); }
-  const ctx = freeze({ log: freeze({ info: logLine('info'), warn: logLine('warn'), error: logLine('error') }), sal: deepFreeze(sal) });
+  function deepFreeze(o) {
+    const ks = keys(o);
+    for (let i = 0; i < ks.length; i++) if (typeof o[ks[i]] === 'object') deepFreeze(o[ks[i]]);
+    return freeze(o);
+  }
 
   // Resolves to the result as JSON text, or to [code, message] when the script is not runnable.
-  async function runMain(namespace, argsJson) {
+  async function runMain(namespace, argsJson, caps) {
+    const ctx = buildCtx(caps);
     const ns = await namespace;
     const main = ns.default;
     if (typeof main !== 'function') return ['SCRIPT_INVALID', 'the script has no default export function'];

@@ -47,7 +47,7 @@ interface FreshInstance {
   maxBytes: number;
 }
 
-let spare: Promise<FreshInstance | undefined> | undefined;
+let spare: Promise<PreparedGuest | undefined> | undefined;
 
 async function instantiate(memoryMiB: number): Promise<FreshInstance> {
   precompileQuickJS();
@@ -59,16 +59,21 @@ async function instantiate(memoryMiB: number): Promise<FreshInstance> {
   return { memoryMiB, module, memory, maxBytes: maximum * WASM_PAGE };
 }
 
-/** Instantiates the next job's module while the thread is idle, so a job does not wait for it. */
-export function prepareSpareInstance(memoryMiB: number): void {
-  spare = instantiate(memoryMiB).catch(() => undefined);
+/**
+ * Builds the next job's sandbox (instance, runtime, context, prelude) while the thread is idle, so a job
+ * does not wait for it. It is still used for exactly one job.
+ */
+export function prepareSpareInstance(memoryMiB: number, boundary: BoundaryLimits): void {
+  spare = prepareGuest(memoryMiB, boundary).catch(() => undefined);
 }
 
-async function takeInstance(memoryMiB: number): Promise<FreshInstance> {
+async function takeGuest(memoryMiB: number, boundary: BoundaryLimits): Promise<PreparedGuest> {
   const ready = spare;
   spare = undefined;
-  const instance = ready ? await ready : undefined;
-  return instance && instance.memoryMiB === memoryMiB ? instance : instantiate(memoryMiB);
+  const guest = ready ? await ready : undefined;
+  if (guest && guest.memoryMiB === memoryMiB && guest.boundary === boundary) return guest;
+  guest?.discard();
+  return prepareGuest(memoryMiB, boundary);
 }
 
 export interface GuestHooks {
@@ -92,11 +97,26 @@ function failure(code: ErrorCode, message?: string, details?: Record<string, unk
 
 /** Runs one job to completion in a fresh QuickJS instance. Never throws for guest faults. */
 export async function runGuest(job: SandboxJob, deadlineAt: number, hooks: GuestHooks): Promise<GuestResult> {
-  const { module, memory, maxBytes: memoryCap } = await takeInstance(job.limits.memoryMiB);
+  const guest = await takeGuest(job.limits.memoryMiB, hooks.boundary);
+  return guest.run(job, deadlineAt, hooks);
+}
+
+interface PreparedGuest {
+  memoryMiB: number;
+  boundary: BoundaryLimits;
+  run(job: SandboxJob, deadlineAt: number, hooks: GuestHooks): Promise<GuestResult>;
+  discard(): void;
+}
+
+async function prepareGuest(memoryMiB: number, boundary: BoundaryLimits): Promise<PreparedGuest> {
+  const { module, memory, maxBytes: memoryCap } = await instantiate(memoryMiB);
   const memoryExhausted = () => memory.buffer.byteLength + 2 * MIB >= memoryCap;
   const scope = new Scope();
   const pending = new Set<QuickJSDeferredPromise>();
-  let interruptAt = deadlineAt;
+  // Until a job starts there is no deadline: only the prelude (our own code) runs.
+  let interruptAt = Infinity;
+  let job: SandboxJob;
+  let hooks: GuestHooks;
   let interrupted = false;
   let importAttempted = false;
   let linesLogged = 0;
@@ -104,169 +124,188 @@ export async function runGuest(job: SandboxJob, deadlineAt: number, hooks: Guest
   let wake: (() => void) | undefined;
   let result: GuestResult;
 
-  try {
-    const runtime = scope.manage(module.newRuntime());
-    runtime.setMemoryLimit(job.limits.memoryMiB * MIB);
-    runtime.setMaxStackSize(STACK_BYTES);
-    runtime.setInterruptHandler(() => {
-      if (Date.now() <= interruptAt) return false;
-      interrupted = true;
-      return true;
-    });
-    runtime.setModuleLoader(() => {
-      importAttempted = true;
-      return { error: new Error('scripts cannot import modules') };
-    });
-    const context = scope.manage(runtime.newContext());
-    const lengthOf = (h: QuickJSHandle): number => {
-      const l = context.getProp(h, 'length');
-      try {
-        return context.typeof(l) === 'number' ? context.getNumber(l) : Infinity;
-      } finally {
-        l.dispose();
-      }
-    };
-
-    const hostLog = scope.manage(context.newFunction('hostLog', (levelH, messageH) => {
-      if (finished || linesLogged > LOG_LIMITS.maxLines) return;
-      const level = context.getString(levelH) as LogLevel;
-      if (++linesLogged > LOG_LIMITS.maxLines) {
-        hooks.log('warn', `log limit of ${LOG_LIMITS.maxLines} lines reached; further lines are dropped`);
-        return;
-      }
-      const length = lengthOf(messageH);
-      const message = context.getString(messageH);
-      hooks.log(level, length > LOG_LIMITS.maxLineChars + 32 ? message.slice(0, LOG_LIMITS.maxLineChars) : message);
-    }));
-
-    const hostCall = scope.manage(context.newFunction('hostCall', (nameH, argsH) => {
-      const deferred = context.newPromise();
-      pending.add(deferred);
-      const reject = (error: ErrorJSON) => settle(deferred, { ok: false, error });
-      if (pending.size > MAX_HOST_CALLS_IN_FLIGHT) {
-        reject(errorOf('HOST_CALL_DENIED', `more than ${MAX_HOST_CALLS_IN_FLIGHT} host calls in flight`));
-        return deferred.handle;
-      }
-      // The prelude caps the text; measure it anyway before copying it out of the guest.
-      const length = lengthOf(argsH);
-      if (context.typeof(nameH) !== 'string' || context.typeof(argsH) !== 'string' || !(length <= hooks.boundary.maxBytes)) {
-        reject(errorOf('BOUNDARY_INVALID', 'host call arguments are not bounded JSON text'));
-        return deferred.handle;
-      }
-      hooks.hostCall(context.getString(nameH), context.getString(argsH)).then(
-        (json) => settle(deferred, { ok: true, json }),
-        (err: ErrorJSON) => settle(deferred, { ok: false, error: err }),
-      );
-      return deferred.handle;
-    }));
-
-    const settle = (deferred: QuickJSDeferredPromise, outcome: GuestResult) => {
-      if (finished || !pending.delete(deferred)) return;
-      const made = outcome.ok
-        ? callPrivate('parse', [context.newString(outcome.json)])
-        : callPrivate('makeHostError', [context.newString(outcome.error.code), context.newString(outcome.error.message), ...(outcome.error.details ? [context.newString(JSON.stringify(outcome.error.details))] : [])]);
-      if (made.error) {
-        deferred.reject(made.error);
-        made.error.dispose();
-      } else {
-        (outcome.ok ? deferred.resolve : deferred.reject)(made.value);
-        made.value.dispose();
-      }
-      wake?.();
-    };
-
-    const prelude = scope.manage(context.unwrapResult(context.evalCode(PRELUDE_SOURCE, 'writ:prelude')));
-    const caps = scope.manage(jsonHandle(context, job.caps));
-    const limits = scope.manage(jsonHandle(context, { ...hooks.boundary, maxLineChars: LOG_LIMITS.maxLineChars, globals: GUEST_GLOBALS }));
-    const privates = scope.manage(context.unwrapResult(context.callFunction(prelude, context.undefined, hostCall, hostLog, caps, limits)));
-    const callPrivate = (name: 'runMain' | 'makeHostError' | 'describeThrown' | 'parse', args: QuickJSHandle[]) => {
-      const fn = context.getProp(privates, name);
-      try {
-        return context.callFunction(fn, context.undefined, ...args);
-      } finally {
-        fn.dispose();
-        for (const a of args) if (a.alive && a !== context.undefined) a.dispose();
-      }
-    };
-
-    const classify = (errorHandle: QuickJSHandle, stage: 'load' | 'run'): GuestResult => {
-      if (interrupted) return failure('TIMEOUT', `the script ran past its ${job.limits.timeoutMs} ms deadline and was interrupted`);
-      interruptAt = Date.now() + DESCRIBE_BUDGET_MS;
-      const described = callPrivate('describeThrown', [errorHandle.dup()]);
-      let name = '', message = '', stack = '', hostCode = '';
-      if (described.error) {
-        described.error.dispose();
-      } else {
-        [name, message, stack, hostCode] = context.dump(described.value) as [string, string, string, string];
-        described.value.dispose();
-      }
-      return classifyThrown({ name, message, stack, hostCode, stage, importAttempted, memoryExhausted: memoryExhausted() || described.error !== undefined });
-    };
-
-    // Evaluate the module, then call its default export through the prelude.
-    const loaded = context.evalCode(job.source, 'script.js', { type: 'module' });
-    if (loaded.error) {
-      result = classify(scope.manage(loaded.error), 'load');
-    } else {
-      const namespace = scope.manage(loaded.value);
-      const started = callPrivate('runMain', [namespace.dup(), context.newString(JSON.stringify(job.args))]);
-      if (started.error) {
-        result = classify(scope.manage(started.error), 'run');
-      } else {
-        const mainPromise = scope.manage(started.value);
-        const deadlineTimer = setTimeout(() => wake?.(), Math.max(0, deadlineAt - Date.now()) + 1);
-        try {
-          result = await drive();
-        } finally {
-          clearTimeout(deadlineTimer);
-        }
-
-        async function drive(): Promise<GuestResult> {
-          for (;;) {
-            const ran = runtime.executePendingJobs();
-            if (ran.error) return classify(scope.manage(ran.error), 'run');
-            ran.dispose();
-            const state = context.getPromiseState(mainPromise);
-            if (state.type === 'fulfilled') {
-              const value = scope.manage(state.value);
-              if (context.typeof(value) === 'string') {
-                if (lengthOf(value) > hooks.boundary.maxBytes) return failure('OUTPUT_TOO_LARGE', `the result is larger than ${hooks.boundary.maxBytes} bytes`);
-                return { ok: true, json: context.getString(value) };
-              }
-              const [code, message] = context.dump(value) as [string, string];
-              return failure(isErrorCode(code) ? code : 'SCRIPT_INVALID', message);
-            }
-            if (state.type === 'rejected') return classify(scope.manage(state.error), 'run');
-            if (Date.now() > deadlineAt) return failure('TIMEOUT', `the script ran past its ${job.limits.timeoutMs} ms deadline`);
-            if (pending.size === 0 && !runtime.hasPendingJob()) {
-              return failure('SCRIPT_ERROR', 'the script is waiting on a promise that can never settle');
-            }
-            await new Promise<void>((resolve) => (wake = resolve));
-            wake = undefined;
-          }
-        }
-      }
+  const runtime = scope.manage(module.newRuntime());
+  runtime.setMemoryLimit(memoryMiB * MIB);
+  runtime.setMaxStackSize(STACK_BYTES);
+  runtime.setInterruptHandler(() => {
+    if (Date.now() <= interruptAt) return false;
+    interrupted = true;
+    return true;
+  });
+  runtime.setModuleLoader(() => {
+    importAttempted = true;
+    return { error: new Error('scripts cannot import modules') };
+  });
+  const context = scope.manage(runtime.newContext());
+  const lengthOf = (h: QuickJSHandle): number => {
+    const l = context.getProp(h, 'length');
+    try {
+      return context.typeof(l) === 'number' ? context.getNumber(l) : Infinity;
+    } finally {
+      l.dispose();
     }
-  } catch (err) {
-    // A wasm trap (memory exhausted inside a built-in) or a broken instance: the instance is discarded anyway.
-    result = memoryExhausted()
-      ? failure('MEMORY_LIMIT', 'the script exhausted its memory')
-      : failure('SCRIPT_ERROR', `the sandbox stopped the script: ${(err as Error)?.message ?? String(err)}`);
-  } finally {
-    finished = true;
-  }
-  // After memory exhaustion QuickJS can be left holding objects it could not free, and freeing the runtime then
-  // fails an assertion (and prints). The whole instance is discarded with the job, so skip the teardown.
-  if (!result.ok && result.error.code === 'MEMORY_LIMIT') return result;
-  try {
+  };
+
+  const hostLog = scope.manage(context.newFunction('hostLog', (levelH, messageH) => {
+    if (finished || linesLogged > LOG_LIMITS.maxLines) return;
+    const level = context.getString(levelH) as LogLevel;
+    if (++linesLogged > LOG_LIMITS.maxLines) {
+      hooks.log('warn', `log limit of ${LOG_LIMITS.maxLines} lines reached; further lines are dropped`);
+      return;
+    }
+    const length = lengthOf(messageH);
+    const message = context.getString(messageH);
+    hooks.log(level, length > LOG_LIMITS.maxLineChars + 32 ? message.slice(0, LOG_LIMITS.maxLineChars) : message);
+  }));
+
+  const hostCall = scope.manage(context.newFunction('hostCall', (nameH, argsH) => {
+    const deferred = context.newPromise();
+    pending.add(deferred);
+    const reject = (error: ErrorJSON) => settle(deferred, { ok: false, error });
+    if (pending.size > MAX_HOST_CALLS_IN_FLIGHT) {
+      reject(errorOf('HOST_CALL_DENIED', `more than ${MAX_HOST_CALLS_IN_FLIGHT} host calls in flight`));
+      return deferred.handle;
+    }
+    // The prelude caps the text; measure it anyway before copying it out of the guest.
+    const length = lengthOf(argsH);
+    if (context.typeof(nameH) !== 'string' || context.typeof(argsH) !== 'string' || !(length <= hooks.boundary.maxBytes)) {
+      reject(errorOf('BOUNDARY_INVALID', 'host call arguments are not bounded JSON text'));
+      return deferred.handle;
+    }
+    hooks.hostCall(context.getString(nameH), context.getString(argsH)).then(
+      (json) => settle(deferred, { ok: true, json }),
+      (err: ErrorJSON) => settle(deferred, { ok: false, error: err }),
+    );
+    return deferred.handle;
+  }));
+
+  const settle = (deferred: QuickJSDeferredPromise, outcome: GuestResult) => {
+    if (finished || !pending.delete(deferred)) return;
+    const made = outcome.ok
+      ? callPrivate('parse', [context.newString(outcome.json)])
+      : callPrivate('makeHostError', [context.newString(outcome.error.code), context.newString(outcome.error.message), ...(outcome.error.details ? [context.newString(JSON.stringify(outcome.error.details))] : [])]);
+    if (made.error) {
+      deferred.reject(made.error);
+      made.error.dispose();
+    } else {
+      (outcome.ok ? deferred.resolve : deferred.reject)(made.value);
+      made.value.dispose();
+    }
+    wake?.();
+  };
+
+  const prelude = scope.manage(context.unwrapResult(context.evalCode(PRELUDE_SOURCE, 'writ:prelude')));
+  const limits = scope.manage(jsonHandle(context, { ...boundary, maxLineChars: LOG_LIMITS.maxLineChars, globals: GUEST_GLOBALS }));
+  const privates = scope.manage(context.unwrapResult(context.callFunction(prelude, context.undefined, hostCall, hostLog, limits)));
+  const callPrivate = (name: 'runMain' | 'makeHostError' | 'describeThrown' | 'parse', args: QuickJSHandle[]) => {
+    const fn = context.getProp(privates, name);
+    try {
+      return context.callFunction(fn, context.undefined, ...args);
+    } finally {
+      fn.dispose();
+      for (const a of args) if (a.alive && a !== context.undefined) a.dispose();
+    }
+  };
+
+  const classify = (errorHandle: QuickJSHandle, stage: 'load' | 'run'): GuestResult => {
+    if (interrupted) return failure('TIMEOUT', `the script ran past its ${job.limits.timeoutMs} ms deadline and was interrupted`);
+    interruptAt = Date.now() + DESCRIBE_BUDGET_MS;
+    const described = callPrivate('describeThrown', [errorHandle.dup()]);
+    let name = '', message = '', stack = '', hostCode = '';
+    if (described.error) {
+      described.error.dispose();
+    } else {
+      [name, message, stack, hostCode] = context.dump(described.value) as [string, string, string, string];
+      described.value.dispose();
+    }
+    return classifyThrown({ name, message, stack, hostCode, stage, importAttempted, memoryExhausted: memoryExhausted() || described.error !== undefined });
+  };
+
+  const dispose = () => {
     for (const deferred of pending) deferred.dispose();
     pending.clear();
     scope.dispose();
-  } catch (err) {
-    // The instance is dropped with this job, so a failed disposal leaks nothing beyond it; report it as a bug.
-    hooks.warn(`disposing the QuickJS runtime failed: ${(err as Error)?.message ?? String(err)}`);
-  }
-  return result;
+  };
+
+  return {
+    memoryMiB,
+    boundary,
+    discard: () => {
+      try {
+        dispose();
+      } catch {
+        // an unused sandbox: nothing ran in it that could leak
+      }
+    },
+    async run(thisJob, deadlineAt, thisHooks) {
+      job = thisJob;
+      hooks = thisHooks;
+      interruptAt = deadlineAt;
+      try {
+        // Evaluate the module, then call its default export through the prelude.
+        const loaded = context.evalCode(job.source, 'script.js', { type: 'module' });
+        if (loaded.error) {
+          result = classify(scope.manage(loaded.error), 'load');
+        } else {
+          const namespace = scope.manage(loaded.value);
+          const started = callPrivate('runMain', [namespace.dup(), context.newString(JSON.stringify(job.args)), jsonHandle(context, job.caps)]);
+          if (started.error) {
+            result = classify(scope.manage(started.error), 'run');
+          } else {
+            const mainPromise = scope.manage(started.value);
+            const deadlineTimer = setTimeout(() => wake?.(), Math.max(0, deadlineAt - Date.now()) + 1);
+            try {
+              result = await drive();
+            } finally {
+              clearTimeout(deadlineTimer);
+            }
+
+            async function drive(): Promise<GuestResult> {
+              for (;;) {
+                const ran = runtime.executePendingJobs();
+                if (ran.error) return classify(scope.manage(ran.error), 'run');
+                ran.dispose();
+                const state = context.getPromiseState(mainPromise);
+                if (state.type === 'fulfilled') {
+                  const value = scope.manage(state.value);
+                  if (context.typeof(value) === 'string') {
+                    if (lengthOf(value) > hooks.boundary.maxBytes) return failure('OUTPUT_TOO_LARGE', `the result is larger than ${hooks.boundary.maxBytes} bytes`);
+                    return { ok: true, json: context.getString(value) };
+                  }
+                  const [code, message] = context.dump(value) as [string, string];
+                  return failure(isErrorCode(code) ? code : 'SCRIPT_INVALID', message);
+                }
+                if (state.type === 'rejected') return classify(scope.manage(state.error), 'run');
+                if (Date.now() > deadlineAt) return failure('TIMEOUT', `the script ran past its ${job.limits.timeoutMs} ms deadline`);
+                if (pending.size === 0 && !runtime.hasPendingJob()) {
+                  return failure('SCRIPT_ERROR', 'the script is waiting on a promise that can never settle');
+                }
+                await new Promise<void>((resolve) => (wake = resolve));
+                wake = undefined;
+              }
+            }
+          }
+        }
+      } catch (err) {
+        // A wasm trap (memory exhausted inside a built-in) or a broken instance: the instance is discarded anyway.
+        result = memoryExhausted()
+          ? failure('MEMORY_LIMIT', 'the script exhausted its memory')
+          : failure('SCRIPT_ERROR', `the sandbox stopped the script: ${(err as Error)?.message ?? String(err)}`);
+      } finally {
+        finished = true;
+      }
+      // After memory exhaustion QuickJS can be left holding objects it could not free, and freeing the runtime then
+      // fails an assertion (and prints). The whole instance is discarded with the job, so skip the teardown.
+      if (!result.ok && result.error.code === 'MEMORY_LIMIT') return result;
+      try {
+        dispose();
+      } catch (err) {
+        // The instance is dropped with this job, so a failed disposal leaks nothing beyond it; report it as a bug.
+        hooks.warn(`disposing the QuickJS runtime failed: ${(err as Error)?.message ?? String(err)}`);
+      }
+      return result;
+    },
+  };
 }
 
 function jsonHandle(context: QuickJSContext, value: unknown): QuickJSHandle {

@@ -49,7 +49,7 @@ function runJob(runId: number, job: SandboxJob, deadlineAt: number): void {
     .then((result) => {
       current = undefined;
       post({ type: 'done', runId, result });
-      prepareSpareInstance(job.limits.memoryMiB);
+      prepareSpareInstance(job.limits.memoryMiB, boundary);
     });
 }
 
@@ -73,5 +73,5 @@ port.on('message', (msg: ToWorker) => {
 });
 
 precompileQuickJS();
-prepareSpareInstance(warmMemoryMiB);
+prepareSpareInstance(warmMemoryMiB, boundary);
 post({ type: 'ready' });
