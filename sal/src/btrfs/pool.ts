@@ -2,6 +2,7 @@
 // mount the top-level subvolume at the pool root, unmount and detach, read usage.
 import { mkdir, open, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WritError } from '@writ/protocol';
 import { checkName, confine } from '../confine.ts';
 import { run } from '../exec.ts';
@@ -138,6 +139,22 @@ export async function attachLoop(file: string): Promise<{ device: string; attach
   return { device: r.stdout.trim(), attached: true };
 }
 
+const DETACH_WAIT_MS = 5_000;
+
+/**
+ * Detaches a loop device and waits until it is gone. While anything still holds the device open (udev
+ * probing after the unmount, seen under load) the kernel only marks it for auto-clear, and a mount right
+ * after would reuse the half-detached device.
+ */
+async function detachLoop(device: string, backFile: string): Promise<void> {
+  await run(['losetup', '--detach', device]);
+  const deadline = Date.now() + DETACH_WAIT_MS;
+  while ((await loopDevices()).some((l) => l.name === device && l['back-file'] === backFile)) {
+    if (Date.now() > deadline) throw new WritError('COMMAND_TIMEOUT', `${device} is still attached to ${backFile} ${DETACH_WAIT_MS} ms after losetup --detach`);
+    await sleep(50);
+  }
+}
+
 export async function mounts(): Promise<MountEntry[]> {
   return parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'));
 }
@@ -212,7 +229,7 @@ export async function unmountPool(config: BtrfsConfig, args: { detach?: boolean 
     const back = (await loopDevices()).find((l) => l.name === current.source)?.['back-file'];
     const stillMounted = (await mounts()).some((m) => m.source === current.source);
     if (imageRoot && back && back.startsWith(imageRoot + path.sep) && !stillMounted) {
-      await run(['losetup', '--detach', current.source]);
+      await detachLoop(current.source, back);
       detached = current.source;
     }
   }
