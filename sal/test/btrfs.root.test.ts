@@ -22,6 +22,7 @@ import {
   showQgroups,
   showSubvolume,
   snapshotSubvolume,
+  unmountPool,
   type BtrfsConfig,
 } from '../src/index.ts';
 import { loopDevicesUsable, loopsBackedBy, releaseMountsAndLoops } from './helpers/loop.ts';
@@ -104,6 +105,28 @@ describe.skipIf(!isRoot)('btrfs pool', () => {
     expect(await codeOf(formatPool(config, { device: '/dev/loop0' }))).toBe('PATH_ESCAPE');
     expect(await codeOf(mountPool(config, { device: '/dev/loop0' }))).toBe('PATH_ESCAPE');
     expect(await codeOf(formatPool(config, { image: 'x.img', device: '/dev/loop0' }))).toBe('SAL_INVALID_ARGUMENT');
+  });
+
+  it('formats and mounts a configured block device (a loop device standing in for a disk)', async (ctx) => {
+    if (skipReason) ctx.skip();
+    const backing = path.join(tmp, 'disk.img');
+    const fh = await open(backing, 'w');
+    await fh.truncate(256 * MiB);
+    await fh.close();
+    const device = sh('losetup', ['--find', '--show', backing]).trim();
+    const diskConfig = btrfsConfig({ mount: path.join(tmp, 'disk-pool'), devices: [device] });
+    const made = await formatPool(diskConfig, { device, label: 'disk' });
+    expect(made).toMatchObject({ target: device, formatted: true, label: 'disk', sizeBytes: 256 * MiB });
+    expect(await formatPool(diskConfig, { device, label: 'disk' })).toMatchObject({ formatted: false, uuid: made.uuid });
+    expect(await mountPool(diskConfig, { device })).toMatchObject({ mounted: true, device, loopAttached: false });
+    expect(await mountPool(diskConfig, { device })).toMatchObject({ mounted: false });
+    expect(await createSubvolume(diskConfig, { path: 'on-disk' })).toMatchObject({ created: true });
+    // The pool root already holds another pool: mounting this device there is a conflict.
+    expect(await codeOf(mountPool({ ...config, devices: [device] }, { device }))).toBe('RESOURCE_CONFLICT');
+    // Not an image under imageDir: unmount leaves the device attached.
+    expect(await unmountPool(diskConfig)).toMatchObject({ unmounted: true, detached: null });
+    expect(loopsBackedBy(backing)).toEqual([device]);
+    sh('losetup', ['--detach', device]);
   });
 
   it('mounting twice leaves one mount and one loop device', async (ctx) => {
