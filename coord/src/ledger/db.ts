@@ -103,7 +103,12 @@ async function openPglite(dataDir: string | undefined): Promise<Db> {
     transaction: async (fn) => {
       open();
       // PGlite serialises transactions with an internal mutex; statements inside must use `tx`.
-      return pg.transaction((tx) => fn(on(tx as unknown as PgliteQueryable)));
+      const out = await pg.transaction((tx) => fn(on(tx as unknown as PgliteQueryable)));
+      // PGlite 0.5 syncs its file system after each query outside a transaction but skips it for the
+      // COMMIT inside transaction(). A no-op for a Node folder (NODEFS writes through); it matters for
+      // backends that buffer (IndexedDB, OPFS), so the commit is synced before the caller hears of it.
+      await pg.syncToFs();
+      return out;
     },
     close: async () => {
       if (closed) return;
