@@ -30,6 +30,8 @@ const net = `10.${o1}.${o2}`;
 const A = `${P}a`;
 const B = `${P}b`;
 const C = `${P}c`;
+// A host link name outside the prefix; the escape test must never create it (afterAll removes it if it did).
+const OUTSIDER = `x${P}`;
 let config: NetConfig;
 let skipReason: string | null = null;
 const hasTun = existsSync('/dev/net/tun');
@@ -70,7 +72,7 @@ afterAll(() => {
   for (const name of (JSON.parse(sh('ip', ['-j', 'netns', 'list']) || '[]') as { name: string }[]).map((n) => n.name)) {
     if (name.startsWith(P)) sh('ip', ['netns', 'del', name]);
   }
-  for (const name of hostLinks()) if (name.startsWith(P)) sh('ip', ['link', 'del', 'dev', name]);
+  for (const name of hostLinks()) if (name.startsWith(P) || name === OUTSIDER) sh('ip', ['link', 'del', 'dev', name]);
 });
 
 describe.skipIf(!isRoot)('net: two namespaces over a bridge', () => {
@@ -196,9 +198,9 @@ describe.skipIf(!isRoot)('net: names are confined (X6 and the prefix)', () => {
       ['net.bridge.ensure', { name: `${P}/x` }],
       ['net.bridge.ensure', { name: `${P}\0x` }],
       ['net.bridge.ensure', { name: '..' }],
-      ['net.bridge.ensure', { name: 'eth9' }],
+      ['net.bridge.ensure', { name: OUTSIDER }],
       ['net.bridge.delete', { name: 'lo' }],
-      ['net.link.set', { name: 'lo', up: false }],
+      ['net.link.set', { name: 'lo', up: true }],
       ['net.link.set', { name: `${P}hl`, master: 'docker0' }],
       ['net.addr.add', { dev: 'lo', address: '10.1.2.3/32' }],
       ['net.route.add', { destination: 'default', via: '10.1.2.3', dev: 'lo' }],
@@ -207,7 +209,7 @@ describe.skipIf(!isRoot)('net: names are confined (X6 and the prefix)', () => {
       ['net.netns.ensure', { name: 'outsider' }],
       ['net.netns.delete', { name: `../${P}a` }],
       ['net.netns.exec', { name: 'outsider', argv: ['ping', '-c1', '127.0.0.1'] }],
-      ['net.veth.ensure', { name: `${P}v1`, peer: 'eth9' }],
+      ['net.veth.ensure', { name: `${P}v1`, peer: OUTSIDER }],
     ];
     for (const [name, args] of escapes) expect(await codeOf(op(name)(args)), `${name} ${JSON.stringify(args)}`).toBe('PATH_ESCAPE');
     expect(await codeOf(op('net.bridge.ensure')({ name: `${P}0123456789ab` }))).toBe('SAL_INVALID_ARGUMENT');
