@@ -6,8 +6,83 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
 /** Host functions granted to the script. Only capabilities listed in the envelope's `caps` are present. */
 export interface WritSal {
   btrfs?: {
-    /** Snapshot a subvolume (read-only or writable). Capability `btrfs.snapshot`. */
-    snapshot?(args?: Record<string, never>): Promise<JsonValue>;
+    disk?: {
+      /** Clone a VM disk: a writable snapshot of a base image subvolume at <dir>/<name>, O(1) in the disk's size. Capability `btrfs.disk.clone`. */
+      clone?(args: {
+        base: string;
+        name: string;
+        file?: string;
+        dir?: string;
+      }): Promise<JsonValue>;
+    };
+    pool?: {
+      /** Format an image file (created sparse) or a configured block device as btrfs; an existing btrfs with the same label is kept (dangerous: may need several signers). Capability `btrfs.pool.format`. */
+      format?(args?: {
+        image?: string;
+        device?: string;
+        sizeBytes?: number;
+        label?: string;
+        force?: boolean;
+      }): Promise<JsonValue>;
+      /** Attach the pool (image files through a loop device) and mount it at the configured pool root. Capability `btrfs.pool.mount`. */
+      mount?(args?: {
+        image?: string;
+        device?: string;
+      }): Promise<JsonValue>;
+      /** Unmount the pool root and detach its loop device (dangerous: may need several signers). Capability `btrfs.pool.unmount`. */
+      unmount?(args?: {
+        detach?: boolean;
+      }): Promise<JsonValue>;
+    };
+    qgroup?: {
+      /** Set (or clear with null) a subvolume's referenced/exclusive size limit; enables quotas on the pool if needed. Capability `btrfs.qgroup.limit`. */
+      limit?(args: {
+        path: string;
+        maxReferencedBytes?: number | null;
+        maxExclusiveBytes?: number | null;
+      }): Promise<JsonValue>;
+      /** Show quota groups (usage and limits) of the pool or of one subvolume. Capability `btrfs.qgroup.show`. */
+      show?(args?: {
+        path?: string;
+      }): Promise<JsonValue>;
+    };
+    /** Receive a send stream file into a directory of the pool. Capability `btrfs.receive`. */
+    receive?(args: {
+      stream: string;
+      dir: string;
+    }): Promise<JsonValue>;
+    /** Write a read-only subvolume as a send stream file under the stream directory (incremental with parent). Capability `btrfs.send`. */
+    send?(args: {
+      path: string;
+      stream: string;
+      parent?: string;
+    }): Promise<JsonValue>;
+    /** Snapshot a subvolume (read-only by default, or writable). Capability `btrfs.snapshot`. */
+    snapshot?(args: {
+      source: string;
+      dest: string;
+      readOnly?: boolean;
+    }): Promise<JsonValue>;
+    subvolume?: {
+      /** Create a subvolume if missing. Capability `btrfs.subvolume.create`. */
+      create?(args: {
+        path: string;
+      }): Promise<JsonValue>;
+      /** Delete a subvolume and every subvolume nested in it, deepest first (dangerous: may need several signers). Capability `btrfs.subvolume.delete`. */
+      delete?(args: {
+        path: string;
+      }): Promise<JsonValue>;
+      /** List subvolumes (optionally only those under a path). Capability `btrfs.subvolume.list`. */
+      list?(args?: {
+        under?: string;
+      }): Promise<JsonValue>;
+      /** Show one subvolume: ids, UUIDs, flags, snapshots. Capability `btrfs.subvolume.show`. */
+      show?(args: {
+        path: string;
+      }): Promise<JsonValue>;
+    };
+    /** Read the pool space usage in bytes. Capability `btrfs.usage`. */
+    usage?(args?: Record<string, never>): Promise<JsonValue>;
   };
   host?: {
     /** Read CPU, memory, disks, NICs, DMI, kernel and virtualization facts. Capability `host.facts`. */
@@ -42,9 +117,119 @@ export interface WritSal {
     }): Promise<JsonValue>;
   };
   net?: {
+    addr?: {
+      /** Add an address to a link if missing (dangerous: may need several signers). Capability `net.addr.add`. */
+      add?(args: {
+        dev: string;
+        address: string;
+        netns?: string;
+      }): Promise<JsonValue>;
+      /** Remove an address from a link (dangerous: may need several signers). Capability `net.addr.delete`. */
+      delete?(args: {
+        dev: string;
+        address: string;
+        netns?: string;
+      }): Promise<JsonValue>;
+    };
     bridge?: {
-      /** Create a bridge if missing (dangerous: may need several signers). Capability `net.bridge.ensure`. */
-      ensure?(args?: Record<string, never>): Promise<JsonValue>;
+      /** Delete a bridge (its ports are released) (dangerous: may need several signers). Capability `net.bridge.delete`. */
+      delete?(args: {
+        name: string;
+        netns?: string;
+      }): Promise<JsonValue>;
+      /** Create a bridge if missing and bring it up. Capability `net.bridge.ensure`. */
+      ensure?(args: {
+        name: string;
+        netns?: string;
+        up?: boolean;
+      }): Promise<JsonValue>;
+    };
+    link?: {
+      /** List links with their kind, state, master and addresses. Capability `net.link.list`. */
+      list?(args?: {
+        netns?: string;
+      }): Promise<JsonValue>;
+      /** Set a link up or down, attach it to a bridge (master) or release it (null), change its MTU (dangerous: may need several signers). Capability `net.link.set`. */
+      set?(args: {
+        name: string;
+        netns?: string;
+        up?: boolean;
+        master?: string | null;
+        mtu?: number;
+      }): Promise<JsonValue>;
+    };
+    netns?: {
+      /** Delete a network namespace (dangerous: may need several signers). Capability `net.netns.delete`. */
+      delete?(args: {
+        name: string;
+      }): Promise<JsonValue>;
+      /** Create a network namespace if missing (loopback up). Capability `net.netns.ensure`. */
+      ensure?(args: {
+        name: string;
+      }): Promise<JsonValue>;
+      /** Run an allowlisted command (argv array) inside a network namespace; returns exit code and output (dangerous: may need several signers). Capability `net.netns.exec`. */
+      exec?(args: {
+        name: string;
+        argv: Array<string>;
+        timeoutMs?: number;
+      }): Promise<JsonValue>;
+      /** List network namespaces. Capability `net.netns.list`. */
+      list?(args?: Record<string, never>): Promise<JsonValue>;
+    };
+    route?: {
+      /** Add a route through a link if missing (dangerous: may need several signers). Capability `net.route.add`. */
+      add?(args: {
+        destination: string;
+        via?: string;
+        dev: string;
+        metric?: number;
+        netns?: string;
+      }): Promise<JsonValue>;
+      /** Delete a route through a link (dangerous: may need several signers). Capability `net.route.delete`. */
+      delete?(args: {
+        destination: string;
+        via?: string;
+        dev: string;
+        metric?: number;
+        netns?: string;
+      }): Promise<JsonValue>;
+      /** List routes of the main table. Capability `net.route.list`. */
+      list?(args?: {
+        netns?: string;
+        family?: "inet" | "inet6";
+      }): Promise<JsonValue>;
+    };
+    tap?: {
+      /** Delete a tap (dangerous: may need several signers). Capability `net.tap.delete`. */
+      delete?(args: {
+        name: string;
+        netns?: string;
+      }): Promise<JsonValue>;
+      /** Create a persistent tap owned by a uid if missing, attach it to a bridge and bring it up. Capability `net.tap.ensure`. */
+      ensure?(args: {
+        name: string;
+        netns?: string;
+        owner?: number;
+        bridge?: string;
+        multiQueue?: boolean;
+        vnetHdr?: boolean;
+        up?: boolean;
+      }): Promise<JsonValue>;
+    };
+    veth?: {
+      /** Delete a veth pair (by either end) (dangerous: may need several signers). Capability `net.veth.delete`. */
+      delete?(args: {
+        name: string;
+        netns?: string;
+      }): Promise<JsonValue>;
+      /** Create a veth pair if missing, each end in its namespace, and bring both up. Capability `net.veth.ensure`. */
+      ensure?(args: {
+        name: string;
+        peer: string;
+        netns?: string;
+        peerNetns?: string;
+        up?: boolean;
+      }): Promise<JsonValue>;
     };
   };
   nix?: {

@@ -9,9 +9,10 @@ import { jobsCommand } from './commands/jobs.ts';
 import { runnerCommand } from './commands/runner.ts';
 import { coordCommand, supervisorCommand } from './commands/services.ts';
 import { keysetCommand, rolesCommand, usersCommand } from './commands/keyset.ts';
+import { auditCommand, nodesCommand } from './commands/nodes.ts';
 import type { CliContext, Command } from './commands/types.ts';
 
-export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, coordCommand, supervisorCommand, runnerCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, signCommand, verifyCommand];
+export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, coordCommand, supervisorCommand, runnerCommand, nodesCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, auditCommand, signCommand, verifyCommand];
 
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import { PAYLOAD_TYPES, b64url, bootstrapKeySet, decodeKeyFile, encodeEnvelope, encodeKeySet, encodePrivateKeyFile, generateKeyPair, signEnvelope, type KeyPair } from '@writ/protocol';
 import { buildApp, CoordService, InProcessSupervisorClient, openLedger, type Ledger } from '@writ/coord';
 import { Supervisor, type Logger } from '@writ/supervisor';
-import { Runner, type RunnerOptions } from '@writ/runner';
+import { startNodeDaemon, type NodeDaemon, type Runner, type RunnerOptions } from '@writ/runner';
 import { startEmbeddedRedis, type EmbeddedRedis } from './embedded-redis.ts';
 import { writeNewFile } from './keyfiles.ts';
 
@@ -25,6 +25,10 @@ export interface StackOptions {
   /** Runners to start in-process; [] for none. */
   nodes?: { id: string; labels?: Record<string, string> }[];
   runner?: Partial<Omit<RunnerOptions, 'nodeId' | 'labels' | 'redisUrl'>>;
+  /** Node heartbeat interval (default 5 s in one-process stacks). */
+  heartbeatMs?: number;
+  /** Accept the stack's own nodes as an operator would (default true: they run on this machine). */
+  autoAccept?: boolean;
   supervisor?: { attempts?: number; backoffMs?: number };
   reconcileAfterMs?: number;
   reconcileEveryMs?: number;
@@ -44,7 +48,9 @@ export interface Stack {
   service: CoordService;
   app: FastifyInstance;
   runners: Runner[];
-  startRunner(id: string, labels?: Record<string, string>): Promise<Runner>;
+  daemons: NodeDaemon[];
+  startRunner(id: string, labels?: Record<string, string>, opts?: { accept?: boolean }): Promise<Runner>;
+  waitForNode(id: string, states: string[], timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -105,6 +111,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       supervisor: new InProcessSupervisorClient(supervisor),
       supervisorKeys: [supKey.publicKey],
       admins,
+      nodeStore: ledger.nodeStore,
+      heartbeatMs: opts.heartbeatMs ?? 5000,
       ...(opts.logger ? { logger: opts.logger } : {}),
       ...(opts.reconcileAfterMs !== undefined ? { reconcileAfterMs: opts.reconcileAfterMs } : {}),
       ...(opts.reconcileEveryMs !== undefined ? { reconcileEveryMs: opts.reconcileEveryMs } : {}),
@@ -120,14 +128,36 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const url = await app.listen({ port: opts.port ?? 0, host: opts.host ?? '127.0.0.1' });
     releasers.push(() => app.close());
     const runners: Runner[] = [];
-    const startRunner = async (id: string, labels: Record<string, string> = {}) => {
-      const r = await Runner.start({ ...opts.runner, nodeId: id, labels, clusterId, admins, stateDir: path.join(opts.stateDir, 'nodes', id), redisUrl: redisUrl!, ...(opts.logger ? { logger: opts.logger } : {}) });
-      runners.push(r);
-      releasers.push(() => r.close(5000));
-      return r;
+    const daemons: NodeDaemon[] = [];
+    const waitForNode = async (id: string, states: string[], timeoutMs = 15_000) => {
+      const end = Date.now() + timeoutMs;
+      for (;;) {
+        const n = await ledger.nodeStore.getNode(id);
+        if (n && states.includes(n.state)) return;
+        if (Date.now() > end) throw new Error(`node ${id} did not reach ${states.join('|')} within ${timeoutMs} ms (it is ${n?.state ?? 'unregistered'})`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const startRunner = async (id: string, labels: Record<string, string> = {}, o: { accept?: boolean } = {}) => {
+      const d = await startNodeDaemon({
+        ...opts.runner, nodeId: id, labels, clusterId, admins, stateDir: path.join(opts.stateDir, 'nodes', id), redisUrl: redisUrl!, coordUrl: url,
+        heartbeatMs: opts.heartbeatMs ?? 5000, ...(opts.logger ? { logger: opts.logger } : {}),
+      });
+      daemons.push(d);
+      runners.push(d.runner);
+      releasers.push(() => d.stop(5000));
+      if (o.accept ?? opts.autoAccept ?? true) {
+        await waitForNode(id, ['inspected', 'active']);
+        const n = await ledger.nodeStore.getNode(id);
+        if (n?.state === 'inspected') {
+          await service!.nodes.apply(id, 'accept', { actor: 'writ dev', reason: 'a node of this one-process stack', byOperator: true });
+          await service!.nodes.apply(id, 'activate', { actor: 'writ dev', reason: 'healthy at registration', byOperator: false });
+        }
+      }
+      return d.runner;
     };
     for (const n of opts.nodes ?? [{ id: 'dev-1', labels: { env: 'dev' } }]) await startRunner(n.id, n.labels);
-    return { url, token, clusterId, redisUrl, ...(redis ? { redis } : {}), ledger, supervisor, service, app, runners, startRunner, stop: release };
+    return { url, token, clusterId, redisUrl, ...(redis ? { redis } : {}), ledger, supervisor, service, app, runners, daemons, startRunner, waitForNode, stop: release };
   } catch (e) {
     await release();
     throw e;

@@ -4,6 +4,7 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ERROR_CODES, errorCodeOf, parseStrictJson, toErrorJSON, type ErrorCode } from '@writ/protocol';
 import type { CoordService, JobEventMessage } from './service.ts';
+import type { NodeRecord } from './nodes/registry.ts';
 
 export interface AppOptions {
   service: CoordService;
@@ -44,11 +45,20 @@ export const ROUTES = [
   'POST /v1/reports',
   'GET /v1/keyset',
   'POST /v1/keyset',
+  'POST /v1/nodes/challenge',
+  'POST /v1/nodes/register',
+  'POST /v1/nodes/heartbeat',
+  'GET /v1/nodes',
+  'GET /v1/nodes/:id',
+  'POST /v1/nodes/:id/:action',
   'GET /v1/audit',
   'GET /v1/audit/verify',
 ] as const;
 
 const PUBLIC = new Set(['/healthz', '/readyz', '/metrics']);
+/** Authenticated by a signature instead of the API token: supervisor reports, node registration and heartbeats. */
+const SIGNED = new Set(['/v1/reports', '/v1/nodes/challenge', '/v1/nodes/register', '/v1/nodes/heartbeat']);
+const OPERATOR_ACTIONS = ['accept', 'reject', 'drain', 'rescue', 'unrescue', 'retire', 'install', 'reprovision', 'rekey'] as const;
 
 function sendError(reply: FastifyReply, code: ErrorCode, message: string, details?: Record<string, unknown>) {
   return reply.code(ERROR_CODES[code].status).send({ error: { code, message, ...(details ? { details } : {}) } });
@@ -72,6 +82,22 @@ function jobView(job: NonNullable<Awaited<ReturnType<CoordService['ledger']['get
   };
 }
 
+function nodeView(n: NodeRecord, service: CoordService) {
+  return {
+    id: n.id,
+    state: n.state,
+    reachable: service.nodes.reachable(n),
+    keyid: n.keyid || null,
+    labels: n.labels,
+    version: n.version,
+    health: n.health,
+    lastHeartbeatAt: n.lastHeartbeatAt ? new Date(n.lastHeartbeatAt).toISOString() : null,
+    stateSince: new Date(n.stateSince).toISOString(),
+    deadlineAt: n.deadlineAt ? new Date(n.deadlineAt).toISOString() : null,
+    reason: n.reason,
+  };
+}
+
 const TERMINAL = new Set(['succeeded', 'failed', 'refused']);
 
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
@@ -81,6 +107,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     bodyLimit: opts.bodyLimitBytes ?? 1024 * 1024 + 4096,
     // A client-chosen request id is not trusted for anything; ours are sequential.
     requestIdHeader: false,
+    // Unknown fields are refused (400), never silently dropped: fastify's default removeAdditional would strip them.
+    ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } },
   });
   const token = Buffer.from(opts.apiToken);
 
@@ -98,7 +126,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0]!;
-    if (PUBLIC.has(path) || path === '/v1/reports') return; // reports authenticate by the supervisor's signature
+    if (PUBLIC.has(path) || SIGNED.has(path)) return;
     const h = req.headers.authorization ?? '';
     const given = Buffer.from(h.startsWith('Bearer ') ? h.slice(7) : '');
     if (given.length !== token.length || !timingSafeEqual(given, token)) {
@@ -250,6 +278,39 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   app.post('/v1/keyset', { schema: { body: envelopeSchema } }, async (req, reply) => {
     const r = await service.publishKeySet(req.rawBody!, 'api');
     return reply.code(r.changed ? 201 : 200).send(r);
+  });
+
+  app.post('/v1/nodes/challenge', {
+    schema: { body: { type: 'object', additionalProperties: false, required: ['nodeId', 'publicKey'], properties: { nodeId: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' }, publicKey: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } } } },
+  }, async (req) => {
+    const b = req.body as { nodeId: string; publicKey: string };
+    return service.nodes.challenge(b.nodeId, b.publicKey);
+  });
+  app.post('/v1/nodes/register', { schema: { body: envelopeSchema } }, async (req, reply) => {
+    const n = await service.nodes.register(req.rawBody!);
+    return reply.code(201).send(nodeView(n, service));
+  });
+  app.post('/v1/nodes/heartbeat', { schema: { body: envelopeSchema } }, async (req) => {
+    const { node } = await service.nodes.heartbeat(req.rawBody!);
+    return { ok: true, state: node.state };
+  });
+  app.get('/v1/nodes', async () => ({ nodes: (await service.nodes.opts.store.listNodes()).map((n) => nodeView(n, service)) }));
+  app.get('/v1/nodes/:id', async (req, reply) => {
+    const { id } = req.params as { id: string };
+    const n = await service.nodes.opts.store.getNode(id);
+    if (!n) return sendError(reply, 'NODE_NOT_FOUND', `no node ${id}`);
+    return { ...nodeView(n, service), inventory: n.inventory, transitions: await service.nodes.opts.store.listTransitions(id) };
+  });
+  app.post('/v1/nodes/:id/:action', {
+    schema: {
+      params: { type: 'object', properties: { id: { type: 'string', maxLength: 63 }, action: { type: 'string', enum: [...OPERATOR_ACTIONS] } } },
+      body: { type: 'object', additionalProperties: false, properties: { reason: { type: 'string', maxLength: 500 } } },
+    },
+  }, async (req) => {
+    const { id, action } = req.params as { id: string; action: (typeof OPERATOR_ACTIONS)[number] };
+    const reason = (req.body as { reason?: string } | undefined)?.reason ?? '';
+    const n = action === 'rekey' ? await service.nodes.rekey(id, 'operator', reason) : await service.nodes.apply(id, action, { actor: 'operator', reason: reason || `operator ${action}`, byOperator: true });
+    return nodeView(n, service);
   });
 
   app.get('/v1/audit', { schema: { querystring: { type: 'object', additionalProperties: false, properties: { tail: { type: 'integer', minimum: 1, maximum: 1000 } } } } }, async (req) => ({

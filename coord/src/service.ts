@@ -3,10 +3,11 @@
 import { EventEmitter } from 'node:events';
 import {
   KeyRing, KeySetHolder, PAYLOAD_TYPES, WritError, checkAudience, checkJobTimes, errorCodeOf, parseJobPayload, parseStrictJson, sha256Hex, toErrorJSON,
-  trustKey, verifyEnvelope, type KeyRef, type KeySet, type TrustedKey,
+  targetMatchesNode, trustKey, verifyEnvelope, type KeyRef, type KeySet, type TrustedKey,
 } from '@writ/protocol';
 import type { RunnerEvent, SupervisorReport } from '@writ/supervisor';
-import type { Ledger } from './ledger/index.ts';
+import type { Ledger, TransitionedJob } from './ledger/index.ts';
+import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
 import type { SupervisorClient } from './supervisor-client.ts';
 
 export interface CoordLogger {
@@ -20,6 +21,10 @@ export interface CoordOptions {
   clusterId: string;
   ledger: Ledger;
   supervisor: SupervisorClient;
+  /** Where nodes are kept (the ledger's node tables). */
+  nodeStore: NodeStore;
+  heartbeatMs?: number;
+  clock?: () => number;
   /** Public keys of supervisors whose reports are accepted. */
   supervisorKeys: Uint8Array[];
   /** Pinned admins who may sign the cluster's first key set (later ones chain from the set held). */
@@ -44,6 +49,8 @@ export interface JobEventMessage {
 export class CoordService {
   readonly events = new EventEmitter();
   readonly keySets: KeySetHolder;
+  readonly nodes: NodeRegistry;
+  private sweepTimer: NodeJS.Timeout | undefined;
   private readonly supervisorRing: KeyRing;
   private readonly log: CoordLogger;
   private reconcileTimer: NodeJS.Timeout | undefined;
@@ -55,6 +62,14 @@ export class CoordService {
     this.events.setMaxListeners(0);
     this.supervisorRing = new KeyRing(opts.supervisorKeys.map((k) => trustKey(k)));
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
+    this.nodes = new NodeRegistry({
+      store: opts.nodeStore,
+      ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.heartbeatMs ? { heartbeatMs: opts.heartbeatMs } : {}),
+      onTransition: async (t) => {
+        await this.ledger.appendAudit({ kind: 'node.transition', actor: t.actor, subject: t.nodeId, data: { from: t.from, to: t.to, event: t.event, reason: t.reason } });
+      },
+    });
   }
 
   get ledger(): Ledger {
@@ -73,10 +88,13 @@ export class CoordService {
     }
     this.reconcileTimer = setInterval(() => void this.reconcile().catch((e) => this.log.warn({ err: (e as Error).message }, 'reconcile failed')), this.opts.reconcileEveryMs ?? 2000);
     this.reconcileTimer.unref();
+    this.sweepTimer = setInterval(() => void this.nodes.sweep().catch((e) => this.log.warn({ err: (e as Error).message }, 'node sweep failed')), 1000);
+    this.sweepTimer.unref();
   }
 
   async stop(): Promise<void> {
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
   }
 
   /**
@@ -134,9 +152,17 @@ export class CoordService {
   /** Forwards an admitted job to the supervisor; permanent refusals end the job, transient ones wait for the reconciler. */
   private async dispatch(jobId: string, raw: string): Promise<void> {
     try {
-      const { node } = await this.opts.supervisor.submit(raw);
-      await this.ledger.transitionJob(jobId, 'queued', { node });
-      this.publish(jobId, await this.statusEvent(jobId, 'queued', `queued for node ${node}`));
+      const job = parseJobPayload(verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring }).payload);
+      const candidates = (await this.nodes.workable()).filter((n) => targetMatchesNode(job.target, n));
+      if (candidates.length === 0) {
+        const t = 'node' in job.target ? `node ${job.target.node}` : `selector ${JSON.stringify(job.target.selector)}`;
+        throw new WritError('NODE_NOT_ACTIVE', `no active, reachable node for ${t}; the job waits until one is`);
+      }
+      // Spread over matching nodes deterministically by job id (a re-dispatch lands on the same node).
+      let h = 0;
+      for (const c of job.id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+      const { node } = await this.opts.supervisor.submit(raw, candidates[h % candidates.length]!.id);
+      this.publishTransition(jobId, await this.ledger.transitionJob(jobId, 'queued', { node, message: `queued for node ${node}` }));
     } catch (e) {
       const err = toErrorJSON(e, true);
       if (err.retryable) {
@@ -145,15 +171,15 @@ export class CoordService {
         return;
       }
       this.metrics.jobsRefused++;
-      await this.ledger.transitionJob(jobId, 'refused', { errorCode: err.code, errorMessage: err.message });
+      const t = await this.ledger.transitionJob(jobId, 'refused', { errorCode: err.code, errorMessage: err.message, message: `refused: ${err.code}: ${err.message}` });
       await this.ledger.appendAudit({ kind: 'job.refuse', actor: this.opts.supervisor.id, subject: jobId, data: { code: err.code, message: err.message } });
-      this.publish(jobId, await this.statusEvent(jobId, 'refused', `${err.code}: ${err.message}`));
+      this.publishTransition(jobId, t);
     }
   }
 
-  private async statusEvent(jobId: string, status: string, message: string, data?: unknown): Promise<JobEventMessage> {
-    const seq = await this.ledger.appendJobEvent(jobId, { type: 'status', message, data: { status, ...(data ? { detail: data } : {}) } });
-    return { seq, type: 'status', message, data: { status, ...(data ? { detail: data } : {}) } };
+  /** The ledger records a transition and its status event in one transaction; live subscribers get that event. */
+  private publishTransition(jobId: string, t: TransitionedJob | null): void {
+    if (t) this.publish(jobId, { seq: t.event.seq, type: t.event.type, level: t.event.level, message: t.event.message, data: t.event.data });
   }
 
   private publish(jobId: string, ev: JobEventMessage): void {
@@ -192,9 +218,9 @@ export class CoordService {
     }
     switch (ev.type) {
       case 'status': {
-        const t = await this.ledger.transitionJob(jobId, 'running', { attempt: ev.attempt, node: ev.node });
+        const t = await this.ledger.transitionJob(jobId, 'running', { attempt: ev.attempt, node: ev.node, message: `running on ${ev.node} (attempt ${ev.attempt})` });
         await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'running');
-        if (t) this.publish(jobId, await this.statusEvent(jobId, 'running', `running on ${ev.node} (attempt ${ev.attempt})`));
+        this.publishTransition(jobId, t);
         return;
       }
       case 'log': {
@@ -210,16 +236,19 @@ export class CoordService {
       }
       case 'result': {
         if (ev.ok) {
-          const t = await this.ledger.transitionJob(jobId, 'succeeded', { result: ev.value, attempt: ev.attempt });
+          const t = await this.ledger.transitionJob(jobId, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value } });
           await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'succeeded');
           await this.ledger.appendAudit({ kind: 'job.effect', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, ok: true } });
-          if (t) this.publish(jobId, await this.statusEvent(jobId, 'succeeded', `succeeded in ${ev.durationMs} ms`, { result: ev.value }));
+          this.publishTransition(jobId, t);
         } else {
           const to = ev.final ? 'failed' : 'queued';
-          const t = await this.ledger.transitionJob(jobId, to, { errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt });
+          const t = await this.ledger.transitionJob(jobId, to, {
+            errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt,
+            message: `${ev.final ? 'failed' : `attempt ${ev.attempt} failed, will retry`}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error },
+          });
           await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'failed', ev.error.code);
           if (ev.final) await this.ledger.appendAudit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, code: ev.error.code } });
-          if (t) this.publish(jobId, await this.statusEvent(jobId, to, `${ev.final ? 'failed' : `attempt ${ev.attempt} failed, will retry`}: ${ev.error.code}: ${ev.error.message}`, { error: ev.error }));
+          this.publishTransition(jobId, t);
         }
         return;
       }
@@ -255,14 +284,14 @@ export class CoordService {
             } catch {
               /* BullMQ's own reason, e.g. stalled too often */
             }
-            const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: error.code, errorMessage: error.message });
+            const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: error.code, errorMessage: error.message, message: `failed: ${error.code}: ${error.message}` });
             if (t) {
               settled++;
-              this.publish(job.id, await this.statusEvent(job.id, 'failed', `failed: ${error.code}: ${error.message}`));
+              this.publishTransition(job.id, t);
             }
           } else {
             // Alive in the queue: touch it so we look again later, not in a tight loop.
-            await this.ledger.touchJob?.(job.id);
+            await this.ledger.touchJob(job.id);
           }
         } catch (e) {
           this.log.warn({ jobId: job.id, err: (e as Error).message, code: errorCodeOf(e) }, 'reconcile of one job failed');

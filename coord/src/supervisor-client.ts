@@ -5,8 +5,8 @@ import type { QueueState, Supervisor } from '@writ/supervisor';
 
 export interface SupervisorClient {
   readonly id: string;
-  /** Admit and enqueue; throws WritError (permanent refusals are not retryable). */
-  submit(envelope: string): Promise<{ node: string }>;
+  /** Admit and enqueue on `node` (chosen by the coord among active nodes); throws WritError (permanent refusals are not retryable). */
+  submit(envelope: string, node: string): Promise<{ node: string }>;
   /** Re-enqueue an admitted envelope on a known node (reconciler). Idempotent. */
   enqueue(jobId: string, node: string, envelope: string): Promise<void>;
   jobState(jobId: string, node: string): Promise<{ state: QueueState; failedReason?: string }>;
@@ -20,8 +20,8 @@ export class InProcessSupervisorClient implements SupervisorClient {
   get id(): string {
     return this.sup.opts.id;
   }
-  async submit(envelope: string): Promise<{ node: string }> {
-    const r = await this.sup.submit(envelope);
+  async submit(envelope: string, node: string): Promise<{ node: string }> {
+    const r = await this.sup.submit(envelope, { node });
     return { node: r.node };
   }
   enqueue(jobId: string, node: string, envelope: string): Promise<void> {
@@ -59,8 +59,8 @@ export class HttpSupervisorClient implements SupervisorClient {
     if (!res.ok) throw doc.error ? fromErrorJSON(doc.error) : new WritError('SUPERVISOR_UNAVAILABLE', `supervisor answered ${res.status}`);
     return doc;
   }
-  submit(envelope: string) {
-    return this.call<{ node: string }>('POST', '/v1/submit', envelope);
+  submit(envelope: string, node: string) {
+    return this.call<{ node: string }>('POST', `/v1/submit?node=${encodeURIComponent(node)}`, envelope);
   }
   async enqueue(jobId: string, node: string, envelope: string) {
     await this.call('POST', '/v1/enqueue', { jobId, node, envelope });

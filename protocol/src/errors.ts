@@ -115,6 +115,7 @@ export const ERROR_CODES = Object.freeze({
     NODE_NOT_ACTIVE: { message: 'The node is not active and takes no work', status: 409, retryable: true },
     NODE_IDENTITY_MISSING: { message: 'The node identity seed is missing for a node the ledger knows; an operator must rekey', status: 500, retryable: false },
     NODE_IDENTITY_CORRUPT: { message: 'The node identity seed is corrupt; it is never regenerated silently', status: 500, retryable: false },
+    NODE_KEY_MISMATCH: { message: 'The node registered before with another key; an operator must rekey it first', status: 409, retryable: false },
     CHALLENGE_INVALID: { message: 'The registration challenge is unknown, used or expired', status: 401, retryable: false },
     HEARTBEAT_REPLAYED: { message: 'The heartbeat was seen before or is older than the last one', status: 409, retryable: false },
     HEARTBEAT_STALE: { message: 'The heartbeat is too old or too far in the future', status: 400, retryable: false },

@@ -88,6 +88,10 @@ export class Runner {
     return r;
   }
 
+  get runningJobs(): number {
+    return this.running;
+  }
+
   get bullWorker(): Worker {
     return this.worker;
   }

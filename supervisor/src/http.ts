@@ -8,7 +8,7 @@ import type { Supervisor } from './supervisor.ts';
 export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submit', 'POST /v1/enqueue', 'GET /v1/jobs/:node/:id', 'PUT /v1/keyset'] as const;
 
 export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 + 4096, requestIdHeader: false });
+  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 + 4096, requestIdHeader: false, ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } } });
   const token = Buffer.from(apiToken);
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
@@ -40,8 +40,9 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Pro
     const h = await sup.health();
     return reply.code(h.redis ? 200 : 503).send({ ok: h.redis, redis: h.redis });
   });
-  app.post('/v1/submit', async (req) => {
-    const r = await sup.submit((req as { rawBody?: string }).rawBody!);
+  app.post('/v1/submit', { schema: { querystring: { type: 'object', additionalProperties: false, properties: { node: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' } } } } }, async (req) => {
+    const node = (req.query as { node?: string }).node;
+    const r = await sup.submit((req as { rawBody?: string }).rawBody!, node ? { node } : {});
     return { jobId: r.jobId, node: r.node };
   });
   app.post('/v1/enqueue', {

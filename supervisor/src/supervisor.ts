@@ -233,7 +233,9 @@ export class Supervisor {
 /** Picks the node for a job: the named node if live, else the live node matching the selector with the lowest id hash load. */
 export function pickNode(job: JobPayload, live: NodeView[], forced?: string): NodeView {
   if (forced) {
-    const n = live.find((x) => x.id === forced) ?? { id: forced, labels: {} };
+    // The coord chose among nodes it holds active; the target must still match what the node says of itself.
+    const n = live.find((x) => x.id === forced);
+    if (!n) throw new WritError('NODE_NOT_ACTIVE', `node ${forced} has no live runner (no heartbeat in Redis recently)`, { node: forced });
     return n;
   }
   if ('node' in job.target) {

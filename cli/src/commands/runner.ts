@@ -1,6 +1,6 @@
 // writ runner --node ID: the node daemon on its own (production shape: one per node).
 import pino from 'pino';
-import { Runner } from '@writ/runner';
+import { startNodeDaemon } from '@writ/runner';
 import path from 'node:path';
 import { WritError, b64url } from '@writ/protocol';
 import { resolvePublicKey, writHome } from '../keyfiles.ts';
@@ -8,11 +8,13 @@ import { parse } from '../args.ts';
 import { EXIT, type Io } from '../output.ts';
 import type { CliContext, Command } from './types.ts';
 
-const HELP = `usage: writ runner --node ID --admin-key FILE [--admin-threshold K] [--cluster ID] [--label k=v ...] [--redis URL]
+const HELP = `usage: writ runner --node ID --coord URL --admin-key FILE [--admin-threshold K] [--cluster ID] [--label k=v ...] [--redis URL]
                    [--state DIR] [--concurrency N] [--lock-ms N] [--stalled-ms N]
 
-Runs this node's job loop: a BullMQ worker on the node's queue that re-verifies every job from its
-signed envelope and runs it in a pool of QuickJS sandbox threads. Stops cleanly on SIGTERM/SIGINT:
+Runs the node daemon: makes (once) and keeps the node's own ed25519 identity in the state dir, registers
+with the coord by signing a fresh challenge, sends signed heartbeats with its health, and runs the job
+loop: a BullMQ worker on the node's queue that re-verifies every job from its signed envelope and runs it
+in a pool of QuickJS sandbox threads. The node gets work once an operator accepts it (writ nodes accept). Stops cleanly on SIGTERM/SIGINT:
 takes no new jobs and lets running ones finish.
 
   --admin-key FILE  a pinned admin public key (repeat for several): the first key set this node accepts
@@ -21,12 +23,12 @@ takes no new jobs and lets running ones finish.
   --redis URL       Redis (default $REDIS_URL)
 
 example:
-  writ runner --node node-7 --label rack=r1 --redis redis://10.0.0.2:6379`;
+  writ runner --node node-7 --label rack=r1 --coord http://10.0.0.1:7340 --redis redis://10.0.0.2:6379 --admin-key admin.key.pub`;
 
 async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values } = parse(argv, {
     node: { type: 'string' }, label: { type: 'string', multiple: true }, redis: { type: 'string' }, concurrency: { type: 'string' },
-    'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string', default: '1' }, cluster: { type: 'string' }, state: { type: 'string' },
+    'admin-key': { type: 'string', multiple: true }, coord: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, 'admin-threshold': { type: 'string', default: '1' }, cluster: { type: 'string' }, state: { type: 'string' },
     'lock-ms': { type: 'string' }, 'stalled-ms': { type: 'string' },
   }, { min: 0, max: 0, usage: 'writ runner --node ID' });
   if (values.help) return io.out(HELP), EXIT.ok;
@@ -52,7 +54,12 @@ async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> 
   const concurrency = num(values.concurrency, '--concurrency');
   const lockDurationMs = num(values['lock-ms'], '--lock-ms');
   const stalledIntervalMs = num(values['stalled-ms'], '--stalled-ms');
-  const r = await Runner.start({
+  const coordUrl = values.coord ?? ctx.env.WRIT_COORD;
+  if (!coordUrl) throw new WritError('USAGE', '--coord URL (or WRIT_COORD) is required: the node registers there');
+  const heartbeatMs = num(values['heartbeat-ms'], '--heartbeat-ms');
+  const d = await startNodeDaemon({
+    coordUrl,
+    ...(heartbeatMs ? { heartbeatMs } : {}),
     nodeId: values.node, labels, redisUrl, logger, admins,
     clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev',
     stateDir: values.state ?? path.join(writHome(ctx.env), `runner-${values.node}`),
@@ -60,13 +67,13 @@ async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> 
     ...(lockDurationMs ? { lockDurationMs } : {}),
     ...(stalledIntervalMs ? { stalledIntervalMs } : {}),
   });
-  io.out(JSON.stringify({ ready: true, node: values.node, pid: process.pid }));
+  io.out(JSON.stringify({ ready: true, node: values.node, keyid: d.identity.key.keyid, newIdentity: d.identity.created, pid: process.pid }));
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
   logger.info({ node: values.node }, 'stopping: no new jobs; letting running ones finish');
-  await r.close(30_000);
+  await d.stop(30_000);
   logger.info({ node: values.node }, 'stopped cleanly');
   return EXIT.ok;
 }

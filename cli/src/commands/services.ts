@@ -90,7 +90,7 @@ async function coord(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const logger = pino({ level: ctx.env.WRIT_LOG_LEVEL ?? 'info' }, pino.destination(2));
   const ledger = await openLedger(ctx.env.DATABASE_URL ? { databaseUrl: ctx.env.DATABASE_URL } : { dataDir: path.join(stateDir, 'ledger') });
   const admins = await pinnedAdmins(values['admin-key'], values['admin-threshold']);
-  const service = new CoordService({ admins, clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev', ledger, supervisor: new HttpSupervisorClient('sup-1', supUrl, supToken), supervisorKeys: [supKey.publicKey], logger });
+  const service = new CoordService({ admins, clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev', ledger, supervisor: new HttpSupervisorClient('sup-1', supUrl, supToken), supervisorKeys: [supKey.publicKey], nodeStore: ledger.nodeStore, logger });
   await service.start();
   const app = await buildApp({ service, apiToken: token });
   const { host, port } = splitListen(values.listen!);

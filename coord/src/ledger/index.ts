@@ -10,7 +10,7 @@ import {
 } from './jobs.ts';
 import { getKey, listKeys, revokeKey, upsertKey, type AuthorizedKey, type KeyInput } from './keys.ts';
 import { migrate, schemaVersion } from './migrations.ts';
-import { SqlKeySetStore } from '../nodes/sql-store.ts';
+import { SqlKeySetStore, SqlNodeStore } from '../nodes/sql-store.ts';
 
 export type { Db, Queryable } from './db.ts';
 export type { AuditEntry, AuditInput, AuditVerification } from './audit.ts';
@@ -36,6 +36,8 @@ export interface LedgerOptions {
 export class Ledger {
   private readonly limits: JobLimits;
   private readonly keySets: SqlKeySetStore;
+  /** Nodes, their lifecycle transitions and registration challenges. */
+  readonly nodeStore: SqlNodeStore;
 
   constructor(
     /** The database underneath, for tests and operational tooling; the service uses the methods. */
@@ -44,6 +46,7 @@ export class Ledger {
   ) {
     this.limits = Object.freeze({ ...DEFAULT_JOB_LIMITS, ...limits });
     this.keySets = new SqlKeySetStore(db);
+    this.nodeStore = new SqlNodeStore(db);
   }
 
   get engine(): Db['engine'] {
