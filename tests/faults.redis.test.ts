@@ -87,7 +87,7 @@ describe('faults', () => {
     await queue.close();
     for (const [i, id] of ids.entries()) {
       const job = await s.waitFor(id, ['succeeded', 'failed'], 30_000);
-      expect([job.status, job.result]).toEqual(['succeeded', i]);
+      expect([job.status, job.result, job.errorCode, job.errorMessage]).toEqual(['succeeded', i, null, null]);
     }
     // Exactly once: one "ran" log line and one succeeded attempt per job.
     await new Promise((r) => setTimeout(r, 1000));

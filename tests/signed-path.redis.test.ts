@@ -4,7 +4,7 @@ import os from 'node:os';
 import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { followEvents } from '../cli/src/client.ts';
+import { followEvents } from '@writ/cli';
 import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, generateKeyPair, parseEnvelope, queueNames, signEnvelope, utf8 } from '@writ/protocol';
 import { HELLO, NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
 

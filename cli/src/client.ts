@@ -66,7 +66,7 @@ export async function followEvents(coord: CoordTarget, jobId: string, onEvent: (
         headers: { authorization: `Bearer ${coord.token}`, accept: 'text/event-stream', ...(lastId ? { 'last-event-id': String(lastId) } : {}) },
         ...(signal ? { signal } : {}),
       });
-    } catch (e) {
+    } catch {
       if (signal?.aborted) return;
       await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 3000)));
       continue;

@@ -87,7 +87,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     releasers.push(() => ledger.close());
     const supKey = await loadOrCreateKey(path.join(opts.stateDir, 'supervisor.key'));
     const admins = { threshold: 1, keys: [{ keyid: opts.admin.keyid, publicKey: b64url(opts.admin.publicKey) }] };
-    let service: CoordService | undefined;
+    let service: CoordService | undefined; // eslint-disable-line prefer-const -- assigned after the supervisor that needs it exists
     const supervisor = await Supervisor.start({
       id: 'sup-1',
       clusterId,

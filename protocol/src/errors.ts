@@ -120,6 +120,7 @@ export const ERROR_CODES = Object.freeze({
     HEARTBEAT_REPLAYED: { message: 'The heartbeat was seen before or is older than the last one', status: 409, retryable: false },
     HEARTBEAT_STALE: { message: 'The heartbeat is too old or too far in the future', status: 400, retryable: false },
     TRANSITION_NOT_ALLOWED: { message: 'The node lifecycle does not allow this transition', status: 409, retryable: false },
+    KEYSET_MISSING: { message: 'No key set has reached this tier yet; it will retry once one is published', status: 503, retryable: true },
     KEYSET_INVALID: { message: 'The key set does not verify or is malformed', status: 400, retryable: false },
     KEYSET_ROLLBACK: { message: 'The key set is older than one already accepted', status: 409, retryable: false },
     KEYSET_EXPIRED: { message: 'The key set has expired', status: 409, retryable: false },

@@ -206,7 +206,7 @@ export class KeySetHolder {
 
   /** Throws unless a current, unexpired key set is held (an expired set freezes the tier: nothing runs). */
   ensureUsable(nowS: number): KeySet {
-    if (!this.current) throw new WritError('KEYSET_INVALID', 'no key set has been accepted yet');
+    if (!this.current) throw new WritError('KEYSET_MISSING', 'no key set has been accepted yet (publish one: writ keyset publish)');
     if (this.current.keySet.expiresAt <= nowS) throw new WritError('KEYSET_EXPIRED', `the key set (version ${this.version}) expired at ${new Date(this.current.keySet.expiresAt * 1000).toISOString()}; publish a newer one`);
     return this.current.keySet;
   }

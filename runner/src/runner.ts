@@ -66,6 +66,7 @@ export class Runner {
     await r.redis.connect();
     await r.workerConn.connect();
     await r.loadPersistedKeySet();
+    await r.refreshKeySet().catch((e) => r.log.warn({ err: (e as Error).message }, 'could not read the key set from Redis yet'));
     const broker = new HostBroker(opts.hostTable ?? defaultHostTable());
     r.pool = new SandboxPool({
       size: opts.concurrency ?? 2,
@@ -164,7 +165,8 @@ export class Runner {
   /** Picks up a newer key set from Redis, verified here before it is used or stored (T6). */
   private async refreshKeySet(): Promise<void> {
     const version = await this.redis.get(redisKeys.keySetVersion());
-    if (version === this.seenKeySetVersion) return;
+    // Without a key set, look every time: the version counter may be gone with everything else (FLUSHALL).
+    if (version === this.seenKeySetVersion && this.keySets.current) return;
     const raw = await this.redis.get(redisKeys.keySet());
     this.seenKeySetVersion = version;
     if (!raw || raw === this.keySets.current?.raw || this.refusedKeySets.has(raw)) return;
@@ -209,6 +211,13 @@ export class Runner {
       job = await this.admitHere(bullJob);
     } catch (e) {
       const error = toErrorJSON(e, true);
+      if (error.retryable) {
+        // Not a refusal: this node cannot judge the job yet (no key set). Let BullMQ retry it later.
+        this.log.warn({ ...base, code: error.code, msg: error.message }, 'cannot check the job yet; it will be retried');
+        const final = bullJob.attemptsMade + 1 >= (bullJob.opts.attempts ?? 1);
+        await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final, durationMs: 0 });
+        throw new Error(JSON.stringify(error));
+      }
       this.log.warn({ ...base, code: error.code, msg: error.message }, 'refused a job: security event');
       await this.emit({ type: 'security', ...base, ts: Date.now(), error });
       await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: true, durationMs: 0 });
