@@ -17,7 +17,7 @@ export type NodeEvent =
   | 'install' // operator or automation: start (re)installing
   | 'install-started'
   | 'install-done'
-  | 'activate' // a healthy heartbeat from a commissioned/installed node with a runner
+  | 'activate' // a healthy heartbeat from a node an operator accepted (or that finished installing)
   | 'drain' // operator
   | 'drained' // no running jobs left
   | 'reprovision' // operator
@@ -36,7 +36,8 @@ interface Rule {
 
 const RULES: Record<NodeEvent, Rule> = {
   inspect: { from: ['discovered'], to: 'inspected' },
-  accept: { from: ['inspected', 'failed'], to: 'commissioned', operator: true },
+  // From commissioned too: that is how an operator puts a drained node back into service.
+  accept: { from: ['inspected', 'failed', 'commissioned'], to: 'commissioned', operator: true },
   reject: { from: ['discovered', 'inspected'], to: 'retired', operator: true },
   install: { from: ['commissioned', 'failed'], to: 'install-pending', operator: true },
   'install-started': { from: ['install-pending'], to: 'installing' },

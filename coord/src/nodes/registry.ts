@@ -147,14 +147,20 @@ export class NodeRegistry {
     if (!(await this.store.recordHeartbeat(node.id, hb.seq, at, hb.health))) {
       throw new WritError('HEARTBEAT_REPLAYED', `heartbeat sequence ${hb.seq} is not above the last one seen (${node.lastSeq})`);
     }
-    if (hb.health.healthy && (node.state === 'commissioned' || node.state === 'installed')) {
-      await this.apply(node.id, 'activate', { actor: `node:${node.id}`, reason: 'healthy heartbeat from a commissioned node', byOperator: false }).catch(() => {});
+    if (hb.health.healthy && (node.state === 'commissioned' || node.state === 'installed') && (await this.wantsActivation(node.id))) {
+      await this.apply(node.id, 'activate', { actor: `node:${node.id}`, reason: 'healthy heartbeat after an operator accept', byOperator: false }).catch(() => {});
     }
     if (node.state === 'draining' && hb.health.runningJobs === 0) {
       await this.apply(node.id, 'drained', { actor: `node:${node.id}`, reason: 'no running jobs left', byOperator: false }).catch(() => {});
     }
     const fresh = (await this.store.getNode(node.id))!;
     return { node: fresh, reachable: true };
+  }
+
+  /** A commissioned node becomes active only when an operator accepted it (not when it was drained into commissioned). */
+  private async wantsActivation(id: string): Promise<boolean> {
+    const last = (await this.store.listTransitions(id)).filter((t) => t.from !== t.to || t.event === 'accept').at(-1);
+    return last?.event === 'accept' || last?.event === 'install-done';
   }
 
   /** Applies a lifecycle event; throws TRANSITION_NOT_ALLOWED or NODE_NOT_FOUND. */
