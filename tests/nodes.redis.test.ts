@@ -52,9 +52,9 @@ describe('nodes on the signed path', () => {
   });
 
   it('refuses an operator action the lifecycle does not allow, with the allowed ones named', async () => {
-    const r = await cli(['nodes', 'drain', 'node-new']);
+    const r = await cli(['nodes', 'reject', 'node-new']);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/TRANSITION_NOT_ALLOWED: cannot drain a node that is commissioned; allowed from commissioned: .*install/);
+    expect(r.err).toMatch(/TRANSITION_NOT_ALLOWED: cannot reject a node that is active; allowed from active: .*drain/);
   });
 
   it('`writ audit verify` passes on the real log and names an edited entry', async () => {
