@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import { PAYLOAD_TYPES, b64url, bootstrapKeySet, decodeKeyFile, encodeEnvelope, encodeKeySet, encodePrivateKeyFile, generateKeyPair, signEnvelope, type KeyPair } from '@writ/protocol';
 import { buildApp, CoordService, InProcessSupervisorClient, openLedger, type Ledger } from '@writ/coord';
 import { Supervisor, type Logger } from '@writ/supervisor';
-import { startNodeDaemon, type NodeDaemon, type Runner, type RunnerOptions } from '@writ/runner';
+import { salHostTable, startNodeDaemon, type NodeDaemon, type Runner, type RunnerOptions, type SalHostConfig } from '@writ/runner';
 import { startEmbeddedRedis, type EmbeddedRedis } from './embedded-redis.ts';
 import { writeNewFile } from './keyfiles.ts';
 
@@ -35,6 +35,8 @@ export interface StackOptions {
   logger?: Logger;
   apiToken?: string;
   redisAppendOnly?: boolean;
+  /** SAL areas the runners offer scripts (each validated when a runner starts); none: host facts, time and randomness only. */
+  sal?: SalHostConfig;
 }
 
 export interface Stack {
@@ -142,6 +144,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const d = await startNodeDaemon({
         ...opts.runner, nodeId: id, labels, clusterId, admins, stateDir: path.join(opts.stateDir, 'nodes', id), redisUrl: redisUrl!, coordUrl: url,
         heartbeatMs: opts.heartbeatMs ?? 5000, ...(opts.logger ? { logger: opts.logger } : {}),
+        ...(opts.sal ? { hostTable: salHostTable(opts.sal) } : {}),
       });
       daemons.push(d);
       runners.push(d.runner);

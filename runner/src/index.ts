@@ -3,3 +3,4 @@ export { Runner, type RunnerOptions, type RunnerLogger } from './runner.ts';
 export { NodeAgent, backoffDelay, systemClock, type Clock, type NodeAgentOptions } from './agent.ts';
 export { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 export { startNodeDaemon, nodeHealth, type NodeDaemon, type NodeDaemonOptions } from './node-daemon.ts';
+export { salHostTable, type SalHostConfig } from './sal-table.ts';

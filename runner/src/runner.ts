@@ -225,7 +225,7 @@ export class Runner {
     }
     await this.emit({ type: 'status', ...base, ts: Date.now(), status: 'running' });
     this.running++;
-    const sjob: SandboxJob = { jobId, attempt, source: job.script.source, args: job.args, caps: job.caps, limits: job.limits };
+    const sjob: SandboxJob = { jobId, attempt, source: job.script.source, args: job.args, caps: job.caps, limits: job.limits, pins: job.pins };
     let outcome;
     try {
       outcome = await this.pool.run(sjob);

@@ -17,6 +17,8 @@ export interface SandboxJob {
   /** Granted capability names; exactly these appear under `ctx.sal`. */
   caps: string[];
   limits: SandboxLimits;
+  /** Store paths pinned in the envelope (X7): what nix operations may install or switch to. */
+  pins?: { nix?: string[] };
 }
 
 /** What the host side of a call sees: the job plus the moment it must end and a signal that fires when it does. */
