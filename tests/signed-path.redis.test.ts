@@ -193,6 +193,17 @@ describe('HTTP input (A1, A2)', () => {
     expect((await s.get('/v1/jobs?bogus=1')).status).toBe(400);
   });
 
+  it('the route list is exactly the declared one (A1 snapshot)', async () => {
+    const { ROUTES } = await import('@writ/coord');
+    expect([...s.app.routeList].sort()).toEqual([...ROUTES].sort());
+    // The snapshot itself: adding a route means changing this list on purpose.
+    expect([...ROUTES].sort()).toEqual([
+      'GET /healthz', 'GET /metrics', 'GET /readyz', 'GET /v1/audit', 'GET /v1/audit/verify', 'GET /v1/jobs', 'GET /v1/jobs/:id', 'GET /v1/jobs/:id/events',
+      'GET /v1/keyset', 'GET /v1/nodes', 'GET /v1/nodes/:id', 'POST /v1/jobs', 'POST /v1/keyset', 'POST /v1/nodes/:id/:action', 'POST /v1/nodes/challenge',
+      'POST /v1/nodes/heartbeat', 'POST /v1/nodes/register', 'POST /v1/reports',
+    ].sort());
+  });
+
   it('readyz reports ledger and supervisor', async () => {
     const r = await fetch(`${s.url}/readyz`);
     expect(r.status).toBe(200);

@@ -18,6 +18,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     rawBody?: string;
   }
+  interface FastifyInstance {
+    /** Every route registered, as "METHOD /path" (HEAD excluded): compared with ROUTES in a test. */
+    routeList: string[];
+  }
 }
 
 const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' } as const;
@@ -111,6 +115,11 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } },
   });
   const token = Buffer.from(opts.apiToken);
+  const routeList: string[] = [];
+  app.decorate('routeList', routeList);
+  app.addHook('onRoute', (r) => {
+    for (const m of [r.method].flat()) if (m !== 'HEAD') routeList.push(`${m} ${r.url}`);
+  });
 
   // Bodies are parsed by Writ's strict parser (duplicate keys, unsafe integers, lone surrogates refused),
   // and the raw text is kept: signatures are verified over the bytes exactly as received.

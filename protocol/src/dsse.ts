@@ -73,7 +73,7 @@ export interface VerifyEnvelopeOptions {
 }
 
 /** Parses the outer envelope strictly (no signature check yet). */
-export function parseEnvelope(raw: Uint8Array | string, maxBytes = DEFAULT_MAX_ENVELOPE_BYTES): Envelope {
+export function parseEnvelope(raw: Uint8Array | string, maxBytes = DEFAULT_MAX_ENVELOPE_BYTES, opts: { allowUnsigned?: boolean } = {}): Envelope {
   const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.byteLength;
   if (size > maxBytes) throw new WritError('ENVELOPE_TOO_LARGE', `envelope is ${size} bytes, over the ${maxBytes}-byte limit`, { limit: maxBytes, size });
   const doc = parseStrictJson(raw, { maxBytes, maxDepth: 4 });
@@ -84,7 +84,8 @@ export function parseEnvelope(raw: Uint8Array | string, maxBytes = DEFAULT_MAX_E
   const { payloadType, payload, signatures } = doc as Record<string, unknown>;
   if (typeof payloadType !== 'string') throw new WritError('ENVELOPE_MALFORMED', 'payloadType must be a string');
   if (typeof payload !== 'string') throw new WritError('ENVELOPE_MALFORMED', 'payload must be a base64 string');
-  if (!Array.isArray(signatures) || signatures.length === 0) throw new WritError('ENVELOPE_MALFORMED', 'signatures must be a non-empty array');
+  // Drafts waiting for their first signature (key sets) may be unsigned; nothing verifies an unsigned envelope.
+  if (!Array.isArray(signatures) || (signatures.length === 0 && !opts.allowUnsigned)) throw new WritError('ENVELOPE_MALFORMED', 'signatures must be a non-empty array');
   if (signatures.length > MAX_SIGNATURES) throw new WritError('TOO_MANY_SIGNATURES', `envelope has ${signatures.length} signatures; at most ${MAX_SIGNATURES}`);
   const sigs: Signature[] = [];
   for (const s of signatures) {

@@ -18,11 +18,16 @@ export const systemClock: Clock = {
   sleep: (ms, signal) =>
     new Promise((resolve) => {
       if (signal.aborted) return resolve();
-      const t = setTimeout(resolve, ms);
-      signal.addEventListener('abort', () => {
+      const onAbort = () => {
         clearTimeout(t);
         resolve();
-      }, { once: true });
+      };
+      // The listener goes when the timer fires: a long-lived signal must not collect one per heartbeat.
+      const t = setTimeout(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal.addEventListener('abort', onAbort, { once: true });
     }),
 };
 
@@ -81,7 +86,8 @@ export class NodeAgent {
   private async post(path: string, body: string): Promise<unknown> {
     let res: Response;
     try {
-      res = await fetch(new URL(path, this.opts.coordUrl), { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.any([this.ac.signal, AbortSignal.timeout(15_000)]) });
+      // Only a timeout here: stop() waits at most that long for a request in flight.
+      res = await fetch(new URL(path, this.opts.coordUrl), { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(15_000) });
     } catch (e) {
       throw new WritError('LEDGER_UNAVAILABLE', `coord unreachable: ${(e as Error).message}`);
     }

@@ -1,7 +1,7 @@
 // writ keyset | users | roles: trust administration through signed key sets (T6). Changes are made to a
 // local draft (an unsigned key set envelope), signed by admins with their own keys, then published.
 // The coord never holds an admin key: it only verifies and distributes what admins signed.
-import { readFile } from 'node:fs/promises';
+import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import {
   CAPABILITIES, PAYLOAD_TYPES, WritError, addSignature, b64url, encodeEnvelope, encodeKeySet, fromB64, nextKeySet, parseEnvelope, parseKeySet,
@@ -31,7 +31,7 @@ async function readDraft(file: string): Promise<{ env: Envelope; ks: KeySet }> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new WritError('USAGE', `no draft at ${file}: start one with \`writ keyset propose\``);
     throw e;
   }
-  const env = parseEnvelope(text.trim());
+  const env = parseEnvelope(text.trim(), undefined, { allowUnsigned: true });
   if (env.payloadType !== PAYLOAD_TYPES.keySet) throw new WritError('PAYLOAD_TYPE_MISMATCH', `${file} is not a key set envelope`);
   return { env, ks: parseKeySet(fromB64(env.payload)!) };
 }
@@ -137,6 +137,8 @@ async function publish(argv: string[], io: Io, ctx: CliContext) {
   for (const k of await Promise.all((values['sign-with'] ?? []).map(loadPrivateKey))) env = addSignature(env, k);
   const coord = await resolveCoord(values.coord, ctx.env);
   const r = (await api<{ version: number; changed: boolean }>(coord, 'POST', '/v1/keyset', encodeEnvelope(env))).body;
+  // The draft is spent: the next change starts from what is now published. Keep it beside for the record.
+  await rename(file, file.replace(/\.json$/, '') + `.v${r.version}.published.json`).catch(() => {});
   if (values.json) printJson(io, { ok: true, ...r });
   else io.out(r.changed ? `published key set version ${r.version}` : `version ${r.version} was already published`);
   return EXIT.ok;
