@@ -1,0 +1,90 @@
+// The production shape: coord, supervisor and runner each in its own process (`writ coord`, `writ supervisor`,
+// `writ runner`), talking HTTP and Redis; a signed job runs end to end, and SIGTERM stops each cleanly.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, runCli, startEmbeddedRedis, type EmbeddedRedis } from '@writ/cli';
+import { PAYLOAD_TYPES, bootstrapKeySet, b64url, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePrivateKeyFile, encodePublicKeyFile, generateKeyPair, signEnvelope } from '@writ/protocol';
+
+const BIN = path.resolve(import.meta.dirname, '../bin/writ.mjs');
+let dir: string;
+let redis: EmbeddedRedis;
+const procs: ChildProcess[] = [];
+const admin = generateKeyPair();
+const token = 'test-api-token-' + Math.random().toString(36).slice(2);
+const supToken = 'test-sup-token-' + Math.random().toString(36).slice(2);
+let coordUrl = '';
+
+function start(args: string[]): Promise<{ child: ChildProcess; ready: Record<string, unknown> }> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRIT_HOME: dir, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: supToken, WRIT_LOG_LEVEL: 'warn' } });
+  procs.push(child);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d) => {
+      out += String(d);
+      const line = out.split('\n').find((l) => l.includes('"ready":true'));
+      if (line) resolve({ child, ready: JSON.parse(line) });
+    });
+    child.stderr!.on('data', (d) => (err += String(d)));
+    child.once('exit', (code) => reject(new Error(`${args[0]} exited (${code}): ${err}`)));
+  });
+}
+const exited = (c: ChildProcess) => new Promise<number | null>((r) => (c.exitCode !== null ? r(c.exitCode) : c.once('exit', (code) => r(code))));
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'writ-procs-'));
+  redis = await startEmbeddedRedis({ dataDir: path.join(dir, 'redis') });
+  await writeFile(path.join(dir, 'admin.key'), encodePrivateKeyFile(admin), { mode: 0o600 });
+  await writeFile(path.join(dir, 'admin.pub'), encodePublicKeyFile(admin.publicKey));
+  const coordPort = await freePort();
+  const supPort = await freePort();
+  coordUrl = `http://127.0.0.1:${coordPort}`;
+  const sup = await start(['supervisor', '--coord', coordUrl, '--redis', redis.url, '--listen', `127.0.0.1:${supPort}`, '--state', path.join(dir, 'sup'), '--admin-key', path.join(dir, 'admin.pub')]);
+  await start(['coord', '--supervisor', `http://127.0.0.1:${supPort}`, '--supervisor-key', String(sup.ready.publicKeyFile), '--listen', `127.0.0.1:${coordPort}`, '--state', path.join(dir, 'coord'), '--admin-key', path.join(dir, 'admin.pub')]);
+}, 60_000);
+
+afterAll(async () => {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+  await redis?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const api = (method: string, route: string, body?: string) =>
+  fetch(`${coordUrl}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+
+describe('separate processes', () => {
+  it('publishes a key set, registers and accepts a runner, and runs a signed job across processes', async () => {
+    const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
+    const pub = await api('POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
+    expect([pub.status, pub.body.version]).toEqual([201, 1]);
+    const runner = await start(['runner', '--node', 'proc-1', '--coord', coordUrl, '--redis', redis.url, '--admin-key', path.join(dir, 'admin.pub'), '--state', path.join(dir, 'r1'), '--heartbeat-ms', '500']);
+    expect(runner.ready.newIdentity).toBe(true);
+    for (let i = 0; i < 100 && (await api('GET', '/v1/nodes/proc-1')).body.state !== 'inspected'; i++) await new Promise((r) => setTimeout(r, 50));
+    const out: string[] = [];
+    const code = await runCli(['nodes', 'accept', 'proc-1', '--coord', coordUrl], { out: (l) => out.push(l), err: (l) => out.push(l) }, { env: { ...process.env, WRIT_TOKEN: token }, now: () => Math.floor(Date.now() / 1000) });
+    expect([code, out.join('')]).toEqual([0, 'node proc-1: accept → commissioned']);
+    const job = buildJobPayload({ source: 'export default async (a, ctx) => { ctx.log.info("across"); return (await ctx.sal.host.facts()).cpu.threads }', target: { node: 'proc-1' }, caps: ['host.facts'], aud: 'writ-dev' });
+    let res = { status: 0, body: {} as any };
+    for (let i = 0; i < 100; i++) {
+      res = await api('POST', '/v1/jobs', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])));
+      if (res.body.status === 'queued' || res.body.status === 'succeeded' || res.body.status === 'running') break;
+      await new Promise((r) => setTimeout(r, 100)); // waits for the accepted node's next heartbeat to activate it
+    }
+    expect(res.status === 202 || res.status === 200).toBe(true);
+    let view: any = {};
+    for (let i = 0; i < 200 && !['succeeded', 'failed', 'refused'].includes(view.status); i++) {
+      view = (await api('GET', `/v1/jobs/${job.id}`)).body;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(view).toMatchObject({ status: 'succeeded', node: 'proc-1', result: os.cpus().length });
+  });
+
+  it('each service stops cleanly on SIGTERM', async () => {
+    for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
+    const codes = await Promise.all(procs.map(exited));
+    expect(codes.every((c) => c === 0)).toBe(true);
+  }, 40_000);
+});
