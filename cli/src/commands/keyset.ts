@@ -135,6 +135,7 @@ async function publish(argv: string[], io: Io, ctx: CliContext) {
   const file = draftPath(ctx, values.draft);
   let { env } = await readDraft(file);
   for (const k of await Promise.all((values['sign-with'] ?? []).map(loadPrivateKey))) env = addSignature(env, k);
+  if (env.signatures.length === 0) throw new WritError('USAGE', `${file} has no admin signature yet: sign it with \`writ keyset sign --key ADMIN.key\`, or pass --sign-with ADMIN.key`);
   const coord = await resolveCoord(values.coord, ctx.env);
   const r = (await api<{ version: number; changed: boolean }>(coord, 'POST', '/v1/keyset', encodeEnvelope(env))).body;
   // The draft is spent: the next change starts from what is now published. Keep it beside for the record.
