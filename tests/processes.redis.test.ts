@@ -16,6 +16,8 @@ const admin = generateKeyPair();
 const token = 'test-api-token-' + Math.random().toString(36).slice(2);
 const supToken = 'test-sup-token-' + Math.random().toString(36).slice(2);
 let coordUrl = '';
+let coordArgs: string[] = [];
+let coordProc: ChildProcess | undefined;
 
 function start(args: string[]): Promise<{ child: ChildProcess; ready: Record<string, unknown> }> {
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRIT_HOME: dir, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: supToken, WRIT_LOG_LEVEL: 'warn' } });
@@ -43,7 +45,8 @@ beforeAll(async () => {
   const supPort = await freePort();
   coordUrl = `http://127.0.0.1:${coordPort}`;
   const sup = await start(['supervisor', '--coord', coordUrl, '--redis', redis.url, '--listen', `127.0.0.1:${supPort}`, '--state', path.join(dir, 'sup'), '--admin-key', path.join(dir, 'admin.pub')]);
-  await start(['coord', '--supervisor', `http://127.0.0.1:${supPort}`, '--supervisor-key', String(sup.ready.publicKeyFile), '--listen', `127.0.0.1:${coordPort}`, '--state', path.join(dir, 'coord'), '--admin-key', path.join(dir, 'admin.pub')]);
+  coordArgs = ['coord', '--supervisor', `http://127.0.0.1:${supPort}`, '--supervisor-key', String(sup.ready.publicKeyFile), '--listen', `127.0.0.1:${coordPort}`, '--state', path.join(dir, 'coord'), '--admin-key', path.join(dir, 'admin.pub')];
+  coordProc = (await start(coordArgs)).child;
 }, 60_000);
 
 afterAll(async () => {
@@ -81,6 +84,21 @@ describe('separate processes', () => {
     }
     expect(view).toMatchObject({ status: 'succeeded', node: 'proc-1', result: os.cpus().length });
   });
+
+  it('a result reached while the coord is down is delivered when it is back, not lost', async () => {
+    const job = buildJobPayload({ source: 'export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 1500 }); return "finished while the coord was away" }', target: { node: 'proc-1' }, caps: ['time.sleep'], aud: 'writ-dev' });
+    expect((await api('POST', '/v1/jobs', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])))).status).toBe(202);
+    coordProc!.kill('SIGTERM');
+    expect(await exited(coordProc!)).toBe(0);
+    await new Promise((r) => setTimeout(r, 3000)); // the job finishes; the supervisor cannot deliver and keeps the events
+    coordProc = (await start(coordArgs)).child;
+    let view: any = {};
+    for (let i = 0; i < 200 && view.status !== 'succeeded'; i++) {
+      view = (await api('GET', `/v1/jobs/${job.id}`)).body;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(view).toMatchObject({ status: 'succeeded', result: 'finished while the coord was away' });
+  }, 30_000);
 
   it('each service stops cleanly on SIGTERM', async () => {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
