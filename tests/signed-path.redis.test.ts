@@ -153,6 +153,34 @@ describe('signed path', () => {
   });
 });
 
+describe('hostile scripts through the whole path (X1–X4)', () => {
+  it('each ends failed with its code within deadline + 1 s while other jobs keep completing', async () => {
+    const cases: [string, string, string][] = [
+      ['infinite loop', 'export default async () => { for (;;) {} }', 'TIMEOUT'],
+      ['catastrophic regex', 'export default async () => /(a+)+$/.test("a".repeat(40) + "!")', 'TIMEOUT'],
+      ['deep recursion', 'export default async () => { const f = (n) => f(n + 1) + 1; return f(0) }', 'STACK_LIMIT'],
+      ['allocation bomb', 'export default async () => { const a = []; for (;;) a.push(new Array(1e5).fill(1)) }', 'MEMORY_LIMIT'],
+      ['constructor probe', 'export default async () => { const g = (function(){}).constructor.constructor("return this")(); return [typeof g.process, typeof g.require, typeof g.postMessage].join() }', 'OK'],
+    ];
+    const timeoutMs = 1000;
+    const hostile = cases.map(([, src]) => s.sign(src, { timeoutMs, memoryMiB: 32 }));
+    const friendly = Array.from({ length: 4 }, () => s.sign(NOOP));
+    for (const j of [...hostile, ...friendly]) expect((await s.post(j.envelope)).status).toBe(202);
+    for (const j of friendly) expect((await s.waitFor(j.id, ['succeeded', 'failed'], 30_000)).status).toBe('succeeded');
+    for (const [i, j] of hostile.entries()) {
+      const [name, , code] = cases[i]!;
+      const job = await s.waitFor(j.id, ['succeeded', 'failed'], 30_000);
+      if (code === 'OK') {
+        expect([name, job.status, job.result]).toEqual([name, 'succeeded', 'undefined,undefined,undefined']);
+        continue;
+      }
+      expect([name, job.status, job.errorCode]).toEqual([name, 'failed', code]);
+      const attempt = (await s.ledger.listAttempts(j.id))[0]!;
+      expect(attempt.finishedAt!.getTime() - attempt.startedAt.getTime()).toBeLessThan(timeoutMs + 1000);
+    }
+  }, 60_000);
+});
+
 describe('HTTP input (A1, A2)', () => {
   it('answers bad input with 400/401/413/415 and a code', async () => {
     const { envelope } = s.sign(NOOP);

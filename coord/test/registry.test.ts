@@ -166,6 +166,19 @@ describe('lifecycle with a controllable clock', () => {
     expect((await ledger.nodeStore.getNode('n-g'))).toMatchObject({ state: 'failed', reason: expect.stringMatching(/no heartbeat/) });
   });
 
+  it('a node whose runner dies while reprovisioning fails; one that never heartbeated there waits for its deadline', async () => {
+    const key = await enrol('n-r');
+    await reg.apply('n-r', 'accept', { actor: 'op', reason: 't', byOperator: true });
+    await reg.apply('n-r', 'reprovision', { actor: 'op', reason: 't', byOperator: true });
+    now += 3 * HB + 1;
+    await reg.sweep();
+    expect((await ledger.nodeStore.getNode('n-r'))?.state).toBe('reprovisioning');
+    await reg.heartbeat(heartbeat(key, 'n-r'));
+    now += 3 * HB + 1;
+    await reg.sweep();
+    expect(await ledger.nodeStore.getNode('n-r')).toMatchObject({ state: 'failed', reason: expect.stringMatching(/no heartbeat/) });
+  });
+
   it('records every transition with actor, reason and time', async () => {
     const t = await ledger.nodeStore.listTransitions('n-f');
     expect(t.map((x) => `${x.from}->${x.to}:${x.actor}`)).toEqual(['null->discovered:node:n-f', 'discovered->inspected:node:n-f', 'inspected->commissioned:op', 'commissioned->install-pending:op', 'install-pending->failed:coord']);

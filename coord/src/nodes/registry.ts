@@ -188,7 +188,8 @@ export class NodeRegistry {
       if (n.deadlineAt !== null && at > n.deadlineAt) {
         event = 'deadline';
         reason = `${n.state} ran past its deadline (${new Date(n.deadlineAt).toISOString()})`;
-      } else if (n.state === 'draining' && !this.reachable(n, at)) {
+      } else if (!this.reachable(n, at) && (n.state === 'draining' || (n.lastHeartbeatAt !== null && n.lastHeartbeatAt >= n.stateSince))) {
+        // Its runner was alive in this state (or, draining, was serving work) and has gone silent.
         event = 'runner-lost';
         reason = `no heartbeat for ${Math.round((at - (n.lastHeartbeatAt ?? n.stateSince)) / 1000)} s while ${n.state}`;
       }
