@@ -31,6 +31,7 @@ import {
   type MyceliumConfig,
   type MyceliumConfigInput,
 } from '../src/index.ts';
+import { judgeProcess } from '../src/mycelium/daemon.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
@@ -41,12 +42,19 @@ let binary = '';
 const requestLog = () => path.join(tmp, 'requests.jsonl');
 const configs: MyceliumConfig[] = [];
 
+// The kernel may hand a just-closed ephemeral port out again: never give the same one twice in this file,
+// or two listeners of one double (or of two doubles) collide and a start fails for reasons of our own.
+const portsGiven = new Set<number>();
 async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
+  for (;;) {
+    const srv = net.createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as net.AddressInfo).port;
+    await new Promise((r) => srv.close(r));
+    if (portsGiven.has(port)) continue;
+    portsGiven.add(port);
+    return port;
+  }
 }
 
 async function makeConfig(name: string, extra: Partial<MyceliumConfigInput> = {}): Promise<MyceliumConfig> {
@@ -117,6 +125,24 @@ describe('mycelium config', () => {
     expect((await codeOf(Promise.resolve().then(() => myceliumConfig({ ...base, tunName: 'a-name-far-too-long' })))).code).toBe('CONFIG_INVALID');
     expect((await codeOf(Promise.resolve().then(() => myceliumConfig({ ...base, peers: ['tcp://999.1.1.1:1'] })))).code).toBe('SAL_INVALID_ARGUMENT');
     expect(myceliumConfig({ ...base, apiAddr: '[::1]:8989' }).apiAddr).toBe('[::1]:8989');
+  });
+});
+
+describe('mycelium daemon identity', () => {
+  const stat = (state: string, comm = 'node') => `4242 (${comm}) ${state} 1 4242 4242 0 -1 4194560 0 0 0 0`;
+  const argv = (...a: string[]) => a.join('\0') + '\0';
+  it('a live pid with an empty command line (caught mid-execve) is unsure, never taken for an exited daemon', () => {
+    expect(judgeProcess(stat('R'), '', '/k')).toBe('unsure');
+    expect(judgeProcess(stat('D'), '', '/k')).toBe('unsure');
+  });
+  it('our key file on the command line is ours; no process, a zombie or another program under the pid is gone', () => {
+    expect(judgeProcess(stat('S'), argv('/bin/sh', '/tmp/mycelium', '--key-file', '/k', '--api-addr', '127.0.0.1:1'), '/k')).toBe('ours');
+    expect(judgeProcess(stat('S', 'a) Z b'), argv('node', 'double.ts', '--key-file', '/k'), '/k')).toBe('ours');
+    expect(judgeProcess(stat('Z'), argv('node', '--key-file', '/k'), '/k')).toBe('gone');
+    expect(judgeProcess(stat('S'), argv('node', '--key-file', '/other'), '/k')).toBe('gone');
+    expect(judgeProcess(stat('S'), argv('sleep', '10'), '/k')).toBe('gone');
+    expect(judgeProcess(null, null, '/k')).toBe('gone');
+    expect(judgeProcess(stat('S'), null, '/k')).toBe('gone');
   });
 });
 
@@ -286,6 +312,17 @@ describe('mycelium daemon (double)', () => {
     } finally {
       blocker.close();
     }
+  });
+
+  it('a daemon that exits during start-up is COMMAND_FAILED with its log (not a start timeout)', async () => {
+    // Execs once through a wrapper, like the real binary's packaging may, then dies after a moment.
+    const dying = path.join(tmp, 'mycelium-dying');
+    await writeFile(dying, `#!/bin/sh\nexec /bin/sh -c 'sleep 0.3; echo "error: boom" >&2; exit 3' mycelium "$@"\n`);
+    await chmod(dying, 0o755);
+    const c = await makeConfig('dying', { binary: dying, startTimeoutMs: 20_000 });
+    const { code, details } = await codeOf(myceliumStart(c));
+    expect(code).toBe('COMMAND_FAILED');
+    expect(String(details?.log)).toContain('error: boom');
   });
 
   it('stops the daemon once', async () => {

@@ -29,16 +29,39 @@ async function readRecord(config: MyceliumConfig): Promise<DaemonRecord | null> 
   }
 }
 
+export type ProcessVerdict = 'ours' | 'gone' | 'unsure';
+
+/**
+ * What /proc says about `pid`, given its `stat` and `cmdline` (null when unreadable: no such process).
+ * A live process with an empty command line is in the middle of an execve (start-stop-daemon exec'ing
+ * the binary, a wrapper script exec'ing the daemon): the kernel has swapped in the new image but not yet
+ * recorded its arguments. That says nothing either way, so it is `unsure`, not `gone`; kernel threads look
+ * the same, and stay so, which the caller's retry limit settles.
+ */
+export function judgeProcess(stat: string | null, cmdline: string | null, keyFile: string): ProcessVerdict {
+  if (stat === null || cmdline === null) return 'gone';
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  if (state === 'Z' || state === 'X') return 'gone';
+  if (cmdline === '') return 'unsure';
+  const argv = cmdline.split('\0');
+  const i = argv.indexOf('--key-file');
+  // Another program under this pid: ours exited and the pid was reused.
+  return i >= 0 && argv[i + 1] === keyFile ? 'ours' : 'gone';
+}
+
+const readOrNull = (file: string): Promise<string | null> => readFile(file, 'utf8').catch(() => null);
+
+/** How long an `unsure` pid is re-read before it counts as not ours; an execve takes far less, even under load. */
+const UNSURE_SETTLE_MS = 2000;
+
 /** Is `pid` alive and still the daemon we started (not a reused pid)? */
 async function isOurDaemon(pid: number, config: MyceliumConfig): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    if (/\) Z /.test(stat)) return false;
-    const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    const i = cmdline.indexOf('--key-file');
-    return i >= 0 && cmdline[i + 1] === config.keyFile;
-  } catch {
-    return false;
+  const until = Date.now() + UNSURE_SETTLE_MS;
+  for (;;) {
+    const verdict = judgeProcess(await readOrNull(`/proc/${pid}/stat`), await readOrNull(`/proc/${pid}/cmdline`), config.keyFile);
+    if (verdict !== 'unsure') return verdict === 'ours';
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 10));
   }
 }
 
