@@ -21,3 +21,22 @@ export interface SalOperation<Config = unknown, Args = any, Result = unknown> {
   readonly capability: string;
   run(args: Args, ctx: SalContext<Config>): Promise<Result>;
 }
+
+import { assertSchema, capability, compileSchema, WritError } from '@writ/protocol';
+
+/**
+ * Pairs a registered capability with a plain SAL function: the argument schema comes from the protocol's
+ * registry and is checked before the function runs (SAL_INVALID_ARGUMENT), whoever calls it.
+ */
+export function defineOperation<Config, Args, Result>(name: string, fn: (config: Config, args: Args) => Promise<Result>): SalOperation<Config, Args, Result> {
+  const spec = capability(name);
+  if (!spec) throw new WritError('CAPABILITY_UNKNOWN', `capability ${name} is not in the registry`);
+  const validate = compileSchema<Args>(spec.args);
+  return {
+    capability: name,
+    async run(args, ctx) {
+      assertSchema(validate, args, name, 'SAL_INVALID_ARGUMENT');
+      return fn(ctx.config, args);
+    },
+  };
+}

@@ -69,7 +69,8 @@ async function parseArgsValue(spec: string | undefined): Promise<JsonValue> {
   }
 }
 
-const OPTIONS = {
+/** Options shared by `writ sign` and `writ submit SCRIPT.js`. */
+export const SIGN_OPTIONS = {
   key: { type: 'string', multiple: true },
   target: { type: 'string', multiple: true },
   args: { type: 'string' },
@@ -80,6 +81,10 @@ const OPTIONS = {
   timeout: { type: 'string' },
   memory: { type: 'string' },
   'nix-pin': { type: 'string', multiple: true },
+} as const;
+
+const OPTIONS = {
+  ...SIGN_OPTIONS,
   out: { type: 'string' },
   force: { type: 'boolean', default: false },
   'add-signature': { type: 'string' },

@@ -6,7 +6,7 @@ import { parse } from '../args.ts';
 import { api, followEvents, resolveCoord, type CoordTarget, type StreamedEvent } from '../client.ts';
 import { keyringDir, loadPrivateKey } from '../keyfiles.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
-import { signScriptFile } from './sign.ts';
+import { SIGN_OPTIONS, signScriptFile } from './sign.ts';
 import type { CliContext, Command } from './types.ts';
 
 const HELP = `usage: writ submit ENVELOPE.json|SCRIPT.js [--key FILE] [--target ...] [--caps ...] [--wait|--follow] [--coord URL] [--json]
@@ -22,16 +22,7 @@ example:
   writ submit scripts/examples/hello.js --target node=dev-1 --caps host.facts --follow`;
 
 const OPTIONS = {
-  key: { type: 'string', multiple: true },
-  target: { type: 'string', multiple: true },
-  args: { type: 'string' },
-  caps: { type: 'string' },
-  ttl: { type: 'string' },
-  aud: { type: 'string' },
-  id: { type: 'string' },
-  timeout: { type: 'string' },
-  memory: { type: 'string' },
-  'nix-pin': { type: 'string', multiple: true },
+  ...SIGN_OPTIONS,
   wait: { type: 'boolean', default: false },
   follow: { type: 'boolean', default: false },
   coord: { type: 'string' },
