@@ -32,10 +32,11 @@ import {
   type MyceliumConfigInput,
 } from '../src/index.ts';
 import { judgeProcess } from '../src/mycelium/daemon.ts';
+import { referenceFile } from './helpers/reference.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
-const SPEC_FILE = '/work/shared/reference/mycelium-api.yaml';
+const SPEC_FILE = referenceFile('mycelium-api.yaml');
 const suffix = randomBytes(2).toString('hex');
 let tmp = '';
 let binary = '';

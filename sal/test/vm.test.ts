@@ -12,6 +12,7 @@ import AjvModule from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { capability, errorCodeOf } from '@writ/protocol';
+import { referenceFile } from './helpers/reference.ts';
 import {
   CloudHypervisorDriver,
   qemuCommandLine,
@@ -24,7 +25,7 @@ import {
 } from '../src/vm/index.ts';
 
 const Ajv = (AjvModule as unknown as { default?: typeof AjvModule }).default ?? AjvModule;
-const OPENAPI = '/work/shared/reference/cloud-hypervisor-openapi.yaml';
+const OPENAPI = referenceFile('cloud-hypervisor-openapi.yaml');
 const DOUBLE = fileURLToPath(new URL('./doubles/cloud-hypervisor-double.ts', import.meta.url));
 const TSX_LOADER = fileURLToPath(new URL('../../node_modules/tsx/dist/loader.mjs', import.meta.url));
 
