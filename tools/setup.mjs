@@ -15,9 +15,10 @@ function log(msg) {
 
 export function ensureNodeModules() {
   if (existsSync(path.join(root, 'node_modules/.package-lock.json')) && existsSync(path.join(root, 'node_modules/tsx'))) return;
-  log('installing npm dependencies (npm ci)…');
-  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('npm ci failed; run it by hand to see why');
+  log('installing npm dependencies (npm install)…');
+  // npm install, not npm ci: npm 11 writes lockfiles without other platforms' optional binaries, which npm ci then rejects.
+  const r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) throw new Error('npm install failed; run it by hand to see why');
 }
 
 const isInstalled = (p) => (spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' }).stdout ?? '').includes('install ok installed');
