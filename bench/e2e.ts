@@ -13,6 +13,12 @@ const N = Number(process.env.BENCH_N ?? 600);
 const stateDir = await mkdtemp(path.join(os.tmpdir(), 'writ-bench-'));
 const admin = generateKeyPair();
 const stack = await startStack({ admin, stateDir, nodes: [{ id: 'bench-1' }], runner: { concurrency: 2 }, reconcileAfterMs: 60_000 });
+// startStack returns once the node is active, which can be before its first heartbeat is recorded; a job
+// submitted then finds no reachable node and waits for the reconciler (60 s here), so wait until it is workable.
+for (const end = Date.now() + 15_000; !(await stack.service.nodes.workable()).some((n) => n.id === 'bench-1');) {
+  if (Date.now() > end) throw new Error('node bench-1 did not become workable within 15 s');
+  await new Promise((r) => setTimeout(r, 20));
+}
 
 const done = new Map<string, number>();
 const waiters = new Map<string, () => void>();
