@@ -137,6 +137,10 @@ describe('signed path', () => {
     const r = await s.post(none.envelope);
     expect(r.status).toBe(202); // recorded; waits for a node (retryable), never lost
     expect((await s.ledger.getJob(none.id))?.status).toBe('admitted');
+    // One that waits past its envelope's expiry is settled as failed, not left waiting forever.
+    const brief = s.sign(NOOP, { target: { selector: { rack: 'r9' } }, ttlS: 2 });
+    expect((await s.post(brief.envelope)).status).toBe(202);
+    expect(await s.waitFor(brief.id, ['failed'], 10_000)).toMatchObject({ errorCode: 'ENVELOPE_EXPIRED' });
   });
 
   it('revocation takes effect at execution: a job queued before the revoke fails with KEY_REVOKED (T9)', async () => {

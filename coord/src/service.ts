@@ -262,6 +262,14 @@ export class CoordService {
     let redispatched = 0;
     let settled = 0;
     try {
+      // A job that waited past its envelope's expiry will never run (every tier refuses it): settle it.
+      for (const job of await this.ledger.listExpiredWaiting()) {
+        const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: 'ENVELOPE_EXPIRED', errorMessage: `the envelope expired at ${job.exp.toISOString()} before the job could run`, message: 'failed: ENVELOPE_EXPIRED: it expired while waiting' });
+        if (t) {
+          settled++;
+          this.publishTransition(job.id, t);
+        }
+      }
       const jobs = await this.ledger.listUnfinished({ olderThanMs: this.opts.reconcileAfterMs ?? 5000 });
       for (const job of jobs) {
         try {

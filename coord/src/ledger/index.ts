@@ -4,7 +4,7 @@
 import { openDb, type Db } from './db.ts';
 import { appendAudit, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
 import {
-  DEFAULT_JOB_LIMITS, appendJobEvent, getJob, insertJob, listAttempts, listJobEvents, listJobs, listUnfinished, recordAttempt, touchJob, transitionJob,
+  DEFAULT_JOB_LIMITS, appendJobEvent, getJob, insertJob, listAttempts, listExpiredWaiting, listJobEvents, listJobs, listUnfinished, recordAttempt, touchJob, transitionJob,
   type AttemptOutcome, type JobAttempt, type JobEvent, type JobEventInput, type JobLimits, type JobRecord, type JobStatus, type ListJobsQuery,
   type NewJob, type TransitionPatch, type TransitionedJob,
 } from './jobs.ts';
@@ -93,6 +93,9 @@ export class Ledger {
   }
   listUnfinished(q: { olderThanMs: number; limit?: number }): Promise<JobRecord[]> {
     return listUnfinished(this.db, q);
+  }
+  listExpiredWaiting(q: { limit?: number } = {}): Promise<JobRecord[]> {
+    return listExpiredWaiting(this.db, q);
   }
   touchJob(id: string): Promise<boolean> {
     return touchJob(this.db, id);

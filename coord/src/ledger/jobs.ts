@@ -419,6 +419,15 @@ export async function listUnfinished(db: Queryable, q: { olderThanMs: number; li
   return rows.map(jobFromRow);
 }
 
+/** Jobs still waiting (admitted or queued) whose envelope has expired: nothing will ever run them. */
+export async function listExpiredWaiting(db: Queryable, q: { limit?: number } = {}): Promise<JobRecord[]> {
+  const rows = await db.query<JobRow>(
+    `SELECT ${JOB_COLUMNS} FROM jobs WHERE status IN ('admitted', 'queued') AND exp <= clock_timestamp() ORDER BY exp, id LIMIT $1`,
+    [Math.max(1, Math.min(q.limit ?? 500, 10_000))],
+  );
+  return rows.map(jobFromRow);
+}
+
 /** Marks an unfinished job as looked at, so the reconciler's next pass leaves it for `olderThanMs`. */
 export async function touchJob(db: Queryable, id: string): Promise<boolean> {
   const rows = await db.query(`UPDATE jobs SET updated_at = ${NOW_MS} WHERE id = $1 AND status = ANY($2::text[]) RETURNING id`, [id, UNFINISHED]);
