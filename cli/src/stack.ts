@@ -156,6 +156,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
           await service!.nodes.apply(id, 'accept', { actor: 'writ dev', reason: 'a node of this one-process stack', byOperator: true });
           await service!.nodes.apply(id, 'activate', { actor: 'writ dev', reason: 'healthy at registration', byOperator: false });
         }
+        // Return only once the node takes work: active and heard from (its first heartbeat may trail registration).
+        const end = Date.now() + 15_000;
+        while (!(await service!.nodes.workable()).some((w) => w.id === id)) {
+          if (Date.now() > end) throw new Error(`node ${id} did not become workable within 15 s`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
       }
       return d.runner;
     };
