@@ -12,7 +12,7 @@ import { PAYLOAD_TYPES, buildJobPayload, encodeEnvelope, encodeJobPayload, gener
 const N = Number(process.env.BENCH_N ?? 600);
 const stateDir = await mkdtemp(path.join(os.tmpdir(), 'writ-bench-'));
 const admin = generateKeyPair();
-const stack = await startStack({ admin, stateDir, nodes: [{ id: 'bench-1' }], runner: { concurrency: 2 }, reconcileAfterMs: 60_000 });
+const stack = await startStack({ admin, stateDir, nodes: [{ id: 'bench-1' }], runner: { concurrency: 2 }, reconcileAfterMs: 60_000, ...(process.env.BENCH_DATABASE_URL ? { databaseUrl: process.env.BENCH_DATABASE_URL } : {}) });
 // startStack returns once the node is active, which can be before its first heartbeat is recorded; a job
 // submitted then finds no reachable node and waits for the reconciler (60 s here), so wait until it is workable.
 for (const end = Date.now() + 15_000; !(await stack.service.nodes.workable()).some((n) => n.id === 'bench-1');) {
