@@ -1,6 +1,5 @@
 // The Mycelium SAL's operations table for the runner, and its plain functions.
-import { assertSchema, capability, compileSchema } from '@writ/protocol';
-import type { SalOperation } from '../operation.ts';
+import { defineOperation, type SalOperation } from '../operation.ts';
 import { MYCELIUM_API, myceliumJson, type MyceliumInfo, type MyceliumPeer, type MyceliumRoute } from './api.ts';
 import { workloadAddress, type WorkloadAddress } from './address.ts';
 import type { MyceliumConfig } from './config.ts';
@@ -30,18 +29,7 @@ export async function myceliumWorkloadAddress(config: MyceliumConfig, args: { na
   return workloadAddress(info.nodeSubnet, args.name, info.nodeIp);
 }
 
-function operation<Args, Result>(name: string, fn: (config: MyceliumConfig, args: Args) => Promise<Result>): SalOperation<MyceliumConfig, Args, Result> {
-  const spec = capability(name);
-  if (!spec) throw new Error(`capability ${name} is not registered`);
-  const validate = compileSchema<Args>(spec.args);
-  return {
-    capability: name,
-    async run(args, ctx) {
-      assertSchema(validate, args, `${name} arguments`, 'SAL_INVALID_ARGUMENT');
-      return fn(ctx.config, args);
-    },
-  };
-}
+const operation = <Args, Result>(name: string, fn: (config: MyceliumConfig, args: Args) => Promise<Result>) => defineOperation<MyceliumConfig, Args, Result>(name, fn);
 
 export const MYCELIUM_OPERATIONS: readonly SalOperation<MyceliumConfig>[] = Object.freeze([
   operation('mycelium.start', myceliumStart),

@@ -1,6 +1,5 @@
 // The Nix SAL's operations table for the runner, and its plain functions.
-import { capability, assertSchema, compileSchema } from '@writ/protocol';
-import type { SalContext, SalOperation } from '../operation.ts';
+import { defineOperation, type SalContext, type SalOperation } from '../operation.ts';
 import type { NixConfig } from './config.ts';
 import { nixBuild, nixCopyIn, nixCopyOut, nixGenerations, nixProfileRollback, nixProfileSet } from './store.ts';
 import { nixSwitch } from './switch.ts';
@@ -13,18 +12,8 @@ function pinsOf(ctx: SalContext<NixConfig>): readonly string[] {
   return ctx.job?.pins?.nix ?? [];
 }
 
-function operation<Args, Result>(name: string, fn: (config: NixConfig, args: Args, pins: readonly string[]) => Promise<Result>): SalOperation<NixConfig, Args, Result> {
-  const spec = capability(name);
-  if (!spec) throw new Error(`capability ${name} is not registered`);
-  const validate = compileSchema<Args>(spec.args);
-  return {
-    capability: name,
-    async run(args, ctx) {
-      assertSchema(validate, args, `${name} arguments`, 'SAL_INVALID_ARGUMENT');
-      return fn(ctx.config, args, pinsOf(ctx));
-    },
-  };
-}
+const operation = <Args, Result>(name: string, fn: (config: NixConfig, args: Args, pins: readonly string[]) => Promise<Result>) =>
+  defineOperation<NixConfig, Args, Result>(name, (config, args, ctx) => fn(config, args, pinsOf(ctx)));
 
 export const NIX_OPERATIONS: readonly SalOperation<NixConfig>[] = Object.freeze([
   operation('nix.build', (c, a: Parameters<typeof nixBuild>[1]) => nixBuild(c, a)),
