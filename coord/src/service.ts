@@ -55,6 +55,8 @@ export class CoordService {
   private readonly log: CoordLogger;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private reconciling = false;
+  /** Job ids known to be in the ledger (bounded), so most runner events skip an existence query. */
+  private readonly knownJobs = new Set<string>();
   readonly metrics = { jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, redispatched: 0 };
 
   constructor(readonly opts: CoordOptions) {
@@ -144,13 +146,18 @@ export class CoordService {
       return { job: row, replayed: true };
     }
     this.metrics.jobsSubmitted++;
+    this.remember(job.id);
     await this.ledger.appendAudit({ kind: 'job.admit', actor: verified.signers.map((s) => s.keyid).join(','), subject: job.id, data: { target: job.target, caps: job.caps } });
-    await this.dispatch(job.id, raw);
-    return { job: (await this.ledger.getJob(job.id))!, replayed: false };
+    return { job: (await this.dispatch(job.id, raw)) ?? row, replayed: false };
+  }
+
+  private remember(jobId: string): void {
+    if (this.knownJobs.size >= 100_000) this.knownJobs.delete(this.knownJobs.values().next().value!);
+    this.knownJobs.add(jobId);
   }
 
   /** Forwards an admitted job to the supervisor; permanent refusals end the job, transient ones wait for the reconciler. */
-  private async dispatch(jobId: string, raw: string): Promise<void> {
+  private async dispatch(jobId: string, raw: string): Promise<TransitionedJob | null> {
     try {
       const job = parseJobPayload(verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring }).payload);
       const candidates = (await this.nodes.workable()).filter((n) => targetMatchesNode(job.target, n));
@@ -162,18 +169,21 @@ export class CoordService {
       let h = 0;
       for (const c of job.id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
       const { node } = await this.opts.supervisor.submit(raw, candidates[h % candidates.length]!.id);
-      this.publishTransition(jobId, await this.ledger.transitionJob(jobId, 'queued', { node, message: `queued for node ${node}` }));
+      const t = await this.ledger.transitionJob(jobId, 'queued', { node, message: `queued for node ${node}` });
+      this.publishTransition(jobId, t);
+      return t;
     } catch (e) {
       const err = toErrorJSON(e, true);
       if (err.retryable) {
         this.log.warn({ jobId, code: err.code, msg: err.message }, 'dispatch deferred');
         await this.ledger.appendJobEvent(jobId, { type: 'status', message: `waiting: ${err.code}: ${err.message}` });
-        return;
+        return null;
       }
       this.metrics.jobsRefused++;
       const t = await this.ledger.transitionJob(jobId, 'refused', { errorCode: err.code, errorMessage: err.message, message: `refused: ${err.code}: ${err.message}` });
       await this.ledger.appendAudit({ kind: 'job.refuse', actor: this.opts.supervisor.id, subject: jobId, data: { code: err.code, message: err.message } });
       this.publishTransition(jobId, t);
+      return t;
     }
   }
 
@@ -212,7 +222,10 @@ export class CoordService {
       return;
     }
     const jobId = ev.jobId;
-    if (!(await this.ledger.getJob(jobId))) {
+    if (!this.knownJobs.has(jobId)) {
+      if (await this.ledger.getJob(jobId)) this.remember(jobId);
+    }
+    if (!this.knownJobs.has(jobId)) {
       if (ev.type === 'security') await this.ledger.appendAudit({ kind: 'security', actor: `node:${ev.node}`, subject: jobId, data: { error: ev.error, note: 'job unknown to the ledger' } });
       return;
     }

@@ -68,6 +68,8 @@ export interface NodeRegistryOptions {
   onTransition?: (t: NodeTransitionRecord) => Promise<void> | void;
 }
 
+const WORKABLE_TTL_MS = 200;
+
 export class NodeRegistry {
   private readonly now: () => number;
   constructor(readonly opts: NodeRegistryOptions) {
@@ -144,6 +146,7 @@ export class NodeRegistry {
     const at = this.now();
     const skew = this.opts.maxSkewMs ?? 60_000;
     if (Math.abs(at - hb.ts) > skew) throw new WritError('HEARTBEAT_STALE', `the heartbeat is ${Math.round((at - hb.ts) / 1000)} s off our clock (at most ${skew / 1000} s)`);
+    this.workableCache = null; // a heartbeat can make a node reachable again
     if (!(await this.store.recordHeartbeat(node.id, hb.seq, at, hb.health))) {
       throw new WritError('HEARTBEAT_REPLAYED', `heartbeat sequence ${hb.seq} is not above the last one seen (${node.lastSeq})`);
     }
@@ -171,6 +174,7 @@ export class NodeRegistry {
     const at = this.now();
     const deadline = IN_PROGRESS.has(r.to) ? at + (this.opts.deadlinesMs?.[r.to] ?? DEFAULT_DEADLINES_MS[r.to] ?? 3_600_000) : null;
     const t: NodeTransitionRecord = { nodeId: id, from: r.from, to: r.to, event, actor: ctx.actor, reason: ctx.reason, at };
+    this.workableCache = null;
     const ok = await this.store.setState(id, r.from, r.to, { rescuedFrom: r.to === 'rescue' ? (r.rescuedFrom ?? null) : null, deadlineAt: deadline, reason: ctx.reason, at }, t);
     if (!ok) throw new WritError('TRANSITION_NOT_ALLOWED', `node ${id} changed state meanwhile; try again`);
     await this.opts.onTransition?.(t);
@@ -207,8 +211,13 @@ export class NodeRegistry {
   /** Nodes that take work now: active and heard from recently. */
   async workable(): Promise<NodeView[]> {
     const at = this.now();
-    return (await this.store.listNodes()).filter((n) => takesWork(n.state, this.reachable(n, at))).map((n) => ({ id: n.id, labels: n.labels }));
+    // Every dispatch asks; the answer may be up to WORKABLE_TTL_MS old (a lifecycle change drops it at once).
+    if (this.workableCache && at - this.workableCache.at < WORKABLE_TTL_MS) return this.workableCache.nodes;
+    const nodes = (await this.store.listNodes()).filter((n) => takesWork(n.state, this.reachable(n, at))).map((n) => ({ id: n.id, labels: n.labels }));
+    this.workableCache = { at, nodes };
+    return nodes;
   }
+  private workableCache: { at: number; nodes: NodeView[] } | null = null;
 
   /** Operator: forget a node's key so it can enrol a new one (after a lost or corrupt seed). */
   async rekey(id: string, actor: string, reason: string): Promise<NodeRecord> {
