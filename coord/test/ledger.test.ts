@@ -356,28 +356,15 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
     });
   });
 
-  describe('authorised keys', () => {
-    it('adds, updates, revokes (keeping the row) and lists keys', async () => {
-      const keyid = uid('key');
-      const added = await ledger.upsertKey({ keyid, publicKey: 'pk-a', caps: ['vm.*'], nodes: ['*'], labels: { team: 'ops' }, comment: 'alice' });
-      expect(added).toMatchObject({ keyid, publicKey: 'pk-a', caps: ['vm.*'], nodes: ['*'], labels: { team: 'ops' }, comment: 'alice', revokedAt: null });
-      const updated = await ledger.upsertKey({ keyid, publicKey: 'pk-a', caps: ['vm.create', 'btrfs.*'], nodes: ['n1'], labels: {}, comment: 'alice (narrowed)' });
-      expect(updated).toMatchObject({ caps: ['vm.create', 'btrfs.*'], nodes: ['n1'], labels: {}, comment: 'alice (narrowed)' });
-      expect(updated.createdAt).toEqual(added.createdAt);
-      await expect(ledger.upsertKey({ keyid, publicKey: 'pk-other', caps: [], nodes: [], labels: {} })).rejects.toMatchObject({ code: 'KEY_INVALID' });
-      expect((await ledger.listKeys()).map((k) => k.keyid)).toContain(keyid);
-
-      const revoked = await ledger.revokeKey(keyid, 'laptop lost');
-      expect(revoked).toMatchObject({ keyid, revokeReason: 'laptop lost' });
-      expect(revoked!.revokedAt).toBeInstanceOf(Date);
-      const again = await ledger.revokeKey(keyid, 'second reason');
-      expect(again).toMatchObject({ revokeReason: 'laptop lost', revokedAt: revoked!.revokedAt });
-      expect(await ledger.getKey(keyid)).toMatchObject({ keyid, revokeReason: 'laptop lost' });
-      expect((await ledger.listKeys({ includeRevoked: false })).map((k) => k.keyid)).not.toContain(keyid);
-      expect((await ledger.listKeys({ includeRevoked: true })).map((k) => k.keyid)).toContain(keyid);
-      await expect(ledger.upsertKey({ keyid, publicKey: 'pk-a', caps: ['vm.*'], nodes: ['*'], labels: {} })).rejects.toMatchObject({ code: 'KEY_REVOKED' });
-      expect(await ledger.revokeKey(uid('nokey'), 'x')).toBeNull();
-      expect(await ledger.getKey(uid('nokey'))).toBeNull();
+  describe('signed key sets', () => {
+    it('keeps every published version and answers the highest as current', async () => {
+      const before = await ledger.currentKeySet();
+      const base = (before?.version ?? 0) + 100;
+      await ledger.putKeySet({ version: base + 1, envelope: 'env-1', signerKeyids: ['a'] });
+      await ledger.putKeySet({ version: base + 2, envelope: 'env-2', signerKeyids: ['a', 'b'] });
+      // A version is written once: a second put of the same version keeps the first envelope.
+      await ledger.putKeySet({ version: base + 2, envelope: 'other', signerKeyids: [] });
+      expect(await ledger.currentKeySet()).toEqual({ version: base + 2, envelope: 'env-2' });
     });
   });
 
@@ -480,14 +467,14 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
 });
 
 describe('PGlite data folder', () => {
-  it('keeps jobs, events, keys and the audit chain across close and reopen, and refuses a second opener', async () => {
+  it('keeps jobs, events, key sets and the audit chain across close and reopen, and refuses a second opener', async () => {
     const dataDir = tempDir();
     const first = await openLedger({ dataDir });
     const id = uid('persist');
     await first.insertJob(job(id));
     await first.transitionJob(id, 'running', { attempt: 1, node: 'n1' });
     await first.appendJobEvent(id, { type: 'log', message: 'hello' });
-    await first.upsertKey({ keyid: 'kp', publicKey: 'pk', caps: ['vm.*'], nodes: ['*'], labels: {} });
+    await first.putKeySet({ version: 7, envelope: 'kept', signerKeyids: ['k1'] });
     const entry = await first.appendAudit({ kind: 'job.admit', actor: 'k1', subject: id });
     await expect(openLedger({ dataDir })).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('in use') });
     await first.close();
@@ -496,7 +483,7 @@ describe('PGlite data folder', () => {
     try {
       expect(await second.getJob(id)).toMatchObject({ status: 'running', attempts: 1, node: 'n1' });
       expect((await second.listJobEvents(id, 0, 10)).map((e) => e.message)).toEqual(['admitted', 'admitted → running (attempt 1 on n1)', 'hello']);
-      expect(await second.getKey('kp')).toMatchObject({ caps: ['vm.*'] });
+      expect(await second.currentKeySet()).toEqual({ version: 7, envelope: 'kept' });
       expect(await second.verifyAudit()).toMatchObject({ ok: true, count: 1, head: { hash: entry.hash } });
       expect(await migrate(second.db)).toEqual([]);
     } finally {

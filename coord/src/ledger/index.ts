@@ -1,5 +1,5 @@
-// The coord's ledger: the source of truth for jobs, their events and attempts, authorised keys and the
-// audit log. PGlite by default (embedded, in a folder or in memory), PostgreSQL when DATABASE_URL is given;
+// The coord's ledger: the source of truth for jobs, their events and attempts, nodes, signed key sets and
+// the audit log. PGlite by default (embedded, in a folder or in memory), PostgreSQL when DATABASE_URL is given;
 // the same SQL and migrations serve both. See docs/ledger.md.
 import { openDb, type Db } from './db.ts';
 import { appendAudit, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
@@ -8,7 +8,6 @@ import {
   type AttemptOutcome, type JobAttempt, type JobEvent, type JobEventInput, type JobLimits, type JobRecord, type JobStatus, type ListJobsQuery,
   type NewJob, type TransitionPatch, type TransitionedJob,
 } from './jobs.ts';
-import { getKey, listKeys, revokeKey, upsertKey, type AuthorizedKey, type KeyInput } from './keys.ts';
 import { migrate, schemaVersion } from './migrations.ts';
 import { SqlKeySetStore, SqlNodeStore } from '../nodes/sql-store.ts';
 
@@ -19,7 +18,6 @@ export type {
   AttemptOutcome, JobAttempt, JobEvent, JobEventInput, JobEventType, JobLimits, JobRecord, JobStatus, ListJobsQuery, NewJob, TransitionPatch, TransitionedJob,
 } from './jobs.ts';
 export { DEFAULT_JOB_LIMITS, JOB_STATUSES, TERMINAL_STATUSES, decideTransition } from './jobs.ts';
-export type { AuthorizedKey, KeyInput } from './keys.ts';
 export { MIGRATIONS, migrate, schemaVersion, type Migration } from './migrations.ts';
 export { canonicalJson } from './json.ts';
 
@@ -99,20 +97,6 @@ export class Ledger {
   }
   touchJob(id: string): Promise<boolean> {
     return touchJob(this.db, id);
-  }
-
-  // ---- authorised keys
-  upsertKey(k: KeyInput): Promise<AuthorizedKey> {
-    return upsertKey(this.db, k);
-  }
-  revokeKey(keyid: string, reason: string): Promise<AuthorizedKey | null> {
-    return revokeKey(this.db, keyid, reason);
-  }
-  listKeys(q: { includeRevoked?: boolean } = {}): Promise<AuthorizedKey[]> {
-    return listKeys(this.db, q);
-  }
-  getKey(keyid: string): Promise<AuthorizedKey | null> {
-    return getKey(this.db, keyid);
   }
 
   // ---- signed key sets (stored by the node package's store; the highest version is current)

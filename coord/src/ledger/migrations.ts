@@ -115,6 +115,8 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   // The node registry and key-set store own their SQL (coord/src/nodes/sql-store.ts); the ledger orders it.
   { version: 2, name: 'nodes, node transitions, registration challenges', sql: NODES_MIGRATION_SQL },
   { version: 3, name: 'signed key sets', sql: KEYSETS_MIGRATION_SQL },
+  // Signed key sets (version 3) replaced the interim list of authorised keys.
+  { version: 4, name: 'drop the interim authorised keys', sql: 'DROP TABLE authorized_keys;' },
 ]);
 
 /** An arbitrary constant: the advisory lock that keeps two coords from migrating the same database at once. */
