@@ -47,6 +47,18 @@ describe('writ keys / sign / verify', () => {
     expect(doc.job.target).toEqual({ node: 'dev-1' });
   });
 
+  it('finds a public key by its key id in the keyring ($WRIT_HOME/keys)', async () => {
+    const gen = await cli(['keys', 'generate', '--json']);
+    expect(gen.code).toBe(0);
+    const { keyid, privateKeyFile } = JSON.parse(gen.out);
+    expect(privateKeyFile).toBe(path.join(dir, 'home', 'keys', 'default.key'));
+    const env = path.join(dir, 'byid.env.json');
+    await cli(['sign', HELLO, '--key', privateKeyFile, '--target', 'node=dev-1', '--out', env]);
+    expect((await cli(['verify', env, '--pubkey', keyid])).code).toBe(0);
+    const unknown = await cli(['verify', env, '--pubkey', 'ed25519:' + 'A'.repeat(43)]);
+    expect([unknown.code, unknown.err]).toEqual([1, expect.stringContaining('KEY_FILE_NOT_FOUND')]);
+  });
+
   it('names the failure when verified with the wrong public key', async () => {
     const env = path.join(dir, 'wrong.env.json');
     await cli(['sign', HELLO, '--key', path.join(dir, 'alice.key'), '--target', 'node=dev-1', '--out', env]);
