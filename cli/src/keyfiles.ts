@@ -31,9 +31,9 @@ export async function loadPrivateKey(file: string): Promise<KeyPair> {
 }
 
 /** Resolves `--pubkey` given as a key file (private or public), a raw base64url key, or a key id in the local keyring. */
-export async function resolvePublicKey(spec: string): Promise<{ publicKey: Uint8Array; keyid: string; from: string }> {
+export async function resolvePublicKey(spec: string, env: NodeJS.ProcessEnv = process.env): Promise<{ publicKey: Uint8Array; keyid: string; from: string }> {
   if (isKeyId(spec)) {
-    const dir = keyringDir();
+    const dir = keyringDir(env);
     let names: string[] = [];
     try {
       names = await readdir(dir);

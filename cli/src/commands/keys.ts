@@ -4,7 +4,7 @@ import { encodePrivateKeyFile, encodePublicKeyFile, generateKeyPair, b64url } fr
 import { parse } from '../args.ts';
 import { keyringDir, resolvePublicKey, writeNewFile } from '../keyfiles.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
-import { dispatchSubcommand, type Command } from './types.ts';
+import { dispatchSubcommand, type CliContext, type Command } from './types.ts';
 
 const GENERATE_HELP = `usage: writ keys generate [--out FILE] [--force] [--comment TEXT] [--json]
 
@@ -22,10 +22,10 @@ Prints the key id and public key of a key file (private or public) or of a key i
 example:
   writ keys show alice.key`;
 
-async function generate(argv: string[], io: Io): Promise<number> {
+async function generate(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values } = parse(argv, { out: { type: 'string' }, force: { type: 'boolean', default: false }, comment: { type: 'string' } }, { min: 0, max: 0, usage: 'writ keys generate [--out FILE] [--force]' });
   if (values.help) return io.out(GENERATE_HELP), EXIT.ok;
-  const out = values.out ?? path.join(keyringDir(), 'default.key');
+  const out = values.out ?? path.join(keyringDir(ctx.env), 'default.key');
   const kp = generateKeyPair();
   await writeNewFile(out, encodePrivateKeyFile(kp, values.comment), 0o600, values.force === true);
   const pubFile = `${out}.pub`;
@@ -39,10 +39,10 @@ async function generate(argv: string[], io: Io): Promise<number> {
   return EXIT.ok;
 }
 
-async function show(argv: string[], io: Io): Promise<number> {
+async function show(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values, positionals } = parse(argv, {}, { min: 1, max: 1, usage: 'writ keys show FILE|KEYID' });
   if (values.help) return io.out(SHOW_HELP), EXIT.ok;
-  const k = await resolvePublicKey(positionals[0]!);
+  const k = await resolvePublicKey(positionals[0]!, ctx.env);
   if (values.json) printJson(io, { ok: true, keyid: k.keyid, publicKey: b64url(k.publicKey), from: k.from });
   else {
     io.out(`key id:     ${k.keyid}`);

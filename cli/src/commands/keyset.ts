@@ -162,7 +162,7 @@ async function threshold(argv: string[], io: Io, ctx: CliContext) {
 async function admins(argv: string[], io: Io, ctx: CliContext) {
   const { values } = parse(argv, { ...COMMON, add: { type: 'string', multiple: true }, remove: { type: 'string', multiple: true }, threshold: { type: 'string' } }, { min: 0, max: 0, usage: 'writ keyset admins [--add FILE] [--remove KEYID] [--threshold K]' });
   if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
-  const adds = await Promise.all((values.add ?? []).map(resolvePublicKey));
+  const adds = await Promise.all((values.add ?? []).map((f) => resolvePublicKey(f, ctx.env)));
   const ks = await editDraft(ctx, values, io, (ks) => {
     for (const a of adds) if (!ks.admins.keys.some((k) => k.keyid === a.keyid)) ks.admins.keys.push({ keyid: a.keyid, publicKey: b64url(a.publicKey) });
     ks.admins.keys = ks.admins.keys.filter((k) => !(values.remove ?? []).includes(k.keyid));
@@ -188,7 +188,7 @@ async function usersAdd(argv: string[], io: Io, ctx: CliContext) {
   const { values, positionals } = parse(argv, { ...COMMON, key: { type: 'string', multiple: true }, role: { type: 'string', multiple: true } }, { min: 1, max: 1, usage: 'writ users add NAME --key FILE [--role R]' });
   if (values.help) return io.out(USERS_HELP), EXIT.ok;
   if (!values.key?.length) throw new WritError('USAGE', '--key FILE|KEYID is required');
-  const keys = await Promise.all(values.key.map(resolvePublicKey));
+  const keys = await Promise.all(values.key.map((f) => resolvePublicKey(f, ctx.env)));
   const name = positionals[0]!;
   await editDraft(ctx, values, io, (ks) => {
     const existing = ks.users.find((u) => u.name === name);

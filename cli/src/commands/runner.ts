@@ -48,7 +48,7 @@ async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> 
     return n;
   };
   if (!values['admin-key']?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) this node trusts to sign key sets');
-  const adminKeys = await Promise.all(values['admin-key'].map(resolvePublicKey));
+  const adminKeys = await Promise.all(values['admin-key'].map((f) => resolvePublicKey(f, ctx.env)));
   const admins = { threshold: num(values['admin-threshold'], '--admin-threshold') ?? 1, keys: adminKeys.map((k) => ({ keyid: k.keyid, publicKey: b64url(k.publicKey) })) };
   const logger = pino({ level: ctx.env.WRIT_LOG_LEVEL ?? 'info' }, pino.destination(2));
   const concurrency = num(values.concurrency, '--concurrency');

@@ -22,9 +22,9 @@ function need(v: string | undefined, what: string): string {
   return v;
 }
 
-async function pinnedAdmins(files: string[] | undefined, threshold: string | undefined) {
+async function pinnedAdmins(files: string[] | undefined, threshold: string | undefined, env: NodeJS.ProcessEnv) {
   if (!files?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) trusted to sign the first key set');
-  const keys = await Promise.all(files.map(resolvePublicKey));
+  const keys = await Promise.all(files.map((f) => resolvePublicKey(f, env)));
   const k = Number(threshold ?? '1');
   if (!Number.isInteger(k) || k < 1 || k > keys.length) throw new WritError('USAGE', `--admin-threshold must be 1 to ${keys.length}`);
   return { threshold: k, keys: keys.map((x) => ({ keyid: x.keyid, publicKey: b64url(x.publicKey) })) };
@@ -56,7 +56,7 @@ async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<numb
   const logger = pino({ level: ctx.env.WRIT_LOG_LEVEL ?? 'info' }, pino.destination(2));
   const key = await loadOrCreateKey(path.join(stateDir, 'supervisor.key'));
   await writeNewFile(path.join(stateDir, 'supervisor.key.pub'), JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: key.keyid, publicKey: b64url(key.publicKey) }, null, 2) + '\n', 0o644, true);
-  const admins = await pinnedAdmins(values['admin-key'], values['admin-threshold']);
+  const admins = await pinnedAdmins(values['admin-key'], values['admin-threshold'], ctx.env);
   const sup = await Supervisor.start({ admins, id: values.id!, clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev', redisUrl, signingKey: key, sink: httpReportSink(coordUrl), logger });
   const app = await buildSupervisorApp(sup, token);
   const { host, port } = splitListen(values.listen!);
@@ -89,7 +89,7 @@ async function coord(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const stateDir = values.state ?? path.join(writHome(ctx.env), 'coord');
   const logger = pino({ level: ctx.env.WRIT_LOG_LEVEL ?? 'info' }, pino.destination(2));
   const ledger = await openLedger(ctx.env.DATABASE_URL ? { databaseUrl: ctx.env.DATABASE_URL } : { dataDir: path.join(stateDir, 'ledger') });
-  const admins = await pinnedAdmins(values['admin-key'], values['admin-threshold']);
+  const admins = await pinnedAdmins(values['admin-key'], values['admin-threshold'], ctx.env);
   const service = new CoordService({ admins, clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev', ledger, supervisor: new HttpSupervisorClient('sup-1', supUrl, supToken), supervisorKeys: [supKey.publicKey], nodeStore: ledger.nodeStore, logger });
   await service.start();
   const app = await buildApp({ service, apiToken: token });

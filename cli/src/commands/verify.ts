@@ -35,7 +35,7 @@ async function verify(argv: string[], io: Io, ctx: CliContext): Promise<number> 
   const kind = values.type as keyof typeof PAYLOAD_TYPES;
   const expectedType: PayloadType | undefined = PAYLOAD_TYPES[kind];
   if (!expectedType) throw new WritError('USAGE', `--type must be one of ${Object.keys(PAYLOAD_TYPES).join(', ')}`);
-  const keys = await Promise.all(values.pubkey.map(resolvePublicKey));
+  const keys = await Promise.all(values.pubkey.map((f) => resolvePublicKey(f, ctx.env)));
   const file = positionals[0]!;
   let raw: Buffer;
   try {
