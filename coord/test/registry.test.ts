@@ -74,6 +74,15 @@ describe('registration (T13)', () => {
     expect(await codeOf(reg.register(JSON.stringify(env)))).toMatch(/SIGNATURE_INVALID|UNKNOWN_KEY/);
   });
 
+  it('forgets expired challenges at the next sweep', async () => {
+    for (let i = 0; i < 5; i++) await reg.challenge(`n-spam-${i}`, b64url(generateKeyPair().publicKey));
+    const count = async () => Number((await ledger.db.query<{ n: string }>('SELECT count(*) AS n FROM node_challenges'))[0]!.n);
+    expect(await count()).toBeGreaterThanOrEqual(5);
+    now += 61_000;
+    await reg.sweep();
+    expect(await count()).toBe(0);
+  });
+
   it('refuses an expired challenge and a registration bound to another path', async () => {
     const key = generateKeyPair();
     const c1 = await reg.challenge('n-e', b64url(key.publicKey));

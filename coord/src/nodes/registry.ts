@@ -39,6 +39,8 @@ export interface NodeTransitionRecord {
 /** Persistence for nodes (the ledger implements it). Every method is atomic. */
 export interface NodeStore {
   putChallenge(c: { challenge: string; nodeId: string; keyid: string; publicKey: string; expiresAt: number }): Promise<void>;
+  /** Forgets challenges that expired before `at` (anyone may ask for one, so they must not pile up). */
+  purgeChallenges(at: number): Promise<number>;
   /** Deletes and returns the pending challenge for this key id (single use), or null. */
   takeChallenge(keyid: string): Promise<{ challenge: string; nodeId: string; publicKey: string; expiresAt: number } | null>;
   getNode(id: string): Promise<NodeRecord | null>;
@@ -185,6 +187,7 @@ export class NodeRegistry {
   async sweep(): Promise<NodeTransitionRecord[]> {
     const at = this.now();
     const done: NodeTransitionRecord[] = [];
+    await this.store.purgeChallenges(at);
     for (const n of await this.store.listNodes()) {
       if (!IN_PROGRESS.has(n.state)) continue;
       let event: NodeEvent | null = null;

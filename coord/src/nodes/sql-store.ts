@@ -97,6 +97,10 @@ export class SqlNodeStore implements NodeStore {
     );
   }
 
+  async purgeChallenges(at: number): Promise<number> {
+    return (await this.db.query('DELETE FROM node_challenges WHERE expires_at < $1 RETURNING keyid', [at])).length;
+  }
+
   async takeChallenge(keyid: string) {
     const rows = await this.db.query<{ challenge: string; node_id: string; public_key: string; expires_at: string }>('DELETE FROM node_challenges WHERE keyid = $1 RETURNING challenge, node_id, public_key, expires_at', [keyid]);
     const r = rows[0];
