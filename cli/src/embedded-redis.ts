@@ -43,13 +43,13 @@ async function ping(port: number): Promise<boolean> {
   });
 }
 
-export async function startEmbeddedRedis(opts: { dataDir: string; port?: number; appendOnly?: boolean; binary?: string }): Promise<EmbeddedRedis> {
+export async function startEmbeddedRedis(opts: { dataDir: string; port?: number; appendOnly?: boolean; binary?: string; /** Tests only: Writ itself always wants noeviction. */ maxmemoryPolicy?: string }): Promise<EmbeddedRedis> {
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const port = opts.port ?? (await freePort());
   const args = [
     '--port', String(port), '--bind', '127.0.0.1', '--dir', path.resolve(opts.dataDir),
     '--appendonly', opts.appendOnly === false ? 'no' : 'yes', '--appendfsync', 'everysec', '--save', '',
-    '--maxmemory-policy', 'noeviction', '--protected-mode', 'yes', '--daemonize', 'no', '--loglevel', 'warning',
+    '--maxmemory-policy', opts.maxmemoryPolicy ?? 'noeviction', '--protected-mode', 'yes', '--daemonize', 'no', '--loglevel', 'warning',
   ];
   const bin = opts.binary ?? 'redis-server';
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -3,3 +3,4 @@ export { Supervisor, pickNode, type ReportSink, type SupervisorOptions, type Que
 export { admitEnvelope, type Admitted } from './admission.ts';
 export type { RunnerEvent, SupervisorReport } from './events.ts';
 export { buildSupervisorApp, httpReportSink, SUPERVISOR_ROUTES } from './http.ts';
+export { checkRedisEviction, assertRedisSafe, type RedisCheckResult } from './redis-check.ts';

@@ -7,6 +7,7 @@ import {
   type JobPayload, type KeyPair, type KeyRef, type NodeView,
 } from '@writ/protocol';
 import { admitEnvelope, type Admitted } from './admission.ts';
+import { assertRedisSafe } from './redis-check.ts';
 import type { RunnerEvent, SupervisorReport } from './events.ts';
 
 export interface ReportSink {
@@ -36,6 +37,8 @@ export interface SupervisorOptions {
   /** A node is live when its heartbeat is younger than this. */
   nodeLivenessMs?: number;
   nowS?: () => number;
+  /** Production mode refuses an unsafe Redis (eviction on) instead of warning (R7). */
+  production?: boolean;
 }
 
 export type QueueState = 'waiting' | 'active' | 'delayed' | 'completed' | 'failed' | 'prioritized' | 'waiting-children' | 'missing';
@@ -62,6 +65,12 @@ export class Supervisor {
   static async start(opts: SupervisorOptions): Promise<Supervisor> {
     const s = new Supervisor(opts);
     await s.redis.connect();
+    try {
+      await assertRedisSafe(s.redis, opts.production ?? false, (m) => s.log.warn({}, m));
+    } catch (e) {
+      s.redis.disconnect();
+      throw e;
+    }
     await s.reader.connect();
     await s.ensureGroup();
     await s.loadKeySetFromRedis();

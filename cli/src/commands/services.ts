@@ -37,17 +37,18 @@ async function untilSignal(): Promise<string> {
   });
 }
 
-const SUP_HELP = `usage: writ supervisor --coord URL --admin-key FILE [--admin-threshold K] [--id ID] [--redis URL] [--cluster ID] [--listen HOST:PORT] [--state DIR]
+const SUP_HELP = `usage: writ supervisor --coord URL --admin-key FILE [--admin-threshold K] [--production] [--id ID] [--redis URL] [--cluster ID] [--listen HOST:PORT] [--state DIR]
 
 Runs a supervisor: admission, per-node queues in Redis, and signed reports to the coord. Its signing key
 is created in the state dir; give the coord its .pub file (--supervisor-key). The coord authenticates to
-it with the bearer token in $WRIT_SUPERVISOR_TOKEN (required).
+it with the bearer token in $WRIT_SUPERVISOR_TOKEN (required). With --production (or WRIT_PRODUCTION=1) a
+Redis that evicts keys is refused (REDIS_MISCONFIGURED) instead of only warned about.
 
 example:
   WRIT_SUPERVISOR_TOKEN=... writ supervisor --coord http://127.0.0.1:7340 --redis redis://127.0.0.1:6379`;
 
 async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, { id: { type: 'string', default: 'sup-1' }, redis: { type: 'string' }, coord: { type: 'string' }, cluster: { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:7341' }, state: { type: 'string' }, 'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string' } }, { min: 0, max: 0, usage: 'writ supervisor --coord URL --admin-key FILE' });
+  const { values } = parse(argv, { id: { type: 'string', default: 'sup-1' }, redis: { type: 'string' }, coord: { type: 'string' }, cluster: { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:7341' }, state: { type: 'string' }, 'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string' }, production: { type: 'boolean', default: false } }, { min: 0, max: 0, usage: 'writ supervisor --coord URL --admin-key FILE' });
   if (values.help) return io.out(SUP_HELP), EXIT.ok;
   const token = need(ctx.env.WRIT_SUPERVISOR_TOKEN, 'WRIT_SUPERVISOR_TOKEN');
   const redisUrl = need(values.redis ?? ctx.env.REDIS_URL, '--redis URL (or REDIS_URL)');
@@ -57,7 +58,7 @@ async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<numb
   const key = await loadOrCreateKey(path.join(stateDir, 'supervisor.key'));
   await writeNewFile(path.join(stateDir, 'supervisor.key.pub'), JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: key.keyid, publicKey: b64url(key.publicKey) }, null, 2) + '\n', 0o644, true);
   const admins = await pinnedAdmins(values['admin-key'], values['admin-threshold'], ctx.env);
-  const sup = await Supervisor.start({ admins, id: values.id!, clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev', redisUrl, signingKey: key, sink: httpReportSink(coordUrl), logger });
+  const sup = await Supervisor.start({ admins, production: values.production === true || ctx.env.WRIT_PRODUCTION === '1', id: values.id!, clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev', redisUrl, signingKey: key, sink: httpReportSink(coordUrl), logger });
   const app = await buildSupervisorApp(sup, token);
   const { host, port } = splitListen(values.listen!);
   const url = await app.listen({ host, port });
