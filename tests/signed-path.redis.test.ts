@@ -251,7 +251,7 @@ describe('runner stays responsive (R4)', () => {
     events.on('stalled', () => stalled++);
     s.runners[0]!.bullWorker.on('stalled', () => stalled++);
     // Lock is 3 s and stalled checks run every 1 s: a busy main thread would lose the lock.
-    const { envelope, id } = s.sign('export default async () => { let x = 0; for (let i = 0; i < 4.5e8; i++) { x = (x + i) % 1000003 } return x }', { timeoutMs: 80_000 });
+    const { envelope, id } = s.sign('export default async (a, ctx) => { const end = (await ctx.sal.time.now()).ms + 11000; let x = 0; for (;;) { for (let i = 0; i < 5e6; i++) { x = (x + i) % 1000003 } if ((await ctx.sal.time.now()).ms > end) return x } }', { caps: ['time.now'], timeoutMs: 80_000 });
     await s.post(envelope);
     const job = await s.waitFor(id, ['succeeded', 'failed'], 90_000);
     await events.close();
