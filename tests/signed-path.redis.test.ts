@@ -178,9 +178,11 @@ describe('hostile scripts through the whole path (X1–X4)', () => {
         expect([name, job.status, job.result]).toEqual([name, 'succeeded', 'undefined,undefined,undefined']);
         continue;
       }
-      expect([name, job.status, job.errorCode]).toEqual([name, 'failed', code]);
-      const attempt = (await s.ledger.listAttempts(j.id))[0]!;
-      expect(attempt.finishedAt!.getTime() - attempt.startedAt.getTime()).toBeLessThan(timeoutMs + 1000);
+      expect([name, job.status, job.errorCode, job.errorCode === code ? '' : job.errorMessage]).toEqual([name, 'failed', code, '']);
+      // The runner's own measure, from the moment a sandbox thread took the job to its end (report
+      // delivery to the coord is not part of the sandbox's deadline).
+      const final = (await s.ledger.listJobEvents(j.id, 0, 100)).filter((e: { type: string }) => e.type === 'status').at(-1)!;
+      expect((final.data as { detail: { durationMs: number } }).detail.durationMs).toBeLessThan(timeoutMs + 1000);
     }
   }, 60_000);
 });
@@ -245,13 +247,14 @@ describe('HTTP input (A1, A2)', () => {
 
 describe('runner stays responsive (R4)', () => {
   it('a CPU-heavy script causes no BullMQ stalled event', async () => {
-    const events = new QueueEvents(queueNames.node('node-a'), { connection: { url: s.redisUrl } as never, prefix: BULL_PREFIX });
+    // Its own node with a short lock (3 s, checked every second): a busy main thread would lose it.
+    const r4 = await s.startRunner('node-r4', {}, { runner: { lockDurationMs: 3000, stalledIntervalMs: 1000 } });
+    const events = new QueueEvents(queueNames.node('node-r4'), { connection: { url: s.redisUrl } as never, prefix: BULL_PREFIX });
     await events.waitUntilReady();
     let stalled = 0;
     events.on('stalled', () => stalled++);
-    s.runners[0]!.bullWorker.on('stalled', () => stalled++);
-    // Lock is 3 s and stalled checks run every 1 s: a busy main thread would lose the lock.
-    const { envelope, id } = s.sign('export default async (a, ctx) => { const end = (await ctx.sal.time.now()).ms + 11000; let x = 0; for (;;) { for (let i = 0; i < 5e6; i++) { x = (x + i) % 1000003 } if ((await ctx.sal.time.now()).ms > end) return x } }', { caps: ['time.now'], timeoutMs: 80_000 });
+    r4.bullWorker.on('stalled', () => stalled++);
+    const { envelope, id } = s.sign('export default async (a, ctx) => { const end = (await ctx.sal.time.now()).ms + 11000; let x = 0; for (;;) { for (let i = 0; i < 5e6; i++) { x = (x + i) % 1000003 } if ((await ctx.sal.time.now()).ms > end) return x } }', { caps: ['time.now'], timeoutMs: 80_000, target: { node: 'node-r4' } });
     await s.post(envelope);
     const job = await s.waitFor(id, ['succeeded', 'failed'], 90_000);
     await events.close();

@@ -51,7 +51,7 @@ export interface Stack {
   app: FastifyInstance;
   runners: Runner[];
   daemons: NodeDaemon[];
-  startRunner(id: string, labels?: Record<string, string>, opts?: { accept?: boolean }): Promise<Runner>;
+  startRunner(id: string, labels?: Record<string, string>, opts?: { accept?: boolean; runner?: Partial<Omit<RunnerOptions, 'nodeId' | 'labels' | 'redisUrl'>> }): Promise<Runner>;
   waitForNode(id: string, states: string[], timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -140,9 +140,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         await new Promise((r) => setTimeout(r, 20));
       }
     };
-    const startRunner = async (id: string, labels: Record<string, string> = {}, o: { accept?: boolean } = {}) => {
+    const startRunner = async (id: string, labels: Record<string, string> = {}, o: { accept?: boolean; runner?: Partial<Omit<RunnerOptions, 'nodeId' | 'labels' | 'redisUrl'>> } = {}) => {
       const d = await startNodeDaemon({
-        ...opts.runner, nodeId: id, labels, clusterId, admins, stateDir: path.join(opts.stateDir, 'nodes', id), redisUrl: redisUrl!, coordUrl: url,
+        ...opts.runner, ...o.runner, nodeId: id, labels, clusterId, admins, stateDir: path.join(opts.stateDir, 'nodes', id), redisUrl: redisUrl!, coordUrl: url,
         heartbeatMs: opts.heartbeatMs ?? 5000, ...(opts.logger ? { logger: opts.logger } : {}),
         ...(opts.sal ? { hostTable: salHostTable(opts.sal) } : {}),
       });

@@ -249,7 +249,7 @@ export class CoordService {
       }
       case 'result': {
         if (ev.ok) {
-          const t = await this.ledger.transitionJob(jobId, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value } });
+          const t = await this.ledger.transitionJob(jobId, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value, durationMs: ev.durationMs } });
           await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'succeeded');
           await this.ledger.appendAudit({ kind: 'job.effect', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, ok: true } });
           this.publishTransition(jobId, t);
@@ -257,7 +257,7 @@ export class CoordService {
           const to = ev.final ? 'failed' : 'queued';
           const t = await this.ledger.transitionJob(jobId, to, {
             errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt,
-            message: `${ev.final ? 'failed' : `attempt ${ev.attempt} failed, will retry`}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error },
+            message: `${ev.final ? 'failed' : `attempt ${ev.attempt} failed, will retry`}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
           });
           await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'failed', ev.error.code);
           if (ev.final) await this.ledger.appendAudit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, code: ev.error.code } });

@@ -27,7 +27,9 @@ export async function startTestStack(opts: Partial<StackOptions> = {}): Promise<
     admin,
     stateDir,
     nodes: [{ id: 'node-a', labels: { rack: 'r1' } }],
-    runner: { lockDurationMs: 3000, stalledIntervalMs: 1000, concurrency: 2, heartbeatMs: 1000 },
+    // A generous lock: the test process also runs the coord's PGlite on its event loop, which a loaded CI
+    // machine can stall for seconds. Tests about locks start their own runner with a short one.
+    runner: { lockDurationMs: 15_000, stalledIntervalMs: 2000, concurrency: 2, heartbeatMs: 1000 },
     supervisor: { attempts: 3, backoffMs: 200 },
     reconcileAfterMs: 800,
     reconcileEveryMs: 300,
