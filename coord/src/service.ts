@@ -3,9 +3,8 @@
 import { EventEmitter } from 'node:events';
 import {
   KeyRing, KeySetHolder, PAYLOAD_TYPES, WritError, checkAudience, checkJobTimes, errorCodeOf, parseJobPayload, parseStrictJson, sha256Hex, toErrorJSON,
-  targetMatchesNode, trustKey, verifyEnvelope, type KeyRef, type KeySet, type TrustedKey,
+  pickByJobId, targetMatchesNode, trustKey, verifyEnvelope, type JobPayload, type KeyRef, type KeySet, type RunnerEvent, type SupervisorReport, type TrustedKey,
 } from '@writ/protocol';
-import type { RunnerEvent, SupervisorReport } from '@writ/supervisor';
 import type { Ledger, TransitionedJob } from './ledger/index.ts';
 import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
 import type { SupervisorClient } from './supervisor-client.ts';
@@ -148,7 +147,7 @@ export class CoordService {
     this.metrics.jobsSubmitted++;
     this.remember(job.id);
     await this.ledger.appendAudit({ kind: 'job.admit', actor: verified.signers.map((s) => s.keyid).join(','), subject: job.id, data: { target: job.target, caps: job.caps } });
-    return { job: (await this.dispatch(job.id, raw)) ?? row, replayed: false };
+    return { job: (await this.dispatch(job.id, raw, job)) ?? row, replayed: false };
   }
 
   private remember(jobId: string): void {
@@ -157,18 +156,16 @@ export class CoordService {
   }
 
   /** Forwards an admitted job to the supervisor; permanent refusals end the job, transient ones wait for the reconciler. */
-  private async dispatch(jobId: string, raw: string): Promise<TransitionedJob | null> {
+  private async dispatch(jobId: string, raw: string, parsed?: JobPayload): Promise<TransitionedJob | null> {
     try {
-      const job = parseJobPayload(verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring }).payload);
+      // At submit the payload was just verified and parsed; the reconciler passes only the stored envelope.
+      const job = parsed ?? parseJobPayload(verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring }).payload);
       const candidates = (await this.nodes.workable()).filter((n) => targetMatchesNode(job.target, n));
       if (candidates.length === 0) {
         const t = 'node' in job.target ? `node ${job.target.node}` : `selector ${JSON.stringify(job.target.selector)}`;
         throw new WritError('NODE_NOT_ACTIVE', `no active, reachable node for ${t}; the job waits until one is`);
       }
-      // Spread over matching nodes deterministically by job id (a re-dispatch lands on the same node).
-      let h = 0;
-      for (const c of job.id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
-      const { node } = await this.opts.supervisor.submit(raw, candidates[h % candidates.length]!.id);
+      const { node } = await this.opts.supervisor.submit(raw, pickByJobId(job.id, candidates).id);
       const t = await this.ledger.transitionJob(jobId, 'queued', { node, message: `queued for node ${node}` });
       this.publishTransition(jobId, t);
       return t;

@@ -28,6 +28,16 @@ function labelsMatch(required: Record<string, string>, actual: Record<string, st
   return Object.entries(required).every(([k, v]) => actual[k] === v);
 }
 
+/**
+ * Picks one of `candidates` from the job id alone, so that the same job (a replay, a re-dispatch) lands on
+ * the same node while different jobs spread over all of them.
+ */
+export function pickByJobId<T>(jobId: string, candidates: readonly T[]): T {
+  let h = 0;
+  for (const c of jobId) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return candidates[h % candidates.length]!;
+}
+
 export function targetMatchesNode(target: JobTarget, node: NodeView): boolean {
   return 'node' in target ? target.node === node.id : labelsMatch(target.selector, node.labels);
 }

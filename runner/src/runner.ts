@@ -7,7 +7,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, parseJobPayload, queueNames, redisKeys,
-  targetMatchesNode, toErrorJSON, verifyEnvelope, type ErrorJSON, type JobPayload, type KeyRef, type NodeView,
+  targetMatchesNode, toErrorJSON, verifyEnvelope, type ErrorJSON, type JobPayload, type KeyRef, type NodeView, type RunnerEvent,
 } from '@writ/protocol';
 import { HostBroker, SandboxPool, defaultHostTable, type HostTable, type SandboxJob } from './sandbox/index.ts';
 
@@ -106,7 +106,7 @@ export class Runner {
       .exec();
   }
 
-  private async emit(event: Record<string, unknown>): Promise<void> {
+  private async emit(event: RunnerEvent): Promise<void> {
     try {
       await this.redis.xadd(redisKeys.events(), 'MAXLEN', '~', '1000000', '*', 'e', JSON.stringify(event));
     } catch (e) {

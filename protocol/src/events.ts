@@ -1,5 +1,7 @@
-// What runners report through the Redis events stream, and what supervisors forward to the coord.
-import type { ErrorJSON, JsonValue } from '@writ/protocol';
+// What runners report through the Redis events stream, and what supervisors forward to the coord. It lives
+// in protocol because runner and supervisor meet only through Redis and must agree on these shapes.
+import type { ErrorJSON } from './errors.ts';
+import type { JsonValue } from './strict-json.ts';
 
 export type RunnerEvent =
   | { type: 'status'; jobId: string; attempt: number; node: string; ts: number; status: 'running' }
