@@ -3,12 +3,11 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
-  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, WritError, encodeEnvelope, queueNames, redisKeys, signEnvelope, targetMatchesNode, utf8,
-  type JobPayload, type KeyPair, type KeyRef, type NodeView,
+  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, WritError, encodeEnvelope, pickByJobId, queueNames, redisKeys, signEnvelope, targetMatchesNode, utf8,
+  type JobPayload, type RunnerEvent, type SupervisorReport, type KeyPair, type KeyRef, type NodeView,
 } from '@writ/protocol';
 import { admitEnvelope, type Admitted } from './admission.ts';
 import { assertRedisSafe } from './redis-check.ts';
-import type { RunnerEvent, SupervisorReport } from './events.ts';
 
 export interface ReportSink {
   /** Delivers one signed report envelope; must throw when it was not durably accepted. */
@@ -177,10 +176,15 @@ export class Supervisor {
   }
 
   async jobState(jobId: string, node: string): Promise<{ state: QueueState; returnvalue?: unknown; failedReason?: string; attemptsMade?: number }> {
-    const job = await this.queue(node).getJob(jobId);
+    // State first, then the job's fields: BullMQ sets the state and failedReason in one script, so fields
+    // read after a 'failed' state always carry the reason (read the other way round, a job failing in
+    // between looked failed with no reason).
+    const q = this.queue(node);
+    const state = (await q.getJobState(jobId)) as QueueState | 'unknown';
+    if (state === 'unknown') return { state: 'missing' };
+    const job = await q.getJob(jobId);
     if (!job) return { state: 'missing' };
-    const state = (await job.getState()) as QueueState | 'unknown';
-    return { state: state === 'unknown' ? 'missing' : state, returnvalue: job.returnvalue, failedReason: job.failedReason, attemptsMade: job.attemptsMade };
+    return { state, returnvalue: job.returnvalue, failedReason: job.failedReason, attemptsMade: job.attemptsMade };
   }
 
   async health(): Promise<{ redis: boolean }> {
@@ -255,8 +259,5 @@ export function pickNode(job: JobPayload, live: NodeView[], forced?: string): No
   }
   const matching = live.filter((n) => targetMatchesNode(job.target, n));
   if (matching.length === 0) throw new WritError('NODE_NOT_ACTIVE', `no live node matches selector ${JSON.stringify(job.target.selector)}`);
-  // Spread jobs over matching nodes deterministically by job id (a replay lands on the same node).
-  let h = 0;
-  for (const c of job.id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
-  return matching[h % matching.length]!;
+  return pickByJobId(job.id, matching);
 }
