@@ -15,10 +15,12 @@ function log(msg) {
 
 export function ensureNodeModules() {
   if (existsSync(path.join(root, 'node_modules/.package-lock.json')) && existsSync(path.join(root, 'node_modules/tsx'))) return;
-  log('installing npm dependencies (npm install)…');
-  // npm install, not npm ci: npm 11 writes lockfiles without other platforms' optional binaries, which npm ci then rejects.
-  const r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('npm install failed; run it by hand to see why');
+  log('installing npm dependencies (npm ci)…');
+  // npm ci installs exactly the committed lockfile and never rewrites it. The lockfile must be generated from
+  // scratch (rm package-lock.json && npm install --package-lock-only): one grown by incremental installs lacks
+  // other platforms' optional packages, and npm ci then refuses it.
+  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) throw new Error('npm ci failed; run it by hand to see why (a lockfile out of step with package.json is the usual cause)');
 }
 
 const isInstalled = (p) => (spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' }).stdout ?? '').includes('install ok installed');
