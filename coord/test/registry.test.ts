@@ -117,7 +117,7 @@ describe('heartbeats', () => {
   it('records an unhealthy heartbeat with its health (sick, not silent)', async () => {
     const key = await enrol('n-sick');
     await reg.heartbeat(heartbeat(key, 'n-sick', { health: { healthy: false, problems: ['disk full'], load1: 9, memAvailableBytes: 1, diskFreeBytes: 0, runningJobs: 0 } }));
-    const n = (await ledger.nodeStore.getNode('n-sick'))!;
+    const n = (await reg.getNode('n-sick'))!;
     expect(n.health).toMatchObject({ healthy: false, problems: ['disk full'] });
     expect(reg.reachable(n)).toBe(true);
   });

@@ -1,6 +1,7 @@
-// Node registration, heartbeats and lifecycle in the ledger. Registration proves possession of the node
-// key by signing a fresh single-use challenge, bound to method, path and a hash of the inventory (T13).
-// Heartbeats are signed, strictly increasing and time-checked; a sick node still reports, with health inside.
+// Node registration, heartbeats and lifecycle. Registration proves possession of the node key by signing a
+// fresh single-use challenge, bound to method, path and a hash of the inventory (T13). Heartbeats are signed,
+// strictly increasing and time-checked; a sick node still reports, with health inside. Liveness lives in
+// memory and reaches the ledger in one batched statement every few seconds (issue 8): see docs/operations.md.
 import { randomBytes } from 'node:crypto';
 import {
   HEARTBEAT_PATH, KeyRing, PAYLOAD_TYPES, REGISTER_PATH, WritError, canonicalJson, keyIdOf, parseEnvelope, parseHeartbeat, parseNodeRegistration, sha256Hex,
@@ -24,6 +25,17 @@ export interface NodeRecord {
   lastHeartbeatAt: number | null;
   lastSeq: number;
   health: NodeHealth | null;
+}
+
+/** What the registry keeps in memory per node: the ledger's row without the inventory (it can be large). */
+export type NodeSummary = Omit<NodeRecord, 'inventory'>;
+
+export interface HeartbeatRecord {
+  id: string;
+  keyid: string;
+  seq: number;
+  at: number;
+  health: NodeHealth;
 }
 
 export interface NodeTransitionRecord {
@@ -50,6 +62,11 @@ export interface NodeStore {
   updateRegistration(id: string, patch: { labels: Record<string, string>; inventory: JsonValue; version: string }): Promise<void>;
   /** Records a heartbeat only when `seq` is above the stored one; false otherwise. */
   recordHeartbeat(id: string, seq: number, at: number, health: NodeHealth): Promise<boolean>;
+  /**
+   * Records many nodes' latest heartbeats in one statement. A row is written only while the node still has
+   * `keyid` and `seq` is above the stored one (a rekey in between wins). Returns how many rows it wrote.
+   */
+  recordHeartbeats(beats: readonly HeartbeatRecord[]): Promise<number>;
   /** Compare-and-set of the state; records the transition. False when the node was not in `from`. */
   setState(id: string, from: NodeState, to: NodeState, patch: { rescuedFrom: NodeState | null; deadlineAt: number | null; reason: string | null; at: number }, t: NodeTransitionRecord): Promise<boolean>;
   /** Forgets the node's key so that it can register again with a new one (the node's history stays). */
@@ -65,17 +82,45 @@ export interface NodeRegistryOptions {
   unreachableAfterMs?: number;
   /** Heartbeats stamped further than this from our clock are refused (default 60 s). */
   maxSkewMs?: number;
+  /**
+   * How often the sweep writes the liveness held in memory to the ledger (default 5 s). After a restart the
+   * ledger's sequence numbers may be this far behind; `maxSkewMs` still bounds a replay (docs/operations.md).
+   */
+  flushEveryMs?: number;
   challengeTtlMs?: number;
   deadlinesMs?: Record<string, number>;
   onTransition?: (t: NodeTransitionRecord) => Promise<void> | void;
 }
 
-const WORKABLE_TTL_MS = 200;
+/** A node as held in memory: its row (liveness ahead of the ledger) and its key, parsed once. */
+interface LiveNode {
+  node: NodeSummary;
+  /** Built on first use per public key; dropped whenever the key changes. */
+  ring: KeyRing | null;
+  /** Whether a healthy heartbeat should activate it (an operator accepted it, or it finished installing); null until read. */
+  awaitsActivation: boolean | null;
+}
+
+function summaryOf(n: NodeRecord): NodeSummary {
+  const { inventory: _, ...rest } = n;
+  return rest;
+}
 
 export class NodeRegistry {
   private readonly now: () => number;
+  private readonly live = new Map<string, LiveNode>();
+  private readonly idByKeyid = new Map<string, string>();
+  /** Nodes whose liveness is newer in memory than in the ledger. */
+  private readonly unflushed = new Set<string>();
+  private loading: Promise<void> | null = null;
+  private flushing: Promise<number> | null = null;
+  private sweeping: Promise<NodeTransitionRecord[]> | null = null;
+  private lastFlushAt: number;
+  private stopped = false;
+
   constructor(readonly opts: NodeRegistryOptions) {
     this.now = opts.clock ?? Date.now;
+    this.lastFlushAt = this.now();
   }
 
   private get store(): NodeStore {
@@ -86,13 +131,85 @@ export class NodeRegistry {
     return this.opts.unreachableAfterMs ?? 3 * (this.opts.heartbeatMs ?? 30_000);
   }
 
-  reachable(n: NodeRecord, at = this.now()): boolean {
-    return n.lastHeartbeatAt !== null && at - n.lastHeartbeatAt <= this.unreachableAfterMs;
+  get flushEveryMs(): number {
+    return this.opts.flushEveryMs ?? 5000;
+  }
+
+  /** Loads every node from the ledger, once; every other method waits for it, so calling it is optional. */
+  start(): Promise<void> {
+    this.loading ??= this.load().catch((e: unknown) => {
+      this.loading = null; // a ledger that was not ready yet: the next call tries again
+      throw e;
+    });
+    return this.loading;
+  }
+
+  private async load(): Promise<void> {
+    for (const n of await this.store.listNodes()) this.remember(summaryOf(n));
+  }
+
+  /** Writes the liveness not yet in the ledger, then refuses nothing but flushes no more on its own. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.sweeping?.catch(() => {});
+    if (this.loading) await this.flush();
+  }
+
+  private remember(n: NodeSummary): LiveNode {
+    const prev = this.live.get(n.id);
+    if (prev && prev.node.keyid && prev.node.keyid !== n.keyid) this.idByKeyid.delete(prev.node.keyid);
+    const entry: LiveNode = { node: n, ring: prev && prev.node.publicKey === n.publicKey ? prev.ring : null, awaitsActivation: prev?.awaitsActivation ?? null };
+    this.live.set(n.id, entry);
+    if (n.keyid) this.idByKeyid.set(n.keyid, n.id);
+    return entry;
+  }
+
+  /** Takes a row read from the ledger, keeping the liveness memory holds (it is ahead of the ledger). */
+  private refresh(row: NodeRecord): LiveNode {
+    const n = summaryOf(row);
+    const prev = this.live.get(n.id);
+    if (prev && prev.node.keyid === n.keyid && prev.node.lastSeq > n.lastSeq) {
+      n.lastSeq = prev.node.lastSeq;
+      n.lastHeartbeatAt = prev.node.lastHeartbeatAt;
+      n.health = prev.node.health;
+    }
+    return this.remember(n);
+  }
+
+  private ringOf(entry: LiveNode): KeyRing {
+    entry.ring ??= new KeyRing([trustKeyB64url(entry.node.publicKey)]);
+    return entry.ring;
+  }
+
+  reachable(n: Pick<NodeRecord, 'id' | 'lastHeartbeatAt'>, at = this.now()): boolean {
+    // The caller may hold a row read from the ledger, which lags memory by up to a flush interval.
+    const last = this.live.get(n.id)?.node.lastHeartbeatAt ?? n.lastHeartbeatAt;
+    return last !== null && at - last <= this.unreachableAfterMs;
+  }
+
+  /** A node as the ledger has it, with the liveness held in memory; null when unknown. */
+  async getNode(id: string): Promise<NodeRecord | null> {
+    await this.start();
+    const row = await this.store.getNode(id);
+    return row && this.withLiveness(row);
+  }
+
+  /** Every node as the ledger has it, with the liveness held in memory. */
+  async listNodes(): Promise<NodeRecord[]> {
+    await this.start();
+    return (await this.store.listNodes()).map((row) => this.withLiveness(row));
+  }
+
+  private withLiveness(row: NodeRecord): NodeRecord {
+    const n = this.live.get(row.id)?.node;
+    if (!n || n.keyid !== row.keyid || n.lastSeq <= row.lastSeq) return row;
+    return { ...row, lastSeq: n.lastSeq, lastHeartbeatAt: n.lastHeartbeatAt, health: n.health };
   }
 
   async challenge(nodeId: string, publicKey: string): Promise<{ challenge: string; expiresAt: number }> {
     const key = trustKeyB64url(publicKey);
-    const existing = await this.store.getNode(nodeId);
+    await this.start();
+    const existing = this.live.get(nodeId)?.node;
     if (existing && existing.keyid && existing.keyid !== key.keyid) {
       throw new WritError('NODE_KEY_MISMATCH', `node ${nodeId} is registered with key ${existing.keyid}; an operator must run \`writ nodes rekey ${nodeId}\` before it can enrol ${key.keyid}`);
     }
@@ -105,6 +222,7 @@ export class NodeRegistry {
   /** Verifies a signed registration against the challenge issued for its key, then records or refreshes the node. */
   async register(raw: string): Promise<NodeRecord> {
     const env = parseEnvelope(raw, 2 * 1024 * 1024);
+    await this.start();
     const hint = env.signatures[0]?.keyid ?? '';
     const pending = await this.store.takeChallenge(hint); // single use, whatever happens next
     if (!pending) throw new WritError('CHALLENGE_INVALID', 'no pending challenge for this key: ask for one first (POST /v1/nodes/challenge)');
@@ -117,12 +235,14 @@ export class NodeRegistry {
     if (reg.method !== 'POST' || reg.path !== REGISTER_PATH) throw new WritError('CHALLENGE_INVALID', 'the registration is bound to another method or path');
     if (sha256Hex(canonicalJson(reg.inventory)) !== reg.inventorySha256) throw new WritError('CHALLENGE_INVALID', 'the inventory does not match its signed hash');
     const at = this.now();
-    const existing = await this.store.getNode(reg.nodeId);
+    const existing = this.live.get(reg.nodeId)?.node;
     if (existing) {
       if (existing.keyid && existing.keyid !== key.keyid) throw new WritError('NODE_KEY_MISMATCH', `node ${reg.nodeId} is registered with another key`);
       await this.store.updateRegistration(reg.nodeId, { labels: reg.labels, inventory: reg.inventory, version: reg.version });
-      if (!existing.keyid) await this.store.insertNode({ ...existing, keyid: key.keyid, publicKey: reg.publicKey }, { nodeId: reg.nodeId, from: existing.state, to: existing.state, event: 'rekeyed', actor: `node:${reg.nodeId}`, reason: `enrolled key ${key.keyid}`, at });
-      return (await this.store.getNode(reg.nodeId))!;
+      if (!existing.keyid) await this.store.insertNode({ ...existing, inventory: reg.inventory, keyid: key.keyid, publicKey: reg.publicKey }, { nodeId: reg.nodeId, from: existing.state, to: existing.state, event: 'rekeyed', actor: `node:${reg.nodeId}`, reason: `enrolled key ${key.keyid}`, at });
+      // Re-read: the ledger is the judge of what was written when two registrations race.
+      const row = (await this.store.getNode(reg.nodeId))!;
+      return { ...this.refresh(row).node, inventory: row.inventory };
     }
     const node: NodeRecord = {
       id: reg.nodeId, keyid: keyIdOf(key.publicKey), publicKey: reg.publicKey, state: 'discovered', rescuedFrom: null, labels: reg.labels, inventory: reg.inventory,
@@ -130,105 +250,173 @@ export class NodeRegistry {
     };
     const t: NodeTransitionRecord = { nodeId: node.id, from: null, to: 'discovered', event: 'register', actor: `node:${node.id}`, reason: 'registered with a signed challenge', at };
     await this.store.insertNode(node, t);
+    this.remember(summaryOf(node)).ring = new KeyRing([key]);
     await this.opts.onTransition?.(t);
     // It came with its inventory: it is inspected.
-    await this.apply(node.id, 'inspect', { actor: `node:${node.id}`, reason: 'inventory received', byOperator: false });
-    return (await this.store.getNode(node.id))!;
+    const after = await this.transitionNode(node.id, 'inspect', { actor: `node:${node.id}`, reason: 'inventory received', byOperator: false });
+    return { ...after, inventory: reg.inventory };
   }
 
-  /** Verifies a signed heartbeat; refuses replays and stale ones; moves nodes along when their health says so. */
-  async heartbeat(raw: string): Promise<{ node: NodeRecord; reachable: boolean }> {
+  /**
+   * Verifies a signed heartbeat against the node's cached key; refuses replays and stale ones; moves nodes
+   * along when their health says so. Touches the ledger only when it moves a node.
+   */
+  async heartbeat(raw: string): Promise<{ node: NodeSummary; reachable: boolean }> {
     const env = parseEnvelope(raw, 128 * 1024);
-    const node = await this.store.getNodeByKeyid(env.signatures[0]?.keyid ?? '');
-    if (!node) throw new WritError('NODE_NOT_FOUND', 'no node is registered with the signing key; register first');
-    const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.heartbeat, keys: new KeyRing([trustKeyB64url(node.publicKey)]) });
+    await this.start();
+    const id = this.idByKeyid.get(env.signatures[0]?.keyid ?? '');
+    const entry = id === undefined ? undefined : this.live.get(id);
+    if (!entry) throw new WritError('NODE_NOT_FOUND', 'no node is registered with the signing key; register first');
+    const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.heartbeat, keys: this.ringOf(entry) });
     const hb = parseHeartbeat(v.payload);
+    const node = entry.node;
     if (hb.nodeId !== node.id) throw new WritError('HEARTBEAT_STALE', 'the heartbeat names another node');
     if (hb.path !== HEARTBEAT_PATH) throw new WritError('HEARTBEAT_STALE', 'the heartbeat is bound to another path');
     const at = this.now();
     const skew = this.opts.maxSkewMs ?? 60_000;
     if (Math.abs(at - hb.ts) > skew) throw new WritError('HEARTBEAT_STALE', `the heartbeat is ${Math.round((at - hb.ts) / 1000)} s off our clock (at most ${skew / 1000} s)`);
-    this.workableCache = null; // a heartbeat can make a node reachable again
-    if (!(await this.store.recordHeartbeat(node.id, hb.seq, at, hb.health))) {
-      throw new WritError('HEARTBEAT_REPLAYED', `heartbeat sequence ${hb.seq} is not above the last one seen (${node.lastSeq})`);
-    }
-    if (hb.health.healthy && (node.state === 'commissioned' || node.state === 'installed') && (await this.wantsActivation(node.id))) {
-      await this.apply(node.id, 'activate', { actor: `node:${node.id}`, reason: 'healthy heartbeat after an operator accept', byOperator: false }).catch(() => {});
+    // No await since the node was looked up: the check and the update below cannot interleave with another heartbeat.
+    if (hb.seq <= node.lastSeq) throw new WritError('HEARTBEAT_REPLAYED', `heartbeat sequence ${hb.seq} is not above the last one seen (${node.lastSeq})`);
+    node.lastSeq = hb.seq;
+    node.lastHeartbeatAt = at;
+    node.health = hb.health;
+    this.unflushed.add(node.id);
+    if (hb.health.healthy && (node.state === 'commissioned' || node.state === 'installed') && (await this.wantsActivation(entry))) {
+      await this.transitionNode(node.id, 'activate', { actor: `node:${node.id}`, reason: 'healthy heartbeat after an operator accept', byOperator: false }).catch(() => {});
     }
     if (node.state === 'draining' && hb.health.runningJobs === 0) {
-      await this.apply(node.id, 'drained', { actor: `node:${node.id}`, reason: 'no running jobs left', byOperator: false }).catch(() => {});
+      await this.transitionNode(node.id, 'drained', { actor: `node:${node.id}`, reason: 'no running jobs left', byOperator: false }).catch(() => {});
     }
-    const fresh = (await this.store.getNode(node.id))!;
-    return { node: fresh, reachable: true };
+    return { node: { ...(this.live.get(node.id)?.node ?? node) }, reachable: true };
   }
 
   /** A commissioned node becomes active only when an operator accepted it (not when it was drained into commissioned). */
-  private async wantsActivation(id: string): Promise<boolean> {
-    const last = (await this.store.listTransitions(id)).filter((t) => t.from !== t.to || t.event === 'accept').at(-1);
-    return last?.event === 'accept' || last?.event === 'install-done';
+  private async wantsActivation(entry: LiveNode): Promise<boolean> {
+    if (entry.awaitsActivation === null) {
+      const last = (await this.store.listTransitions(entry.node.id)).filter((t) => t.from !== t.to || t.event === 'accept').at(-1);
+      // A transition recorded while we read sets it first, and is newer than what we read.
+      entry.awaitsActivation ??= last?.event === 'accept' || last?.event === 'install-done';
+    }
+    return entry.awaitsActivation;
   }
 
   /** Applies a lifecycle event; throws TRANSITION_NOT_ALLOWED or NODE_NOT_FOUND. */
   async apply(id: string, event: NodeEvent, ctx: { actor: string; reason: string; byOperator: boolean }): Promise<NodeRecord> {
-    const node = await this.store.getNode(id);
-    if (!node) throw new WritError('NODE_NOT_FOUND', `no node ${id}`);
-    const r = transition(node.state, event, { byOperator: ctx.byOperator, rescuedFrom: node.rescuedFrom });
+    await this.transitionNode(id, event, ctx);
+    return (await this.getNode(id))!;
+  }
+
+  /** The state change itself: a compare-and-set in the ledger, then memory follows what was written. */
+  private async transitionNode(id: string, event: NodeEvent, ctx: { actor: string; reason: string; byOperator: boolean }): Promise<NodeSummary> {
+    await this.start();
+    const entry = this.live.get(id);
+    if (!entry) throw new WritError('NODE_NOT_FOUND', `no node ${id}`);
+    const r = transition(entry.node.state, event, { byOperator: ctx.byOperator, rescuedFrom: entry.node.rescuedFrom });
     const at = this.now();
     const deadline = IN_PROGRESS.has(r.to) ? at + (this.opts.deadlinesMs?.[r.to] ?? DEFAULT_DEADLINES_MS[r.to] ?? 3_600_000) : null;
     const t: NodeTransitionRecord = { nodeId: id, from: r.from, to: r.to, event, actor: ctx.actor, reason: ctx.reason, at };
-    this.workableCache = null;
-    const ok = await this.store.setState(id, r.from, r.to, { rescuedFrom: r.to === 'rescue' ? (r.rescuedFrom ?? null) : null, deadlineAt: deadline, reason: ctx.reason, at }, t);
-    if (!ok) throw new WritError('TRANSITION_NOT_ALLOWED', `node ${id} changed state meanwhile; try again`);
+    const rescuedFrom = r.to === 'rescue' ? (r.rescuedFrom ?? null) : null;
+    const ok = await this.store.setState(id, r.from, r.to, { rescuedFrom, deadlineAt: deadline, reason: ctx.reason, at }, t);
+    if (!ok) {
+      // Someone else moved it (a concurrent apply, or another writer): take the ledger's word for its state.
+      const row = await this.store.getNode(id);
+      if (row) this.refresh(row).awaitsActivation = null;
+      throw new WritError('TRANSITION_NOT_ALLOWED', `node ${id} changed state meanwhile; try again`);
+    }
+    const n = this.live.get(id)!.node;
+    Object.assign(n, { state: r.to, rescuedFrom, deadlineAt: deadline, reason: ctx.reason, stateSince: at });
+    // The same rule wantsActivation reads from the transition history, kept up as transitions happen.
+    if (r.from !== r.to || event === 'accept') this.live.get(id)!.awaitsActivation = event === 'accept' || event === 'install-done';
     await this.opts.onTransition?.(t);
-    return (await this.store.getNode(id))!;
+    return { ...n };
   }
 
-  /** Fails in-progress nodes past their deadline or whose runner went silent. Run it on a timer. */
-  async sweep(): Promise<NodeTransitionRecord[]> {
+  /**
+   * Fails in-progress nodes past their deadline or whose runner went silent, from memory, and writes the
+   * liveness to the ledger every `flushEveryMs`. Run it on a timer; overlapping calls share one sweep.
+   */
+  sweep(): Promise<NodeTransitionRecord[]> {
+    this.sweeping ??= this.sweepOnce().finally(() => {
+      this.sweeping = null;
+    });
+    return this.sweeping;
+  }
+
+  private async sweepOnce(): Promise<NodeTransitionRecord[]> {
+    await this.start();
     const at = this.now();
     const done: NodeTransitionRecord[] = [];
     await this.store.purgeChallenges(at);
-    for (const n of await this.store.listNodes()) {
+    const due: { id: string; state: NodeState; event: NodeEvent; reason: string }[] = [];
+    for (const { node: n } of this.live.values()) {
       if (!IN_PROGRESS.has(n.state)) continue;
-      let event: NodeEvent | null = null;
-      let reason = '';
       if (n.deadlineAt !== null && at > n.deadlineAt) {
-        event = 'deadline';
-        reason = `${n.state} ran past its deadline (${new Date(n.deadlineAt).toISOString()})`;
+        due.push({ id: n.id, state: n.state, event: 'deadline', reason: `${n.state} ran past its deadline (${new Date(n.deadlineAt).toISOString()})` });
       } else if (!this.reachable(n, at) && (n.state === 'draining' || (n.lastHeartbeatAt !== null && n.lastHeartbeatAt >= n.stateSince))) {
         // Its runner was alive in this state (or, draining, was serving work) and has gone silent.
-        event = 'runner-lost';
-        reason = `no heartbeat for ${Math.round((at - (n.lastHeartbeatAt ?? n.stateSince)) / 1000)} s while ${n.state}`;
+        due.push({ id: n.id, state: n.state, event: 'runner-lost', reason: `no heartbeat for ${Math.round((at - (n.lastHeartbeatAt ?? n.stateSince)) / 1000)} s while ${n.state}` });
       }
-      if (!event) continue;
+    }
+    for (const d of due) {
       try {
-        const after = await this.apply(n.id, event, { actor: 'coord', reason, byOperator: false });
-        done.push({ nodeId: n.id, from: n.state, to: after.state, event, actor: 'coord', reason, at });
+        const after = await this.transitionNode(d.id, d.event, { actor: 'coord', reason: d.reason, byOperator: false });
+        done.push({ nodeId: d.id, from: d.state, to: after.state, event: d.event, actor: 'coord', reason: d.reason, at });
       } catch {
         /* changed meanwhile */
       }
     }
+    if (!this.stopped && at - this.lastFlushAt >= this.flushEveryMs) await this.flush();
     return done;
+  }
+
+  /** Writes every node's liveness that the ledger does not have yet, in one statement. Returns the rows written. */
+  async flush(): Promise<number> {
+    while (this.flushing) await this.flushing.catch(() => {});
+    this.flushing = this.flushOnce().finally(() => {
+      this.flushing = null;
+    });
+    return this.flushing;
+  }
+
+  private async flushOnce(): Promise<number> {
+    this.lastFlushAt = this.now();
+    const beats: HeartbeatRecord[] = [];
+    for (const id of this.unflushed) {
+      const n = this.live.get(id)?.node;
+      if (n?.keyid && n.lastHeartbeatAt !== null && n.health) beats.push({ id, keyid: n.keyid, seq: n.lastSeq, at: n.lastHeartbeatAt, health: n.health });
+    }
+    this.unflushed.clear();
+    if (beats.length === 0) return 0;
+    try {
+      return await this.store.recordHeartbeats(beats);
+    } catch (e) {
+      // Kept for the next flush; a heartbeat that arrived meanwhile is newer and is what gets written.
+      for (const b of beats) this.unflushed.add(b.id);
+      throw e;
+    }
   }
 
   /** Nodes that take work now: active and heard from recently. */
   async workable(): Promise<NodeView[]> {
+    await this.start();
     const at = this.now();
-    // Every dispatch asks; the answer may be up to WORKABLE_TTL_MS old (a lifecycle change drops it at once).
-    if (this.workableCache && at - this.workableCache.at < WORKABLE_TTL_MS) return this.workableCache.nodes;
-    const nodes = (await this.store.listNodes()).filter((n) => takesWork(n.state, this.reachable(n, at))).map((n) => ({ id: n.id, labels: n.labels }));
-    this.workableCache = { at, nodes };
+    const nodes: NodeView[] = [];
+    for (const { node: n } of this.live.values()) if (takesWork(n.state, this.reachable(n, at))) nodes.push({ id: n.id, labels: n.labels });
     return nodes;
   }
-  private workableCache: { at: number; nodes: NodeView[] } | null = null;
 
   /** Operator: forget a node's key so it can enrol a new one (after a lost or corrupt seed). */
   async rekey(id: string, actor: string, reason: string): Promise<NodeRecord> {
-    const node = await this.store.getNode(id);
-    if (!node) throw new WritError('NODE_NOT_FOUND', `no node ${id}`);
+    await this.start();
+    const entry = this.live.get(id);
+    if (!entry) throw new WritError('NODE_NOT_FOUND', `no node ${id}`);
+    const old = entry.node;
     await this.store.clearKey(id);
-    const t: NodeTransitionRecord = { nodeId: id, from: node.state, to: node.state, event: 'rekey', actor, reason: reason || `key ${node.keyid} forgotten`, at: this.now() };
+    // The old key stops working now; its sequence numbers go with it (a new key starts from 0, as in the ledger).
+    this.remember({ ...old, keyid: '', publicKey: '', lastSeq: 0 });
+    this.unflushed.delete(id);
+    const t: NodeTransitionRecord = { nodeId: id, from: old.state, to: old.state, event: 'rekey', actor, reason: reason || `key ${old.keyid} forgotten`, at: this.now() };
     await this.opts.onTransition?.(t);
-    return (await this.store.getNode(id))!;
+    return (await this.getNode(id))!;
   }
 }

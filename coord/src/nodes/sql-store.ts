@@ -3,7 +3,7 @@
 import type { JsonValue, NodeHealth } from '@writ/protocol';
 import type { Db } from '../ledger/db.ts';
 import type { NodeState } from './lifecycle.ts';
-import type { NodeRecord, NodeStore, NodeTransitionRecord } from './registry.ts';
+import type { HeartbeatRecord, NodeRecord, NodeStore, NodeTransitionRecord } from './registry.ts';
 
 export const NODES_MIGRATION_SQL = `
   CREATE TABLE nodes (
@@ -141,6 +141,18 @@ export class SqlNodeStore implements NodeStore {
   async recordHeartbeat(id: string, seq: number, at: number, health: NodeHealth): Promise<boolean> {
     const rows = await this.db.query('UPDATE nodes SET last_seq = $2, last_heartbeat_at = $3, health = $4 WHERE id = $1 AND last_seq < $2 RETURNING id', [id, seq, at, JSON.stringify(health)]);
     return rows.length === 1;
+  }
+
+  async recordHeartbeats(beats: readonly HeartbeatRecord[]): Promise<number> {
+    if (beats.length === 0) return 0;
+    // One JSON document rather than parallel arrays: PGlite and pg encode a JSON string parameter the same way.
+    const rows = await this.db.query(
+      `UPDATE nodes AS n SET last_seq = b.seq, last_heartbeat_at = b.at, health = b.health
+       FROM jsonb_to_recordset($1::jsonb) AS b(id text, keyid text, seq bigint, at bigint, health jsonb)
+       WHERE n.id = b.id AND n.keyid = b.keyid AND n.last_seq < b.seq RETURNING n.id`,
+      [JSON.stringify(beats)],
+    );
+    return rows.length;
   }
 
   async setState(id: string, from: NodeState, to: NodeState, patch: { rescuedFrom: NodeState | null; deadlineAt: number | null; reason: string | null; at: number }, t: NodeTransitionRecord): Promise<boolean> {
