@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { ERROR_CODES, toErrorJSON, type ErrorCode, type ErrorJSON, type JsonValue } from '@writ/protocol';
 import { decodeBounded, encodeBounded } from './boundary.ts';
 import {
-  DEFAULT_BOUNDARY_LIMITS, type BoundaryLimits, type FromWorker, type HostCallJob, type LogLevel, type SandboxJob, type SandboxLogger,
+  DEFAULT_BOUNDARY_LIMITS, DEFAULT_RECYCLE_AFTER_JOBS, type BoundaryLimits, type FromWorker, type HostCallJob, type LogLevel, type SandboxJob, type SandboxLogger,
   type SandboxOutcome, type ToWorker,
 } from './types.ts';
 import type { SandboxWorkerData } from './worker.ts';
@@ -22,6 +22,11 @@ export interface SandboxPoolOptions {
   boundary?: Partial<BoundaryLimits>;
   /** memoryMiB the idle threads prepare an instance for (default 64); jobs with other limits instantiate on demand. */
   warmMemoryMiB?: number;
+  /**
+   * Jobs a thread's WebAssembly instance serves, each in a fresh runtime and context, before it is replaced
+   * (default 200). 1 gives every job its own instance, as before warm instances.
+   */
+  recycleAfterJobs?: number;
   /** The worker thread's entry module; tests substitute one that can crash. */
   workerEntry?: URL;
 }
@@ -40,6 +45,8 @@ interface Slot {
   ready: boolean;
   retired: boolean;
   run: ActiveRun | undefined;
+  /** WebAssembly instances the thread had created by its last finished job. */
+  instancesCreated: number;
 }
 
 interface QueuedRun {
@@ -63,6 +70,8 @@ export class SandboxPool {
   private readonly entry: URL;
   private nextRunId = 0;
   private restarts = 0;
+  private instancesCreated = 0;
+  private readonly recycleAfterJobs: number;
   private startupFailures = 0;
   private closed = false;
 
@@ -70,6 +79,8 @@ export class SandboxPool {
     if (!Number.isInteger(opts.size) || opts.size < 1) throw new RangeError('SandboxPool size must be a positive integer');
     this.boundary = { ...DEFAULT_BOUNDARY_LIMITS, ...opts.boundary };
     this.graceMs = opts.graceMs ?? 300;
+    this.recycleAfterJobs = opts.recycleAfterJobs ?? DEFAULT_RECYCLE_AFTER_JOBS;
+    if (!Number.isInteger(this.recycleAfterJobs) || this.recycleAfterJobs < 1) throw new RangeError('SandboxPool recycleAfterJobs must be a positive integer');
     this.log = opts.logger ?? silent;
     this.entry = opts.workerEntry ?? new URL('./worker-entry.mjs', import.meta.url);
     for (let i = 0; i < opts.size; i++) this.slots.push(this.spawn());
@@ -84,8 +95,12 @@ export class SandboxPool {
     });
   }
 
-  stats(): { size: number; busy: number; queued: number; restarts: number } {
-    return { size: this.slots.length, busy: this.slots.filter((s) => s.run).length, queued: this.queue.length, restarts: this.restarts };
+  /**
+   * `instancesCreated` counts the WebAssembly instances threads had created by their last finished job: if it
+   * is unchanged between two jobs on a one-thread pool, the second ran in the first one's instance.
+   */
+  stats(): { size: number; busy: number; queued: number; restarts: number; instancesCreated: number } {
+    return { size: this.slots.length, busy: this.slots.filter((s) => s.run).length, queued: this.queue.length, restarts: this.restarts, instancesCreated: this.instancesCreated };
   }
 
   /** Terminates every thread; queued and running jobs fail with WORKER_CRASHED (retryable). */
@@ -102,10 +117,10 @@ export class SandboxPool {
   }
 
   private spawn(): Slot {
-    const workerData: SandboxWorkerData = { boundary: this.boundary, warmMemoryMiB: this.opts.warmMemoryMiB ?? 64 };
+    const workerData: SandboxWorkerData = { boundary: this.boundary, warmMemoryMiB: this.opts.warmMemoryMiB ?? 64, recycleAfterJobs: this.recycleAfterJobs };
     // The thread's own V8 heap only holds bounded JSON; guest memory is the separately capped wasm memory.
     const worker = new Worker(this.entry, { workerData, resourceLimits: { maxOldGenerationSizeMb: 256 }, stdout: false, stderr: false });
-    const slot: Slot = { worker, ready: false, retired: false, run: undefined };
+    const slot: Slot = { worker, ready: false, retired: false, run: undefined, instancesCreated: 0 };
     worker.on('message', (msg: FromWorker) => this.onMessage(slot, msg));
     worker.on('error', (err) => {
       if (!slot.retired) this.log.error({ err: err.message }, 'sandbox worker failed');
@@ -155,6 +170,10 @@ export class SandboxPool {
         if (slot.run?.runId === msg.runId) this.forwardHostCall(slot, slot.run, msg.callId, msg.name, msg.argsJson);
         return;
       case 'done': {
+        if (msg.instancesCreated !== undefined && msg.instancesCreated > slot.instancesCreated) {
+          this.instancesCreated += msg.instancesCreated - slot.instancesCreated;
+          slot.instancesCreated = msg.instancesCreated;
+        }
         const run = slot.run;
         if (run?.runId !== msg.runId) return;
         if (!msg.result.ok) return run.finish({ ok: false, error: msg.result.error, durationMs: Date.now() - run.startedAt });

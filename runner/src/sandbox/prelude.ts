@@ -101,8 +101,14 @@ export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, limits) {
     return text;
   }
 
+  // Lines past the host's cap are dropped here, before they cross: a crossing costs the host ~20 µs of CPU and
+  // garbage, so a flood of dropped lines used to starve the thread and its neighbours. One line past the cap
+  // still crosses so that the host sends its notice; the host keeps its own count regardless.
+  let linesLeft = limits.maxLines + 1;
   function logLine(level) {
     return function (message) {
+      if (linesLeft <= 0) return;
+      linesLeft--;
       let text = typeof message === 'string' ? message : StringCtor(message);
       if (text.length > limits.maxLineChars) text = apply(slice, text, [0, limits.maxLineChars]) + ' [truncated]';
       hostLog(level, text);
@@ -161,16 +167,37 @@ export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, limits) {
     return code === undefined ? '' : code;
   }
 
-  // Reads a thrown value as short strings; runs under a small extra time budget because getters are guest code.
+  // Reads a thrown value as short strings: [name, message, stack, hostCode, getterFault]. Runs under a small
+  // extra time budget because getters are guest code; a getter that throws is reported, not taken for a
+  // missing property.
   function describeThrown(e) {
     const cut = (s) => { const t = typeof s === 'string' ? s : ''; return t.length > 4096 ? apply(slice, t, [0, 4096]) : t; };
-    if (typeof e !== 'object' || e === null) return ['', cut(typeof e === 'string' ? e : StringCtor(e)), '', hostErrorCode(e)];
-    let name = '', message = '', stack = '';
-    try { name = cut(e.name); } catch {}
-    try { message = cut(e.message); } catch {}
-    try { stack = cut(e.stack); } catch {}
-    return [name, message, stack, hostErrorCode(e)];
+    if ((typeof e !== 'object' && typeof e !== 'function') || e === null) return ['', cut(typeof e === 'string' ? e : StringCtor(e)), '', hostErrorCode(e), ''];
+    let getterFault = '';
+    const read = (key) => {
+      try {
+        return cut(e[key]);
+      } catch (inner) {
+        if (getterFault === '') getterFault = cut("the thrown error's " + key + ' getter threw ' + describeInner(inner));
+        return '';
+      }
+    };
+    const name = read('name'), message = read('message'), stack = read('stack');
+    return [name, message, stack, hostErrorCode(e), getterFault];
   }
+
+  // What a getter threw, without calling the guest's toString: "TypeError: boom", a primitive, or "a value".
+  function describeInner(v) {
+    if (typeof v === 'string') return quoted(v);
+    if ((typeof v !== 'object' && typeof v !== 'function') || v === null) return typeof v === 'symbol' ? 'a symbol' : StringCtor(v);
+    try {
+      const n = v.name, m = v.message;
+      if (typeof n === 'string' && typeof m === 'string') return m === '' ? n : n + ': ' + m;
+      if (typeof m === 'string') return m;
+    } catch {}
+    return 'a value that is not an Error';
+  }
+  function quoted(t) { return stringify(t.length > 1024 ? apply(slice, t, [0, 1024]) : t); }
 
   return { runMain, makeHostError, describeThrown, parse };
 })`;

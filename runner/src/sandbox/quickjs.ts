@@ -1,7 +1,9 @@
-// The one file that imports QuickJS. Each job gets a fresh WebAssembly instance with its own capped memory
-// (setMemoryLimit alone does not stop wasm growth, and every runtime in an instance shares the cap), a fresh
-// runtime with a memory limit, a stack limit and an interrupt at the deadline (X2), and a context locked down
-// by the prelude (X4). Runs inside a sandbox worker thread only.
+// The one file that imports QuickJS. Each worker thread keeps a WebAssembly instance with its own capped memory
+// (setMemoryLimit alone does not stop wasm growth, and every runtime in an instance shares the cap) and gives
+// every job a fresh runtime with a memory limit, a stack limit and an interrupt at the deadline (X2), and a
+// context locked down by the prelude (X4). Between jobs the instance's memory is restored to its state right
+// after instantiation, and the instance is replaced after a number of jobs or after any job that leaves it
+// suspect (docs/sandbox.md, "Warm instances"). Runs inside a sandbox worker thread only.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import RELEASE_SYNC from '@jitl/quickjs-wasmfile-release-sync';
@@ -10,16 +12,23 @@ import {
 } from 'quickjs-emscripten-core';
 import { ERROR_CODES, isErrorCode, type ErrorCode, type ErrorJSON } from '@writ/protocol';
 import { GUEST_GLOBALS, PRELUDE_SOURCE } from './prelude.ts';
-import { LOG_LIMITS, MAX_HOST_CALLS_IN_FLIGHT, type BoundaryLimits, type GuestResult, type LogLevel, type SandboxJob } from './types.ts';
+import {
+  DEFAULT_RECYCLE_AFTER_JOBS, LOG_LIMITS, MAX_HOST_CALLS_IN_FLIGHT, type BoundaryLimits, type GuestResult, type LogLevel, type SandboxJob,
+} from './types.ts';
 
 const MIB = 1024 * 1024;
 const WASM_PAGE = 64 * 1024;
 /** The release build declares a 16 MiB minimum memory. */
 const INITIAL_PAGES = 256;
+const INITIAL_BYTES = INITIAL_PAGES * WASM_PAGE;
 /** Without a QuickJS stack limit a deep recursion overflows the host stack, and disposing then aborts. */
 const STACK_BYTES = 192 * 1024;
 /** Guest getters run while a failure is described; they get this much time past the deadline. */
 const DESCRIBE_BUDGET_MS = 50;
+/** Granularity of the pristine-memory snapshot: almost all of a fresh instance's memory is zero. */
+const SNAPSHOT_PAGE = 4096;
+/** A job ending with one of these may have left the instance half-way through something: replace it. */
+const LIMIT_CODES: ReadonlySet<string> = new Set<ErrorCode>(['MEMORY_LIMIT', 'STACK_LIMIT', 'TIMEOUT']);
 
 // The repository compiles without DOM typings, so the few WebAssembly members used here are declared locally.
 interface WasmMemory {
@@ -33,35 +42,121 @@ const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 let compiled: object | undefined;
 
-/** Compiles the QuickJS wasm once per thread; instantiating from it is what each job pays. */
+/** Compiles the QuickJS wasm once per thread; instantiating from it is what a new instance costs. */
 export function precompileQuickJS(): void {
   if (compiled) return;
   const require = createRequire(import.meta.url);
   compiled = new wasm.Module(readFileSync(require.resolve('@jitl/quickjs-wasmfile-release-sync/wasm')));
 }
 
-interface FreshInstance {
-  memoryMiB: number;
-  module: QuickJSWASMModule;
-  memory: WasmMemory;
-  maxBytes: number;
+interface PristinePage {
+  offset: number;
+  bytes: Uint8Array;
 }
 
-let spare: Promise<PreparedGuest | undefined> | undefined;
+interface Instance {
+  readonly memoryMiB: number;
+  readonly module: QuickJSWASMModule;
+  readonly memory: WasmMemory;
+  readonly maxBytes: number;
+  /** The non-zero pages right after instantiation; absent when the instance serves a single job. */
+  readonly pristine: readonly PristinePage[] | undefined;
+  jobsRun: number;
+  /** A runtime has lived in the memory since it was last restored. */
+  dirty: boolean;
+}
 
-async function instantiate(memoryMiB: number): Promise<FreshInstance> {
+export interface SandboxSettings {
+  /** Jobs one WebAssembly instance serves before it is replaced; 1 gives every job its own instance. */
+  recycleAfterJobs: number;
+}
+
+const settings: SandboxSettings = { recycleAfterJobs: DEFAULT_RECYCLE_AFTER_JOBS };
+let instancesCreated = 0;
+/** The instance kept for the next job; taken out while a runtime lives in it, so two never share it. */
+let warm: Instance | undefined;
+let spare: Promise<PreparedGuest | undefined> | undefined;
+let latest: Instance | undefined;
+
+export function configureSandbox(next: Partial<SandboxSettings>): void {
+  const recycleAfterJobs = next.recycleAfterJobs ?? settings.recycleAfterJobs;
+  if (!Number.isInteger(recycleAfterJobs) || recycleAfterJobs < 1) throw new RangeError('recycleAfterJobs must be a positive integer');
+  settings.recycleAfterJobs = recycleAfterJobs;
+}
+
+/** Counters for the pool's stats and for tests that must know two jobs shared an instance. */
+export function sandboxCounters(): { instancesCreated: number } {
+  return { instancesCreated };
+}
+
+/** The linear memory of the instance last handed to a runtime (the isolation tests scan it from the host side). */
+export function currentInstanceMemory(): ArrayBuffer | undefined {
+  return latest?.memory.buffer;
+}
+
+async function instantiate(memoryMiB: number): Promise<Instance> {
   precompileQuickJS();
   // The allocator limit below catches most growth; the wasm cap is the backstop, with room for the
   // build's static data and allocator slack above the guest's own heap.
   const maximum = INITIAL_PAGES + Math.ceil((memoryMiB * MIB) / WASM_PAGE);
   const memory = new wasm.Memory({ initial: INITIAL_PAGES, maximum });
   const module = await newQuickJSWASMModuleFromVariant(newVariant(RELEASE_SYNC, { wasmModule: compiled as never, wasmMemory: memory as never }));
-  return { memoryMiB, module, memory, maxBytes: maximum * WASM_PAGE };
+  instancesCreated++;
+  const pristine = settings.recycleAfterJobs > 1 ? snapshotNonZeroPages(memory) : undefined;
+  return { memoryMiB, module, memory, maxBytes: maximum * WASM_PAGE, pristine, jobsRun: 0, dirty: false };
+}
+
+function snapshotNonZeroPages(memory: WasmMemory): PristinePage[] {
+  const all = Buffer.from(memory.buffer);
+  const zero = Buffer.alloc(SNAPSHOT_PAGE);
+  const pages: PristinePage[] = [];
+  for (let offset = 0; offset < all.length; offset += SNAPSHOT_PAGE) {
+    const page = all.subarray(offset, offset + SNAPSHOT_PAGE);
+    if (!page.equals(zero)) pages.push({ offset, bytes: Uint8Array.from(page) });
+  }
+  return pages;
 }
 
 /**
- * Builds the next job's sandbox (instance, runtime, context, prelude) while the thread is idle, so a job
- * does not wait for it. It is still used for exactly one job.
+ * Puts every byte of the instance's memory back as it was right after instantiation: the heap, the
+ * allocator's state, the C stack and QuickJS's static data. Only valid while no runtime lives in it.
+ */
+function restorePristineMemory(instance: Instance): void {
+  const all = new Uint8Array(instance.memory.buffer);
+  all.fill(0);
+  for (const page of instance.pristine ?? []) all.set(page.bytes, page.offset);
+  instance.dirty = false;
+}
+
+/** An instance for the next runtime: the warm one when it fits, restored first; otherwise a new one. */
+async function acquireInstance(memoryMiB: number): Promise<Instance> {
+  const kept = warm;
+  warm = undefined;
+  // A job with another memory limit gets an instance sized for it: a bigger shared cap would no longer
+  // bound the smaller job, and resizing is not possible.
+  if (kept && kept.memoryMiB === memoryMiB) {
+    if (kept.dirty) restorePristineMemory(kept);
+    latest = kept;
+  } else {
+    latest = await instantiate(memoryMiB);
+  }
+  return latest;
+}
+
+/**
+ * Hands an instance back once its runtime is gone. It is kept only if that runtime was freed cleanly, no
+ * limit or trap was hit, the memory never grew (so the next job starts at the size a fresh instance has,
+ * and memory-exhaustion detection keeps meaning "this job"), and it has jobs left; otherwise it is dropped.
+ */
+function releaseInstance(instance: Instance, reusable: boolean): void {
+  instance.dirty = true;
+  const keep = reusable && instance.pristine !== undefined && instance.jobsRun < settings.recycleAfterJobs && instance.memory.buffer.byteLength === INITIAL_BYTES;
+  if (keep && !warm) warm = instance;
+}
+
+/**
+ * Builds the next job's sandbox (runtime, context, prelude, in the kept instance or a new one) while the
+ * thread is idle, so a job does not wait for it.
  */
 export function prepareSpareInstance(memoryMiB: number, boundary: BoundaryLimits): void {
   spare = prepareGuest(memoryMiB, boundary).catch(() => undefined);
@@ -95,7 +190,7 @@ function failure(code: ErrorCode, message?: string, details?: Record<string, unk
   return { ok: false, error: errorOf(code, message, details) };
 }
 
-/** Runs one job to completion in a fresh QuickJS instance. Never throws for guest faults. */
+/** Runs one job to completion in a fresh QuickJS runtime and context. Never throws for guest faults. */
 export async function runGuest(job: SandboxJob, deadlineAt: number, hooks: GuestHooks): Promise<GuestResult> {
   const guest = await takeGuest(job.limits.memoryMiB, hooks.boundary);
   return guest.run(job, deadlineAt, hooks);
@@ -109,7 +204,19 @@ interface PreparedGuest {
 }
 
 async function prepareGuest(memoryMiB: number, boundary: BoundaryLimits): Promise<PreparedGuest> {
-  const { module, memory, maxBytes: memoryCap } = await instantiate(memoryMiB);
+  const instance = await acquireInstance(memoryMiB);
+  try {
+    return buildGuest(instance, boundary);
+  } catch (err) {
+    // Our own prelude failed to set up: nothing of a job is in the instance, but its state is unknown.
+    releaseInstance(instance, false);
+    throw err;
+  }
+}
+
+function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest {
+  const { memoryMiB, module, memory, maxBytes: memoryCap } = instance;
+  instance.dirty = true;
   const memoryExhausted = () => memory.buffer.byteLength + 2 * MIB >= memoryCap;
   const scope = new Scope();
   const pending = new Set<QuickJSDeferredPromise>();
@@ -195,7 +302,7 @@ async function prepareGuest(memoryMiB: number, boundary: BoundaryLimits): Promis
   };
 
   const prelude = scope.manage(context.unwrapResult(context.evalCode(PRELUDE_SOURCE, 'writ:prelude')));
-  const limits = scope.manage(jsonHandle(context, { ...boundary, maxLineChars: LOG_LIMITS.maxLineChars, globals: GUEST_GLOBALS }));
+  const limits = scope.manage(jsonHandle(context, { ...boundary, maxLineChars: LOG_LIMITS.maxLineChars, maxLines: LOG_LIMITS.maxLines, globals: GUEST_GLOBALS }));
   const privates = scope.manage(context.unwrapResult(context.callFunction(prelude, context.undefined, hostCall, hostLog, limits)));
   const callPrivate = (name: 'runMain' | 'makeHostError' | 'describeThrown' | 'parse', args: QuickJSHandle[]) => {
     const fn = context.getProp(privates, name);
@@ -211,14 +318,17 @@ async function prepareGuest(memoryMiB: number, boundary: BoundaryLimits): Promis
     if (interrupted) return failure('TIMEOUT', `the script ran past its ${job.limits.timeoutMs} ms deadline and was interrupted`);
     interruptAt = Date.now() + DESCRIBE_BUDGET_MS;
     const described = callPrivate('describeThrown', [errorHandle.dup()]);
-    let name = '', message = '', stack = '', hostCode = '';
+    let name = '', message = '', stack = '', hostCode = '', getterFault = '';
     if (described.error) {
       described.error.dispose();
+      // A getter on the thrown value (name, message, stack) that does not return is guest code running out
+      // of time, not of memory.
+      if (interrupted) return failure('TIMEOUT', `reading the thrown error ran past its ${DESCRIBE_BUDGET_MS} ms budget: a getter on it did not return`);
     } else {
-      [name, message, stack, hostCode] = context.dump(described.value) as [string, string, string, string];
+      [name, message, stack, hostCode, getterFault] = context.dump(described.value) as [string, string, string, string, string];
       described.value.dispose();
     }
-    return classifyThrown({ name, message, stack, hostCode, stage, importAttempted, memoryExhausted: memoryExhausted() || described.error !== undefined });
+    return classifyThrown({ name, message, stack, hostCode, getterFault, stage, importAttempted, memoryExhausted: memoryExhausted() || described.error !== undefined });
   };
 
   const dispose = () => {
@@ -231,13 +341,19 @@ async function prepareGuest(memoryMiB: number, boundary: BoundaryLimits): Promis
     memoryMiB,
     boundary,
     discard: () => {
+      let disposed = false;
       try {
         dispose();
+        disposed = true;
       } catch {
         // an unused sandbox: nothing ran in it that could leak
       }
+      releaseInstance(instance, disposed);
     },
     async run(thisJob, deadlineAt, thisHooks) {
+      instance.jobsRun++;
+      // A thrown host exception (a wasm trap, an abort) leaves the instance in an unknown state.
+      let trapped = false;
       job = thisJob;
       hooks = thisHooks;
       interruptAt = deadlineAt;
@@ -287,7 +403,8 @@ async function prepareGuest(memoryMiB: number, boundary: BoundaryLimits): Promis
           }
         }
       } catch (err) {
-        // A wasm trap (memory exhausted inside a built-in) or a broken instance: the instance is discarded anyway.
+        // A wasm trap (memory exhausted inside a built-in) or a broken instance: the instance is dropped below.
+        trapped = true;
         result = memoryExhausted()
           ? failure('MEMORY_LIMIT', 'the script exhausted its memory')
           : failure('SCRIPT_ERROR', `the sandbox stopped the script: ${(err as Error)?.message ?? String(err)}`);
@@ -295,14 +412,20 @@ async function prepareGuest(memoryMiB: number, boundary: BoundaryLimits): Promis
         finished = true;
       }
       // After memory exhaustion QuickJS can be left holding objects it could not free, and freeing the runtime then
-      // fails an assertion (and prints). The whole instance is discarded with the job, so skip the teardown.
-      if (!result.ok && result.error.code === 'MEMORY_LIMIT') return result;
+      // fails an assertion (and prints). The whole instance is dropped with the job, so skip the teardown.
+      if (!result.ok && result.error.code === 'MEMORY_LIMIT') {
+        releaseInstance(instance, false);
+        return result;
+      }
+      let disposed = false;
       try {
         dispose();
+        disposed = true;
       } catch (err) {
         // The instance is dropped with this job, so a failed disposal leaks nothing beyond it; report it as a bug.
         hooks.warn(`disposing the QuickJS runtime failed: ${(err as Error)?.message ?? String(err)}`);
       }
+      releaseInstance(instance, disposed && !trapped && (result.ok || !LIMIT_CODES.has(result.error.code)));
       return result;
     },
   };
@@ -318,6 +441,8 @@ interface Thrown {
   message: string;
   stack: string;
   hostCode: string;
+  /** Set when reading name, message or stack threw: which getter, and what it threw. */
+  getterFault: string;
   stage: 'load' | 'run';
   importAttempted: boolean;
   memoryExhausted: boolean;
@@ -332,5 +457,6 @@ function classifyThrown(t: Thrown): GuestResult {
   if (refusedAllocation || t.memoryExhausted) return failure('MEMORY_LIMIT', 'the script exceeded its memory limit', details);
   if (t.importAttempted) return failure('SCRIPT_INVALID', 'scripts cannot import modules', details);
   if (t.stage === 'load' && t.name === 'SyntaxError') return failure('SCRIPT_INVALID', `the script does not parse: ${t.message}`, details);
+  if (t.getterFault) return failure('SCRIPT_ERROR', t.getterFault, details);
   return failure('SCRIPT_ERROR', t.message || 'the script threw a value that is not an Error', details);
 }

@@ -1,21 +1,23 @@
-// A sandbox worker thread: runs one job at a time in a fresh QuickJS instance and forwards host calls to the
+// A sandbox worker thread: runs one job at a time in a fresh QuickJS runtime and forwards host calls to the
 // pool after checking them here first (X5). Nothing in this thread holds authority; the broker re-checks.
 import { parentPort, workerData } from 'node:worker_threads';
 import { toErrorJSON, type ErrorJSON } from '@writ/protocol';
 import { decodeBounded } from './boundary.ts';
 import { checkCapabilityCall } from './capability-check.ts';
-import { precompileQuickJS, prepareSpareInstance, runGuest } from './quickjs.ts';
+import { configureSandbox, precompileQuickJS, prepareSpareInstance, runGuest, sandboxCounters } from './quickjs.ts';
 import type { BoundaryLimits, FromWorker, SandboxJob, ToWorker } from './types.ts';
 
 export interface SandboxWorkerData {
   boundary: BoundaryLimits;
   /** memoryMiB to prepare the first instance for, before any job says otherwise. */
   warmMemoryMiB: number;
+  /** Jobs one WebAssembly instance serves before it is replaced. */
+  recycleAfterJobs: number;
 }
 
 const port = parentPort;
 if (!port) throw new Error('the sandbox worker must run in a worker thread');
-const { boundary, warmMemoryMiB } = workerData as SandboxWorkerData;
+const { boundary, warmMemoryMiB, recycleAfterJobs } = workerData as SandboxWorkerData;
 
 interface WaitingCall {
   resolve(json: string): void;
@@ -48,7 +50,7 @@ function runJob(runId: number, job: SandboxJob, deadlineAt: number): void {
     .catch((err: unknown) => ({ ok: false as const, error: toErrorJSON(err) }))
     .then((result) => {
       current = undefined;
-      post({ type: 'done', runId, result });
+      post({ type: 'done', runId, result, instancesCreated: sandboxCounters().instancesCreated });
       prepareSpareInstance(job.limits.memoryMiB, boundary);
     });
 }
@@ -72,6 +74,7 @@ port.on('message', (msg: ToWorker) => {
   else if (msg.type === 'hostResult') deliverHostResult(msg);
 });
 
+configureSandbox({ recycleAfterJobs });
 precompileQuickJS();
 prepareSpareInstance(warmMemoryMiB, boundary);
 post({ type: 'ready' });
