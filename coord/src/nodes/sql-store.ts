@@ -122,7 +122,7 @@ export class SqlNodeStore implements NodeStore {
     return (await this.db.query<NodeRow>('SELECT * FROM nodes ORDER BY id')).map(fromRow);
   }
 
-  async insertNode(n: NodeRecord, t: NodeTransitionRecord): Promise<void> {
+  async insertNode(n: NodeRecord, t: NodeTransitionRecord | readonly NodeTransitionRecord[]): Promise<void> {
     await this.db.transaction(async (tx) => {
       await tx.query(
         `INSERT INTO nodes (id, keyid, public_key, state, rescued_from, labels, inventory, version, registered_at, state_since, deadline_at, reason, last_heartbeat_at, last_seq, health)
@@ -130,7 +130,9 @@ export class SqlNodeStore implements NodeStore {
          ON CONFLICT (id) DO UPDATE SET keyid = EXCLUDED.keyid, public_key = EXCLUDED.public_key`,
         [n.id, n.keyid, n.publicKey, n.state, n.rescuedFrom, JSON.stringify(n.labels), JSON.stringify(n.inventory), n.version, n.registeredAt, n.stateSince, n.deadlineAt, n.reason, n.lastHeartbeatAt, n.lastSeq, n.health === null ? null : JSON.stringify(n.health)],
       );
-      await tx.query('INSERT INTO node_transitions (node_id, from_state, to_state, event, actor, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [t.nodeId, t.from, t.to, t.event, t.actor, t.reason, t.at]);
+      for (const x of Array.isArray(t) ? t : [t]) {
+        await tx.query('INSERT INTO node_transitions (node_id, from_state, to_state, event, actor, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [x.nodeId, x.from, x.to, x.event, x.actor, x.reason, x.at]);
+      }
     });
   }
 
