@@ -19,11 +19,26 @@ function failedWith(outcome: SandboxOutcome): string {
 }
 
 describe('hostile scripts', () => {
-  const pool = new SandboxPool({ size: 2, hostCall: async () => null });
+  // time.sleep is a barrier here: it returns once two jobs are in it, which takes a job on each thread.
+  let atBarrier: (() => void)[] = [];
+  const meetAtBarrier = () =>
+    new Promise<null>((resolve) => {
+      atBarrier.push(() => resolve(null));
+      if (atBarrier.length === 2) for (const release of atBarrier.splice(0)) release();
+    });
+  const pool = new SandboxPool({ size: 2, hostCall: async (_job, name) => (name === 'time.sleep' ? meetAtBarrier() : null) });
+  // A thread started to replace a killed one can take seconds to become ready on a loaded machine; tests that
+  // need the other thread wait for both threads to be serving instead of assuming it.
+  const bothThreadsServing = async () => {
+    atBarrier = [];
+    const meet = job('export default async function (args, ctx) { await ctx.sal.time.sleep({ ms: 1 }); return 1 }', { timeoutMs: 60_000, memoryMiB: 16 });
+    const met = await Promise.all([pool.run({ ...meet, caps: ['time.sleep'] }), pool.run({ ...meet, caps: ['time.sleep'] })]);
+    expect(met.map(failedWith)).toEqual(['ok', 'ok']);
+  };
 
   beforeAll(async () => {
     // Warm both threads so the timings below measure the job, not thread start-up.
-    await Promise.all([pool.run(quick), pool.run(quick)]);
+    await bothThreadsServing();
   });
   afterAll(() => pool.close());
 
@@ -54,6 +69,30 @@ describe('hostile scripts', () => {
     });
   }
 
+  it('a flood of log calls ends within the deadline + 1 s, stopped inside the runtime, while jobs on the other thread complete', async () => {
+    await bothThreadsServing();
+    const restartsBefore = pool.stats().restarts;
+    const timeoutMs = 1000;
+    const started = Date.now();
+    let floodDone = false;
+    const flood = pool.run(job(`export default async function (args, ctx) { for (let i = 0; ; i++) ctx.log.info('flood ' + i) }`, { timeoutMs, memoryMiB: 32 })).then((o) => {
+      floodDone = true;
+      return o;
+    });
+    const completedMeanwhile: SandboxOutcome[] = [];
+    while (!floodDone) {
+      const outcome = await pool.run({ ...quick, args: { n: completedMeanwhile.length } });
+      if (!floodDone) completedMeanwhile.push(outcome);
+    }
+    const outcome = await flood;
+    expect(failedWith(outcome)).toBe('TIMEOUT');
+    expect(outcome.durationMs).toBeLessThanOrEqual(timeoutMs + 1000);
+    expect(Date.now() - started).toBeLessThanOrEqual(timeoutMs + 1000);
+    expect(pool.stats().restarts).toBe(restartsBefore);
+    expect(completedMeanwhile.length).toBeGreaterThanOrEqual(1);
+    completedMeanwhile.forEach((o, n) => expect(o).toMatchObject({ ok: true, value: { echoed: { n } } }));
+  });
+
   it('a long built-in call is ended by terminating its thread, which is then replaced', async () => {
     const before = pool.stats().restarts;
     const outcome = await pool.run(job(fixture('huge-join.js'), { timeoutMs: 100, memoryMiB: 1024 }));
@@ -66,6 +105,7 @@ describe('hostile scripts', () => {
   });
 
   it('other jobs keep completing and the main thread stays free while a hostile job runs', async () => {
+    await bothThreadsServing();
     let maxLagMs = 0;
     let last = Date.now();
     const lagProbe = setInterval(() => {

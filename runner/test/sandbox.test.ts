@@ -94,6 +94,24 @@ describe('happy path', () => {
     expect(mine).toHaveLength(1001);
     expect(mine[1000]).toMatchObject({ level: 'warn', message: expect.stringMatching(/log limit/) });
   });
+
+  it('past the line cap, log calls stop inside the guest: the message is not even converted, so a flood costs the host nothing', async () => {
+    const j = job(
+      script(`
+        let conversions = 0;
+        const counted = { toString() { conversions++; return 'counted' } };
+        for (let i = 0; i < 1000; i++) ctx.log.info('line ' + i);
+        ctx.log.info(counted);
+        for (let i = 0; i < 100; i++) ctx.log.warn(counted);
+        return conversions;
+      `),
+    );
+    // Line 1001 still crosses (the host answers it with its one notice); the 100 after it never leave the guest.
+    expect(await pool.run(j)).toMatchObject({ ok: true, value: 1 });
+    const mine = logs.filter((l) => l.jobId === j.jobId);
+    expect(mine).toHaveLength(1001);
+    expect(mine[1000]).toMatchObject({ level: 'warn', message: expect.stringMatching(/log limit/) });
+  });
 });
 
 describe('failure codes', () => {
@@ -117,6 +135,22 @@ describe('failure codes', () => {
     expect(code(await pool.run(job(script('await new Promise(() => {})'), { limits: { timeoutMs: 5000, memoryMiB: 32 } })))).toBe('SCRIPT_ERROR');
     expect(Date.now() - started).toBeLessThan(2000);
   });
+
+  // Reading name, message and stack runs guest getters: one that never returns is the script running out of time,
+  // one that throws is the script's error, reported as such rather than as a missing message or a memory failure.
+  for (const key of ['name', 'message', 'stack']) {
+    const withGetter = (getter: string) => script(`const e = new Error('original'); Object.defineProperty(e, '${key}', { get() { ${getter} } }); throw e`);
+
+    it(`TIMEOUT when the thrown error's ${key} getter never returns`, async () => {
+      const outcome = await pool.run(job(withGetter('for (;;) {}')));
+      expect(outcome).toMatchObject({ ok: false, error: { code: 'TIMEOUT', message: expect.stringMatching(/getter on it did not return/) } });
+    });
+
+    it(`SCRIPT_ERROR naming the ${key} getter and what it threw when that getter throws`, async () => {
+      const outcome = await pool.run(job(withGetter(`throw new TypeError('getter says no')`)));
+      expect(outcome).toMatchObject({ ok: false, error: { code: 'SCRIPT_ERROR', message: `the thrown error's ${key} getter threw TypeError: getter says no` } });
+    });
+  }
 
   it('a guest cannot pass off its own error as a host error code', async () => {
     const outcome = await pool.run(job(script(`const e = new Error('fake'); e.code = 'HOST_CALL_DENIED'; throw e`)));
