@@ -104,7 +104,8 @@ describe('signed path', () => {
     const { createHash } = await import('node:crypto');
     payload.script.sha256 = createHash('sha256').update(payload.script.source).digest('hex');
     const tampered = encodeEnvelope({ ...env, payload: Buffer.from(JSON.stringify(payload)).toString('base64') });
-    // A parsed copy next to the envelope is ignored: only the signed bytes count.
+    // A parsed copy next to the envelope is never used: the envelope is verified first (and fails here), and
+    // data beside it would be refused even with a valid envelope; only the signed bytes count.
     await inject('node-a', id, { envelope: tampered, job: payload });
     const audit = await securityAuditFor(id);
     expect(audit.data.error.code).toBe('SIGNATURE_INVALID');
@@ -233,7 +234,7 @@ describe('HTTP input (A1, A2)', () => {
     // The snapshot itself: adding a route means changing this list on purpose.
     expect([...ROUTES].sort()).toEqual([
       'GET /healthz', 'GET /metrics', 'GET /readyz', 'GET /v1/audit', 'GET /v1/audit/verify', 'GET /v1/jobs', 'GET /v1/jobs/:id', 'GET /v1/jobs/:id/events',
-      'GET /v1/keyset', 'GET /v1/nodes', 'GET /v1/nodes/:id', 'POST /v1/jobs', 'POST /v1/keyset', 'POST /v1/nodes/:id/:action', 'POST /v1/nodes/challenge',
+      'GET /v1/keyset', 'GET /v1/nodes', 'GET /v1/nodes/:id', 'POST /v1/jobs', 'POST /v1/jobs:batch', 'POST /v1/keyset', 'POST /v1/nodes/:id/:action', 'POST /v1/nodes/challenge',
       'POST /v1/nodes/heartbeat', 'POST /v1/nodes/register', 'POST /v1/reports',
     ].sort());
   });

@@ -2,8 +2,11 @@
 // Every route is listed in ROUTES (snapshot-tested); only /healthz, /readyz and /metrics are unauthenticated.
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { ERROR_CODES, errorCodeOf, parseStrictJson, toErrorJSON, type ErrorCode } from '@writ/protocol';
-import type { CoordService, JobEventMessage } from './service.ts';
+import {
+  ERROR_CODES, JOB_STATUSES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, encodeEnvelope, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
+  type BatchSubmitAnswer, type Envelope, type ErrorCode, type JobEventMessage, type JobView, type SubmitAnswer,
+} from '@writ/protocol';
+import type { CoordService, SubmitResult } from './service.ts';
 import type { NodeRecord } from './nodes/registry.ts';
 
 export interface AppOptions {
@@ -43,6 +46,7 @@ export const ROUTES = [
   'GET /readyz',
   'GET /metrics',
   'POST /v1/jobs',
+  'POST /v1/jobs:batch',
   'GET /v1/jobs',
   'GET /v1/jobs/:id',
   'GET /v1/jobs/:id/events',
@@ -64,11 +68,15 @@ const PUBLIC = new Set(['/healthz', '/readyz', '/metrics']);
 const SIGNED = new Set(['/v1/reports', '/v1/nodes/challenge', '/v1/nodes/register', '/v1/nodes/heartbeat']);
 const OPERATOR_ACTIONS = ['accept', 'reject', 'drain', 'rescue', 'unrescue', 'retire', 'install', 'reprovision', 'rekey'] as const;
 
+function errorCodeOrInternal(code: string | null): ErrorCode {
+  return isErrorCode(code) ? code : 'INTERNAL';
+}
+
 function sendError(reply: FastifyReply, code: ErrorCode, message: string, details?: Record<string, unknown>) {
   return reply.code(ERROR_CODES[code].status).send({ error: { code, message, ...(details ? { details } : {}) } });
 }
 
-function jobView(job: NonNullable<Awaited<ReturnType<CoordService['ledger']['getJob']>>>, attempts?: unknown[]) {
+function jobView(job: NonNullable<Awaited<ReturnType<CoordService['ledger']['getJob']>>>, attempts?: unknown[]): JobView {
   return {
     id: job.id,
     status: job.status,
@@ -77,11 +85,11 @@ function jobView(job: NonNullable<Awaited<ReturnType<CoordService['ledger']['get
     caps: job.caps,
     signers: job.signerKeyids,
     attempts: job.attempts,
-    result: job.result ?? null,
     error: job.errorCode ? { code: job.errorCode, message: job.errorMessage ?? '' } : null,
-    createdAt: job.createdAt,
-    updatedAt: job.updatedAt,
-    finishedAt: job.finishedAt ?? null,
+    result: (job.result ?? null) as JobView['result'],
+    createdAt: job.createdAt.toISOString(),
+    updatedAt: job.updatedAt.toISOString(),
+    finishedAt: job.finishedAt ? job.finishedAt.toISOString() : null,
     ...(attempts ? { attemptHistory: attempts } : {}),
   };
 }
@@ -102,7 +110,9 @@ function nodeView(n: NodeRecord, service: CoordService) {
   };
 }
 
-const TERMINAL = new Set(['succeeded', 'failed', 'refused']);
+function submitAnswer(r: Exclude<SubmitResult, { error: unknown }>): SubmitAnswer {
+  return { id: r.id, status: r.status, node: r.node, replayed: r.replayed };
+}
 
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const { service } = opts;
@@ -118,7 +128,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const routeList: string[] = [];
   app.decorate('routeList', routeList);
   app.addHook('onRoute', (r) => {
-    for (const m of [r.method].flat()) if (m !== 'HEAD') routeList.push(`${m} ${r.url}`);
+    // '::' is fastify's escape for a literal ':' (as in /v1/jobs:batch).
+    for (const m of [r.method].flat()) if (m !== 'HEAD') routeList.push(`${m} ${r.url.replaceAll('::', ':')}`);
   });
 
   // Bodies are parsed by Writ's strict parser (duplicate keys, unsafe integers, lone surrogates refused),
@@ -127,7 +138,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     try {
       req.rawBody = body as string;
-      done(null, body === '' ? undefined : parseStrictJson(body as string, { maxBytes: opts.bodyLimitBytes ?? 1024 * 1024 + 4096 }));
+      done(null, body === '' ? undefined : parseStrictJson(body as string, { maxBytes: req.routeOptions.bodyLimit ?? opts.bodyLimitBytes ?? 1024 * 1024 + 4096 }));
     } catch (e) {
       done(e as Error, undefined);
     }
@@ -191,6 +202,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       '# HELP writ_runner_events_applied_total Runner events applied to the ledger.',
       '# TYPE writ_runner_events_applied_total counter',
       `writ_runner_events_applied_total ${m.eventsApplied}`,
+      '# HELP writ_runner_events_refused_total Runner events and stream entries refused (unsigned, forged, or from a node the job did not go to).',
+      '# TYPE writ_runner_events_refused_total counter',
+      `writ_runner_events_refused_total ${m.eventsRefused}`,
       '# HELP writ_jobs_redispatched_total Jobs the reconciler put back on a queue.',
       '# TYPE writ_jobs_redispatched_total counter',
       `writ_jobs_redispatched_total ${m.redispatched}`,
@@ -199,9 +213,29 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
 
   app.post('/v1/jobs', { schema: { body: envelopeSchema } }, async (req, reply) => {
-    const { job, replayed } = await service.submit(req.rawBody!);
-    if (job.status === 'refused') return sendError(reply, (job.errorCode as ErrorCode) ?? 'INTERNAL', job.errorMessage ?? 'refused', { id: job.id });
-    return reply.code(replayed ? 200 : 202).send({ id: job.id, status: job.status, node: job.node ?? null, replayed });
+    const r = await service.submit(req.rawBody!);
+    if (r.status === 'refused') return sendError(reply, errorCodeOrInternal(r.errorCode), r.errorMessage ?? 'refused', { id: r.id });
+    return reply.code(r.replayed ? 200 : 202).send(submitAnswer(r));
+  });
+
+  // Up to MAX_BATCH_ENVELOPES envelopes: one group commit, one bulk enqueue, one answer per envelope in order.
+  // 207-style semantics in a 200: each item is an answer or an error; the request fails only as a whole request.
+  app.post('/v1/jobs::batch', {
+    bodyLimit: MAX_BATCH_ENVELOPES * (1024 * 1024 + 4096),
+    schema: { body: { type: 'object', additionalProperties: false, required: ['envelopes'], properties: { envelopes: { type: 'array', minItems: 1, maxItems: MAX_BATCH_ENVELOPES, items: envelopeSchema } } } },
+  }, async (req) => {
+    // A signature covers the payload bytes, not the envelope's JSON text, so re-encoding each parsed envelope
+    // (in the compact form `writ sign` writes) gives the verifier exactly what was signed.
+    const { envelopes } = req.body as { envelopes: Envelope[] };
+    const results = await service.submitMany(envelopes.map((e) => encodeEnvelope(e)));
+    const answer: BatchSubmitAnswer = {
+      results: results.map((r) => {
+        if ('error' in r) return { id: r.id, error: toErrorJSON(r.error, true) };
+        if (r.status === 'refused') return { id: r.id, error: { code: errorCodeOrInternal(r.errorCode), message: r.errorMessage ?? 'refused', retryable: false } };
+        return submitAnswer(r);
+      }),
+    };
+    return answer;
   });
 
   app.get('/v1/jobs', {
@@ -209,12 +243,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       querystring: {
         type: 'object',
         additionalProperties: false,
-        properties: { status: { type: 'string', enum: ['admitted', 'queued', 'running', 'succeeded', 'failed', 'refused'] }, node: { type: 'string', maxLength: 63 }, cursor: { type: 'string', maxLength: 200 }, limit: { type: 'integer', minimum: 1, maximum: 500 } },
+        properties: { status: { type: 'string', enum: [...JOB_STATUSES] }, node: { type: 'string', maxLength: 63 }, cursor: { type: 'string', maxLength: 200 }, limit: { type: 'integer', minimum: 1, maximum: 500 } },
       },
     },
   }, async (req) => {
     const q = req.query as { status?: string; node?: string; cursor?: string; limit?: number };
-    const page = await service.ledger.listJobs({ ...(q.status ? { status: q.status } : {}), ...(q.node ? { node: q.node } : {}), ...(q.cursor ? { cursor: q.cursor } : {}), limit: q.limit ?? 50 } as Parameters<CoordService['ledger']['listJobs']>[0]);
+    const page = await service.ledger.listJobs({ ...(isJobStatus(q.status) ? { status: q.status } : {}), ...(q.node ? { node: q.node } : {}), ...(q.cursor ? { cursor: q.cursor } : {}), limit: q.limit ?? 50 });
     return { jobs: page.jobs.map((j) => jobView(j)), nextCursor: page.nextCursor };
   });
 
@@ -241,7 +275,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       sent = ev.seq;
       res.write(`id: ${ev.seq}\nevent: ${ev.type}\ndata: ${JSON.stringify({ seq: ev.seq, type: ev.type, level: ev.level ?? null, message: ev.message, data: ev.data ?? null })}\n\n`);
       const status = (ev.data as { status?: string } | null)?.status;
-      if (ev.type === 'status' && status && TERMINAL.has(status)) finish();
+      if (ev.type === 'status' && isJobStatus(status) && TERMINAL_STATUSES.has(status)) finish();
     };
     const finish = () => {
       if (closed) return;
@@ -269,14 +303,14 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     replaying = false;
     for (const e of queue.sort((a, b) => a.seq - b.seq)) write(e);
     const fresh = await service.ledger.getJob(id);
-    if (fresh && TERMINAL.has(fresh.status)) {
+    if (fresh && TERMINAL_STATUSES.has(fresh.status)) {
       const rest = await service.ledger.listJobEvents(id, sent, 1000);
       for (const e of rest) write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
       finish();
     }
   });
 
-  app.post('/v1/reports', { schema: { body: envelopeSchema } }, async (req) => service.ingestReport(req.rawBody!));
+  app.post('/v1/reports', { bodyLimit: MAX_REPORT_ENVELOPE_BYTES, schema: { body: envelopeSchema } }, async (req) => service.ingestReport(req.rawBody!));
 
   app.get('/v1/keyset', async (_req, reply) => {
     const c = service.currentKeySet();

@@ -2,10 +2,13 @@
 // supervisor, apply signed supervisor reports to the ledger, stream job events, and reconcile what Redis lost.
 import { EventEmitter } from 'node:events';
 import {
-  KeyRing, KeySetHolder, PAYLOAD_TYPES, WritError, checkAudience, checkJobTimes, errorCodeOf, parseJobPayload, parseStrictJson, sha256Hex, toErrorJSON,
-  pickByJobId, targetMatchesNode, trustKey, verifyEnvelope, type JobPayload, type KeyRef, type KeySet, type RunnerEvent, type SupervisorReport, type TrustedKey,
+  KeyRing, KeySetHolder, MAX_REPORT_ENVELOPE_BYTES, MAX_RUNNER_BATCH_BYTES, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, errorCodeOf,
+  parseEnvelope, parseFailureReason, parseJobPayload, parseRunnerEventBatch, parseSupervisorReport, pickByJobId, sha256Hex, targetMatchesNode, toErrorJSON,
+  trustKey, trustKeyB64url, verifyEnvelope, type ErrorJSON, type JobEventMessage, type JobPayload, type JobStatus, type KeyRef, type KeySet, type NodeView,
+  type RunnerEvent, type RunnerEventBatch, type TrustedKey,
 } from '@writ/protocol';
-import type { Ledger, TransitionedJob } from './ledger/index.ts';
+import { GroupCommitter } from './ledger/group-commit.ts';
+import type { Admission, AdmissionOutcome, AuditInput, Ledger, LedgerWriter, TransitionedJob } from './ledger/index.ts';
 import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
 import type { SupervisorClient } from './supervisor-client.ts';
 
@@ -37,13 +40,27 @@ export interface CoordOptions {
   maxAttempts?: number;
 }
 
-export interface JobEventMessage {
-  seq: number;
-  type: string;
-  level?: string | null;
-  message: string;
-  data?: unknown;
+export type { JobEventMessage };
+
+/** What one submitted envelope came to: recorded (or replayed), or refused before it was recorded. */
+export type SubmitResult =
+  | { id: string; status: JobStatus; node: string | null; replayed: boolean; errorCode: string | null; errorMessage: string | null }
+  | { id: string | null; error: WritError };
+
+/** An envelope verified and parsed at the coord, ready for the group commit. */
+interface Prepared {
+  raw: string;
+  job: JobPayload;
+  signers: TrustedKey[];
 }
+
+/** A node's registered key, cached for verifying the events it signs. */
+interface NodeSigner {
+  nodeId: string;
+  ring: KeyRing;
+  at: number;
+}
+const NODE_SIGNER_TTL_MS = 60_000;
 
 export class CoordService {
   readonly events = new EventEmitter();
@@ -54,9 +71,13 @@ export class CoordService {
   private readonly log: CoordLogger;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private reconciling = false;
-  /** Job ids known to be in the ledger (bounded), so most runner events skip an existence query. */
-  private readonly knownJobs = new Set<string>();
-  readonly metrics = { jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, redispatched: 0 };
+  /** The node each known job was dispatched to (bounded), so most runner events skip a ledger read. */
+  private readonly jobNodes = new Map<string, string | null>();
+  /** Registered node keys by key id, for verifying runner events; dropped on any node transition. */
+  private readonly nodeSigners = new Map<string, NodeSigner>();
+  /** Admissions arriving together are recorded in one transaction and enqueued in one bulk add. */
+  private readonly admissions: GroupCommitter<Admission & { prepared: Prepared }, AdmissionOutcome>;
+  readonly metrics = { jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0 };
 
   constructor(readonly opts: CoordOptions) {
     this.log = opts.logger ?? silent;
@@ -68,9 +89,11 @@ export class CoordService {
       ...(opts.clock ? { clock: opts.clock } : {}),
       ...(opts.heartbeatMs ? { heartbeatMs: opts.heartbeatMs } : {}),
       onTransition: async (t) => {
+        this.nodeSigners.clear();
         await this.ledger.appendAudit({ kind: 'node.transition', actor: t.actor, subject: t.nodeId, data: { from: t.from, to: t.to, event: t.event, reason: t.reason } });
       },
     });
+    this.admissions = new GroupCommitter((items) => this.commitAdmissions(items), { maxItems: 500, maxInFlight: 2 });
   }
 
   get ledger(): Ledger {
@@ -96,6 +119,7 @@ export class CoordService {
   async stop(): Promise<void> {
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    await this.nodes.stop();
   }
 
   /**
@@ -120,39 +144,131 @@ export class CoordService {
     return c ? { version: c.keySet.version, keySet: c.keySet, envelope: c.raw } : null;
   }
 
-  /**
-   * Admission at the coord: verify and parse strictly, record durably, then forward. Returns the job row;
-   * `replayed` when the same envelope was seen before (nothing runs twice, T5).
-   */
-  async submit(raw: string): Promise<{ job: Awaited<ReturnType<Ledger['getJob']>> & object; replayed: boolean }> {
-    this.keySets.ensureUsable(this.nowS());
-    const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring, ...(this.opts.maxEnvelopeBytes ? { maxBytes: this.opts.maxEnvelopeBytes } : {}) });
-    const job = parseJobPayload(verified.payload);
-    checkJobTimes(job, this.nowS());
-    checkAudience(job, this.opts.clusterId);
-    const { job: row, created } = await this.ledger.insertJob({
-      id: job.id,
-      envelope: raw,
-      envelopeSha256: sha256Hex(raw),
-      signerKeyids: verified.signers.map((s: TrustedKey) => s.keyid),
-      target: job.target,
-      caps: job.caps,
-      exp: new Date(job.exp * 1000),
-      maxAttempts: this.opts.maxAttempts ?? 3,
-    });
-    if (!created) {
-      this.metrics.jobsReplayed++;
-      return { job: row, replayed: true };
-    }
-    this.metrics.jobsSubmitted++;
-    this.remember(job.id);
-    await this.ledger.appendAudit({ kind: 'job.admit', actor: verified.signers.map((s) => s.keyid).join(','), subject: job.id, data: { target: job.target, caps: job.caps } });
-    return { job: (await this.dispatch(job.id, raw, job)) ?? row, replayed: false };
+  /** Admission of one envelope; see submitMany. Throws the refusal (verification, policy) as a WritError. */
+  async submit(raw: string): Promise<{ id: string; status: JobStatus; node: string | null; replayed: boolean; errorCode: string | null; errorMessage: string | null }> {
+    const [r] = await this.submitMany([raw]);
+    if (!r || 'error' in r) throw r?.error ?? new WritError('INTERNAL', 'no admission outcome');
+    return r;
   }
 
-  private remember(jobId: string): void {
-    if (this.knownJobs.size >= 100_000) this.knownJobs.delete(this.knownJobs.values().next().value!);
-    this.knownJobs.add(jobId);
+  /**
+   * Admission at the coord, for one envelope or a batch: verify and parse each strictly, choose its node
+   * among the workable ones and authorise it there (a refusal is recorded and answered at once), record the
+   * group durably in one transaction (R1), then enqueue what was queued in one bulk add. Each result is
+   * returned only after its row committed. A replayed envelope answers with the job as it stands (T5).
+   */
+  async submitMany(raws: readonly string[]): Promise<SubmitResult[]> {
+    const nowS = this.nowS();
+    const results: (SubmitResult | undefined)[] = new Array(raws.length);
+    const pending: { index: number; item: Admission & { prepared: Prepared } }[] = [];
+    let workable: NodeView[] | undefined;
+    for (let i = 0; i < raws.length; i++) {
+      const raw = raws[i]!;
+      let prepared: Prepared;
+      try {
+        this.keySets.ensureUsable(nowS);
+        const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring, ...(this.opts.maxEnvelopeBytes ? { maxBytes: this.opts.maxEnvelopeBytes } : {}) });
+        const job = parseJobPayload(verified.payload);
+        checkJobTimes(job, nowS);
+        checkAudience(job, this.opts.clusterId);
+        prepared = { raw, job, signers: verified.signers };
+      } catch (e) {
+        results[i] = { id: null, error: errorCodeOf(e) ? (e as WritError) : new WritError('INTERNAL', (e as Error).message) };
+        continue;
+      }
+      workable ??= await this.nodes.workable();
+      pending.push({ index: i, item: this.placeJob(prepared, workable) });
+    }
+    if (pending.length > 0) {
+      const outcomes = await this.admissions.add(pending.map((p) => p.item));
+      pending.forEach((p, k) => {
+        const o = outcomes[k]!;
+        if ('error' in o) results[p.index] = { id: o.id, error: o.error };
+        else if (o.created) results[p.index] = { id: o.id, status: o.status, node: o.node, replayed: false, errorCode: p.item.errorCode ?? null, errorMessage: p.item.errorMessage ?? null };
+        else results[p.index] = { id: o.id, status: o.status, node: o.node, replayed: true, errorCode: o.errorCode, errorMessage: o.errorMessage };
+      });
+    }
+    return results.map((r) => r!);
+  }
+
+  /**
+   * Chooses the node for a verified job among the workable ones and authorises it there. Policy refusals are
+   * permanent and recorded as such; with no workable node the job is recorded as admitted and waits for the
+   * reconciler (the supervisor authorises it when it is dispatched).
+   */
+  private placeJob(p: Prepared, workable: readonly NodeView[]): Admission & { prepared: Prepared } {
+    const base = {
+      prepared: p, id: p.job.id, envelope: p.raw, envelopeSha256: sha256Hex(p.raw), signerKeyids: p.signers.map((s) => s.keyid), target: p.job.target,
+      caps: p.job.caps, exp: new Date(p.job.exp * 1000), maxAttempts: this.opts.maxAttempts ?? 3,
+    };
+    const candidates = workable.filter((n) => targetMatchesNode(p.job.target, n));
+    if (candidates.length === 0) return { ...base, status: 'admitted' };
+    const node = pickByJobId(p.job.id, candidates);
+    try {
+      authorizeJob(p.job, p.signers, this.keySets.grants, node, { dangerousThreshold: this.keySets.threshold });
+    } catch (e) {
+      const err = toErrorJSON(e, true);
+      return { ...base, status: 'refused', errorCode: err.code, errorMessage: err.message };
+    }
+    return { ...base, status: 'queued', node: node.id };
+  }
+
+  /** One group: record every admission and its audit entries in one transaction, then enqueue the queued ones. */
+  private async commitAdmissions(items: (Admission & { prepared: Prepared })[]): Promise<AdmissionOutcome[]> {
+    const outcomes = await this.ledger.admitJobs(items, (outs) => {
+      const audits: AuditInput[] = [];
+      outs.forEach((o, i) => {
+        if (!('created' in o) || !o.created) return;
+        const it = items[i]!;
+        audits.push({ kind: 'job.admit', actor: it.signerKeyids.join(','), subject: it.id, data: { target: it.target, caps: it.caps } });
+        if (it.status === 'refused') audits.push({ kind: 'job.refuse', actor: 'coord', subject: it.id, data: { code: it.errorCode, message: it.errorMessage } });
+      });
+      return audits;
+    });
+    const toQueue: { jobId: string; node: string; envelope: string }[] = [];
+    const waiting: string[] = [];
+    outcomes.forEach((o, i) => {
+      if (!('created' in o) || !o.created) {
+        if ('created' in o) this.metrics.jobsReplayed++;
+        return;
+      }
+      const it = items[i]!;
+      this.metrics.jobsSubmitted++;
+      this.remember(it.id, it.node ?? null);
+      if (it.status === 'refused') this.metrics.jobsRefused++;
+      else if (it.status === 'queued') toQueue.push({ jobId: it.id, node: it.node!, envelope: it.envelope });
+      else waiting.push(it.id);
+    });
+    if (toQueue.length > 0) {
+      // Recorded as queued already: if Redis does not take them now, the reconciler finds them missing from
+      // their queue and enqueues them then (R1). A refusal by a supervisor in another process ends the job.
+      try {
+        const refusals = await this.opts.supervisor.dispatchMany(toQueue);
+        await Promise.all(refusals.map(async (err, i) => {
+          if (err && !err.retryable) await this.refuseQueued(toQueue[i]!.jobId, err);
+        }));
+      } catch (e) {
+        this.log.warn({ jobs: toQueue.length, err: (e as Error).message, code: errorCodeOf(e) }, 'enqueue failed; the reconciler will enqueue these jobs');
+      }
+    }
+    for (const id of waiting) {
+      await this.ledger.appendJobEvent(id, { type: 'status', message: 'waiting: NODE_NOT_ACTIVE: no active, reachable node matches the target; the job waits until one is' }).catch(() => {});
+    }
+    return outcomes;
+  }
+
+  private async refuseQueued(jobId: string, err: ErrorJSON): Promise<void> {
+    this.metrics.jobsRefused++;
+    const t = await this.ledger.write(async (w) => {
+      w.audit({ kind: 'job.refuse', actor: this.opts.supervisor.id, subject: jobId, data: { code: err.code, message: err.message } });
+      return w.transitionJob(jobId, 'refused', { errorCode: err.code, errorMessage: err.message, message: `refused: ${err.code}: ${err.message}` });
+    });
+    this.publishTransition(jobId, t);
+  }
+
+  private remember(jobId: string, node: string | null): void {
+    if (this.jobNodes.size >= 100_000) this.jobNodes.delete(this.jobNodes.keys().next().value!);
+    this.jobNodes.set(jobId, node);
   }
 
   /** Forwards an admitted job to the supervisor; permanent refusals end the job, transient ones wait for the reconciler. */
@@ -167,6 +283,7 @@ export class CoordService {
       }
       const { node } = await this.opts.supervisor.submit(raw, pickByJobId(job.id, candidates).id);
       const t = await this.ledger.transitionJob(jobId, 'queued', { node, message: `queued for node ${node}` });
+      this.remember(jobId, node);
       this.publishTransition(jobId, t);
       return t;
     } catch (e) {
@@ -193,72 +310,134 @@ export class CoordService {
     this.events.emit(`job:${jobId}`, ev);
   }
 
-  /** Applies a signed supervisor report (result payload type) to the ledger. */
-  async ingestReport(envelope: string): Promise<{ applied: number }> {
-    const v = verifyEnvelope(envelope, { payloadType: PAYLOAD_TYPES.result, keys: this.supervisorRing });
-    const report = parseStrictJson(v.payload, { maxBytes: 16 * 1024 * 1024, maxDepth: 80 }) as unknown as SupervisorReport;
-    if (!report || !Array.isArray(report.events)) throw new WritError('SCHEMA_INVALID', 'report has no events');
-    let applied = 0;
-    for (const ev of report.events) {
+  /**
+   * Applies a signed supervisor report: every entry is a runner's event batch, verified here against the
+   * registered key of the node it claims to come from (T14). An event is recorded only when its job was
+   * dispatched to that node; anything else (unsigned, forged, another node's key, another node's job) is
+   * refused and recorded as a security event. The whole report is one transaction: it resolves after the
+   * commit, and rejects when the ledger could not write it, so the supervisor keeps the entries and retries.
+   */
+  async ingestReport(envelope: string): Promise<{ applied: number; refused: number }> {
+    const v = verifyEnvelope(envelope, { payloadType: PAYLOAD_TYPES.result, keys: this.supervisorRing, maxBytes: MAX_REPORT_ENVELOPE_BYTES });
+    const report = parseSupervisorReport(v.payload);
+    const carrier = `supervisor:${report.supervisor}`;
+    const refusals: AuditInput[] = [];
+    const refuse = (reason: string, code: string, extra: Record<string, unknown> = {}) => {
+      refusals.push({ kind: 'security', actor: carrier, subject: typeof extra.jobId === 'string' ? extra.jobId : '', data: { code, reason, ...extra } });
+    };
+    const batches: RunnerEventBatch[] = [];
+    for (const entry of report.entries) {
+      if ('malformed' in entry) {
+        refuse(`an event stream entry not written by a runner: ${entry.malformed}`, 'SECURITY_EVENT');
+        continue;
+      }
       try {
-        await this.applyEvent(ev);
-        applied++;
+        batches.push(await this.verifyRunnerBatch(entry.envelope));
       } catch (e) {
-        // One bad event must not block the stream behind it; it is logged and dropped.
-        this.log.error({ err: (e as Error).message, jobId: ev?.jobId, type: ev?.type }, 'could not apply a runner event');
+        const err = toErrorJSON(e, true);
+        refuse(`runner events refused: ${err.message}`, err.code);
       }
     }
+    const events: RunnerEvent[] = [];
+    const unknownJobs = new Set<string>();
+    for (const b of batches) for (const ev of b.events) if (ev.jobId && !this.jobNodes.has(ev.jobId)) unknownJobs.add(ev.jobId);
+    if (unknownJobs.size > 0) for (const [id, node] of await this.ledger.jobNodes([...unknownJobs])) this.remember(id, node);
+    for (const b of batches) {
+      for (const ev of b.events) {
+        if (!ev.jobId) {
+          events.push(ev);
+          continue;
+        }
+        const owner = this.jobNodes.get(ev.jobId);
+        if (owner === undefined) {
+          if (ev.type === 'security') refusals.push({ kind: 'security', actor: `node:${ev.node}`, subject: ev.jobId, data: { error: ev.error, note: 'job unknown to the ledger' } });
+          continue;
+        }
+        if (owner !== ev.node) {
+          refuse(`node ${ev.node} reported a ${ev.type} event for job ${ev.jobId}, which was dispatched to ${owner ?? 'no node'}`, 'SECURITY_EVENT', { jobId: ev.jobId, node: ev.node });
+          continue;
+        }
+        events.push(ev);
+      }
+    }
+    const published: { jobId: string; ev: JobEventMessage }[] = [];
+    await this.ledger.write(async (w) => {
+      for (const r of refusals) w.audit(r);
+      for (const ev of events) await this.applyEvent(w, ev, published);
+    });
+    for (const p of published) this.publish(p.jobId, p.ev);
+    if (refusals.length > 0) this.log.warn({ supervisor: report.supervisor, refused: refusals.length }, 'refused runner events: security event');
     this.metrics.reportsApplied++;
-    this.metrics.eventsApplied += applied;
-    return { applied };
+    this.metrics.eventsApplied += events.length;
+    this.metrics.eventsRefused += refusals.length;
+    return { applied: events.length, refused: refusals.length };
   }
 
-  private async applyEvent(ev: RunnerEvent): Promise<void> {
+  /** Verifies one runner event batch against the registered key of the node whose key id it names. */
+  private async verifyRunnerBatch(raw: string): Promise<RunnerEventBatch> {
+    const env = parseEnvelope(raw, MAX_RUNNER_BATCH_BYTES);
+    const keyid = env.signatures[0]!.keyid;
+    const signer = await this.nodeSigner(keyid);
+    if (!signer) throw new WritError('UNKNOWN_KEY', `signed by ${keyid.slice(0, 80)}, which is no registered node's key`);
+    const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.runnerEvents, keys: signer.ring, maxBytes: MAX_RUNNER_BATCH_BYTES });
+    const batch = parseRunnerEventBatch(v.payload);
+    if (batch.node !== signer.nodeId) throw new WritError('SECURITY_EVENT', `node ${signer.nodeId} signed events that claim to come from node ${batch.node}`);
+    return batch;
+  }
+
+  private async nodeSigner(keyid: string): Promise<NodeSigner | null> {
+    const cached = this.nodeSigners.get(keyid);
+    if (cached && Date.now() - cached.at < NODE_SIGNER_TTL_MS) return cached;
+    const n = await this.nodes.opts.store.getNodeByKeyid(keyid);
+    if (!n?.publicKey) return null;
+    const signer = { nodeId: n.id, ring: new KeyRing([trustKeyB64url(n.publicKey)]), at: Date.now() };
+    if (signer.ring.get(keyid) === undefined) return null; // the hint names another key than the node's
+    this.nodeSigners.set(keyid, signer);
+    return signer;
+  }
+
+  private async applyEvent(w: LedgerWriter, ev: RunnerEvent, published: { jobId: string; ev: JobEventMessage }[]): Promise<void> {
+    const transitioned = (jobId: string, t: TransitionedJob | null) => {
+      if (t) published.push({ jobId, ev: { seq: t.event.seq, type: t.event.type, level: t.event.level, message: t.event.message, data: t.event.data } });
+    };
     if (!ev.jobId) {
-      await this.ledger.appendAudit({ kind: 'security', actor: `node:${ev.node}`, subject: '', data: ev as unknown as Record<string, unknown> });
+      w.audit({ kind: 'security', actor: `node:${ev.node}`, subject: '', data: { type: ev.type, attempt: ev.attempt, ts: ev.ts, ...(ev.type === 'security' ? { error: ev.error } : {}) } });
       return;
     }
     const jobId = ev.jobId;
-    if (!this.knownJobs.has(jobId)) {
-      if (await this.ledger.getJob(jobId)) this.remember(jobId);
-    }
-    if (!this.knownJobs.has(jobId)) {
-      if (ev.type === 'security') await this.ledger.appendAudit({ kind: 'security', actor: `node:${ev.node}`, subject: jobId, data: { error: ev.error, note: 'job unknown to the ledger' } });
-      return;
-    }
     switch (ev.type) {
       case 'status': {
-        const t = await this.ledger.transitionJob(jobId, 'running', { attempt: ev.attempt, node: ev.node, message: `running on ${ev.node} (attempt ${ev.attempt})` });
-        await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'running');
-        this.publishTransition(jobId, t);
+        const t = await w.transitionJob(jobId, 'running', { attempt: ev.attempt, node: ev.node, message: `running on ${ev.node} (attempt ${ev.attempt})` });
+        await w.recordAttempt(jobId, ev.attempt, ev.node, 'running');
+        transitioned(jobId, t);
         return;
       }
       case 'log': {
-        const seq = await this.ledger.appendJobEvent(jobId, { type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } });
-        this.publish(jobId, { seq, type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } });
+        const seq = await w.appendJobEvent(jobId, { type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } });
+        if (seq) published.push({ jobId, ev: { seq, type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } } });
         return;
       }
       case 'security': {
-        await this.ledger.appendAudit({ kind: 'security', actor: `node:${ev.node}`, subject: jobId, data: { error: ev.error, attempt: ev.attempt } });
-        const seq = await this.ledger.appendJobEvent(jobId, { type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}`, data: { attempt: ev.attempt } });
-        this.publish(jobId, { seq, type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}` });
+        w.audit({ kind: 'security', actor: `node:${ev.node}`, subject: jobId, data: { error: ev.error, attempt: ev.attempt } });
+        const seq = await w.appendJobEvent(jobId, { type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}`, data: { attempt: ev.attempt } });
+        published.push({ jobId, ev: { seq, type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}` } });
         return;
       }
       case 'result': {
         if (ev.ok) {
-          const t = await this.ledger.transitionJob(jobId, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value, durationMs: ev.durationMs } });
-          await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'succeeded');
-          await this.ledger.appendAudit({ kind: 'job.effect', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, ok: true } });
-          this.publishTransition(jobId, t);
+          const t = await w.transitionJob(jobId, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value, durationMs: ev.durationMs } });
+          await w.recordAttempt(jobId, ev.attempt, ev.node, 'succeeded');
+          w.audit({ kind: 'job.effect', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, ok: true } });
+          transitioned(jobId, t);
         } else {
           const to = ev.final ? 'failed' : 'queued';
-          const t = await this.ledger.transitionJob(jobId, to, {
+          const t = await w.transitionJob(jobId, to, {
             errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt,
             message: `${ev.final ? 'failed' : `attempt ${ev.attempt} failed, will retry`}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
           });
-          await this.ledger.recordAttempt(jobId, ev.attempt, ev.node, 'failed', ev.error.code);
-          if (ev.final) await this.ledger.appendAudit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, code: ev.error.code } });
-          this.publishTransition(jobId, t);
+          await w.recordAttempt(jobId, ev.attempt, ev.node, 'failed', ev.error.code);
+          if (ev.final) w.audit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, code: ev.error.code } });
+          transitioned(jobId, t);
         }
         return;
       }
@@ -295,13 +474,8 @@ export class CoordService {
             this.metrics.redispatched++;
             redispatched++;
           } else if (st.state === 'failed') {
-            let error = { code: 'INTERNAL', message: st.failedReason ?? 'failed in the queue' };
-            try {
-              const parsed = JSON.parse(st.failedReason ?? '') as { code?: string; message?: string };
-              if (parsed.code) error = { code: parsed.code, message: parsed.message ?? '' };
-            } catch {
-              /* BullMQ's own reason, e.g. stalled too often */
-            }
+            // Writ's own failures carry their ErrorJSON; BullMQ's own reasons (stalled too often) are plain text.
+            const error = parseFailureReason(st.failedReason) ?? { code: 'INTERNAL', message: st.failedReason ?? 'failed in the queue' };
             const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: error.code, errorMessage: error.message, message: `failed: ${error.code}: ${error.message}` });
             if (t) {
               settled++;

@@ -1,12 +1,17 @@
 // The one interface the coord uses to reach a supervisor: in-process for `writ dev`, HTTP when the
 // supervisor runs as its own process (`writ supervisor`).
-import { WritError, fromErrorJSON, type ErrorJSON } from '@writ/protocol';
+import { WritError, fromErrorJSON, toErrorJSON, type ErrorJSON } from '@writ/protocol';
 import type { QueueState, Supervisor } from '@writ/supervisor';
 
 export interface SupervisorClient {
   readonly id: string;
   /** Admit and enqueue on `node` (chosen by the coord among active nodes); throws WritError (permanent refusals are not retryable). */
   submit(envelope: string, node: string): Promise<{ node: string }>;
+  /**
+   * Enqueues envelopes the coord has verified, authorised and recorded as queued. Per item: null when
+   * enqueued, or the supervisor's refusal. Throws when the supervisor could not be reached at all.
+   */
+  dispatchMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<(ErrorJSON | null)[]>;
   /** Re-enqueue an admitted envelope on a known node (reconciler). Idempotent. */
   enqueue(jobId: string, node: string, envelope: string): Promise<void>;
   jobState(jobId: string, node: string): Promise<{ state: QueueState; failedReason?: string }>;
@@ -23,6 +28,11 @@ export class InProcessSupervisorClient implements SupervisorClient {
   async submit(envelope: string, node: string): Promise<{ node: string }> {
     const r = await this.sup.submit(envelope, { node });
     return { node: r.node };
+  }
+  /** Same process: the coord's verification is reused (the runner still verifies on its own), one bulk add. */
+  async dispatchMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<(ErrorJSON | null)[]> {
+    await this.sup.enqueueMany(items);
+    return items.map(() => null);
   }
   enqueue(jobId: string, node: string, envelope: string): Promise<void> {
     return this.sup.enqueue(jobId, node, envelope);
@@ -61,6 +71,17 @@ export class HttpSupervisorClient implements SupervisorClient {
   }
   submit(envelope: string, node: string) {
     return this.call<{ node: string }>('POST', `/v1/submit?node=${encodeURIComponent(node)}`, envelope);
+  }
+  /** Another process: the supervisor verifies and authorises each envelope itself before it enqueues it. */
+  async dispatchMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<(ErrorJSON | null)[]> {
+    return Promise.all(items.map(async (it) => {
+      try {
+        await this.submit(it.envelope, it.node);
+        return null;
+      } catch (e) {
+        return toErrorJSON(e, true);
+      }
+    }));
   }
   async enqueue(jobId: string, node: string, envelope: string) {
     await this.call('POST', '/v1/enqueue', { jobId, node, envelope });

@@ -27,17 +27,19 @@ afterAll(async () => {
 // i.e. at the moment the coord would acknowledge the client.
 const CHILD = `
 import { sha256Hex } from '@writ/protocol';
-import { writeSync } from 'node:fs';
+// stdout is a non-blocking pipe: writeSync fails with EAGAIN when a loaded parent reads slowly, so each
+// line is written and its write awaited (the ack still follows the commit it reports).
+const say = (line) => new Promise((resolve, reject) => process.stdout.write(line, (e) => (e ? reject(e) : resolve())));
 const { openLedger } = await import(process.env.LEDGER_MODULE);
 const ledger = await openLedger(JSON.parse(process.env.LEDGER_OPTIONS));
 await ledger.appendAudit({ kind: 'test.start', actor: 'child', subject: process.env.PREFIX });
-writeSync(1, 'ready\\n');
+await say('ready\\n');
 for (let i = 0; ; i++) {
   const id = process.env.PREFIX + '-' + i;
   const envelope = JSON.stringify({ id });
   await ledger.insertJob({ id, envelope, envelopeSha256: sha256Hex(envelope), signerKeyids: ['k'], target: { node: 'n1' }, caps: [], exp: new Date(Date.now() + 3600000) });
   await ledger.appendAudit({ kind: 'job.admit', actor: 'k', subject: id });
-  writeSync(1, 'acked ' + id + '\\n');
+  await say('acked ' + id + '\\n');
 }
 `;
 
@@ -128,5 +130,6 @@ describe.each(ENGINES)('ledger durability on $name', (engine) => {
     } finally {
       await ledger.close();
     }
-  });
+    // A child with tsx and PGlite takes ~25 s here on a quiet machine: give a loaded one room.
+  }, 120_000);
 });

@@ -13,4 +13,4 @@ export * from './queues.ts';
 export * from './acl.ts';
 export * from './keyset.ts';
 export * from './node.ts';
-export * from './events.ts';
+export * from './wire/index.ts';

@@ -6,7 +6,10 @@ export const PAYLOAD_TYPES = Object.freeze({
   keySet: 'application/vnd.writ.keyset.v1+json',
   nodeRegistration: 'application/vnd.writ.node-registration.v1+json',
   heartbeat: 'application/vnd.writ.heartbeat.v1+json',
+  /** A supervisor's report to the coord (it carries runner event batches). */
   result: 'application/vnd.writ.result.v1+json',
+  /** A batch of a runner's events, signed by its node key (T14). */
+  runnerEvents: 'application/vnd.writ.runner-events.v1+json',
 } as const);
 
 export type PayloadKind = keyof typeof PAYLOAD_TYPES;

@@ -7,7 +7,7 @@ import { NodeAgent, type Clock } from './agent.ts';
 import { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 import { Runner, type RunnerOptions } from './runner.ts';
 
-export interface NodeDaemonOptions extends RunnerOptions {
+export interface NodeDaemonOptions extends Omit<RunnerOptions, 'nodeKey'> {
   stateDir: string;
   coordUrl: string;
   heartbeatMs?: number;
@@ -40,7 +40,7 @@ export async function nodeHealth(stateDir: string, runningJobs: number): Promise
 
 export async function startNodeDaemon(opts: NodeDaemonOptions): Promise<NodeDaemon> {
   const identity = await loadNodeIdentity(opts.stateDir, opts.nodeId);
-  const runner = await Runner.start(opts);
+  const runner = await Runner.start({ ...opts, nodeKey: identity.key });
   const agent = new NodeAgent({
     coordUrl: opts.coordUrl,
     identity,

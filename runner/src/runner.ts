@@ -5,9 +5,11 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import {
-  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, parseJobPayload, queueNames, redisKeys,
-  targetMatchesNode, toErrorJSON, verifyEnvelope, type ErrorJSON, type JobPayload, type KeyRef, type NodeView, type RunnerEvent,
+  BULL_PREFIX, KeySetHolder, MAX_EVENTS_PER_BATCH, PAYLOAD_TYPES, RUNNER_BATCH_TARGET_BYTES, WritError, authorizeJob, checkAudience, checkJobTimes, encodeEnvelope, encodeFailureReason,
+  encodeRunnerEventBatch, eventStreamFields, parseJobPayload, parseQueueJobData, queueJobEnvelope, queueNames, redisKeys, signEnvelope, targetMatchesNode, toErrorJSON,
+  verifyEnvelope, type ErrorJSON, type JobPayload, type KeyPair, type KeyRef, type NodeView, type RunnerEvent,
 } from '@writ/protocol';
 import { HostBroker, SandboxPool, defaultHostTable, type HostTable, type SandboxJob } from './sandbox/index.ts';
 
@@ -20,6 +22,8 @@ const silent: RunnerLogger = { info() {}, warn() {}, error() {} };
 
 export interface RunnerOptions {
   nodeId: string;
+  /** The node's identity key: it signs every event this runner reports (T14). */
+  nodeKey: KeyPair;
   clusterId: string;
   /** Pinned admins who may sign the first key set this node accepts; later ones chain from the set held. */
   admins: { threshold: number; keys: KeyRef[] };
@@ -51,6 +55,11 @@ export class Runner {
   private refusedKeySets = new Set<string>();
   private running = 0;
   readonly node: NodeView;
+  /** Events waiting for the next signed batch, each with the resolver of its emit(). */
+  private outbox: { event: RunnerEvent; done: () => void }[] = [];
+  private flushing: Promise<void> | undefined;
+  private readonly batchTag = randomBytes(6).toString('base64url');
+  private batchSeq = 0;
 
   private constructor(readonly opts: RunnerOptions) {
     this.log = opts.logger ?? silent;
@@ -106,12 +115,39 @@ export class Runner {
       .exec();
   }
 
-  private async emit(event: RunnerEvent): Promise<void> {
-    try {
-      await this.redis.xadd(redisKeys.events(), 'MAXLEN', '~', '1000000', '*', 'e', JSON.stringify(event));
-    } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'could not report an event');
+  /**
+   * Queues an event for the stream; resolves once the signed batch holding it was written (or writing it
+   * failed, which is logged: the job's outcome then reaches the ledger through the reconciler). Events that
+   * arrive while a batch is being written go out together in the next one, in order, under one signature.
+   */
+  private emit(event: RunnerEvent): Promise<void> {
+    return new Promise((done) => {
+      this.outbox.push({ event, done });
+      this.flushing ??= this.flushOutbox();
+    });
+  }
+
+  private async flushOutbox(): Promise<void> {
+    // Let the events of this tick gather first.
+    await new Promise((r) => setImmediate(r));
+    while (this.outbox.length > 0) {
+      let bytes = 0;
+      let n = 0;
+      while (n < this.outbox.length && n < MAX_EVENTS_PER_BATCH && (n === 0 || bytes < RUNNER_BATCH_TARGET_BYTES)) {
+        const ev = this.outbox[n++]!.event;
+        bytes += 200 + (ev.type === 'log' ? ev.message.length * 3 : ev.type === 'result' && ev.ok ? JSON.stringify(ev.value).length : 0);
+      }
+      const batch = this.outbox.splice(0, n);
+      try {
+        const payload = encodeRunnerEventBatch({ node: this.node.id, batch: `${this.batchTag}-${++this.batchSeq}`, events: batch.map((b) => b.event) });
+        const envelope = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.runnerEvents, payload, [this.opts.nodeKey]));
+        await this.redis.xadd(redisKeys.events(), 'MAXLEN', '~', '1000000', '*', ...eventStreamFields(envelope));
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message, events: batch.length }, 'could not report events');
+      }
+      for (const b of batch) b.done();
     }
+    this.flushing = undefined;
   }
 
   private nowS(): number {
@@ -185,13 +221,13 @@ export class Runner {
 
   /** Re-verifies the raw envelope and every binding; anything wrong is a permanent refusal and a security event. */
   private async admitHere(bullJob: Job): Promise<JobPayload> {
-    const raw = (bullJob.data as { envelope?: unknown } | undefined)?.envelope;
-    if (typeof raw !== 'string') throw new WritError('SECURITY_EVENT', 'job data carries no envelope');
+    const raw = queueJobEnvelope(bullJob.data);
     await this.refreshKeySet();
     const nowS = this.nowS();
     this.keySets.ensureUsable(nowS);
     const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring });
     const job = parseJobPayload(verified.payload);
+    parseQueueJobData(bullJob.data);
     if (job.id !== bullJob.id) throw new WritError('SECURITY_EVENT', `queue job ${bullJob.id} carries the envelope of job ${job.id}`);
     if (!targetMatchesNode(job.target, this.node)) {
       throw new WritError('TARGET_MISMATCH', `job targets ${'node' in job.target ? `node ${job.target.node}` : `labels ${JSON.stringify(job.target.selector)}`}, this is node ${this.node.id}`);
@@ -216,12 +252,12 @@ export class Runner {
         this.log.warn({ ...base, code: error.code, msg: error.message }, 'cannot check the job yet; it will be retried');
         const final = bullJob.attemptsMade + 1 >= (bullJob.opts.attempts ?? 1);
         await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final, durationMs: 0 });
-        throw new Error(JSON.stringify(error));
+        throw new Error(encodeFailureReason(error));
       }
       this.log.warn({ ...base, code: error.code, msg: error.message }, 'refused a job: security event');
       await this.emit({ type: 'security', ...base, ts: Date.now(), error });
       await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: true, durationMs: 0 });
-      throw new UnrecoverableError(JSON.stringify(error));
+      throw new UnrecoverableError(encodeFailureReason(error));
     }
     await this.emit({ type: 'status', ...base, ts: Date.now(), status: 'running' });
     this.running++;
@@ -240,8 +276,8 @@ export class Runner {
     const attemptsAllowed = bullJob.opts.attempts ?? 1;
     const final = !error.retryable || bullJob.attemptsMade + 1 >= attemptsAllowed;
     await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final, durationMs: outcome.durationMs });
-    if (!error.retryable) throw new UnrecoverableError(JSON.stringify(error));
-    throw new Error(JSON.stringify(error));
+    if (!error.retryable) throw new UnrecoverableError(encodeFailureReason(error));
+    throw new Error(encodeFailureReason(error));
   }
 
   /** Stops taking jobs, lets running ones finish (up to `timeoutMs`), then closes everything. */
@@ -251,6 +287,7 @@ export class Runner {
     const timer = new Promise((r) => setTimeout(r, timeoutMs).unref());
     await Promise.race([closing, timer]);
     await this.pool.close();
+    await this.flushing; // the last results go out before the connection closes
     await this.redis.quit().catch(() => this.redis.disconnect());
     await this.workerConn.quit().catch(() => this.workerConn.disconnect());
   }

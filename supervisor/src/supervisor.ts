@@ -3,8 +3,8 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
-  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, WritError, encodeEnvelope, pickByJobId, queueNames, redisKeys, signEnvelope, targetMatchesNode, utf8,
-  type JobPayload, type RunnerEvent, type SupervisorReport, type KeyPair, type KeyRef, type NodeView,
+  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, QUEUE_JOB_NAME, WritError, encodeEnvelope, encodeSupervisorReport, pickByJobId, queueJobData, queueNames,
+  REPORT_TARGET_BYTES, readEventStreamEntry, redisKeys, signEnvelope, targetMatchesNode, type JobPayload, type ReportEntry, type SupervisorReport, type KeyPair, type KeyRef, type NodeView,
 } from '@writ/protocol';
 import { admitEnvelope, type Admitted } from './admission.ts';
 import { assertRedisSafe } from './redis-check.ts';
@@ -166,13 +166,32 @@ export class Supervisor {
 
   /** Puts the untouched envelope on the node's queue; BullMQ job id = envelope job id, so this is idempotent. */
   async enqueue(jobId: string, node: string, raw: string): Promise<void> {
-    await this.queue(node).add('job', { envelope: raw }, {
-      jobId,
-      attempts: this.opts.attempts ?? 3,
-      backoff: { type: 'exponential', delay: this.opts.backoffMs ?? 1000 },
-      removeOnComplete: { age: 24 * 3600, count: 10_000 },
-      removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
-    });
+    await this.enqueueMany([{ jobId, node, envelope: raw }]);
+  }
+
+  /**
+   * Enqueues envelopes admitted elsewhere in this process (the coord verified and authorised them against
+   * the same key set a moment ago; verifying again here would only repeat it). One bulk add per node queue.
+   * The runner verifies every envelope again on its own (T11).
+   */
+  async enqueueMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<void> {
+    const byNode = new Map<string, { jobId: string; envelope: string }[]>();
+    for (const it of items) {
+      const list = byNode.get(it.node) ?? [];
+      list.push(it);
+      byNode.set(it.node, list);
+    }
+    await Promise.all([...byNode].map(([node, list]) => this.queue(node).addBulk(list.map((it) => ({
+      name: QUEUE_JOB_NAME,
+      data: queueJobData(it.envelope),
+      opts: {
+        jobId: it.jobId,
+        attempts: this.opts.attempts ?? 3,
+        backoff: { type: 'exponential', delay: this.opts.backoffMs ?? 1000 },
+        removeOnComplete: { age: 24 * 3600, count: 10_000 },
+        removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+      },
+    })))));
   }
 
   async jobState(jobId: string, node: string): Promise<{ state: QueueState; returnvalue?: unknown; failedReason?: string; attemptsMade?: number }> {
@@ -210,15 +229,28 @@ export class Supervisor {
           if (cursor === '0') cursor = '>';
           continue;
         }
-        const events: RunnerEvent[] = [];
-        for (const [, fields] of entries) {
-          const i = fields.indexOf('e');
-          if (i >= 0) events.push(JSON.parse(fields[i + 1]!) as RunnerEvent);
+        // Entries travel untouched: each is a runner's signed batch, verified by the coord against the node's key.
+        // One that is not shaped like ours is carried as `malformed`, so the coord records it as a security event.
+        // Reports stay under a byte budget; each part is acknowledged in Redis only after the coord took it.
+        let part: { id: string; entry: ReportEntry }[] = [];
+        let bytes = 0;
+        const deliver = async () => {
+          if (part.length === 0) return;
+          const report: SupervisorReport = { supervisor: this.opts.id, seq: `${Date.now()}-${++this.reportSeq}`, entries: part.map((p) => p.entry) };
+          const env = signEnvelope(PAYLOAD_TYPES.result, encodeSupervisorReport(report), [this.opts.signingKey]);
+          await this.opts.sink.deliver(encodeEnvelope(env));
+          await this.redis.xack(stream, group, ...part.map((p) => p.id));
+          part = [];
+          bytes = 0;
+        };
+        for (const [id, fields] of entries) {
+          const entry = readEventStreamEntry(fields);
+          const size = 'envelope' in entry ? entry.envelope.length : 300;
+          if (bytes + size > REPORT_TARGET_BYTES) await deliver();
+          part.push({ id, entry });
+          bytes += size;
         }
-        const report: SupervisorReport = { supervisor: this.opts.id, seq: `${Date.now()}-${++this.reportSeq}`, events };
-        const env = signEnvelope(PAYLOAD_TYPES.result, utf8.encode(JSON.stringify(report)), [this.opts.signingKey]);
-        await this.opts.sink.deliver(encodeEnvelope(env));
-        await this.redis.xack(stream, group, ...entries.map(([id]) => id));
+        await deliver();
         backoff = 100;
       } catch (e) {
         if (this.stopping) break;

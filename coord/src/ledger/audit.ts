@@ -64,28 +64,37 @@ function fromRow(r: AuditRow): AuditEntry {
 }
 
 export async function appendAudit(db: Db, input: AuditInput): Promise<AuditEntry> {
-  const fields = {
-    kind: storableText(input.kind),
-    actor: storableText(input.actor),
-    subject: storableText(input.subject),
-    data: storableJson(input.data ?? {}),
-  };
-  return db.transaction(async (tx) => {
-    // The head row lock serialises appends across connections and coords: the second waits, then reads
-    // the head the first one wrote, so the chain never forks.
-    const [head] = await tx.query<{ seq: number | string; hash: string }>('SELECT seq, hash FROM audit_head WHERE id FOR UPDATE');
-    if (!head) throw new Error('audit_head is missing: the ledger schema is damaged');
-    // Taken after the lock so times follow seq order.
-    const [now] = await tx.query<{ at: Date }>("SELECT date_trunc('milliseconds', clock_timestamp()) AS at");
-    const entry: Omit<AuditEntry, 'hash'> = { seq: Number(head.seq) + 1, at: new Date(now!.at), ...fields, prevHash: head.hash };
-    const hash = auditHash(entry);
-    await tx.query(
-      `INSERT INTO audit_log (${COLUMNS}) VALUES ($1, $2::timestamptz, $3, $4, $5, $6::jsonb, $7, $8)`,
-      [entry.seq, entry.at.toISOString(), entry.kind, entry.actor, entry.subject, JSON.stringify(entry.data), entry.prevHash, hash],
-    );
-    await tx.query('UPDATE audit_head SET seq = $1, hash = $2 WHERE id', [entry.seq, hash]);
-    return { ...entry, hash };
+  return db.transaction(async (tx) => (await appendAuditIn(tx, [input]))[0]!);
+}
+
+/**
+ * Appends entries in the caller's transaction under one lock of the chain head: the hashes are chained in
+ * this process and the rows written in one multi-row INSERT, so a group of jobs costs one lock, not one each.
+ */
+export async function appendAuditIn(tx: Queryable, inputs: readonly AuditInput[]): Promise<AuditEntry[]> {
+  if (inputs.length === 0) return [];
+  // The head row lock serialises appends across connections and coords: the second waits, then reads
+  // the head the first one wrote, so the chain never forks. The time is taken after the lock so times follow seq order.
+  const [head] = await tx.query<{ seq: number | string; hash: string; at: Date }>("SELECT seq, hash, date_trunc('milliseconds', clock_timestamp()) AS at FROM audit_head WHERE id FOR UPDATE");
+  if (!head) throw new Error('audit_head is missing: the ledger schema is damaged');
+  const at = new Date(head.at);
+  let seq = Number(head.seq);
+  let prevHash = head.hash;
+  const entries: AuditEntry[] = inputs.map((input) => {
+    const entry: Omit<AuditEntry, 'hash'> = {
+      seq: ++seq, at, kind: storableText(input.kind), actor: storableText(input.actor), subject: storableText(input.subject), data: storableJson(input.data ?? {}), prevHash,
+    };
+    prevHash = auditHash(entry);
+    return { ...entry, hash: prevHash };
   });
+  await tx.query(
+    `INSERT INTO audit_log (${COLUMNS})
+     SELECT e.seq, e.at, e.kind, e.actor, e.subject, e.data, e.prev_hash, e.hash
+     FROM jsonb_to_recordset($1::jsonb) AS e(seq bigint, at timestamptz, kind text, actor text, subject text, data jsonb, prev_hash text, hash text)`,
+    [JSON.stringify(entries.map((e) => ({ seq: e.seq, at: e.at.toISOString(), kind: e.kind, actor: e.actor, subject: e.subject, data: e.data, prev_hash: e.prevHash, hash: e.hash })))],
+  );
+  await tx.query('UPDATE audit_head SET seq = $1, hash = $2 WHERE id', [seq, prevHash]);
+  return entries;
 }
 
 /** The last `n` entries, oldest first. */

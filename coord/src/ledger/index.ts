@@ -2,10 +2,10 @@
 // the audit log. PGlite by default (embedded, in a folder or in memory), PostgreSQL when DATABASE_URL is given;
 // the same SQL and migrations serve both. See docs/ledger.md.
 import { openDb, type Db } from './db.ts';
-import { appendAudit, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
+import { appendAudit, appendAuditIn, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
 import {
-  DEFAULT_JOB_LIMITS, appendJobEvent, getJob, insertJob, listAttempts, listExpiredWaiting, listJobEvents, listJobs, listUnfinished, recordAttempt, touchJob, transitionJob,
-  type AttemptOutcome, type JobAttempt, type JobEvent, type JobEventInput, type JobLimits, type JobRecord, type JobStatus, type ListJobsQuery,
+  DEFAULT_JOB_LIMITS, admitJobsIn, appendJobEvent, appendJobEventIn, getJob, insertJob, listAttempts, listExpiredWaiting, listJobEvents, listJobs, listUnfinished,
+  recordAttempt, touchJob, transitionJob, transitionJobIn, type Admission, type AdmissionOutcome, type AttemptOutcome, type JobAttempt, type JobEvent, type JobEventInput, type JobLimits, type JobRecord, type JobStatus, type ListJobsQuery,
   type NewJob, type TransitionPatch, type TransitionedJob,
 } from './jobs.ts';
 import { migrate, schemaVersion } from './migrations.ts';
@@ -15,11 +15,23 @@ export type { Db, Queryable } from './db.ts';
 export type { AuditEntry, AuditInput, AuditVerification } from './audit.ts';
 export { auditHash, auditPreimage, GENESIS_HASH } from './audit.ts';
 export type {
-  AttemptOutcome, JobAttempt, JobEvent, JobEventInput, JobEventType, JobLimits, JobRecord, JobStatus, ListJobsQuery, NewJob, TransitionPatch, TransitionedJob,
+  Admission, AdmissionOutcome, AttemptOutcome, JobAttempt, JobEvent, JobEventInput, JobEventType, JobLimits, JobRecord, JobStatus, ListJobsQuery, NewJob, TransitionPatch, TransitionedJob,
 } from './jobs.ts';
 export { DEFAULT_JOB_LIMITS, JOB_STATUSES, TERMINAL_STATUSES, decideTransition } from './jobs.ts';
 export { MIGRATIONS, migrate, schemaVersion, type Migration } from './migrations.ts';
 export { canonicalJson } from './json.ts';
+
+/**
+ * The writes of one transaction (a supervisor report, a group of admissions). Audit entries are collected
+ * and appended at the end under one lock of the chain head.
+ */
+export interface LedgerWriter {
+  transitionJob(id: string, to: JobStatus, patch?: TransitionPatch): Promise<TransitionedJob | null>;
+  recordAttempt(jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt>;
+  appendJobEvent(jobId: string, ev: JobEventInput): Promise<number>;
+  getJob(id: string): Promise<JobRecord | null>;
+  audit(input: AuditInput): void;
+}
 
 export interface LedgerOptions {
   /** PostgreSQL connection string (production). When absent, PGlite is used. */
@@ -80,6 +92,11 @@ export class Ledger {
   recordAttempt(jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt> {
     return recordAttempt(this.db, jobId, attempt, node, outcome, errorCode);
   }
+  /** The node each job was dispatched to (null while it waits for one); ids unknown to the ledger are absent. */
+  async jobNodes(ids: readonly string[]): Promise<Map<string, string | null>> {
+    const rows = await this.db.query<{ id: string; node: string | null }>('SELECT id, node FROM jobs WHERE id = ANY($1::text[])', [ids]);
+    return new Map(rows.map((r) => [r.id, r.node]));
+  }
   listAttempts(jobId: string): Promise<JobAttempt[]> {
     return listAttempts(this.db, jobId);
   }
@@ -97,6 +114,31 @@ export class Ledger {
   }
   touchJob(id: string): Promise<boolean> {
     return touchJob(this.db, id);
+  }
+
+  /** Runs `fn`'s writes in one transaction; resolves after the commit, rejects (nothing written) when any write fails. */
+  write<T>(fn: (w: LedgerWriter) => Promise<T>): Promise<T> {
+    return this.db.transaction(async (tx) => {
+      const audits: AuditInput[] = [];
+      const out = await fn({
+        transitionJob: (id, to, patch) => transitionJobIn(tx, this.limits, id, to, patch),
+        recordAttempt: (jobId, attempt, node, outcome, errorCode) => recordAttempt(tx, jobId, attempt, node, outcome, errorCode),
+        appendJobEvent: (jobId, ev) => appendJobEventIn(tx, this.limits, jobId, ev),
+        getJob: (id) => getJob(tx, id),
+        audit: (input) => void audits.push(input),
+      });
+      await appendAuditIn(tx, audits);
+      return out;
+    });
+  }
+
+  /** Records a group of admissions and their audit entries in one transaction (group commit); outcomes in input order. */
+  admitJobs(items: readonly Admission[], audits: (outcomes: AdmissionOutcome[]) => AuditInput[]): Promise<AdmissionOutcome[]> {
+    return this.db.transaction(async (tx) => {
+      const outcomes = await admitJobsIn(tx, this.limits, items);
+      await appendAuditIn(tx, audits(outcomes));
+      return outcomes;
+    });
   }
 
   // ---- signed key sets (stored by the node package's store; the highest version is current)

@@ -1,13 +1,11 @@
 // Jobs, their attempts and their event stream. The jobs table is what stops a replay (T5) and what the
 // reconciler re-dispatches from (R1); transitions are fenced by attempt number so late reports cannot
 // overwrite newer state.
-import { WritError, type JobTarget } from '@writ/protocol';
+import { JOB_STATUSES, TERMINAL_STATUSES, WritError, type JobStatus, type JobTarget } from '@writ/protocol';
 import type { Db, Queryable } from './db.ts';
 import { storableJson, storableText, truncateUtf8 } from './json.ts';
 
-export const JOB_STATUSES = ['admitted', 'queued', 'running', 'succeeded', 'failed', 'refused'] as const;
-export type JobStatus = (typeof JOB_STATUSES)[number];
-export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'refused']);
+export { JOB_STATUSES, TERMINAL_STATUSES, type JobStatus };
 const UNFINISHED: readonly JobStatus[] = ['admitted', 'queued', 'running'];
 
 export interface JobRecord {
@@ -271,9 +269,14 @@ export function decideTransition(from: JobStatus, attempts: number, to: JobStatu
 }
 
 export async function transitionJob(db: Db, limits: JobLimits, id: string, to: JobStatus, patch: TransitionPatch = {}): Promise<TransitionedJob | null> {
+  return db.transaction((tx) => transitionJobIn(tx, limits, id, to, patch));
+}
+
+/** transitionJob inside a transaction the caller owns. */
+export async function transitionJobIn(tx: Queryable, limits: JobLimits, id: string, to: JobStatus, patch: TransitionPatch = {}): Promise<TransitionedJob | null> {
   if (!JOB_STATUSES.includes(to)) throw new WritError('BAD_REQUEST', `unknown job status ${String(to)}`);
   if (patch.attempt !== undefined && (!Number.isInteger(patch.attempt) || patch.attempt < 1)) throw new WritError('BAD_REQUEST', 'attempt must be a positive integer');
-  return db.transaction(async (tx) => {
+  {
     const [cur] = await tx.query<{ status: JobStatus; attempts: number; node: string | null }>('SELECT status, attempts, node FROM jobs WHERE id = $1 FOR UPDATE', [id]);
     if (!cur) return null;
     const decision = decideTransition(cur.status, Number(cur.attempts), to, patch.attempt);
@@ -303,7 +306,7 @@ export async function transitionJob(db: Db, limits: JobLimits, id: string, to: J
     const attemptNote = to === 'running' ? ` (attempt ${decision.attempts}${job.node ? ` on ${job.node}` : ''})` : '';
     const event = await insertEvent(tx, limits, id, Number(row!.event_seq), { type: 'status', message: patch.message ?? `${cur.status} → ${to}${attemptNote}`, data });
     return { ...job, event };
-  });
+  }
 }
 
 async function insertEvent(tx: Queryable, limits: JobLimits, jobId: string, seq: number, ev: JobEventInput): Promise<JobEvent> {
@@ -325,9 +328,14 @@ async function insertEvent(tx: Queryable, limits: JobLimits, jobId: string, seq:
  * every dropped event returns 0. Status and security events are always stored.
  */
 export async function appendJobEvent(db: Db, limits: JobLimits, jobId: string, ev: JobEventInput): Promise<number> {
+  return db.transaction((tx) => appendJobEventIn(tx, limits, jobId, ev));
+}
+
+/** appendJobEvent inside a transaction the caller owns. */
+export async function appendJobEventIn(tx: Queryable, limits: JobLimits, jobId: string, ev: JobEventInput): Promise<number> {
   if (!['status', 'log', 'security'].includes(ev.type)) throw new WritError('BAD_REQUEST', `unknown job event type ${String(ev.type)}`);
   const isLog = ev.type === 'log';
-  return db.transaction(async (tx) => {
+  {
     // The row lock taken by this UPDATE orders concurrent appends; seq comes from the job row.
     const [row] = await tx.query<{ event_seq: number; log_events: number }>(
       `UPDATE jobs SET event_seq = event_seq + 1, log_events = log_events + $2
@@ -351,7 +359,7 @@ export async function appendJobEvent(db: Db, limits: JobLimits, jobId: string, e
       return 0;
     }
     return (await insertEvent(tx, limits, jobId, seq, ev)).seq;
-  });
+  }
 }
 
 /** Events after `afterSeq` (the SSE Last-Event-ID), oldest first. */
@@ -432,4 +440,91 @@ export async function listExpiredWaiting(db: Queryable, q: { limit?: number } = 
 export async function touchJob(db: Queryable, id: string): Promise<boolean> {
   const rows = await db.query(`UPDATE jobs SET updated_at = ${NOW_MS} WHERE id = $1 AND status = ANY($2::text[]) RETURNING id`, [id, UNFINISHED]);
   return rows.length > 0;
+}
+
+/** One admission of a group commit: the job as first recorded (admitted, queued for a node, or refused at once). */
+export interface Admission extends NewJob {
+  status: 'admitted' | 'queued' | 'refused';
+  errorCode?: string;
+  errorMessage?: string;
+}
+
+export type AdmissionOutcome =
+  | { id: string; created: true; status: JobStatus; node: string | null }
+  /** The id was recorded before: a replay of the same envelope answers with the row as it stands. */
+  | { id: string; created: false; status: JobStatus; node: string | null; errorCode: string | null; errorMessage: string | null }
+  | { id: string; error: WritError };
+
+/**
+ * Records many admissions in the caller's transaction with one multi-row INSERT for the jobs and one for
+ * their first events (`admitted`, then `queued for node …` or `refused: …`). An id seen before (in the
+ * ledger or earlier in the same group) is a replay when the envelope hash matches and JOB_ID_CONFLICT
+ * otherwise. Outcomes are returned in input order.
+ */
+export async function admitJobsIn(tx: Queryable, limits: JobLimits, items: readonly Admission[]): Promise<AdmissionOutcome[]> {
+  for (const it of items) {
+    if (!Number.isInteger(it.maxAttempts ?? 1) || (it.maxAttempts ?? 1) < 1) throw new WritError('BAD_REQUEST', 'maxAttempts must be a positive integer');
+  }
+  const firstById = new Map<string, Admission>();
+  for (const it of items) if (!firstById.has(it.id)) firstById.set(it.id, it);
+  const firsts = [...firstById.values()];
+  const rows = firsts.map((it) => ({
+    id: it.id,
+    envelope: it.envelope,
+    sha: it.envelopeSha256,
+    signers: it.signerKeyids,
+    target: storableJson(it.target),
+    node: it.node ?? null,
+    caps: it.caps,
+    status: it.status,
+    max_attempts: it.maxAttempts ?? 3,
+    error_code: it.errorCode ?? null,
+    error_message: it.errorMessage === undefined ? null : storableText(it.errorMessage),
+    exp: it.exp.toISOString(),
+    event_seq: it.status === 'admitted' ? 1 : 2,
+  }));
+  const inserted = await tx.query<{ id: string }>(
+    `INSERT INTO jobs (id, envelope, envelope_sha256, signer_keyids, target, node, caps, status, attempts, max_attempts, error_code, error_message, exp, created_at, updated_at, finished_at, event_seq)
+     SELECT u.id, u.envelope, u.sha, ARRAY(SELECT jsonb_array_elements_text(u.signers)), u.target, u.node, ARRAY(SELECT jsonb_array_elements_text(u.caps)),
+            u.status, 0, u.max_attempts, u.error_code, u.error_message, u.exp, ${NOW_MS}, ${NOW_MS}, CASE WHEN u.status = 'refused' THEN ${NOW_MS} END, u.event_seq
+     FROM jsonb_to_recordset($1::jsonb) AS u(id text, envelope text, sha text, signers jsonb, target jsonb, node text, caps jsonb, status text, max_attempts integer,
+                                             error_code text, error_message text, exp timestamptz, event_seq integer)
+     ON CONFLICT (id) DO NOTHING
+     RETURNING id`,
+    [JSON.stringify(rows)],
+  );
+  const created = new Set(inserted.map((r) => r.id));
+  const events: { job_id: string; seq: number; message: string; data: unknown }[] = [];
+  for (const it of firsts) {
+    if (!created.has(it.id)) continue;
+    events.push({ job_id: it.id, seq: 1, message: 'admitted', data: { status: 'admitted' } });
+    if (it.status === 'queued') events.push({ job_id: it.id, seq: 2, message: `queued for node ${it.node}`, data: { status: 'queued', from: 'admitted', attempt: 0, node: it.node } });
+    if (it.status === 'refused') {
+      const error = { code: it.errorCode ?? 'INTERNAL', message: it.errorMessage ?? '' };
+      events.push({ job_id: it.id, seq: 2, message: truncateUtf8(storableText(`refused: ${error.code}: ${error.message}`), limits.maxEventMessageBytes), data: storableJson({ status: 'refused', from: 'admitted', attempt: 0, error }) });
+    }
+  }
+  if (events.length > 0) {
+    await tx.query(
+      `INSERT INTO job_events (job_id, seq, at, type, level, message, data)
+       SELECT e.job_id, e.seq, ${NOW_MS}, 'status', NULL, e.message, e.data FROM jsonb_to_recordset($1::jsonb) AS e(job_id text, seq integer, message text, data jsonb)`,
+      [JSON.stringify(events)],
+    );
+  }
+  const replayIds = [...new Set(items.filter((it) => !created.has(it.id) || firstById.get(it.id) !== it).map((it) => it.id))];
+  const existing = new Map<string, { envelope_sha256: string; status: JobStatus; node: string | null; error_code: string | null; error_message: string | null }>();
+  if (replayIds.length > 0) {
+    const found = await tx.query<{ id: string; envelope_sha256: string; status: JobStatus; node: string | null; error_code: string | null; error_message: string | null }>(
+      'SELECT id, envelope_sha256, status, node, error_code, error_message FROM jobs WHERE id = ANY($1::text[])',
+      [replayIds],
+    );
+    for (const r of found) existing.set(r.id, r);
+  }
+  return items.map((it): AdmissionOutcome => {
+    if (created.has(it.id) && firstById.get(it.id) === it) return { id: it.id, created: true, status: it.status, node: it.node ?? null };
+    const row = existing.get(it.id);
+    if (!row) return { id: it.id, error: new WritError('INTERNAL', `job ${it.id} conflicted on insert but cannot be read`) };
+    if (row.envelope_sha256 !== it.envelopeSha256) return { id: it.id, error: new WritError('JOB_ID_CONFLICT', `job id ${it.id} is already used by a different envelope`, { id: it.id }) };
+    return { id: it.id, created: false, status: row.status, node: row.node, errorCode: row.error_code, errorMessage: row.error_message };
+  });
 }

@@ -1,0 +1,45 @@
+// The error shape as it crosses a seam (HTTP bodies, runner events, BullMQ's failure reason): one schema
+// and one parser, so a reader never rebuilds an ErrorJSON from a loosely typed object.
+import { isErrorCode, type ErrorJSON } from '../errors.ts';
+import { assertSchema, compileSchema } from '../schema.ts';
+import { parseStrictJson } from '../strict-json.ts';
+
+export const errorJsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['code', 'message', 'retryable'],
+  properties: {
+    code: { type: 'string', pattern: '^[A-Z][A-Z0-9_]{1,63}$' },
+    message: { type: 'string', maxLength: 65536 },
+    retryable: { type: 'boolean' },
+    details: { type: 'object' },
+  },
+} as const;
+
+const validateErrorJson = compileSchema<ErrorJSON>(errorJsonSchema);
+
+/** Checks a value already parsed from JSON is an ErrorJSON with a registered code; throws SCHEMA_INVALID otherwise. */
+export function assertErrorJson(value: unknown, what: string): asserts value is ErrorJSON {
+  assertSchema(validateErrorJson, value, what);
+  if (!isErrorCode(value.code)) assertSchema(validateErrorJson, { ...value, code: '?' }, `${what} (unknown error code ${value.code})`);
+}
+
+/**
+ * BullMQ keeps a failed job's reason as a string. Writ puts its ErrorJSON there as JSON text; BullMQ's own
+ * reasons ("job stalled more than allowable limit") are plain text. `parseFailureReason` returns the
+ * ErrorJSON, or null for a reason Writ did not write.
+ */
+export function encodeFailureReason(error: ErrorJSON): string {
+  return JSON.stringify({ code: error.code, message: error.message, retryable: error.retryable, ...(error.details ? { details: error.details } : {}) });
+}
+
+export function parseFailureReason(reason: string | undefined | null): ErrorJSON | null {
+  if (!reason || reason[0] !== '{') return null;
+  try {
+    const value = parseStrictJson(reason, { maxBytes: 256 * 1024, maxDepth: 16 });
+    assertErrorJson(value, 'failure reason');
+    return value;
+  } catch {
+    return null;
+  }
+}
