@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { PAYLOAD_TYPES, b64url, bootstrapKeySet, decodeKeyFile, encodeEnvelope, encodeKeySet, encodePrivateKeyFile, generateKeyPair, signEnvelope, type KeyPair } from '@writ/protocol';
+import { PAYLOAD_TYPES, b64url, errorCodeOf, bootstrapKeySet, decodeKeyFile, encodeEnvelope, encodeKeySet, encodePrivateKeyFile, generateKeyPair, signEnvelope, type KeyPair } from '@writ/protocol';
 import { buildApp, CoordService, InProcessSupervisorClient, openLedger, type Ledger } from '@writ/coord';
 import { Supervisor, type Logger } from '@writ/supervisor';
 import { salHostTable, startNodeDaemon, type NodeDaemon, type Runner, type RunnerOptions, type SalHostConfig } from '@writ/runner';
@@ -154,7 +154,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         const n = await ledger.nodeStore.getNode(id);
         if (n?.state === 'inspected') {
           await service!.nodes.apply(id, 'accept', { actor: 'writ dev', reason: 'a node of this one-process stack', byOperator: true });
-          await service!.nodes.apply(id, 'activate', { actor: 'writ dev', reason: 'healthy at registration', byOperator: false });
+          // A healthy heartbeat right after the accept activates the node by itself; losing that race is the
+          // same outcome, and the wait below checks that the node did become workable.
+          await service!.nodes.apply(id, 'activate', { actor: 'writ dev', reason: 'healthy at registration', byOperator: false }).catch((e: unknown) => {
+            if (errorCodeOf(e) !== 'TRANSITION_NOT_ALLOWED') throw e;
+          });
         }
         // Return only once the node takes work: active and heard from (its first heartbeat may trail registration).
         const end = Date.now() + 15_000;

@@ -8,7 +8,7 @@ import {
   type RunnerEvent, type RunnerEventBatch, type TrustedKey,
 } from '@writ/protocol';
 import { GroupCommitter } from './ledger/group-commit.ts';
-import type { Admission, AdmissionOutcome, AuditInput, Ledger, LedgerWriter, TransitionedJob } from './ledger/index.ts';
+import type { Admission, AdmissionOutcome, AuditInput, Ledger, TransitionedJob } from './ledger/index.ts';
 import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
 import type { SupervisorClient } from './supervisor-client.ts';
 
@@ -360,12 +360,11 @@ export class CoordService {
         events.push(ev);
       }
     }
-    const published: { jobId: string; ev: JobEventMessage }[] = [];
-    await this.ledger.write(async (w) => {
+    const recorded = await this.ledger.write(async (w) => {
       for (const r of refusals) w.audit(r);
-      for (const ev of events) await this.applyEvent(w, ev, published);
+      return w.applyRunnerEvents(events);
     });
-    for (const p of published) this.publish(p.jobId, p.ev);
+    for (const e of recorded) this.publish(e.jobId, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
     if (refusals.length > 0) this.log.warn({ supervisor: report.supervisor, refused: refusals.length }, 'refused runner events: security event');
     this.metrics.reportsApplied++;
     this.metrics.eventsApplied += events.length;
@@ -394,54 +393,6 @@ export class CoordService {
     if (signer.ring.get(keyid) === undefined) return null; // the hint names another key than the node's
     this.nodeSigners.set(keyid, signer);
     return signer;
-  }
-
-  private async applyEvent(w: LedgerWriter, ev: RunnerEvent, published: { jobId: string; ev: JobEventMessage }[]): Promise<void> {
-    const transitioned = (jobId: string, t: TransitionedJob | null) => {
-      if (t) published.push({ jobId, ev: { seq: t.event.seq, type: t.event.type, level: t.event.level, message: t.event.message, data: t.event.data } });
-    };
-    if (!ev.jobId) {
-      w.audit({ kind: 'security', actor: `node:${ev.node}`, subject: '', data: { type: ev.type, attempt: ev.attempt, ts: ev.ts, ...(ev.type === 'security' ? { error: ev.error } : {}) } });
-      return;
-    }
-    const jobId = ev.jobId;
-    switch (ev.type) {
-      case 'status': {
-        const t = await w.transitionJob(jobId, 'running', { attempt: ev.attempt, node: ev.node, message: `running on ${ev.node} (attempt ${ev.attempt})` });
-        await w.recordAttempt(jobId, ev.attempt, ev.node, 'running');
-        transitioned(jobId, t);
-        return;
-      }
-      case 'log': {
-        const seq = await w.appendJobEvent(jobId, { type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } });
-        if (seq) published.push({ jobId, ev: { seq, type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } } });
-        return;
-      }
-      case 'security': {
-        w.audit({ kind: 'security', actor: `node:${ev.node}`, subject: jobId, data: { error: ev.error, attempt: ev.attempt } });
-        const seq = await w.appendJobEvent(jobId, { type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}`, data: { attempt: ev.attempt } });
-        published.push({ jobId, ev: { seq, type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}` } });
-        return;
-      }
-      case 'result': {
-        if (ev.ok) {
-          const t = await w.transitionJob(jobId, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value, durationMs: ev.durationMs } });
-          await w.recordAttempt(jobId, ev.attempt, ev.node, 'succeeded');
-          w.audit({ kind: 'job.effect', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, ok: true } });
-          transitioned(jobId, t);
-        } else {
-          const to = ev.final ? 'failed' : 'queued';
-          const t = await w.transitionJob(jobId, to, {
-            errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt,
-            message: `${ev.final ? 'failed' : `attempt ${ev.attempt} failed, will retry`}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
-          });
-          await w.recordAttempt(jobId, ev.attempt, ev.node, 'failed', ev.error.code);
-          if (ev.final) w.audit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: jobId, data: { attempt: ev.attempt, code: ev.error.code } });
-          transitioned(jobId, t);
-        }
-        return;
-      }
-    }
   }
 
   /** Re-dispatches admitted, unfinished jobs that Redis lost (FLUSHALL, restart without AOF), and settles ones BullMQ gave up on. */

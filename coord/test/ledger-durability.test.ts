@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openLedger, type LedgerOptions } from '../src/ledger/index.ts';
-import { startTestPostgres } from './helpers/postgres.ts';
+import { startTestPostgres } from '../../tests/helpers/postgres.ts';
 
 const RUN = randomBytes(2).toString('hex');
 const LEDGER_MODULE = pathToFileURL(fileURLToPath(new URL('../src/ledger/index.ts', import.meta.url))).href;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { sha256Hex } from '@writ/protocol';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { auditHash, decideTransition, Ledger, MIGRATIONS, migrate, openLedger, type NewJob } from '../src/ledger/index.ts';
-import { startTestPostgres } from './helpers/postgres.ts';
+import { startTestPostgres } from '../../tests/helpers/postgres.ts';
 
 const RUN = randomBytes(2).toString('hex');
 const tempDirs: string[] = [];

@@ -1,6 +1,7 @@
 // The coord's ledger: the source of truth for jobs, their events and attempts, nodes, signed key sets and
 // the audit log. PGlite by default (embedded, in a folder or in memory), PostgreSQL when DATABASE_URL is given;
 // the same SQL and migrations serve both. See docs/ledger.md.
+import type { RunnerEvent } from '@writ/protocol';
 import { openDb, type Db } from './db.ts';
 import { appendAudit, appendAuditIn, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
 import {
@@ -9,6 +10,7 @@ import {
   type NewJob, type TransitionPatch, type TransitionedJob,
 } from './jobs.ts';
 import { migrate, schemaVersion } from './migrations.ts';
+import { applyRunnerEventsIn, type RecordedEvent } from './runner-events.ts';
 import { SqlKeySetStore, SqlNodeStore } from '../nodes/sql-store.ts';
 
 export type { Db, Queryable } from './db.ts';
@@ -20,6 +22,7 @@ export type {
 export { DEFAULT_JOB_LIMITS, JOB_STATUSES, TERMINAL_STATUSES, decideTransition } from './jobs.ts';
 export { MIGRATIONS, migrate, schemaVersion, type Migration } from './migrations.ts';
 export { canonicalJson } from './json.ts';
+export type { RecordedEvent } from './runner-events.ts';
 
 /**
  * The writes of one transaction (a supervisor report, a group of admissions). Audit entries are collected
@@ -30,6 +33,8 @@ export interface LedgerWriter {
   recordAttempt(jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt>;
   appendJobEvent(jobId: string, ev: JobEventInput): Promise<number>;
   getJob(id: string): Promise<JobRecord | null>;
+  /** Records verified runner events with a few set-based statements; returns what was recorded, in order. */
+  applyRunnerEvents(events: readonly RunnerEvent[]): Promise<RecordedEvent[]>;
   audit(input: AuditInput): void;
 }
 
@@ -125,6 +130,7 @@ export class Ledger {
         recordAttempt: (jobId, attempt, node, outcome, errorCode) => recordAttempt(tx, jobId, attempt, node, outcome, errorCode),
         appendJobEvent: (jobId, ev) => appendJobEventIn(tx, this.limits, jobId, ev),
         getJob: (id) => getJob(tx, id),
+        applyRunnerEvents: (events) => applyRunnerEventsIn(tx, this.limits, events, (a) => void audits.push(a)),
         audit: (input) => void audits.push(input),
       });
       await appendAuditIn(tx, audits);

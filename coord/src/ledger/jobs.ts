@@ -155,7 +155,7 @@ function eventFromRow(r: EventRow): JobEvent {
   return { seq: Number(r.seq), at: new Date(r.at), type: r.type, level: r.level, message: r.message, data: r.data ?? null };
 }
 
-const NOW_MS = "date_trunc('milliseconds', clock_timestamp())";
+export const NOW_MS = "date_trunc('milliseconds', clock_timestamp())";
 
 function jsonParam(v: unknown): string | null {
   return v === undefined ? null : JSON.stringify(storableJson(v));
@@ -299,25 +299,41 @@ export async function transitionJobIn(tx: Queryable, limits: JobLimits, id: stri
       [id, to, decision.attempts, patch.node ?? null, terminal, terminal ? jsonParam(patch.result) : null, patch.errorCode ?? null, patch.errorMessage === undefined ? null : storableText(patch.errorMessage)],
     );
     const job = jobFromRow(row!);
-    const data: Record<string, unknown> = { status: to, from: cur.status, attempt: decision.attempts };
-    if (job.node) data.node = job.node;
-    if (patch.errorCode) data.error = { code: patch.errorCode, message: patch.errorMessage ?? '' };
-    if (patch.eventData !== undefined) data.detail = patch.eventData;
-    const attemptNote = to === 'running' ? ` (attempt ${decision.attempts}${job.node ? ` on ${job.node}` : ''})` : '';
-    const event = await insertEvent(tx, limits, id, Number(row!.event_seq), { type: 'status', message: patch.message ?? `${cur.status} → ${to}${attemptNote}`, data });
+    const event = await insertEvent(tx, limits, id, Number(row!.event_seq), statusEvent(cur.status, to, decision.attempts, job.node, patch));
     return { ...job, event };
   }
 }
 
-async function insertEvent(tx: Queryable, limits: JobLimits, jobId: string, seq: number, ev: JobEventInput): Promise<JobEvent> {
+/** The status event a transition records: its message and data (the same for single and grouped writes). */
+export function statusEvent(from: JobStatus, to: JobStatus, attempts: number, node: string | null, patch: TransitionPatch): JobEventInput {
+  const data: Record<string, unknown> = { status: to, from, attempt: attempts };
+  if (node) data.node = node;
+  if (patch.errorCode) data.error = { code: patch.errorCode, message: patch.errorMessage ?? '' };
+  if (patch.eventData !== undefined) data.detail = patch.eventData;
+  const attemptNote = to === 'running' ? ` (attempt ${attempts}${node ? ` on ${node}` : ''})` : '';
+  return { type: 'status', message: patch.message ?? `${from} → ${to}${attemptNote}`, data };
+}
+
+/** What replaces the first log event past the per-job cap. */
+export function logTruncatedEvent(limits: JobLimits): JobEventInput {
+  return { type: 'log', level: 'warn', message: `log truncated: this job wrote more than ${limits.maxLogEventsPerJob} log events; later ones were dropped`, data: { truncated: true, limit: limits.maxLogEventsPerJob } };
+}
+
+/** An event as stored: storable text, message cut to its limit, oversized data replaced by a note. */
+export function storableEvent(limits: JobLimits, ev: JobEventInput): { type: JobEventType; level: string | null; message: string; data: unknown } {
   const message = truncateUtf8(storableText(ev.message), limits.maxEventMessageBytes);
   let data = ev.data === undefined ? null : storableJson(ev.data);
   const bytes = data === null ? 0 : Buffer.byteLength(JSON.stringify(data), 'utf8');
   if (bytes > limits.maxEventDataBytes) data = { truncated: true, bytes };
+  return { type: ev.type, level: ev.level === undefined ? null : truncateUtf8(storableText(ev.level), 32, ''), message, data };
+}
+
+async function insertEvent(tx: Queryable, limits: JobLimits, jobId: string, seq: number, ev: JobEventInput): Promise<JobEvent> {
+  const e = storableEvent(limits, ev);
   const [row] = await tx.query<EventRow>(
     `INSERT INTO job_events (job_id, seq, at, type, level, message, data) VALUES ($1, $2, ${NOW_MS}, $3, $4, $5, $6::jsonb)
      RETURNING seq, at, type, level, message, data`,
-    [jobId, seq, ev.type, ev.level === undefined ? null : truncateUtf8(storableText(ev.level), 32, ''), message, data === null ? null : JSON.stringify(data)],
+    [jobId, seq, e.type, e.level, e.message, e.data === null ? null : JSON.stringify(e.data)],
   );
   return eventFromRow(row!);
 }
@@ -350,12 +366,7 @@ export async function appendJobEventIn(tx: Queryable, limits: JobLimits, jobId: 
     }
     const seq = Number(row.event_seq);
     if (isLog && Number(row.log_events) > limits.maxLogEventsPerJob) {
-      await insertEvent(tx, limits, jobId, seq, {
-        type: 'log',
-        level: 'warn',
-        message: `log truncated: this job wrote more than ${limits.maxLogEventsPerJob} log events; later ones were dropped`,
-        data: { truncated: true, limit: limits.maxLogEventsPerJob },
-      });
+      await insertEvent(tx, limits, jobId, seq, logTruncatedEvent(limits));
       return 0;
     }
     return (await insertEvent(tx, limits, jobId, seq, ev)).seq;

@@ -1,0 +1,193 @@
+// Applies the runner events of one supervisor report in the caller's transaction as a handful of set-based
+// statements: the jobs concerned are read and locked once, each event is judged in order in the process by
+// the same rules as a single transition (decideTransition, statusEvent, the log cap), and the outcome is
+// written back with one multi-row statement per table. A report costs about five statements, not several
+// per event.
+import type { RunnerEvent } from '@writ/protocol';
+import type { Queryable } from './db.ts';
+import {
+  NOW_MS, TERMINAL_STATUSES, decideTransition, logTruncatedEvent, statusEvent, storableEvent, type AttemptOutcome, type JobEventInput, type JobEventType,
+  type JobLimits, type JobStatus, type TransitionPatch,
+} from './jobs.ts';
+import { storableJson, storableText } from './json.ts';
+import type { AuditInput } from './audit.ts';
+
+/** An event recorded for a job, for live subscribers once the transaction committed. */
+export interface RecordedEvent {
+  jobId: string;
+  seq: number;
+  type: JobEventType;
+  level: string | null;
+  message: string;
+  data: unknown;
+}
+
+interface JobState {
+  id: string;
+  status: JobStatus;
+  attempts: number;
+  node: string | null;
+  eventSeq: number;
+  logEvents: number;
+  // What changes, written back at the end.
+  transitioned: boolean;
+  terminal: boolean;
+  setResult: boolean;
+  result: unknown;
+  setError: boolean;
+  errorCode: string | null;
+  errorMessage: string | null;
+  touched: boolean;
+}
+
+interface AttemptWrite {
+  jobId: string;
+  attempt: number;
+  node: string;
+  outcome: AttemptOutcome;
+  errorCode: string | null;
+}
+
+/**
+ * Records `events` (already verified and attributed to the node each job was dispatched to) and returns
+ * what was recorded, in order. Audit entries for effects and security events are handed to `audit`.
+ * Events of jobs unknown to the ledger are skipped.
+ */
+export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, events: readonly RunnerEvent[], audit: (a: AuditInput) => void): Promise<RecordedEvent[]> {
+  const ids = [...new Set(events.map((e) => e.jobId).filter((x): x is string => x !== null))].sort();
+  const jobs = new Map<string, JobState>();
+  if (ids.length > 0) {
+    // Locked in id order, so that two reports touching the same jobs (PostgreSQL, several coords) never deadlock.
+    const rows = await tx.query<{ id: string; status: JobStatus; attempts: number; node: string | null; event_seq: number; log_events: number }>(
+      'SELECT id, status, attempts, node, event_seq, log_events FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE',
+      [ids],
+    );
+    for (const r of rows) {
+      jobs.set(r.id, {
+        id: r.id, status: r.status, attempts: Number(r.attempts), node: r.node, eventSeq: Number(r.event_seq), logEvents: Number(r.log_events),
+        transitioned: false, terminal: false, setResult: false, result: null, setError: false, errorCode: null, errorMessage: null, touched: false,
+      });
+    }
+  }
+  const recorded: RecordedEvent[] = [];
+  const attempts = new Map<string, AttemptWrite>();
+
+  const append = (job: JobState, ev: JobEventInput) => {
+    const e = storableEvent(limits, ev);
+    job.eventSeq++;
+    job.touched = true;
+    recorded.push({ jobId: job.id, seq: job.eventSeq, type: e.type, level: e.level, message: e.message, data: e.data });
+  };
+  const transition = (job: JobState, to: JobStatus, patch: TransitionPatch) => {
+    const decision = decideTransition(job.status, job.attempts, to, patch.attempt);
+    if (!decision) return;
+    const from = job.status;
+    const terminal = TERMINAL_STATUSES.has(to);
+    job.status = to;
+    job.attempts = decision.attempts;
+    job.node = patch.node ?? job.node;
+    job.transitioned = true;
+    job.terminal = terminal;
+    // Terminal states take result and error exactly as reported; other moves keep the last error unless told.
+    if (terminal) {
+      job.setResult = true;
+      job.result = patch.result === undefined ? null : storableJson(patch.result);
+    }
+    if (terminal || patch.errorCode !== undefined) {
+      job.setError = true;
+      job.errorCode = patch.errorCode ?? null;
+      job.errorMessage = patch.errorMessage === undefined ? null : storableText(patch.errorMessage);
+    }
+    append(job, statusEvent(from, to, decision.attempts, job.node, patch));
+  };
+  // Same rule as recordAttempt: the first report fixes node and start; a finished attempt is never reopened.
+  const attempt = (jobId: string, n: number, node: string, outcome: AttemptOutcome, errorCode: string | null = null) => {
+    const key = `${jobId}\u0000${n}`;
+    const prev = attempts.get(key);
+    if (!prev) attempts.set(key, { jobId, attempt: n, node, outcome, errorCode });
+    else if (prev.outcome === 'running') Object.assign(prev, { outcome, errorCode });
+  };
+
+  for (const ev of events) {
+    if (ev.jobId === null) {
+      audit({ kind: 'security', actor: `node:${ev.node}`, subject: '', data: { type: ev.type, attempt: ev.attempt, ts: ev.ts, ...(ev.type === 'security' ? { error: ev.error } : {}) } });
+      continue;
+    }
+    const job = jobs.get(ev.jobId);
+    if (!job) continue;
+    switch (ev.type) {
+      case 'status':
+        transition(job, 'running', { attempt: ev.attempt, node: ev.node, message: `running on ${ev.node} (attempt ${ev.attempt})` });
+        attempt(job.id, ev.attempt, ev.node, 'running');
+        break;
+      case 'log':
+        // Log events past the per-job cap are dropped; the first one over becomes a single notice.
+        if (job.logEvents > limits.maxLogEventsPerJob) break;
+        job.logEvents++;
+        append(job, job.logEvents > limits.maxLogEventsPerJob ? logTruncatedEvent(limits) : { type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } });
+        break;
+      case 'security':
+        audit({ kind: 'security', actor: `node:${ev.node}`, subject: job.id, data: { error: ev.error, attempt: ev.attempt } });
+        append(job, { type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}`, data: { attempt: ev.attempt } });
+        break;
+      case 'result':
+        if (ev.ok) {
+          transition(job, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value, durationMs: ev.durationMs } });
+          attempt(job.id, ev.attempt, ev.node, 'succeeded');
+          audit({ kind: 'job.effect', actor: `node:${ev.node}`, subject: job.id, data: { attempt: ev.attempt, ok: true } });
+        } else {
+          transition(job, ev.final ? 'failed' : 'queued', {
+            errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt,
+            message: `${ev.final ? 'failed' : `attempt ${ev.attempt} failed, will retry`}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
+          });
+          attempt(job.id, ev.attempt, ev.node, 'failed', ev.error.code);
+          if (ev.final) audit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: job.id, data: { attempt: ev.attempt, code: ev.error.code } });
+        }
+        break;
+    }
+  }
+
+  const changed = [...jobs.values()].filter((j) => j.touched);
+  if (changed.length > 0) {
+    await tx.query(
+      `UPDATE jobs AS j SET
+         status = u.status,
+         attempts = u.attempts,
+         node = u.node,
+         result = CASE WHEN u.set_result THEN u.result ELSE j.result END,
+         error_code = CASE WHEN u.set_error THEN u.error_code ELSE j.error_code END,
+         error_message = CASE WHEN u.set_error THEN u.error_message ELSE j.error_message END,
+         updated_at = CASE WHEN u.transitioned THEN ${NOW_MS} ELSE j.updated_at END,
+         finished_at = CASE WHEN u.transitioned THEN (CASE WHEN u.terminal THEN ${NOW_MS} END) ELSE j.finished_at END,
+         event_seq = u.event_seq,
+         log_events = u.log_events
+       FROM jsonb_to_recordset($1::jsonb) AS u(id text, status text, attempts integer, node text, set_result boolean, result jsonb, set_error boolean,
+                                               error_code text, error_message text, transitioned boolean, terminal boolean, event_seq integer, log_events integer)
+       WHERE j.id = u.id`,
+      [JSON.stringify(changed.map((j) => ({
+        id: j.id, status: j.status, attempts: j.attempts, node: j.node, set_result: j.setResult, result: j.result, set_error: j.setError, error_code: j.errorCode,
+        error_message: j.errorMessage, transitioned: j.transitioned, terminal: j.terminal, event_seq: j.eventSeq, log_events: j.logEvents,
+      })))],
+    );
+  }
+  if (recorded.length > 0) {
+    await tx.query(
+      `INSERT INTO job_events (job_id, seq, at, type, level, message, data)
+       SELECT e.job_id, e.seq, ${NOW_MS}, e.type, e.level, e.message, e.data FROM jsonb_to_recordset($1::jsonb) AS e(job_id text, seq integer, type text, level text, message text, data jsonb)`,
+      [JSON.stringify(recorded.map((e) => ({ job_id: e.jobId, seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data })))],
+    );
+  }
+  if (attempts.size > 0) {
+    await tx.query(
+      `INSERT INTO job_attempts AS a (job_id, attempt, node, started_at, finished_at, outcome, error_code)
+       SELECT w.job_id, w.attempt, w.node, ${NOW_MS}, CASE WHEN w.outcome <> 'running' THEN ${NOW_MS} END, w.outcome, w.error_code
+       FROM jsonb_to_recordset($1::jsonb) AS w(job_id text, attempt integer, node text, outcome text, error_code text)
+       ON CONFLICT (job_id, attempt) DO UPDATE SET
+         outcome = CASE WHEN a.outcome = 'running' THEN EXCLUDED.outcome ELSE a.outcome END,
+         finished_at = CASE WHEN a.outcome = 'running' THEN EXCLUDED.finished_at ELSE a.finished_at END,
+         error_code = CASE WHEN a.outcome = 'running' THEN EXCLUDED.error_code ELSE a.error_code END`,
+      [JSON.stringify([...attempts.values()].map((w) => ({ job_id: w.jobId, attempt: w.attempt, node: w.node, outcome: w.outcome, error_code: w.errorCode })))],
+    );
+  }
+  return recorded;
+}
