@@ -4,9 +4,7 @@
 // sides so machine noise hits both alike; medians are reported. CPU is the whole process (all threads).
 // Last line: one JSON object; its headline figures are the no-op script on a pool of 2, and `ratio` is fresh
 // CPU per job over warm CPU per job.
-// The pool is internal to the runner package (its index exports the Runner, not the sandbox).
-// eslint-disable-next-line no-restricted-imports
-import { SandboxPool, type SandboxJob } from '../runner/src/sandbox/index.ts';
+import { SandboxPool, type SandboxJob } from '@writ/runner';
 
 const JOBS = Number(process.env.BENCH_N ?? 400);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);

@@ -4,3 +4,4 @@ export { NodeAgent, backoffDelay, systemClock, type Clock, type NodeAgentOptions
 export { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 export { startNodeDaemon, nodeHealth, type NodeDaemon, type NodeDaemonOptions } from './node-daemon.ts';
 export { salHostTable, type SalHostConfig } from './sal-table.ts';
+export { SandboxPool, type SandboxJob, type SandboxPoolOptions, type SandboxOutcome } from './sandbox/index.ts';
