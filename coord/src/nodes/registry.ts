@@ -118,6 +118,8 @@ export class NodeRegistry {
   private readonly now: () => number;
   private readonly live = new Map<string, LiveNode>();
   private readonly idByKeyid = new Map<string, string>();
+  /** Node ids by state: the sweep looks only at in-progress nodes and workable() only at active ones. */
+  private readonly idsByState = new Map<NodeState, Set<string>>();
   /** Nodes whose liveness is newer in memory than in the ledger. */
   private readonly unflushed = new Set<string>();
   private loading: Promise<void> | null = null;
@@ -174,7 +176,20 @@ export class NodeRegistry {
     const entry: LiveNode = { node: n, ring: prev && prev.node.publicKey === n.publicKey ? prev.ring : null, awaitsActivation: prev?.awaitsActivation ?? null };
     this.live.set(n.id, entry);
     if (n.keyid) this.idByKeyid.set(n.keyid, n.id);
+    this.setState(n, prev?.node.state ?? null, n.state);
     return entry;
+  }
+
+  private setState(n: NodeSummary, from: NodeState | null, to: NodeState): void {
+    if (from !== null) this.idsByState.get(from)?.delete(n.id);
+    n.state = to;
+    let ids = this.idsByState.get(to);
+    if (!ids) this.idsByState.set(to, (ids = new Set()));
+    ids.add(n.id);
+  }
+
+  private *nodesIn(states: Iterable<NodeState>): Generator<NodeSummary> {
+    for (const s of states) for (const id of this.idsByState.get(s) ?? []) yield this.live.get(id)!.node;
   }
 
   /** Takes a row read from the ledger, keeping the liveness memory holds (it is ahead of the ledger). */
@@ -346,7 +361,8 @@ export class NodeRegistry {
       throw new WritError('TRANSITION_NOT_ALLOWED', `node ${id} changed state meanwhile; try again`);
     }
     const n = this.live.get(id)!.node;
-    Object.assign(n, { state: r.to, rescuedFrom, deadlineAt: deadline, reason: ctx.reason, stateSince: at });
+    this.setState(n, n.state, r.to);
+    Object.assign(n, { rescuedFrom, deadlineAt: deadline, reason: ctx.reason, stateSince: at });
     // The same rule wantsActivation reads from the transition history, kept up as transitions happen.
     if (r.from !== r.to || event === 'accept') this.live.get(id)!.awaitsActivation = event === 'accept' || event === 'install-done';
     await this.opts.onTransition?.(t);
@@ -369,8 +385,7 @@ export class NodeRegistry {
     const at = this.now();
     const done: NodeTransitionRecord[] = [];
     const due: { id: string; state: NodeState; event: NodeEvent; reason: string }[] = [];
-    for (const { node: n } of this.live.values()) {
-      if (!IN_PROGRESS.has(n.state)) continue;
+    for (const n of this.nodesIn(IN_PROGRESS)) {
       if (n.deadlineAt !== null && at > n.deadlineAt) {
         due.push({ id: n.id, state: n.state, event: 'deadline', reason: `${n.state} ran past its deadline (${new Date(n.deadlineAt).toISOString()})` });
       } else if (!this.reachable(n, at) && (n.state === 'draining' || (n.lastHeartbeatAt !== null && n.lastHeartbeatAt >= n.stateSince))) {
@@ -434,7 +449,7 @@ export class NodeRegistry {
     await this.start();
     const at = this.now();
     const nodes: NodeView[] = [];
-    for (const { node: n } of this.live.values()) if (takesWork(n.state, this.reachable(n, at))) nodes.push({ id: n.id, labels: n.labels });
+    for (const n of this.nodesIn(['active'])) if (takesWork(n.state, this.reachable(n, at))) nodes.push({ id: n.id, labels: n.labels });
     return nodes;
   }
 
