@@ -1,19 +1,20 @@
-// The coord's node registry under a simulated fleet: 1000 nodes, each with its own ed25519 key, register
+// The coord's node registry under a simulated fleet: 10 000 nodes, each with its own ed25519 key, register
 // over HTTP with the real protocol (challenge, then a signed registration, driven through NodeAgent), then
-// send signed heartbeats at the 30 s rate time-compressed into short windows. The load generator runs in a
+// send signed heartbeats every 30 s (333/s; BENCH_WINDOW_MS compresses the interval). The load generator runs in a
 // child process (this same file, BENCH_NODES_ROLE=load) so the CPU measured in this process is the stack's:
 // coord, its PGlite ledger and an idle supervisor; Redis is another process and not counted. Last line: JSON.
 import { fork } from 'node:child_process';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { generateKeyPair, type NodeHealth } from '@writ/protocol';
 import { NodeAgent } from '@writ/runner';
 
-const NODES = Number(process.env.BENCH_NODES ?? 1000);
-const WINDOWS = Number(process.env.BENCH_WINDOWS ?? 5);
+const NODES = Number(process.env.BENCH_NODES ?? 10_000);
+const WINDOWS = Number(process.env.BENCH_WINDOWS ?? 3);
 /** One real 30 s heartbeat interval, compressed to this many ms. */
-const WINDOW_MS = Number(process.env.BENCH_WINDOW_MS ?? 3000);
+const WINDOW_MS = Number(process.env.BENCH_WINDOW_MS ?? 30_000);
 const REGISTER_CONCURRENCY = Number(process.env.BENCH_REGISTER_CONCURRENCY ?? 32);
 const REAL_HEARTBEAT_MS = 30_000;
 
@@ -26,7 +27,9 @@ type FromLoad =
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
 async function loadGenerator(coordUrl: string): Promise<void> {
-  const send = (m: FromLoad) => process.send!(m);
+  // Resolves once the message is on its way: disconnecting before that drops it (10 000 nodes' latencies
+  // are ~600 KB, more than the pipe takes at once, and the parent then waited for a message that never came).
+  const send = (m: FromLoad) => new Promise<void>((resolve, reject) => process.send!(m, undefined, {}, (e) => (e ? reject(e) : resolve())));
   const health: NodeHealth = { healthy: true, problems: [], load1: 0.1, memAvailableBytes: 8 * 1024 ** 3, diskFreeBytes: 100 * 1024 ** 3, runningJobs: 0 };
   const agents = Array.from({ length: NODES }, (_, i) => {
     const nodeId = `sim-${String(i).padStart(4, '0')}`;
@@ -49,7 +52,7 @@ async function loadGenerator(coordUrl: string): Promise<void> {
     process.on('message', on);
   });
   const registrations = startOn('start-registrations');
-  send({ type: 'ready' });
+  await send({ type: 'ready' });
   await registrations;
   const regLat: number[] = [];
   const tr = performance.now();
@@ -62,9 +65,9 @@ async function loadGenerator(coordUrl: string): Promise<void> {
       regLat.push(performance.now() - t);
     }
   }));
-  send({ type: 'registered', seconds: (performance.now() - tr) / 1000, latenciesMs: regLat });
-
-  await startOn('start-heartbeats');
+  const heartbeats = startOn('start-heartbeats'); // listening before the parent can answer
+  await send({ type: 'registered', seconds: (performance.now() - tr) / 1000, latenciesMs: regLat });
+  await heartbeats;
   // Open loop: each node has a fixed slot inside every window, as a fleet with spread-out 30 s timers would.
   const slots = agents.map((_, i) => ((i * 7919) % NODES) / NODES);
   const hbLat: number[] = [];
@@ -87,7 +90,7 @@ async function loadGenerator(coordUrl: string): Promise<void> {
       }
     }
   }));
-  send({ type: 'heartbeats', seconds: (performance.now() - th) / 1000, latenciesMs: hbLat, failures, lateStarts });
+  await send({ type: 'heartbeats', seconds: (performance.now() - th) / 1000, latenciesMs: hbLat, failures, lateStarts });
 }
 
 async function main(): Promise<void> {
@@ -119,12 +122,33 @@ async function main(): Promise<void> {
     const nodes = (await stack.ledger.nodeStore.listNodes()).length;
 
     const heartbeatsP = nextMessage('heartbeats');
+    // What the ledger runs while heartbeats flow: statements by kind, with the wall time each held the ledger.
+    const statements = new Map<string, { n: number; ms: number }>();
+    const db = stack.ledger.db;
+    const query = db.query.bind(db);
+    db.query = async <T>(sql: string, params?: readonly unknown[]) => {
+      const t = performance.now();
+      try {
+        return await query<T>(sql, params);
+      } finally {
+        const kind = sql.replace(/\s+/g, ' ').trim().slice(0, 60);
+        const k = statements.get(kind) ?? { n: 0, ms: 0 };
+        k.n++;
+        k.ms += performance.now() - t;
+        statements.set(kind, k);
+      }
+    };
+    // How long requests wait for the coord's thread: PGlite runs on it, so a long statement shows here.
+    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    loopDelay.enable();
     const c1 = process.cpuUsage();
     const t1 = performance.now();
     child.send({ type: 'start-heartbeats' } satisfies ToLoad);
     const hb = await heartbeatsP;
     const hbCpu = process.cpuUsage(c1);
     const hbWall = performance.now() - t1;
+    loopDelay.disable();
+    db.query = query;
     await childExited;
 
     const regSorted = [...reg.latenciesMs].sort((a, b) => a - b);
@@ -139,6 +163,10 @@ async function main(): Promise<void> {
     console.log(`heartbeats: ${WINDOWS} windows of ${WINDOW_MS} ms (one 30 s interval each, ${(REAL_HEARTBEAT_MS / WINDOW_MS).toFixed(0)}x compressed): ${hb.latenciesMs.length} ok, ${hb.failures} failed, ${hb.lateStarts} started >10% of a window late; ${hbRate.toFixed(0)} /s`);
     console.log(`  latency p50 ${pct(hbSorted, 50).toFixed(2)} ms, p90 ${pct(hbSorted, 90).toFixed(2)} ms, p99 ${pct(hbSorted, 99).toFixed(2)} ms, max ${hbSorted[hbSorted.length - 1]!.toFixed(2)} ms`);
     console.log(`  stack process CPU ${hbCpuMs.toFixed(0)} ms over ${hbWall.toFixed(0)} ms wall = ${(hbCpuMs / hbWall).toFixed(3)} of a core (${cpuPerHeartbeatMs.toFixed(3)} ms per heartbeat)`);
+    console.log(`  coord event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(1)} ms`);
+    for (const [kind, k] of [...statements].sort((a, b) => b[1].ms - a[1].ms).slice(0, 6)) {
+      console.log(`  ledger: ${String(k.n).padStart(5)} x ${(k.ms / k.n).toFixed(1).padStart(6)} ms  ${kind}`);
+    }
     console.log(`  at the real 30 s rate ${NODES} nodes would cost ${((cpuPerHeartbeatMs * NODES) / REAL_HEARTBEAT_MS).toFixed(4)} of a core`);
     console.log(JSON.stringify({
       bench: 'nodes',
@@ -152,12 +180,16 @@ async function main(): Promise<void> {
       coord_cpu_share: Number((hbCpuMs / hbWall).toFixed(3)),
       coord_cpu_ms_per_heartbeat: Number(cpuPerHeartbeatMs.toFixed(3)),
       coord_cpu_share_at_30s: Number(((cpuPerHeartbeatMs * NODES) / REAL_HEARTBEAT_MS).toFixed(4)),
+      loop_delay_p99_ms: Number((loopDelay.percentile(99) / 1e6).toFixed(1)),
+      loop_delay_max_ms: Number((loopDelay.max / 1e6).toFixed(1)),
       window_ms: WINDOW_MS,
       windows: WINDOWS,
     }));
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
+    const ts = performance.now();
     await stack.stop();
+    console.log(`stack stopped in ${(performance.now() - ts).toFixed(0)} ms`);
     await rm(stateDir, { recursive: true, force: true });
   }
 }
