@@ -89,8 +89,9 @@ export interface NodeRegistryOptions {
    */
   flushEveryMs?: number;
   /**
-   * Most rows one flush statement writes (default 500); more are split evenly, with the event loop let go in
-   * between. PGlite runs on the coord's thread: 1667 rows held it ~40–80 ms here, 500 rows ~10 ms.
+   * Most rows one flush statement writes (default 150); more are split evenly, with the event loop let go in
+   * between. PGlite runs on the coord's thread: 333 rows held it ~14 ms in the nodes bench (and the heartbeat
+   * p99 with it), 1667 rows 40–80 ms.
    */
   flushMaxRows?: number;
   challengeTtlMs?: number;
@@ -426,7 +427,7 @@ export class NodeRegistry {
       if (n?.keyid && n.lastHeartbeatAt !== null && n.health) beats.push({ id, keyid: n.keyid, seq: n.lastSeq, at: n.lastHeartbeatAt, health: n.health });
     }
     this.unflushed.clear();
-    const chunks = Math.ceil(beats.length / (this.opts.flushMaxRows ?? 500));
+    const chunks = Math.ceil(beats.length / (this.opts.flushMaxRows ?? 150));
     const size = Math.ceil(beats.length / Math.max(1, chunks));
     let written = 0;
     for (let i = 0; i < beats.length; i += size) {
