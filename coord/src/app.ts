@@ -187,6 +187,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   app.get('/metrics', async (_req, reply) => {
     const m = service.metrics;
     const lines = [
+      '# HELP writ_admission_groups_total Ledger transactions that recorded admissions (group commit: many jobs each).',
+      '# TYPE writ_admission_groups_total counter',
+      `writ_admission_groups_total ${m.admissionGroups}`,
       '# HELP writ_jobs_submitted_total Jobs recorded for the first time.',
       '# TYPE writ_jobs_submitted_total counter',
       `writ_jobs_submitted_total ${m.jobsSubmitted}`,

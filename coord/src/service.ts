@@ -77,7 +77,7 @@ export class CoordService {
   private readonly nodeSigners = new Map<string, NodeSigner>();
   /** Admissions arriving together are recorded in one transaction and enqueued in one bulk add. */
   private readonly admissions: GroupCommitter<Admission & { prepared: Prepared }, AdmissionOutcome>;
-  readonly metrics = { jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0 };
+  readonly metrics = { admissionGroups: 0, jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0 };
 
   constructor(readonly opts: CoordOptions) {
     this.log = opts.logger ?? silent;
@@ -215,6 +215,7 @@ export class CoordService {
 
   /** One group: record every admission and its audit entries in one transaction, then enqueue the queued ones. */
   private async commitAdmissions(items: (Admission & { prepared: Prepared })[]): Promise<AdmissionOutcome[]> {
+    this.metrics.admissionGroups++;
     const outcomes = await this.ledger.admitJobs(items, (outs) => {
       const audits: AuditInput[] = [];
       outs.forEach((o, i) => {

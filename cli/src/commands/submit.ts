@@ -1,7 +1,9 @@
-// writ submit ENVELOPE|SCRIPT [--key FILE] [--wait] [--follow]
+// writ submit ENVELOPE|SCRIPT [--key FILE] [--wait] [--follow]; writ submit --batch FILE...
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { WritError } from '@writ/protocol';
+import {
+  MAX_BATCH_ENVELOPES, TERMINAL_STATUSES, WritError, parseBatchSubmitAnswer, parseEnvelope, parseJobView, parseSubmitAnswer, type BatchSubmitItem, type JobView,
+} from '@writ/protocol';
 import { parse } from '../args.ts';
 import { api, followEvents, resolveCoord, type CoordTarget, type StreamedEvent } from '../client.ts';
 import { keyringDir, loadPrivateKey } from '../keyfiles.ts';
@@ -10,31 +12,32 @@ import { SIGN_OPTIONS, signScriptFile } from './sign.ts';
 import type { CliContext, Command } from './types.ts';
 
 const HELP = `usage: writ submit ENVELOPE.json|SCRIPT.js [--key FILE] [--target ...] [--caps ...] [--wait|--follow] [--coord URL] [--json]
+       writ submit --batch FILE... [--wait] [--coord URL] [--json]
 
 Submits a signed envelope to the coord. Given a .js script instead, signs it first (same options as
 \`writ sign\`; --key defaults to $WRIT_HOME/keys/admin.key, which \`writ dev\` creates).
 
   --wait      wait until the job ends; exit 0 if it succeeded, 1 otherwise
   --follow    stream the job's log lines and status changes until it ends (implies --wait)
+  --batch     submit signed envelopes from each FILE (one envelope, or one per line) in requests of up to
+              ${MAX_BATCH_ENVELOPES}: the coord records each request in one transaction. One line per envelope;
+              exit 0 only if every envelope was accepted (and, with --wait, every job succeeded)
   --coord URL the coord (default $WRIT_COORD, or the one \`writ dev --keep\` recorded)
 
-example:
-  writ submit scripts/examples/hello.js --target node=dev-1 --caps host.facts --follow`;
+examples:
+  writ submit scripts/examples/hello.js --target node=dev-1 --caps host.facts --follow
+  writ submit --batch jobs/*.env.json --wait`;
 
 const OPTIONS = {
   ...SIGN_OPTIONS,
   wait: { type: 'boolean', default: false },
   follow: { type: 'boolean', default: false },
+  batch: { type: 'boolean', default: false },
   coord: { type: 'string' },
 } as const;
 
-interface JobView {
-  id: string;
-  status: string;
-  node: string | null;
-  attempts: number;
-  result: unknown;
-  error: { code: string; message: string } | null;
+async function getJob(coord: CoordTarget, id: string): Promise<JobView> {
+  return parseJobView((await api<unknown>(coord, 'GET', `/v1/jobs/${encodeURIComponent(id)}`)).body);
 }
 
 export function printEvent(io: Io, e: StreamedEvent): void {
@@ -48,17 +51,83 @@ export async function waitForJob(coord: CoordTarget, id: string, follow: boolean
     await followEvents(coord, id, (e) => (json ? io.out(JSON.stringify(e.data)) : printEvent(io, e)));
   } else {
     for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
-      const j = (await api<JobView>(coord, 'GET', `/v1/jobs/${encodeURIComponent(id)}`)).body;
-      if (['succeeded', 'failed', 'refused'].includes(j.status)) return j;
+      const j = await getJob(coord, id);
+      if (TERMINAL_STATUSES.has(j.status)) return j;
       await new Promise((r) => setTimeout(r, delay));
     }
   }
-  return (await api<JobView>(coord, 'GET', `/v1/jobs/${encodeURIComponent(id)}`)).body;
+  return getJob(coord, id);
+}
+
+/** Reads envelopes from files: a file holds one envelope (possibly pretty-printed) or one per line. */
+async function readEnvelopes(files: string[]): Promise<{ source: string; envelope: string }[]> {
+  const out: { source: string; envelope: string }[] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = (await readFile(file, 'utf8')).trim();
+    } catch (e) {
+      throw new WritError('USAGE', `cannot read ${file} (${(e as NodeJS.ErrnoException).code})`);
+    }
+    const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+    const oneEach = lines.length > 1 && lines.every((l) => l.startsWith('{') && l.endsWith('}'));
+    const pieces = oneEach ? lines.map((l, i) => ({ source: `${file}:${i + 1}`, envelope: l })) : [{ source: file, envelope: text }];
+    for (const p of pieces) {
+      // Checked here so that a malformed file is named with its line, not reported as a whole request refused.
+      try {
+        parseEnvelope(p.envelope);
+      } catch (e) {
+        throw new WritError('USAGE', `${p.source} is not a signed envelope: ${(e as Error).message}`);
+      }
+      out.push(p);
+    }
+  }
+  if (out.length === 0) throw new WritError('USAGE', 'no envelopes to submit');
+  return out;
+}
+
+async function submitBatch(files: string[], values: { wait?: boolean; json?: boolean; coord?: string }, io: Io, ctx: CliContext): Promise<number> {
+  const items = await readEnvelopes(files);
+  const coord = await resolveCoord(values.coord, ctx.env);
+  const results: { source: string; answer: BatchSubmitItem }[] = [];
+  for (let i = 0; i < items.length; i += MAX_BATCH_ENVELOPES) {
+    const chunk = items.slice(i, i + MAX_BATCH_ENVELOPES);
+    const body = `{"envelopes":[${chunk.map((c) => c.envelope).join(',')}]}`;
+    const answer = parseBatchSubmitAnswer((await api<unknown>(coord, 'POST', '/v1/jobs:batch', body)).body);
+    answer.results.forEach((a, k) => results.push({ source: chunk[k]!.source, answer: a }));
+  }
+  let ok = true;
+  const jobs: JobView[] = [];
+  for (const r of results) {
+    if ('error' in r.answer) {
+      ok = false;
+      if (!values.json) io.err(`writ: ${r.source}${r.answer.id ? ` (job ${r.answer.id})` : ''}: ${r.answer.error.code}: ${r.answer.error.message}`);
+    } else if (!values.json) {
+      io.out(`job ${r.answer.id} ${r.answer.replayed ? 'was already recorded' : 'accepted'}: ${r.answer.status}${r.answer.node ? ` on ${r.answer.node}` : ''}`);
+    }
+  }
+  if (values.wait) {
+    for (const r of results) {
+      if ('error' in r.answer) continue;
+      const job = await waitForJob(coord, r.answer.id, false, io, values.json === true);
+      jobs.push(job);
+      if (job.status !== 'succeeded') ok = false;
+      if (!values.json) io.out(`job ${job.id} ${job.status}${job.error ? `: ${job.error.code}: ${job.error.message}` : ''}`);
+    }
+  }
+  if (values.json) printJson(io, { ok, results: results.map((r) => ({ source: r.source, ...r.answer })), ...(values.wait ? { jobs } : {}) });
+  return ok ? EXIT.ok : EXIT.failure;
 }
 
 async function submit(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values, positionals } = parse(argv, OPTIONS, { min: 1, max: 1, usage: 'writ submit ENVELOPE.json|SCRIPT.js [--follow]' });
+  const batch = argv.includes('--batch');
+  const { values, positionals } = parse(argv, OPTIONS, batch ? { min: 1, max: 100_000, usage: 'writ submit --batch FILE... [--wait]' } : { min: 1, max: 1, usage: 'writ submit ENVELOPE.json|SCRIPT.js [--follow]' });
   if (values.help) return io.out(HELP), EXIT.ok;
+  if (values.batch) {
+    if (values.follow) throw new WritError('USAGE', '--follow streams one job; with --batch use --wait\nusage: writ submit --batch FILE... [--wait]');
+    if (positionals.some((f) => f.endsWith('.js') || f.endsWith('.mjs'))) throw new WritError('USAGE', '--batch submits signed envelopes; sign scripts first with `writ sign SCRIPT --out FILE`');
+    return submitBatch(positionals, values, io, ctx);
+  }
   const file = positionals[0]!;
   let envelope: string;
   if (file.endsWith('.js') || file.endsWith('.mjs')) {
@@ -73,7 +142,7 @@ async function submit(argv: string[], io: Io, ctx: CliContext): Promise<number> 
     }
   }
   const coord = await resolveCoord(values.coord, ctx.env);
-  const accepted = (await api<{ id: string; status: string; node: string | null; replayed: boolean }>(coord, 'POST', '/v1/jobs', envelope)).body;
+  const accepted = parseSubmitAnswer((await api<unknown>(coord, 'POST', '/v1/jobs', envelope)).body);
   if (!values.json) io.out(`job ${accepted.id} ${accepted.replayed ? 'was already recorded' : 'accepted'}: ${accepted.status}${accepted.node ? ` on ${accepted.node}` : ''}`);
   if (!values.wait && !values.follow) {
     if (values.json) printJson(io, { ok: true, ...accepted });

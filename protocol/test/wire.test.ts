@@ -1,0 +1,104 @@
+// One contract per seam: each parser accepts what its producer writes and refuses unknown fields and wrong
+// types with a code (HTTP answers, BullMQ job data and failure reasons, runner-event batches and stream
+// entries, supervisor reports).
+import { describe, expect, it } from 'vitest';
+import {
+  EVENT_STREAM_FIELD, MAX_EVENTS_PER_BATCH, encodeFailureReason, encodeRunnerEventBatch, encodeSupervisorReport, eventStreamFields, parseBatchSubmitAnswer,
+  parseFailureReason, parseJobEventMessage, parseJobView, parseQueueJobData, parseRunnerEventBatch, parseSubmitAnswer, parseSupervisorReport, queueJobData,
+  queueJobEnvelope, readEventStreamEntry, utf8, type RunnerEvent, type RunnerEventBatch,
+} from '../src/index.ts';
+
+const bytes = (v: unknown) => utf8.encode(JSON.stringify(v));
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+  return undefined;
+}
+
+describe('queue seam (BullMQ job data, failure reasons)', () => {
+  it('takes exactly the envelope, and refuses anything beside it or instead of it', () => {
+    expect(parseQueueJobData(queueJobData('{"e":1}'))).toEqual({ envelope: '{"e":1}' });
+    expect(codeOf(() => parseQueueJobData({ envelope: 'x', job: { id: 'parsed copy' } }))).toBe('SECURITY_EVENT');
+    expect(codeOf(() => parseQueueJobData({ envelope: 42 }))).toBe('SECURITY_EVENT');
+    expect(codeOf(() => parseQueueJobData(['x']))).toBe('SECURITY_EVENT');
+    expect(codeOf(() => parseQueueJobData(null))).toBe('SECURITY_EVENT');
+    // The envelope is reachable first, so the runner verifies it before judging the rest.
+    expect(queueJobEnvelope({ envelope: 'x', job: {} })).toBe('x');
+  });
+
+  it('round-trips Writ failure reasons and tells BullMQ own reasons apart', () => {
+    const e = { code: 'TIMEOUT' as const, message: 'ran past', retryable: false, details: { ms: 3 } };
+    expect(parseFailureReason(encodeFailureReason(e))).toEqual(e);
+    expect(parseFailureReason('job stalled more than allowable limit')).toBeNull();
+    expect(parseFailureReason('{"code":"NOT_A_CODE","message":"x","retryable":false}')).toBeNull();
+    expect(parseFailureReason('{"code":"TIMEOUT","message":"x","retryable":false,"extra":1}')).toBeNull();
+    expect(parseFailureReason('{"code":"TIMEOUT","message":1,"retryable":false}')).toBeNull();
+    expect(parseFailureReason(undefined)).toBeNull();
+  });
+});
+
+describe('runner-event seam (signed batches in the Redis stream)', () => {
+  const events: RunnerEvent[] = [
+    { type: 'status', jobId: 'j1', attempt: 1, node: 'n1', ts: 1, status: 'running' },
+    { type: 'log', jobId: 'j1', attempt: 1, node: 'n1', ts: 2, level: 'info', message: 'hi' },
+    { type: 'result', jobId: 'j1', attempt: 1, node: 'n1', ts: 3, ok: true, value: { a: [1] }, durationMs: 4 },
+    { type: 'result', jobId: 'j2', attempt: 2, node: 'n1', ts: 3, ok: false, error: { code: 'TIMEOUT', message: 'x', retryable: false }, final: true, durationMs: 4 },
+    { type: 'security', jobId: null, attempt: 0, node: 'n1', ts: 5, error: { code: 'KEYSET_INVALID', message: 'bad', retryable: false } },
+  ];
+  const batch: RunnerEventBatch = { node: 'n1', batch: 'abc-1', events };
+
+  it('round-trips every event kind', () => {
+    expect(parseRunnerEventBatch(encodeRunnerEventBatch(batch))).toEqual(batch);
+  });
+
+  it('refuses unknown fields, wrong types, foreign nodes and oversize batches', () => {
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, extra: 1 })))).toBe('UNKNOWN_FIELD');
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[0], forged: true }] })))).toBe('UNKNOWN_FIELD');
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[1], level: 'fatal' }] })))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[0], attempt: '1' }] })))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[2], error: { code: 'X', message: '', retryable: true } }] })))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [] })))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: Array.from({ length: MAX_EVENTS_PER_BATCH + 1 }, () => events[0]) })))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[0], node: 'n2' }] })))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseRunnerEventBatch(utf8.encode('{"node":"n1","node":"n2"}')))).toBe('JSON_DUPLICATE_KEY');
+  });
+
+  it('reads stream entries by the one field name both sides use, and marks anything else', () => {
+    expect(readEventStreamEntry(eventStreamFields('ENV'))).toEqual({ envelope: 'ENV' });
+    expect(readEventStreamEntry(['e', '{}'])).toMatchObject({ malformed: expect.stringContaining(`expected [${EVENT_STREAM_FIELD}]`) });
+    expect(readEventStreamEntry([EVENT_STREAM_FIELD, 'a', 'x', 'b'])).toHaveProperty('malformed');
+    expect(readEventStreamEntry([EVENT_STREAM_FIELD, 'x'.repeat(2 * 1024 * 1024)])).toMatchObject({ malformed: expect.stringContaining('over the') });
+  });
+});
+
+describe('report seam (supervisor → coord)', () => {
+  it('round-trips and refuses unknown fields and wrong types', () => {
+    const r = { supervisor: 'sup-1', seq: '1-2', entries: [{ envelope: '{}' }, { malformed: 'why' }] };
+    expect(parseSupervisorReport(encodeSupervisorReport(r))).toEqual(r);
+    expect(codeOf(() => parseSupervisorReport(bytes({ ...r, events: [] })))).toBe('UNKNOWN_FIELD');
+    expect(codeOf(() => parseSupervisorReport(bytes({ ...r, entries: [{ envelope: '{}', extra: 1 }] })))).toBe('UNKNOWN_FIELD');
+    expect(codeOf(() => parseSupervisorReport(bytes({ ...r, entries: [{ envelope: 5 }] })))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseSupervisorReport(bytes({ ...r, seq: 'has space' })))).toBe('SCHEMA_INVALID');
+  });
+});
+
+describe('HTTP seam (answers the CLI reads)', () => {
+  const view = { id: 'j', status: 'succeeded', node: 'n', target: { node: 'n' }, caps: [], signers: ['k'], attempts: 1, result: 1, error: null, createdAt: 'a', updatedAt: 'b', finishedAt: null };
+  it('accepts what the coord sends', () => {
+    expect(parseSubmitAnswer({ id: 'j', status: 'queued', node: null, replayed: false })).toMatchObject({ id: 'j' });
+    expect(parseBatchSubmitAnswer({ results: [{ id: 'j', status: 'queued', node: 'n', replayed: true }, { id: null, error: { code: 'SIGNATURE_INVALID', message: 'x', retryable: false } }] }).results).toHaveLength(2);
+    expect(parseJobView(view)).toMatchObject({ status: 'succeeded' });
+    expect(parseJobEventMessage({ seq: 1, type: 'log', level: null, message: 'm', data: null })).toMatchObject({ seq: 1 });
+  });
+  it('refuses unknown fields, unknown statuses and wrong types', () => {
+    expect(codeOf(() => parseSubmitAnswer({ id: 'j', status: 'queued', node: null, replayed: false, extra: 1 }))).toBe('UNKNOWN_FIELD');
+    expect(codeOf(() => parseSubmitAnswer({ id: 'j', status: 'lost', node: null, replayed: false }))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseBatchSubmitAnswer({ results: [{ id: 'j', error: { code: 'X', message: '', retryable: 'no' } }] }))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseJobView({ ...view, attempts: -1 }))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseJobView({ ...view, secret: 1 }))).toBe('UNKNOWN_FIELD');
+    expect(codeOf(() => parseJobEventMessage({ seq: 'x', type: 'log', message: 'm' }))).toBe('SCHEMA_INVALID');
+  });
+});
