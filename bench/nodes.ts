@@ -8,6 +8,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { Ledger } from '@writ/coord';
 import { generateKeyPair, type NodeHealth } from '@writ/protocol';
 import { NodeAgent } from '@writ/runner';
 
@@ -93,6 +94,56 @@ async function loadGenerator(coordUrl: string): Promise<void> {
   await send({ type: 'heartbeats', seconds: (performance.now() - th) / 1000, latenciesMs: hbLat, failures, lateStarts });
 }
 
+type LedgerUse = Map<string, { n: number; ms: number }>;
+type Db = Ledger['db'];
+type Queryable = Parameters<Parameters<Db['transaction']>[0]>[0];
+
+/**
+ * What the ledger runs during a phase: statements and transactions by kind (a transaction is named by its
+ * statements), with the wall time each took. PGlite runs on the coord's thread, so that is mostly its CPU.
+ */
+function trackLedger(db: Db): { stop(): LedgerUse } {
+  const use: LedgerUse = new Map();
+  const add = (kind: string, ms: number) => {
+    const k = use.get(kind) ?? { n: 0, ms: 0 };
+    k.n++;
+    k.ms += ms;
+    use.set(kind, k);
+  };
+  const kindOf = (sql: string) => sql.replace(/\s+/g, ' ').trim().slice(0, 40);
+  const { query, transaction } = db;
+  db.query = async <T>(sql: string, params?: readonly unknown[]) => {
+    const t = performance.now();
+    try {
+      return await query.call(db, sql, params) as T[];
+    } finally {
+      add(kindOf(sql), performance.now() - t);
+    }
+  };
+  db.transaction = async <T>(fn: (tx: Queryable) => Promise<T>) => {
+    const t = performance.now();
+    const kinds: string[] = [];
+    try {
+      return await transaction.call(db, (tx) => fn({ query: (sql, params) => (kinds.push(kindOf(sql).slice(0, 20)), tx.query(sql, params)), exec: (script) => tx.exec(script) })) as T;
+    } finally {
+      add(`tx[${kinds.join('; ')}]`, performance.now() - t);
+    }
+  };
+  return {
+    stop() {
+      db.query = query;
+      db.transaction = transaction;
+      return use;
+    },
+  };
+}
+
+function printLedgerUse(use: LedgerUse): void {
+  for (const [kind, k] of [...use].sort((a, b) => b[1].ms - a[1].ms).slice(0, 6)) {
+    console.log(`  ledger: ${String(k.n).padStart(6)} x ${(k.ms / k.n).toFixed(2).padStart(6)} ms = ${(k.ms / 1000).toFixed(1).padStart(5)} s  ${kind}`);
+  }
+}
+
 async function main(): Promise<void> {
   const { startStack } = await import('@writ/cli');
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'writ-bench-nodes-'));
@@ -112,6 +163,7 @@ async function main(): Promise<void> {
   try {
     // The child loads and generates its keys first; CPU and wall time are counted per phase from its first request.
     await nextMessage('ready');
+    let ledgerUse = trackLedger(stack.ledger.db);
     const registeredP = nextMessage('registered');
     const c0 = process.cpuUsage();
     const t0 = performance.now();
@@ -119,25 +171,11 @@ async function main(): Promise<void> {
     const reg = await registeredP;
     const regCpu = process.cpuUsage(c0);
     const regWall = performance.now() - t0;
+    const regLedger = ledgerUse.stop();
     const nodes = (await stack.ledger.nodeStore.listNodes()).length;
 
+    ledgerUse = trackLedger(stack.ledger.db);
     const heartbeatsP = nextMessage('heartbeats');
-    // What the ledger runs while heartbeats flow: statements by kind, with the wall time each held the ledger.
-    const statements = new Map<string, { n: number; ms: number }>();
-    const db = stack.ledger.db;
-    const query = db.query.bind(db);
-    db.query = async <T>(sql: string, params?: readonly unknown[]) => {
-      const t = performance.now();
-      try {
-        return await query<T>(sql, params);
-      } finally {
-        const kind = sql.replace(/\s+/g, ' ').trim().slice(0, 60);
-        const k = statements.get(kind) ?? { n: 0, ms: 0 };
-        k.n++;
-        k.ms += performance.now() - t;
-        statements.set(kind, k);
-      }
-    };
     // How long requests wait for the coord's thread: PGlite runs on it, so a long statement shows here.
     const loopDelay = monitorEventLoopDelay({ resolution: 10 });
     loopDelay.enable();
@@ -148,7 +186,7 @@ async function main(): Promise<void> {
     const hbCpu = process.cpuUsage(c1);
     const hbWall = performance.now() - t1;
     loopDelay.disable();
-    db.query = query;
+    const hbLedger = ledgerUse.stop();
     await childExited;
 
     const regSorted = [...reg.latenciesMs].sort((a, b) => a - b);
@@ -160,13 +198,12 @@ async function main(): Promise<void> {
     const hbRate = hb.latenciesMs.length / hb.seconds;
     console.log(`registration: ${NODES} nodes (${nodes} in the ledger) in ${reg.seconds.toFixed(2)} s = ${registrationsPerS.toFixed(0)} /s, ${REGISTER_CONCURRENCY} in flight; latency p50 ${pct(regSorted, 50).toFixed(1)} ms, p99 ${pct(regSorted, 99).toFixed(1)} ms`);
     console.log(`  stack process CPU ${regCpuMs.toFixed(0)} ms over ${regWall.toFixed(0)} ms wall = ${(regCpuMs / regWall).toFixed(2)} of a core`);
+    printLedgerUse(regLedger);
     console.log(`heartbeats: ${WINDOWS} windows of ${WINDOW_MS} ms (one 30 s interval each, ${(REAL_HEARTBEAT_MS / WINDOW_MS).toFixed(0)}x compressed): ${hb.latenciesMs.length} ok, ${hb.failures} failed, ${hb.lateStarts} started >10% of a window late; ${hbRate.toFixed(0)} /s`);
     console.log(`  latency p50 ${pct(hbSorted, 50).toFixed(2)} ms, p90 ${pct(hbSorted, 90).toFixed(2)} ms, p99 ${pct(hbSorted, 99).toFixed(2)} ms, max ${hbSorted[hbSorted.length - 1]!.toFixed(2)} ms`);
     console.log(`  stack process CPU ${hbCpuMs.toFixed(0)} ms over ${hbWall.toFixed(0)} ms wall = ${(hbCpuMs / hbWall).toFixed(3)} of a core (${cpuPerHeartbeatMs.toFixed(3)} ms per heartbeat)`);
     console.log(`  coord event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(1)} ms`);
-    for (const [kind, k] of [...statements].sort((a, b) => b[1].ms - a[1].ms).slice(0, 6)) {
-      console.log(`  ledger: ${String(k.n).padStart(5)} x ${(k.ms / k.n).toFixed(1).padStart(6)} ms  ${kind}`);
-    }
+    printLedgerUse(hbLedger);
     console.log(`  at the real 30 s rate ${NODES} nodes would cost ${((cpuPerHeartbeatMs * NODES) / REAL_HEARTBEAT_MS).toFixed(4)} of a core`);
     console.log(JSON.stringify({
       bench: 'nodes',
