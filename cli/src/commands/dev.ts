@@ -1,4 +1,5 @@
 // writ dev [--keep]: coord, supervisor and one runner in one process on embedded defaults.
+import { once } from 'node:events';
 import { chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { b64url } from '@writ/protocol';
@@ -9,6 +10,7 @@ import { keyringDir, writHome, writeNewFile } from '../keyfiles.ts';
 import { EXIT, type Io } from '../output.ts';
 import { loadOrCreateKey, startStack, type Stack } from '../stack.ts';
 import { signScriptFile } from './sign.ts';
+import { runUntilProcessSignal } from './services.ts';
 import { printEvent } from './submit.ts';
 import type { CliContext, Command } from './types.ts';
 
@@ -65,13 +67,9 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
     io.out(`  runner    node ${values.node} (labels env=dev)`);
     io.out(`  admin key ${path.join(keyringDir(ctx.env), 'admin.key')} (${admin.keyid})`);
     io.out(`try: writ submit scripts/examples/hello.js --target node=${values.node} --caps host.facts --follow`);
-    await new Promise<void>((resolve) => {
-      const stop = (sig: string) => {
-        io.err(`writ dev: ${sig}: stopping…`);
-        resolve();
-      };
-      process.once('SIGINT', () => stop('SIGINT'));
-      process.once('SIGTERM', () => stop('SIGTERM'));
+    await runUntilProcessSignal(async (signal) => {
+      await once(signal, 'abort');
+      io.err(`writ dev: ${String(signal.reason)}: stopping…`);
     });
     await stack.stop();
     io.err('writ dev: stopped cleanly');

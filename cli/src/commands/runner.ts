@@ -1,10 +1,9 @@
 // writ runner --node ID: the node daemon on its own (production shape: one per node).
 import pino from 'pino';
-import { startNodeDaemon } from '@writ/runner';
-import path from 'node:path';
-import { WritError, b64url } from '@writ/protocol';
-import { resolvePublicKey, writHome } from '../keyfiles.ts';
+import { runNodeDaemon, runnerConfig } from '@writ/runner';
+import { writHome } from '../keyfiles.ts';
 import { parse } from '../args.ts';
+import { adminKeyRefs, runUntilProcessSignal } from './services.ts';
 import { EXIT, type Io } from '../output.ts';
 import type { CliContext, Command } from './types.ts';
 
@@ -32,49 +31,13 @@ async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> 
     'lock-ms': { type: 'string' }, 'stalled-ms': { type: 'string' },
   }, { min: 0, max: 0, usage: 'writ runner --node ID' });
   if (values.help) return io.out(HELP), EXIT.ok;
-  if (!values.node) throw new WritError('USAGE', '--node ID is required');
-  const redisUrl = values.redis ?? ctx.env.REDIS_URL;
-  if (!redisUrl) throw new WritError('USAGE', '--redis URL or REDIS_URL is required');
-  const labels: Record<string, string> = {};
-  for (const l of values.label ?? []) {
-    const m = /^([^=]+)=(.*)$/.exec(l);
-    if (!m) throw new WritError('USAGE', `--label ${l}: expected key=value`);
-    labels[m[1]!] = m[2]!;
-  }
-  const num = (v: string | undefined, what: string) => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new WritError('USAGE', `${what} must be a positive whole number`);
-    return n;
-  };
-  if (!values['admin-key']?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) this node trusts to sign key sets');
-  const adminKeys = await Promise.all(values['admin-key'].map((f) => resolvePublicKey(f, ctx.env)));
-  const admins = { threshold: num(values['admin-threshold'], '--admin-threshold') ?? 1, keys: adminKeys.map((k) => ({ keyid: k.keyid, publicKey: b64url(k.publicKey) })) };
-  const logger = pino({ level: ctx.env.WRIT_LOG_LEVEL ?? 'info' }, pino.destination(2));
-  const concurrency = num(values.concurrency, '--concurrency');
-  const lockDurationMs = num(values['lock-ms'], '--lock-ms');
-  const stalledIntervalMs = num(values['stalled-ms'], '--stalled-ms');
-  const coordUrl = values.coord ?? ctx.env.WRIT_COORD;
-  if (!coordUrl) throw new WritError('USAGE', '--coord URL (or WRIT_COORD) is required: the node registers there');
-  const heartbeatMs = num(values['heartbeat-ms'], '--heartbeat-ms');
-  const d = await startNodeDaemon({
-    coordUrl,
-    ...(heartbeatMs ? { heartbeatMs } : {}),
-    nodeId: values.node, labels, redisUrl, logger, admins,
-    clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev',
-    stateDir: values.state ?? path.join(writHome(ctx.env), `runner-${values.node}`),
-    ...(concurrency ? { concurrency } : {}),
-    ...(lockDurationMs ? { lockDurationMs } : {}),
-    ...(stalledIntervalMs ? { stalledIntervalMs } : {}),
-  });
-  io.out(JSON.stringify({ ready: true, node: values.node, keyid: d.identity.key.keyid, newIdentity: d.identity.created, pid: process.pid }));
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-  });
-  logger.info({ node: values.node }, 'stopping: no new jobs; letting running ones finish');
-  await d.stop(30_000);
-  logger.info({ node: values.node }, 'stopped cleanly');
+  const config = runnerConfig({
+    home: writHome(ctx.env), node: values.node, labels: values.label, redis: values.redis, coord: values.coord, cluster: values.cluster, state: values.state,
+    adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'],
+    concurrency: values.concurrency, heartbeatMs: values['heartbeat-ms'], lockMs: values['lock-ms'], stalledMs: values['stalled-ms'],
+  }, ctx.env);
+  const logger = pino({ level: config.logLevel }, pino.destination(2));
+  await runUntilProcessSignal((signal) => runNodeDaemon(config, { logger, io, signal }));
   return EXIT.ok;
 }
 

@@ -1,40 +1,42 @@
 // writ coord | writ supervisor: each service in its own process (production shape).
-import path from 'node:path';
 import pino from 'pino';
-import { WritError, b64url, decodeKeyFile } from '@writ/protocol';
-import { buildApp, CoordService, HttpSupervisorClient, openLedger } from '@writ/coord';
-import { Supervisor, buildSupervisorApp, httpReportSink } from '@writ/supervisor';
-import { readFile } from 'node:fs/promises';
+import { b64url, type KeyRef } from '@writ/protocol';
+import { coordConfig, runCoord } from '@writ/coord';
+import { runSupervisor, supervisorConfig } from '@writ/supervisor';
 import { parse } from '../args.ts';
 import { resolvePublicKey, writHome, writeNewFile } from '../keyfiles.ts';
 import { EXIT, type Io } from '../output.ts';
 import { loadOrCreateKey } from '../stack.ts';
 import type { CliContext, Command } from './types.ts';
 
-function splitListen(s: string): { host: string; port: number } {
-  const m = /^(.*):(\d+)$/.exec(s);
-  if (!m) throw new WritError('USAGE', `--listen ${s}: expected HOST:PORT`);
-  return { host: m[1]!, port: Number(m[2]) };
+/** Reads each --admin-key (a key file, a raw key or a key id in the keyring) into the key ref the config pins. */
+export async function adminKeyRefs(specs: readonly string[] | undefined, env: NodeJS.ProcessEnv): Promise<KeyRef[]> {
+  const keys = await Promise.all((specs ?? []).map((f) => resolvePublicKey(f, env)));
+  return keys.map((k) => ({ keyid: k.keyid, publicKey: b64url(k.publicKey) }));
 }
 
-function need(v: string | undefined, what: string): string {
-  if (!v) throw new WritError('USAGE', `${what} is required`);
-  return v;
-}
-
-async function pinnedAdmins(files: string[] | undefined, threshold: string | undefined, env: NodeJS.ProcessEnv) {
-  if (!files?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) trusted to sign the first key set');
-  const keys = await Promise.all(files.map((f) => resolvePublicKey(f, env)));
-  const k = Number(threshold ?? '1');
-  if (!Number.isInteger(k) || k < 1 || k > keys.length) throw new WritError('USAGE', `--admin-threshold must be 1 to ${keys.length}`);
-  return { threshold: k, keys: keys.map((x) => ({ keyid: x.keyid, publicKey: b64url(x.publicKey) })) };
-}
-
-async function untilSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-  });
+/**
+ * The one place process signals are handled: `run` gets a signal that SIGINT or SIGTERM aborts (its reason is
+ * the signal's name) and services stop on. The listeners go after the first signal, so a second Ctrl-C gets
+ * Node's default and ends a stop that hangs, and when `run` returns or throws, so none outlive it.
+ */
+export async function runUntilProcessSignal<T>(run: (stop: AbortSignal) => Promise<T>): Promise<T> {
+  const stop = new AbortController();
+  const detach = () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    detach();
+    stop.abort(sig);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await run(stop.signal);
+  } finally {
+    detach();
+  }
 }
 
 const SUP_HELP = `usage: writ supervisor --coord URL --admin-key FILE [--admin-threshold K] [--production] [--id ID] [--redis URL] [--cluster ID] [--listen HOST:PORT] [--state DIR]
@@ -50,24 +52,12 @@ example:
 async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values } = parse(argv, { id: { type: 'string', default: 'sup-1' }, redis: { type: 'string' }, coord: { type: 'string' }, cluster: { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:7341' }, state: { type: 'string' }, 'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string' }, production: { type: 'boolean', default: false } }, { min: 0, max: 0, usage: 'writ supervisor --coord URL --admin-key FILE' });
   if (values.help) return io.out(SUP_HELP), EXIT.ok;
-  const token = need(ctx.env.WRIT_SUPERVISOR_TOKEN, 'WRIT_SUPERVISOR_TOKEN');
-  const redisUrl = need(values.redis ?? ctx.env.REDIS_URL, '--redis URL (or REDIS_URL)');
-  const coordUrl = need(values.coord ?? ctx.env.WRIT_COORD, '--coord URL (or WRIT_COORD)');
-  const stateDir = values.state ?? path.join(writHome(ctx.env), 'supervisor');
-  const logger = pino({ level: ctx.env.WRIT_LOG_LEVEL ?? 'info' }, pino.destination(2));
-  const key = await loadOrCreateKey(path.join(stateDir, 'supervisor.key'));
-  await writeNewFile(path.join(stateDir, 'supervisor.key.pub'), JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: key.keyid, publicKey: b64url(key.publicKey) }, null, 2) + '\n', 0o644, true);
-  const admins = await pinnedAdmins(values['admin-key'], values['admin-threshold'], ctx.env);
-  const sup = await Supervisor.start({ admins, production: values.production === true || ctx.env.WRIT_PRODUCTION === '1', id: values.id!, clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev', redisUrl, signingKey: key, sink: httpReportSink(coordUrl), logger });
-  const app = await buildSupervisorApp(sup, token);
-  const { host, port } = splitListen(values.listen!);
-  const url = await app.listen({ host, port });
-  io.out(JSON.stringify({ ready: true, url, keyid: key.keyid, publicKeyFile: path.join(stateDir, 'supervisor.key.pub') }));
-  const sig = await untilSignal();
-  logger.info({ sig }, 'stopping');
-  await app.close();
-  await sup.close();
-  return EXIT.ok;
+  const config = supervisorConfig({ home: writHome(ctx.env), id: values.id, redis: values.redis, coord: values.coord, cluster: values.cluster, listen: values.listen, state: values.state, adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'], production: values.production }, ctx.env);
+  const signingKey = await loadOrCreateKey(config.signingKeyFile);
+  await writeNewFile(config.publicKeyFile, JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: signingKey.keyid, publicKey: b64url(signingKey.publicKey) }, null, 2) + '\n', 0o644, true);
+  const logger = pino({ level: config.logLevel }, pino.destination(2));
+  const clean = await runUntilProcessSignal((signal) => runSupervisor(config, { signingKey, logger, io, signal }));
+  return clean ? EXIT.ok : EXIT.failure;
 }
 
 const COORD_HELP = `usage: writ coord --supervisor URL --supervisor-key FILE.pub --admin-key FILE [--admin-threshold K] [--listen HOST:PORT] [--cluster ID] [--state DIR]
@@ -82,27 +72,10 @@ example:
 async function coord(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values } = parse(argv, { supervisor: { type: 'string' }, 'supervisor-key': { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:7340' }, cluster: { type: 'string' }, state: { type: 'string' }, 'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string' } }, { min: 0, max: 0, usage: 'writ coord --supervisor URL --supervisor-key FILE --admin-key FILE' });
   if (values.help) return io.out(COORD_HELP), EXIT.ok;
-  const token = need(ctx.env.WRIT_TOKEN, 'WRIT_TOKEN');
-  const supToken = need(ctx.env.WRIT_SUPERVISOR_TOKEN, 'WRIT_SUPERVISOR_TOKEN');
-  const supUrl = need(values.supervisor, '--supervisor URL');
-  const supKeyFile = need(values['supervisor-key'], '--supervisor-key FILE');
-  const supKey = decodeKeyFile(await readFile(supKeyFile, 'utf8'), supKeyFile);
-  const stateDir = values.state ?? path.join(writHome(ctx.env), 'coord');
-  const logger = pino({ level: ctx.env.WRIT_LOG_LEVEL ?? 'info' }, pino.destination(2));
-  const ledger = await openLedger(ctx.env.DATABASE_URL ? { databaseUrl: ctx.env.DATABASE_URL } : { dataDir: path.join(stateDir, 'ledger') });
-  const admins = await pinnedAdmins(values['admin-key'], values['admin-threshold'], ctx.env);
-  const service = new CoordService({ admins, clusterId: values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev', ledger, supervisor: new HttpSupervisorClient('sup-1', supUrl, supToken), supervisorKeys: [supKey.publicKey], nodeStore: ledger.nodeStore, logger });
-  await service.start();
-  const app = await buildApp({ service, apiToken: token });
-  const { host, port } = splitListen(values.listen!);
-  const url = await app.listen({ host, port });
-  io.out(JSON.stringify({ ready: true, url }));
-  const sig = await untilSignal();
-  logger.info({ sig }, 'stopping');
-  await app.close();
-  await service.stop();
-  await ledger.close();
-  return EXIT.ok;
+  const config = coordConfig({ home: writHome(ctx.env), supervisor: values.supervisor, supervisorKey: values['supervisor-key'], listen: values.listen, cluster: values.cluster, state: values.state, adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'] }, ctx.env);
+  const logger = pino({ level: config.logLevel }, pino.destination(2));
+  const clean = await runUntilProcessSignal((signal) => runCoord(config, { logger, io, signal }));
+  return clean ? EXIT.ok : EXIT.failure;
 }
 
 export const supervisorCommand: Command = { name: 'supervisor', summary: 'run a supervisor (admission, queues, reports)', help: SUP_HELP, run: supervisor };

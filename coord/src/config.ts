@@ -1,0 +1,66 @@
+// The coord's configuration, read in one place: flags (as parsed) and env in; checked, defaulted and frozen
+// out. A wrong value is refused here, before the ledger opens, with the flag or env var to fix.
+import path from 'node:path';
+import { WritError, type KeyRef } from '@writ/protocol';
+import { checkGraceMs, checkLogLevel, checkUrl, parseListen, pinnedAdmins, requiredInput, type ConfigEnv, type LogLevel } from '@writ/supervisor';
+
+/** What the caller hands over: flag values as parsed (unchecked strings), admin keys already read from --admin-key. */
+export interface CoordGiven {
+  /** Where state dirs default to ($WRIT_HOME, resolved by the caller). */
+  home: string;
+  supervisor?: string | undefined;
+  supervisorKey?: string | undefined;
+  listen?: string | undefined;
+  cluster?: string | undefined;
+  state?: string | undefined;
+  adminKeys?: readonly KeyRef[] | undefined;
+  adminThreshold?: string | undefined;
+  shutdownGraceMs?: number | undefined;
+}
+
+export interface CoordConfig {
+  /** Bearer token API clients present ($WRIT_TOKEN). */
+  readonly apiToken: string;
+  /** Bearer token the coord presents to the supervisor ($WRIT_SUPERVISOR_TOKEN). */
+  readonly supervisorToken: string;
+  readonly supervisorUrl: string;
+  /** Public key file of the supervisor whose reports are accepted. */
+  readonly supervisorKeyFile: string;
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly clusterId: string;
+  readonly stateDir: string;
+  /** PostgreSQL when $DATABASE_URL is set, else PGlite in the state dir. */
+  readonly ledger: { readonly databaseUrl: string } | { readonly dataDir: string };
+  readonly admins: { readonly threshold: number; readonly keys: readonly KeyRef[] };
+  readonly logLevel: LogLevel;
+  readonly shutdownGraceMs: number;
+}
+
+export const COORD_DEFAULTS = Object.freeze({ listen: '127.0.0.1:7340', clusterId: 'writ-dev', logLevel: 'info' as LogLevel, shutdownGraceMs: 10_000 });
+
+export function coordConfig(given: CoordGiven, env: ConfigEnv): CoordConfig {
+  const apiToken = requiredInput(env.WRIT_TOKEN, 'WRIT_TOKEN');
+  const supervisorToken = requiredInput(env.WRIT_SUPERVISOR_TOKEN, 'WRIT_SUPERVISOR_TOKEN');
+  const supervisorUrl = checkUrl(requiredInput(given.supervisor, '--supervisor URL'), '--supervisor', ['http:', 'https:']);
+  const supervisorKeyFile = requiredInput(given.supervisorKey, '--supervisor-key FILE');
+  if (!given.adminKeys?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) trusted to sign the first key set');
+  const admins = pinnedAdmins(given.adminKeys, given.adminThreshold);
+  const clusterId = given.cluster ?? env.WRIT_CLUSTER ?? COORD_DEFAULTS.clusterId;
+  if (!clusterId) throw new WritError('CONFIG_INVALID', `${given.cluster !== undefined ? '--cluster' : 'WRIT_CLUSTER'} must not be empty`);
+  const stateDir = given.state ?? path.join(given.home, 'coord');
+  // pg takes more than URLs (socket paths, key=value strings), so DATABASE_URL is passed on as given.
+  const ledger = env.DATABASE_URL ? { databaseUrl: env.DATABASE_URL } : { dataDir: path.join(stateDir, 'ledger') };
+  return Object.freeze({
+    apiToken,
+    supervisorToken,
+    supervisorUrl,
+    supervisorKeyFile,
+    listen: Object.freeze(parseListen(given.listen ?? COORD_DEFAULTS.listen)),
+    clusterId,
+    stateDir,
+    ledger: Object.freeze(ledger),
+    admins,
+    logLevel: checkLogLevel(env, COORD_DEFAULTS.logLevel),
+    shutdownGraceMs: checkGraceMs(given.shutdownGraceMs ?? COORD_DEFAULTS.shutdownGraceMs),
+  });
+}

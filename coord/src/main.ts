@@ -1,0 +1,44 @@
+// Runs a coord from its config: opens the ledger, starts the service, listens, announces readiness, and on
+// `signal` releases everything in reverse order within the shutdown grace. app.ts builds; this listens.
+import { readFile } from 'node:fs/promises';
+import { decodeKeyFile } from '@writ/protocol';
+import { releaseInReverse, untilAborted, type Releaser, type ServiceRun } from '@writ/supervisor';
+import { buildApp } from './app.ts';
+import type { CoordConfig } from './config.ts';
+import { openLedger } from './ledger/index.ts';
+import { CoordService, type CoordLogger } from './service.ts';
+import { HttpSupervisorClient } from './supervisor-client.ts';
+
+export type CoordRun = ServiceRun<CoordLogger>;
+
+/** Runs until `run.signal` aborts; resolves true when everything was released within the grace. */
+export async function runCoord(config: CoordConfig, run: CoordRun): Promise<boolean> {
+  const { logger } = run;
+  const supervisorKey = decodeKeyFile(await readFile(config.supervisorKeyFile, 'utf8'), config.supervisorKeyFile);
+  const releasers: Releaser[] = [];
+  try {
+    const ledger = await openLedger(config.ledger);
+    releasers.push({ name: 'ledger', release: () => ledger.close() });
+    const service = new CoordService({
+      admins: { threshold: config.admins.threshold, keys: [...config.admins.keys] },
+      clusterId: config.clusterId,
+      ledger,
+      supervisor: new HttpSupervisorClient('sup-1', config.supervisorUrl, config.supervisorToken),
+      supervisorKeys: [supervisorKey.publicKey],
+      nodeStore: ledger.nodeStore,
+      logger,
+    });
+    await service.start();
+    releasers.push({ name: 'coord service', release: () => service.stop() });
+    const app = await buildApp({ service, apiToken: config.apiToken });
+    releasers.push({ name: 'http server', release: () => app.close() });
+    const url = await app.listen({ ...config.listen }); // fastify writes into its options; the config is frozen
+    run.io.out(JSON.stringify({ ready: true, url }));
+    await untilAborted(run.signal);
+    logger.info({ sig: run.signal.reason }, 'stopping');
+  } catch (e) {
+    await releaseInReverse(releasers, config.shutdownGraceMs, logger);
+    throw e;
+  }
+  return releaseInReverse(releasers, config.shutdownGraceMs, logger);
+}
