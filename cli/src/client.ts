@@ -2,7 +2,7 @@
 // WRIT_COORD / WRIT_TOKEN, or from the file `writ dev` writes ($WRIT_HOME/dev.json).
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { WritError, fromErrorJSON, type ErrorJSON } from '@writ/protocol';
+import { WritError, fromErrorJSON, parseErrorAnswer } from '@writ/protocol';
 import { writHome } from './keyfiles.ts';
 
 export interface CoordTarget {
@@ -44,7 +44,7 @@ export async function api<T>(coord: CoordTarget, method: string, route: string, 
     throw new WritError('INTERNAL', `the coord answered ${res.status} with non-JSON: ${text.slice(0, 200)}`);
   }
   if (!res.ok) {
-    const err = (doc as { error?: ErrorJSON } | null)?.error;
+    const err = parseErrorAnswer(doc);
     throw err ? fromErrorJSON(err) : new WritError('INTERNAL', `the coord answered ${res.status}`);
   }
   return { status: res.status, body: doc as T };
@@ -73,7 +73,12 @@ export async function followEvents(coord: CoordTarget, jobId: string, onEvent: (
     }
     if (!res.ok || !res.body) {
       const text = await res.text();
-      const err = (JSON.parse(text || '{}') as { error?: ErrorJSON }).error;
+      let err = null;
+      try {
+        err = parseErrorAnswer(JSON.parse(text || '{}'));
+      } catch {
+        /* not JSON: reported below by status */
+      }
       throw err ? fromErrorJSON(err) : new WritError('INTERNAL', `events stream answered ${res.status}`);
     }
     const decoder = new TextDecoder();

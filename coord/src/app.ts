@@ -3,7 +3,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
-  ERROR_CODES, JOB_STATUSES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, encodeEnvelope, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
+  ERROR_CODES, JOB_STATUSES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, encodeEnvelope, errorAnswer, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
   type BatchSubmitAnswer, type Envelope, type ErrorCode, type JobEventMessage, type JobView, type SubmitAnswer,
 } from '@writ/protocol';
 import type { CoordService, SubmitResult } from './service.ts';
@@ -73,7 +73,7 @@ function errorCodeOrInternal(code: string | null): ErrorCode {
 }
 
 function sendError(reply: FastifyReply, code: ErrorCode, message: string, details?: Record<string, unknown>) {
-  return reply.code(ERROR_CODES[code].status).send({ error: { code, message, ...(details ? { details } : {}) } });
+  return reply.code(ERROR_CODES[code].status).send(errorAnswer(code, message, details));
 }
 
 function jobView(job: NonNullable<Awaited<ReturnType<CoordService['ledger']['getJob']>>>, attempts?: unknown[]): JobView {

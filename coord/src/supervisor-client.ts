@@ -1,7 +1,9 @@
 // The one interface the coord uses to reach a supervisor: in-process for `writ dev`, HTTP when the
 // supervisor runs as its own process (`writ supervisor`).
-import { WritError, fromErrorJSON, toErrorJSON, type ErrorJSON } from '@writ/protocol';
-import type { QueueState, Supervisor } from '@writ/supervisor';
+import {
+  WritError, fromErrorJSON, parseErrorAnswer, parseQueueStateAnswer, parseStrictJson, parseSupervisorSubmitAnswer, toErrorJSON, type ErrorJSON, type QueueState,
+} from '@writ/protocol';
+import type { Supervisor } from '@writ/supervisor';
 
 export interface SupervisorClient {
   readonly id: string;
@@ -52,7 +54,7 @@ export class InProcessSupervisorClient implements SupervisorClient {
 export class HttpSupervisorClient implements SupervisorClient {
   constructor(readonly id: string, private readonly baseUrl: string, private readonly token: string) {}
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private async call(method: string, path: string, body?: unknown): Promise<unknown> {
     let res: Response;
     try {
       res = await fetch(new URL(path, this.baseUrl), {
@@ -65,12 +67,20 @@ export class HttpSupervisorClient implements SupervisorClient {
       throw new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} at ${this.baseUrl} is unreachable: ${(e as Error).message}`);
     }
     const text = await res.text();
-    const doc = text ? (JSON.parse(text) as { error?: ErrorJSON } & T) : ({} as T & { error?: ErrorJSON });
-    if (!res.ok) throw doc.error ? fromErrorJSON(doc.error) : new WritError('SUPERVISOR_UNAVAILABLE', `supervisor answered ${res.status}`);
+    let doc: unknown = null;
+    try {
+      doc = text ? parseStrictJson(text) : null;
+    } catch {
+      throw new WritError('SUPERVISOR_UNAVAILABLE', `supervisor answered ${res.status} with a body that is not JSON`);
+    }
+    if (!res.ok) {
+      const error = parseErrorAnswer(doc);
+      throw error ? fromErrorJSON(error) : new WritError('SUPERVISOR_UNAVAILABLE', `supervisor answered ${res.status}`);
+    }
     return doc;
   }
-  submit(envelope: string, node: string) {
-    return this.call<{ node: string }>('POST', `/v1/submit?node=${encodeURIComponent(node)}`, envelope);
+  async submit(envelope: string, node: string) {
+    return { node: parseSupervisorSubmitAnswer(await this.call('POST', `/v1/submit?node=${encodeURIComponent(node)}`, envelope)).node };
   }
   /** Another process: the supervisor verifies and authorises each envelope itself before it enqueues it. */
   async dispatchMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<(ErrorJSON | null)[]> {
@@ -86,16 +96,18 @@ export class HttpSupervisorClient implements SupervisorClient {
   async enqueue(jobId: string, node: string, envelope: string) {
     await this.call('POST', '/v1/enqueue', { jobId, node, envelope });
   }
-  jobState(jobId: string, node: string) {
-    return this.call<{ state: QueueState; failedReason?: string }>('GET', `/v1/jobs/${encodeURIComponent(node)}/${encodeURIComponent(jobId)}`);
+  async jobState(jobId: string, node: string) {
+    return parseQueueStateAnswer(await this.call('GET', `/v1/jobs/${encodeURIComponent(node)}/${encodeURIComponent(jobId)}`));
   }
   async setKeySet(envelope: string) {
     await this.call('PUT', '/v1/keyset', envelope);
   }
   async health() {
     try {
-      const h = await this.call<{ redis: boolean }>('GET', '/readyz');
-      return { ok: h.redis, redis: h.redis };
+      // /readyz answers 503 (thrown here) when Redis is not reachable, and { ok, redis } otherwise.
+      const h = await this.call('GET', '/readyz');
+      const redis = typeof h === 'object' && h !== null && 'redis' in h && h.redis === true;
+      return { ok: redis, redis };
     } catch {
       return { ok: false, redis: false };
     }

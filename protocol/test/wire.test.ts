@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import {
   EVENT_STREAM_FIELD, MAX_EVENTS_PER_BATCH, encodeFailureReason, encodeRunnerEventBatch, encodeSupervisorReport, eventStreamFields, parseBatchSubmitAnswer,
   parseFailureReason, parseJobEventMessage, parseJobView, parseQueueJobData, parseRunnerEventBatch, parseSubmitAnswer, parseSupervisorReport, queueJobData,
-  queueJobEnvelope, readEventStreamEntry, utf8, type RunnerEvent, type RunnerEventBatch,
+  parseErrorAnswer, parseQueueStateAnswer, parseSupervisorSubmitAnswer, errorAnswer, queueJobEnvelope, readEventStreamEntry, utf8, type RunnerEvent,
+  type RunnerEventBatch,
 } from '../src/index.ts';
 
 const bytes = (v: unknown) => utf8.encode(JSON.stringify(v));
@@ -100,5 +101,23 @@ describe('HTTP seam (answers the CLI reads)', () => {
     expect(codeOf(() => parseJobView({ ...view, attempts: -1 }))).toBe('SCHEMA_INVALID');
     expect(codeOf(() => parseJobView({ ...view, secret: 1 }))).toBe('UNKNOWN_FIELD');
     expect(codeOf(() => parseJobEventMessage({ seq: 'x', type: 'log', message: 'm' }))).toBe('SCHEMA_INVALID');
+  });
+});
+
+describe('error answers and the supervisor HTTP seam', () => {
+  it('builds error answers with the registry retryable and parses only that shape', () => {
+    expect(errorAnswer('NOT_READY', 'later')).toEqual({ error: { code: 'NOT_READY', message: 'later', retryable: true } });
+    expect(parseErrorAnswer(errorAnswer('NOT_FOUND', 'no job x', { id: 'x' }))).toEqual({ code: 'NOT_FOUND', message: 'no job x', retryable: false, details: { id: 'x' } });
+    expect(parseErrorAnswer({ error: { code: 'NOT_FOUND', message: 'x' } })).toBeNull(); // retryable missing
+    expect(parseErrorAnswer({ error: { code: 'NOPE', message: 'x', retryable: false } })).toBeNull();
+    expect(parseErrorAnswer({ error: errorAnswer('NOT_FOUND', 'x').error, extra: 1 })).toBeNull();
+    expect(parseErrorAnswer({ message: 'Internal Server Error', statusCode: 500 })).toBeNull();
+  });
+  it('parses the supervisor answers strictly', () => {
+    expect(parseSupervisorSubmitAnswer({ jobId: 'j', node: 'n' })).toEqual({ jobId: 'j', node: 'n' });
+    expect(codeOf(() => parseSupervisorSubmitAnswer({ jobId: 'j' }))).toBe('SCHEMA_INVALID');
+    expect(parseQueueStateAnswer({ state: 'failed', failedReason: 'r' })).toEqual({ state: 'failed', failedReason: 'r' });
+    expect(codeOf(() => parseQueueStateAnswer({ state: 'gone' }))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseQueueStateAnswer({ state: 'active', returnvalue: 1 }))).toBe('UNKNOWN_FIELD');
   });
 });

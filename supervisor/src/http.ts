@@ -2,7 +2,7 @@
 // Every route needs the bearer token the coord was given, except /healthz and /readyz.
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { ERROR_CODES, errorCodeOf, parseStrictJson, toErrorJSON } from '@writ/protocol';
+import { errorAnswer, errorCodeOf, parseStrictJson, toErrorJSON, ERROR_CODES, type QueueStateAnswer, type SupervisorSubmitAnswer } from '@writ/protocol';
 import type { Supervisor } from './supervisor.ts';
 
 export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submit', 'POST /v1/enqueue', 'GET /v1/jobs/:node/:id', 'PUT /v1/keyset'] as const;
@@ -24,15 +24,15 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Pro
     if (p === '/healthz' || p === '/readyz') return;
     const h = req.headers.authorization ?? '';
     const given = Buffer.from(h.startsWith('Bearer ') ? h.slice(7) : '');
-    if (given.length !== token.length || !timingSafeEqual(given, token)) return reply.code(401).send({ error: { code: 'UNAUTHENTICATED', message: 'bad or missing bearer token' } });
+    if (given.length !== token.length || !timingSafeEqual(given, token)) return reply.code(401).send(errorAnswer('UNAUTHENTICATED', 'bad or missing bearer token'));
   });
-  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url}` } }));
+  app.setNotFoundHandler((req, reply) => reply.code(404).send(errorAnswer('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`)));
   app.setErrorHandler((err: Error & { code?: string; validation?: unknown[] }, _req, reply) => {
     const code = errorCodeOf(err);
     if (code) return reply.code(ERROR_CODES[code].status).send({ error: toErrorJSON(err) });
-    if (err.validation) return reply.code(400).send({ error: { code: 'BAD_REQUEST', message: err.message } });
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send({ error: { code: 'BODY_TOO_LARGE', message: 'body too large' } });
-    return reply.code(500).send({ error: { code: 'INTERNAL', message: ERROR_CODES.INTERNAL.message } });
+    if (err.validation) return reply.code(400).send(errorAnswer('BAD_REQUEST', err.message));
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send(errorAnswer('BODY_TOO_LARGE', 'body too large'));
+    return reply.code(500).send(errorAnswer('INTERNAL', ERROR_CODES.INTERNAL.message));
   });
 
   app.get('/healthz', async () => ({ ok: true }));
@@ -43,7 +43,7 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Pro
   app.post('/v1/submit', { schema: { querystring: { type: 'object', additionalProperties: false, properties: { node: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' } } } } }, async (req) => {
     const node = (req.query as { node?: string }).node;
     const r = await sup.submit((req as { rawBody?: string }).rawBody!, node ? { node } : {});
-    return { jobId: r.jobId, node: r.node };
+    return { jobId: r.jobId, node: r.node } satisfies SupervisorSubmitAnswer;
   });
   app.post('/v1/enqueue', {
     schema: { body: { type: 'object', additionalProperties: false, required: ['jobId', 'node', 'envelope'], properties: { jobId: { type: 'string', maxLength: 128 }, node: { type: 'string', maxLength: 63 }, envelope: { type: 'string' } } } },
@@ -55,7 +55,7 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Pro
   app.get('/v1/jobs/:node/:id', async (req) => {
     const { node, id } = req.params as { node: string; id: string };
     const st = await sup.jobState(id, node);
-    return { state: st.state, ...(st.failedReason ? { failedReason: st.failedReason } : {}) };
+    return { state: st.state, ...(st.failedReason ? { failedReason: st.failedReason } : {}) } satisfies QueueStateAnswer;
   });
   // The body is a signed key set envelope; it is verified against the key set held (or the pinned admins).
   app.put('/v1/keyset', async (req) => sup.setKeySet((req as { rawBody?: string }).rawBody!));

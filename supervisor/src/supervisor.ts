@@ -4,7 +4,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
   BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, QUEUE_JOB_NAME, WritError, encodeEnvelope, encodeSupervisorReport, pickByJobId, queueJobData, queueNames,
-  REPORT_TARGET_BYTES, readEventStreamEntry, redisKeys, signEnvelope, targetMatchesNode, type JobPayload, type ReportEntry, type SupervisorReport, type KeyPair, type KeyRef, type NodeView,
+  REPORT_TARGET_BYTES, readEventStreamEntry, redisKeys, signEnvelope, targetMatchesNode, type JobPayload, type QueueState, type ReportEntry, type SupervisorReport, type KeyPair, type KeyRef, type NodeView,
 } from '@writ/protocol';
 import { admitEnvelope, type Admitted } from './admission.ts';
 import { assertRedisSafe } from './redis-check.ts';
@@ -40,7 +40,7 @@ export interface SupervisorOptions {
   production?: boolean;
 }
 
-export type QueueState = 'waiting' | 'active' | 'delayed' | 'completed' | 'failed' | 'prioritized' | 'waiting-children' | 'missing';
+export type { QueueState };
 
 export class Supervisor {
   readonly keySets: KeySetHolder;

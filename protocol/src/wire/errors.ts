@@ -1,6 +1,6 @@
 // The error shape as it crosses a seam (HTTP bodies, runner events, BullMQ's failure reason): one schema
 // and one parser, so a reader never rebuilds an ErrorJSON from a loosely typed object.
-import { isErrorCode, type ErrorJSON } from '../errors.ts';
+import { ERROR_CODES, isErrorCode, type ErrorCode, type ErrorJSON } from '../errors.ts';
 import { assertSchema, compileSchema } from '../schema.ts';
 import { parseStrictJson } from '../strict-json.ts';
 
@@ -39,6 +39,28 @@ export function parseFailureReason(reason: string | undefined | null): ErrorJSON
     const value = parseStrictJson(reason, { maxBytes: 256 * 1024, maxDepth: 16 });
     assertErrorJson(value, 'failure reason');
     return value;
+  } catch {
+    return null;
+  }
+}
+
+/** The body of every failed HTTP answer, from the coord and from a supervisor: `{ error: ErrorJSON }`. */
+export interface ErrorAnswer {
+  error: ErrorJSON;
+}
+
+/** Builds an error answer with the registry's `retryable` for the code. */
+export function errorAnswer(code: ErrorCode, message: string, details?: Record<string, unknown>): ErrorAnswer {
+  return { error: { code, message, retryable: ERROR_CODES[code].retryable, ...(details ? { details } : {}) } };
+}
+
+/** The ErrorJSON of a failed answer's body, or null when the body is not Writ's error shape. */
+export function parseErrorAnswer(body: unknown): ErrorJSON | null {
+  if (!body || typeof body !== 'object' || Array.isArray(body) || Object.keys(body).length !== 1) return null;
+  const error = (body as { error?: unknown }).error;
+  try {
+    assertErrorJson(error, 'error answer');
+    return error;
   } catch {
     return null;
   }

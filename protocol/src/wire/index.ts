@@ -5,3 +5,4 @@ export * from './http.ts';
 export * from './queue.ts';
 export * from './runner-events.ts';
 export * from './reports.ts';
+export * from './supervisor-api.ts';

@@ -1,0 +1,35 @@
+// The supervisor's HTTP seam, for a coord in another process (`writ supervisor`): the answers of
+// POST /v1/submit and GET /v1/jobs/:node/:id, and the queue states they report.
+import { assertSchema, compileSchema } from '../schema.ts';
+
+/** Where a job stands in its node's BullMQ queue; `missing` when the queue holds no such job. */
+export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized', 'waiting-children', 'missing'] as const;
+export type QueueState = (typeof QUEUE_STATES)[number];
+
+/** POST /v1/submit?node=ID: the job was verified, authorised and enqueued on `node`. */
+export interface SupervisorSubmitAnswer {
+  jobId: string;
+  node: string;
+}
+
+/** GET /v1/jobs/:node/:id: the job's state in the queue, and BullMQ's failure reason when it failed. */
+export interface QueueStateAnswer {
+  state: QueueState;
+  failedReason?: string;
+}
+
+const validateSubmit = compileSchema<SupervisorSubmitAnswer>({
+  type: 'object', additionalProperties: false, required: ['jobId', 'node'], properties: { jobId: { type: 'string' }, node: { type: 'string' } },
+});
+const validateState = compileSchema<QueueStateAnswer>({
+  type: 'object', additionalProperties: false, required: ['state'], properties: { state: { enum: [...QUEUE_STATES] }, failedReason: { type: 'string' } },
+});
+
+export function parseSupervisorSubmitAnswer(v: unknown): SupervisorSubmitAnswer {
+  assertSchema(validateSubmit, v, 'supervisor submit answer');
+  return v;
+}
+export function parseQueueStateAnswer(v: unknown): QueueStateAnswer {
+  assertSchema(validateState, v, 'queue state answer');
+  return v;
+}
