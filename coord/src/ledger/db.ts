@@ -4,7 +4,8 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
-import { WritError } from '@writ/protocol';
+import { WritError, errorCodeOf } from '@writ/protocol';
+import { openPgliteThread } from './pglite-channel.ts';
 
 export interface Queryable {
   /** Runs one parameterised statement ($1, $2, …) and returns its rows. */
@@ -27,10 +28,27 @@ export interface OpenDbOptions {
   dataDir?: string;
   /** pg Pool size (default 10). */
   poolMax?: number;
+  /**
+   * Run PGlite on the calling thread. By default it runs on a thread of its own: PGlite executes each
+   * statement synchronously, and on the coord's thread that would hold up HTTP, the supervisor and the runner.
+   */
+  pgliteInProcess?: boolean;
 }
 
 export async function openDb(opts: OpenDbOptions): Promise<Db> {
-  return opts.databaseUrl ? openPostgres(opts.databaseUrl, opts.poolMax ?? 10) : openPglite(opts.dataDir);
+  if (opts.databaseUrl) return openPostgres(opts.databaseUrl, opts.poolMax ?? 10);
+  return opts.pgliteInProcess ? openPglite(opts.dataDir) : openPgliteOnItsThread(opts.dataDir);
+}
+
+async function openPgliteOnItsThread(dataDir: string | undefined): Promise<Db> {
+  const unlock = dataDir ? lockDataDir(dataDir) : () => {};
+  try {
+    if (dataDir && !existsSync(dataDir)) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    return await openPgliteThread(dataDir, unlock);
+  } catch (e) {
+    unlock();
+    throw errorCodeOf(e) ? e : new WritError('LEDGER_UNAVAILABLE', `PGlite could not open ${dataDir ?? 'an in-memory database'}: ${(e as Error).message}`, undefined, { cause: e });
+  }
 }
 
 // ---------------------------------------------------------------- PGlite

@@ -45,6 +45,8 @@ export interface LedgerOptions {
   dataDir?: string;
   /** pg Pool size (default 10). */
   poolMax?: number;
+  /** Run PGlite on the calling thread instead of its own (see OpenDbOptions). */
+  pgliteInProcess?: boolean;
   limits?: Partial<JobLimits>;
 }
 
