@@ -3,5 +3,5 @@ export { buildApp, ROUTES, type AppOptions } from './app.ts';
 export { CoordService, type CoordOptions, type JobEventMessage } from './service.ts';
 export { InProcessSupervisorClient, HttpSupervisorClient, type SupervisorClient } from './supervisor-client.ts';
 export { openLedger, type Ledger } from './ledger/index.ts';
-export { coordConfig, COORD_DEFAULTS, type CoordConfig, type CoordGiven } from './config.ts';
+export { coordConfig, type CoordConfig, type CoordGiven } from './config.ts';
 export { runCoord, type CoordRun } from './main.ts';

@@ -5,5 +5,5 @@ export { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 export { startNodeDaemon, nodeHealth, type NodeDaemon, type NodeDaemonOptions } from './node-daemon.ts';
 export { salHostTable, type SalHostConfig } from './sal-table.ts';
 export { SandboxPool, type SandboxJob, type SandboxPoolOptions, type SandboxOutcome } from './sandbox/index.ts';
-export { runnerConfig, RUNNER_DEFAULTS, type RunnerConfig, type RunnerGiven, type RunnerEnv } from './config.ts';
+export { runnerConfig, type RunnerConfig, type RunnerGiven, type RunnerEnv } from './config.ts';
 export { runNodeDaemon, type NodeDaemonRun } from './main.ts';

@@ -1,4 +1,5 @@
-// writ coord | writ supervisor: each service in its own process (production shape).
+// writ coord | writ supervisor: each service in its own process (production shape). Also the CLI's one handler
+// of SIGINT/SIGTERM and its reading of --admin-key, which writ runner uses too.
 import pino from 'pino';
 import { b64url, type KeyRef } from '@writ/protocol';
 import { coordConfig, runCoord } from '@writ/coord';
