@@ -90,8 +90,8 @@ export interface NodeRegistryOptions {
   flushEveryMs?: number;
   /**
    * Most rows one flush statement writes (default 150); more are split evenly, with the event loop let go in
-   * between. PGlite runs on the coord's thread: 333 rows held it ~14 ms in the nodes bench (and the heartbeat
-   * p99 with it), 1667 rows 40–80 ms.
+   * between. With PGlite on the coord's thread (`pgliteInProcess`), 333 rows held it ~14 ms in the nodes
+   * bench and set the heartbeat p99; on its own thread the split keeps other writes from queueing behind it.
    */
   flushMaxRows?: number;
   challengeTtlMs?: number;
