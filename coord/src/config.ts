@@ -1,8 +1,7 @@
 // The coord's configuration, read in one place: flags (as parsed) and env in; checked, defaulted and frozen
 // out. A wrong value is refused here, before the ledger opens, with the flag or env var to fix.
 import path from 'node:path';
-import { WritError, type KeyRef } from '@writ/protocol';
-import { checkGraceMs, checkLogLevel, checkUrl, parseListen, pinnedAdmins, requiredInput, type ConfigEnv, type LogLevel } from '@writ/supervisor';
+import { WritError, checkGraceMs, checkLogLevel, checkUrl, parseListen, pinnedAdmins, requiredInput, type ConfigEnv, type KeyRef, type LogLevel } from '@writ/protocol';
 
 /** What the caller hands over: flag values as parsed (unchecked strings), admin keys already read from --admin-key. */
 export interface CoordGiven {

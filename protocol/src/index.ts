@@ -14,3 +14,4 @@ export * from './acl.ts';
 export * from './keyset.ts';
 export * from './node.ts';
 export * from './wire/index.ts';
+export * from './config-checks.ts';

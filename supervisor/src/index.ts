@@ -3,5 +3,5 @@ export { Supervisor, pickNode, type ReportSink, type SupervisorOptions, type Que
 export { admitEnvelope, type Admitted } from './admission.ts';
 export { buildSupervisorApp, httpReportSink, SUPERVISOR_ROUTES } from './http.ts';
 export { checkRedisEviction, assertRedisSafe, type RedisCheckResult } from './redis-check.ts';
-export { supervisorConfig, parseListen, checkUrl, pinnedAdmins, requiredInput, checkLogLevel, checkGraceMs, type SupervisorConfig, type SupervisorGiven, type ConfigEnv, type LogLevel } from './config.ts';
+export { supervisorConfig, type SupervisorConfig, type SupervisorGiven } from './config.ts';
 export { runSupervisor, releaseInReverse, untilAborted, type SupervisorRun, type ServiceRun, type Releaser } from './main.ts';
