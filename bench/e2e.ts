@@ -11,6 +11,7 @@ import { Queue, Worker } from 'bullmq';
 import { startStack, type Stack } from '@writ/cli';
 import { PAYLOAD_TYPES, buildJobPayload, encodeEnvelope, encodeJobPayload, generateKeyPair, signEnvelope, type KeyPair } from '@writ/protocol';
 import { startTestPostgres } from '../tests/helpers/postgres.ts';
+import { printLedgerUse, trackLedger } from './_ledger-use.ts';
 
 const N = Number(process.env.BENCH_N ?? 600);
 const only = process.env.BENCH_LEDGER; // 'pglite' | 'postgres' to run one
@@ -29,6 +30,11 @@ interface LedgerResult {
   batch_cpu_ms_per_job: number;
   n: number;
   latency_rate_per_s: number;
+  /** One job at a time: medians of submit → answer, answer → coord records `running`, `running` → terminal. */
+  seq_total_ms: number;
+  seq_ack_ms: number;
+  seq_to_running_ms: number;
+  seq_running_to_done_ms: number;
   load1: number;
 }
 
@@ -46,11 +52,13 @@ async function runOn(ledger: 'pglite' | 'postgres', databaseUrl: string | undefi
 
 async function measure(ledger: 'pglite' | 'postgres', stack: Stack, admin: KeyPair): Promise<LedgerResult> {
   const done = new Map<string, number>();
+  const running = new Map<string, number>();
   const waiters = new Map<string, () => void>();
   // Observe terminal status events for every job without one listener per job.
   const origEmit = stack.service.events.emit.bind(stack.service.events);
   stack.service.events.emit = (name: string | symbol, ...args: unknown[]) => {
     const ev = args[0] as { type?: string; data?: { status?: string } };
+    if (typeof name === 'string' && ev?.type === 'status' && ev.data?.status === 'running') running.set(name.slice(4), performance.now());
     if (typeof name === 'string' && ev?.type === 'status' && (ev.data?.status === 'succeeded' || ev.data?.status === 'failed')) {
       const id = name.slice(4);
       done.set(id, performance.now());
@@ -108,6 +116,7 @@ async function measure(ledger: 'pglite' | 'postgres', stack: Stack, admin: KeyPa
   const rate = single.perS / 2;
   const lat = envelopes(Math.min(N, Math.max(50, Math.round(rate * 10))), 'lat');
   const latencies: number[] = [];
+  const ledgerUse = trackLedger(stack.ledger.db);
   const tl = performance.now();
   await Promise.all(lat.map(async (e, i) => {
     const wait = tl + (i / rate) * 1000 - performance.now();
@@ -117,10 +126,25 @@ async function measure(ledger: 'pglite' | 'postgres', stack: Stack, admin: KeyPa
     await waitDone(e.id);
     latencies.push(done.get(e.id)! - start);
   }));
+  const latencyLedger = ledgerUse.stop();
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!;
 
-  // 4. Raw BullMQ on the same Redis: add + process no-op jobs, one process, concurrency 50.
+  // 4. One job at a time, to see where a single job's time goes.
+  const seq = envelopes(60, 'seq');
+  const stages: { total: number; ack: number; toRunning: number; toDone: number }[] = [];
+  for (const e of seq) {
+    const t0 = performance.now();
+    await post(e.body);
+    const acked = performance.now();
+    await waitDone(e.id);
+    const r = running.get(e.id) ?? done.get(e.id)!;
+    stages.push({ total: done.get(e.id)! - t0, ack: acked - t0, toRunning: r - acked, toDone: done.get(e.id)! - r });
+  }
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const st = { total: median(stages.map((x) => x.total)), ack: median(stages.map((x) => x.ack)), toRunning: median(stages.map((x) => x.toRunning)), toDone: median(stages.map((x) => x.toDone)) };
+
+  // 5. Raw BullMQ on the same Redis: add + process no-op jobs, one process, concurrency 50.
   const connection = { url: stack.redisUrl } as never;
   const q = new Queue('bench-raw', { connection });
   let processed = 0;
@@ -142,12 +166,16 @@ async function measure(ledger: 'pglite' | 'postgres', stack: Stack, admin: KeyPa
   console.log(`[${ledger}] single submits (32 in flight): ${single.perS.toFixed(0)} jobs/s, ${single.cpuMsPerJob.toFixed(2)} ms CPU per job (${N} jobs in ${single.seconds.toFixed(2)} s)`);
   console.log(`[${ledger}] batched submits (100 per request, 4 in flight): ${batch.perS.toFixed(0)} jobs/s, ${batch.cpuMsPerJob.toFixed(2)} ms CPU per job`);
   console.log(`[${ledger}] latency submit→result at ${rate.toFixed(0)} jobs/s (half of saturation), ${latencies.length} jobs: p50 ${pct(50).toFixed(2)} ms, p99 ${pct(99).toFixed(2)} ms`);
+  console.log(`[${ledger}] ledger during the latency phase (${lat.length} jobs; wall time per transaction, queueing included):`);
+  printLedgerUse(latencyLedger);
+  console.log(`[${ledger}] one at a time (${stages.length} jobs, medians): ${st.total.toFixed(2)} ms = answer ${st.ack.toFixed(2)} + to running ${st.toRunning.toFixed(2)} + running to done ${st.toDone.toFixed(2)}`);
   console.log(`[${ledger}] raw BullMQ add+process (same Redis, one process, concurrency 50): ${rawPerS.toFixed(0)} jobs/s`);
   const r3 = (x: number) => Number(x.toFixed(3));
   return {
     bench: 'e2e', ledger, jobs_per_s: Math.round(single.perS), batch_jobs_per_s: Math.round(batch.perS), raw_bullmq_jobs_per_s: Math.round(rawPerS),
     ratio: r3(single.perS / rawPerS), batch_ratio: r3(batch.perS / rawPerS), p50_ms: Number(pct(50).toFixed(2)), p99_ms: Number(pct(99).toFixed(2)),
     cpu_ms_per_job: Number(single.cpuMsPerJob.toFixed(2)), batch_cpu_ms_per_job: Number(batch.cpuMsPerJob.toFixed(2)), n: N, latency_rate_per_s: Math.round(rate),
+    seq_total_ms: Number(st.total.toFixed(2)), seq_ack_ms: Number(st.ack.toFixed(2)), seq_to_running_ms: Number(st.toRunning.toFixed(2)), seq_running_to_done_ms: Number(st.toDone.toFixed(2)),
     load1: Number(os.loadavg()[0]!.toFixed(2)),
   };
 }

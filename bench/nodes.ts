@@ -8,9 +8,9 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Ledger } from '@writ/coord';
 import { generateKeyPair, type NodeHealth } from '@writ/protocol';
 import { NodeAgent } from '@writ/runner';
+import { printLedgerUse, trackLedger } from './_ledger-use.ts';
 
 const NODES = Number(process.env.BENCH_NODES ?? 10_000);
 const WINDOWS = Number(process.env.BENCH_WINDOWS ?? 3);
@@ -96,56 +96,6 @@ async function loadGenerator(coordUrl: string): Promise<void> {
   }));
   loopDelay.disable();
   await send({ type: 'heartbeats', seconds: (performance.now() - th) / 1000, latenciesMs: hbLat, failures, lateStarts, loopDelayP99Ms: loopDelay.percentile(99) / 1e6, loopDelayMaxMs: loopDelay.max / 1e6 });
-}
-
-type LedgerUse = Map<string, { n: number; ms: number }>;
-type Db = Ledger['db'];
-type Queryable = Parameters<Parameters<Db['transaction']>[0]>[0];
-
-/**
- * What the ledger runs during a phase: statements and transactions by kind (a transaction is named by its
- * statements), with the wall time each took. PGlite runs on the coord's thread, so that is mostly its CPU.
- */
-function trackLedger(db: Db): { stop(): LedgerUse } {
-  const use: LedgerUse = new Map();
-  const add = (kind: string, ms: number) => {
-    const k = use.get(kind) ?? { n: 0, ms: 0 };
-    k.n++;
-    k.ms += ms;
-    use.set(kind, k);
-  };
-  const kindOf = (sql: string) => sql.replace(/\s+/g, ' ').trim().slice(0, 40);
-  const { query, transaction } = db;
-  db.query = async <T>(sql: string, params?: readonly unknown[]) => {
-    const t = performance.now();
-    try {
-      return await query.call(db, sql, params) as T[];
-    } finally {
-      add(kindOf(sql), performance.now() - t);
-    }
-  };
-  db.transaction = async <T>(fn: (tx: Queryable) => Promise<T>) => {
-    const t = performance.now();
-    const kinds: string[] = [];
-    try {
-      return await transaction.call(db, (tx) => fn({ query: (sql, params) => (kinds.push(kindOf(sql).slice(0, 20)), tx.query(sql, params)), exec: (script) => tx.exec(script) })) as T;
-    } finally {
-      add(`tx[${kinds.join('; ')}]`, performance.now() - t);
-    }
-  };
-  return {
-    stop() {
-      db.query = query;
-      db.transaction = transaction;
-      return use;
-    },
-  };
-}
-
-function printLedgerUse(use: LedgerUse): void {
-  for (const [kind, k] of [...use].sort((a, b) => b[1].ms - a[1].ms).slice(0, 6)) {
-    console.log(`  ledger: ${String(k.n).padStart(6)} x ${(k.ms / k.n).toFixed(2).padStart(6)} ms = ${(k.ms / 1000).toFixed(1).padStart(5)} s  ${kind}`);
-  }
 }
 
 async function main(): Promise<void> {

@@ -340,10 +340,10 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     const { node } = await service.nodes.heartbeat(req.rawBody!);
     return { ok: true, state: node.state };
   });
-  app.get('/v1/nodes', async () => ({ nodes: (await service.nodes.opts.store.listNodes()).map((n) => nodeView(n, service)) }));
+  app.get('/v1/nodes', async () => ({ nodes: (await service.nodes.listNodes()).map((n) => nodeView(n, service)) }));
   app.get('/v1/nodes/:id', async (req, reply) => {
     const { id } = req.params as { id: string };
-    const n = await service.nodes.opts.store.getNode(id);
+    const n = await service.nodes.getNode(id);
     if (!n) return sendError(reply, 'NODE_NOT_FOUND', `no node ${id}`);
     return { ...nodeView(n, service), inventory: n.inventory, transitions: await service.nodes.opts.store.listTransitions(id) };
   });

@@ -93,7 +93,9 @@ export class CoordService {
         await this.ledger.appendAudit({ kind: 'node.transition', actor: t.actor, subject: t.nodeId, data: { from: t.from, to: t.to, event: t.event, reason: t.reason } });
       },
     });
-    this.admissions = new GroupCommitter((items) => this.commitAdmissions(items), { maxItems: 500, maxInFlight: 2 });
+    // PGlite runs one transaction at a time: a second group in flight would only wait, and the admissions that
+    // arrive meanwhile would form smaller groups. PostgreSQL runs two groups at once.
+    this.admissions = new GroupCommitter((items) => this.commitAdmissions(items), { maxItems: 500, maxInFlight: opts.ledger.engine === 'pglite' ? 1 : 2 });
   }
 
   get ledger(): Ledger {

@@ -55,7 +55,8 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
     } finally {
       await ledger.close();
     }
-  });
+    // Opening a PGlite (WebAssembly Postgres, migrations included) takes seconds on a loaded machine.
+  }, 120_000);
 
   it('applies a report of many jobs by the rules of single transitions: order, log cap, late reports, retries, attempts, audits', async (ctx) => {
     if (engine.skip) ctx.skip();
@@ -90,7 +91,7 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
     } finally {
       await ledger.close();
     }
-  });
+  }, 120_000);
 
   it('writes nothing of a report whose transaction fails', async (ctx) => {
     if (engine.skip) ctx.skip();
@@ -108,5 +109,5 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
     } finally {
       await ledger.close();
     }
-  });
+  }, 120_000);
 });
