@@ -86,7 +86,9 @@ describe('key sets on the node (T6)', () => {
   it('revocation reaches jobs already queued: they fail with KEY_REVOKED and run nothing (T9)', async () => {
     const carol = generateKeyPair();
     await s.authorize(carol, ['time.sleep', 'host.facts'], ['node-a']);
-    await s.runners[0]!.bullWorker.pause(true);
+    // pause() without doNotWaitActive also ends the worker's blocking fetch: with pause(true) a fetch already
+    // in flight could still take the job before the revocation below, and the test would see it succeed.
+    await s.runners[0]!.bullWorker.pause();
     const job = s.sign('export default async (a, ctx) => { ctx.log.info("EFFECT"); return 1 }', { keys: [carol] });
     expect((await s.post(job.envelope)).status).toBe(202);
     await s.revoke(carol);

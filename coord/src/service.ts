@@ -2,7 +2,7 @@
 // supervisor, apply signed supervisor reports to the ledger, stream job events, and reconcile what Redis lost.
 import { EventEmitter } from 'node:events';
 import {
-  KeyRing, KeySetHolder, MAX_REPORT_ENVELOPE_BYTES, MAX_RUNNER_BATCH_BYTES, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, errorCodeOf,
+  KeyRing, KeySetHolder, isErrorCode, MAX_REPORT_ENVELOPE_BYTES, MAX_RUNNER_BATCH_BYTES, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, errorCodeOf,
   parseEnvelope, parseFailureReason, parseJobPayload, parseRunnerEventBatch, parseSupervisorReport, pickByJobId, sha256Hex, targetMatchesNode, toErrorJSON,
   trustKey, trustKeyB64url, verifyEnvelope, type ErrorJSON, type JobEventMessage, type JobPayload, type JobStatus, type KeyRef, type KeySet, type NodeView,
   type RunnerEvent, type RunnerEventBatch, type TrustedKey,
@@ -274,20 +274,30 @@ export class CoordService {
     this.jobNodes.set(jobId, node);
   }
 
-  /** Forwards an admitted job to the supervisor; permanent refusals end the job, transient ones wait for the reconciler. */
-  private async dispatch(jobId: string, raw: string, parsed?: JobPayload): Promise<TransitionedJob | null> {
+  /**
+   * Dispatches a job recorded without a node (none could take it at admission), as admission does: choose
+   * and authorise a node, record the job `queued` for it, then enqueue. Recording first matters: a runner
+   * may report before the enqueue call returns, and its events are accepted only for the node the coord
+   * recorded. Permanent refusals end the job; transient ones leave it for the next reconcile.
+   */
+  private async dispatch(jobId: string, raw: string): Promise<TransitionedJob | null> {
     try {
-      // At submit the payload was just verified and parsed; the reconciler passes only the stored envelope.
-      const job = parsed ?? parseJobPayload(verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring }).payload);
-      const candidates = (await this.nodes.workable()).filter((n) => targetMatchesNode(job.target, n));
-      if (candidates.length === 0) {
+      const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring });
+      const job = parseJobPayload(verified.payload);
+      const placed = this.placeJob({ raw, job, signers: verified.signers }, await this.nodes.workable());
+      if (placed.status === 'admitted') {
         const t = 'node' in job.target ? `node ${job.target.node}` : `selector ${JSON.stringify(job.target.selector)}`;
         throw new WritError('NODE_NOT_ACTIVE', `no active, reachable node for ${t}; the job waits until one is`);
       }
-      const { node } = await this.opts.supervisor.submit(raw, pickByJobId(job.id, candidates).id);
-      const t = await this.ledger.transitionJob(jobId, 'queued', { node, message: `queued for node ${node}` });
+      if (placed.status === 'refused') throw new WritError(isErrorCode(placed.errorCode) ? placed.errorCode : 'INTERNAL', placed.errorMessage);
+      const node = placed.node!;
       this.remember(jobId, node);
+      const t = await this.ledger.transitionJob(jobId, 'queued', { node, message: `queued for node ${node}` });
+      if (!t) return null; // it ended meanwhile (expired, refused): nothing to enqueue
       this.publishTransition(jobId, t);
+      // If Redis does not take it now, the reconciler finds it missing from its queue and enqueues it then.
+      const [refusal] = await this.opts.supervisor.dispatchMany([{ jobId, node, envelope: raw }]);
+      if (refusal && !refusal.retryable) await this.refuseQueued(jobId, refusal);
       return t;
     } catch (e) {
       const err = toErrorJSON(e, true);
@@ -297,8 +307,10 @@ export class CoordService {
         return null;
       }
       this.metrics.jobsRefused++;
-      const t = await this.ledger.transitionJob(jobId, 'refused', { errorCode: err.code, errorMessage: err.message, message: `refused: ${err.code}: ${err.message}` });
-      await this.ledger.appendAudit({ kind: 'job.refuse', actor: this.opts.supervisor.id, subject: jobId, data: { code: err.code, message: err.message } });
+      const t = await this.ledger.write(async (w) => {
+        w.audit({ kind: 'job.refuse', actor: 'coord', subject: jobId, data: { code: err.code, message: err.message } });
+        return w.transitionJob(jobId, 'refused', { errorCode: err.code, errorMessage: err.message, message: `refused: ${err.code}: ${err.message}` });
+      });
       this.publishTransition(jobId, t);
       return t;
     }

@@ -338,10 +338,15 @@ export class NodeRegistry {
     return entry.awaitsActivation;
   }
 
-  /** Applies a lifecycle event; throws TRANSITION_NOT_ALLOWED or NODE_NOT_FOUND. */
+  /**
+   * Applies a lifecycle event; throws TRANSITION_NOT_ALLOWED or NODE_NOT_FOUND. Returns the node as this
+   * event left it: a heartbeat right after may move it on (an accepted node activates itself), and the
+   * operator who accepted should hear what the accept did.
+   */
   async apply(id: string, event: NodeEvent, ctx: { actor: string; reason: string; byOperator: boolean }): Promise<NodeRecord> {
-    await this.transitionNode(id, event, ctx);
-    return (await this.getNode(id))!;
+    const after = await this.transitionNode(id, event, ctx);
+    const row = (await this.getNode(id))!;
+    return { ...row, state: after.state, rescuedFrom: after.rescuedFrom, deadlineAt: after.deadlineAt, reason: after.reason, stateSince: after.stateSince };
   }
 
   /** The state change itself: a compare-and-set in the ledger, then memory follows what was written. */
