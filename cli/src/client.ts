@@ -2,7 +2,7 @@
 // WRIT_COORD / WRIT_TOKEN, or from the file `writ dev` writes ($WRIT_HOME/dev.json).
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { WritError, fromErrorJSON, parseErrorAnswer } from '@writ/protocol';
+import { WritError, fromErrorJSON, parseErrorAnswer, readAnswer } from '@writ/protocol';
 import { writHome } from './keyfiles.ts';
 
 export interface CoordTarget {
@@ -36,17 +36,7 @@ export async function api<T>(coord: CoordTarget, method: string, route: string, 
   } catch (e) {
     throw new WritError('NOT_READY', `cannot reach the coord at ${coord.url}: ${(e as Error).cause ? String((e as { cause: unknown }).cause) : (e as Error).message}`);
   }
-  const text = await res.text();
-  let doc: unknown = null;
-  try {
-    doc = text ? JSON.parse(text) : null;
-  } catch {
-    throw new WritError('INTERNAL', `the coord answered ${res.status} with non-JSON: ${text.slice(0, 200)}`);
-  }
-  if (!res.ok) {
-    const err = parseErrorAnswer(doc);
-    throw err ? fromErrorJSON(err) : new WritError('INTERNAL', `the coord answered ${res.status}`);
-  }
+  const doc = readAnswer(res.status, await res.text(), (m) => new WritError('INTERNAL', `the coord ${m}`));
   return { status: res.status, body: doc as T };
 }
 

@@ -1,7 +1,7 @@
 // The one interface the coord uses to reach a supervisor: in-process for `writ dev`, HTTP when the
 // supervisor runs as its own process (`writ supervisor`).
 import {
-  WritError, fromErrorJSON, parseErrorAnswer, parseQueueStateAnswer, parseStrictJson, parseSupervisorSubmitAnswer, toErrorJSON, type ErrorJSON, type QueueState,
+  WritError, parseQueueStateAnswer, parseSupervisorSubmitAnswer, readAnswer, toErrorJSON, type ErrorJSON, type QueueState,
 } from '@writ/protocol';
 import type { Supervisor } from '@writ/supervisor';
 
@@ -66,18 +66,7 @@ export class HttpSupervisorClient implements SupervisorClient {
     } catch (e) {
       throw new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} at ${this.baseUrl} is unreachable: ${(e as Error).message}`);
     }
-    const text = await res.text();
-    let doc: unknown = null;
-    try {
-      doc = text ? parseStrictJson(text) : null;
-    } catch {
-      throw new WritError('SUPERVISOR_UNAVAILABLE', `supervisor answered ${res.status} with a body that is not JSON`);
-    }
-    if (!res.ok) {
-      const error = parseErrorAnswer(doc);
-      throw error ? fromErrorJSON(error) : new WritError('SUPERVISOR_UNAVAILABLE', `supervisor answered ${res.status}`);
-    }
-    return doc;
+    return readAnswer(res.status, await res.text(), (m) => new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} ${m}`));
   }
   async submit(envelope: string, node: string) {
     return { node: parseSupervisorSubmitAnswer(await this.call('POST', `/v1/submit?node=${encodeURIComponent(node)}`, envelope)).node };

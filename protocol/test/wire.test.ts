@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import {
   EVENT_STREAM_FIELD, MAX_EVENTS_PER_BATCH, encodeFailureReason, encodeRunnerEventBatch, encodeSupervisorReport, eventStreamFields, parseBatchSubmitAnswer,
   parseFailureReason, parseJobEventMessage, parseJobView, parseQueueJobData, parseRunnerEventBatch, parseSubmitAnswer, parseSupervisorReport, queueJobData,
-  parseErrorAnswer, parseQueueStateAnswer, parseSupervisorSubmitAnswer, errorAnswer, queueJobEnvelope, readEventStreamEntry, utf8, type RunnerEvent,
+  parseErrorAnswer, parseQueueStateAnswer, readAnswer, parseSupervisorSubmitAnswer, errorAnswer, queueJobEnvelope, readEventStreamEntry, utf8, type RunnerEvent,
   type RunnerEventBatch,
 } from '../src/index.ts';
 
@@ -112,6 +112,15 @@ describe('error answers and the supervisor HTTP seam', () => {
     expect(parseErrorAnswer({ error: { code: 'NOPE', message: 'x', retryable: false } })).toBeNull();
     expect(parseErrorAnswer({ error: errorAnswer('NOT_FOUND', 'x').error, extra: 1 })).toBeNull();
     expect(parseErrorAnswer({ message: 'Internal Server Error', statusCode: 500 })).toBeNull();
+  });
+  it('reads an answer: its JSON on success, the error it carries on failure, the caller\'s code otherwise', () => {
+    const down = (m: string) => Object.assign(new Error(`svc ${m}`), { code: 'SUPERVISOR_UNAVAILABLE' });
+    expect(readAnswer(200, '{"a":1}', down)).toEqual({ a: 1 });
+    expect(readAnswer(204, '', down)).toBeNull();
+    expect(() => readAnswer(404, JSON.stringify(errorAnswer('NOT_FOUND', 'no job x')), down)).toThrow(expect.objectContaining({ code: 'NOT_FOUND', message: 'no job x' }));
+    expect(() => readAnswer(502, '<html>bad gateway</html>', down)).toThrow(expect.objectContaining({ code: 'SUPERVISOR_UNAVAILABLE', message: expect.stringContaining('not JSON') }));
+    expect(() => readAnswer(500, '{"statusCode":500}', down)).toThrow(expect.objectContaining({ code: 'SUPERVISOR_UNAVAILABLE', message: 'svc answered 500' }));
+    expect(() => readAnswer(200, '{"a":1,"a":2}', down)).toThrow(expect.objectContaining({ code: 'SUPERVISOR_UNAVAILABLE' }));
   });
   it('parses the supervisor answers strictly', () => {
     expect(parseSupervisorSubmitAnswer({ jobId: 'j', node: 'n' })).toEqual({ jobId: 'j', node: 'n' });

@@ -3,7 +3,7 @@
 // backs off exponentially with jitter, capped. Time comes from a Clock so the loops are tested with a
 // controllable one (a loop whose timers never fire is a bug nobody sees otherwise).
 import {
-  HEARTBEAT_PATH, PAYLOAD_TYPES, REGISTER_PATH, WritError, b64url, canonicalJson, encodeEnvelope, errorCodeOf, fromErrorJSON, parseErrorAnswer, parseStrictJson, sha256Hex, signEnvelope, utf8,
+  HEARTBEAT_PATH, PAYLOAD_TYPES, REGISTER_PATH, WritError, b64url, canonicalJson, encodeEnvelope, errorCodeOf, readAnswer, sha256Hex, signEnvelope, utf8,
   type ErrorJSON, type Heartbeat, type JsonValue, type NodeHealth, type NodeRegistration,
 } from '@writ/protocol';
 import type { NodeIdentity } from './identity.ts';
@@ -91,18 +91,7 @@ export class NodeAgent {
     } catch (e) {
       throw new WritError('LEDGER_UNAVAILABLE', `coord unreachable: ${(e as Error).message}`);
     }
-    const text = await res.text();
-    let doc: unknown = null;
-    try {
-      doc = text ? parseStrictJson(text) : null;
-    } catch {
-      throw new WritError('LEDGER_UNAVAILABLE', `coord answered ${res.status} with a body that is not JSON`);
-    }
-    if (!res.ok) {
-      const error = parseErrorAnswer(doc);
-      throw error ? fromErrorJSON(error) : new WritError('LEDGER_UNAVAILABLE', `coord answered ${res.status}`);
-    }
-    return doc;
+    return readAnswer(res.status, await res.text(), (m) => new WritError('LEDGER_UNAVAILABLE', `coord ${m}`));
   }
 
   /** One registration: challenge, then the signed registration. */

@@ -1,6 +1,6 @@
 // The error shape as it crosses a seam (HTTP bodies, runner events, BullMQ's failure reason): one schema
 // and one parser, so a reader never rebuilds an ErrorJSON from a loosely typed object.
-import { ERROR_CODES, isErrorCode, type ErrorCode, type ErrorJSON } from '../errors.ts';
+import { ERROR_CODES, fromErrorJSON, isErrorCode, type ErrorCode, type ErrorJSON } from '../errors.ts';
 import { assertSchema, compileSchema } from '../schema.ts';
 import { parseStrictJson } from '../strict-json.ts';
 
@@ -64,4 +64,21 @@ export function parseErrorAnswer(body: unknown): ErrorJSON | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The body of an HTTP answer from a Writ service: its JSON when the answer is a success; the WritError its
+ * error body carries when it failed; `unavailable(message)` when the body is not Writ's (not JSON, another
+ * shape), so that the caller chooses the code that names who did not answer.
+ */
+export function readAnswer(status: number, text: string, unavailable: (message: string) => Error): unknown {
+  let doc: unknown = null;
+  try {
+    doc = text ? parseStrictJson(text) : null;
+  } catch {
+    throw unavailable(`answered ${status} with a body that is not JSON: ${text.slice(0, 200)}`);
+  }
+  if (status >= 200 && status < 300) return doc;
+  const error = parseErrorAnswer(doc);
+  throw error ? fromErrorJSON(error) : unavailable(`answered ${status}`);
 }
