@@ -5,7 +5,7 @@ import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { followEvents } from '@writ/cli';
-import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, generateKeyPair, parseEnvelope, queueNames, signEnvelope, utf8 } from '@writ/protocol';
+import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, generateKeyPair, parseEnvelope, parseJobPage, parseJobView, queueNames, signEnvelope, utf8 } from '@writ/protocol';
 import { HELLO, NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
 
 let s: TestStack;
@@ -49,6 +49,9 @@ describe('signed path', () => {
     expect(seen.at(-1)).toMatch(/^status:succeeded/);
     const job = (await s.get(`/v1/jobs/${id}`)).body;
     expect(job).toMatchObject({ status: 'succeeded', node: 'node-a', attempts: 1, result: { threads: os.cpus().length, hostname: os.hostname() } });
+    // The coord's answers satisfy the contracts the CLI parses them with.
+    expect(parseJobView(job).attemptHistory).toEqual([expect.objectContaining({ attempt: 1, node: 'node-a', outcome: 'succeeded' })]);
+    expect(parseJobPage((await s.get('/v1/jobs?limit=5')).body).jobs.length).toBeGreaterThan(0);
   });
 
   it('T5: the same envelope again returns the existing job and runs nothing twice', async () => {

@@ -4,8 +4,9 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
   ERROR_CODES, JOB_STATUSES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, encodeEnvelope, errorAnswer, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
-  type BatchSubmitAnswer, type Envelope, type ErrorCode, type JobEventMessage, type JobView, type SubmitAnswer,
+  type BatchSubmitAnswer, type Envelope, type ErrorCode, type JobPage, type JobEventMessage, type JobView, type SubmitAnswer,
 } from '@writ/protocol';
+import type { JobAttempt, JobRecord } from './ledger/index.ts';
 import type { CoordService, SubmitResult } from './service.ts';
 import type { NodeRecord } from './nodes/registry.ts';
 
@@ -76,7 +77,7 @@ function sendError(reply: FastifyReply, code: ErrorCode, message: string, detail
   return reply.code(ERROR_CODES[code].status).send(errorAnswer(code, message, details));
 }
 
-function jobView(job: NonNullable<Awaited<ReturnType<CoordService['ledger']['getJob']>>>, attempts?: unknown[]): JobView {
+function jobView(job: JobRecord, attempts?: JobAttempt[]): JobView {
   return {
     id: job.id,
     status: job.status,
@@ -90,7 +91,13 @@ function jobView(job: NonNullable<Awaited<ReturnType<CoordService['ledger']['get
     createdAt: job.createdAt.toISOString(),
     updatedAt: job.updatedAt.toISOString(),
     finishedAt: job.finishedAt ? job.finishedAt.toISOString() : null,
-    ...(attempts ? { attemptHistory: attempts } : {}),
+    ...(attempts
+      ? {
+          attemptHistory: attempts.map((a) => ({
+            attempt: a.attempt, node: a.node, startedAt: a.startedAt.toISOString(), finishedAt: a.finishedAt ? a.finishedAt.toISOString() : null, outcome: a.outcome, errorCode: a.errorCode,
+          })),
+        }
+      : {}),
   };
 }
 
@@ -252,7 +259,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   }, async (req) => {
     const q = req.query as { status?: string; node?: string; cursor?: string; limit?: number };
     const page = await service.ledger.listJobs({ ...(isJobStatus(q.status) ? { status: q.status } : {}), ...(q.node ? { node: q.node } : {}), ...(q.cursor ? { cursor: q.cursor } : {}), limit: q.limit ?? 50 });
-    return { jobs: page.jobs.map((j) => jobView(j)), nextCursor: page.nextCursor };
+    return { jobs: page.jobs.map((j) => jobView(j)), nextCursor: page.nextCursor } satisfies JobPage;
   });
 
   app.get('/v1/jobs/:id', { schema: { params: { type: 'object', properties: { id: ID } } } }, async (req, reply) => {

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import {
   EVENT_STREAM_FIELD, MAX_EVENTS_PER_BATCH, encodeFailureReason, encodeRunnerEventBatch, encodeSupervisorReport, eventStreamFields, parseBatchSubmitAnswer,
   parseFailureReason, parseJobEventMessage, parseJobView, parseQueueJobData, parseRunnerEventBatch, parseSubmitAnswer, parseSupervisorReport, queueJobData,
-  parseErrorAnswer, parseQueueStateAnswer, readAnswer, parseSupervisorSubmitAnswer, errorAnswer, queueJobEnvelope, readEventStreamEntry, utf8, type RunnerEvent,
+  parseErrorAnswer, parseJobPage, parseQueueStateAnswer, readAnswer, parseSupervisorSubmitAnswer, errorAnswer, queueJobEnvelope, readEventStreamEntry, utf8, type RunnerEvent,
   type RunnerEventBatch,
 } from '../src/index.ts';
 
@@ -100,6 +100,11 @@ describe('HTTP seam (answers the CLI reads)', () => {
     expect(codeOf(() => parseBatchSubmitAnswer({ results: [{ id: 'j', error: { code: 'X', message: '', retryable: 'no' } }] }))).toBe('SCHEMA_INVALID');
     expect(codeOf(() => parseJobView({ ...view, attempts: -1 }))).toBe('SCHEMA_INVALID');
     expect(codeOf(() => parseJobView({ ...view, secret: 1 }))).toBe('UNKNOWN_FIELD');
+    const attempt = { attempt: 1, node: 'n', startedAt: 'a', finishedAt: null, outcome: 'running', errorCode: null };
+    expect(parseJobView({ ...view, attemptHistory: [attempt] }).attemptHistory).toEqual([attempt]);
+    expect(codeOf(() => parseJobView({ ...view, attemptHistory: [{ ...attempt, outcome: 'lost' }] }))).toBe('SCHEMA_INVALID');
+    expect(parseJobPage({ jobs: [view], nextCursor: null }).jobs).toHaveLength(1);
+    expect(codeOf(() => parseJobPage({ jobs: [view], nextCursor: null, total: 1 }))).toBe('UNKNOWN_FIELD');
     expect(codeOf(() => parseJobEventMessage({ seq: 'x', type: 'log', message: 'm' }))).toBe('SCHEMA_INVALID');
   });
 });

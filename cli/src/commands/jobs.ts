@@ -1,4 +1,5 @@
 // writ jobs list | show ID | logs ID [--follow]
+import { parseJobPage, parseJobView } from '@writ/protocol';
 import { parse } from '../args.ts';
 import { api, followEvents, resolveCoord } from '../client.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
@@ -14,24 +15,13 @@ const HELP = `usage: writ jobs <list|show|logs> ... [--coord URL] [--json]
 example:
   writ jobs list --status failed`;
 
-interface JobRow {
-  id: string;
-  status: string;
-  node: string | null;
-  attempts: number;
-  createdAt: string;
-  error: { code: string; message: string } | null;
-  result?: unknown;
-  attemptHistory?: { attempt: number; node: string; outcome: string; errorCode?: string | null }[];
-}
-
 async function list(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values } = parse(argv, { status: { type: 'string' }, node: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' }, coord: { type: 'string' } }, { min: 0, max: 0, usage: 'writ jobs list [--status S] [--node ID]' });
   if (values.help) return io.out(HELP), EXIT.ok;
   const coord = await resolveCoord(values.coord, ctx.env);
   const q = new URLSearchParams();
   for (const k of ['status', 'node', 'limit', 'cursor'] as const) if (values[k]) q.set(k, String(values[k]));
-  const page = (await api<{ jobs: JobRow[]; nextCursor: string | null }>(coord, 'GET', `/v1/jobs?${q}`)).body;
+  const page = parseJobPage((await api<unknown>(coord, 'GET', `/v1/jobs?${q}`)).body);
   if (values.json) return printJson(io, page), EXIT.ok;
   io.out(`${'ID'.padEnd(28)} ${'STATUS'.padEnd(10)} ${'NODE'.padEnd(12)} ${'TRIES'.padEnd(5)} CREATED`);
   for (const j of page.jobs) io.out(`${j.id.padEnd(28)} ${j.status.padEnd(10)} ${(j.node ?? '-').padEnd(12)} ${String(j.attempts).padEnd(5)} ${j.createdAt}${j.error ? `  ${j.error.code}` : ''}`);
@@ -43,7 +33,7 @@ async function show(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values, positionals } = parse(argv, { coord: { type: 'string' } }, { min: 1, max: 1, usage: 'writ jobs show ID' });
   if (values.help) return io.out(HELP), EXIT.ok;
   const coord = await resolveCoord(values.coord, ctx.env);
-  const j = (await api<JobRow>(coord, 'GET', `/v1/jobs/${encodeURIComponent(positionals[0]!)}`)).body;
+  const j = parseJobView((await api<unknown>(coord, 'GET', `/v1/jobs/${encodeURIComponent(positionals[0]!)}`)).body);
   if (values.json) return printJson(io, j), EXIT.ok;
   io.out(`job      ${j.id}\nstatus   ${j.status}\nnode     ${j.node ?? '-'}\nattempts ${j.attempts}\ncreated  ${j.createdAt}`);
   for (const a of j.attemptHistory ?? []) io.out(`  attempt ${a.attempt} on ${a.node}: ${a.outcome}${a.errorCode ? ` (${a.errorCode})` : ''}`);

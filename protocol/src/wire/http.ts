@@ -30,6 +30,16 @@ export interface BatchSubmitAnswer {
   results: BatchSubmitItem[];
 }
 
+/** One attempt of a job, as GET /v1/jobs/:id lists them. */
+export interface AttemptView {
+  attempt: number;
+  node: string;
+  startedAt: string;
+  finishedAt: string | null;
+  outcome: 'running' | 'succeeded' | 'failed';
+  errorCode: string | null;
+}
+
 export interface JobView {
   id: string;
   status: JobStatus;
@@ -43,7 +53,13 @@ export interface JobView {
   createdAt: string;
   updatedAt: string;
   finishedAt: string | null;
-  attemptHistory?: unknown[];
+  attemptHistory?: AttemptView[];
+}
+
+/** GET /v1/jobs: a page, newest first; `nextCursor` continues it. */
+export interface JobPage {
+  jobs: JobView[];
+  nextCursor: string | null;
 }
 
 /** One event of a job's stream (GET /v1/jobs/:id/events data, and the coord's live notifications). */
@@ -97,8 +113,23 @@ const jobViewSchema = {
     createdAt: { type: 'string' },
     updatedAt: { type: 'string' },
     finishedAt: { type: ['string', 'null'] },
-    attemptHistory: { type: 'array' },
+    attemptHistory: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['attempt', 'node', 'startedAt', 'finishedAt', 'outcome', 'errorCode'],
+        properties: {
+          attempt: { type: 'integer', minimum: 1 }, node: { type: 'string' }, startedAt: { type: 'string' }, finishedAt: { type: ['string', 'null'] },
+          outcome: { enum: ['running', 'succeeded', 'failed'] }, errorCode: { type: ['string', 'null'] },
+        },
+      },
+    },
   },
+} as const;
+
+const jobPageSchema = {
+  type: 'object', additionalProperties: false, required: ['jobs', 'nextCursor'], properties: { jobs: { type: 'array', items: jobViewSchema }, nextCursor: { type: ['string', 'null'] } },
 } as const;
 
 const eventMessageSchema = {
@@ -112,6 +143,7 @@ const validateSubmit = compileSchema<SubmitAnswer>(submitAnswerSchema);
 const validateBatch = compileSchema<BatchSubmitAnswer>(batchAnswerSchema);
 const validateJobView = compileSchema<JobView>(jobViewSchema);
 const validateEvent = compileSchema<JobEventMessage>(eventMessageSchema);
+const validateJobPage = compileSchema<JobPage>(jobPageSchema);
 
 export function parseSubmitAnswer(v: unknown): SubmitAnswer {
   assertSchema(validateSubmit, v, 'submit answer');
@@ -123,6 +155,10 @@ export function parseBatchSubmitAnswer(v: unknown): BatchSubmitAnswer {
 }
 export function parseJobView(v: unknown): JobView {
   assertSchema(validateJobView, v, 'job view');
+  return v;
+}
+export function parseJobPage(v: unknown): JobPage {
+  assertSchema(validateJobPage, v, 'job page');
   return v;
 }
 export function parseJobEventMessage(v: unknown): JobEventMessage {
