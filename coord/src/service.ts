@@ -76,7 +76,7 @@ export class CoordService {
   /** Registered node keys by key id, for verifying runner events; dropped on any node transition. */
   private readonly nodeSigners = new Map<string, NodeSigner>();
   /** Admissions arriving together are recorded in one transaction and enqueued in one bulk add. */
-  private readonly admissions: GroupCommitter<Admission & { prepared: Prepared }, AdmissionOutcome>;
+  private readonly admissions: GroupCommitter<Admission, AdmissionOutcome>;
   readonly metrics = { admissionGroups: 0, jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0 };
 
   constructor(readonly opts: CoordOptions) {
@@ -162,7 +162,7 @@ export class CoordService {
   async submitMany(raws: readonly string[]): Promise<SubmitResult[]> {
     const nowS = this.nowS();
     const results: (SubmitResult | undefined)[] = new Array(raws.length);
-    const pending: { index: number; item: Admission & { prepared: Prepared } }[] = [];
+    const pending: { index: number; item: Admission }[] = [];
     let workable: NodeView[] | undefined;
     for (let i = 0; i < raws.length; i++) {
       const raw = raws[i]!;
@@ -175,7 +175,9 @@ export class CoordService {
         checkAudience(job, this.opts.clusterId);
         prepared = { raw, job, signers: verified.signers };
       } catch (e) {
-        results[i] = { id: null, error: errorCodeOf(e) ? (e as WritError) : new WritError('INTERNAL', (e as Error).message) };
+        if (!errorCodeOf(e)) this.log.error({ err: (e as Error).message }, 'preparing an envelope failed unexpectedly');
+        // An unexpected error keeps its text out of the answer (A2); it is logged above.
+        results[i] = { id: null, error: errorCodeOf(e) ? (e as WritError) : new WritError('INTERNAL', undefined, undefined, { cause: e }) };
         continue;
       }
       workable ??= await this.nodes.workable();
@@ -198,9 +200,9 @@ export class CoordService {
    * permanent and recorded as such; with no workable node the job is recorded as admitted and waits for the
    * reconciler (the supervisor authorises it when it is dispatched).
    */
-  private placeJob(p: Prepared, workable: readonly NodeView[]): Admission & { prepared: Prepared } {
+  private placeJob(p: Prepared, workable: readonly NodeView[]): Admission {
     const base = {
-      prepared: p, id: p.job.id, envelope: p.raw, envelopeSha256: sha256Hex(p.raw), signerKeyids: p.signers.map((s) => s.keyid), target: p.job.target,
+      id: p.job.id, envelope: p.raw, envelopeSha256: sha256Hex(p.raw), signerKeyids: p.signers.map((s) => s.keyid), target: p.job.target,
       caps: p.job.caps, exp: new Date(p.job.exp * 1000), maxAttempts: this.opts.maxAttempts ?? 3,
     };
     const candidates = workable.filter((n) => targetMatchesNode(p.job.target, n));
@@ -216,7 +218,7 @@ export class CoordService {
   }
 
   /** One group: record every admission and its audit entries in one transaction, then enqueue the queued ones. */
-  private async commitAdmissions(items: (Admission & { prepared: Prepared })[]): Promise<AdmissionOutcome[]> {
+  private async commitAdmissions(items: (Admission)[]): Promise<AdmissionOutcome[]> {
     this.metrics.admissionGroups++;
     const outcomes = await this.ledger.admitJobs(items, (outs) => {
       const audits: AuditInput[] = [];
