@@ -86,6 +86,8 @@ describe('group commit on PGlite', () => {
     const tooMany = `{"envelopes":[${Array.from({ length: 501 }, () => ok1.envelope).join(',')}]}`;
     const rTooMany = await fetch(`${s.url}/v1/jobs:batch`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: tooMany });
     expect(rTooMany.status).toBe(400);
+    const rHuge = await fetch(`${s.url}/v1/jobs:batch`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: `{"envelopes":["${'x'.repeat(33 * 1024 * 1024)}"]}` });
+    expect([rHuge.status, ((await rHuge.json()) as any).error.code]).toEqual([413, 'BODY_TOO_LARGE']);
     const rUnknown = await fetch(`${s.url}/v1/jobs:batch`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: `{"envelopes":[${ok1.envelope}],"x":1}` });
     expect(((await rUnknown.json()) as any).error.code).toBe('UNKNOWN_FIELD');
   }, 60_000);

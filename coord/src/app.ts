@@ -3,7 +3,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
-  ERROR_CODES, JOB_STATUSES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, encodeEnvelope, errorAnswer, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
+  ERROR_CODES, JOB_STATUSES, MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, encodeEnvelope, errorAnswer, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
   type BatchSubmitAnswer, type Envelope, type ErrorCode, type JobPage, type JobEventMessage, type JobView, type SubmitAnswer,
 } from '@writ/protocol';
 import type { JobAttempt, JobRecord } from './ledger/index.ts';
@@ -231,7 +231,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   // Up to MAX_BATCH_ENVELOPES envelopes: one group commit, one bulk enqueue, one answer per envelope in order.
   // 207-style semantics in a 200: each item is an answer or an error; the request fails only as a whole request.
   app.post('/v1/jobs::batch', {
-    bodyLimit: MAX_BATCH_ENVELOPES * (1024 * 1024 + 4096),
+    bodyLimit: MAX_BATCH_BYTES,
     schema: { body: { type: 'object', additionalProperties: false, required: ['envelopes'], properties: { envelopes: { type: 'array', minItems: 1, maxItems: MAX_BATCH_ENVELOPES, items: envelopeSchema } } } },
   }, async (req) => {
     // A signature covers the payload bytes, not the envelope's JSON text, so re-encoding each parsed envelope

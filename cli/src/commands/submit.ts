@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  MAX_BATCH_ENVELOPES, TERMINAL_STATUSES, WritError, parseBatchSubmitAnswer, parseEnvelope, parseJobView, parseSubmitAnswer, type BatchSubmitItem, type JobView,
+  MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, TERMINAL_STATUSES, WritError, parseBatchSubmitAnswer, parseEnvelope, parseJobView, parseSubmitAnswer, type BatchSubmitItem, type JobView,
 } from '@writ/protocol';
 import { parse } from '../args.ts';
 import { api, followEvents, resolveCoord, type CoordTarget, type StreamedEvent } from '../client.ts';
@@ -20,7 +20,7 @@ Submits a signed envelope to the coord. Given a .js script instead, signs it fir
   --wait      wait until the job ends; exit 0 if it succeeded, 1 otherwise
   --follow    stream the job's log lines and status changes until it ends (implies --wait)
   --batch     submit signed envelopes from each FILE (one envelope, or one per line) in requests of up to
-              ${MAX_BATCH_ENVELOPES}: the coord records each request in one transaction. One line per envelope;
+              ${MAX_BATCH_ENVELOPES} envelopes and ${MAX_BATCH_BYTES / 1024 / 1024} MiB: the coord records each request in one transaction. One line per envelope;
               exit 0 only if every envelope was accepted (and, with --wait, every job succeeded)
   --coord URL the coord (default $WRIT_COORD, or the one \`writ dev --keep\` recorded)
 
@@ -90,8 +90,21 @@ async function submitBatch(files: string[], values: { wait?: boolean; json?: boo
   const items = await readEnvelopes(files);
   const coord = await resolveCoord(values.coord, ctx.env);
   const results: { source: string; answer: BatchSubmitItem }[] = [];
-  for (let i = 0; i < items.length; i += MAX_BATCH_ENVELOPES) {
-    const chunk = items.slice(i, i + MAX_BATCH_ENVELOPES);
+  // Requests of at most MAX_BATCH_ENVELOPES envelopes and MAX_BATCH_BYTES of body (with room for the wrapper).
+  const chunks: (typeof items)[] = [];
+  let bytes = 0;
+  for (const it of items) {
+    const size = Buffer.byteLength(it.envelope) + 1;
+    const last = chunks.at(-1);
+    if (!last || last.length >= MAX_BATCH_ENVELOPES || bytes + size > MAX_BATCH_BYTES - 1024) {
+      chunks.push([it]);
+      bytes = size;
+    } else {
+      last.push(it);
+      bytes += size;
+    }
+  }
+  for (const chunk of chunks) {
     const body = `{"envelopes":[${chunk.map((c) => c.envelope).join(',')}]}`;
     const answer = parseBatchSubmitAnswer((await api<unknown>(coord, 'POST', '/v1/jobs:batch', body)).body);
     answer.results.forEach((a, k) => results.push({ source: chunk[k]!.source, answer: a }));

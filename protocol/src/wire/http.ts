@@ -21,8 +21,9 @@ export interface SubmitAnswer {
   replayed: boolean;
 }
 
-/** Envelopes one POST /v1/jobs:batch may carry. */
+/** Envelopes one POST /v1/jobs:batch may carry, and the bytes of its body (larger sets take several requests). */
 export const MAX_BATCH_ENVELOPES = 500;
+export const MAX_BATCH_BYTES = 32 * 1024 * 1024;
 
 /** POST /v1/jobs:batch: one answer per envelope, in order; a refused or invalid envelope carries its error. */
 export type BatchSubmitItem = SubmitAnswer | { error: ErrorJSON; id: string | null };
