@@ -112,4 +112,23 @@ describe('signed runner events (T14)', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
   });
+
+  it('reports a queue entry whose id no job can have as a node security event, without spoiling the batch it travels in', async () => {
+    const { Queue } = await import('bullmq');
+    const { BULL_PREFIX, queueNames } = await import('@writ/protocol');
+    const q = new Queue(queueNames.node('node-a'), { connection: redis, prefix: BULL_PREFIX });
+    const ok = s.sign(NOOP, { target: { node: 'node-a' } });
+    await q.add('job', { envelope: 'x' }, { jobId: 'no such id!', attempts: 1 });
+    expect((await s.post(ok.envelope)).status).toBe(202);
+    await q.close();
+    expect(await s.waitFor(ok.id)).toMatchObject({ status: 'succeeded' });
+    const end = Date.now() + 15_000;
+    for (;;) {
+      const entries = (await s.ledger.tailAudit(300)) as { kind: string; actor: string; subject: string; data: { error?: { message: string } } }[];
+      const hit = entries.find((e) => e.kind === 'security' && e.actor === 'node:node-a' && e.data.error?.message.includes('"no such id!"'));
+      if (hit) break;
+      if (Date.now() > end) throw new Error(`no node security event for the impossible id; refusals: ${JSON.stringify((await refusals()).map((r) => r.data.reason))}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
 });

@@ -7,7 +7,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
-  BULL_PREFIX, KeySetHolder, MAX_EVENTS_PER_BATCH, PAYLOAD_TYPES, RUNNER_BATCH_TARGET_BYTES, WritError, authorizeJob, checkAudience, checkJobTimes, encodeEnvelope, encodeFailureReason,
+  BULL_PREFIX, JOB_ID_PATTERN, KeySetHolder, MAX_EVENTS_PER_BATCH, PAYLOAD_TYPES, RUNNER_BATCH_TARGET_BYTES, WritError, authorizeJob, checkAudience, checkJobTimes, encodeEnvelope, encodeFailureReason,
   encodeRunnerEventBatch, eventStreamFields, parseJobPayload, parseQueueJobData, queueJobEnvelope, queueNames, redisKeys, signEnvelope, targetMatchesNode, toErrorJSON,
   verifyEnvelope, type ErrorJSON, type JobPayload, type KeyPair, type KeyRef, type NodeView, type RunnerEvent,
 } from '@writ/protocol';
@@ -42,6 +42,8 @@ export interface RunnerOptions {
   nowS?: () => number;
   version?: string;
 }
+
+const JOB_ID_RE = new RegExp(JOB_ID_PATTERN);
 
 export class Runner {
   private readonly redis: Redis;
@@ -240,7 +242,16 @@ export class Runner {
 
   private async process(bullJob: Job): Promise<unknown> {
     const attempt = (bullJob.attemptsStarted ?? bullJob.attemptsMade + 1) || 1;
-    const jobId = bullJob.id ?? 'unknown';
+    const jobId = bullJob.id ?? '';
+    // A queue entry whose id no job could have was written into Redis by something else. Reported under no
+    // job id: an id that breaks the event contract would get the whole signed batch, other jobs' results
+    // included, refused at the coord.
+    if (!JOB_ID_RE.test(jobId)) {
+      const error = toErrorJSON(new WritError('SECURITY_EVENT', `a queue entry with id ${JSON.stringify(jobId.slice(0, 200))}, which no job can have, was refused`), true);
+      this.log.warn({ node: this.node.id, code: error.code, msg: error.message }, 'refused a queue entry: security event');
+      await this.emit({ type: 'security', jobId: null, attempt: 0, node: this.node.id, ts: Date.now(), error });
+      throw new UnrecoverableError(encodeFailureReason(error));
+    }
     const base = { jobId, attempt, node: this.node.id };
     let job: JobPayload;
     try {
