@@ -1,8 +1,7 @@
 // Runs a coord from its config: opens the ledger, starts the service, listens, announces readiness, and on
 // `signal` releases everything in reverse order within the shutdown grace. app.ts builds; this listens.
 import { readFile } from 'node:fs/promises';
-import { decodeKeyFile } from '@writ/protocol';
-import { releaseInReverse, untilAborted, type Releaser, type ServiceRun } from '@writ/supervisor';
+import { decodeKeyFile, serveUntilAborted, type ServiceRun } from '@writ/protocol';
 import { buildApp } from './app.ts';
 import type { CoordConfig } from './config.ts';
 import { openLedger } from './ledger/index.ts';
@@ -15,8 +14,7 @@ export type CoordRun = ServiceRun<CoordLogger>;
 export async function runCoord(config: CoordConfig, run: CoordRun): Promise<boolean> {
   const { logger } = run;
   const supervisorKey = decodeKeyFile(await readFile(config.supervisorKeyFile, 'utf8'), config.supervisorKeyFile);
-  const releasers: Releaser[] = [];
-  try {
+  return serveUntilAborted(run, config.shutdownGraceMs, async (releasers) => {
     const ledger = await openLedger(config.ledger);
     releasers.push({ name: 'ledger', release: () => ledger.close() });
     const service = new CoordService({
@@ -33,12 +31,6 @@ export async function runCoord(config: CoordConfig, run: CoordRun): Promise<bool
     const app = await buildApp({ service, apiToken: config.apiToken });
     releasers.push({ name: 'http server', release: () => app.close() });
     const url = await app.listen({ ...config.listen }); // fastify writes into its options; the config is frozen
-    run.io.out(JSON.stringify({ ready: true, url }));
-    await untilAborted(run.signal);
-    logger.info({ sig: run.signal.reason }, 'stopping');
-  } catch (e) {
-    await releaseInReverse(releasers, config.shutdownGraceMs, logger);
-    throw e;
-  }
-  return releaseInReverse(releasers, config.shutdownGraceMs, logger);
+    return { url };
+  });
 }

@@ -15,3 +15,4 @@ export * from './keyset.ts';
 export * from './node.ts';
 export * from './wire/index.ts';
 export * from './config-checks.ts';
+export * from './service-lifecycle.ts';

@@ -1,17 +1,12 @@
 // Runs the node daemon from its config: starts it, announces readiness, and on `signal` takes no new jobs
 // and lets running ones finish within the shutdown grace.
-import { once } from 'node:events';
+import { untilAborted, type ServiceRun } from '@writ/protocol';
 import type { RunnerConfig } from './config.ts';
 import { startNodeDaemon } from './node-daemon.ts';
 import type { RunnerLogger } from './runner.ts';
 
-export interface NodeDaemonRun {
-  logger: RunnerLogger;
-  /** Where the one `{"ready":true,...}` line goes (stdout in `writ`); process managers and tests wait for it. */
-  io: { out(line: string): void };
-  /** Aborted to stop (the CLI aborts it on SIGINT/SIGTERM). */
-  signal: AbortSignal;
-}
+/** The runner drains instead of releasing resources in reverse: the daemon's stop() bounds that itself. */
+export type NodeDaemonRun = ServiceRun<RunnerLogger>;
 
 /** Runs until `run.signal` aborts, then drains; resolves once stopped. */
 export async function runNodeDaemon(config: RunnerConfig, run: NodeDaemonRun): Promise<void> {
@@ -31,7 +26,7 @@ export async function runNodeDaemon(config: RunnerConfig, run: NodeDaemonRun): P
     ...(config.stalledIntervalMs ? { stalledIntervalMs: config.stalledIntervalMs } : {}),
   });
   run.io.out(JSON.stringify({ ready: true, node: config.nodeId, keyid: daemon.identity.key.keyid, newIdentity: daemon.identity.created, pid: process.pid }));
-  if (!run.signal.aborted) await once(run.signal, 'abort');
+  await untilAborted(run.signal);
   logger.info({ node: config.nodeId, sig: run.signal.reason }, 'stopping: no new jobs; letting running ones finish');
   // The daemon bounds its own drain by the grace (jobs still running then are left to BullMQ's stall check).
   await daemon.stop(config.shutdownGraceMs);

@@ -4,4 +4,4 @@ export { admitEnvelope, type Admitted } from './admission.ts';
 export { buildSupervisorApp, httpReportSink, SUPERVISOR_ROUTES } from './http.ts';
 export { checkRedisEviction, assertRedisSafe, type RedisCheckResult } from './redis-check.ts';
 export { supervisorConfig, type SupervisorConfig, type SupervisorGiven } from './config.ts';
-export { runSupervisor, releaseInReverse, untilAborted, type SupervisorRun, type ServiceRun, type Releaser } from './main.ts';
+export { runSupervisor, type SupervisorRun } from './main.ts';
