@@ -7,8 +7,6 @@ import type { Supervisor } from '@writ/supervisor';
 
 export interface SupervisorClient {
   readonly id: string;
-  /** Admit and enqueue on `node` (chosen by the coord among active nodes); throws WritError (permanent refusals are not retryable). */
-  submit(envelope: string, node: string): Promise<{ node: string }>;
   /**
    * Enqueues envelopes the coord has verified, authorised and recorded as queued. Per item: null when
    * enqueued, or the supervisor's refusal. Throws when the supervisor could not be reached at all.
@@ -26,10 +24,6 @@ export class InProcessSupervisorClient implements SupervisorClient {
   constructor(private readonly sup: Supervisor) {}
   get id(): string {
     return this.sup.opts.id;
-  }
-  async submit(envelope: string, node: string): Promise<{ node: string }> {
-    const r = await this.sup.submit(envelope, { node });
-    return { node: r.node };
   }
   /** Same process: the coord's verification is reused (the runner still verifies on its own), one bulk add. */
   async dispatchMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<(ErrorJSON | null)[]> {
@@ -68,7 +62,7 @@ export class HttpSupervisorClient implements SupervisorClient {
     }
     return readAnswer(res.status, await res.text(), (m) => new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} ${m}`));
   }
-  async submit(envelope: string, node: string) {
+  private async submit(envelope: string, node: string) {
     return { node: parseSupervisorSubmitAnswer(await this.call('POST', `/v1/submit?node=${encodeURIComponent(node)}`, envelope)).node };
   }
   /** Another process: the supervisor verifies and authorises each envelope itself before it enqueues it. */

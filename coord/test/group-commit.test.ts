@@ -23,11 +23,11 @@ describe('GroupCommitter', () => {
       return items.map((i) => `ok ${i}`);
     }, { maxItems: 100, maxInFlight: 1 });
     const answered: string[] = [];
-    const first = gc.addOne(1).then((x) => answered.push(x));
+    const first = gc.add([1]).then(([x]) => x!).then((x) => answered.push(x));
     await new Promise((r) => setImmediate(r));
     expect(writes).toEqual([[1]]);
     // Arrive one by one while the first group is being written.
-    const rest = [2, 3, 4, 5].map((i) => gc.addOne(i).then((x) => answered.push(x)));
+    const rest = [2, 3, 4, 5].map((i) => gc.add([i]).then(([x]) => x!).then((x) => answered.push(x)));
     await new Promise((r) => setImmediate(r));
     expect(writes).toEqual([[1]]);
     expect(answered).toEqual([]);
@@ -47,7 +47,7 @@ describe('GroupCommitter', () => {
       if (++n === 1) throw new Error('disk full');
       return items;
     }, { maxItems: 2 });
-    const outcomes = await Promise.allSettled([1, 2, 3].map((i) => gc.addOne(i)));
+    const outcomes = await Promise.allSettled([1, 2, 3].map((i) => gc.add([i]).then(([x]) => x!)));
     expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'fulfilled']);
     expect(await gc.add([7, 8, 9])).toEqual([7, 8, 9]);
   });

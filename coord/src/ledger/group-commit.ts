@@ -32,13 +32,6 @@ export class GroupCommitter<I, O> {
     return all;
   }
 
-  /** Adds one item; see add(). */
-  addOne(item: I): Promise<O> {
-    const p = new Promise<O>((resolve, reject) => this.waiting.push({ item, resolve, reject }));
-    this.kick();
-    return p;
-  }
-
   private kick(): void {
     if (this.scheduled) return;
     this.scheduled = true;
@@ -61,9 +54,5 @@ export class GroupCommitter<I, O> {
         this.pump();
       });
     }
-  }
-
-  get pending(): number {
-    return this.waiting.length;
   }
 }

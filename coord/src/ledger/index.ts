@@ -5,7 +5,7 @@ import type { RunnerEvent } from '@writ/protocol';
 import { openDb, type Db } from './db.ts';
 import { appendAudit, appendAuditIn, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
 import {
-  DEFAULT_JOB_LIMITS, admitJobsIn, appendJobEvent, appendJobEventIn, getJob, insertJob, listAttempts, listExpiredWaiting, listJobEvents, listJobs, listUnfinished,
+  DEFAULT_JOB_LIMITS, admitJobsIn, appendJobEvent, getJob, insertJob, listAttempts, listExpiredWaiting, listJobEvents, listJobs, listUnfinished,
   recordAttempt, touchJob, transitionJob, transitionJobIn, type Admission, type AdmissionOutcome, type AttemptOutcome, type JobAttempt, type JobEvent, type JobEventInput, type JobLimits, type JobRecord, type JobStatus, type ListJobsQuery,
   type NewJob, type TransitionPatch, type TransitionedJob,
 } from './jobs.ts';
@@ -30,9 +30,6 @@ export type { RecordedEvent } from './runner-events.ts';
  */
 export interface LedgerWriter {
   transitionJob(id: string, to: JobStatus, patch?: TransitionPatch): Promise<TransitionedJob | null>;
-  recordAttempt(jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt>;
-  appendJobEvent(jobId: string, ev: JobEventInput): Promise<number>;
-  getJob(id: string): Promise<JobRecord | null>;
   /** Records verified runner events with a few set-based statements; returns what was recorded, in order. */
   applyRunnerEvents(events: readonly RunnerEvent[]): Promise<RecordedEvent[]>;
   audit(input: AuditInput): void;
@@ -129,9 +126,6 @@ export class Ledger {
       const audits: AuditInput[] = [];
       const out = await fn({
         transitionJob: (id, to, patch) => transitionJobIn(tx, this.limits, id, to, patch),
-        recordAttempt: (jobId, attempt, node, outcome, errorCode) => recordAttempt(tx, jobId, attempt, node, outcome, errorCode),
-        appendJobEvent: (jobId, ev) => appendJobEventIn(tx, this.limits, jobId, ev),
-        getJob: (id) => getJob(tx, id),
         applyRunnerEvents: (events) => applyRunnerEventsIn(tx, this.limits, events, (a) => void audits.push(a)),
         audit: (input) => void audits.push(input),
       });

@@ -348,7 +348,7 @@ export async function appendJobEvent(db: Db, limits: JobLimits, jobId: string, e
 }
 
 /** appendJobEvent inside a transaction the caller owns. */
-export async function appendJobEventIn(tx: Queryable, limits: JobLimits, jobId: string, ev: JobEventInput): Promise<number> {
+async function appendJobEventIn(tx: Queryable, limits: JobLimits, jobId: string, ev: JobEventInput): Promise<number> {
   if (!['status', 'log', 'security'].includes(ev.type)) throw new WritError('BAD_REQUEST', `unknown job event type ${String(ev.type)}`);
   const isLog = ev.type === 'log';
   {
