@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedRedis, type EmbeddedRedis } from '@writ/cli';
-import { b64url, generateKeyPair } from '@writ/protocol';
+import { b64url, generateKeyPair, redisAclSetUser } from '@writ/protocol';
 import { Supervisor, checkRedisEviction } from '@writ/supervisor';
 
 let dir: string;
@@ -42,7 +42,12 @@ describe('Redis checked at start (R7, eviction)', () => {
     await dev.close();
     expect(warnings.some((w) => w.includes('maxmemory-policy allkeys-lru'))).toBe(true);
     const quiet: string[] = [];
-    const prod = await Supervisor.start({ ...base(safe.url, quiet), production: true });
+    // Production also wants the supervisor's own ACL user (R7; tests/redis-acl.redis.test.ts covers that part).
+    const root = new Redis(safe.url);
+    const [cmd, ...args] = redisAclSetUser({ role: 'supervisor' }, 'a-supervisor-password-for-this-test');
+    await root.call(cmd!, ...args);
+    root.disconnect();
+    const prod = await Supervisor.start({ ...base(`redis://writ-supervisor:a-supervisor-password-for-this-test@127.0.0.1:${safe.port}`, quiet), production: true });
     await prod.close();
     expect(quiet.filter((w) => w.includes('maxmemory-policy'))).toEqual([]);
   });

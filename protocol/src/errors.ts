@@ -106,6 +106,7 @@ export const ERROR_CODES = Object.freeze({
     SUPERVISOR_UNAVAILABLE: { message: 'No supervisor is reachable for this target', status: 503, retryable: true },
     REDIS_UNAVAILABLE: { message: 'Redis is not reachable', status: 503, retryable: true },
     REDIS_MISCONFIGURED: { message: 'Redis is configured unsafely for Writ (eviction on, or no ACL user)', status: 500, retryable: false },
+    REDIS_URL_INVALID: { message: 'The Redis URL is not valid (details.reason says which part)', status: 500, retryable: false },
     LEDGER_UNAVAILABLE: { message: 'The ledger is not reachable', status: 503, retryable: true },
     CONFIG_INVALID: { message: 'The configuration is invalid', status: 500, retryable: false },
     EFFECT_FENCED: { message: 'A newer attempt owns this job; the effect was not applied', status: 409, retryable: false },

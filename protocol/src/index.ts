@@ -16,3 +16,5 @@ export * from './node.ts';
 export * from './wire/index.ts';
 export * from './config-checks.ts';
 export * from './service-lifecycle.ts';
+export * from './redis-url.ts';
+export * from './redis-acl.ts';

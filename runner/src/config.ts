@@ -2,7 +2,7 @@
 // frozen out. A wrong value is refused here, before the identity is touched, with the flag or env var to fix.
 import path from 'node:path';
 import {
-  LABEL_KEY_PATTERN, NODE_ID_PATTERN, WritError, checkGraceMs, checkLogLevel, checkUrl, configInvalid, pinnedAdmins, positiveWhole, requiredInput, type ConfigEnv, type KeyRef,
+  LABEL_KEY_PATTERN, NODE_ID_PATTERN, WritError, checkGraceMs, checkLogLevel, checkUrl, configInvalid, checkRedisUrl, pinnedAdmins, positiveWhole, requiredInput, type ConfigEnv, type KeyRef,
   type LogLevel,
 } from '@writ/protocol';
 
@@ -23,6 +23,8 @@ export interface RunnerGiven {
   lockMs?: string | undefined;
   stalledMs?: string | undefined;
   shutdownGraceMs?: number | undefined;
+  /** Production mode (or WRIT_PRODUCTION=1): Redis must be reached as this node's ACL user (R7). */
+  production?: boolean | undefined;
 }
 
 export type RunnerEnv = ConfigEnv;
@@ -43,6 +45,7 @@ export interface RunnerConfig {
   readonly logLevel: LogLevel;
   /** How long running jobs may take to finish once stopping starts. */
   readonly shutdownGraceMs: number;
+  readonly production: boolean;
 }
 
 export const RUNNER_DEFAULTS = Object.freeze({ clusterId: 'writ-dev', logLevel: 'info' as LogLevel, shutdownGraceMs: 30_000 });
@@ -63,8 +66,7 @@ function parseLabels(given: readonly string[]): Record<string, string> {
 export function runnerConfig(given: RunnerGiven, env: RunnerEnv): RunnerConfig {
   const nodeId = requiredInput(given.node, '--node ID');
   if (!new RegExp(NODE_ID_PATTERN).test(nodeId)) configInvalid(`--node ${nodeId}: a node id is lower-case letters, digits, '.' and '-' (at most 63, matching ${NODE_ID_PATTERN})`);
-  const redisSource = given.redis !== undefined ? '--redis' : 'REDIS_URL';
-  const redisUrl = checkUrl(requiredInput(given.redis ?? env.REDIS_URL, '--redis URL or REDIS_URL'), redisSource, ['redis:', 'rediss:']);
+  const redisUrl = checkRedisUrl(requiredInput(given.redis ?? env.REDIS_URL, '--redis URL or REDIS_URL'), given.redis !== undefined ? '--redis' : 'REDIS_URL');
   const labels = parseLabels(given.labels ?? []);
   if (!given.adminKeys?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) this node trusts to sign key sets');
   const admins = pinnedAdmins(given.adminKeys, given.adminThreshold);
@@ -78,6 +80,9 @@ export function runnerConfig(given: RunnerGiven, env: RunnerEnv): RunnerConfig {
   if (!clusterId) configInvalid(`${given.cluster !== undefined ? '--cluster' : 'WRIT_CLUSTER'} must not be empty`);
   const logLevel = checkLogLevel(env, RUNNER_DEFAULTS.logLevel);
   const shutdownGraceMs = checkGraceMs(given.shutdownGraceMs ?? RUNNER_DEFAULTS.shutdownGraceMs);
+  const productionEnv = env.WRIT_PRODUCTION ?? '';
+  // As the supervisor reads it: a WRIT_PRODUCTION=true must not quietly weaken the Redis check.
+  if (!['', '0', '1'].includes(productionEnv)) configInvalid(`WRIT_PRODUCTION ${productionEnv}: expected 1 (production) or 0`);
   return Object.freeze({
     nodeId,
     labels: Object.freeze(labels),
@@ -92,5 +97,6 @@ export function runnerConfig(given: RunnerGiven, env: RunnerEnv): RunnerConfig {
     stalledIntervalMs,
     logLevel,
     shutdownGraceMs,
+    production: given.production === true || productionEnv === '1',
   });
 }

@@ -20,6 +20,7 @@ export async function runNodeDaemon(config: RunnerConfig, run: NodeDaemonRun): P
     admins: { threshold: config.admins.threshold, keys: [...config.admins.keys] },
     clusterId: config.clusterId,
     stateDir: config.stateDir,
+    production: config.production,
     ...(config.heartbeatMs ? { heartbeatMs: config.heartbeatMs } : {}),
     ...(config.concurrency ? { concurrency: config.concurrency } : {}),
     ...(config.lockDurationMs ? { lockDurationMs: config.lockDurationMs } : {}),

@@ -1,8 +1,9 @@
 // The whole node daemon: identity, phone-home (registration and heartbeats) and the job loop together.
 import { statfs } from 'node:fs/promises';
 import os from 'node:os';
+import { Redis } from 'ioredis';
 import { hostFacts } from '@writ/sal';
-import type { JsonValue, NodeHealth } from '@writ/protocol';
+import { REDIS_OPEN_DEFAULT_USER_PROBLEM, WritError, describeRedisTarget, parseRedisUrl, redisUserProblem, type JsonValue, type NodeHealth } from '@writ/protocol';
 import { NodeAgent, type Clock } from './agent.ts';
 import { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 import { Runner, type RunnerOptions } from './runner.ts';
@@ -12,6 +13,8 @@ export interface NodeDaemonOptions extends Omit<RunnerOptions, 'nodeKey'> {
   coordUrl: string;
   heartbeatMs?: number;
   clock?: Clock;
+  /** Production mode (R7): Redis must be reached as this node's own ACL user, or the daemon does not start. */
+  production?: boolean;
 }
 
 export interface NodeDaemon {
@@ -38,8 +41,47 @@ export async function nodeHealth(stateDir: string, runningJobs: number): Promise
   return { healthy: problems.length === 0, problems, load1, memAvailableBytes, diskFreeBytes, runningJobs };
 }
 
+/**
+ * Production mode: asks Redis (ACL WHOAMI) who this connection is, and refuses to start unless it is the node's
+ * own ACL user (`writ redis acl --role runner --node ID`), which reaches no other node's queue (R7). A Redis
+ * that still lets anyone in as the default user is warned about: that user is not confined.
+ */
+export async function assertRunnerRedisUser(redisUrl: string, nodeId: string, warn: (msg: string) => void): Promise<void> {
+  const options = parseRedisUrl(redisUrl);
+  const redis = new Redis({ ...options, lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
+  redis.on('error', () => {});
+  try {
+    try {
+      await redis.connect();
+    } catch (e) {
+      throw new WritError('REDIS_UNAVAILABLE', `cannot reach Redis (${describeRedisTarget(options)}) to check its ACL user: ${(e as Error).message}`);
+    }
+    let whoami: string;
+    try {
+      whoami = String(await redis.call('ACL', 'WHOAMI'));
+    } catch (e) {
+      throw new WritError('REDIS_MISCONFIGURED', `cannot ask Redis which ACL user this is (${(e as Error).message}); production mode needs Redis 6 or later with ACL users`);
+    }
+    const problem = redisUserProblem({ role: 'runner', node: nodeId }, whoami);
+    if (problem) throw new WritError('REDIS_MISCONFIGURED', problem, { user: whoami, node: nodeId });
+    const anonymous = redis.duplicate({ username: undefined, password: undefined, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    anonymous.on('error', () => {});
+    try {
+      await anonymous.connect();
+      if ((await anonymous.ping()) === 'PONG') warn(REDIS_OPEN_DEFAULT_USER_PROBLEM);
+    } catch {
+      /* refused without credentials: as it should be */
+    } finally {
+      anonymous.disconnect();
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
 export async function startNodeDaemon(opts: NodeDaemonOptions): Promise<NodeDaemon> {
   const identity = await loadNodeIdentity(opts.stateDir, opts.nodeId);
+  if (opts.production) await assertRunnerRedisUser(opts.redisUrl, opts.nodeId, (m) => opts.logger?.warn({}, m));
   const runner = await Runner.start({ ...opts, nodeKey: identity.key });
   const agent = new NodeAgent({
     coordUrl: opts.coordUrl,

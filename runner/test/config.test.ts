@@ -32,6 +32,7 @@ describe('runnerConfig', () => {
       stalledIntervalMs: undefined,
       logLevel: 'info',
       shutdownGraceMs: 30_000,
+      production: false,
     });
   });
 

@@ -2,7 +2,7 @@
 // frozen out. A wrong value is refused here, before anything opens, with the flag or env var to fix.
 import path from 'node:path';
 import {
-  checkGraceMs, checkLogLevel, checkUrl, configInvalid, parseListen, WritError, pinnedAdmins, requiredInput, type ConfigEnv, type KeyRef, type LogLevel,
+  checkGraceMs, checkLogLevel, checkUrl, configInvalid, parseListen, checkRedisUrl, WritError, pinnedAdmins, requiredInput, type ConfigEnv, type KeyRef, type LogLevel,
 } from '@writ/protocol';
 
 /** What the caller hands over: flag values as parsed (unchecked strings), admin keys already read from --admin-key. */
@@ -46,7 +46,7 @@ export const SUPERVISOR_DEFAULTS = Object.freeze({ id: 'sup-1', listen: '127.0.0
 
 export function supervisorConfig(given: SupervisorGiven, env: ConfigEnv): SupervisorConfig {
   const apiToken = requiredInput(env.WRIT_SUPERVISOR_TOKEN, 'WRIT_SUPERVISOR_TOKEN');
-  const redisUrl = checkUrl(requiredInput(given.redis ?? env.REDIS_URL, '--redis URL (or REDIS_URL)'), given.redis !== undefined ? '--redis' : 'REDIS_URL', ['redis:', 'rediss:']);
+  const redisUrl = checkRedisUrl(requiredInput(given.redis ?? env.REDIS_URL, '--redis URL (or REDIS_URL)'), given.redis !== undefined ? '--redis' : 'REDIS_URL');
   const coordUrl = checkUrl(requiredInput(given.coord ?? env.WRIT_COORD, '--coord URL (or WRIT_COORD)'), given.coord !== undefined ? '--coord' : 'WRIT_COORD', ['http:', 'https:']);
   if (!given.adminKeys?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) trusted to sign the first key set');
   const admins = pinnedAdmins(given.adminKeys, given.adminThreshold);

@@ -2,6 +2,7 @@
 // signed key set for runners, and forwards what runners report to the coord as signed reports.
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { parseRedisUrl } from '@writ/protocol'; // REDIS_URL: plain or Sentinel
 import {
   BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, QUEUE_JOB_NAME, WritError, encodeEnvelope, encodeSupervisorReport, pickByJobId, queueJobData, queueNames,
   REPORT_TARGET_BYTES, readEventStreamEntry, redisKeys, signEnvelope, targetMatchesNode, type JobPayload, type QueueState, type ReportEntry, type SupervisorReport, type KeyPair, type KeyRef, type NodeView,
@@ -56,8 +57,8 @@ export class Supervisor {
   private constructor(readonly opts: SupervisorOptions) {
     this.log = opts.logger ?? silent;
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
-    this.redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
-    this.reader = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    this.redis = new Redis({ ...parseRedisUrl(opts.redisUrl), maxRetriesPerRequest: null, lazyConnect: true });
+    this.reader = new Redis({ ...parseRedisUrl(opts.redisUrl), maxRetriesPerRequest: null, lazyConnect: true });
     for (const r of [this.redis, this.reader]) r.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
   }
 
