@@ -94,10 +94,10 @@ describe('signed runner events (T14)', () => {
 
   it('refuses job data with anything beside the signed envelope (the queue seam is strict)', async () => {
     const { Queue } = await import('bullmq');
-    const { BULL_PREFIX, queueNames } = await import('@writ/protocol');
+    const { BULL_PREFIX, queueJobId, queueNames } = await import('@writ/protocol');
     const { envelope, id } = s.sign(NOOP, { target: { node: 'node-a' } });
     const q = new Queue(queueNames.node('node-a'), { connection: redis, prefix: BULL_PREFIX });
-    await q.add('job', { envelope, extra: { source: 'export default async () => "evil"' } }, { jobId: id, attempts: 1 });
+    await q.add('job', { envelope, attempt: 1, extra: { source: 'export default async () => "evil"' } }, { jobId: queueJobId(id, 1), attempts: 1 });
     await q.close();
     const end = Date.now() + 15_000;
     for (;;) {
@@ -105,7 +105,7 @@ describe('signed runner events (T14)', () => {
       const hit = entries.find((e) => e.kind === 'security' && e.subject === id);
       if (hit) {
         expect(hit.data.error?.code).toBe('SECURITY_EVENT');
-        expect(hit.data.error?.message).toMatch(/fields beside the envelope \(extra\)/);
+        expect(hit.data.error?.message).toMatch(/fields beside the envelope and attempt \(extra\)/);
         break;
       }
       if (Date.now() > end) throw new Error('no security event for the job with extra data');

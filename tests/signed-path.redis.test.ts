@@ -5,7 +5,7 @@ import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { followEvents } from '@writ/cli';
-import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, generateKeyPair, parseEnvelope, parseJobPage, parseJobView, queueNames, signEnvelope, utf8 } from '@writ/protocol';
+import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, generateKeyPair, parseEnvelope, parseJobPage, parseJobView, queueJobId, queueNames, signEnvelope, utf8 } from '@writ/protocol';
 import { HELLO, NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
 
 let s: TestStack;
@@ -20,9 +20,10 @@ afterAll(async () => {
   await s?.close();
 });
 
-async function inject(node: string, jobId: string, data: unknown) {
+/** Writes a queue entry for attempt 1 of `jobId` straight into Redis; `data` gets `attempt: 1` unless it has one. */
+async function inject(node: string, jobId: string, data: Record<string, unknown>) {
   const q = new Queue(queueNames.node(node), { connection: redis, prefix: BULL_PREFIX });
-  await q.add('job', data, { jobId, attempts: 1 });
+  await q.add('job', { attempt: 1, ...data }, { jobId: queueJobId(jobId, 1), attempts: 1 });
   await q.close();
 }
 async function securityAuditFor(subject: string, timeoutMs = 10_000) {
@@ -265,7 +266,7 @@ describe('runner stays responsive (R4)', () => {
     expect(job.status).toBe('succeeded');
     // The script must have outlived the lock several times over for this to prove anything.
     const attempts = await s.ledger.listAttempts(id);
-    expect(attempts[0]!.finishedAt!.getTime() - attempts[0]!.startedAt.getTime()).toBeGreaterThan(3 * 3000);
+    expect(attempts[0]!.finishedAt!.getTime() - attempts[0]!.startedAt!.getTime()).toBeGreaterThan(3 * 3000);
     expect(stalled).toBe(0);
   }, 120_000);
 });

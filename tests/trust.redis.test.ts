@@ -3,7 +3,7 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, encodeKeySet, generateKeyPair, nextKeySet, queueNames, redisKeys, signEnvelope } from '@writ/protocol';
+import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, encodeKeySet, generateKeyPair, nextKeySet, queueJobId, queueNames, redisKeys, signEnvelope } from '@writ/protocol';
 import { NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
 
 let s: TestStack;
@@ -28,7 +28,7 @@ afterAll(async () => {
 
 async function inject(node: string, jobId: string, envelope: string) {
   const q = new Queue(queueNames.node(node), { connection: redis, prefix: BULL_PREFIX });
-  await q.add('job', { envelope }, { jobId, attempts: 1 });
+  await q.add('job', { envelope, attempt: 1 }, { jobId: queueJobId(jobId, 1), attempts: 1 });
   await q.close();
 }
 async function securityEvent(pred: (e: { subject: string; data: any }) => boolean, timeoutMs = 10_000) {

@@ -94,7 +94,8 @@ function jobView(job: JobRecord, attempts?: JobAttempt[]): JobView {
     ...(attempts
       ? {
           attemptHistory: attempts.map((a) => ({
-            attempt: a.attempt, node: a.node, startedAt: a.startedAt.toISOString(), finishedAt: a.finishedAt ? a.finishedAt.toISOString() : null, outcome: a.outcome, errorCode: a.errorCode,
+            attempt: a.attempt, node: a.node, dispatchedAt: a.dispatchedAt?.toISOString() ?? null, startedAt: a.startedAt?.toISOString() ?? null, finishedAt: a.finishedAt?.toISOString() ?? null,
+            outcome: a.outcome, errorCode: a.errorCode,
           })),
         }
       : {}),

@@ -8,7 +8,7 @@ import {
   type RunnerEvent, type RunnerEventBatch, type TrustedKey,
 } from '@writ/protocol';
 import { GroupCommitter } from './ledger/group-commit.ts';
-import type { Admission, AdmissionOutcome, AuditInput, Ledger, TransitionedJob } from './ledger/index.ts';
+import type { Admission, AdmissionOutcome, AuditInput, JobRecord, Ledger, Retry, TransitionedJob } from './ledger/index.ts';
 import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
 import type { SupervisorClient } from './supervisor-client.ts';
 
@@ -37,7 +37,10 @@ export interface CoordOptions {
   /** Reconciler: look at unfinished jobs untouched for this long (default 5 s), every `reconcileEveryMs`. */
   reconcileAfterMs?: number;
   reconcileEveryMs?: number;
+  /** Attempts per job, counting every attempt the ledger assigns (default 3). */
   maxAttempts?: number;
+  /** A retried attempt waits this long times 2^(retries so far), at most a minute (default 1000). */
+  retryBackoffMs?: number;
 }
 
 export type { JobEventMessage };
@@ -230,7 +233,7 @@ export class CoordService {
       });
       return audits;
     });
-    const toQueue: { jobId: string; node: string; envelope: string }[] = [];
+    const toQueue: { jobId: string; node: string; envelope: string; attempt: number }[] = [];
     const waiting: string[] = [];
     outcomes.forEach((o, i) => {
       if (!('created' in o) || !o.created) {
@@ -241,7 +244,7 @@ export class CoordService {
       this.metrics.jobsSubmitted++;
       this.remember(it.id, it.node ?? null);
       if (it.status === 'refused') this.metrics.jobsRefused++;
-      else if (it.status === 'queued') toQueue.push({ jobId: it.id, node: it.node!, envelope: it.envelope });
+      else if (it.status === 'queued') toQueue.push({ jobId: it.id, node: it.node!, envelope: it.envelope, attempt: 1 });
       else waiting.push(it.id);
     });
     if (toQueue.length > 0) {
@@ -294,11 +297,11 @@ export class CoordService {
       if (placed.status === 'refused') throw new WritError(isErrorCode(placed.errorCode) ? placed.errorCode : 'INTERNAL', placed.errorMessage);
       const node = placed.node!;
       this.remember(jobId, node);
-      const t = await this.ledger.transitionJob(jobId, 'queued', { node, message: `queued for node ${node}` });
+      const t = await this.ledger.dispatchAttempt(jobId, node);
       if (!t) return null; // it ended meanwhile (expired, refused): nothing to enqueue
       this.publishTransition(jobId, t);
-      // If Redis does not take it now, the reconciler finds it missing from its queue and enqueues it then.
-      const [refusal] = await this.opts.supervisor.dispatchMany([{ jobId, node, envelope: raw }]);
+      // If Redis does not take it now, the reconciler finds it missing from its queue and dispatches it then.
+      const [refusal] = await this.opts.supervisor.dispatchMany([{ jobId, node, envelope: raw, attempt: t.attempts }]);
       if (refusal && !refusal.retryable) await this.refuseQueued(jobId, refusal);
       return t;
     } catch (e) {
@@ -377,11 +380,12 @@ export class CoordService {
         events.push(ev);
       }
     }
-    const recorded = await this.ledger.write(async (w) => {
+    const { recorded, retries } = await this.ledger.write(async (w) => {
       for (const r of refusals) w.audit(r);
       return w.applyRunnerEvents(events);
     });
     for (const e of recorded) this.publish(e.jobId, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
+    if (retries.length > 0) await this.enqueueRetries(retries);
     if (refusals.length > 0) this.log.warn({ supervisor: report.supervisor, refused: refusals.length }, 'refused runner events: security event');
     this.metrics.reportsApplied++;
     this.metrics.eventsApplied += events.length;
@@ -412,7 +416,54 @@ export class CoordService {
     return signer;
   }
 
-  /** Re-dispatches admitted, unfinished jobs that Redis lost (FLUSHALL, restart without AOF), and settles ones BullMQ gave up on. */
+  /** How long a retry waits: the backoff doubles with each retry, capped at a minute. */
+  private retryDelayMs(attempt: number): number {
+    return Math.min(60_000, (this.opts.retryBackoffMs ?? 1000) * 2 ** Math.max(0, attempt - 2));
+  }
+
+  /**
+   * Enqueues the attempts a report assigned to retry failed ones (already recorded queued). If Redis does
+   * not take them now, the reconciler finds them missing and dispatches them then.
+   */
+  private async enqueueRetries(retries: readonly Retry[]): Promise<void> {
+    try {
+      await this.opts.supervisor.dispatchMany(retries.map((r) => ({ jobId: r.jobId, node: r.node, envelope: r.envelope, attempt: r.attempt, delayMs: this.retryDelayMs(r.attempt) })));
+    } catch (e) {
+      this.log.warn({ jobs: retries.length, err: (e as Error).message, code: errorCodeOf(e) }, 'enqueueing retries failed; the reconciler will dispatch them');
+    }
+  }
+
+  /**
+   * Dispatches a new attempt of a job on the node it was dispatched to before (the node's journal replays
+   * what earlier attempts did there, so no effect repeats), with a new attempt number from the ledger.
+   */
+  private async redispatch(job: JobRecord, node: string, why: string, delayMs = 0): Promise<boolean> {
+    const t = await this.ledger.dispatchAttempt(job.id, node, (n) => `re-dispatched to ${node} as attempt ${n}: ${why}`);
+    if (!t) return false;
+    this.publishTransition(job.id, t);
+    const [refusal] = await this.opts.supervisor.dispatchMany([{ jobId: job.id, node, envelope: job.envelope, attempt: t.attempts, ...(delayMs ? { delayMs } : {}) }]);
+    if (refusal && !refusal.retryable) await this.refuseQueued(job.id, refusal);
+    this.log.info({ jobId: job.id, node, attempt: t.attempts, why }, 're-dispatched a job');
+    this.metrics.redispatched++;
+    return true;
+  }
+
+  /** Ends a job as failed from the reconciler's side (no runner report will come), closing its attempts. */
+  private async settleFailed(job: JobRecord, error: ErrorJSON, message: string): Promise<boolean> {
+    const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: error.code, errorMessage: error.message, message });
+    if (t) this.publishTransition(job.id, t);
+    return t !== null;
+  }
+
+  /**
+   * Looks after unfinished jobs nobody reported on for a while (R1, R3):
+   * - admitted jobs get a node and attempt 1;
+   * - an attempt whose queue entry vanished (Redis lost it) is dispatched again as a new attempt, but only
+   *   once the node's heartbeat says no runner holds it: a job is never run twice at once;
+   * - an attempt BullMQ gave up on (its lock expired: the runner died or stalled) becomes a new attempt
+   *   unless a runner still holds it; one that failed with a reported error is settled or retried from
+   *   that error when its report was lost.
+   */
   async reconcile(): Promise<{ redispatched: number; settled: number }> {
     if (this.reconciling) return { redispatched: 0, settled: 0 };
     this.reconciling = true;
@@ -421,36 +472,41 @@ export class CoordService {
     try {
       // A job that waited past its envelope's expiry will never run (every tier refuses it): settle it.
       for (const job of await this.ledger.listExpiredWaiting()) {
-        const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: 'ENVELOPE_EXPIRED', errorMessage: `the envelope expired at ${job.exp.toISOString()} before the job could run`, message: 'failed: ENVELOPE_EXPIRED: it expired while waiting' });
-        if (t) {
-          settled++;
-          this.publishTransition(job.id, t);
-        }
+        if (await this.settleFailed(job, { code: 'ENVELOPE_EXPIRED', message: `the envelope expired at ${job.exp.toISOString()} before the job could run`, retryable: false }, 'failed: ENVELOPE_EXPIRED: it expired while waiting')) settled++;
       }
       const jobs = await this.ledger.listUnfinished({ olderThanMs: this.opts.reconcileAfterMs ?? 5000 });
       for (const job of jobs) {
         try {
-          if (!job.node) {
+          if (!job.node || job.status === 'admitted' || job.attempts === 0) {
             await this.dispatch(job.id, job.envelope);
             continue;
           }
-          const st = await this.opts.supervisor.jobState(job.id, job.node);
+          const node = job.node;
+          const st = await this.opts.supervisor.jobState(job.id, job.attempts, node);
           if (st.state === 'missing') {
-            await this.opts.supervisor.enqueue(job.id, job.node, job.envelope);
-            await this.ledger.appendJobEvent(job.id, { type: 'status', message: `re-dispatched to ${job.node}: the queue had lost it` });
-            this.log.info({ jobId: job.id, node: job.node }, 're-dispatched a job the queue had lost');
-            this.metrics.redispatched++;
-            redispatched++;
-          } else if (st.state === 'failed') {
-            // Writ's own failures carry their ErrorJSON; BullMQ's own reasons (stalled too often) are plain text.
-            const error = parseFailureReason(st.failedReason) ?? { code: 'INTERNAL', message: st.failedReason ?? 'failed in the queue' };
-            const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: error.code, errorMessage: error.message, message: `failed: ${error.code}: ${error.message}` });
-            if (t) {
-              settled++;
-              this.publishTransition(job.id, t);
+            if (st.held === 'no') {
+              if (await this.redispatch(job, node, `the queue had lost attempt ${job.attempts}`)) redispatched++;
+            } else {
+              // Held, or no recent heartbeat to ask (Redis lost it too, or the node is silent): look again later.
+              if (st.held === 'unknown') this.log.info({ jobId: job.id, node, attempt: job.attempts }, 'the queue lost an attempt; waiting for the node to say whether it still runs it');
+              await this.ledger.touchJob(job.id);
             }
+          } else if (st.state === 'failed') {
+            // Writ's own failures carry their ErrorJSON (the runner reported them; this report was lost).
+            // BullMQ's own reasons (the lock expired: the runner died or stalled) are plain text.
+            const reported = parseFailureReason(st.failedReason);
+            if (reported) {
+              if (!reported.retryable || job.attempts >= job.maxAttempts) {
+                if (await this.settleFailed(job, reported, `failed: ${reported.code}: ${reported.message}`)) settled++;
+              } else if (await this.redispatch(job, node, `attempt ${job.attempts} failed: ${reported.code}`, this.retryDelayMs(job.attempts + 1))) redispatched++;
+            } else if (st.held === 'yes') {
+              await this.ledger.touchJob(job.id); // its runner still executes it: its report will come
+            } else if (job.attempts >= job.maxAttempts) {
+              const reason = st.failedReason ?? 'failed in the queue';
+              if (await this.settleFailed(job, { code: 'INTERNAL', message: reason, retryable: true }, `failed: INTERNAL: ${reason}`)) settled++;
+            } else if (await this.redispatch(job, node, `attempt ${job.attempts} was given up by the queue (${st.failedReason ?? 'no reason'})`)) redispatched++;
           } else {
-            // Alive in the queue: touch it so we look again later, not in a tight loop.
+            // Alive in the queue (or completed, its report on the way): look again later, not in a tight loop.
             await this.ledger.touchJob(job.id);
           }
         } catch (e) {

@@ -1,9 +1,9 @@
 // The one interface the coord uses to reach a supervisor: in-process for `writ dev`, HTTP when the
 // supervisor runs as its own process (`writ supervisor`).
 import {
-  WritError, parseQueueStateAnswer, parseSupervisorSubmitAnswer, readAnswer, toErrorJSON, type ErrorJSON, type QueueState,
+  WritError, parseQueueStateAnswer, parseSupervisorSubmitAnswer, readAnswer, toErrorJSON, type ErrorJSON, type HolderState, type QueueState,
 } from '@writ/protocol';
-import type { Supervisor } from '@writ/supervisor';
+import type { DispatchItem, Supervisor } from '@writ/supervisor';
 
 export interface SupervisorClient {
   readonly id: string;
@@ -11,10 +11,9 @@ export interface SupervisorClient {
    * Enqueues envelopes the coord has verified, authorised and recorded as queued. Per item: null when
    * enqueued, or the supervisor's refusal. Throws when the supervisor could not be reached at all.
    */
-  dispatchMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<(ErrorJSON | null)[]>;
-  /** Re-enqueue an admitted envelope on a known node (reconciler). Idempotent. */
-  enqueue(jobId: string, node: string, envelope: string): Promise<void>;
-  jobState(jobId: string, node: string): Promise<{ state: QueueState; failedReason?: string }>;
+  dispatchMany(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]>;
+  /** Where an attempt stands in its node's queue, and whether a runner says it still executes it. */
+  jobState(jobId: string, attempt: number, node: string): Promise<{ state: QueueState; failedReason?: string; held: HolderState }>;
   /** Hands over a signed key set envelope; the supervisor verifies it itself. */
   setKeySet(envelope: string): Promise<void>;
   health(): Promise<{ ok: boolean; redis: boolean }>;
@@ -26,15 +25,12 @@ export class InProcessSupervisorClient implements SupervisorClient {
     return this.sup.opts.id;
   }
   /** Same process: the coord's verification is reused (the runner still verifies on its own), one bulk add. */
-  async dispatchMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<(ErrorJSON | null)[]> {
+  async dispatchMany(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
     await this.sup.enqueueMany(items);
     return items.map(() => null);
   }
-  enqueue(jobId: string, node: string, envelope: string): Promise<void> {
-    return this.sup.enqueue(jobId, node, envelope);
-  }
-  jobState(jobId: string, node: string) {
-    return this.sup.jobState(jobId, node);
+  jobState(jobId: string, attempt: number, node: string) {
+    return this.sup.jobState(jobId, attempt, node);
   }
   async setKeySet(envelope: string): Promise<void> {
     await this.sup.setKeySet(envelope);
@@ -62,25 +58,23 @@ export class HttpSupervisorClient implements SupervisorClient {
     }
     return readAnswer(res.status, await res.text(), (m) => new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} ${m}`));
   }
-  private async submit(envelope: string, node: string) {
-    return { node: parseSupervisorSubmitAnswer(await this.call('POST', `/v1/submit?node=${encodeURIComponent(node)}`, envelope)).node };
+  private async submit(it: DispatchItem) {
+    const q = new URLSearchParams({ node: it.node, attempt: String(it.attempt), ...(it.delayMs ? { delayMs: String(Math.round(it.delayMs)) } : {}) });
+    return { node: parseSupervisorSubmitAnswer(await this.call('POST', `/v1/submit?${q}`, it.envelope)).node };
   }
   /** Another process: the supervisor verifies and authorises each envelope itself before it enqueues it. */
-  async dispatchMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<(ErrorJSON | null)[]> {
+  async dispatchMany(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
     return Promise.all(items.map(async (it) => {
       try {
-        await this.submit(it.envelope, it.node);
+        await this.submit(it);
         return null;
       } catch (e) {
         return toErrorJSON(e, true);
       }
     }));
   }
-  async enqueue(jobId: string, node: string, envelope: string) {
-    await this.call('POST', '/v1/enqueue', { jobId, node, envelope });
-  }
-  async jobState(jobId: string, node: string) {
-    return parseQueueStateAnswer(await this.call('GET', `/v1/jobs/${encodeURIComponent(node)}/${encodeURIComponent(jobId)}`));
+  async jobState(jobId: string, attempt: number, node: string) {
+    return parseQueueStateAnswer(await this.call('GET', `/v1/jobs/${encodeURIComponent(node)}/${encodeURIComponent(jobId)}/${attempt}`));
   }
   async setKeySet(envelope: string) {
     await this.call('PUT', '/v1/keyset', envelope);

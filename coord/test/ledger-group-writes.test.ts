@@ -63,7 +63,7 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
     const ledger = await engine.open();
     try {
       await ledger.admitJobs(['j1', 'j2', 'j3'].map((id) => admission(id)), () => []);
-      const recorded = await ledger.write((w) => w.applyRunnerEvents([
+      const { recorded, retries } = await ledger.write((w) => w.applyRunnerEvents([
         ev.running('j1'), ev.log('j1', 'one'), ev.log('j1', 'two'), ev.log('j1', 'three'), ev.log('j1', 'four'), ev.log('j1', 'five'), ev.ok('j1', { n: 1 }),
         ev.running('j2'), ev.fail('j2', false), ev.running('j2', 2), ev.ok('j2', 'second', 2),
         ev.running('j3'), ev.fail('j3', true),
@@ -81,6 +81,8 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
       expect(await ledger.getJob('j3')).toMatchObject({ status: 'failed', errorCode: 'COMMAND_FAILED', errorMessage: 'boom' });
       // What was recorded is what subscribers are told, in order, with the seq each row got.
       expect(recorded.filter((r) => r.jobId === 'j2').map((r) => r.seq)).toEqual([3, 4, 5, 6]);
+      // The retryable failure of j2's attempt 1 assigned attempt 2 in the same transaction, for the coord to enqueue.
+      expect(retries.map((r) => [r.jobId, r.node, r.attempt])).toEqual([['j2', 'n1', 2]]);
       // The succeeded j1 stays as it was; the late result still leaves its audit trace (what the node said).
       const audit = await ledger.tailAudit(20);
       expect(audit.map((a) => `${a.kind}:${a.subject}`)).toEqual(['job.effect:j1', 'job.effect:j2', 'job.fail:j3', 'job.effect:j1']);
@@ -103,8 +105,8 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
         w.audit({ kind: 'job.effect', actor: 'n1', subject: 'x' });
         throw new Error('the ledger failed mid-report');
       })).rejects.toThrow('mid-report');
-      expect(await ledger.getJob('x')).toMatchObject({ status: 'queued', attempts: 0 });
-      expect(await ledger.listAttempts('x')).toEqual([]);
+      expect(await ledger.getJob('x')).toMatchObject({ status: 'queued', attempts: 1 });
+      expect((await ledger.listAttempts('x')).map((a) => [a.attempt, a.outcome, a.startedAt])).toEqual([[1, 'queued', null]]);
       expect((await ledger.verifyAudit()).count).toBe(0);
     } finally {
       await ledger.close();

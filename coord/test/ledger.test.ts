@@ -73,24 +73,23 @@ describe('decideTransition (pure rules)', () => {
     }
     expect(decideTransition('queued', 0, 'admitted')).toBeNull();
   });
-  it('moves running only to a newer attempt', () => {
-    expect(decideTransition('queued', 0, 'running', 1)).toEqual({ attempts: 1 });
-    expect(decideTransition('queued', 0, 'running')).toEqual({ attempts: 1 });
-    expect(decideTransition('running', 1, 'running', 1)).toBeNull();
-    expect(decideTransition('running', 2, 'running', 1)).toBeNull();
-    expect(decideTransition('queued', 1, 'running', 1)).toBeNull();
-    expect(decideTransition('queued', 1, 'running', 2)).toEqual({ attempts: 2 });
+  it('moves only on reports about the newest assigned attempt (attempt numbers are fencing tokens)', () => {
+    expect(decideTransition('queued', 1, 'running', 1)).toEqual({ attempts: 1 });
+    expect(decideTransition('running', 1, 'running', 1)).toBeNull(); // a duplicate
+    expect(decideTransition('queued', 2, 'running', 1)).toBeNull(); // a replaced attempt starting late
+    expect(decideTransition('queued', 1, 'running', 2)).toBeNull(); // an attempt the ledger never assigned
+    expect(decideTransition('queued', 1, 'running')).toBeNull(); // running needs an attempt
+    expect(decideTransition('running', 3, 'succeeded', 2)).toBeNull();
+    expect(decideTransition('running', 2, 'failed', 3)).toBeNull();
+    expect(decideTransition('running', 3, 'succeeded', 3)).toEqual({ attempts: 3 });
   });
-  it('ignores non-terminal reports from an older attempt and repeated retry reports', () => {
-    expect(decideTransition('running', 2, 'queued', 1)).toBeNull();
-    expect(decideTransition('running', 2, 'queued', 2)).toEqual({ attempts: 2 });
-    expect(decideTransition('queued', 2, 'queued', 2)).toBeNull();
-    expect(decideTransition('running', 2, 'queued')).toBeNull();
+  it('lets the coord end a job or give it a node, but no report move it back to queued', () => {
+    expect(decideTransition('queued', 0, 'failed')).toEqual({ attempts: 0 });
+    expect(decideTransition('running', 2, 'refused')).toEqual({ attempts: 2 });
     expect(decideTransition('admitted', 0, 'queued')).toEqual({ attempts: 0 });
-  });
-  it('accepts a terminal report and never lowers the attempt count', () => {
-    expect(decideTransition('running', 3, 'succeeded', 2)).toEqual({ attempts: 3 });
-    expect(decideTransition('queued', 0, 'failed', 1)).toEqual({ attempts: 1 });
+    expect(decideTransition('running', 2, 'queued', 2)).toBeNull();
+    expect(decideTransition('running', 2, 'queued')).toBeNull();
+    expect(decideTransition('queued', 2, 'queued')).toBeNull();
   });
 });
 
@@ -201,15 +200,17 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       await expect(ledger.listJobs({ limit: 3, cursor: 'not-a-cursor' })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
     });
 
-    it('walks admitted → queued → running → retry → running → succeeded and records each step as a status event', async () => {
+    it('walks admitted → queued (attempt 1) → running → retry as attempt 2 → running → succeeded, recording each step', async () => {
       const id = uid('life');
       await ledger.insertJob(job(id));
-      const q = await ledger.transitionJob(id, 'queued', { node: 'n1' });
-      expect(q).toMatchObject({ status: 'queued', node: 'n1', attempts: 0, event: { seq: 2, type: 'status' } });
+      const q = await ledger.dispatchAttempt(id, 'n1');
+      expect(q).toMatchObject({ status: 'queued', node: 'n1', attempts: 1, event: { seq: 2, type: 'status', message: 'queued for node n1 (attempt 1)' } });
       expect((await ledger.transitionJob(id, 'running', { attempt: 1, node: 'n1' }))!.attempts).toBe(1);
-      const retry = await ledger.transitionJob(id, 'queued', { attempt: 1, errorCode: 'COMMAND_FAILED', errorMessage: 'boom' });
-      expect(retry).toMatchObject({ status: 'queued', attempts: 1, errorCode: 'COMMAND_FAILED' });
+      await ledger.recordAttempt(id, 1, 'n1', 'failed', 'COMMAND_FAILED');
+      const retry = await ledger.dispatchAttempt(id, 'n1');
+      expect(retry).toMatchObject({ status: 'queued', attempts: 2, node: 'n1' });
       expect((await ledger.transitionJob(id, 'running', { attempt: 2 }))!.attempts).toBe(2);
+      await ledger.recordAttempt(id, 2, 'n1', 'running');
       const done = await ledger.transitionJob(id, 'succeeded', { attempt: 2, result: { vm: 'vm-1', ips: ['10.0.0.2'] }, message: 'succeeded in 5 ms', eventData: { ms: 5 } });
       expect(done).toMatchObject({ status: 'succeeded', attempts: 2, result: { vm: 'vm-1', ips: ['10.0.0.2'] }, errorCode: null, errorMessage: null });
       expect(done!.finishedAt).toBeInstanceOf(Date);
@@ -217,6 +218,27 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       const events = await ledger.listJobEvents(id, 0, 100);
       expect(events.map((e) => (e.data as { status: string }).status)).toEqual(['admitted', 'queued', 'running', 'queued', 'running', 'succeeded']);
       expect(events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      // Every attempt is in the ledger with its number, node and times; the job's end closed the running one.
+      const attempts = await ledger.listAttempts(id);
+      expect(attempts.map((a) => [a.attempt, a.node, a.outcome, a.errorCode])).toEqual([[1, 'n1', 'failed', 'COMMAND_FAILED'], [2, 'n1', 'succeeded', null]]);
+      for (const a of attempts) expect([a.dispatchedAt, a.startedAt, a.finishedAt].every((d) => d instanceof Date)).toBe(true);
+      // A terminal job gets no new attempt.
+      expect(await ledger.dispatchAttempt(id, 'n1')).toBeNull();
+    });
+
+    it('supersedes an attempt replaced unfinished, and leaves no attempt open once the job is terminal', async () => {
+      const id = uid('supersede');
+      await ledger.insertJob(job(id));
+      await ledger.dispatchAttempt(id, 'n1');
+      await ledger.transitionJob(id, 'running', { attempt: 1, node: 'n1' });
+      await ledger.recordAttempt(id, 1, 'n1', 'running');
+      // The queue lost attempt 1 (or it stalled): attempt 2 replaces it.
+      await ledger.dispatchAttempt(id, 'n1');
+      expect((await ledger.listAttempts(id)).map((a) => [a.attempt, a.outcome])).toEqual([[1, 'superseded'], [2, 'queued']]);
+      await ledger.transitionJob(id, 'failed', { errorCode: 'ENVELOPE_EXPIRED', errorMessage: 'x' });
+      const after = await ledger.listAttempts(id);
+      expect(after.map((a) => [a.attempt, a.outcome])).toEqual([[1, 'superseded'], [2, 'superseded']]);
+      expect(after.every((a) => a.finishedAt instanceof Date)).toBe(true);
     });
 
     it('never changes a terminal job again', async () => {
@@ -235,25 +257,28 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       }
     });
 
-    it("ignores an older attempt's late report and duplicates of the current one (fencing)", async () => {
+    it("ignores an older attempt's late report, an unassigned attempt's, and duplicates of the current one (fencing)", async () => {
       const id = uid('fence');
       await ledger.insertJob(job(id));
+      await ledger.dispatchAttempt(id, 'n1');
       await ledger.transitionJob(id, 'running', { attempt: 1, node: 'n1' });
-      await ledger.transitionJob(id, 'running', { attempt: 2, node: 'n2' });
+      await ledger.dispatchAttempt(id, 'n1');
+      expect(await ledger.transitionJob(id, 'running', { attempt: 3, node: 'n1' })).toBeNull();
+      await ledger.transitionJob(id, 'running', { attempt: 2, node: 'n1' });
       expect(await ledger.transitionJob(id, 'running', { attempt: 1, node: 'n1' })).toBeNull();
-      expect(await ledger.transitionJob(id, 'queued', { attempt: 1, errorCode: 'COMMAND_FAILED' })).toBeNull();
-      expect(await ledger.transitionJob(id, 'running', { attempt: 2, node: 'n2' })).toBeNull();
-      expect(await ledger.getJob(id)).toMatchObject({ status: 'running', attempts: 2, node: 'n2', errorCode: null });
-      expect(await ledger.transitionJob(id, 'queued', { attempt: 2, errorCode: 'COMMAND_FAILED' })).not.toBeNull();
-      expect(await ledger.transitionJob(id, 'queued', { attempt: 2, errorCode: 'COMMAND_FAILED' })).toBeNull();
+      expect(await ledger.transitionJob(id, 'succeeded', { attempt: 1, result: 'stale' })).toBeNull();
+      expect(await ledger.transitionJob(id, 'running', { attempt: 2, node: 'n1' })).toBeNull();
+      expect(await ledger.getJob(id)).toMatchObject({ status: 'running', attempts: 2, node: 'n1', errorCode: null, result: null });
+      expect(await ledger.transitionJob(id, 'succeeded', { attempt: 2, result: 'fresh' })).not.toBeNull();
     });
 
     it('serialises racing transitions: of many identical running reports exactly one applies', async () => {
       const id = uid('race-transition');
       await ledger.insertJob(job(id));
+      await ledger.dispatchAttempt(id, 'n1');
       const results = await Promise.all(Array.from({ length: 10 }, () => ledger.transitionJob(id, 'running', { attempt: 1, node: 'n1' })));
       expect(results.filter((r) => r !== null)).toHaveLength(1);
-      expect((await ledger.listJobEvents(id, 0, 100)).length).toBe(2);
+      expect((await ledger.listJobEvents(id, 0, 100)).length).toBe(3);
     });
 
     it('returns null for an unknown job and refuses an unknown status', async () => {
@@ -472,6 +497,7 @@ describe('PGlite data folder', () => {
     const first = await openLedger({ dataDir });
     const id = uid('persist');
     await first.insertJob(job(id));
+    await first.dispatchAttempt(id, 'n1');
     await first.transitionJob(id, 'running', { attempt: 1, node: 'n1' });
     await first.appendJobEvent(id, { type: 'log', message: 'hello' });
     await first.putKeySet({ version: 7, envelope: 'kept', signerKeyids: ['k1'] });
@@ -482,7 +508,7 @@ describe('PGlite data folder', () => {
     const second = await openLedger({ dataDir });
     try {
       expect(await second.getJob(id)).toMatchObject({ status: 'running', attempts: 1, node: 'n1' });
-      expect((await second.listJobEvents(id, 0, 10)).map((e) => e.message)).toEqual(['admitted', 'admitted → running (attempt 1 on n1)', 'hello']);
+      expect((await second.listJobEvents(id, 0, 10)).map((e) => e.message)).toEqual(['admitted', 'queued for node n1 (attempt 1)', 'queued → running (attempt 1 on n1)', 'hello']);
       expect(await second.currentKeySet()).toEqual({ version: 7, envelope: 'kept' });
       expect(await second.verifyAudit()).toMatchObject({ ok: true, count: 1, head: { hash: entry.hash } });
       expect(await migrate(second.db)).toEqual([]);

@@ -60,6 +60,7 @@ export const ERROR_CODES = Object.freeze({
     THRESHOLD_NOT_MET: { message: 'A dangerous capability needs more distinct signers', status: 403, retryable: false },
     JOB_ID_CONFLICT: { message: 'A different envelope already uses this job id', status: 409, retryable: false },
     SECURITY_EVENT: { message: 'Work reached a node without a valid envelope and was refused', status: 403, retryable: false },
+    JOB_REPLAYED: { message: 'A job attempt this node has already started reappeared in its queue; it was refused, not run again', status: 409, retryable: false },
   }),
   ...area('sandbox', {
     SCRIPT_ERROR: { message: 'The script threw an error', status: 422, retryable: false },
@@ -72,6 +73,8 @@ export const ERROR_CODES = Object.freeze({
     HOST_CALL_INVALID: { message: 'A host call was made with arguments that do not match its schema', status: 422, retryable: false },
     HOST_CALL_DENIED: { message: 'A host call was made without its capability', status: 403, retryable: false },
     WORKER_CRASHED: { message: 'The sandbox worker died unexpectedly', status: 500, retryable: true },
+    JOURNAL_UNAVAILABLE: { message: "The node's effect journal cannot be written, so no effect may be applied", status: 503, retryable: true },
+    JOURNAL_MISMATCH: { message: 'The script made other host calls than an earlier attempt of the same job journaled; it is not deterministic', status: 422, retryable: false },
   }),
   ...area('sal', {
     SAL_INVALID_ARGUMENT: { message: 'A SAL argument is invalid', status: 400, retryable: false },
@@ -129,6 +132,7 @@ export const ERROR_CODES = Object.freeze({
   }),
   ...area('cli', {
     USAGE: { message: 'The command line is not valid (see --help)', status: 400, retryable: false },
+    WAIT_TIMEOUT: { message: 'The job did not end within --wait-timeout (it may still end later)', status: 504, retryable: true },
   }),
 });
 

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   EVENT_STREAM_FIELD, MAX_EVENTS_PER_BATCH, encodeFailureReason, encodeRunnerEventBatch, encodeSupervisorReport, eventStreamFields, parseBatchSubmitAnswer,
-  parseFailureReason, parseJobEventMessage, parseJobView, parseQueueJobData, parseRunnerEventBatch, parseSubmitAnswer, parseSupervisorReport, queueJobData,
+  parseFailureReason, parseJobEventMessage, parseJobView, parseQueueJobData, parseQueueJobId, queueJobId, MAX_ATTEMPT_NUMBER, parseRunnerEventBatch, parseSubmitAnswer, parseSupervisorReport, queueJobData,
   parseErrorAnswer, parseJobPage, parseQueueStateAnswer, readAnswer, parseSupervisorSubmitAnswer, errorAnswer, queueJobEnvelope, readEventStreamEntry, utf8, type RunnerEvent,
   type RunnerEventBatch,
 } from '../src/index.ts';
@@ -20,8 +20,14 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 describe('queue seam (BullMQ job data, failure reasons)', () => {
-  it('takes exactly the envelope, and refuses anything beside it or instead of it', () => {
-    expect(parseQueueJobData(queueJobData('{"e":1}'))).toEqual({ envelope: '{"e":1}' });
+  it('takes exactly the envelope and the attempt, and refuses anything beside them or instead of them', () => {
+    expect(parseQueueJobData(queueJobData('{"e":1}', 2))).toEqual({ envelope: '{"e":1}', attempt: 2 });
+    for (const attempt of [0, -1, 1.5, '1', null, MAX_ATTEMPT_NUMBER + 1]) expect(codeOf(() => parseQueueJobData({ envelope: 'x', attempt })), String(attempt)).toBe('SECURITY_EVENT');
+    expect(codeOf(() => parseQueueJobData({ envelope: 'x' }))).toBe('SECURITY_EVENT');
+    // Each attempt is its own queue entry: `<job>@<attempt>`, split unambiguously (`@` is not in job ids).
+    expect(queueJobId('job-1', 3)).toBe('job-1@3');
+    expect(parseQueueJobId('a.b-c@12')).toEqual({ jobId: 'a.b-c', attempt: 12 });
+    for (const bad of ['job-1', '@1', 'job@0', 'job@01', 'job@x', 'job@', `job@${MAX_ATTEMPT_NUMBER + 1}`]) expect(parseQueueJobId(bad), bad).toBeNull();
     expect(codeOf(() => parseQueueJobData({ envelope: 'x', job: { id: 'parsed copy' } }))).toBe('SECURITY_EVENT');
     expect(codeOf(() => parseQueueJobData({ envelope: 42 }))).toBe('SECURITY_EVENT');
     expect(codeOf(() => parseQueueJobData(['x']))).toBe('SECURITY_EVENT');
@@ -100,7 +106,7 @@ describe('HTTP seam (answers the CLI reads)', () => {
     expect(codeOf(() => parseBatchSubmitAnswer({ results: [{ id: 'j', error: { code: 'X', message: '', retryable: 'no' } }] }))).toBe('SCHEMA_INVALID');
     expect(codeOf(() => parseJobView({ ...view, attempts: -1 }))).toBe('SCHEMA_INVALID');
     expect(codeOf(() => parseJobView({ ...view, secret: 1 }))).toBe('UNKNOWN_FIELD');
-    const attempt = { attempt: 1, node: 'n', startedAt: 'a', finishedAt: null, outcome: 'running', errorCode: null };
+    const attempt = { attempt: 1, node: 'n', dispatchedAt: 'd', startedAt: 'a', finishedAt: null, outcome: 'running', errorCode: null };
     expect(parseJobView({ ...view, attemptHistory: [attempt] }).attemptHistory).toEqual([attempt]);
     expect(codeOf(() => parseJobView({ ...view, attemptHistory: [{ ...attempt, outcome: 'lost' }] }))).toBe('SCHEMA_INVALID');
     expect(parseJobPage({ jobs: [view], nextCursor: null }).jobs).toHaveLength(1);
@@ -130,8 +136,10 @@ describe('error answers and the supervisor HTTP seam', () => {
   it('parses the supervisor answers strictly', () => {
     expect(parseSupervisorSubmitAnswer({ jobId: 'j', node: 'n' })).toEqual({ jobId: 'j', node: 'n' });
     expect(codeOf(() => parseSupervisorSubmitAnswer({ jobId: 'j' }))).toBe('SCHEMA_INVALID');
-    expect(parseQueueStateAnswer({ state: 'failed', failedReason: 'r' })).toEqual({ state: 'failed', failedReason: 'r' });
-    expect(codeOf(() => parseQueueStateAnswer({ state: 'gone' }))).toBe('SCHEMA_INVALID');
-    expect(codeOf(() => parseQueueStateAnswer({ state: 'active', returnvalue: 1 }))).toBe('UNKNOWN_FIELD');
+    expect(parseQueueStateAnswer({ state: 'failed', failedReason: 'r', held: 'no' })).toEqual({ state: 'failed', failedReason: 'r', held: 'no' });
+    expect(codeOf(() => parseQueueStateAnswer({ state: 'gone', held: 'no' }))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseQueueStateAnswer({ state: 'missing' }))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseQueueStateAnswer({ state: 'missing', held: 'maybe' }))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseQueueStateAnswer({ state: 'active', held: 'yes', returnvalue: 1 }))).toBe('UNKNOWN_FIELD');
   });
 });

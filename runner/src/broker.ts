@@ -18,11 +18,15 @@ export type HostTable = Map<string, HostFunction>;
 export class HostBroker {
   constructor(private readonly table: HostTable) {}
 
-  async call(job: HostCallJob, name: string, args: JsonValue): Promise<JsonValue> {
+  /** Throws unless this job may make this call here: capability granted, arguments valid, function present. */
+  check(job: HostCallJob, name: string, args: JsonValue): void {
     checkCapabilityCall(job.caps, name, args);
-    const fn = this.table.get(name);
-    if (!fn) throw new WritError('HOST_CALL_DENIED', `capability ${JSON.stringify(name)} is not available on this node`, { capability: name });
-    return fn.run(args, job);
+    if (!this.table.has(name)) throw new WritError('HOST_CALL_DENIED', `capability ${JSON.stringify(name)} is not available on this node`, { capability: name });
+  }
+
+  async call(job: HostCallJob, name: string, args: JsonValue): Promise<JsonValue> {
+    this.check(job, name, args);
+    return this.table.get(name)!.run(args, job);
   }
 }
 

@@ -9,10 +9,11 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   BULL_PREFIX, JOB_ID_PATTERN, KeySetHolder, MAX_EVENTS_PER_BATCH, PAYLOAD_TYPES, RUNNER_BATCH_TARGET_BYTES, WritError, authorizeJob, checkAudience, checkJobTimes, encodeEnvelope, encodeFailureReason,
-  encodeRunnerEventBatch, eventStreamFields, parseJobPayload, parseQueueJobData, queueJobEnvelope, queueNames, redisKeys, signEnvelope, targetMatchesNode, toErrorJSON,
-  verifyEnvelope, type ErrorJSON, type JobPayload, type KeyPair, type KeyRef, type NodeView, type RunnerEvent,
+  encodeRunnerEventBatch, eventStreamFields, parseJobPayload, parseQueueJobData, parseQueueJobId, queueJobEnvelope, queueJobId, queueNames, redisKeys, signEnvelope, targetMatchesNode, toErrorJSON,
+  verifyEnvelope, type ErrorJSON, type JobPayload, type JsonValue, type KeyPair, type KeyRef, type NodeView, type RunnerEvent,
 } from '@writ/protocol';
-import { HostBroker, SandboxPool, defaultHostTable, type HostTable, type SandboxJob } from './sandbox/index.ts';
+import { EffectJournal, parseFailpoint, type JobRun, type JournalOutcome } from './journal.ts';
+import { HostBroker, SandboxPool, defaultHostTable, type HostCallJob, type HostTable, type SandboxJob } from './sandbox/index.ts';
 
 export interface RunnerLogger {
   info(obj: object, msg?: string): void;
@@ -28,8 +29,14 @@ export interface RunnerOptions {
   clusterId: string;
   /** Pinned admins who may sign the first key set this node accepts; later ones chain from the set held. */
   admins: { threshold: number; keys: KeyRef[] };
-  /** Where the highest accepted key set is kept across restarts (rollback protection). */
+  /**
+   * Where the highest accepted key set (rollback protection) and the effect journal (`journal/`, R2) are
+   * kept across restarts. Without one the journal lives in memory: effects are then exactly-once only
+   * while this process lives.
+   */
   stateDir?: string;
+  /** Kill this process at a journal failpoint (tests only; see journal.ts). Default: WRIT_FAILPOINT. */
+  failpoint?: string;
   labels?: Record<string, string>;
   redisUrl: string;
   /** Sandbox threads = jobs run at once (default 2). */
@@ -63,6 +70,10 @@ export class Runner {
   private flushing: Promise<void> | undefined;
   private readonly batchTag = randomBytes(6).toString('base64url');
   private batchSeq = 0;
+  private journal!: EffectJournal;
+  /** Executions in progress, by queue entry id (`<job>@<attempt>`): the journal side of their host calls. */
+  private readonly runs = new Map<string, JobRun>();
+  private pruneTimer: NodeJS.Timeout | undefined;
 
   private constructor(readonly opts: RunnerOptions) {
     this.log = opts.logger ?? silent;
@@ -79,10 +90,20 @@ export class Runner {
     await r.workerConn.connect();
     await r.loadPersistedKeySet();
     await r.refreshKeySet().catch((e) => r.log.warn({ err: (e as Error).message }, 'could not read the key set from Redis yet'));
+    r.journal = await EffectJournal.open({
+      dir: opts.stateDir ? path.join(opts.stateDir, 'journal') : null,
+      failpoint: parseFailpoint(opts.failpoint ?? process.env.WRIT_FAILPOINT),
+      onFailpoint: (point, step) => r.log.warn({ point, step }, 'failpoint reached: killing this process'),
+    });
+    if (!r.journal.durable) r.log.warn({}, 'no state dir: the effect journal is kept in memory and does not survive a restart');
+    const prune = () => void r.journal.prune(r.nowS()).then((n) => n > 0 && r.log.info({ removed: n }, 'pruned the journals of expired jobs'), () => {});
+    prune();
+    r.pruneTimer = setInterval(prune, 3600_000);
+    r.pruneTimer.unref();
     const broker = new HostBroker(opts.hostTable ?? defaultHostTable());
     r.pool = new SandboxPool({
       size: opts.concurrency ?? 2,
-      hostCall: (job, name, args) => broker.call(job, name, args),
+      hostCall: (job, name, args) => r.hostCall(broker, job, name, args),
       onLog: (job, level, message) => r.emit({ type: 'log', jobId: job.jobId, attempt: job.attempt, node: r.node.id, ts: Date.now(), level, message }),
     });
     await r.heartbeat();
@@ -94,7 +115,9 @@ export class Runner {
       concurrency: opts.concurrency ?? 2,
       lockDuration: opts.lockDurationMs ?? 30_000,
       stalledInterval: opts.stalledIntervalMs ?? 15_000,
-      maxStalledCount: 2,
+      // A stalled entry is not run again under the same attempt number: it fails, and the coord's reconciler
+      // dispatches a new attempt, which the journal fences against the stalled one (R3).
+      maxStalledCount: 0,
     });
     r.worker.on('error', (e) => r.log.warn({ err: e.message }, 'worker error'));
     r.log.info({ node: r.node.id, labels: r.node.labels }, 'runner started');
@@ -113,7 +136,9 @@ export class Runner {
     const now = Date.now();
     await this.redis
       .multi()
-      .hset(redisKeys.node(this.node.id), { labels: JSON.stringify(this.node.labels), running: String(this.running), version: this.opts.version ?? '0.1.0', seen: String(now) })
+      // `jobs` lists the attempts this process is executing: the reconciler does not re-dispatch a job a
+      // runner still holds, even when Redis lost its queue entry.
+      .hset(redisKeys.node(this.node.id), { labels: JSON.stringify(this.node.labels), running: String(this.running), jobs: JSON.stringify([...this.runs.keys()]), version: this.opts.version ?? '0.1.0', seen: String(now) })
       .zadd(redisKeys.nodes(), now, this.node.id)
       .exec();
   }
@@ -223,15 +248,16 @@ export class Runner {
   }
 
   /** Re-verifies the raw envelope and every binding; anything wrong is a permanent refusal and a security event. */
-  private async admitHere(bullJob: Job): Promise<JobPayload> {
+  private async admitHere(bullJob: Job, entry: { jobId: string; attempt: number }): Promise<JobPayload> {
     const raw = queueJobEnvelope(bullJob.data);
     await this.refreshKeySet();
     const nowS = this.nowS();
     this.keySets.ensureUsable(nowS);
     const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring });
     const job = parseJobPayload(verified.payload);
-    parseQueueJobData(bullJob.data);
-    if (job.id !== bullJob.id) throw new WritError('SECURITY_EVENT', `queue job ${bullJob.id} carries the envelope of job ${job.id}`);
+    const data = parseQueueJobData(bullJob.data);
+    if (job.id !== entry.jobId) throw new WritError('SECURITY_EVENT', `queue entry ${bullJob.id} carries the envelope of job ${job.id}`);
+    if (data.attempt !== entry.attempt) throw new WritError('SECURITY_EVENT', `queue entry ${bullJob.id} carries attempt ${data.attempt} in its data`);
     if (!targetMatchesNode(job.target, this.node)) {
       throw new WritError('TARGET_MISMATCH', `job targets ${'node' in job.target ? `node ${job.target.node}` : `labels ${JSON.stringify(job.target.selector)}`}, this is node ${this.node.id}`);
     }
@@ -241,37 +267,73 @@ export class Runner {
     return job;
   }
 
+  /** A host call from a sandbox: checked by the broker, then replayed, fenced and journaled by the job's run. */
+  private async hostCall(broker: HostBroker, job: HostCallJob, name: string, args: JsonValue): Promise<JsonValue> {
+    const run = this.runs.get(queueJobId(job.jobId, job.attempt));
+    if (!run) return broker.call(job, name, args);
+    broker.check(job, name, args); // a journaled result is handed back only for a call the job may make
+    return run.call(name, args, () => broker.call(job, name, args));
+  }
+
+  private async refuse(base: { jobId: string | null; attempt: number; node: string }, e: unknown, withResult: boolean): Promise<never> {
+    const error = toErrorJSON(e, true);
+    this.log.warn({ ...base, code: error.code, msg: error.message }, 'refused a job: security event');
+    await this.emit({ type: 'security', ...base, ts: Date.now(), error });
+    if (withResult && base.jobId !== null) await this.emit({ type: 'result', ...base, jobId: base.jobId, ts: Date.now(), ok: false, error, final: true, durationMs: 0 });
+    throw new UnrecoverableError(encodeFailureReason(error));
+  }
+
   private async process(bullJob: Job): Promise<unknown> {
-    const attempt = (bullJob.attemptsStarted ?? bullJob.attemptsMade + 1) || 1;
-    const jobId = bullJob.id ?? '';
-    // A queue entry whose id no job could have was written into Redis by something else. Reported under no
-    // job id: an id that breaks the event contract would get the whole signed batch, other jobs' results
-    // included, refused at the coord.
-    if (!JOB_ID_RE.test(jobId)) {
-      const error = toErrorJSON(new WritError('SECURITY_EVENT', `a queue entry with id ${JSON.stringify(jobId.slice(0, 200))}, which no job can have, was refused`), true);
-      this.log.warn({ node: this.node.id, code: error.code, msg: error.message }, 'refused a queue entry: security event');
-      await this.emit({ type: 'security', jobId: null, attempt: 0, node: this.node.id, ts: Date.now(), error });
-      throw new UnrecoverableError(encodeFailureReason(error));
+    const entry = parseQueueJobId(bullJob.id ?? '');
+    // A queue entry whose id no job attempt could have was written into Redis by something else. Reported
+    // under no job id: an id that breaks the event contract would get the whole signed batch, other jobs'
+    // results included, refused at the coord.
+    if (!entry || !JOB_ID_RE.test(entry.jobId)) {
+      const id = bullJob.id ?? '';
+      await this.refuse({ jobId: null, attempt: 0, node: this.node.id }, new WritError('SECURITY_EVENT', `a queue entry with id ${JSON.stringify(id.slice(0, 200))}, which no job attempt can have, was refused`), false);
     }
+    const { jobId, attempt } = entry!;
     const base = { jobId, attempt, node: this.node.id };
     let job: JobPayload;
     try {
-      job = await this.admitHere(bullJob);
+      job = await this.admitHere(bullJob, entry!);
     } catch (e) {
       const error = toErrorJSON(e, true);
       if (error.retryable) {
-        // Not a refusal: this node cannot judge the job yet (no key set). Let BullMQ retry it later.
+        // Not a refusal: this node cannot judge the job yet (no key set). The coord dispatches it again.
         this.log.warn({ ...base, code: error.code, msg: error.message }, 'cannot check the job yet; it will be retried');
-        const final = bullJob.attemptsMade + 1 >= (bullJob.opts.attempts ?? 1);
-        await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final, durationMs: 0 });
+        await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: false, durationMs: 0 });
         throw new Error(encodeFailureReason(error));
       }
-      this.log.warn({ ...base, code: error.code, msg: error.message }, 'refused a job: security event');
-      await this.emit({ type: 'security', ...base, ts: Date.now(), error });
-      await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: true, durationMs: 0 });
-      throw new UnrecoverableError(encodeFailureReason(error));
+      return this.refuse(base, e, true);
     }
+    // The journal decides whether this attempt may run here at all (T15).
+    let history;
+    try {
+      history = await this.journal.read(jobId);
+    } catch (e) {
+      return this.failRetryable(base, e);
+    }
+    const finished = history.finished;
+    if (finished && attempt > finished.attempt) {
+      // A new attempt for a job this node already finished (its result was lost, with Redis or on the way):
+      // report the journaled outcome for this attempt; nothing runs again.
+      await this.emit({ type: 'log', ...base, ts: Date.now(), level: 'info', message: `attempt ${finished.attempt} finished this job on ${this.node.id}; reporting its journaled outcome instead of running it again` });
+      return this.report(base, finished.outcome, finished.durationMs);
+    }
+    if (attempt <= history.highestAttempt) {
+      await this.refuse(base, new WritError('JOB_REPLAYED', `attempt ${attempt} of job ${jobId} was already started on node ${this.node.id}${finished ? ` and the job finished (attempt ${finished.attempt})` : ''}; a queue entry for it reappeared and was not run`, { attempt, started: history.highestAttempt }), false);
+    }
+    let run: JobRun;
+    try {
+      run = await this.journal.begin(jobId, attempt, job.exp);
+    } catch (e) {
+      return this.failRetryable(base, e);
+    }
+    const key = queueJobId(jobId, attempt);
+    this.runs.set(key, run);
     await this.emit({ type: 'status', ...base, ts: Date.now(), status: 'running' });
+    if (run.replay.size > 0) await this.emit({ type: 'log', ...base, ts: Date.now(), level: 'info', message: `resuming: ${run.replay.size} host call(s) of earlier attempts are journaled and are replayed, not made again` });
     this.running++;
     const sjob: SandboxJob = { jobId, attempt, source: job.script.source, args: job.args, caps: job.caps, limits: job.limits, pins: job.pins };
     let outcome;
@@ -279,29 +341,80 @@ export class Runner {
       outcome = await this.pool.run(sjob);
     } finally {
       this.running--;
+      this.runs.delete(key);
     }
+    if (run.fenced) {
+      // A newer attempt owns the job; this execution's outcome is not the job's.
+      const error = toErrorJSON(run.fenced, true);
+      this.log.warn({ ...base, code: error.code, msg: error.message }, 'attempt superseded: stopped without applying further effects');
+      await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: true, durationMs: outcome.durationMs });
+      throw new UnrecoverableError(encodeFailureReason(error));
+    }
+    const journaled: JournalOutcome = outcome.ok ? { ok: true, value: outcome.value } : { ok: false, error: outcome.error };
+    try {
+      await run.end(journaled, outcome.durationMs);
+    } catch (e) {
+      // The outcome is reported anyway; without its end record a later attempt runs the script again and
+      // replays every journaled call, so no effect repeats.
+      this.log.warn({ ...base, err: (e as Error).message }, 'could not journal the outcome');
+    }
+    return this.report(base, journaled, outcome.durationMs);
+  }
+
+  /** Reports an attempt's outcome and ends the queue entry accordingly. */
+  private async report(base: { jobId: string; attempt: number; node: string }, outcome: JournalOutcome, durationMs: number): Promise<unknown> {
     if (outcome.ok) {
-      await this.emit({ type: 'result', ...base, ts: Date.now(), ok: true, value: outcome.value, durationMs: outcome.durationMs });
-      return { ok: true, durationMs: outcome.durationMs };
+      await this.emit({ type: 'result', ...base, ts: Date.now(), ok: true, value: outcome.value, durationMs });
+      return { ok: true, durationMs };
     }
+    // `final` says the error is permanent; whether a retryable one is retried is the coord's call (it
+    // counts the attempts and assigns the next number).
     const error: ErrorJSON = outcome.error;
-    const attemptsAllowed = bullJob.opts.attempts ?? 1;
-    const final = !error.retryable || bullJob.attemptsMade + 1 >= attemptsAllowed;
-    await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final, durationMs: outcome.durationMs });
+    await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: !error.retryable, durationMs });
     if (!error.retryable) throw new UnrecoverableError(encodeFailureReason(error));
     throw new Error(encodeFailureReason(error));
   }
 
-  /** Stops taking jobs, lets running ones finish (up to `timeoutMs`), then closes everything. */
+  private async failRetryable(base: { jobId: string; attempt: number; node: string }, e: unknown): Promise<never> {
+    const error = toErrorJSON(e, true);
+    this.log.error({ ...base, code: error.code, msg: error.message }, 'the effect journal cannot be used; the job is not run');
+    await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: false, durationMs: 0 });
+    throw new Error(encodeFailureReason(error));
+  }
+
+  /**
+   * Stops taking jobs, lets running ones finish, then closes everything: all within `timeoutMs`, whether or not
+   * Redis is reachable (a runner whose Redis is gone must still stop when told to).
+   */
   async close(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const byDeadline = async (p: Promise<unknown>): Promise<boolean> => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), Math.max(0, deadline - Date.now()))));
+      try {
+        return await Promise.race([p.then(() => true, () => true), late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    const redisUp = () => this.redis.status === 'ready' && this.workerConn.status === 'ready';
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    const closing = this.worker.close();
-    const timer = new Promise((r) => setTimeout(r, timeoutMs).unref());
-    await Promise.race([closing, timer]);
-    await this.pool.close();
-    await this.flushing; // the last results go out before the connection closes
-    await this.redis.quit().catch(() => this.redis.disconnect());
-    await this.workerConn.quit().catch(() => this.workerConn.disconnect());
+    // Pausing takes no new jobs without asking Redis; running scripts get the grace to finish.
+    await byDeadline(this.worker.pause(true));
+    while (this.running > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    // BullMQ's graceful close records the outcomes and waits for Redis as long as that takes: with Redis gone,
+    // close by force instead (the journal holds the outcomes; a restarted runner reports them).
+    if (redisUp()) {
+      if (!(await byDeadline(this.worker.close()))) await this.worker.backend.blockingConnection?.disconnect(false).catch(() => {});
+    } else {
+      await byDeadline(this.worker.close(true));
+    }
+    await byDeadline(this.pool.close());
+    if (redisUp()) await byDeadline(this.flushing ?? Promise.resolve()); // the last results go out before the connection closes
+    for (const c of [this.redis, this.workerConn]) {
+      if (c.status === 'ready') await byDeadline(c.quit());
+      c.disconnect(); // also ends reconnecting to a Redis that is gone, which would keep the process alive
+    }
   }
 }
 

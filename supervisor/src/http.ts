@@ -2,10 +2,10 @@
 // Every route needs the bearer token the coord was given, except /healthz and /readyz.
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { errorAnswer, errorCodeOf, parseStrictJson, toErrorJSON, ERROR_CODES, type QueueStateAnswer, type SupervisorSubmitAnswer } from '@writ/protocol';
+import { errorAnswer, errorCodeOf, parseStrictJson, toErrorJSON, ERROR_CODES, MAX_ATTEMPT_NUMBER, WritError, type QueueStateAnswer, type SupervisorSubmitAnswer } from '@writ/protocol';
 import type { Supervisor } from './supervisor.ts';
 
-export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submit', 'POST /v1/enqueue', 'GET /v1/jobs/:node/:id', 'PUT /v1/keyset'] as const;
+export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submit', 'POST /v1/enqueue', 'GET /v1/jobs/:node/:id/:attempt', 'PUT /v1/keyset'] as const;
 
 export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 + 4096, requestIdHeader: false, ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } } });
@@ -40,22 +40,36 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Pro
     const h = await sup.health();
     return reply.code(h.redis ? 200 : 503).send({ ok: h.redis, redis: h.redis });
   });
-  app.post('/v1/submit', { schema: { querystring: { type: 'object', additionalProperties: false, properties: { node: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' } } } } }, async (req) => {
-    const node = (req.query as { node?: string }).node;
-    const r = await sup.submit((req as { rawBody?: string }).rawBody!, node ? { node } : {});
+  app.post('/v1/submit', {
+    schema: {
+      querystring: {
+        type: 'object', additionalProperties: false,
+        properties: { node: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' }, attempt: { type: 'integer', minimum: 1, maximum: MAX_ATTEMPT_NUMBER }, delayMs: { type: 'integer', minimum: 0, maximum: 3_600_000 } },
+      },
+    },
+  }, async (req) => {
+    const q = req.query as { node?: string; attempt?: number; delayMs?: number };
+    const r = await sup.submit((req as { rawBody?: string }).rawBody!, { ...(q.node ? { node: q.node } : {}), attempt: q.attempt ?? 1, ...(q.delayMs ? { delayMs: q.delayMs } : {}) });
     return { jobId: r.jobId, node: r.node } satisfies SupervisorSubmitAnswer;
   });
   app.post('/v1/enqueue', {
-    schema: { body: { type: 'object', additionalProperties: false, required: ['jobId', 'node', 'envelope'], properties: { jobId: { type: 'string', maxLength: 128 }, node: { type: 'string', maxLength: 63 }, envelope: { type: 'string' } } } },
+    schema: {
+      body: {
+        type: 'object', additionalProperties: false, required: ['jobId', 'node', 'envelope', 'attempt'],
+        properties: { jobId: { type: 'string', maxLength: 128 }, node: { type: 'string', maxLength: 63 }, envelope: { type: 'string' }, attempt: { type: 'integer', minimum: 1, maximum: MAX_ATTEMPT_NUMBER }, delayMs: { type: 'integer', minimum: 0, maximum: 3_600_000 } },
+      },
+    },
   }, async (req) => {
-    const b = req.body as { jobId: string; node: string; envelope: string };
-    await sup.enqueue(b.jobId, b.node, b.envelope);
+    const b = req.body as { jobId: string; node: string; envelope: string; attempt: number; delayMs?: number };
+    await sup.enqueue(b.jobId, b.node, b.envelope, b.attempt, b.delayMs);
     return { ok: true };
   });
-  app.get('/v1/jobs/:node/:id', async (req) => {
-    const { node, id } = req.params as { node: string; id: string };
-    const st = await sup.jobState(id, node);
-    return { state: st.state, ...(st.failedReason ? { failedReason: st.failedReason } : {}) } satisfies QueueStateAnswer;
+  app.get('/v1/jobs/:node/:id/:attempt', async (req) => {
+    const { node, id, attempt } = req.params as { node: string; id: string; attempt: string };
+    const n = Number(attempt);
+    if (!Number.isSafeInteger(n) || n < 1 || n > MAX_ATTEMPT_NUMBER) throw new WritError('BAD_REQUEST', `attempt must be a whole number from 1 to ${MAX_ATTEMPT_NUMBER}`);
+    const st = await sup.jobState(id, n, node);
+    return { state: st.state, held: st.held, ...(st.failedReason ? { failedReason: st.failedReason } : {}) } satisfies QueueStateAnswer;
   });
   // The body is a signed key set envelope; it is verified against the key set held (or the pinned admins).
   app.put('/v1/keyset', async (req) => sup.setKeySet((req as { rawBody?: string }).rawBody!));

@@ -1,5 +1,5 @@
 // @writ/supervisor: admission, enqueue, result collection.
-export { Supervisor, pickNode, type ReportSink, type SupervisorOptions, type QueueState, type Logger } from './supervisor.ts';
+export { Supervisor, pickNode, type ReportSink, type SupervisorOptions, type QueueState, type Logger, type DispatchItem } from './supervisor.ts';
 export { admitEnvelope, type Admitted } from './admission.ts';
 export { buildSupervisorApp, httpReportSink, SUPERVISOR_ROUTES } from './http.ts';
 export { checkRedisEviction, assertRedisSafe, type RedisCheckResult } from './redis-check.ts';

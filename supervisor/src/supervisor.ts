@@ -4,8 +4,9 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { parseRedisUrl } from '@writ/protocol'; // REDIS_URL: plain or Sentinel
 import {
-  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, QUEUE_JOB_NAME, WritError, encodeEnvelope, encodeSupervisorReport, pickByJobId, queueJobData, queueNames,
-  REPORT_TARGET_BYTES, readEventStreamEntry, redisKeys, signEnvelope, targetMatchesNode, type JobPayload, type QueueState, type ReportEntry, type SupervisorReport, type KeyPair, type KeyRef, type NodeView,
+  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, QUEUE_JOB_NAME, WritError, encodeEnvelope, encodeSupervisorReport, pickByJobId, queueJobData, queueJobId, queueNames,
+  REPORT_TARGET_BYTES, readEventStreamEntry, redisKeys, signEnvelope, targetMatchesNode, type HolderState, type JobPayload, type QueueState, type ReportEntry, type SupervisorReport, type KeyPair,
+  type KeyRef, type NodeView,
 } from '@writ/protocol';
 import { admitEnvelope, type Admitted } from './admission.ts';
 import { assertRedisSafe } from './redis-check.ts';
@@ -31,7 +32,10 @@ export interface SupervisorOptions {
   admins: { threshold: number; keys: KeyRef[] };
   sink: ReportSink;
   logger?: Logger;
-  /** BullMQ attempts per job (transient failures retry with exponential backoff). */
+  /**
+   * Unused: every attempt is assigned by the ledger and gets its own queue entry, so BullMQ never retries an
+   * entry itself (the coord retries transient failures with backoff). Accepted for old configurations.
+   */
   attempts?: number;
   backoffMs?: number;
   /** A node is live when its heartbeat is younger than this. */
@@ -42,6 +46,17 @@ export interface SupervisorOptions {
 }
 
 export type { QueueState };
+
+/** One attempt to put on a node's queue. */
+export interface DispatchItem {
+  jobId: string;
+  node: string;
+  envelope: string;
+  /** The attempt number the ledger assigned. */
+  attempt: number;
+  /** Hold the entry back this long (a retry's backoff). */
+  delayMs?: number;
+}
 
 export class Supervisor {
   readonly keySets: KeySetHolder;
@@ -153,21 +168,24 @@ export class Supervisor {
     return this.nodeCache.nodes;
   }
 
-  /** Verifies and authorises an envelope, then enqueues it for its node. Idempotent by job id. */
-  async submit(raw: string, opts: { node?: string } = {}): Promise<{ jobId: string; node: string; admitted: Admitted }> {
+  /**
+   * Verifies and authorises an envelope, then enqueues attempt `attempt` (default 1) of it for its node.
+   * Idempotent per attempt.
+   */
+  async submit(raw: string, opts: { node?: string; attempt?: number; delayMs?: number } = {}): Promise<{ jobId: string; node: string; admitted: Admitted }> {
     const nodes = await this.nodesFresh();
     const admitted = admitEnvelope(raw, this.keySets, {
       clusterId: this.opts.clusterId,
       nowS: this.nowS(),
       pickNode: (job) => pickNode(job, nodes, opts.node),
     });
-    await this.enqueue(admitted.job.id, admitted.node.id, raw);
+    await this.enqueueMany([{ jobId: admitted.job.id, node: admitted.node.id, envelope: raw, attempt: opts.attempt ?? 1, ...(opts.delayMs ? { delayMs: opts.delayMs } : {}) }]);
     return { jobId: admitted.job.id, node: admitted.node.id, admitted };
   }
 
-  /** Puts the untouched envelope on the node's queue; BullMQ job id = envelope job id, so this is idempotent. */
-  async enqueue(jobId: string, node: string, raw: string): Promise<void> {
-    await this.enqueueMany([{ jobId, node, envelope: raw }]);
+  /** Puts the untouched envelope on the node's queue as attempt `attempt`; idempotent per attempt. */
+  async enqueue(jobId: string, node: string, raw: string, attempt: number, delayMs?: number): Promise<void> {
+    await this.enqueueMany([{ jobId, node, envelope: raw, attempt, ...(delayMs ? { delayMs } : {}) }]);
   }
 
   /**
@@ -175,8 +193,8 @@ export class Supervisor {
    * the same key set a moment ago; verifying again here would only repeat it). One bulk add per node queue.
    * The runner verifies every envelope again on its own (T11).
    */
-  async enqueueMany(items: readonly { jobId: string; node: string; envelope: string }[]): Promise<void> {
-    const byNode = new Map<string, { jobId: string; envelope: string }[]>();
+  async enqueueMany(items: readonly DispatchItem[]): Promise<void> {
+    const byNode = new Map<string, DispatchItem[]>();
     for (const it of items) {
       const list = byNode.get(it.node) ?? [];
       list.push(it);
@@ -184,27 +202,45 @@ export class Supervisor {
     }
     await Promise.all([...byNode].map(([node, list]) => this.queue(node).addBulk(list.map((it) => ({
       name: QUEUE_JOB_NAME,
-      data: queueJobData(it.envelope),
+      data: queueJobData(it.envelope, it.attempt),
       opts: {
-        jobId: it.jobId,
-        attempts: this.opts.attempts ?? 3,
-        backoff: { type: 'exponential', delay: this.opts.backoffMs ?? 1000 },
+        // One entry per attempt, run at most once: retries are new attempts from the ledger.
+        jobId: queueJobId(it.jobId, it.attempt),
+        attempts: 1,
+        ...(it.delayMs ? { delay: it.delayMs } : {}),
         removeOnComplete: { age: 24 * 3600, count: 10_000 },
         removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
       },
     })))));
   }
 
-  async jobState(jobId: string, node: string): Promise<{ state: QueueState; returnvalue?: unknown; failedReason?: string; attemptsMade?: number }> {
+  /**
+   * Where attempt `attempt` of a job stands in its node's queue, and whether a runner of the node says it
+   * is executing it (from the node's heartbeat; `unknown` without a recent one).
+   */
+  async jobState(jobId: string, attempt: number, node: string): Promise<{ state: QueueState; failedReason?: string; held: HolderState }> {
+    const held = await this.holder(node, queueJobId(jobId, attempt));
     // State first, then the job's fields: BullMQ sets the state and failedReason in one script, so fields
     // read after a 'failed' state always carry the reason (read the other way round, a job failing in
     // between looked failed with no reason).
     const q = this.queue(node);
-    const state = (await q.getJobState(jobId)) as QueueState | 'unknown';
-    if (state === 'unknown') return { state: 'missing' };
-    const job = await q.getJob(jobId);
-    if (!job) return { state: 'missing' };
-    return { state, returnvalue: job.returnvalue, failedReason: job.failedReason, attemptsMade: job.attemptsMade };
+    const id = queueJobId(jobId, attempt);
+    const state = (await q.getJobState(id)) as QueueState | 'unknown';
+    if (state === 'unknown') return { state: 'missing', held };
+    const job = await q.getJob(id);
+    if (!job) return { state: 'missing', held };
+    return { state, held, ...(job.failedReason ? { failedReason: job.failedReason } : {}) };
+  }
+
+  private async holder(node: string, entry: string): Promise<HolderState> {
+    const [seen, jobs] = await this.redis.hmget(redisKeys.node(node), 'seen', 'jobs');
+    if (!seen || Date.now() - Number(seen) > (this.opts.nodeLivenessMs ?? 15_000)) return 'unknown';
+    try {
+      const list = JSON.parse(jobs ?? '[]') as unknown;
+      return Array.isArray(list) && list.includes(entry) ? 'yes' : 'no';
+    } catch {
+      return 'unknown';
+    }
   }
 
   async health(): Promise<{ redis: boolean }> {
@@ -270,9 +306,16 @@ export class Supervisor {
     if (this.repairTimer) clearInterval(this.repairTimer);
     // Unblock the XREADGROUP so the pump ends promptly.
     this.reader.disconnect();
-    await this.pump?.catch(() => {});
+    // A command sent while Redis is gone waits for it as long as it takes (maxRetriesPerRequest: null), and so
+    // would the pump on its XACK: while Redis is not there, drop the connection, which fails what waits and
+    // ends the reconnecting that would keep the process alive.
+    const pumped = (this.pump ?? Promise.resolve()).then(() => true, () => true);
+    while (!(await Promise.race([pumped, new Promise<false>((r) => setTimeout(() => r(false), 100))]))) {
+      if (this.redis.status !== 'ready') this.redis.disconnect();
+    }
     for (const q of this.queues.values()) await q.close();
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    if (this.redis.status === 'ready') await this.redis.quit().catch(() => {});
+    this.redis.disconnect();
   }
 }
 

@@ -6,11 +6,11 @@ import { openDb, type Db } from './db.ts';
 import { appendAudit, appendAuditIn, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
 import {
   DEFAULT_JOB_LIMITS, admitJobsIn, appendJobEvent, getJob, insertJob, listAttempts, listExpiredWaiting, listJobEvents, listJobs, listUnfinished,
-  recordAttempt, touchJob, transitionJob, transitionJobIn, type Admission, type AdmissionOutcome, type AttemptOutcome, type JobAttempt, type JobEvent, type JobEventInput, type JobLimits, type JobRecord, type JobStatus, type ListJobsQuery,
+  dispatchAttemptIn, recordAttempt, touchJob, transitionJob, transitionJobIn, type Admission, type AdmissionOutcome, type AttemptOutcome, type JobAttempt, type JobEvent, type JobEventInput, type JobLimits, type JobRecord, type JobStatus, type ListJobsQuery,
   type NewJob, type TransitionPatch, type TransitionedJob,
 } from './jobs.ts';
 import { migrate, schemaVersion } from './migrations.ts';
-import { applyRunnerEventsIn, type RecordedEvent } from './runner-events.ts';
+import { applyRunnerEventsIn, type AppliedEvents } from './runner-events.ts';
 import { SqlKeySetStore, SqlNodeStore } from '../nodes/sql-store.ts';
 
 export type { Db, Queryable } from './db.ts';
@@ -22,7 +22,7 @@ export type {
 export { DEFAULT_JOB_LIMITS, JOB_STATUSES, TERMINAL_STATUSES, decideTransition } from './jobs.ts';
 export { MIGRATIONS, migrate, schemaVersion, type Migration } from './migrations.ts';
 export { canonicalJson } from './json.ts';
-export type { RecordedEvent } from './runner-events.ts';
+export type { AppliedEvents, RecordedEvent, Retry } from './runner-events.ts';
 
 /**
  * The writes of one transaction (a supervisor report, a group of admissions). Audit entries are collected
@@ -31,7 +31,9 @@ export type { RecordedEvent } from './runner-events.ts';
 export interface LedgerWriter {
   transitionJob(id: string, to: JobStatus, patch?: TransitionPatch): Promise<TransitionedJob | null>;
   /** Records verified runner events with a few set-based statements; returns what was recorded, in order. */
-  applyRunnerEvents(events: readonly RunnerEvent[]): Promise<RecordedEvent[]>;
+  applyRunnerEvents(events: readonly RunnerEvent[]): Promise<AppliedEvents>;
+  /** Assigns the next attempt of an unfinished job and records it queued for `node` (jobs.ts dispatchAttemptIn). */
+  dispatchAttempt(id: string, node: string, message?: (attempt: number) => string): Promise<TransitionedJob | null>;
   audit(input: AuditInput): void;
 }
 
@@ -93,6 +95,10 @@ export class Ledger {
   transitionJob(id: string, to: JobStatus, patch?: TransitionPatch): Promise<TransitionedJob | null> {
     return transitionJob(this.db, this.limits, id, to, patch);
   }
+  /** Assigns the next attempt of an unfinished job, queued for `node`, in its own transaction. */
+  dispatchAttempt(id: string, node: string, message?: (attempt: number) => string): Promise<TransitionedJob | null> {
+    return this.db.transaction((tx) => dispatchAttemptIn(tx, this.limits, id, node, message));
+  }
   recordAttempt(jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt> {
     return recordAttempt(this.db, jobId, attempt, node, outcome, errorCode);
   }
@@ -127,6 +133,7 @@ export class Ledger {
       const out = await fn({
         transitionJob: (id, to, patch) => transitionJobIn(tx, this.limits, id, to, patch),
         applyRunnerEvents: (events) => applyRunnerEventsIn(tx, this.limits, events, (a) => void audits.push(a)),
+        dispatchAttempt: (id, node, message) => dispatchAttemptIn(tx, this.limits, id, node, message),
         audit: (input) => void audits.push(input),
       });
       await appendAuditIn(tx, audits);

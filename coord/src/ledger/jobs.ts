@@ -75,13 +75,21 @@ export interface JobEvent {
 /** A job after a transition, with the status event recorded in the same transaction. */
 export type TransitionedJob = JobRecord & { event: JobEvent };
 
-export type AttemptOutcome = 'running' | 'succeeded' | 'failed';
+/**
+ * What became of one attempt: `queued` (dispatched, not started), `running`, `succeeded`, `failed`, or
+ * `superseded` (a newer attempt replaced it, or the job ended, before it reported an outcome).
+ */
+export type AttemptOutcome = 'queued' | 'running' | 'succeeded' | 'failed' | 'superseded';
+const ATTEMPT_OUTCOMES: readonly AttemptOutcome[] = ['queued', 'running', 'succeeded', 'failed', 'superseded'];
 
 export interface JobAttempt {
   jobId: string;
   attempt: number;
   node: string;
-  startedAt: Date;
+  /** When the ledger assigned the attempt (null for attempts recorded before attempts were assigned). */
+  dispatchedAt: Date | null;
+  /** When the runner reported it running (null while queued, or when it never started). */
+  startedAt: Date | null;
   finishedAt: Date | null;
   outcome: AttemptOutcome;
   errorCode: string | null;
@@ -248,24 +256,20 @@ export async function listJobs(db: Queryable, q: ListJobsQuery): Promise<{ jobs:
 }
 
 /**
- * Decides whether a job in state `from` at `attempts` may move to `to` on a report about `attempt`.
- * Returns the new attempt count, or null to ignore the report. Rules (docs/ledger.md):
- * terminal states never change; nothing moves back to admitted; `running` needs an attempt newer than
- * any seen (duplicates and late reports are ignored); other non-terminal moves from an older attempt are
- * ignored, as is a repeated retry report; a report without an attempt cannot move a running job back.
+ * Decides whether a job in state `from`, whose newest assigned attempt is `attempts`, may move to `to` on a
+ * report about `attempt`. Returns the attempt count after the move, or null to ignore the report. Rules
+ * (docs/ledger.md): terminal states never change; nothing moves back to admitted; a report about any
+ * attempt but the newest assigned one moves nothing (attempt numbers are fencing tokens, R3); `running`
+ * needs the job queued for that attempt (a duplicate is ignored); a move to `queued` comes only from the
+ * coord itself (dispatchAttempt assigns the next number), never from a report.
  */
 export function decideTransition(from: JobStatus, attempts: number, to: JobStatus, attempt?: number): { attempts: number } | null {
   if (TERMINAL_STATUSES.has(from) || to === 'admitted') return null;
-  if (to === 'running') {
-    const next = attempt ?? attempts + 1;
-    return next > attempts ? { attempts: next } : null;
-  }
-  if (TERMINAL_STATUSES.has(to)) return { attempts: Math.max(attempts, attempt ?? 0) };
+  if (attempt !== undefined && attempt !== attempts) return null;
+  if (to === 'running') return attempt !== undefined && from === 'queued' ? { attempts } : null;
+  if (TERMINAL_STATUSES.has(to)) return { attempts };
   // to === 'queued'
-  if (attempt === undefined) return from === 'running' ? null : { attempts };
-  if (attempt < attempts) return null;
-  if (from === 'queued' && attempt === attempts) return null;
-  return { attempts: attempt };
+  return attempt === undefined && from === 'admitted' ? { attempts } : null;
 }
 
 export async function transitionJob(db: Db, limits: JobLimits, id: string, to: JobStatus, patch: TransitionPatch = {}): Promise<TransitionedJob | null> {
@@ -299,9 +303,51 @@ export async function transitionJobIn(tx: Queryable, limits: JobLimits, id: stri
       [id, to, decision.attempts, patch.node ?? null, terminal, terminal ? jsonParam(patch.result) : null, patch.errorCode ?? null, patch.errorMessage === undefined ? null : storableText(patch.errorMessage)],
     );
     const job = jobFromRow(row!);
+    if (terminal) await closeOpenAttempts(tx, [id]);
     const event = await insertEvent(tx, limits, id, Number(row!.event_seq), statusEvent(cur.status, to, decision.attempts, job.node, patch));
     return { ...job, event };
   }
+}
+
+/**
+ * Once jobs are terminal, no attempt of theirs stays open: the newest attempt takes the job's outcome when
+ * it succeeded, or failed while running; any other open attempt (queued, or running but replaced) is
+ * `superseded`.
+ */
+export async function closeOpenAttempts(tx: Queryable, jobIds: readonly string[]): Promise<void> {
+  await tx.query(
+    `UPDATE job_attempts AS a SET
+       outcome = CASE WHEN a.attempt = j.attempts AND j.status = 'succeeded' THEN 'succeeded'
+                      WHEN a.attempt = j.attempts AND a.outcome = 'running' THEN 'failed'
+                      ELSE 'superseded' END,
+       error_code = CASE WHEN a.attempt = j.attempts AND a.outcome = 'running' THEN j.error_code ELSE a.error_code END,
+       finished_at = ${NOW_MS}
+     FROM jobs AS j
+     WHERE j.id = a.job_id AND a.job_id = ANY($1::text[]) AND a.outcome IN ('queued', 'running')`,
+    [jobIds],
+  );
+}
+
+/**
+ * Assigns the next attempt number to an unfinished job and records it queued for `node`: the attempt
+ * count goes up by one, an attempt row is opened, and any older attempt still open is superseded (it was
+ * lost, or stalled; the node's journal fences it). Returns the job with its status event, or null when
+ * the job is unknown or already terminal. The caller enqueues the attempt after the commit.
+ */
+export async function dispatchAttemptIn(tx: Queryable, limits: JobLimits, id: string, node: string, message?: (attempt: number) => string): Promise<TransitionedJob | null> {
+  const [cur] = await tx.query<{ status: JobStatus; attempts: number }>('SELECT status, attempts FROM jobs WHERE id = $1 FOR UPDATE', [id]);
+  if (!cur || TERMINAL_STATUSES.has(cur.status)) return null;
+  const [row] = await tx.query<JobRow & { event_seq: number }>(
+    `UPDATE jobs SET status = 'queued', attempts = attempts + 1, node = $2, updated_at = ${NOW_MS}, event_seq = event_seq + 1
+     WHERE id = $1 RETURNING ${JOB_COLUMNS}, event_seq`,
+    [id, node],
+  );
+  const job = jobFromRow(row!);
+  await tx.query(`UPDATE job_attempts SET outcome = 'superseded', finished_at = ${NOW_MS} WHERE job_id = $1 AND attempt < $2 AND outcome IN ('queued', 'running')`, [id, job.attempts]);
+  await tx.query(`INSERT INTO job_attempts (job_id, attempt, node, dispatched_at, outcome) VALUES ($1, $2, $3, ${NOW_MS}, 'queued')`, [id, job.attempts, node]);
+  const text = message?.(job.attempts) ?? `queued for node ${node} (attempt ${job.attempts})`;
+  const event = await insertEvent(tx, limits, id, Number(row!.event_seq), { type: 'status', message: text, data: { status: 'queued', from: cur.status, attempt: job.attempts, node } });
+  return { ...job, event };
 }
 
 /** The status event a transition records: its message and data (the same for single and grouped writes). */
@@ -388,15 +434,13 @@ export async function listJobEvents(db: Queryable, jobId: string, afterSeq: numb
  */
 export async function recordAttempt(db: Queryable, jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt> {
   if (!Number.isInteger(attempt) || attempt < 1) throw new WritError('BAD_REQUEST', 'attempt must be a positive integer');
-  if (!['running', 'succeeded', 'failed'].includes(outcome)) throw new WritError('BAD_REQUEST', `unknown attempt outcome ${String(outcome)}`);
-  const finished = outcome !== 'running';
+  if (!ATTEMPT_OUTCOMES.includes(outcome)) throw new WritError('BAD_REQUEST', `unknown attempt outcome ${String(outcome)}`);
+  const finished = outcome !== 'running' && outcome !== 'queued';
   const rows = await db.query<AttemptRow>(
     `INSERT INTO job_attempts AS a (job_id, attempt, node, started_at, finished_at, outcome, error_code)
-     VALUES ($1, $2, $3, ${NOW_MS}, CASE WHEN $4 THEN ${NOW_MS} END, $5, $6)
+     VALUES ($1, $2, $3, CASE WHEN $5 <> 'queued' THEN ${NOW_MS} END, CASE WHEN $4 THEN ${NOW_MS} END, $5, $6)
      ON CONFLICT (job_id, attempt) DO UPDATE SET
-       outcome = CASE WHEN a.outcome = 'running' THEN EXCLUDED.outcome ELSE a.outcome END,
-       finished_at = CASE WHEN a.outcome = 'running' THEN EXCLUDED.finished_at ELSE a.finished_at END,
-       error_code = CASE WHEN a.outcome = 'running' THEN EXCLUDED.error_code ELSE a.error_code END
+       ${ATTEMPT_UPSERT}
      RETURNING ${ATTEMPT_COLUMNS}`,
     [jobId, attempt, node, finished, outcome, errorCode ?? null],
   ).catch((e: unknown) => {
@@ -407,19 +451,33 @@ export async function recordAttempt(db: Queryable, jobId: string, attempt: numbe
   return attemptFromRow(rows[0]!);
 }
 
+/**
+ * How a report updates an attempt row (`a`) with what it says (EXCLUDED): the first report fixes the start;
+ * a finished attempt (succeeded, failed, superseded) is never reopened or changed.
+ */
+export const ATTEMPT_UPSERT = `
+       started_at = CASE WHEN a.started_at IS NULL AND EXCLUDED.outcome <> 'queued' THEN EXCLUDED.started_at ELSE a.started_at END,
+       outcome = CASE WHEN a.outcome IN ('queued', 'running') AND EXCLUDED.outcome <> 'queued' THEN EXCLUDED.outcome ELSE a.outcome END,
+       finished_at = CASE WHEN a.outcome IN ('queued', 'running') AND EXCLUDED.outcome <> 'queued' THEN EXCLUDED.finished_at ELSE a.finished_at END,
+       error_code = CASE WHEN a.outcome IN ('queued', 'running') AND EXCLUDED.outcome <> 'queued' THEN EXCLUDED.error_code ELSE a.error_code END`;
+
 interface AttemptRow {
   job_id: string;
   attempt: number;
   node: string;
-  started_at: Date;
+  dispatched_at: Date | null;
+  started_at: Date | null;
   finished_at: Date | null;
   outcome: AttemptOutcome;
   error_code: string | null;
 }
-const ATTEMPT_COLUMNS = 'job_id, attempt, node, started_at, finished_at, outcome, error_code';
+const ATTEMPT_COLUMNS = 'job_id, attempt, node, dispatched_at, started_at, finished_at, outcome, error_code';
 
 function attemptFromRow(r: AttemptRow): JobAttempt {
-  return { jobId: r.job_id, attempt: Number(r.attempt), node: r.node, startedAt: new Date(r.started_at), finishedAt: r.finished_at ? new Date(r.finished_at) : null, outcome: r.outcome, errorCode: r.error_code };
+  return {
+    jobId: r.job_id, attempt: Number(r.attempt), node: r.node, dispatchedAt: r.dispatched_at ? new Date(r.dispatched_at) : null, startedAt: r.started_at ? new Date(r.started_at) : null,
+    finishedAt: r.finished_at ? new Date(r.finished_at) : null, outcome: r.outcome, errorCode: r.error_code,
+  };
 }
 
 export async function listAttempts(db: Queryable, jobId: string): Promise<JobAttempt[]> {
@@ -497,7 +555,7 @@ export async function admitJobsIn(tx: Queryable, limits: JobLimits, items: reado
   const inserted = await tx.query<{ id: string }>(
     `INSERT INTO jobs (id, envelope, envelope_sha256, signer_keyids, target, node, caps, status, attempts, max_attempts, error_code, error_message, exp, created_at, updated_at, finished_at, event_seq)
      SELECT u.id, u.envelope, u.sha, ARRAY(SELECT jsonb_array_elements_text(u.signers)), u.target, u.node, ARRAY(SELECT jsonb_array_elements_text(u.caps)),
-            u.status, 0, u.max_attempts, u.error_code, u.error_message, u.exp, ${NOW_MS}, ${NOW_MS}, CASE WHEN u.status = 'refused' THEN ${NOW_MS} END, u.event_seq
+            u.status, CASE WHEN u.status = 'queued' THEN 1 ELSE 0 END, u.max_attempts, u.error_code, u.error_message, u.exp, ${NOW_MS}, ${NOW_MS}, CASE WHEN u.status = 'refused' THEN ${NOW_MS} END, u.event_seq
      FROM jsonb_to_recordset($1::jsonb) AS u(id text, envelope text, sha text, signers jsonb, target jsonb, node text, caps jsonb, status text, max_attempts integer,
                                              error_code text, error_message text, exp timestamptz, event_seq integer)
      ON CONFLICT (id) DO NOTHING
@@ -509,7 +567,7 @@ export async function admitJobsIn(tx: Queryable, limits: JobLimits, items: reado
   for (const it of firsts) {
     if (!created.has(it.id)) continue;
     events.push({ job_id: it.id, seq: 1, message: 'admitted', data: { status: 'admitted' } });
-    if (it.status === 'queued') events.push({ job_id: it.id, seq: 2, message: `queued for node ${it.node}`, data: { status: 'queued', from: 'admitted', attempt: 0, node: it.node } });
+    if (it.status === 'queued') events.push({ job_id: it.id, seq: 2, message: `queued for node ${it.node}`, data: { status: 'queued', from: 'admitted', attempt: 1, node: it.node } });
     if (it.status === 'refused') {
       const error = { code: it.errorCode ?? 'INTERNAL', message: it.errorMessage ?? '' };
       events.push({ job_id: it.id, seq: 2, message: truncateUtf8(storableText(`refused: ${error.code}: ${error.message}`), limits.maxEventMessageBytes), data: storableJson({ status: 'refused', from: 'admitted', attempt: 0, error }) });
@@ -520,6 +578,15 @@ export async function admitJobsIn(tx: Queryable, limits: JobLimits, items: reado
       `INSERT INTO job_events (job_id, seq, at, type, level, message, data)
        SELECT e.job_id, e.seq, ${NOW_MS}, 'status', NULL, e.message, e.data FROM jsonb_to_recordset($1::jsonb) AS e(job_id text, seq integer, message text, data jsonb)`,
       [JSON.stringify(events)],
+    );
+  }
+  // A job queued at admission is dispatched as attempt 1.
+  const dispatched = firsts.filter((it) => created.has(it.id) && it.status === 'queued').map((it) => ({ job_id: it.id, node: it.node }));
+  if (dispatched.length > 0) {
+    await tx.query(
+      `INSERT INTO job_attempts (job_id, attempt, node, dispatched_at, outcome)
+       SELECT d.job_id, 1, d.node, ${NOW_MS}, 'queued' FROM jsonb_to_recordset($1::jsonb) AS d(job_id text, node text)`,
+      [JSON.stringify(dispatched)],
     );
   }
   const replayIds = [...new Set(items.filter((it) => !created.has(it.id) || firstById.get(it.id) !== it).map((it) => it.id))];

@@ -117,6 +117,18 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 3, name: 'signed key sets', sql: KEYSETS_MIGRATION_SQL },
   // Signed key sets (version 3) replaced the interim list of authorised keys.
   { version: 4, name: 'drop the interim authorised keys', sql: 'DROP TABLE authorized_keys;' },
+  // Attempt numbers are assigned by the ledger when it dispatches (R3): an attempt exists from then on,
+  // queued until a runner reports it running, and superseded when a newer one replaces it unfinished.
+  {
+    version: 5,
+    name: 'attempts assigned at dispatch: queued and superseded outcomes',
+    sql: `
+      ALTER TABLE job_attempts ALTER COLUMN started_at DROP NOT NULL;
+      ALTER TABLE job_attempts ADD COLUMN dispatched_at timestamptz(3);
+      ALTER TABLE job_attempts DROP CONSTRAINT job_attempts_outcome_check;
+      ALTER TABLE job_attempts ADD CONSTRAINT job_attempts_outcome_check CHECK (outcome IN ('queued', 'running', 'succeeded', 'failed', 'superseded'));
+    `,
+  },
 ]);
 
 /** An arbitrary constant: the advisory lock that keeps two coords from migrating the same database at once. */

@@ -6,7 +6,7 @@
 import type { RunnerEvent } from '@writ/protocol';
 import type { Queryable } from './db.ts';
 import {
-  NOW_MS, TERMINAL_STATUSES, decideTransition, logTruncatedEvent, statusEvent, storableEvent, type AttemptOutcome, type JobEventInput, type JobEventType,
+  ATTEMPT_UPSERT, NOW_MS, TERMINAL_STATUSES, closeOpenAttempts, decideTransition, logTruncatedEvent, statusEvent, storableEvent, type AttemptOutcome, type JobEventInput, type JobEventType,
   type JobLimits, type JobStatus, type TransitionPatch,
 } from './jobs.ts';
 import { storableJson, storableText } from './json.ts';
@@ -22,10 +22,25 @@ export interface RecordedEvent {
   data: unknown;
 }
 
+/** A failed attempt that is retried: the ledger assigned the next attempt; the caller enqueues it after the commit. */
+export interface Retry {
+  jobId: string;
+  node: string;
+  attempt: number;
+  envelope: string;
+}
+
+export interface AppliedEvents {
+  recorded: RecordedEvent[];
+  retries: Retry[];
+}
+
 interface JobState {
   id: string;
   status: JobStatus;
   attempts: number;
+  maxAttempts: number;
+  envelope: string;
   node: string | null;
   eventSeq: number;
   logEvents: number;
@@ -46,31 +61,40 @@ interface AttemptWrite {
   node: string;
   outcome: AttemptOutcome;
   errorCode: string | null;
+  /** A new attempt assigned here (a retry): inserted queued with its dispatch time. */
+  dispatched?: boolean;
 }
 
 /**
  * Records `events` (already verified and attributed to the node each job was dispatched to) and returns
- * what was recorded, in order. Audit entries for effects and security events are handed to `audit`.
- * Events of jobs unknown to the ledger are skipped.
+ * what was recorded, in order, and the retries it assigned. Audit entries for effects and security events
+ * are handed to `audit`. Events of jobs unknown to the ledger are skipped.
+ *
+ * Attempt numbers are fencing tokens (R3): an event about an attempt the ledger never assigned is refused
+ * as a security event; status and results move the job only when they are about its newest attempt (an
+ * older attempt's late result closes that attempt's row and nothing else). A retryable failure of the
+ * newest attempt, with attempts left, assigns the next attempt on the same node (the node's journal
+ * replays what the failed one did) and returns it for the caller to enqueue.
  */
-export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, events: readonly RunnerEvent[], audit: (a: AuditInput) => void): Promise<RecordedEvent[]> {
+export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, events: readonly RunnerEvent[], audit: (a: AuditInput) => void): Promise<AppliedEvents> {
   const ids = [...new Set(events.map((e) => e.jobId).filter((x): x is string => x !== null))].sort();
   const jobs = new Map<string, JobState>();
   if (ids.length > 0) {
     // Locked in id order, so that two reports touching the same jobs (PostgreSQL, several coords) never deadlock.
-    const rows = await tx.query<{ id: string; status: JobStatus; attempts: number; node: string | null; event_seq: number; log_events: number }>(
-      'SELECT id, status, attempts, node, event_seq, log_events FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE',
+    const rows = await tx.query<{ id: string; status: JobStatus; attempts: number; max_attempts: number; envelope: string; node: string | null; event_seq: number; log_events: number }>(
+      'SELECT id, status, attempts, max_attempts, envelope, node, event_seq, log_events FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE',
       [ids],
     );
     for (const r of rows) {
       jobs.set(r.id, {
-        id: r.id, status: r.status, attempts: Number(r.attempts), node: r.node, eventSeq: Number(r.event_seq), logEvents: Number(r.log_events),
+        id: r.id, status: r.status, attempts: Number(r.attempts), maxAttempts: Number(r.max_attempts), envelope: r.envelope, node: r.node, eventSeq: Number(r.event_seq), logEvents: Number(r.log_events),
         transitioned: false, terminal: false, setResult: false, result: null, setError: false, errorCode: null, errorMessage: null, touched: false,
       });
     }
   }
   const recorded: RecordedEvent[] = [];
   const attempts = new Map<string, AttemptWrite>();
+  const retries: Retry[] = [];
 
   const append = (job: JobState, ev: JobEventInput) => {
     const e = storableEvent(limits, ev);
@@ -105,7 +129,25 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
     const key = `${jobId}\u0000${n}`;
     const prev = attempts.get(key);
     if (!prev) attempts.set(key, { jobId, attempt: n, node, outcome, errorCode });
-    else if (prev.outcome === 'running') Object.assign(prev, { outcome, errorCode });
+    else if (prev.outcome === 'running' || prev.outcome === 'queued') Object.assign(prev, { outcome, errorCode });
+  };
+  // A retry: the next attempt, on the same node, assigned in this transaction.
+  const retry = (job: JobState, ev: Extract<RunnerEvent, { type: 'result' }> & { ok: false }) => {
+    const from = job.status;
+    const node = job.node ?? ev.node;
+    job.status = 'queued';
+    job.attempts++;
+    job.node = node;
+    job.transitioned = true;
+    job.setError = true;
+    job.errorCode = ev.error.code;
+    job.errorMessage = storableText(ev.error.message);
+    attempts.set(`${job.id}\u0000${job.attempts}`, { jobId: job.id, attempt: job.attempts, node, outcome: 'queued', errorCode: null, dispatched: true });
+    retries.push({ jobId: job.id, node, attempt: job.attempts, envelope: job.envelope });
+    append(job, statusEvent(from, 'queued', job.attempts, node, {
+      errorCode: ev.error.code, errorMessage: ev.error.message,
+      message: `attempt ${ev.attempt} failed, will retry as attempt ${job.attempts}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
+    }));
   };
 
   for (const ev of events) {
@@ -115,8 +157,14 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
     }
     const job = jobs.get(ev.jobId);
     if (!job) continue;
+    if (ev.attempt > job.attempts || (ev.attempt < 1 && ev.type !== 'security')) {
+      // Not an attempt the ledger assigned: a queue entry written into Redis by something else.
+      audit({ kind: 'security', actor: `node:${ev.node}`, subject: job.id, data: { type: ev.type, attempt: ev.attempt, assigned: job.attempts, note: 'an event about an attempt the ledger never assigned' } });
+      continue;
+    }
     switch (ev.type) {
       case 'status':
+        if (ev.attempt !== job.attempts) break; // a late report of a replaced attempt
         transition(job, 'running', { attempt: ev.attempt, node: ev.node, message: `running on ${ev.node} (attempt ${ev.attempt})` });
         attempt(job.id, ev.attempt, ev.node, 'running');
         break;
@@ -130,20 +178,30 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
         audit({ kind: 'security', actor: `node:${ev.node}`, subject: job.id, data: { error: ev.error, attempt: ev.attempt } });
         append(job, { type: 'security', level: 'error', message: `${ev.error.code}: ${ev.error.message}`, data: { attempt: ev.attempt } });
         break;
-      case 'result':
+      case 'result': {
+        const current = ev.attempt === job.attempts && !TERMINAL_STATUSES.has(job.status);
         if (ev.ok) {
-          transition(job, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value, durationMs: ev.durationMs } });
           attempt(job.id, ev.attempt, ev.node, 'succeeded');
+          // What the node said is audited even when it moves nothing (a late or repeated result).
           audit({ kind: 'job.effect', actor: `node:${ev.node}`, subject: job.id, data: { attempt: ev.attempt, ok: true } });
-        } else {
-          transition(job, ev.final ? 'failed' : 'queued', {
+          if (current) transition(job, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value, durationMs: ev.durationMs } });
+          break;
+        }
+        // An execution fenced by a newer one did not fail: it was replaced.
+        attempt(job.id, ev.attempt, ev.node, ev.error.code === 'EFFECT_FENCED' ? 'superseded' : 'failed', ev.error.code);
+        if (!current) break;
+        // The runner says whether the error is permanent; the ledger counts the attempts.
+        if (ev.final && ev.error.code !== 'EFFECT_FENCED' || job.attempts >= job.maxAttempts) {
+          transition(job, 'failed', {
             errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt,
-            message: `${ev.final ? 'failed' : `attempt ${ev.attempt} failed, will retry`}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
+            message: `failed: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
           });
-          attempt(job.id, ev.attempt, ev.node, 'failed', ev.error.code);
-          if (ev.final) audit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: job.id, data: { attempt: ev.attempt, code: ev.error.code } });
+          audit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: job.id, data: { attempt: ev.attempt, code: ev.error.code } });
+        } else {
+          retry(job, ev);
         }
         break;
+      }
     }
   }
 
@@ -179,15 +237,15 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
   }
   if (attempts.size > 0) {
     await tx.query(
-      `INSERT INTO job_attempts AS a (job_id, attempt, node, started_at, finished_at, outcome, error_code)
-       SELECT w.job_id, w.attempt, w.node, ${NOW_MS}, CASE WHEN w.outcome <> 'running' THEN ${NOW_MS} END, w.outcome, w.error_code
-       FROM jsonb_to_recordset($1::jsonb) AS w(job_id text, attempt integer, node text, outcome text, error_code text)
-       ON CONFLICT (job_id, attempt) DO UPDATE SET
-         outcome = CASE WHEN a.outcome = 'running' THEN EXCLUDED.outcome ELSE a.outcome END,
-         finished_at = CASE WHEN a.outcome = 'running' THEN EXCLUDED.finished_at ELSE a.finished_at END,
-         error_code = CASE WHEN a.outcome = 'running' THEN EXCLUDED.error_code ELSE a.error_code END`,
-      [JSON.stringify([...attempts.values()].map((w) => ({ job_id: w.jobId, attempt: w.attempt, node: w.node, outcome: w.outcome, error_code: w.errorCode })))],
+      `INSERT INTO job_attempts AS a (job_id, attempt, node, dispatched_at, started_at, finished_at, outcome, error_code)
+       SELECT w.job_id, w.attempt, w.node, CASE WHEN w.dispatched THEN ${NOW_MS} END, CASE WHEN w.outcome <> 'queued' THEN ${NOW_MS} END,
+              CASE WHEN w.outcome NOT IN ('queued', 'running') THEN ${NOW_MS} END, w.outcome, w.error_code
+       FROM jsonb_to_recordset($1::jsonb) AS w(job_id text, attempt integer, node text, outcome text, error_code text, dispatched boolean)
+       ON CONFLICT (job_id, attempt) DO UPDATE SET ${ATTEMPT_UPSERT}`,
+      [JSON.stringify([...attempts.values()].map((w) => ({ job_id: w.jobId, attempt: w.attempt, node: w.node, outcome: w.outcome, error_code: w.errorCode, dispatched: w.dispatched === true })))],
     );
   }
-  return recorded;
+  const ended = changed.filter((j) => j.terminal).map((j) => j.id);
+  if (ended.length > 0) await closeOpenAttempts(tx, ended);
+  return { recorded, retries };
 }

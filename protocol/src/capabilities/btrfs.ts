@@ -21,11 +21,11 @@ export const BTRFS_CAPABILITIES: CapabilitySpec[] = [
   },
   { name: 'btrfs.pool.mount', dangerous: false, summary: 'Attach the pool (image files through a loop device) and mount it at the configured pool root', args: argsObject(POOL_SOURCE) },
   { name: 'btrfs.pool.unmount', dangerous: true, summary: 'Unmount the pool root and detach its loop device', args: argsObject({ detach: { type: 'boolean' } }) },
-  { name: 'btrfs.usage', dangerous: false, summary: 'Read the pool space usage in bytes', args: argsObject({}) },
+  { name: 'btrfs.usage', dangerous: false, readOnly: true, summary: 'Read the pool space usage in bytes', args: argsObject({}) },
   { name: 'btrfs.subvolume.create', dangerous: false, summary: 'Create a subvolume if missing', args: argsObject({ path: POOL_PATH }, ['path']) },
   { name: 'btrfs.subvolume.delete', dangerous: true, summary: 'Delete a subvolume and every subvolume nested in it, deepest first', args: argsObject({ path: POOL_PATH }, ['path']) },
-  { name: 'btrfs.subvolume.list', dangerous: false, summary: 'List subvolumes (optionally only those under a path)', args: argsObject({ under: POOL_PATH }) },
-  { name: 'btrfs.subvolume.show', dangerous: false, summary: 'Show one subvolume: ids, UUIDs, flags, snapshots', args: argsObject({ path: POOL_PATH }, ['path']) },
+  { name: 'btrfs.subvolume.list', dangerous: false, readOnly: true, summary: 'List subvolumes (optionally only those under a path)', args: argsObject({ under: POOL_PATH }) },
+  { name: 'btrfs.subvolume.show', dangerous: false, readOnly: true, summary: 'Show one subvolume: ids, UUIDs, flags, snapshots', args: argsObject({ path: POOL_PATH }, ['path']) },
   {
     name: 'btrfs.snapshot',
     dangerous: false,
@@ -38,7 +38,7 @@ export const BTRFS_CAPABILITIES: CapabilitySpec[] = [
     summary: "Set (or clear with null) a subvolume's referenced/exclusive size limit; enables quotas on the pool if needed",
     args: argsObject({ path: POOL_PATH, maxReferencedBytes: LIMIT, maxExclusiveBytes: LIMIT }, ['path']),
   },
-  { name: 'btrfs.qgroup.show', dangerous: false, summary: 'Show quota groups (usage and limits) of the pool or of one subvolume', args: argsObject({ path: POOL_PATH }) },
+  { name: 'btrfs.qgroup.show', dangerous: false, readOnly: true, summary: 'Show quota groups (usage and limits) of the pool or of one subvolume', args: argsObject({ path: POOL_PATH }) },
   {
     name: 'btrfs.send',
     dangerous: false,

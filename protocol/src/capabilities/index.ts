@@ -26,6 +26,11 @@ export function isDangerous(name: string): boolean {
   return CAPABILITIES.get(name)?.dangerous ?? false;
 }
 
+/** Does calling this capability change the node (anything not marked read-only, unknown names included)? */
+export function isEffect(name: string): boolean {
+  return CAPABILITIES.get(name)?.readOnly !== true;
+}
+
 /** Does a grant pattern (`vm.create`, `vm.*`, `*`) cover a capability name? */
 export function grantCovers(pattern: string, name: string): boolean {
   if (pattern === '*' || pattern === name) return true;

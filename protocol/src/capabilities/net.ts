@@ -32,7 +32,7 @@ export const NET_CAPABILITIES: CapabilitySpec[] = [
   { name: 'net.veth.delete', dangerous: true, summary: 'Delete a veth pair (by either end)', args: argsObject({ name: IFNAME, netns: NETNS }, ['name']) },
   { name: 'net.netns.ensure', dangerous: false, summary: 'Create a network namespace if missing (loopback up)', args: argsObject({ name: NETNS }, ['name']) },
   { name: 'net.netns.delete', dangerous: true, summary: 'Delete a network namespace', args: argsObject({ name: NETNS }, ['name']) },
-  { name: 'net.netns.list', dangerous: false, summary: 'List network namespaces', args: argsObject({}) },
+  { name: 'net.netns.list', dangerous: false, readOnly: true, summary: 'List network namespaces', args: argsObject({}) },
   {
     name: 'net.netns.exec',
     dangerous: true,
@@ -60,12 +60,12 @@ export const NET_CAPABILITIES: CapabilitySpec[] = [
     summary: 'Delete a route through a link',
     args: argsObject({ destination: DESTINATION, via: IP, dev: IFNAME, metric: { type: 'integer', minimum: 0, maximum: 4_294_967_295 }, netns: NETNS }, ['destination', 'dev']),
   },
-  { name: 'net.route.list', dangerous: false, summary: 'List routes of the main table', args: argsObject({ netns: NETNS, family: { type: 'string', enum: ['inet', 'inet6'] } }) },
+  { name: 'net.route.list', dangerous: false, readOnly: true, summary: 'List routes of the main table', args: argsObject({ netns: NETNS, family: { type: 'string', enum: ['inet', 'inet6'] } }) },
   {
     name: 'net.link.set',
     dangerous: true,
     summary: 'Set a link up or down, attach it to a bridge (master) or release it (null), change its MTU',
     args: argsObject({ name: IFNAME, netns: NETNS, up: UP, master: { anyOf: [IFNAME, { type: 'null' }] }, mtu: { type: 'integer', minimum: 68, maximum: 65535 } }, ['name']),
   },
-  { name: 'net.link.list', dangerous: false, summary: 'List links with their kind, state, master and addresses', args: argsObject({ netns: NETNS }) },
+  { name: 'net.link.list', dangerous: false, readOnly: true, summary: 'List links with their kind, state, master and addresses', args: argsObject({ netns: NETNS }) },
 ];

@@ -20,7 +20,7 @@ export const NIX_CAPABILITIES: CapabilitySpec[] = [
   { name: 'nix.copy-in', dangerous: true, summary: 'Copy pinned store paths in from a configured, signature-checked substituter', args: argsObject({ paths: STORE_PATHS, from: SUBSTITUTER }, ['paths', 'from']) },
   { name: 'nix.profile-set', dangerous: true, summary: 'Point a profile at a pinned store path (a new generation)', args: argsObject({ profile: NAME_SCHEMA, path: NIX_STORE_PATH_SCHEMA }, ['profile', 'path']) },
   { name: 'nix.profile-rollback', dangerous: true, summary: 'Roll a profile back to its previous generation', args: argsObject({ profile: NAME_SCHEMA }, ['profile']) },
-  { name: 'nix.generations', dangerous: false, summary: "List a profile's generations", args: argsObject({ profile: NAME_SCHEMA }, ['profile']) },
+  { name: 'nix.generations', dangerous: false, readOnly: true, summary: "List a profile's generations", args: argsObject({ profile: NAME_SCHEMA }, ['profile']) },
   {
     name: 'nix.switch',
     dangerous: true,

@@ -6,6 +6,11 @@ export interface CapabilitySpec {
   readonly name: string;
   /** Dangerous capabilities can require k-of-n distinct signers (T8). */
   readonly dangerous: boolean;
+  /**
+   * True when the call only reads: it changes nothing on the node. Every other call is an effect, journaled
+   * with an intent before it and fenced by attempt number (R2, R3). Unmarked means effect: the safe default.
+   */
+  readonly readOnly?: boolean;
   readonly summary: string;
   /** JSON schema of the single argument object the host function takes. */
   readonly args: JsonSchema;

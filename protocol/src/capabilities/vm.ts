@@ -69,7 +69,7 @@ export const VM_CAPABILITIES: CapabilitySpec[] = [
   { name: 'vm.reboot', dangerous: false, summary: 'Reset a running VM', args: BY_NAME },
   { name: 'vm.pause', dangerous: false, summary: 'Pause a running VM (no-op when paused)', args: BY_NAME },
   { name: 'vm.resume', dangerous: false, summary: 'Resume a paused VM (no-op when running)', args: BY_NAME },
-  { name: 'vm.info', dangerous: false, summary: "Read a VM's state, spec, devices and paths", args: BY_NAME },
+  { name: 'vm.info', dangerous: false, readOnly: true, summary: "Read a VM's state, spec, devices and paths", args: BY_NAME },
   { name: 'vm.delete', dangerous: true, summary: 'Stop a VM and remove its state directory (disk images are left to their owner)', args: BY_NAME },
   { name: 'vm.disk.add', dangerous: false, summary: 'Attach a disk image (hot-plugged when the VM runs, kept in the spec for later boots)', args: argsObject({ name: NAME_SCHEMA, disk: VM_DISK_SCHEMA }, ['name', 'disk']) },
   { name: 'vm.net.add', dangerous: false, summary: 'Attach a NIC on an existing tap (hot-plugged when the VM runs, kept in the spec)', args: argsObject({ name: NAME_SCHEMA, nic: VM_NIC_SCHEMA }, ['name', 'nic']) },
@@ -83,10 +83,11 @@ export const VM_CAPABILITIES: CapabilitySpec[] = [
   },
   { name: 'vm.snapshot', dangerous: false, summary: "Save a VM's running state under its state directory (idempotent by snapshot name)", args: argsObject({ name: NAME_SCHEMA, snapshot: SNAPSHOT_NAME }, ['name', 'snapshot']) },
   { name: 'vm.restore', dangerous: false, summary: "Replace a VM's running state with a saved snapshot, optionally resuming it", args: argsObject({ name: NAME_SCHEMA, snapshot: SNAPSHOT_NAME, resume: { type: 'boolean' } }, ['name', 'snapshot']) },
-  { name: 'vm.list', dangerous: false, summary: 'List VMs on this node with their states', args: argsObject({}) },
+  { name: 'vm.list', dangerous: false, readOnly: true, summary: 'List VMs on this node with their states', args: argsObject({}) },
   {
     name: 'vm.serial.wait',
     dangerous: false,
+    readOnly: true,
     summary: "Wait until a marker string appears on the VM's serial log since its last boot (or since the log began)",
     args: argsObject(
       { name: NAME_SCHEMA, marker: { type: 'string', minLength: 1, maxLength: 256 }, timeoutMs: { type: 'integer', minimum: 1, maximum: 600_000 }, fromStart: { type: 'boolean' } },

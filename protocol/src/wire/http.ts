@@ -32,12 +32,18 @@ export interface BatchSubmitAnswer {
 }
 
 /** One attempt of a job, as GET /v1/jobs/:id lists them. */
+/** What became of an attempt; `superseded`: replaced by a newer attempt, or the job ended, before it reported. */
+export const ATTEMPT_OUTCOMES = ['queued', 'running', 'succeeded', 'failed', 'superseded'] as const;
+
+/** One attempt, numbered by the ledger when it dispatched it (R3). */
 export interface AttemptView {
   attempt: number;
   node: string;
-  startedAt: string;
+  dispatchedAt: string | null;
+  /** When the runner reported it running; null while queued, or when it never ran. */
+  startedAt: string | null;
   finishedAt: string | null;
-  outcome: 'running' | 'succeeded' | 'failed';
+  outcome: (typeof ATTEMPT_OUTCOMES)[number];
   errorCode: string | null;
 }
 
@@ -119,10 +125,10 @@ const jobViewSchema = {
       items: {
         type: 'object',
         additionalProperties: false,
-        required: ['attempt', 'node', 'startedAt', 'finishedAt', 'outcome', 'errorCode'],
+        required: ['attempt', 'node', 'dispatchedAt', 'startedAt', 'finishedAt', 'outcome', 'errorCode'],
         properties: {
-          attempt: { type: 'integer', minimum: 1 }, node: { type: 'string' }, startedAt: { type: 'string' }, finishedAt: { type: ['string', 'null'] },
-          outcome: { enum: ['running', 'succeeded', 'failed'] }, errorCode: { type: ['string', 'null'] },
+          attempt: { type: 'integer', minimum: 1 }, node: { type: 'string' }, dispatchedAt: { type: ['string', 'null'] }, startedAt: { type: ['string', 'null'] }, finishedAt: { type: ['string', 'null'] },
+          outcome: { enum: [...ATTEMPT_OUTCOMES] }, errorCode: { type: ['string', 'null'] },
         },
       },
     },

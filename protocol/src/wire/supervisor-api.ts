@@ -12,17 +12,28 @@ export interface SupervisorSubmitAnswer {
   node: string;
 }
 
-/** GET /v1/jobs/:node/:id: the job's state in the queue, and BullMQ's failure reason when it failed. */
+/**
+ * Whether a runner of the node says it is executing the attempt: `yes`/`no` from the node's last heartbeat
+ * in Redis, `unknown` when Redis holds no recent heartbeat of the node (it was lost, or the node is silent).
+ */
+export const HOLDER_STATES = ['yes', 'no', 'unknown'] as const;
+export type HolderState = (typeof HOLDER_STATES)[number];
+
+/**
+ * GET /v1/jobs/:node/:entry (entry = `<job>@<attempt>`): the attempt's state in the queue, BullMQ's failure
+ * reason when it failed, and whether a runner still holds it.
+ */
 export interface QueueStateAnswer {
   state: QueueState;
   failedReason?: string;
+  held: HolderState;
 }
 
 const validateSubmit = compileSchema<SupervisorSubmitAnswer>({
   type: 'object', additionalProperties: false, required: ['jobId', 'node'], properties: { jobId: { type: 'string' }, node: { type: 'string' } },
 });
 const validateState = compileSchema<QueueStateAnswer>({
-  type: 'object', additionalProperties: false, required: ['state'], properties: { state: { enum: [...QUEUE_STATES] }, failedReason: { type: 'string' } },
+  type: 'object', additionalProperties: false, required: ['state', 'held'], properties: { state: { enum: [...QUEUE_STATES] }, failedReason: { type: 'string' }, held: { enum: [...HOLDER_STATES] } },
 });
 
 export function parseSupervisorSubmitAnswer(v: unknown): SupervisorSubmitAnswer {
