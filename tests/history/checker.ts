@@ -124,15 +124,16 @@ export function checkHistory(h: HistoryInput): HistoryReport {
     const firstTerminal = seen.findIndex((st) => TERMINAL.has(st));
     if (firstTerminal >= 0 && seen.slice(firstTerminal).some((st) => st !== seen[firstTerminal])) {
       add('unexpected', s.id, `terminal status changed: ${seen.join(' → ')}`);
-    }
-    if (job && TERMINAL.has(job.status) && firstTerminal >= 0 && job.status !== seen[firstTerminal]) {
+    } else if (job && firstTerminal >= 0 && job.status !== seen[firstTerminal]) {
       add('unexpected', s.id, `terminal status ${seen[firstTerminal]} seen during the run, ${job.status} at the end`);
     }
     if (job?.status === 'succeeded') {
       const recs = (h.journals.get(s.id) ?? []).flatMap((j) => j.records);
       for (let step = 1; step <= s.steps; step++) {
-        const done = recs.some((r) => r.t === 'done' && r.step === step);
         const name = h.netns.find((n) => h.netnsOwner(n)?.jobId === s.id && h.netnsOwner(n)?.step === step);
+        // The journal numbers every host call; an effect step is found by the namespace its result names.
+        const done = recs.some((r) => r.t === 'done' && r.op === 'net.netns.ensure' && (r.result as { name?: string } | null)?.name !== undefined
+          && h.netnsOwner((r.result as { name: string }).name)?.jobId === s.id && h.netnsOwner((r.result as { name: string }).name)?.step === step);
         if (!done || !name) add('unexpected', s.id, `succeeded but step ${step} has ${done ? '' : 'no journal done record'}${!done && !name ? ' and ' : ''}${name ? '' : 'no namespace'}`);
       }
     }
