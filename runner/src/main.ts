@@ -29,7 +29,8 @@ export async function runNodeDaemon(config: RunnerConfig, run: NodeDaemonRun): P
   run.io.out(JSON.stringify({ ready: true, node: config.nodeId, keyid: daemon.identity.key.keyid, newIdentity: daemon.identity.created, pid: process.pid }));
   await untilAborted(run.signal);
   logger.info({ node: config.nodeId, sig: run.signal.reason }, 'stopping: no new jobs; letting running ones finish');
-  // The daemon bounds its own drain by the grace (jobs still running then are left to BullMQ's stall check).
+  // The daemon bounds its whole stop by the grace, Redis and coord reachable or not (jobs still running then
+  // are left to BullMQ's stall check and the journal).
   await daemon.stop(config.shutdownGraceMs);
   logger.info({ node: config.nodeId }, 'stopped cleanly');
 }

@@ -21,6 +21,7 @@ export interface NodeDaemon {
   identity: NodeIdentity;
   agent: NodeAgent;
   runner: Runner;
+  /** Stops phone-home and the job loop within `timeoutMs` in all, whether or not the coord and Redis answer. */
   stop(timeoutMs?: number): Promise<void>;
 }
 
@@ -100,8 +101,12 @@ export async function startNodeDaemon(opts: NodeDaemonOptions): Promise<NodeDaem
     agent,
     runner,
     async stop(timeoutMs = 30_000) {
-      await agent.stop();
-      await runner.close(timeoutMs);
+      const deadline = Date.now() + timeoutMs;
+      // A request to a coord that does not answer may hold the agent up to its own timeout: not past the grace.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([agent.stop(), new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
+      clearTimeout(timer);
+      await runner.close(Math.max(0, deadline - Date.now()));
     },
   };
 }

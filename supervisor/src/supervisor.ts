@@ -306,13 +306,11 @@ export class Supervisor {
     if (this.repairTimer) clearInterval(this.repairTimer);
     // Unblock the XREADGROUP so the pump ends promptly.
     this.reader.disconnect();
-    // A command sent while Redis is gone waits for it as long as it takes (maxRetriesPerRequest: null), and so
-    // would the pump on its XACK: while Redis is not there, drop the connection, which fails what waits and
-    // ends the reconnecting that would keep the process alive.
+    // The pump finishes what it delivers while Redis is there. With Redis gone, a command waits for it as long
+    // as it takes (maxRetriesPerRequest: null; disconnecting while ioredis reconnects does not fail what is
+    // queued): then the pump is left behind, and disconnecting ends the reconnecting that holds the process.
     const pumped = (this.pump ?? Promise.resolve()).then(() => true, () => true);
-    while (!(await Promise.race([pumped, new Promise<false>((r) => setTimeout(() => r(false), 100))]))) {
-      if (this.redis.status !== 'ready') this.redis.disconnect();
-    }
+    while (!(await Promise.race([pumped, new Promise<false>((r) => setTimeout(() => r(false), 100))])) && this.redis.status === 'ready');
     for (const q of this.queues.values()) await q.close();
     if (this.redis.status === 'ready') await this.redis.quit().catch(() => {});
     this.redis.disconnect();

@@ -17,11 +17,27 @@ export async function adminKeyRefs(specs: readonly string[] | undefined, env: No
 }
 
 /**
+ * Ends the process `afterMs` from now if something still holds it then (a connection that keeps reconnecting,
+ * a request with a longer timeout). The timer is unref'd: a process that ends by itself is not held by it.
+ */
+function exitIfStillRunning(afterMs: number, why: string): void {
+  setTimeout(() => {
+    process.stderr.write(`writ: ${why}; exiting\n`);
+    process.exit(process.exitCode ?? EXIT.failure);
+  }, afterMs).unref();
+}
+
+/** How long after the shutdown grace a service that has not ended is ended (its own stop logs what overran). */
+export const EXIT_AFTER_GRACE_MS = 1000;
+
+/**
  * The one place process signals are handled: `run` gets a signal that SIGINT or SIGTERM aborts (its reason is
  * the signal's name) and services stop on. The listeners go after the first signal, so a second Ctrl-C gets
  * Node's default and ends a stop that hangs, and when `run` returns or throws, so none outlive it.
+ * With `graceMs`, the process ends at the latest EXIT_AFTER_GRACE_MS after the grace once a signal came, and
+ * shortly after `run` failed, whatever still holds it (R6: a service whose Redis or coord is gone still stops).
  */
-export async function runUntilProcessSignal<T>(run: (stop: AbortSignal) => Promise<T>): Promise<T> {
+export async function runUntilProcessSignal<T>(run: (stop: AbortSignal) => Promise<T>, opts: { graceMs?: number } = {}): Promise<T> {
   const stop = new AbortController();
   const detach = () => {
     process.off('SIGINT', onSignal);
@@ -30,11 +46,15 @@ export async function runUntilProcessSignal<T>(run: (stop: AbortSignal) => Promi
   const onSignal = (sig: NodeJS.Signals) => {
     detach();
     stop.abort(sig);
+    if (opts.graceMs !== undefined) exitIfStillRunning(opts.graceMs + EXIT_AFTER_GRACE_MS, `still running ${EXIT_AFTER_GRACE_MS} ms after the shutdown grace (${opts.graceMs} ms) since ${sig}`);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
     return await run(stop.signal);
+  } catch (e) {
+    if (opts.graceMs !== undefined) exitIfStillRunning(EXIT_AFTER_GRACE_MS, 'still running after the service failed');
+    throw e;
   } finally {
     detach();
   }
@@ -45,7 +65,13 @@ const SUP_HELP = `usage: writ supervisor --coord URL --admin-key FILE [--admin-t
 Runs a supervisor: admission, per-node queues in Redis, and signed reports to the coord. Its signing key
 is created in the state dir; give the coord its .pub file (--supervisor-key). The coord authenticates to
 it with the bearer token in $WRIT_SUPERVISOR_TOKEN (required). With --production (or WRIT_PRODUCTION=1) a
-Redis that evicts keys is refused (REDIS_MISCONFIGURED) instead of only warned about.
+Redis that evicts keys, or one reached as any ACL user but writ-supervisor (see \`writ redis acl\`), is
+refused (REDIS_MISCONFIGURED) instead of only warned about.
+
+  --redis URL   redis://[USER:PASSWORD@]HOST:PORT[/DB], rediss://... (TLS), or a Sentinel group:
+                redis+sentinel://[USER:PASSWORD@]HOST:PORT,HOST:PORT,.../MASTER[?db=N] (default $REDIS_URL)
+
+Stops on SIGTERM/SIGINT within its shutdown grace (10 s), Redis and coord reachable or not.
 
 example:
   WRIT_SUPERVISOR_TOKEN=... writ supervisor --coord http://127.0.0.1:7340 --redis redis://127.0.0.1:6379`;
@@ -57,7 +83,7 @@ async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<numb
   const signingKey = await loadOrCreateKey(config.signingKeyFile);
   await writeNewFile(config.publicKeyFile, JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: signingKey.keyid, publicKey: b64url(signingKey.publicKey) }, null, 2) + '\n', 0o644, true);
   const logger = pino({ level: config.logLevel }, pino.destination(2));
-  const clean = await runUntilProcessSignal((signal) => runSupervisor(config, { signingKey, logger, io, signal }));
+  const clean = await runUntilProcessSignal((signal) => runSupervisor(config, { signingKey, logger, io, signal }), { graceMs: config.shutdownGraceMs });
   return clean ? EXIT.ok : EXIT.failure;
 }
 
@@ -75,7 +101,7 @@ async function coord(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   if (values.help) return io.out(COORD_HELP), EXIT.ok;
   const config = coordConfig({ home: writHome(ctx.env), supervisor: values.supervisor, supervisorKey: values['supervisor-key'], listen: values.listen, cluster: values.cluster, state: values.state, adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'] }, ctx.env);
   const logger = pino({ level: config.logLevel }, pino.destination(2));
-  const clean = await runUntilProcessSignal((signal) => runCoord(config, { logger, io, signal }));
+  const clean = await runUntilProcessSignal((signal) => runCoord(config, { logger, io, signal }), { graceMs: config.shutdownGraceMs });
   return clean ? EXIT.ok : EXIT.failure;
 }
 
