@@ -2,7 +2,8 @@
 // WRIT_COORD / WRIT_TOKEN, or from the file `writ dev` writes ($WRIT_HOME/dev.json).
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { WritError, fromErrorJSON, parseErrorAnswer, readAnswer } from '@writ/protocol';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WritError, fromErrorJSON, parseErrorAnswer, readAnswer, toErrorJSON, type ErrorJSON } from '@writ/protocol';
 import { writHome } from './keyfiles.ts';
 
 export interface CoordTarget {
@@ -24,20 +25,55 @@ export async function resolveCoord(flag: string | undefined, env: NodeJS.Process
   return { url, token };
 }
 
-export async function api<T>(coord: CoordTarget, method: string, route: string, body?: string | object): Promise<{ status: number; body: T }> {
+/** One request to the coord; `signal` (besides a 30 s timeout) abandons it. Unreachable: NOT_READY (retryable). */
+export async function api<T>(coord: CoordTarget, method: string, route: string, body?: string | object, signal?: AbortSignal): Promise<{ status: number; body: T }> {
   let res: Response;
+  let text: string;
   try {
     res = await fetch(new URL(route, coord.url), {
       method,
       headers: { authorization: `Bearer ${coord.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-      signal: AbortSignal.timeout(30_000),
+      signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000),
     });
+    text = await res.text(); // a coord stopping mid-answer is as unreachable as one that is down
   } catch (e) {
     throw new WritError('NOT_READY', `cannot reach the coord at ${coord.url}: ${(e as Error).cause ? String((e as { cause: unknown }).cause) : (e as Error).message}`);
   }
-  const doc = readAnswer(res.status, await res.text(), (m) => new WritError('INTERNAL', `the coord ${m}`));
+  const doc = readAnswer(res.status, text, (m) => new WritError('INTERNAL', `the coord ${m}`));
   return { status: res.status, body: doc as T };
+}
+
+export interface OutageWatcher {
+  /** The first retryable failure of an outage (the coord unreachable, restarting, or answering 503). */
+  onOutage?(error: ErrorJSON): void;
+  /** The coord answered again after an outage. */
+  onRecovered?(): void;
+}
+
+/**
+ * A request that rides out coord restarts: retryable failures are retried with backoff (0.2 s doubling to 2 s)
+ * until the coord answers or `signal` aborts (then the abort reason is thrown). A permanent refusal (bad token,
+ * no such job) is thrown at once. Only for requests that are safe to repeat: reads, and submissions, which
+ * the job id makes idempotent (a repeat is answered as already recorded).
+ */
+export async function requestUntilAnswered<T>(coord: CoordTarget, method: 'GET' | 'POST', route: string, body: string | undefined, signal?: AbortSignal, watch: OutageWatcher = {}): Promise<T> {
+  let outage = false;
+  for (let delay = 200; ; delay = Math.min(delay * 2, 2000)) {
+    signal?.throwIfAborted();
+    try {
+      const { body: answer } = await api<T>(coord, method, route, body, signal);
+      if (outage) watch.onRecovered?.();
+      return answer;
+    } catch (e) {
+      signal?.throwIfAborted();
+      const error = toErrorJSON(e);
+      if (!error.retryable) throw e;
+      if (!outage) watch.onOutage?.(error);
+      outage = true;
+    }
+    await sleep(delay, undefined, signal ? { signal } : {}).catch(() => {});
+  }
 }
 
 export interface StreamedEvent {
@@ -46,9 +82,14 @@ export interface StreamedEvent {
   data: { seq: number; type: string; level: string | null; message: string; data: unknown };
 }
 
-/** Follows a job's server-sent events until the stream ends (the job finished) or `signal` aborts. */
+/**
+ * Follows a job's server-sent events until the stream ends (the job finished) or `signal` aborts. A lost
+ * stream, an unreachable coord or a retryable answer (a coord restarting) is retried, resuming after the last
+ * event seen; 20 failed tries in a row give up.
+ */
 export async function followEvents(coord: CoordTarget, jobId: string, onEvent: (e: StreamedEvent) => void, signal?: AbortSignal): Promise<void> {
   let lastId = 0;
+  const retryLater = (attempt: number) => sleep(Math.min(200 * 2 ** attempt, 3000), undefined, signal ? { signal } : {}).catch(() => {});
   for (let attempt = 0; attempt < 20; attempt++) {
     let res: Response;
     try {
@@ -58,22 +99,27 @@ export async function followEvents(coord: CoordTarget, jobId: string, onEvent: (
       });
     } catch {
       if (signal?.aborted) return;
-      await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 3000)));
+      await retryLater(attempt);
       continue;
     }
     if (!res.ok || !res.body) {
-      const text = await res.text();
+      const text = await res.text().catch(() => '');
       let err = null;
       try {
         err = parseErrorAnswer(JSON.parse(text || '{}'));
       } catch {
         /* not JSON: reported below by status */
       }
+      if (err?.retryable || (!err && res.status >= 500)) {
+        await retryLater(attempt);
+        continue;
+      }
       throw err ? fromErrorJSON(err) : new WritError('INTERNAL', `events stream answered ${res.status}`);
     }
     const decoder = new TextDecoder();
     let buf = '';
     let ended = false;
+    let progressed = false;
     try {
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         buf += decoder.decode(chunk, { stream: true });
@@ -92,6 +138,7 @@ export async function followEvents(coord: CoordTarget, jobId: string, onEvent: (
           if (event === 'end') ended = true;
           else if (data) {
             if (id) lastId = id;
+            progressed = true;
             onEvent({ id, event, data: JSON.parse(data) });
           }
         }
@@ -101,6 +148,8 @@ export async function followEvents(coord: CoordTarget, jobId: string, onEvent: (
       void e;
     }
     if (ended) return;
+    if (progressed) attempt = -1; // the budget is for failures in a row
+    await retryLater(Math.max(0, attempt));
   }
   throw new WritError('NOT_READY', 'lost the event stream too many times');
 }

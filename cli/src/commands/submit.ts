@@ -1,24 +1,30 @@
-// writ submit ENVELOPE|SCRIPT [--key FILE] [--wait] [--follow]; writ submit --batch FILE...
+// writ submit ENVELOPE|SCRIPT [--key FILE] [--wait] [--follow] [--wait-timeout D]; writ submit --batch FILE...
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, TERMINAL_STATUSES, WritError, parseBatchSubmitAnswer, parseEnvelope, parseJobView, parseSubmitAnswer, type BatchSubmitItem, type JobView,
 } from '@writ/protocol';
-import { parse } from '../args.ts';
-import { api, followEvents, resolveCoord, type CoordTarget, type StreamedEvent } from '../client.ts';
+import { humanDuration, parse, parseDurationS } from '../args.ts';
+import { api, followEvents, requestUntilAnswered, resolveCoord, type CoordTarget, type OutageWatcher, type StreamedEvent } from '../client.ts';
 import { keyringDir, loadPrivateKey } from '../keyfiles.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
 import { SIGN_OPTIONS, signScriptFile } from './sign.ts';
 import type { CliContext, Command } from './types.ts';
 
-const HELP = `usage: writ submit ENVELOPE.json|SCRIPT.js [--key FILE] [--target ...] [--caps ...] [--wait|--follow] [--coord URL] [--json]
-       writ submit --batch FILE... [--wait] [--coord URL] [--json]
+const HELP = `usage: writ submit ENVELOPE.json|SCRIPT.js [--key FILE] [--target ...] [--caps ...] [--wait|--follow] [--wait-timeout D] [--coord URL] [--json]
+       writ submit --batch FILE... [--wait] [--wait-timeout D] [--coord URL] [--json]
 
 Submits a signed envelope to the coord. Given a .js script instead, signs it first (same options as
 \`writ sign\`; --key defaults to $WRIT_HOME/keys/admin.key, which \`writ dev\` creates).
 
-  --wait      wait until the job ends; exit 0 if it succeeded, 1 otherwise
+  --wait      wait until the job ends; exit 0 if it succeeded, 1 otherwise. A coord that restarts or is
+              unreachable meanwhile is waited for (and asked again to take the job, which its id makes
+              safe): the exit code is the job's, not the connection's
   --follow    stream the job's log lines and status changes until it ends (implies --wait)
+  --wait-timeout D
+              stop waiting D after submitting (30s, 10m, 2h; default: no limit): exit 1 with WAIT_TIMEOUT;
+              the job itself goes on (see it with \`writ jobs show ID\`)
   --batch     submit signed envelopes from each FILE (one envelope, or one per line) in requests of up to
               ${MAX_BATCH_ENVELOPES} envelopes and ${MAX_BATCH_BYTES / 1024 / 1024} MiB: the coord records each request in one transaction. One line per envelope;
               exit 0 only if every envelope was accepted (and, with --wait, every job succeeded)
@@ -33,11 +39,48 @@ const OPTIONS = {
   wait: { type: 'boolean', default: false },
   follow: { type: 'boolean', default: false },
   batch: { type: 'boolean', default: false },
+  'wait-timeout': { type: 'string' },
   coord: { type: 'string' },
 } as const;
 
-async function getJob(coord: CoordTarget, id: string): Promise<JobView> {
-  return parseJobView((await api<unknown>(coord, 'GET', `/v1/jobs/${encodeURIComponent(id)}`)).body);
+/** How long --wait may take, from the submission on: a deadline shared by every job waited for, or none. */
+export interface WaitLimit {
+  /** Aborts at the deadline; undefined without --wait-timeout. */
+  signal: AbortSignal | undefined;
+  /** As the user gave it, for the message. */
+  given: string;
+}
+
+function waitLimit(value: string | undefined): WaitLimit {
+  if (value === undefined) return { signal: undefined, given: '' };
+  const s = parseDurationS(value, '--wait-timeout');
+  if (s <= 0) throw new WritError('USAGE', '--wait-timeout must be longer than 0s');
+  return { signal: AbortSignal.timeout(s * 1000), given: humanDuration(s) };
+}
+
+function waitTimedOut(limit: WaitLimit, what: string, lastStatus: string | null, id: string | null): WritError {
+  return new WritError('WAIT_TIMEOUT', `${what} did not end within --wait-timeout ${limit.given}${lastStatus ? ` (last seen ${lastStatus})` : ''}; it goes on${id ? `: \`writ jobs show ${id}\`` : ''}`, { job: id, status: lastStatus });
+}
+
+/** Tells the user once per outage that the coord is away and that the wait goes on. */
+function outageNotices(io: Io, what: string): OutageWatcher {
+  return {
+    onOutage: (e) => io.err(`writ: the coord is not answering (${e.code}: ${e.message}); still waiting for ${what}`),
+    onRecovered: () => io.err(`writ: the coord answers again; still waiting for ${what}`),
+  };
+}
+
+/**
+ * Submits while waiting: a coord that restarts (or drops the answer) is asked again until it answers, which
+ * the job ids make safe (a repeat is answered as already recorded), within the wait's limit.
+ */
+async function submitWaiting(coord: CoordTarget, route: string, body: string, io: Io, limit: WaitLimit, what: string): Promise<unknown> {
+  try {
+    return await requestUntilAnswered<unknown>(coord, 'POST', route, body, limit.signal, outageNotices(io, `the coord to take ${what}`));
+  } catch (e) {
+    if (limit.signal?.aborted) throw waitTimedOut(limit, `the submission of ${what}`, null, null);
+    throw e;
+  }
 }
 
 export function printEvent(io: Io, e: StreamedEvent): void {
@@ -46,17 +89,30 @@ export function printEvent(io: Io, e: StreamedEvent): void {
   else io.out(`[${d.type.padEnd(5)}] ${d.message}`);
 }
 
-export async function waitForJob(coord: CoordTarget, id: string, follow: boolean, io: Io, json: boolean): Promise<JobView> {
-  if (follow) {
-    await followEvents(coord, id, (e) => (json ? io.out(JSON.stringify(e.data)) : printEvent(io, e)));
-  } else {
-    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
-      const j = await getJob(coord, id);
-      if (TERMINAL_STATUSES.has(j.status)) return j;
-      await new Promise((r) => setTimeout(r, delay));
+/**
+ * Waits until job `id` ends and returns its view. Connection failures and retryable answers (a coord
+ * restarting) are waited out; past `limit` it throws WAIT_TIMEOUT, naming the job's last known status.
+ */
+export async function waitForJob(coord: CoordTarget, id: string, follow: boolean, io: Io, json: boolean, limit: WaitLimit = { signal: undefined, given: '' }): Promise<JobView> {
+  const { signal } = limit;
+  const watch = outageNotices(io, `job ${id}`);
+  let last: JobView | null = null;
+  const getJob = async () => (last = parseJobView(await requestUntilAnswered<unknown>(coord, 'GET', `/v1/jobs/${encodeURIComponent(id)}`, undefined, signal, watch)));
+  try {
+    if (follow) {
+      await followEvents(coord, id, (e) => (json ? io.out(JSON.stringify(e.data)) : printEvent(io, e)), signal);
+      signal?.throwIfAborted();
+      return await getJob();
     }
+    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+      const j = await getJob();
+      if (TERMINAL_STATUSES.has(j.status)) return j;
+      await sleep(delay, undefined, signal ? { signal } : {});
+    }
+  } catch (e) {
+    if (!signal?.aborted) throw e;
+    throw waitTimedOut(limit, `job ${id}`, (last as JobView | null)?.status ?? null, id);
   }
-  return getJob(coord, id);
 }
 
 /** Reads envelopes from files: a file holds one envelope (possibly pretty-printed) or one per line. */
@@ -86,9 +142,10 @@ async function readEnvelopes(files: string[]): Promise<{ source: string; envelop
   return out;
 }
 
-async function submitBatch(files: string[], values: { wait?: boolean; json?: boolean; coord?: string }, io: Io, ctx: CliContext): Promise<number> {
+async function submitBatch(files: string[], values: { wait?: boolean; json?: boolean; coord?: string; 'wait-timeout'?: string }, io: Io, ctx: CliContext): Promise<number> {
   const items = await readEnvelopes(files);
   const coord = await resolveCoord(values.coord, ctx.env);
+  const limit = waitLimit(values['wait-timeout']);
   const results: { source: string; answer: BatchSubmitItem }[] = [];
   // Requests of at most MAX_BATCH_ENVELOPES envelopes and MAX_BATCH_BYTES of body (with room for the wrapper).
   const chunks: (typeof items)[] = [];
@@ -106,7 +163,7 @@ async function submitBatch(files: string[], values: { wait?: boolean; json?: boo
   }
   for (const chunk of chunks) {
     const body = `{"envelopes":[${chunk.map((c) => c.envelope).join(',')}]}`;
-    const answer = parseBatchSubmitAnswer((await api<unknown>(coord, 'POST', '/v1/jobs:batch', body)).body);
+    const answer = parseBatchSubmitAnswer(values.wait ? await submitWaiting(coord, '/v1/jobs:batch', body, io, limit, `${chunk.length} envelope(s)`) : (await api<unknown>(coord, 'POST', '/v1/jobs:batch', body)).body);
     answer.results.forEach((a, k) => results.push({ source: chunk[k]!.source, answer: a }));
   }
   let ok = true;
@@ -122,7 +179,7 @@ async function submitBatch(files: string[], values: { wait?: boolean; json?: boo
   if (values.wait) {
     for (const r of results) {
       if ('error' in r.answer) continue;
-      const job = await waitForJob(coord, r.answer.id, false, io, values.json === true);
+      const job = await waitForJob(coord, r.answer.id, false, io, values.json === true, limit);
       jobs.push(job);
       if (job.status !== 'succeeded') ok = false;
       if (!values.json) io.out(`job ${job.id} ${job.status}${job.error ? `: ${job.error.code}: ${job.error.message}` : ''}`);
@@ -136,6 +193,8 @@ async function submit(argv: string[], io: Io, ctx: CliContext): Promise<number> 
   const batch = argv.includes('--batch');
   const { values, positionals } = parse(argv, OPTIONS, batch ? { min: 1, max: 100_000, usage: 'writ submit --batch FILE... [--wait]' } : { min: 1, max: 1, usage: 'writ submit ENVELOPE.json|SCRIPT.js [--follow]' });
   if (values.help) return io.out(HELP), EXIT.ok;
+  if (values['wait-timeout'] !== undefined && !values.wait && !values.follow) throw new WritError('USAGE', '--wait-timeout limits --wait or --follow; give one of them');
+  waitLimit(values['wait-timeout']); // a bad duration is refused before anything is submitted
   if (values.batch) {
     if (values.follow) throw new WritError('USAGE', '--follow streams one job; with --batch use --wait\nusage: writ submit --batch FILE... [--wait]');
     if (positionals.some((f) => f.endsWith('.js') || f.endsWith('.mjs'))) throw new WritError('USAGE', '--batch submits signed envelopes; sign scripts first with `writ sign SCRIPT --out FILE`');
@@ -155,13 +214,14 @@ async function submit(argv: string[], io: Io, ctx: CliContext): Promise<number> 
     }
   }
   const coord = await resolveCoord(values.coord, ctx.env);
-  const accepted = parseSubmitAnswer((await api<unknown>(coord, 'POST', '/v1/jobs', envelope)).body);
+  const limit = waitLimit(values['wait-timeout']);
+  const accepted = parseSubmitAnswer(values.wait || values.follow ? await submitWaiting(coord, '/v1/jobs', envelope, io, limit, 'the job') : (await api<unknown>(coord, 'POST', '/v1/jobs', envelope)).body);
   if (!values.json) io.out(`job ${accepted.id} ${accepted.replayed ? 'was already recorded' : 'accepted'}: ${accepted.status}${accepted.node ? ` on ${accepted.node}` : ''}`);
   if (!values.wait && !values.follow) {
     if (values.json) printJson(io, { ok: true, ...accepted });
     return EXIT.ok;
   }
-  const job = await waitForJob(coord, accepted.id, values.follow === true, io, values.json === true);
+  const job = await waitForJob(coord, accepted.id, values.follow === true, io, values.json === true, limit);
   if (values.json) printJson(io, { ok: job.status === 'succeeded', job });
   else if (job.status === 'succeeded') io.out(`job ${job.id} succeeded (attempts: ${job.attempts})\nresult: ${JSON.stringify(job.result, null, 2)}`);
   else io.err(`writ: job ${job.id} ${job.status}: ${job.error ? `${job.error.code}: ${job.error.message}` : 'no reason recorded'}`);
