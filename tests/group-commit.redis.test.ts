@@ -131,8 +131,9 @@ describe.skipIf(!postgres.ok)('group commit on PostgreSQL', () => {
     const db = new Client({ connectionString: databaseUrl });
     await db.connect();
     try {
-      // A real write failure: every attempt row is refused while the constraint stands.
-      await db.query('ALTER TABLE job_attempts ADD CONSTRAINT writ_test_refuse CHECK (false) NOT VALID');
+      // A real write failure: every job event after admission's two (admitted, queued) is refused while the
+      // constraint stands, so admission commits and every report fails.
+      await db.query('ALTER TABLE job_events ADD CONSTRAINT writ_test_refuse CHECK (seq <= 2) NOT VALID');
       const { envelope, id } = s.sign('export default async () => "landed"');
       expect((await s.post(envelope)).status).toBe(202);
       // The runner ran it and reported; the coord could not record the report and did not acknowledge it.
@@ -147,7 +148,7 @@ describe.skipIf(!postgres.ok)('group commit on PostgreSQL', () => {
           await new Promise((r) => setTimeout(r, 50));
         }
         expect((await s.ledger.getJob(id))?.status).toBe('queued');
-        await db.query('ALTER TABLE job_attempts DROP CONSTRAINT writ_test_refuse');
+        await db.query('ALTER TABLE job_events DROP CONSTRAINT writ_test_refuse');
         expect(await s.waitFor(id, ['succeeded', 'failed'], 30_000)).toMatchObject({ status: 'succeeded', result: 'landed' });
         expect((await s.ledger.listAttempts(id)).map((a) => a.outcome)).toEqual(['succeeded']);
       } finally {

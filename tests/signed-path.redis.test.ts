@@ -175,7 +175,10 @@ describe('hostile scripts through the whole path (X1–X4)', () => {
     const hostile = cases.map(([, src]) => s.sign(src, { timeoutMs, memoryMiB: 32 }));
     const friendly = Array.from({ length: 4 }, () => s.sign(NOOP));
     for (const j of [...hostile, ...friendly]) expect((await s.post(j.envelope)).status).toBe(202);
-    for (const j of friendly) expect((await s.waitFor(j.id, ['succeeded', 'failed'], 30_000)).status).toBe('succeeded');
+    for (const j of friendly) {
+      const job = await s.waitFor(j.id, ['succeeded', 'failed'], 30_000);
+      expect([job.status, job.errorCode, job.errorMessage]).toEqual(['succeeded', null, null]);
+    }
     for (const [i, j] of hostile.entries()) {
       const [name, , code] = cases[i]!;
       const job = await s.waitFor(j.id, ['succeeded', 'failed'], 30_000);

@@ -29,6 +29,7 @@ export interface StackOptions {
   heartbeatMs?: number;
   /** Accept the stack's own nodes as an operator would (default true: they run on this machine). */
   autoAccept?: boolean;
+  /** Attempts per job and the first retry's backoff (the ledger assigns every attempt; the coord retries). */
   supervisor?: { attempts?: number; backoffMs?: number };
   reconcileAfterMs?: number;
   reconcileEveryMs?: number;
@@ -97,8 +98,6 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       signingKey: supKey,
       admins,
       ...(opts.logger ? { logger: opts.logger } : {}),
-      attempts: opts.supervisor?.attempts ?? 3,
-      backoffMs: opts.supervisor?.backoffMs ?? 1000,
       sink: {
         deliver: async (report) => {
           if (!service) throw new Error('coord not started yet');
@@ -115,6 +114,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       admins,
       nodeStore: ledger.nodeStore,
       heartbeatMs: opts.heartbeatMs ?? 5000,
+      maxAttempts: opts.supervisor?.attempts ?? 3,
+      retryBackoffMs: opts.supervisor?.backoffMs ?? 1000,
       ...(opts.logger ? { logger: opts.logger } : {}),
       ...(opts.reconcileAfterMs !== undefined ? { reconcileAfterMs: opts.reconcileAfterMs } : {}),
       ...(opts.reconcileEveryMs !== undefined ? { reconcileEveryMs: opts.reconcileEveryMs } : {}),

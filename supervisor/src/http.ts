@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { errorAnswer, errorCodeOf, parseStrictJson, toErrorJSON, ERROR_CODES, MAX_ATTEMPT_NUMBER, WritError, type QueueStateAnswer, type SupervisorSubmitAnswer } from '@writ/protocol';
 import type { Supervisor } from './supervisor.ts';
 
-export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submit', 'POST /v1/enqueue', 'GET /v1/jobs/:node/:id/:attempt', 'PUT /v1/keyset'] as const;
+export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submit', 'GET /v1/jobs/:node/:id/:attempt', 'PUT /v1/keyset'] as const;
 
 export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 + 4096, requestIdHeader: false, ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } } });
@@ -51,18 +51,6 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Pro
     const q = req.query as { node?: string; attempt?: number; delayMs?: number };
     const r = await sup.submit((req as { rawBody?: string }).rawBody!, { ...(q.node ? { node: q.node } : {}), attempt: q.attempt ?? 1, ...(q.delayMs ? { delayMs: q.delayMs } : {}) });
     return { jobId: r.jobId, node: r.node } satisfies SupervisorSubmitAnswer;
-  });
-  app.post('/v1/enqueue', {
-    schema: {
-      body: {
-        type: 'object', additionalProperties: false, required: ['jobId', 'node', 'envelope', 'attempt'],
-        properties: { jobId: { type: 'string', maxLength: 128 }, node: { type: 'string', maxLength: 63 }, envelope: { type: 'string' }, attempt: { type: 'integer', minimum: 1, maximum: MAX_ATTEMPT_NUMBER }, delayMs: { type: 'integer', minimum: 0, maximum: 3_600_000 } },
-      },
-    },
-  }, async (req) => {
-    const b = req.body as { jobId: string; node: string; envelope: string; attempt: number; delayMs?: number };
-    await sup.enqueue(b.jobId, b.node, b.envelope, b.attempt, b.delayMs);
-    return { ok: true };
   });
   app.get('/v1/jobs/:node/:id/:attempt', async (req) => {
     const { node, id, attempt } = req.params as { node: string; id: string; attempt: string };

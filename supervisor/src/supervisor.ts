@@ -32,12 +32,6 @@ export interface SupervisorOptions {
   admins: { threshold: number; keys: KeyRef[] };
   sink: ReportSink;
   logger?: Logger;
-  /**
-   * Unused: every attempt is assigned by the ledger and gets its own queue entry, so BullMQ never retries an
-   * entry itself (the coord retries transient failures with backoff). Accepted for old configurations.
-   */
-  attempts?: number;
-  backoffMs?: number;
   /** A node is live when its heartbeat is younger than this. */
   nodeLivenessMs?: number;
   nowS?: () => number;
@@ -183,10 +177,6 @@ export class Supervisor {
     return { jobId: admitted.job.id, node: admitted.node.id, admitted };
   }
 
-  /** Puts the untouched envelope on the node's queue as attempt `attempt`; idempotent per attempt. */
-  async enqueue(jobId: string, node: string, raw: string, attempt: number, delayMs?: number): Promise<void> {
-    await this.enqueueMany([{ jobId, node, envelope: raw, attempt, ...(delayMs ? { delayMs } : {}) }]);
-  }
 
   /**
    * Enqueues envelopes admitted elsewhere in this process (the coord verified and authorised them against
