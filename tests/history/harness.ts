@@ -164,7 +164,13 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
       await run('mount', ['-t', 'tmpfs', '-o', 'size=256m,mode=0700', 'writ-history', coordDir]);
       tmpfs = true;
     }
-    await startRedis();
+    // With the failover as the only fault, the cluster runs on the Sentinel group from the start (no move).
+    const sentinelOnly = kinds.length > 0 && kinds.every((k) => k === 'sentinel-failover');
+    if (sentinelOnly) {
+      const helper = (await import(SENTINEL_HELPER)) as { startSentinelGroup(dir: string): Promise<SentinelGroup> };
+      sentinel = await helper.startSentinelGroup(path.join(dir, 'sentinel'));
+      redisUrl = sentinel.url;
+    } else await startRedis();
     await supervisor.start();
     await coord.start();
     const ks = bootstrapKeySet({ cluster: CLUSTER, admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
@@ -310,24 +316,27 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
         }
         case 'sentinel-failover': {
           // Move the cluster to a Sentinel group: drain, restart supervisor and runner on the sentinel URL.
-          await until('every accepted job terminal before the move to Sentinel', async () => (submissions.every((s) => s.acceptedAt === null || TERMINAL.has(observed.get(s.id)?.at(-1) ?? '')) ? true : undefined), 60_000, 250).catch(() => log('moving to Sentinel with jobs unfinished'));
-          const helper = (await import(SENTINEL_HELPER)) as { startSentinelGroup(dir: string): Promise<SentinelGroup> };
-          sentinel = await helper.startSentinelGroup(path.join(dir, 'sentinel'));
-          await runner.signal('SIGTERM');
-          await supervisor.signal('SIGTERM');
-          redisUrl = sentinel.url;
-          await supervisor.start();
-          await runner.start();
+          if (!sentinel) {
+            await until('every accepted job terminal before the move to Sentinel', async () => (submissions.every((s) => s.acceptedAt === null || TERMINAL.has(observed.get(s.id)?.at(-1) ?? '')) ? true : undefined), 60_000, 250).catch(() => log('moving to Sentinel with jobs unfinished'));
+            const helper = (await import(SENTINEL_HELPER)) as { startSentinelGroup(dir: string): Promise<SentinelGroup> };
+            sentinel = await helper.startSentinelGroup(path.join(dir, 'sentinel'));
+            await runner.signal('SIGTERM');
+            await supervisor.signal('SIGTERM');
+            redisUrl = sentinel.url;
+            await supervisor.start();
+            await runner.start();
+          }
+          const group = sentinel as SentinelGroup;
           const before = submissions.length;
           for (let i = plainJobs; i < opts.jobs; i++) inflight.push(submitOne(i));
           // Fail over while a job runs on the Sentinel group: wait (bounded) until one does.
           const ranHere = await until('a job running on the Sentinel group', async () => (submissions.slice(before).some((x) => ['running', 'succeeded'].includes(observed.get(x.id)?.at(-1) ?? '')) ? true : undefined), 60_000, 100)
             .catch(() => false);
           if (!ranHere) log('  no job ran on the Sentinel group within 60 s of its submission (before any failover)');
-          const old = await sentinel.currentPrimaryPort();
+          const old = await group.currentPrimaryPort();
           rec.at = Date.now();
-          await sentinel.kill(old);
-          const now = await sentinel.waitForFailover(old, 60_000);
+          await group.kill(old);
+          const now = await group.waitForFailover(old, 60_000);
           rec.note = `primary ${old} → ${now}`;
           break;
         }
