@@ -354,6 +354,8 @@ export class CoordService {
       try {
         batches.push(await this.verifyRunnerBatch(entry.envelope));
       } catch (e) {
+        // The node's key could not be read: not the batch's fault, so the report fails and is delivered again.
+        if (errorCodeOf(e) === 'LEDGER_UNAVAILABLE' || errorCodeOf(e) === 'LEDGER_CORRUPT') throw e;
         const err = toErrorJSON(e, true);
         refuse(`runner events refused: ${err.message}`, err.code);
       }
@@ -448,6 +450,20 @@ export class CoordService {
     return true;
   }
 
+  /** Puts the current attempt of a job back on its queue (it was lost before any runner reported it). */
+  private async reenqueue(job: JobRecord, node: string): Promise<void> {
+    const [refusal] = await this.opts.supervisor.dispatchMany([{ jobId: job.id, node, envelope: job.envelope, attempt: job.attempts }]);
+    if (refusal && !refusal.retryable) return this.refuseQueued(job.id, refusal);
+    if (refusal) {
+      this.log.warn({ jobId: job.id, node, attempt: job.attempts, code: refusal.code, msg: refusal.message }, 'could not enqueue a lost attempt again; will retry');
+      await this.ledger.touchJob(job.id);
+      return;
+    }
+    await this.ledger.appendJobEvent(job.id, { type: 'status', message: `attempt ${job.attempts} enqueued again on ${node}: the queue had lost it before it started` });
+    this.log.info({ jobId: job.id, node, attempt: job.attempts }, 'enqueued a lost attempt again');
+    this.metrics.redispatched++;
+  }
+
   /** Ends a job as failed from the reconciler's side (no runner report will come), closing its attempts. */
   private async settleFailed(job: JobRecord, error: ErrorJSON, message: string): Promise<boolean> {
     const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: error.code, errorMessage: error.message, message });
@@ -485,7 +501,14 @@ export class CoordService {
           const st = await this.opts.supervisor.jobState(job.id, job.attempts, node);
           if (st.state === 'missing') {
             if (st.held === 'no') {
-              if (await this.redispatch(job, node, `the queue had lost attempt ${job.attempts}`)) redispatched++;
+              const current = (await this.ledger.listAttempts(job.id)).find((a) => a.attempt === job.attempts);
+              if (current?.outcome === 'queued') {
+                // No runner ever reported it: enqueue the same attempt again rather than number a new one, so a
+                // queue that keeps losing entries (or refusing them) does not use up attempts. Had a runner
+                // started it after all, the node refuses it as a replay and a new attempt follows (below).
+                await this.reenqueue(job, node);
+                redispatched++;
+              } else if (await this.redispatch(job, node, `the queue had lost attempt ${job.attempts}`)) redispatched++;
             } else {
               // Held, or no recent heartbeat to ask (Redis lost it too, or the node is silent): look again later.
               if (st.held === 'unknown') this.log.info({ jobId: job.id, node, attempt: job.attempts }, 'the queue lost an attempt; waiting for the node to say whether it still runs it');
@@ -495,7 +518,10 @@ export class CoordService {
             // Writ's own failures carry their ErrorJSON (the runner reported them; this report was lost).
             // BullMQ's own reasons (the lock expired: the runner died or stalled) are plain text.
             const reported = parseFailureReason(st.failedReason);
-            if (reported) {
+            if (reported?.code === 'JOB_REPLAYED') {
+              // The node had started this attempt already (its report was lost): a new attempt resumes it there.
+              if (await this.redispatch(job, node, `node ${node} had already started attempt ${job.attempts}`)) redispatched++;
+            } else if (reported) {
               if (!reported.retryable || job.attempts >= job.maxAttempts) {
                 if (await this.settleFailed(job, reported, `failed: ${reported.code}: ${reported.message}`)) settled++;
               } else if (await this.redispatch(job, node, `attempt ${job.attempts} failed: ${reported.code}`, this.retryDelayMs(job.attempts + 1))) redispatched++;
