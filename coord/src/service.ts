@@ -11,6 +11,7 @@ import { GroupCommitter } from './ledger/group-commit.ts';
 import type { Admission, AdmissionOutcome, AuditInput, JobRecord, Ledger, Retry, TransitionedJob } from './ledger/index.ts';
 import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
 import type { SupervisorClient } from './supervisor-client.ts';
+import type { DispatchItem } from '@writ/supervisor';
 
 export interface CoordLogger {
   info(obj: object, msg?: string): void;
@@ -251,7 +252,7 @@ export class CoordService {
       // Recorded as queued already: if Redis does not take them now, the reconciler finds them missing from
       // their queue and enqueues them then (R1). A refusal by a supervisor in another process ends the job.
       try {
-        const refusals = await this.opts.supervisor.dispatchMany(toQueue);
+        const refusals = await this.dispatchToSupervisor(toQueue);
         await Promise.all(refusals.map(async (err, i) => {
           if (err && !err.retryable) await this.refuseQueued(toQueue[i]!.jobId, err);
         }));
@@ -301,7 +302,7 @@ export class CoordService {
       if (!t) return null; // it ended meanwhile (expired, refused): nothing to enqueue
       this.publishTransition(jobId, t);
       // If Redis does not take it now, the reconciler finds it missing from its queue and dispatches it then.
-      const [refusal] = await this.opts.supervisor.dispatchMany([{ jobId, node, envelope: raw, attempt: t.attempts }]);
+      const [refusal] = await this.dispatchToSupervisor([{ jobId, node, envelope: raw, attempt: t.attempts }]);
       if (refusal && !refusal.retryable) await this.refuseQueued(jobId, refusal);
       return t;
     } catch (e) {
@@ -429,7 +430,7 @@ export class CoordService {
    */
   private async enqueueRetries(retries: readonly Retry[]): Promise<void> {
     try {
-      await this.opts.supervisor.dispatchMany(retries.map((r) => ({ jobId: r.jobId, node: r.node, envelope: r.envelope, attempt: r.attempt, delayMs: this.retryDelayMs(r.attempt) })));
+      await this.dispatchToSupervisor(retries.map((r) => ({ jobId: r.jobId, node: r.node, envelope: r.envelope, attempt: r.attempt, delayMs: this.retryDelayMs(r.attempt) })));
     } catch (e) {
       this.log.warn({ jobs: retries.length, err: (e as Error).message, code: errorCodeOf(e) }, 'enqueueing retries failed; the reconciler will dispatch them');
     }
@@ -443,16 +444,32 @@ export class CoordService {
     const t = await this.ledger.dispatchAttempt(job.id, node, (n) => `re-dispatched to ${node} as attempt ${n}: ${why}`);
     if (!t) return false;
     this.publishTransition(job.id, t);
-    const [refusal] = await this.opts.supervisor.dispatchMany([{ jobId: job.id, node, envelope: job.envelope, attempt: t.attempts, ...(delayMs ? { delayMs } : {}) }]);
+    const [refusal] = await this.dispatchToSupervisor([{ jobId: job.id, node, envelope: job.envelope, attempt: t.attempts, ...(delayMs ? { delayMs } : {}) }]);
     if (refusal && !refusal.retryable) await this.refuseQueued(job.id, refusal);
     this.log.info({ jobId: job.id, node, attempt: t.attempts, why }, 're-dispatched a job');
     this.metrics.redispatched++;
     return true;
   }
 
+  /**
+   * Hands attempts to the supervisor. One that lost its key set (it restarted on an empty Redis, or Redis lost
+   * it) refuses with KEYSET_MISSING: it gets the current set again and those items are offered once more.
+   */
+  private async dispatchToSupervisor(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
+    const out = await this.opts.supervisor.dispatchMany(items);
+    const missing = out.flatMap((r, i) => (r?.code === 'KEYSET_MISSING' ? [i] : []));
+    const current = this.keySets.current;
+    if (missing.length === 0 || !current) return out;
+    this.log.warn({ supervisor: this.opts.supervisor.id, items: missing.length }, 'the supervisor had no key set; handing it over again');
+    await this.opts.supervisor.setKeySet(current.raw);
+    const again = await this.opts.supervisor.dispatchMany(missing.map((i) => items[i]!));
+    missing.forEach((i, k) => (out[i] = again[k] ?? null));
+    return out;
+  }
+
   /** Puts the current attempt of a job back on its queue (it was lost before any runner reported it). */
   private async reenqueue(job: JobRecord, node: string): Promise<void> {
-    const [refusal] = await this.opts.supervisor.dispatchMany([{ jobId: job.id, node, envelope: job.envelope, attempt: job.attempts }]);
+    const [refusal] = await this.dispatchToSupervisor([{ jobId: job.id, node, envelope: job.envelope, attempt: job.attempts }]);
     if (refusal && !refusal.retryable) return this.refuseQueued(job.id, refusal);
     if (refusal) {
       this.log.warn({ jobId: job.id, node, attempt: job.attempts, code: refusal.code, msg: refusal.message }, 'could not enqueue a lost attempt again; will retry');
