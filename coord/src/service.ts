@@ -65,6 +65,12 @@ interface NodeSigner {
   at: number;
 }
 const NODE_SIGNER_TTL_MS = 60_000;
+/**
+ * Attempts lost with their runner (it died, or stalled past its lock) before a job is given up. They do not
+ * count against `maxAttempts`, which limits attempts that failed with an error: a runner crash is not the
+ * job's failure, unless it keeps happening.
+ */
+const MAX_LOST_ATTEMPTS = 10;
 
 export class CoordService {
   readonly events = new EventEmitter();
@@ -539,13 +545,15 @@ export class CoordService {
               // The node had started this attempt already (its report was lost): a new attempt resumes it there.
               if (await this.redispatch(job, node, `node ${node} had already started attempt ${job.attempts}`)) redispatched++;
             } else if (reported) {
-              if (!reported.retryable || job.attempts >= job.maxAttempts) {
+              const failedBefore = (await this.ledger.listAttempts(job.id)).filter((a) => a.outcome === 'failed' && a.attempt !== job.attempts).length;
+              if (!reported.retryable || failedBefore + 1 >= job.maxAttempts) {
                 if (await this.settleFailed(job, reported, `failed: ${reported.code}: ${reported.message}`)) settled++;
               } else if (await this.redispatch(job, node, `attempt ${job.attempts} failed: ${reported.code}`, this.retryDelayMs(job.attempts + 1))) redispatched++;
             } else if (st.held === 'yes') {
               await this.ledger.touchJob(job.id); // its runner still executes it: its report will come
-            } else if (job.attempts >= job.maxAttempts) {
-              const reason = st.failedReason ?? 'failed in the queue';
+            } else if ((await this.ledger.listAttempts(job.id)).filter((a) => a.outcome === 'superseded').length + 1 >= MAX_LOST_ATTEMPTS) {
+              // Its runner died or stalled under it again and again: it may be what kills the runner.
+              const reason = `${MAX_LOST_ATTEMPTS} attempts were lost with their runner (the last: ${st.failedReason ?? 'given up by the queue'}); the job may be what crashes it`;
               if (await this.settleFailed(job, { code: 'INTERNAL', message: reason, retryable: true }, `failed: INTERNAL: ${reason}`)) settled++;
             } else if (await this.redispatch(job, node, `attempt ${job.attempts} was given up by the queue (${st.failedReason ?? 'no reason'})`)) redispatched++;
           } else {

@@ -87,6 +87,19 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
       const audit = await ledger.tailAudit(20);
       expect(audit.map((a) => `${a.kind}:${a.subject}`)).toEqual(['job.effect:j1', 'job.effect:j2', 'job.fail:j3', 'job.effect:j1']);
       expect((await ledger.verifyAudit()).ok).toBe(true);
+      // Attempts lost with a runner (superseded) do not use up retries: attempt 3 fails after two lost ones and is retried.
+      await ledger.admitJobs([admission('j4')], () => []);
+      await ledger.dispatchAttempt('j4', 'n1');
+      await ledger.dispatchAttempt('j4', 'n1');
+      const lost = await ledger.write((w) => w.applyRunnerEvents([ev.running('j4', 3), ev.fail('j4', false, 3)]));
+      expect(lost.retries.map((r) => [r.jobId, r.attempt])).toEqual([['j4', 4]]);
+      expect((await ledger.listAttempts('j4')).map((a) => a.outcome)).toEqual(['superseded', 'superseded', 'failed', 'queued']);
+      // Failures do: after the third failed attempt the job fails.
+      const third = await ledger.write((w) => w.applyRunnerEvents([ev.running('j4', 4), ev.fail('j4', false, 4)]));
+      expect(third.retries.map((r) => r.attempt)).toEqual([5]);
+      const last = await ledger.write((w) => w.applyRunnerEvents([ev.running('j4', 5), ev.fail('j4', false, 5)]));
+      expect(last.retries).toEqual([]);
+      expect(await ledger.getJob('j4')).toMatchObject({ status: 'failed', attempts: 5, errorCode: 'COMMAND_FAILED' });
       // A later report continues each job's sequence where the last one ended.
       await ledger.write((w) => w.applyRunnerEvents([ev.log('j3', 'after')]));
       expect((await ledger.listJobEvents('j3', 0, 20)).map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);

@@ -40,6 +40,8 @@ interface JobState {
   status: JobStatus;
   attempts: number;
   maxAttempts: number;
+  /** Attempts that failed with a reported error (what `maxAttempts` limits); read only when needed. */
+  failedAttempts: number;
   envelope: string;
   node: string | null;
   eventSeq: number;
@@ -87,9 +89,22 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
     );
     for (const r of rows) {
       jobs.set(r.id, {
-        id: r.id, status: r.status, attempts: Number(r.attempts), maxAttempts: Number(r.max_attempts), envelope: r.envelope, node: r.node, eventSeq: Number(r.event_seq), logEvents: Number(r.log_events),
+        id: r.id, status: r.status, attempts: Number(r.attempts), maxAttempts: Number(r.max_attempts), failedAttempts: 0, envelope: r.envelope, node: r.node, eventSeq: Number(r.event_seq), logEvents: Number(r.log_events),
         transitioned: false, terminal: false, setResult: false, result: null, setError: false, errorCode: null, errorMessage: null, touched: false,
       });
+    }
+  }
+  // Whether a retryable failure is retried depends on how many attempts failed before: read that only for
+  // the jobs of such failures (rare), not for every report.
+  const failing = [...new Set(events.filter((e) => e.type === 'result' && !e.ok && !e.final && e.jobId !== null).map((e) => e.jobId!))];
+  if (failing.length > 0) {
+    const counts = await tx.query<{ job_id: string; failed: number }>(
+      `SELECT job_id, count(*)::int AS failed FROM job_attempts WHERE job_id = ANY($1::text[]) AND outcome = 'failed' GROUP BY job_id`,
+      [failing],
+    );
+    for (const c of counts) {
+      const j = jobs.get(c.job_id);
+      if (j) j.failedAttempts = Number(c.failed);
     }
   }
   const recorded: RecordedEvent[] = [];
@@ -188,10 +203,13 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
           break;
         }
         // An execution fenced by a newer one did not fail: it was replaced.
-        attempt(job.id, ev.attempt, ev.node, ev.error.code === 'EFFECT_FENCED' ? 'superseded' : 'failed', ev.error.code);
+        const fenced = ev.error.code === 'EFFECT_FENCED';
+        attempt(job.id, ev.attempt, ev.node, fenced ? 'superseded' : 'failed', ev.error.code);
         if (!current) break;
-        // The runner says whether the error is permanent; the ledger counts the attempts.
-        if (ev.final && ev.error.code !== 'EFFECT_FENCED' || job.attempts >= job.maxAttempts) {
+        if (!fenced) job.failedAttempts++;
+        // The runner says whether the error is permanent; the ledger counts the attempts that failed (ones lost
+        // with a runner or a queue do not count: the reconciler bounds those).
+        if ((ev.final && !fenced) || job.failedAttempts >= job.maxAttempts) {
           transition(job, 'failed', {
             errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt,
             message: `failed: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
