@@ -64,10 +64,10 @@ describe('past the shutdown grace', () => {
     // ever would; a regression in any service's stop would otherwise leave it running.
     const script = path.join(dir, 'hangs.mts');
     const services = path.resolve(import.meta.dirname, '../cli/src/commands/services.ts');
+    // 'ready' goes out from inside the run, once the signal handlers are in place (as a service's ready line).
     await writeFile(script, `import { runUntilProcessSignal } from ${JSON.stringify(services)};
 setInterval(() => {}, 1000);
-process.stdout.write('ready\\n');
-await runUntilProcessSignal(() => new Promise(() => {}), { graceMs: 500 });
+await runUntilProcessSignal(() => new Promise(() => process.stdout.write('ready\\n')), { graceMs: 500 });
 `);
     const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: path.resolve(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
