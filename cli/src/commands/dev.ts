@@ -2,7 +2,7 @@
 import { once } from 'node:events';
 import { chmod } from 'node:fs/promises';
 import path from 'node:path';
-import { b64url } from '@writ/protocol';
+import { b64url, redactRedisUrl } from '@writ/protocol';
 import pino from 'pino';
 import { parse } from '../args.ts';
 import { api, followEvents, type CoordTarget } from '../client.ts';
@@ -62,7 +62,7 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
     await chmod(devFile, 0o600);
     io.out(`writ dev is up in ${startedMs} ms`);
     io.out(`  coord     ${stack.url}   (token in ${devFile}; export WRIT_TOKEN=${stack.token})`);
-    io.out(`  redis     ${stack.redisUrl}${stack.redis ? ' (embedded)' : ''}`);
+    io.out(`  redis     ${redactRedisUrl(stack.redisUrl)}${stack.redis ? ' (embedded)' : ''}`);
     io.out(`  ledger    ${ctx.env.DATABASE_URL ? 'DATABASE_URL' : `PGlite in ${path.join(stateDir, 'ledger')}`}`);
     io.out(`  runner    node ${values.node} (labels env=dev)`);
     io.out(`  admin key ${path.join(keyringDir(ctx.env), 'admin.key')} (${admin.keyid})`);
@@ -77,7 +77,7 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   }
 
   try {
-    io.out(`writ dev: coord, supervisor and runner ${values.node} up in ${startedMs} ms (redis ${stack.redis ? 'embedded' : stack.redisUrl}, ledger ${ctx.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`);
+    io.out(`writ dev: coord, supervisor and runner ${values.node} up in ${startedMs} ms (redis ${stack.redis ? 'embedded' : redactRedisUrl(stack.redisUrl)}, ledger ${ctx.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`);
     const signed = await signScriptFile(HELLO, [admin], { target: [`node=${values.node}`], caps: 'host.facts', args: '{"name":"Writ"}', aud: stack.clusterId }, ctx);
     io.out(`signed ${path.relative(process.cwd(), HELLO)} as job ${signed.jobId} with ${admin.keyid}`);
     const accepted = (await api<{ id: string; status: string }>(coord, 'POST', '/v1/jobs', signed.envelope)).body;

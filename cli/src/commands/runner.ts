@@ -8,7 +8,7 @@ import { EXIT, type Io } from '../output.ts';
 import type { CliContext, Command } from './types.ts';
 
 const HELP = `usage: writ runner --node ID --coord URL --admin-key FILE [--admin-threshold K] [--cluster ID] [--label k=v ...] [--redis URL]
-                   [--state DIR] [--concurrency N] [--lock-ms N] [--stalled-ms N]
+                   [--state DIR] [--concurrency N] [--lock-ms N] [--stalled-ms N] [--production]
 
 Runs the node daemon: makes (once) and keeps the node's own ed25519 identity in the state dir, registers
 with the coord by signing a fresh challenge, sends signed heartbeats with its health, and runs the job
@@ -18,8 +18,12 @@ takes no new jobs and lets running ones finish.
 
   --admin-key FILE  a pinned admin public key (repeat for several): the first key set this node accepts
                     must carry K of their signatures; later sets chain from the one held
-  --state DIR       keeps the highest accepted key set across restarts (default $WRIT_HOME/runner-ID)
-  --redis URL       Redis (default $REDIS_URL)
+  --state DIR       keeps the node identity, the highest accepted key set and the effect journal
+                    (journal/, see docs/exactly-once.md) across restarts (default $WRIT_HOME/runner-ID)
+  --redis URL       Redis (default $REDIS_URL): redis://[user:pass@]host:port[/db], rediss://… (TLS), or
+                    redis+sentinel://[user:pass@]host:port,host:port/MASTER[?db=N] (Sentinel)
+  --production      refuse a Redis with eviction on, or reached without this node's own ACL user
+                    (writ redis acl --role runner --node ID prints it); also WRIT_PRODUCTION=1
 
 example:
   writ runner --node node-7 --label rack=r1 --coord http://10.0.0.1:7340 --redis redis://10.0.0.2:6379 --admin-key admin.key.pub`;
@@ -28,16 +32,17 @@ async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> 
   const { values } = parse(argv, {
     node: { type: 'string' }, label: { type: 'string', multiple: true }, redis: { type: 'string' }, concurrency: { type: 'string' },
     'admin-key': { type: 'string', multiple: true }, coord: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, 'admin-threshold': { type: 'string', default: '1' }, cluster: { type: 'string' }, state: { type: 'string' },
-    'lock-ms': { type: 'string' }, 'stalled-ms': { type: 'string' },
+    'lock-ms': { type: 'string' }, 'stalled-ms': { type: 'string' }, production: { type: 'boolean', default: false },
   }, { min: 0, max: 0, usage: 'writ runner --node ID' });
   if (values.help) return io.out(HELP), EXIT.ok;
   const config = runnerConfig({
     home: writHome(ctx.env), node: values.node, labels: values.label, redis: values.redis, coord: values.coord, cluster: values.cluster, state: values.state,
     adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'],
     concurrency: values.concurrency, heartbeatMs: values['heartbeat-ms'], lockMs: values['lock-ms'], stalledMs: values['stalled-ms'],
+    ...(values.production ? { production: true } : {}),
   }, ctx.env);
   const logger = pino({ level: config.logLevel }, pino.destination(2));
-  await runUntilProcessSignal((signal) => runNodeDaemon(config, { logger, io, signal }));
+  await runUntilProcessSignal((signal) => runNodeDaemon(config, { logger, io, signal }), { graceMs: config.shutdownGraceMs });
   return EXIT.ok;
 }
 
