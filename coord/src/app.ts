@@ -3,7 +3,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
-  ERROR_CODES, JOB_STATUSES, MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, encodeEnvelope, errorAnswer, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
+  ERROR_CODES, JOB_STATUSES, MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, WritError, encodeEnvelope, errorAnswer, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
   type BatchSubmitAnswer, type Envelope, type ErrorCode, type JobPage, type JobEventMessage, type JobView, type SubmitAnswer,
 } from '@writ/protocol';
 import type { JobAttempt, JobRecord } from './ledger/index.ts';
@@ -181,16 +181,23 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
 
   app.get('/healthz', async () => ({ ok: true }));
+  // The ledger is ready while its last write went through and it answers a read: a full disk fails writes
+  // while reads still work, and a stuck ledger must not hang this route, so the read has a deadline.
   app.get('/readyz', async (_req, reply) => {
-    let ledger = true;
-    try {
-      await service.ledger.ping();
-    } catch {
-      ledger = false;
+    let ledgerError = service.ledger.db.health.problem;
+    if (!ledgerError) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([service.ledger.ping(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('no answer within 2 s')), 2000)))]);
+      } catch (e) {
+        ledgerError = errorCodeOf(e) ? (e as WritError) : new WritError('LEDGER_UNAVAILABLE', `the ledger does not answer: ${(e as Error).message}`);
+      } finally {
+        clearTimeout(timer);
+      }
     }
     const sup = await service.opts.supervisor.health();
-    const ok = ledger && sup.ok;
-    return reply.code(ok ? 200 : 503).send({ ok, ledger, supervisor: sup.ok, redis: sup.redis });
+    const ok = !ledgerError && sup.ok;
+    return reply.code(ok ? 200 : 503).send({ ok, ledger: !ledgerError, supervisor: sup.ok, redis: sup.redis, ...(ledgerError ? { ledgerError: toErrorJSON(ledgerError) } : {}) });
   });
   app.get('/metrics', async (_req, reply) => {
     const m = service.metrics;

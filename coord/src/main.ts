@@ -1,7 +1,10 @@
 // Runs a coord from its config: opens the ledger, starts the service, listens, announces readiness, and on
 // `signal` releases everything in reverse order within the shutdown grace. app.ts builds; this listens.
+// A ledger fault it cannot ride out (read-only or vanished disk, corruption) stops it the same way, and then
+// it fails with that fault (LEDGER_UNAVAILABLE or LEDGER_CORRUPT, naming the folder): a process supervisor
+// that restarts it is the recovery, and a restart on a still-broken disk fails at once with the same words.
 import { readFile } from 'node:fs/promises';
-import { decodeKeyFile, serveUntilAborted, type ServiceRun } from '@writ/protocol';
+import { decodeKeyFile, serveUntilAborted, type ServiceRun, type WritError } from '@writ/protocol';
 import { buildApp } from './app.ts';
 import type { CoordConfig } from './config.ts';
 import { openLedger } from './ledger/index.ts';
@@ -10,13 +13,19 @@ import { HttpSupervisorClient } from './supervisor-client.ts';
 
 export type CoordRun = ServiceRun<CoordLogger>;
 
-/** Runs until `run.signal` aborts; resolves true when everything was released within the grace. */
+/** Runs until `run.signal` aborts (true when everything was released within the grace), or throws the ledger's fatal fault. */
 export async function runCoord(config: CoordConfig, run: CoordRun): Promise<boolean> {
   const { logger } = run;
   const supervisorKey = decodeKeyFile(await readFile(config.supervisorKeyFile, 'utf8'), config.supervisorKeyFile);
-  return serveUntilAborted(run, config.shutdownGraceMs, async (releasers) => {
+  const ledgerFailed = new AbortController();
+  const stop = AbortSignal.any([run.signal, ledgerFailed.signal]);
+  const clean = await serveUntilAborted({ ...run, signal: stop }, config.shutdownGraceMs, async (releasers) => {
     const ledger = await openLedger(config.ledger);
     releasers.push({ name: 'ledger', release: () => ledger.close() });
+    ledger.db.health.onFatal((e) => {
+      logger.error({ code: e.code, ...e.details, err: e.message }, 'the ledger failed; stopping');
+      ledgerFailed.abort(e);
+    });
     const service = new CoordService({
       admins: { threshold: config.admins.threshold, keys: [...config.admins.keys] },
       clusterId: config.clusterId,
@@ -33,4 +42,6 @@ export async function runCoord(config: CoordConfig, run: CoordRun): Promise<bool
     const url = await app.listen({ ...config.listen }); // fastify writes into its options; the config is frozen
     return { url };
   });
+  if (ledgerFailed.signal.aborted) throw ledgerFailed.signal.reason as WritError;
+  return clean;
 }

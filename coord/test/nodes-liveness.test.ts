@@ -27,7 +27,7 @@ function countingDb(db: Db): Db {
     },
     exec: (script) => q.exec(script),
   });
-  return { engine: db.engine, ...wrap(db), transaction: (fn) => db.transaction((tx) => fn(wrap(tx))), close: () => db.close() };
+  return { engine: db.engine, health: db.health, ...wrap(db), transaction: (fn) => db.transaction((tx) => fn(wrap(tx))), close: () => db.close() };
 }
 
 const newRegistry = () => new NodeRegistry({ store: new SqlNodeStore(countingDb(ledger.db)), clock: () => now, heartbeatMs: HB, flushEveryMs: FLUSH, deadlinesMs: { draining: 60_000 } });

@@ -2,8 +2,9 @@
 // synchronously on the thread that calls them) so that the coord's event loop, which also serves HTTP,
 // never runs them. Requests come from `openPgliteThread` (pglite-channel.ts) as numbered messages.
 import { parentPort, workerData } from 'node:worker_threads';
-import { PGlite, type Transaction } from '@electric-sql/pglite';
+import type { PGlite, Transaction } from '@electric-sql/pglite';
 import type { ThreadReply, ThreadRequest } from './pglite-channel.ts';
+import { createPglite } from './pglite-open.ts';
 
 const port = parentPort;
 if (!port) throw new Error('the ledger thread must run in a worker thread');
@@ -29,7 +30,7 @@ let pg!: PGlite;
 let openError: unknown;
 try {
   // relaxedDurability stays false: a query's promise resolves only after PGlite has synced its file system.
-  pg = await PGlite.create({ ...(dataDir ? { dataDir } : {}), relaxedDurability: false });
+  pg = await createPglite({ ...(dataDir ? { dataDir } : {}), relaxedDurability: false });
 } catch (e) {
   openError = e;
 }
