@@ -3,5 +3,6 @@ export { buildApp, ROUTES, type AppOptions } from './app.ts';
 export { CoordService, type CoordOptions, type JobEventMessage } from './service.ts';
 export { InProcessSupervisorClient, HttpSupervisorClient, type SupervisorClient } from './supervisor-client.ts';
 export { openLedger, type Ledger } from './ledger/index.ts';
+export { backupLedger, checkLedger, restoreLedger, type LedgerCheckItem, type LedgerCheckReport, type LedgerSource } from './ledger/maintenance.ts';
 export { coordConfig, type CoordConfig, type CoordGiven } from './config.ts';
 export { runCoord, type CoordRun } from './main.ts';

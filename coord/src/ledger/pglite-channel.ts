@@ -217,6 +217,20 @@ export async function openPgliteThread(o: ThreadLedgerOptions): Promise<Db> {
     }
   };
 
+  // A write that went through ends a fault, except a full disk: small updates still fit in pages PostgreSQL
+  // has, so it ends only when a test write of the folder's own fits too (readiness would flap otherwise).
+  let confirming = false;
+  const wrote = () => {
+    if (health.problem?.details?.fault !== 'disk-full' || !dataDir) return health.writeSucceeded();
+    if (confirming) return;
+    confirming = true;
+    void probeFolder(dataDir, { write: true })
+      .then((st) => {
+        if (st.ok) health.writeSucceeded();
+      })
+      .finally(() => (confirming = false));
+  };
+  const noteWrite = <T>(p: Promise<T>): Promise<T> => p.then((v) => (wrote(), v));
   // The watch: a fatal fault is found even while nothing is asked of the ledger, and a stuck thread is replaced.
   let watching = false;
   const watch = setInterval(() => {
@@ -250,20 +264,6 @@ export async function openPgliteThread(o: ThreadLedgerOptions): Promise<Db> {
   }, o.watchEveryMs ?? 1000);
   watch.unref();
 
-  // A write that went through ends a fault, except a full disk: small updates still fit in pages PostgreSQL
-  // has, so it ends only when a test write of the folder's own fits too (readiness would flap otherwise).
-  let confirming = false;
-  const wrote = () => {
-    if (health.problem?.details?.fault !== 'disk-full' || !dataDir) return health.writeSucceeded();
-    if (confirming) return;
-    confirming = true;
-    void probeFolder(dataDir, { write: true })
-      .then((st) => {
-        if (st.ok) health.writeSucceeded();
-      })
-      .finally(() => (confirming = false));
-  };
-  const noteWrite = <T>(p: Promise<T>): Promise<T> => p.then((v) => (wrote(), v));
   const on = (tx: number | undefined, gen: number): Queryable => ({
     query: async <T>(sql: string, params?: readonly unknown[]) => {
       const r = call({ op: 'query', sql, ...(params ? { params: [...params] } : {}), ...(tx ? { tx } : {}) }, gen);
