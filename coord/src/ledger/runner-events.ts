@@ -263,7 +263,12 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
       [JSON.stringify([...attempts.values()].map((w) => ({ job_id: w.jobId, attempt: w.attempt, node: w.node, outcome: w.outcome, error_code: w.errorCode, dispatched: w.dispatched === true })))],
     );
   }
-  const ended = changed.filter((j) => j.terminal).map((j) => j.id);
+  // Close attempts a terminal job leaves open. The common case has none: one attempt, closed just above.
+  const closedHere = (j: JobState) => {
+    const w = attempts.get(`${j.id}\u0000${j.attempts}`);
+    return j.attempts === 1 && w !== undefined && w.outcome !== 'queued' && w.outcome !== 'running';
+  };
+  const ended = changed.filter((j) => j.terminal && !closedHere(j)).map((j) => j.id);
   if (ended.length > 0) await closeOpenAttempts(tx, ended);
   return { recorded, retries };
 }
