@@ -287,8 +287,18 @@ export class QemuDriver implements Hypervisor {
         if (Date.now() > deadline) throw new WritError('HYPERVISOR_API_ERROR', `the guest did not release device ${id} within 15 s`, { command: 'device_del', messages: [`device ${id} still present`] });
         await sleep(100);
       }
-      if (kind === 'disk') await q.execute('blockdev-del', { 'node-name': nodeName(id) });
-      else await q.execute('netdev_del', { id: netdevId(id) });
+      // The device leaves /machine/peripheral a moment before it lets go of its backend: QEMU answers "is in
+      // use" until then (seen on a loaded machine), so that one answer is waited out within the same deadline.
+      for (;;) {
+        try {
+          if (kind === 'disk') await q.execute('blockdev-del', { 'node-name': nodeName(id) });
+          else await q.execute('netdev_del', { id: netdevId(id) });
+          return;
+        } catch (e) {
+          if (!/in use/i.test((e as Error).message) || Date.now() > deadline) throw e;
+          await sleep(100);
+        }
+      }
     });
   }
 
