@@ -50,6 +50,24 @@ function argsHash(args: unknown): string {
   return createHash('sha256').update(JSON.stringify(args ?? null)).digest('hex').slice(0, 32);
 }
 
+const RECORD_TYPES = new Set(['start', 'intent', 'done', 'failed', 'end']);
+
+/** One line of a journal file, or null when it is not a record this module wrote. */
+function journalRecord(line: string): JournalRecord | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return null;
+  }
+  if (!v || typeof v !== 'object') return null;
+  const r = v as Record<string, unknown>;
+  if (typeof r.t !== 'string' || !RECORD_TYPES.has(r.t) || !Number.isSafeInteger(r.attempt) || typeof r.exec !== 'string') return null;
+  if (r.t !== 'start' && r.t !== 'end' && (!Number.isSafeInteger(r.step) || typeof r.op !== 'string' || typeof r.args !== 'string')) return null;
+  if (r.t === 'end' && (typeof r.outcome !== 'object' || r.outcome === null || typeof (r.outcome as { ok?: unknown }).ok !== 'boolean')) return null;
+  return v as JournalRecord;
+}
+
 /** What the journal says of one job on this node. */
 export class JobHistory {
   constructor(readonly jobId: string, readonly records: readonly JournalRecord[]) {}
@@ -141,11 +159,9 @@ export class EffectJournal {
     const lines = text.split('\n');
     lines.pop(); // after the last newline: empty, or a torn write
     for (const line of lines) {
-      try {
-        records.push(JSON.parse(line) as JournalRecord);
-      } catch {
-        throw new WritError('JOURNAL_UNAVAILABLE', `the effect journal of job ${jobId} has a corrupt record; move ${this.file(jobId)} aside only after checking what the job did`, { jobId });
-      }
+      const rec = journalRecord(line);
+      if (!rec) throw new WritError('JOURNAL_UNAVAILABLE', `the effect journal of job ${jobId} has a corrupt record; move ${this.file(jobId)} aside only after checking what the job did`, { jobId });
+      records.push(rec);
     }
     return new JobHistory(jobId, records);
   }
