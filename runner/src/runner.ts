@@ -399,6 +399,7 @@ export class Runner {
     };
     const redisUp = () => this.redis.status === 'ready' && this.workerConn.status === 'ready';
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
     // Pausing takes no new jobs without asking Redis; running scripts get the grace to finish.
     await byDeadline(this.worker.pause(true));
     while (this.running > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
