@@ -491,6 +491,8 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
   });
 });
 
+// Each test here opens a PGlite (Postgres in WebAssembly) in a folder several times: seconds per open on a
+// loaded machine, so they get more than the default 30 s.
 describe('PGlite data folder', () => {
   it('keeps jobs, events, key sets and the audit chain across close and reopen, and refuses a second opener', async () => {
     const dataDir = tempDir();
@@ -515,7 +517,7 @@ describe('PGlite data folder', () => {
     } finally {
       await second.close();
     }
-  });
+  }, 120_000);
 
   it('refuses to open a folder whose schema is newer than the code (CONFIG_INVALID)', async () => {
     const dataDir = tempDir();
@@ -525,5 +527,5 @@ describe('PGlite data folder', () => {
     await expect(openLedger({ dataDir })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     // The refused open released the folder.
     await expect(openLedger({ dataDir })).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('newer') });
-  });
+  }, 120_000);
 });
