@@ -272,8 +272,10 @@ async function openPostgres(databaseUrl: string, poolMax: number): Promise<Db> {
       return (await p).rows as T[];
     } catch (e) {
       const mapped = mapPgError(e);
+      // The server's own storage faults hold readiness until a write goes through; a lost connection does not
+      // (readiness asks the server itself, and a coord with nothing to write would otherwise stay unready).
       const code = errorCodeOf(mapped);
-      if (code === 'LEDGER_UNAVAILABLE' || code === 'LEDGER_CORRUPT') health.degraded(mapped as WritError);
+      if (code === 'LEDGER_CORRUPT' || (code === 'LEDGER_UNAVAILABLE' && (mapped as WritError).details?.sqlState)) health.degraded(mapped as WritError);
       throw mapped;
     }
   };

@@ -135,8 +135,13 @@ function queryable(pg: PGlite): Queryable {
 async function openCopy(dataDir: string): Promise<Opened | { failed: LedgerCheckItem }> {
   const st = await probeFolder(dataDir, { expectLedger: true });
   if (!st.ok && st.kind === 'vanished') throw new WritError('LEDGER_UNAVAILABLE', `there is no ledger in ${dataDir} (${st.detail})`, { dataDir });
-  // A read-only disk cannot take the lock, and nothing can write to it either: copy it as it is.
-  const unlock = st.ok ? lockDataDir(dataDir) : () => {};
+  let unlock = () => {};
+  try {
+    unlock = lockDataDir(dataDir);
+  } catch (e) {
+    // A read-only disk cannot take the lock, and nothing can write to it either: copy it as it is.
+    if ((e as WritError).details?.fault !== 'read-only') throw e;
+  }
   const copy = await mkdtemp(path.join(os.tmpdir(), 'writ-ledger-check-'));
   try {
     await cp(dataDir, copy, { recursive: true, filter: (p) => path.basename(p) !== LOCK_FILE });
