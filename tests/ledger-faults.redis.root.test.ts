@@ -16,7 +16,7 @@ import { startEmbeddedRedis, type EmbeddedRedis } from '@writ/cli';
 import { openLedger } from '@writ/coord';
 import { PAYLOAD_TYPES, b64url, bootstrapKeySet, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePublicKeyFile, generateKeyPair, redisKeys, signEnvelope } from '@writ/protocol';
 import { fillDisk, freeDisk, mountExt4, mountSupport, mountTmpfs, unmountAll } from './helpers/mounts.ts';
-import { freePort, killAllWrit, processCluster, runWrit, startWrit, type ProcessCluster, type WritProcess } from './helpers/processes.ts';
+import { freePort, killAllWrit, processCluster, runWrit, startWrit, until, type ProcessCluster, type WritProcess } from './helpers/processes.ts';
 
 const support = mountSupport();
 if (!support.ok) console.warn(`[ledger faults] skipped: ${support.reason}`);
@@ -26,16 +26,6 @@ afterAll(() => {
   unmountAll();
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function until<T>(what: string, get: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await get().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`${what} within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe.skipIf(!support.ok)('a full ledger disk, then freed (coord, supervisor and runner processes)', () => {
   let redis: EmbeddedRedis;

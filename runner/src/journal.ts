@@ -205,12 +205,17 @@ export class EffectJournal {
     process.kill(process.pid, 'SIGKILL');
   }
 
-  /** Starts an attempt: recorded (and synced) before anything of the job runs. */
-  async begin(jobId: string, attempt: number, exp: number): Promise<JobRun> {
+  /**
+   * Starts an attempt: recorded (and synced) before anything of the job runs. `history` is the job's journal
+   * as the caller just read it (to decide the attempt may start); read again when not given.
+   */
+  async begin(jobId: string, attempt: number, exp: number, history?: JobHistory): Promise<JobRun> {
+    const before = history ?? (await this.read(jobId));
     const exec = randomBytes(6).toString('base64url');
     await this.append(jobId, { t: 'start', attempt, exec, exp, ts: Date.now() });
     this.failpoint('after-start');
-    return new JobRun(this, jobId, attempt, exec, await this.read(jobId));
+    // The start just appended adds no step: the run replays what `before` holds.
+    return new JobRun(this, jobId, attempt, exec, before);
   }
 
   /**

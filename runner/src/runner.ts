@@ -272,7 +272,7 @@ export class Runner {
     const run = this.runs.get(queueJobId(job.jobId, job.attempt));
     if (!run) return broker.call(job, name, args);
     broker.check(job, name, args); // a journaled result is handed back only for a call the job may make
-    return run.call(name, args, () => broker.call(job, name, args));
+    return run.call(name, args, () => broker.invoke(job, name, args));
   }
 
   private async refuse(base: { jobId: string | null; attempt: number; node: string }, e: unknown, withResult: boolean): Promise<never> {
@@ -326,7 +326,7 @@ export class Runner {
     }
     let run: JobRun;
     try {
-      run = await this.journal.begin(jobId, attempt, job.exp);
+      run = await this.journal.begin(jobId, attempt, job.exp, history);
     } catch (e) {
       return this.failRetryable(base, e);
     }

@@ -107,15 +107,6 @@ export async function processCluster(dir: string, redisUrl: string): Promise<Pro
     const text = await r.text();
     return { status: r.status, body: text.startsWith('{') ? JSON.parse(text) : text };
   };
-  const until = async <T>(what: string, get: () => Promise<T | undefined>, timeoutMs: number): Promise<T> => {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const v = await get().catch(() => undefined);
-      if (v !== undefined) return v;
-      if (Date.now() > end) throw new Error(`${what} within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
   return {
     coordUrl,
     token,
@@ -152,4 +143,15 @@ export async function processCluster(dir: string, redisUrl: string): Promise<Pro
       return statuses.includes(view?.status) ? view : undefined;
     }, timeoutMs),
   };
+}
+
+/** Polls `get` every 50 ms until it gives a value (errors count as none); throws "<what> within N ms" past the timeout. */
+export async function until<T>(what: string, get: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await get().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`${what} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
