@@ -107,6 +107,7 @@ export const ERROR_CODES = Object.freeze({
     INTERNAL: { message: 'An internal error occurred', status: 500, retryable: true },
     NOT_READY: { message: 'The service is not ready', status: 503, retryable: true },
     SUPERVISOR_UNAVAILABLE: { message: 'No supervisor is reachable for this target', status: 503, retryable: true },
+    SUPERVISOR_NOT_LISTED: { message: 'The supervisor key (or a pool it claims) is not listed in the key set in force; an admin adds it with writ keyset supervisor add', status: 403, retryable: false },
     REDIS_UNAVAILABLE: { message: 'Redis is not reachable', status: 503, retryable: true },
     REDIS_MISCONFIGURED: { message: 'Redis is configured unsafely for Writ (eviction on, or no ACL user)', status: 500, retryable: false },
     REDIS_URL_INVALID: { message: 'The Redis URL is not valid (details.reason says which part)', status: 500, retryable: false },

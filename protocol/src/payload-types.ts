@@ -10,6 +10,8 @@ export const PAYLOAD_TYPES = Object.freeze({
   result: 'application/vnd.writ.result.v1+json',
   /** A batch of a runner's events, signed by its node key (T14). */
   runnerEvents: 'application/vnd.writ.runner-events.v1+json',
+  /** A supervisor announcing itself to the coord (federation), signed by its key as listed in the key set. */
+  supervisorHeartbeat: 'application/vnd.writ.supervisor-heartbeat.v1+json',
 } as const);
 
 export type PayloadKind = keyof typeof PAYLOAD_TYPES;

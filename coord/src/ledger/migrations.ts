@@ -2,6 +2,7 @@
 // edit an applied one (its checksum is stored and checked at every start).
 import { sha256Hex, WritError } from '@writ/protocol';
 import { KEYSETS_MIGRATION_SQL, NODES_MIGRATION_SQL } from '../nodes/sql-store.ts';
+import { SUPERVISORS_MIGRATION_SQL } from '../federation/store.ts';
 import type { Db } from './db.ts';
 
 export interface Migration {
@@ -129,6 +130,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       ALTER TABLE job_attempts ADD CONSTRAINT job_attempts_outcome_check CHECK (outcome IN ('queued', 'running', 'succeeded', 'failed', 'superseded'));
     `,
   },
+  { version: 6, name: 'supervisors (federation) and node pools', sql: SUPERVISORS_MIGRATION_SQL },
 ]);
 
 /** An arbitrary constant: the advisory lock that keeps two coords from migrating the same database at once. */

@@ -4,7 +4,7 @@
 // memory and reaches the ledger in one batched statement every few seconds (issue 8): see docs/operations.md.
 import { randomBytes } from 'node:crypto';
 import {
-  HEARTBEAT_PATH, KeyRing, PAYLOAD_TYPES, REGISTER_PATH, WritError, canonicalJson, keyIdOf, parseEnvelope, parseHeartbeat, parseNodeRegistration, sha256Hex,
+  DEFAULT_POOL, HEARTBEAT_PATH, KeyRing, PAYLOAD_TYPES, REGISTER_PATH, WritError, canonicalJson, keyIdOf, parseEnvelope, parseHeartbeat, parseNodeRegistration, sha256Hex,
   trustKeyB64url, verifyEnvelope, type NodeHealth, type NodeView, type JsonValue, type TrustedKey,
 } from '@writ/protocol';
 import { DEFAULT_DEADLINES_MS, IN_PROGRESS, takesWork, transition, type NodeEvent, type NodeState } from './lifecycle.ts';
@@ -16,6 +16,8 @@ export interface NodeRecord {
   state: NodeState;
   rescuedFrom: NodeState | null;
   labels: Record<string, string>;
+  /** The node pool (enrollment assigns it; 'default' until then): the supervisors serving it get its jobs. */
+  pool: string;
   inventory: JsonValue;
   version: string;
   registeredAt: number;
@@ -280,7 +282,7 @@ export class NodeRegistry {
     // It came with its inventory, so it is inspected at once: both steps recorded in one transaction.
     const inspected = transition('discovered', 'inspect', { byOperator: false }).to;
     const node: NodeRecord = {
-      id: reg.nodeId, keyid: keyIdOf(key.publicKey), publicKey: reg.publicKey, state: inspected, rescuedFrom: null, labels: reg.labels, inventory: reg.inventory,
+      id: reg.nodeId, keyid: keyIdOf(key.publicKey), publicKey: reg.publicKey, state: inspected, rescuedFrom: null, labels: reg.labels, pool: DEFAULT_POOL, inventory: reg.inventory,
       version: reg.version, registeredAt: at, stateSince: at, deadlineAt: null, reason: 'inventory received', lastHeartbeatAt: null, lastSeq: 0, health: null,
     };
     const ts: NodeTransitionRecord[] = [

@@ -53,6 +53,7 @@ interface NodeRow {
   state: string;
   rescued_from: string | null;
   labels: Record<string, string>;
+  pool: string;
   inventory: JsonValue;
   version: string;
   registered_at: string | number;
@@ -74,6 +75,7 @@ function fromRow(r: NodeRow): NodeRecord {
     state: r.state as NodeState,
     rescuedFrom: r.rescued_from as NodeState | null,
     labels: r.labels,
+    pool: r.pool,
     inventory: r.inventory,
     version: r.version,
     registeredAt: Number(r.registered_at),
@@ -125,10 +127,10 @@ export class SqlNodeStore implements NodeStore {
   async insertNode(n: NodeRecord, t: NodeTransitionRecord | readonly NodeTransitionRecord[]): Promise<void> {
     await this.db.transaction(async (tx) => {
       await tx.query(
-        `INSERT INTO nodes (id, keyid, public_key, state, rescued_from, labels, inventory, version, registered_at, state_since, deadline_at, reason, last_heartbeat_at, last_seq, health)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+        `INSERT INTO nodes (id, keyid, public_key, state, rescued_from, labels, inventory, version, registered_at, state_since, deadline_at, reason, last_heartbeat_at, last_seq, health, pool)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          ON CONFLICT (id) DO UPDATE SET keyid = EXCLUDED.keyid, public_key = EXCLUDED.public_key`,
-        [n.id, n.keyid, n.publicKey, n.state, n.rescuedFrom, JSON.stringify(n.labels), JSON.stringify(n.inventory), n.version, n.registeredAt, n.stateSince, n.deadlineAt, n.reason, n.lastHeartbeatAt, n.lastSeq, n.health === null ? null : JSON.stringify(n.health)],
+        [n.id, n.keyid, n.publicKey, n.state, n.rescuedFrom, JSON.stringify(n.labels), JSON.stringify(n.inventory), n.version, n.registeredAt, n.stateSince, n.deadlineAt, n.reason, n.lastHeartbeatAt, n.lastSeq, n.health === null ? null : JSON.stringify(n.health), n.pool],
       );
       for (const x of Array.isArray(t) ? t : [t]) {
         await tx.query('INSERT INTO node_transitions (node_id, from_state, to_state, event, actor, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [x.nodeId, x.from, x.to, x.event, x.actor, x.reason, x.at]);

@@ -6,3 +6,4 @@ export * from './queue.ts';
 export * from './runner-events.ts';
 export * from './reports.ts';
 export * from './supervisor-api.ts';
+export * from './supervisor-heartbeat.ts';
