@@ -304,7 +304,33 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       res.end();
     };
     let replaying = true;
-    const onLive = (ev: JobEventMessage) => (replaying ? queue.push(ev) : write(ev));
+    // Live events go out in seq order. One that comes before an earlier one (recorded through another coord,
+    // whose notification is still on its way) waits while the gap is read from the ledger: every event below
+    // a seq has committed before it.
+    let filling = false;
+    const fill = async () => {
+      filling = true;
+      try {
+        while (queue.length > 0 && !closed) {
+          const next = queue.sort((a, b) => a.seq - b.seq)[0]!;
+          if (next.seq > sent + 1) {
+            for (const e of await service.ledger.listJobEvents(id, sent, Math.min(1000, next.seq - sent - 1))) write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
+          }
+          queue.shift();
+          write(next);
+        }
+      } catch {
+        // The ledger did not answer: the client reconnects with Last-Event-ID and reads the rest.
+        if (!closed) finish();
+      } finally {
+        filling = false;
+      }
+    };
+    const onLive = (ev: JobEventMessage) => {
+      if (!replaying && !filling && ev.seq <= sent + 1) return write(ev);
+      queue.push(ev);
+      if (!replaying && !filling) void fill();
+    };
     service.events.on(`job:${id}`, onLive);
     const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
     req.raw.on('close', () => {
@@ -319,7 +345,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       if (batch.length < 500 || closed) break;
     }
     replaying = false;
-    for (const e of queue.sort((a, b) => a.seq - b.seq)) write(e);
+    await fill();
     const fresh = await service.ledger.getJob(id);
     if (fresh && TERMINAL_STATUSES.has(fresh.status)) {
       const rest = await service.ledger.listJobEvents(id, sent, 1000);

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { decodeKeyFile, serveUntilAborted, type ServiceRun, type WritError } from '@writ/protocol';
 import { buildApp } from './app.ts';
+import { startCoordination, type Coordination } from './events/relay.ts';
 import type { CoordConfig } from './config.ts';
 import { openLedger } from './ledger/index.ts';
 import { CoordService, type CoordLogger } from './service.ts';
@@ -26,6 +27,14 @@ export async function runCoord(config: CoordConfig, run: CoordRun): Promise<bool
       logger.error({ code: e.code, ...e.details, err: e.message }, 'the ledger failed; stopping');
       ledgerFailed.abort(e);
     });
+    // On PostgreSQL other coords may share the ledger: leases decide who drives which job, and live events
+    // reach the SSE clients of every coord (events/relay.ts). PGlite has one coord by construction.
+    let coordination: Coordination | undefined;
+    if ('databaseUrl' in config.ledger) {
+      coordination = await startCoordination({ databaseUrl: config.ledger.databaseUrl, ledger, onError: (e) => logger.warn({ err: e.message }, 'coordination with the other coords') });
+      releasers.push({ name: 'coordination session', release: () => coordination!.close() });
+      logger.info({ coord: coordination.session.opts.name }, 'coordinating with other coords through PostgreSQL');
+    }
     const service = new CoordService({
       admins: { threshold: config.admins.threshold, keys: [...config.admins.keys] },
       clusterId: config.clusterId,
@@ -34,7 +43,9 @@ export async function runCoord(config: CoordConfig, run: CoordRun): Promise<bool
       supervisorKeys: [supervisorKey.publicKey],
       nodeStore: ledger.nodeStore,
       logger,
+      ...(coordination ? { leases: coordination.leases, onEventPublished: coordination.relay.published } : {}),
     });
+    coordination?.relay.attach(service.events);
     await service.start();
     releasers.push({ name: 'coord service', release: () => service.stop() });
     const app = await buildApp({ service, apiToken: config.apiToken });

@@ -8,6 +8,7 @@ import {
   type RunnerEvent, type RunnerEventBatch, type TrustedKey,
 } from '@writ/protocol';
 import { GroupCommitter } from './ledger/group-commit.ts';
+import { LEASE_KINDS, type Leases } from './ledger/leases.ts';
 import type { Admission, AdmissionOutcome, AuditInput, JobRecord, Ledger, Retry, TransitionedJob } from './ledger/index.ts';
 import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
 import type { SupervisorClient } from './supervisor-client.ts';
@@ -42,6 +43,13 @@ export interface CoordOptions {
   maxAttempts?: number;
   /** A retried attempt waits this long times 2^(retries so far), at most a minute (default 1000). */
   retryBackoffMs?: number;
+  /**
+   * Several coords on one PostgreSQL: the reconciler drives only the jobs whose lease it holds (ledger/leases.ts).
+   * Without it (PGlite, one coord) it drives every job.
+   */
+  leases?: Leases;
+  /** Told of every event this coord recorded, after its commit: the relay to the other coords (events/relay.ts). */
+  onEventPublished?: (jobId: string, seq: number) => void;
 }
 
 export type { JobEventMessage };
@@ -335,6 +343,7 @@ export class CoordService {
 
   private publish(jobId: string, ev: JobEventMessage): void {
     this.events.emit(`job:${jobId}`, ev);
+    this.opts.onEventPublished?.(jobId, ev.seq);
   }
 
   /**
@@ -370,6 +379,8 @@ export class CoordService {
     const events: RunnerEvent[] = [];
     const unknownJobs = new Set<string>();
     for (const b of batches) for (const ev of b.events) if (ev.jobId && !this.jobNodes.has(ev.jobId)) unknownJobs.add(ev.jobId);
+    // A job remembered without a node may have been dispatched since by another coord: ask the ledger again.
+    for (const b of batches) for (const ev of b.events) if (ev.jobId && this.jobNodes.get(ev.jobId) === null) unknownJobs.add(ev.jobId);
     if (unknownJobs.size > 0) for (const [id, node] of await this.ledger.jobNodes([...unknownJobs])) this.remember(id, node);
     for (const b of batches) {
       for (const ev of b.events) {
@@ -508,12 +519,13 @@ export class CoordService {
     this.reconciling = true;
     let redispatched = 0;
     let settled = 0;
+    const claimed: string[] = [];
     try {
       // A job that waited past its envelope's expiry will never run (every tier refuses it): settle it.
       for (const job of await this.ledger.listExpiredWaiting()) {
         if (await this.settleFailed(job, { code: 'ENVELOPE_EXPIRED', message: `the envelope expired at ${job.exp.toISOString()} before the job could run`, retryable: false }, 'failed: ENVELOPE_EXPIRED: it expired while waiting')) settled++;
       }
-      const jobs = await this.ledger.listUnfinished({ olderThanMs: this.opts.reconcileAfterMs ?? 5000 });
+      const jobs = await this.claimForReconcile(await this.ledger.listUnfinished({ olderThanMs: this.opts.reconcileAfterMs ?? 5000 }), claimed);
       for (const job of jobs) {
         try {
           if (!job.node || job.status === 'admitted' || job.attempts === 0) {
@@ -565,8 +577,28 @@ export class CoordService {
         }
       }
     } finally {
+      if (claimed.length > 0) await this.opts.leases?.release(LEASE_KINDS.job, claimed.splice(0));
       this.reconciling = false;
     }
     return { redispatched, settled };
+  }
+
+  /**
+   * Several coords on one ledger: of the jobs listed, those whose lease this coord took (into `claimed`), as
+   * they stand now that it holds them; a job another coord worked on since the listing is left for a later
+   * pass. One coord (no leases): every job listed.
+   */
+  private async claimForReconcile(listed: JobRecord[], claimed: string[]): Promise<JobRecord[]> {
+    const leases = this.opts.leases;
+    if (!leases || listed.length === 0) return listed;
+    claimed.push(...(await leases.claim(LEASE_KINDS.job, listed.map((j) => j.id))));
+    const mine = new Set(claimed);
+    const out: JobRecord[] = [];
+    for (const seen of listed) {
+      if (!mine.has(seen.id)) continue; // another coord drives it
+      const fresh = await this.ledger.getJob(seen.id);
+      if (fresh && fresh.status === seen.status && fresh.attempts === seen.attempts && fresh.updatedAt.getTime() === seen.updatedAt.getTime()) out.push(fresh);
+    }
+    return out;
   }
 }

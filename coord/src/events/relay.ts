@@ -1,0 +1,164 @@
+// Live job events across coords. Each coord emits the events it records on its own emitter (the SSE routes
+// listen there); with several coords on one PostgreSQL, an SSE client of one coord must also see what
+// another one recorded. After each commit the recording coord sends a NOTIFY naming the jobs and the range of
+// event seqs it added (a doorbell, not the events: NOTIFY payloads are small and not durable); every other
+// coord that has a live subscriber for one of those jobs reads those events from the ledger and emits them
+// locally. The ledger stays the one source: an SSE stream that missed a notification still reads every event
+// it has not sent from the ledger when it (re)connects, by seq.
+import { randomBytes } from 'node:crypto';
+import type { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import type { JobEventMessage } from '@writ/protocol';
+import type { Ledger } from '../ledger/index.ts';
+import { SessionLeases } from '../ledger/leases.ts';
+import { PgSession } from '../ledger/pg-session.ts';
+
+export const EVENTS_CHANNEL = 'writ_job_events';
+/** NOTIFY payloads are limited to 8000 bytes; a larger batch is sent as several notifications. */
+const MAX_PAYLOAD = 7000;
+
+/** What a coord sends: its name and, per job, the first and last seq it recorded. */
+interface Doorbell {
+  from: string;
+  jobs: [string, number, number][];
+}
+
+export interface EventRelayOptions {
+  session: PgSession;
+  ledger: Ledger;
+  /** The coord's local emitter: `job:<id>` events, as CoordService.events (or attach it later). */
+  emitter?: EventEmitter;
+  onError?: (err: Error) => void;
+}
+
+export class EventRelay {
+  private pending = new Map<string, [number, number]>();
+  private scheduled = false;
+  private closed = false;
+  private chain: Promise<void> = Promise.resolve();
+  readonly metrics = { notificationsSent: 0, notificationsReceived: 0, eventsRelayed: 0 };
+
+  private emitter: EventEmitter | undefined;
+
+  private constructor(private readonly opts: EventRelayOptions) {
+    this.emitter = opts.emitter;
+  }
+
+  /** Where relayed events are emitted: the service's emitter, once the service exists. */
+  attach(emitter: EventEmitter): void {
+    this.emitter = emitter;
+  }
+
+  static async start(opts: EventRelayOptions): Promise<EventRelay> {
+    const r = new EventRelay(opts);
+    // One notification at a time, in the order they came: a stream gets the events of one job in order.
+    await opts.session.listen(EVENTS_CHANNEL, (payload) => {
+      r.chain = r.chain.then(() => r.received(payload)).catch((e: Error) => opts.onError?.(e));
+    });
+    return r;
+  }
+
+  private get name(): string {
+    return this.opts.session.opts.name;
+  }
+
+  /** The local coord recorded (and emitted) event `seq` of `jobId`: tell the others, in one NOTIFY per tick. */
+  readonly published = (jobId: string, seq: number): void => {
+    if (this.closed) return;
+    const r = this.pending.get(jobId);
+    this.pending.set(jobId, r ? [Math.min(r[0], seq), Math.max(r[1], seq)] : [seq, seq]);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.flush().catch((e: Error) => this.opts.onError?.(e));
+    });
+  };
+
+  private async flush(): Promise<void> {
+    const batch = [...this.pending].map(([id, [a, b]]) => [id, a, b] as [string, number, number]);
+    this.pending = new Map();
+    const payloads: string[] = [];
+    let jobs: Doorbell['jobs'] = [];
+    let size = 0;
+    for (const j of batch) {
+      const bytes = Buffer.byteLength(JSON.stringify(j)) + 1;
+      if (jobs.length > 0 && size + bytes > MAX_PAYLOAD) {
+        payloads.push(JSON.stringify({ from: this.name, jobs } satisfies Doorbell));
+        jobs = [];
+        size = 0;
+      }
+      jobs.push(j);
+      size += bytes;
+    }
+    if (jobs.length > 0) payloads.push(JSON.stringify({ from: this.name, jobs } satisfies Doorbell));
+    if (payloads.length === 0) return;
+    // One statement for the whole tick: pg_notify per payload.
+    await this.opts.session.query(`SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, [EVENTS_CHANNEL, payloads]);
+    this.metrics.notificationsSent += payloads.length;
+  }
+
+  private async received(payload: string): Promise<void> {
+    let bell: Doorbell;
+    try {
+      bell = JSON.parse(payload) as Doorbell;
+    } catch {
+      return;
+    }
+    if (bell.from === this.name || !Array.isArray(bell.jobs)) return;
+    this.metrics.notificationsReceived++;
+    for (const j of bell.jobs) {
+      if (!Array.isArray(j) || typeof j[0] !== 'string' || !Number.isInteger(j[1]) || !Number.isInteger(j[2])) continue;
+      const [jobId, first, last] = j;
+      // Only jobs someone here follows: the others cost nothing but the notification.
+      const emitter = this.emitter;
+      if (!emitter || emitter.listenerCount(`job:${jobId}`) === 0) continue;
+      const events = await this.opts.ledger.listJobEvents(jobId, first - 1, Math.min(1000, last - first + 1));
+      for (const e of events) {
+        this.metrics.eventsRelayed++;
+        emitter.emit(`job:${jobId}`, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data } satisfies JobEventMessage);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.pending.size > 0) await this.flush().catch(() => {});
+  }
+}
+
+/** What a coord on PostgreSQL runs beside its service to work with other coords: leases and the event relay. */
+export interface Coordination {
+  session: PgSession;
+  leases: SessionLeases;
+  relay: EventRelay;
+  close(): Promise<void>;
+}
+
+/** This coord's name among the others (pg_stat_activity.application_name; at most 63 bytes). */
+export function coordName(): string {
+  return `writ-coord ${hostname()} ${process.pid} ${randomBytes(3).toString('hex')}`.slice(0, 63);
+}
+
+/**
+ * Opens the coordination session on `databaseUrl` and starts leases and the relay on it. `emitter` is the
+ * service's event emitter; hand `relay.published` to the service so what it records reaches the others.
+ */
+export async function startCoordination(o: { databaseUrl: string; ledger: Ledger; emitter?: EventEmitter; name?: string; expireAfterMs?: number; onError?: (err: Error) => void }): Promise<Coordination> {
+  const session = new PgSession({ databaseUrl: o.databaseUrl, name: o.name ?? coordName(), ...(o.expireAfterMs ? { expireAfterMs: o.expireAfterMs } : {}), ...(o.onError ? { onError: o.onError } : {}) });
+  try {
+    const leases = new SessionLeases(session, o.onError);
+    const relay = await EventRelay.start({ session, ledger: o.ledger, ...(o.emitter ? { emitter: o.emitter } : {}), ...(o.onError ? { onError: o.onError } : {}) });
+    return {
+      session, leases, relay,
+      async close() {
+        await relay.close();
+        await leases.close();
+        await session.close();
+      },
+    };
+  } catch (e) {
+    await session.close();
+    throw e;
+  }
+}

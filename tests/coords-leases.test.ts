@@ -1,0 +1,115 @@
+// Leases and the event relay between coords, on a real PostgreSQL 15 (started by the test on loopback): two
+// coordination sessions on one database, as two coords have.
+import { EventEmitter } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LEASE_KINDS, PgSession, SessionLeases, openLedger, startCoordination, type Coordination, type Ledger } from '@writ/coord';
+import { startTestPostgres, type TestPostgres } from './helpers/postgres.ts';
+import { until } from './helpers/processes.ts';
+
+const postgres = await startTestPostgres();
+if (!postgres.ok) console.warn(`skipping the lease tests: ${postgres.reason}`);
+let pg: TestPostgres;
+let url: string;
+const opened: { close(): Promise<void> }[] = [];
+
+beforeAll(async () => {
+  if (!postgres.ok) return;
+  pg = postgres.pg;
+  url = await pg.freshDatabaseUrl();
+}, 60_000);
+
+afterAll(async () => {
+  for (const o of opened.reverse()) await o.close().catch(() => {});
+  await pg?.stop();
+});
+
+function session(name: string, o: { expireAfterMs?: number; keepAliveMs?: number } = {}): PgSession {
+  const s = new PgSession({ databaseUrl: url, name, ...o });
+  opened.push(s);
+  return s;
+}
+
+describe.skipIf(!postgres.ok)('leases between coords (PostgreSQL advisory locks)', () => {
+  it('a key is held by one coord at a time; released, or its holder gone, another takes it', async () => {
+    const a = new SessionLeases(session('coord-a'));
+    const b = new SessionLeases(session('coord-b'));
+    expect(await a.claim(LEASE_KINDS.job, ['j1', 'j2'])).toEqual(['j1', 'j2']);
+    expect(await b.claim(LEASE_KINDS.job, ['j1', 'j2', 'j3'])).toEqual(['j3']);
+    // The same coord asking again gets nothing: another task of it drives those already.
+    expect(await a.claim(LEASE_KINDS.job, ['j1'])).toEqual([]);
+    expect(a.holds(LEASE_KINDS.job, 'j1')).toBe(true);
+    // Kinds are separate: a flow engine's 'flow' leases do not collide with jobs of the same id.
+    expect(await b.claim('flow', ['j1'])).toEqual(['j1']);
+    await a.release(LEASE_KINDS.job, ['j1']);
+    expect(await b.claim(LEASE_KINDS.job, ['j1', 'j2'])).toEqual(['j1']);
+    // The database shows who holds what.
+    const admin = session('observer');
+    const rows = await admin.query<{ holder: string; n: number }>(
+      `SELECT a.application_name AS holder, count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' GROUP BY 1 ORDER BY 1`,
+    );
+    expect(rows).toEqual([{ holder: 'coord-a', n: 1 }, { holder: 'coord-b', n: 3 }]);
+  });
+
+  it('a coord whose session ends (killed) loses its leases at once', async () => {
+    const sa = session('coord-killed');
+    const a = new SessionLeases(sa);
+    const b = new SessionLeases(session('coord-survivor'));
+    expect(await a.claim(LEASE_KINDS.job, ['k1'])).toEqual(['k1']);
+    expect(await b.claim(LEASE_KINDS.job, ['k1'])).toEqual([]);
+    // What a SIGKILL does to the coord's socket: the server ends the backend, and its locks with it.
+    const pid = (await sa.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]!.pid;
+    await session('killer').query('SELECT pg_terminate_backend($1)', [pid]);
+    expect(await until('the lease to come free', async () => ((await b.claim(LEASE_KINDS.job, ['k1'])).length === 1 ? true : undefined), 10_000)).toBe(true);
+    // The killed side hears its session went and holds nothing any more.
+    await until('the lost session to be noticed', async () => (a.holds(LEASE_KINDS.job, 'k1') ? undefined : true), 10_000);
+  });
+
+  it('a coord that stops answering (no statement within the expiry) loses its leases', async () => {
+    // keepAliveMs past the expiry: the session goes silent, as a SIGSTOPped coord's does.
+    const a = new SessionLeases(session('coord-silent', { expireAfterMs: 1500, keepAliveMs: 60_000 }));
+    const b = new SessionLeases(session('coord-awake'));
+    expect(await a.claim(LEASE_KINDS.job, ['s1'])).toEqual(['s1']);
+    expect(await b.claim(LEASE_KINDS.job, ['s1'])).toEqual([]);
+    const t0 = Date.now();
+    await until('the silent holder to expire', async () => ((await b.claim(LEASE_KINDS.job, ['s1'])).length === 1 ? true : undefined), 20_000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+  });
+});
+
+describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () => {
+  let ledger: Ledger;
+  let a: Coordination;
+  let b: Coordination;
+  beforeAll(async () => {
+    ledger = await openLedger({ databaseUrl: url });
+    opened.push(ledger);
+    a = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-a' });
+    b = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-b' });
+    opened.push(a, b);
+  }, 60_000);
+
+  it('an event recorded through one coord reaches a subscriber of the other, read from the ledger', async () => {
+    const exp = new Date(Date.now() + 3600_000);
+    await ledger.insertJob({ id: 'relayed-1', envelope: '{}', envelopeSha256: 'x', signerKeyids: [], target: { node: 'n' }, caps: [], exp });
+    const bEmitter = new EventEmitter();
+    b.relay.attach(bEmitter);
+    const got: { seq: number; message: string }[] = [];
+    bEmitter.on('job:relayed-1', (e: { seq: number; message: string }) => got.push({ seq: e.seq, message: e.message }));
+    const s2 = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'first' });
+    const s3 = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'second' });
+    a.relay.published('relayed-1', s2);
+    a.relay.published('relayed-1', s3);
+    await until('both events at the other coord', async () => (got.length >= 2 ? true : undefined), 10_000);
+    expect(got).toEqual([{ seq: 2, message: 'first' }, { seq: 3, message: 'second' }]);
+    expect(a.relay.metrics.notificationsSent).toBe(1); // one NOTIFY for the tick, not one per event
+    // Its own notifications are not relayed back to itself.
+    const aEmitter = new EventEmitter();
+    a.relay.attach(aEmitter);
+    let echoed = 0;
+    aEmitter.on('job:relayed-1', () => echoed++);
+    const s4 = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'third' });
+    a.relay.published('relayed-1', s4);
+    await until('the third event at the other coord', async () => (got.length >= 3 ? true : undefined), 10_000);
+    expect(echoed).toBe(0);
+  });
+});
