@@ -50,6 +50,7 @@ export const ERROR_CODES = Object.freeze({
     KEY_FILE_UNREADABLE: { message: 'The key file cannot be read', status: 400, retryable: false },
     KEY_FILE_INVALID: { message: 'The key file is not a Writ ed25519 key', status: 400, retryable: false },
     KEY_FILE_EXISTS: { message: 'The key file exists already (use --force to overwrite)', status: 400, retryable: false },
+    ENVELOPE_FILE_EXISTS: { message: 'The envelope file exists already (use --force to overwrite)', status: 400, retryable: false },
     KEY_INVALID: { message: 'The public key is not a valid, strict ed25519 key', status: 400, retryable: false },
   }),
   ...area('authorisation', {
@@ -101,6 +102,9 @@ export const ERROR_CODES = Object.freeze({
     BAD_REQUEST: { message: 'The request is malformed', status: 400, retryable: false },
     BODY_TOO_LARGE: { message: 'The request body is larger than allowed', status: 413, retryable: false },
     UNSUPPORTED_MEDIA_TYPE: { message: 'The request body has an unsupported content type', status: 415, retryable: false },
+    REQUEST_TIMEOUT: { message: 'The request did not arrive in time', status: 408, retryable: true },
+    URI_TOO_LONG: { message: 'The request path is longer than allowed', status: 414, retryable: false },
+    HEADERS_TOO_LARGE: { message: 'The request headers are larger than allowed', status: 431, retryable: false },
     NOT_FOUND: { message: 'No such resource', status: 404, retryable: false },
     ROUTE_NOT_FOUND: { message: 'No such route', status: 404, retryable: false },
     UNAUTHENTICATED: { message: 'The request carries no valid credentials', status: 401, retryable: false },
@@ -118,6 +122,7 @@ export const ERROR_CODES = Object.freeze({
   }),
   ...area('nodes', {
     NODE_NOT_FOUND: { message: 'No such node', status: 404, retryable: false },
+    NODE_UNKNOWN: { message: 'The job targets a node the coord has never registered (check the node id: writ nodes list)', status: 400, retryable: false },
     NODE_NOT_ACTIVE: { message: 'The node is not active and takes no work', status: 409, retryable: true },
     NODE_IDENTITY_MISSING: { message: 'The node identity seed is missing for a node the ledger knows; an operator must rekey', status: 500, retryable: false },
     NODE_IDENTITY_CORRUPT: { message: 'The node identity seed is corrupt; it is never regenerated silently', status: 500, retryable: false },

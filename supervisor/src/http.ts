@@ -4,15 +4,21 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { errorAnswer, errorCodeOf, parseStrictJson, toErrorJSON, ERROR_CODES, MAX_ATTEMPT_NUMBER, WritError, type QueueStateAnswer, type SupervisorSubmitAnswer } from '@writ/protocol';
 import type { Supervisor } from './supervisor.ts';
+import { checkJsonCharset, guardedServerOptions, installRequestGuards, type HttpGuardOptions } from './http-guards.ts';
 
 export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submit', 'GET /v1/jobs/:node/:id/:attempt', 'PUT /v1/keyset'] as const;
 
-export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 + 4096, requestIdHeader: false, ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } } });
+export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guards: HttpGuardOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false, bodyLimit: 1024 * 1024 + 4096, requestIdHeader: false, ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } },
+    ...guardedServerOptions(guards),
+  });
+  installRequestGuards(app);
   const token = Buffer.from(apiToken);
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     try {
+      checkJsonCharset(req.headers['content-type']);
       (req as { rawBody?: string }).rawBody = body as string;
       done(null, parseStrictJson(body as string));
     } catch (e) {
@@ -27,11 +33,13 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string): Pro
     if (given.length !== token.length || !timingSafeEqual(given, token)) return reply.code(401).send(errorAnswer('UNAUTHENTICATED', 'bad or missing bearer token'));
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorAnswer('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`)));
-  app.setErrorHandler((err: Error & { code?: string; validation?: unknown[] }, _req, reply) => {
+  app.setErrorHandler((err: Error & { code?: string; statusCode?: number; validation?: unknown[] }, _req, reply) => {
     const code = errorCodeOf(err);
     if (code) return reply.code(ERROR_CODES[code].status).send({ error: toErrorJSON(err) });
     if (err.validation) return reply.code(400).send(errorAnswer('BAD_REQUEST', err.message));
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send(errorAnswer('BODY_TOO_LARGE', 'body too large'));
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply.code(415).send(errorAnswer('UNSUPPORTED_MEDIA_TYPE', 'send Content-Type: application/json'));
+    if (typeof err.statusCode === 'number' && err.statusCode < 500) return reply.code(400).send(errorAnswer('BAD_REQUEST', 'the request is malformed'));
     return reply.code(500).send(errorAnswer('INTERNAL', ERROR_CODES.INTERNAL.message));
   });
 
