@@ -9,12 +9,15 @@ import {
 import type { JobAttempt, JobRecord } from './ledger/index.ts';
 import type { CoordService, SubmitResult } from './service.ts';
 import type { NodeRecord } from './nodes/registry.ts';
+import { checkJsonCharset, guardedServerOptions, installRequestGuards } from '@writ/supervisor';
 
 export interface AppOptions {
   service: CoordService;
   /** Bearer token for the API (operators, CLI). */
   apiToken: string;
   bodyLimitBytes?: number;
+  /** The whole request must arrive within this (A3: a slow body is cut off with 408). Default 30 s. */
+  requestTimeoutMs?: number;
   logger?: boolean;
 }
 
@@ -27,6 +30,9 @@ declare module 'fastify' {
     routeList: string[];
   }
 }
+
+/** Event sequence numbers are 32-bit in the ledger. */
+const MAX_EVENT_SEQ = 2 ** 31 - 1;
 
 const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' } as const;
 
@@ -131,7 +137,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     requestIdHeader: false,
     // Unknown fields are refused (400), never silently dropped: fastify's default removeAdditional would strip them.
     ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } },
+    ...guardedServerOptions(opts.requestTimeoutMs ? { requestTimeoutMs: opts.requestTimeoutMs } : {}),
   });
+  installRequestGuards(app);
   const token = Buffer.from(opts.apiToken);
   const routeList: string[] = [];
   app.decorate('routeList', routeList);
@@ -145,6 +153,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     try {
+      checkJsonCharset(req.headers['content-type']);
       req.rawBody = body as string;
       done(null, body === '' ? undefined : parseStrictJson(body as string, { maxBytes: req.routeOptions.bodyLimit ?? opts.bodyLimitBytes ?? 1024 * 1024 + 4096 }));
     } catch (e) {
@@ -170,6 +179,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     if (err.validation) {
       const v = err.validation[0];
       if (v?.keyword === 'additionalProperties') return sendError(reply, 'UNKNOWN_FIELD', `unknown field ${JSON.stringify(v.params.additionalProperty)} at ${v.instancePath || '/'}`);
+      // The same codes `writ verify` and every tier's envelope parser give for these.
+      if (v?.instancePath.endsWith('/signatures') && v.keyword === 'minItems') return sendError(reply, 'ENVELOPE_MALFORMED', `${v.instancePath}: signatures must be a non-empty array`);
+      if (v?.instancePath.endsWith('/signatures') && v.keyword === 'maxItems') return sendError(reply, 'TOO_MANY_SIGNATURES', `${v.instancePath}: at most ${String(v.params.limit)} signatures`);
       return sendError(reply, 'BAD_REQUEST', `${v?.instancePath || 'body'} ${v?.message ?? 'is invalid'}`);
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sendError(reply, 'BODY_TOO_LARGE', `the body is larger than ${opts.bodyLimitBytes ?? 1024 * 1024 + 4096} bytes`);
@@ -277,11 +289,14 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     return jobView(job, await service.ledger.listAttempts(id));
   });
 
-  app.get('/v1/jobs/:id/events', { schema: { params: { type: 'object', properties: { id: ID } }, querystring: { type: 'object', additionalProperties: false, properties: { after: { type: 'integer', minimum: 0 } } } } }, async (req: FastifyRequest, reply: FastifyReply) => {
+  app.get('/v1/jobs/:id/events', { schema: { params: { type: 'object', properties: { id: ID } }, querystring: { type: 'object', additionalProperties: false, properties: { after: { type: 'integer', minimum: 0, maximum: MAX_EVENT_SEQ } } } } }, async (req: FastifyRequest, reply: FastifyReply) => {
     const { id } = req.params as { id: string };
     const job = await service.ledger.getJob(id);
     if (!job) return sendError(reply, 'NOT_FOUND', `no job ${id}`);
-    const lastId = Number(req.headers['last-event-id'] ?? (req.query as { after?: number }).after ?? 0) || 0;
+    // Checked before the stream opens: an id no event can have would otherwise hold the stream open on keep-alives (A3).
+    const givenId = String(req.headers['last-event-id'] ?? (req.query as { after?: number }).after ?? 0);
+    if (!/^\d{1,10}$/.test(givenId.trim()) || Number(givenId) > MAX_EVENT_SEQ) return sendError(reply, 'BAD_REQUEST', `Last-Event-ID must be a whole number from 0 to ${MAX_EVENT_SEQ}; got ${JSON.stringify(givenId.slice(0, 40))}`);
+    const lastId = Number(givenId);
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
