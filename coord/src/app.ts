@@ -8,6 +8,7 @@ import {
 } from '@writ/protocol';
 import type { JobAttempt, JobRecord } from './ledger/index.ts';
 import type { CoordService, SubmitResult } from './service.ts';
+import { HOST_ROUTES, registerHostRoutes } from './hosts/routes.ts';
 import type { NodeRecord } from './nodes/registry.ts';
 import { checkJsonCharset, guardedServerOptions, installRequestGuards } from '@writ/supervisor';
 
@@ -68,6 +69,7 @@ export const ROUTES = [
   'POST /v1/nodes/:id/:action',
   'GET /v1/audit',
   'GET /v1/audit/verify',
+  ...HOST_ROUTES,
 ] as const;
 
 const PUBLIC = new Set(['/healthz', '/readyz', '/metrics']);
@@ -420,6 +422,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   }));
   app.get('/v1/audit/verify', async () => service.ledger.verifyAudit());
 
+  registerHostRoutes(app, service.hosts);
   return app;
 }
 

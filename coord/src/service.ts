@@ -11,6 +11,7 @@ import { GroupCommitter } from './ledger/group-commit.ts';
 import { LEASE_KINDS, type Leases } from './ledger/leases.ts';
 import type { Admission, AdmissionOutcome, AuditInput, JobRecord, Ledger, Retry, TransitionedJob } from './ledger/index.ts';
 import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
+import { HostController } from './hosts/controller.ts';
 import type { SupervisorClient } from './supervisor-client.ts';
 import type { DispatchItem } from '@writ/supervisor';
 
@@ -84,6 +85,8 @@ export class CoordService {
   readonly events = new EventEmitter();
   readonly keySets: KeySetHolder;
   readonly nodes: NodeRegistry;
+  /** Host deployments: health-gated rollout of a Nix system across nodes (coord/src/hosts). */
+  readonly hosts: HostController;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly supervisorRing: KeyRing;
   private readonly log: CoordLogger;
@@ -111,6 +114,10 @@ export class CoordService {
         await this.ledger.appendAudit({ kind: 'node.transition', actor: t.actor, subject: t.nodeId, data: { from: t.from, to: t.to, event: t.event, reason: t.reason } });
       },
     });
+    this.hosts = new HostController({
+      clusterId: opts.clusterId, ledger: opts.ledger, keySets: this.keySets, events: this.events, nodes: this.nodes,
+      submit: (raw) => this.submit(raw), nowS: () => this.nowS(), logger: this.log,
+    });
     // PGlite runs one transaction at a time: a second group in flight would only wait, and the admissions that
     // arrive meanwhile would form smaller groups. PostgreSQL runs two groups at once.
     this.admissions = new GroupCommitter((items) => this.commitAdmissions(items), { maxItems: 500, maxInFlight: opts.ledger.engine === 'pglite' ? 1 : 2 });
@@ -134,11 +141,13 @@ export class CoordService {
     this.reconcileTimer.unref();
     this.sweepTimer = setInterval(() => void this.nodes.sweep().catch((e) => this.log.warn({ err: (e as Error).message }, 'node sweep failed')), 1000);
     this.sweepTimer.unref();
+    this.hosts.start();
   }
 
   async stop(): Promise<void> {
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    await this.hosts.stop();
     await this.nodes.stop();
   }
 

@@ -9,6 +9,7 @@ export * from './dsse.ts';
 export * from './schema.ts';
 export * from './capabilities/index.ts';
 export * from './job.ts';
+export * from './host-deployment.ts';
 export * from './queues.ts';
 export * from './acl.ts';
 export * from './keyset.ts';

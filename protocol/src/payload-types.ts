@@ -12,6 +12,8 @@ export const PAYLOAD_TYPES = Object.freeze({
   runnerEvents: 'application/vnd.writ.runner-events.v1+json',
   /** A supervisor announcing itself to the coord (federation), signed by its key as listed in the key set. */
   supervisorHeartbeat: 'application/vnd.writ.supervisor-heartbeat.v1+json',
+  /** A host deployment (issue 12): desired system, nodes, budget and health check, signed by the admin. */
+  hostDeployment: 'application/vnd.writ.host-deployment.v1+json',
 } as const);
 
 export type PayloadKind = keyof typeof PAYLOAD_TYPES;
