@@ -11,11 +11,13 @@ import { coordCommand, supervisorCommand } from './commands/services.ts';
 import { keysetCommand, rolesCommand, usersCommand } from './commands/keyset.ts';
 import { auditCommand, nodesCommand } from './commands/nodes.ts';
 import { ledgerCommand } from './commands/ledger.ts';
+import { imageCommand } from './commands/image.ts';
+import { enrollCommand } from './commands/enroll.ts';
 import { redisCommand } from './commands/redis.ts';
 import { deployCommand } from './commands/deploy.ts';
 import type { CliContext, Command } from './commands/types.ts';
 
-export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, coordCommand, supervisorCommand, runnerCommand, nodesCommand, deployCommand, redisCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, auditCommand, ledgerCommand, signCommand, verifyCommand];
+export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, coordCommand, supervisorCommand, runnerCommand, nodesCommand, enrollCommand, imageCommand, deployCommand, redisCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, auditCommand, ledgerCommand, signCommand, verifyCommand];
 
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

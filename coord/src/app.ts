@@ -10,6 +10,8 @@ import type { JobAttempt, JobRecord } from './ledger/index.ts';
 import type { CoordService, SubmitResult } from './service.ts';
 import { HOST_ROUTES, registerHostRoutes } from './hosts/routes.ts';
 import type { NodeRecord } from './nodes/registry.ts';
+import { Enroller } from './enroll/enroller.ts';
+import { ENROLL_ROUTES, registerEnrollRoutes } from './enroll/routes.ts';
 import { checkJsonCharset, guardedServerOptions, installRequestGuards } from '@writ/supervisor';
 
 export interface AppOptions {
@@ -69,6 +71,7 @@ export const ROUTES = [
   'POST /v1/nodes/:id/:action',
   'GET /v1/audit',
   'GET /v1/audit/verify',
+  ...ENROLL_ROUTES,
   ...HOST_ROUTES,
 ] as const;
 
@@ -143,6 +146,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
   installRequestGuards(app);
   const token = Buffer.from(opts.apiToken);
+  const enroller = new Enroller({ db: service.ledger.db, nodes: service.nodes });
   const routeList: string[] = [];
   app.decorate('routeList', routeList);
   app.addHook('onRoute', (r) => {
@@ -391,9 +395,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     return service.nodes.challenge(b.nodeId, b.publicKey);
   });
   app.post('/v1/nodes/register', { schema: { body: envelopeSchema } }, async (req, reply) => {
-    const n = await service.nodes.register(req.rawBody!);
-    return reply.code(201).send(nodeView(n, service));
+    const registered = await service.nodes.register(req.rawBody!);
+    // Enrollment (issue 11): rules assign the node; the answer carries its assignment and install plan.
+    const { node: n, assignment, installPlan } = await enroller.afterRegistration(registered, req.rawBody!);
+    return reply.code(201).send({ ...nodeView(n, service), assignment, installPlan });
   });
+  registerEnrollRoutes(app, service.ledger.db);
   app.post('/v1/nodes/heartbeat', { schema: { body: envelopeSchema } }, async (req) => {
     const { node } = await service.nodes.heartbeat(req.rawBody!);
     return { ok: true, state: node.state };

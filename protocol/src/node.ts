@@ -25,6 +25,8 @@ export interface NodeRegistration {
   labels: Record<string, string>;
   version: string;
   iat: number;
+  /** The enrollment token from the node's boot image (bootstrap secret), when it has one. */
+  enrollmentToken?: string;
 }
 
 export interface NodeHealth {
@@ -64,6 +66,7 @@ const registrationSchema = {
     labels,
     version: { type: 'string', maxLength: 64 },
     iat: { type: 'integer', minimum: 0 },
+    enrollmentToken: { type: 'string', pattern: '^[A-Za-z0-9_-]{16,128}$' },
   },
 };
 

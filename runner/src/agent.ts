@@ -4,7 +4,7 @@
 // controllable one (a loop whose timers never fire is a bug nobody sees otherwise).
 import {
   HEARTBEAT_PATH, PAYLOAD_TYPES, REGISTER_PATH, WritError, b64url, canonicalJson, encodeEnvelope, errorCodeOf, readAnswer, sha256Hex, signEnvelope, utf8,
-  type ErrorJSON, type Heartbeat, type JsonValue, type NodeHealth, type NodeRegistration,
+  type ErrorJSON, type Heartbeat, type JsonValue, type NodeHealth, type NodeRegistration, type RegistrationAnswer,
 } from '@writ/protocol';
 import type { NodeIdentity } from './identity.ts';
 
@@ -49,6 +49,10 @@ export interface NodeAgentOptions {
   inventory: () => Promise<JsonValue>;
   health: () => Promise<NodeHealth>;
   logger?: AgentLogger;
+  /** The boot image's enrollment token (a bootstrap secret), sent inside the signed registration. */
+  enrollmentToken?: string | null;
+  /** Called with the coord's answer after every successful registration (the assignment is in it). */
+  onRegistered?: (answer: RegistrationAnswer) => void;
 }
 
 export type AgentState = 'registering' | 'registered' | 'stopped';
@@ -95,7 +99,7 @@ export class NodeAgent {
   }
 
   /** One registration: challenge, then the signed registration. */
-  async register(): Promise<void> {
+  async register(): Promise<RegistrationAnswer> {
     const { identity } = this.opts;
     const { challenge } = (await this.post('/v1/nodes/challenge', JSON.stringify({ nodeId: identity.nodeId, publicKey: b64url(identity.key.publicKey) }))) as { challenge: string };
     const inventory = await this.opts.inventory();
@@ -110,10 +114,12 @@ export class NodeAgent {
       labels: this.opts.labels,
       version: this.opts.version,
       iat: Math.floor(this.clock.now() / 1000),
+      ...(this.opts.enrollmentToken ? { enrollmentToken: this.opts.enrollmentToken } : {}),
     };
     const env = signEnvelope(PAYLOAD_TYPES.nodeRegistration, utf8.encode(JSON.stringify(payload)), [identity.key]);
-    await this.post(REGISTER_PATH, encodeEnvelope(env));
+    const answer = (await this.post(REGISTER_PATH, encodeEnvelope(env))) as RegistrationAnswer;
     this.registrations++;
+    return answer;
   }
 
   /** One heartbeat, always sent, with health inside (a sick node reports sick, not silent). */
@@ -139,8 +145,9 @@ export class NodeAgent {
     while (!this.ac.signal.aborted) {
       try {
         if (this.state === 'registering') {
-          await this.register();
+          const answer = await this.register();
           this.state = 'registered';
+          this.opts.onRegistered?.(answer);
           this.opts.logger?.info({ node: this.opts.identity.nodeId }, 'registered with the coord');
         }
         await this.heartbeat();

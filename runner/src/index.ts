@@ -2,6 +2,7 @@
 export { Runner, type RunnerOptions, type RunnerLogger } from './runner.ts';
 export { NodeAgent, backoffDelay, systemClock, type Clock, type NodeAgentOptions } from './agent.ts';
 export { loadNodeIdentity, type NodeIdentity } from './identity.ts';
+export { collectInventory, type InventoryOptions } from './inventory.ts';
 export { startNodeDaemon, nodeHealth, type NodeDaemon, type NodeDaemonOptions } from './node-daemon.ts';
 export { salHostTable, type SalHostConfig } from './sal-table.ts';
 export { SandboxPool, type SandboxJob, type SandboxPoolOptions, type SandboxOutcome } from './sandbox/index.ts';

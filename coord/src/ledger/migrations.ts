@@ -3,6 +3,7 @@
 import { sha256Hex, WritError } from '@writ/protocol';
 import { KEYSETS_MIGRATION_SQL, NODES_MIGRATION_SQL } from '../nodes/sql-store.ts';
 import { SUPERVISORS_MIGRATION_SQL } from '../federation/store.ts';
+import { ENROLL_MIGRATION_SQL } from '../enroll/store.ts';
 import { HOST_DEPLOYMENTS_MIGRATION_SQL } from '../hosts/store.ts';
 import type { Db } from './db.ts';
 
@@ -132,6 +133,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
     `,
   },
   { version: 6, name: 'supervisors (federation) and node pools', sql: SUPERVISORS_MIGRATION_SQL },
+  { version: 7, name: 'enrollment: rules, classes, assignments, bootstrap exchanges, boot answers', sql: ENROLL_MIGRATION_SQL },
   { version: 7, name: 'host deployments, their nodes and steps', sql: HOST_DEPLOYMENTS_MIGRATION_SQL },
 ]);
 

@@ -74,6 +74,8 @@ export interface NodeStore {
   setState(id: string, from: NodeState, to: NodeState, patch: { rescuedFrom: NodeState | null; deadlineAt: number | null; reason: string | null; at: number }, t: NodeTransitionRecord): Promise<boolean>;
   /** Forgets the node's key so that it can register again with a new one (the node's history stays). */
   clearKey(id: string): Promise<void>;
+  /** Enrollment: sets the labels and pool the node's assignment gives it. */
+  assign(id: string, patch: { labels: Record<string, string>; pool: string }): Promise<void>;
   listTransitions(id: string): Promise<NodeTransitionRecord[]>;
 }
 
@@ -474,5 +476,14 @@ export class NodeRegistry {
     const t: NodeTransitionRecord = { nodeId: id, from: old.state, to: old.state, event: 'rekey', actor, reason: reason || `key ${old.keyid} forgotten`, at: this.now() };
     await this.opts.onTransition?.(t);
     return (await this.getNode(id))!;
+  }
+
+  /** Enrollment: gives a node the labels and pool of its assignment; jobs by label find it from then on. */
+  async assign(id: string, patch: { labels: Record<string, string>; pool: string }): Promise<NodeRecord> {
+    await this.start();
+    if (!this.live.has(id)) throw new WritError('NODE_NOT_FOUND', `no node ${id}`);
+    await this.store.assign(id, patch);
+    const row = (await this.store.getNode(id))!;
+    return { ...this.refresh(row).node, inventory: row.inventory };
   }
 }

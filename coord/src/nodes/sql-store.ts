@@ -179,6 +179,10 @@ export class SqlNodeStore implements NodeStore {
     });
   }
 
+  async assign(id: string, patch: { labels: Record<string, string>; pool: string }): Promise<void> {
+    await this.db.query('UPDATE nodes SET labels = $2, pool = $3 WHERE id = $1', [id, JSON.stringify(patch.labels), patch.pool]);
+  }
+
   async listTransitions(id: string): Promise<NodeTransitionRecord[]> {
     const rows = await this.db.query<{ node_id: string; from_state: string | null; to_state: string; event: string; actor: string; reason: string; at: string }>('SELECT * FROM node_transitions WHERE node_id = $1 ORDER BY n', [id]);
     return rows.map((r) => ({ nodeId: r.node_id, from: r.from_state as NodeState | null, to: r.to_state as NodeState, event: r.event, actor: r.actor, reason: r.reason, at: Number(r.at) }));

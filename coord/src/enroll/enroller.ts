@@ -1,0 +1,64 @@
+// Runs after a registration the node registry has verified: judges the node's inventory and token against
+// the ledger's rules, records the assignment and the token exchange, sets the node's labels and pool, and
+// accepts it when its rule auto-accepts nodes presenting that token. An unmatched node stays inspected
+// (pending) with its inventory visible; a matched one without auto-accept waits for `writ nodes accept`.
+// A node already assigned keeps its assignment across reboots (same key, same node id).
+import {
+  DEFAULT_POOL, canonicalJson, isNodeInventory, parseEnvelope, parseNodeInventory, parseNodeRegistration, type NodeAssignment, type NodeInventory, type NodeRegistration,
+  type InstallPlan, PAYLOAD_TYPES, fromB64,
+} from '@writ/protocol';
+import type { Db } from '../ledger/db.ts';
+import type { NodeRecord, NodeRegistry } from '../nodes/registry.ts';
+import { hostnameFor, matchRules } from './rules.ts';
+import { getAssignment, getClass, listRules, putAssignment, recordBootstrap, tokenSha256 } from './store.ts';
+
+export interface EnrollerOptions {
+  db: Db;
+  nodes: NodeRegistry;
+  log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
+}
+
+export class Enroller {
+  constructor(private readonly opts: EnrollerOptions) {}
+
+  /** The registration's payload; `raw` was verified by the registry already (same bytes). */
+  private registrationOf(raw: string): NodeRegistration {
+    const env = parseEnvelope(raw, 2 * 1024 * 1024);
+    return parseNodeRegistration(fromB64(env.payload)!);
+  }
+
+  /** Enrolls a node the registry has just registered; returns what the node is told. */
+  async afterRegistration(node: NodeRecord, raw: string): Promise<{ node: NodeRecord; assignment: NodeAssignment | null; installPlan: InstallPlan | null }> {
+    const { db, nodes } = this.opts;
+    const reg = this.registrationOf(raw);
+    let assignment = await getAssignment(db, node.id);
+    let autoAccept: string | null = null;
+    if (!assignment && isNodeInventory(reg.inventory)) {
+      const inv: NodeInventory = parseNodeInventory(reg.inventory);
+      const presented = reg.enrollmentToken ? tokenSha256(reg.enrollmentToken) : null;
+      const { rule } = matchRules(await listRules(db), inv, presented);
+      if (rule) {
+        let accept = rule.autoAccept && presented !== null && presented === rule.tokenSha256;
+        if (accept && !(await recordBootstrap(db, { nodeId: node.id, keyid: node.keyid, tokenSha256: presented!, rule: rule.name, maxUses: rule.maxUses, at: Date.now() }))) {
+          this.opts.log?.warn({ node: node.id, rule: rule.name }, 'enrollment token used up: the node waits for an operator');
+          accept = false;
+        }
+        assignment = { type: PAYLOAD_TYPES.nodeAssignment, nodeId: node.id, hostname: hostnameFor(rule.assign.hostname, inv, node.id), class: rule.assign.class, pool: rule.assign.pool, labels: { ...rule.assign.labels }, rule: rule.name };
+        await putAssignment(db, assignment, `rule:${rule.name}`);
+        if (accept) autoAccept = rule.name;
+        this.opts.log?.info({ node: node.id, rule: rule.name, autoAccept: accept }, 'enrollment rule matched');
+      }
+    }
+    let current = node;
+    if (assignment) {
+      const labels = { ...node.labels, ...assignment.labels };
+      const pool = assignment.pool ?? DEFAULT_POOL;
+      if (canonicalJson(labels) !== canonicalJson(node.labels) || pool !== node.pool) current = await nodes.assign(node.id, { labels, pool });
+    }
+    if (autoAccept && current.state === 'inspected') {
+      current = await nodes.apply(node.id, 'accept', { actor: `rule:${autoAccept}`, reason: `enrollment rule ${autoAccept} accepts nodes presenting its token`, byOperator: true });
+    }
+    const cls = assignment?.class ? await getClass(db, assignment.class) : null;
+    return { node: current, assignment, installPlan: cls?.installPlan ?? null };
+  }
+}

@@ -1,0 +1,80 @@
+// The node agent as the boot image runs it (bundled into /opt/writ/node.mjs): reads the kernel command line,
+// keeps the node's identity on the state partition (or in memory when diskless), phones home with the
+// enrollment inventory and token, and once the coord has answered with an assignment runs jobs under the
+// assigned labels. The image's /init restarts it when it exits.
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { NodeAgent, Runner, collectInventory, loadNodeIdentity, nodeHealth } from '@writ/runner';
+import type { JsonValue, RegistrationAnswer } from '@writ/protocol';
+import { adminKeyRefs, parseBootCmdline } from './boot-config.ts';
+
+const log = (level: string, msg: string, obj: object = {}) => process.stdout.write(`${JSON.stringify({ level, t: new Date().toISOString(), msg, ...obj })}\n`);
+const logger = { info: (o: object, m?: string) => log('info', m ?? '', o), warn: (o: object, m?: string) => log('warn', m ?? '', o), error: (o: object, m?: string) => log('error', m ?? '', o), debug: () => {} };
+
+/** The node id this state dir belongs to, or a fresh random one for a machine that has none yet. */
+async function nodeIdFor(stateDir: string): Promise<string> {
+  try {
+    const meta = JSON.parse(await readFile(path.join(stateDir, 'node.json'), 'utf8')) as { nodeId?: string };
+    if (meta.nodeId) return meta.nodeId;
+  } catch {
+    /* first boot on this state */
+  }
+  return `node-${randomBytes(5).toString('hex')}`;
+}
+
+async function main(): Promise<void> {
+  const t0 = process.uptime();
+  const boot = parseBootCmdline(await readFile('/proc/cmdline', 'utf8'));
+  const stateDir = process.env.WRIT_STATE_DIR ?? '/var/lib/writ';
+  const diskless = process.env.WRIT_DISKLESS === '1';
+  const identity = await loadNodeIdentity(stateDir, await nodeIdFor(stateDir));
+  log('info', 'writ-boot: identity', { node: identity.nodeId, keyid: identity.key.keyid, created: identity.created, diskless, nodeStartS: t0 });
+  const inventory = (await collectInventory({ diskless })) as unknown as JsonValue;
+  let first: (a: RegistrationAnswer) => void = () => {};
+  const registered = new Promise<RegistrationAnswer>((r) => (first = r));
+  let runner: Runner | undefined = undefined;
+  const agent = new NodeAgent({
+    coordUrl: boot.coordUrl,
+    identity,
+    labels: {},
+    version: '0.1.0',
+    enrollmentToken: boot.token,
+    heartbeatMs: Number(process.env.WRIT_HEARTBEAT_MS ?? 5000),
+    backoffBaseMs: 500,
+    backoffMaxMs: 10_000,
+    inventory: async () => inventory,
+    health: () => nodeHealth(stateDir, runner?.runningJobs ?? 0),
+    onRegistered: (a) => first(a),
+    logger,
+  });
+  agent.start();
+  const answer = await registered;
+  const assignment = answer.assignment;
+  log('info', 'writ-boot: registered', { node: identity.nodeId, state: answer.state, assignment, uptimeS: Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]) });
+  if (assignment?.hostname) await writeFile('/proc/sys/kernel/hostname', assignment.hostname).catch(() => {});
+  runner = await Runner.start({
+    nodeId: identity.nodeId,
+    nodeKey: identity.key,
+    clusterId: boot.clusterId,
+    admins: { threshold: boot.adminThreshold, keys: adminKeyRefs(boot) },
+    stateDir,
+    labels: answer.labels,
+    redisUrl: boot.redisUrl,
+    heartbeatMs: 2000,
+    logger,
+  });
+  log('info', 'writ-boot: runner started', { node: identity.nodeId, labels: answer.labels });
+  const stop = async () => {
+    await agent.stop();
+    await runner?.close(5000);
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+}
+
+main().catch((e: unknown) => {
+  log('error', 'writ-boot: agent failed', { code: (e as { code?: string }).code, err: (e as Error).message });
+  process.exit(1);
+});
