@@ -118,6 +118,13 @@ describe('NUL bytes and malformed URLs (A3)', () => {
   });
 });
 
+describe('query values', () => {
+  it('?status=bogus lists the allowed values', async () => {
+    const r = await get(coordUrl, '/v1/jobs?status=bogus', s.token);
+    expect([r.status, r.error?.code, r.error?.message]).toEqual([400, 'BAD_REQUEST', expect.stringContaining('(one of: admitted, queued, running, succeeded, failed, refused)')]);
+  });
+});
+
 describe('slow clients (A3)', () => {
   it('a body that trickles in is cut off with 408 REQUEST_TIMEOUT (coord and supervisor)', async () => {
     for (const [base, token] of [[coordUrl, s.token], [supUrl, SUP_TOKEN]] as const) {

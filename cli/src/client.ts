@@ -9,6 +9,8 @@ import { writHome } from './keyfiles.ts';
 export interface CoordTarget {
   url: string;
   token: string;
+  /** Where the URL came from, for hints: 'dev.json' when `writ dev --keep` recorded it. */
+  from?: 'flag' | 'env' | 'dev.json';
 }
 
 export async function resolveCoord(flag: string | undefined, env: NodeJS.ProcessEnv): Promise<CoordTarget> {
@@ -20,9 +22,9 @@ export async function resolveCoord(flag: string | undefined, env: NodeJS.Process
   }
   const url = flag ?? env.WRIT_COORD ?? dev.url;
   const token = env.WRIT_TOKEN ?? dev.token;
-  if (!url) throw new WritError('USAGE', 'no coord to talk to: pass --coord URL, set WRIT_COORD, or start one with `writ dev --keep`');
+  if (!url) throw new WritError('NO_COORD', 'no cluster to talk to: start one with `writ dev --keep` (in another terminal), or pass --coord URL / set WRIT_COORD');
   if (!token) throw new WritError('USAGE', 'no API token: set WRIT_TOKEN (printed by `writ dev --keep`)');
-  return { url, token };
+  return { url, token, from: flag ? 'flag' : env.WRIT_COORD ? 'env' : 'dev.json' };
 }
 
 /** One request to the coord; `signal` (besides a 30 s timeout) abandons it. Unreachable: NOT_READY (retryable). */
@@ -38,7 +40,8 @@ export async function api<T>(coord: CoordTarget, method: string, route: string, 
     });
     text = await res.text(); // a coord stopping mid-answer is as unreachable as one that is down
   } catch (e) {
-    throw new WritError('NOT_READY', `cannot reach the coord at ${coord.url}: ${(e as Error).cause ? String((e as { cause: unknown }).cause) : (e as Error).message}`);
+    const hint = coord.from === 'dev.json' ? ' (the address `writ dev --keep` recorded: start it again with `writ dev --keep`)' : '';
+    throw new WritError('NOT_READY', `cannot reach the coord at ${coord.url}${hint}: ${(e as Error).cause ? String((e as { cause: unknown }).cause) : (e as Error).message}`);
   }
   const doc = readAnswer(res.status, text, (m) => new WritError('INTERNAL', `the coord ${m}`));
   return { status: res.status, body: doc as T };

@@ -1,5 +1,7 @@
 // The `writ` command line: one entry for every role (keys, sign, verify, services, admin).
+import { readFileSync } from 'node:fs';
 import { EXIT, processIo, reportError, type Io } from './output.ts';
+import { didYouMean } from './args.ts';
 import { keysCommand } from './commands/keys.ts';
 import { signCommand } from './commands/sign.ts';
 import { verifyCommand } from './commands/verify.ts';
@@ -24,13 +26,18 @@ function topHelp(): string {
   return [
     'writ: signed, sandboxed scripts on a fleet of bare-metal nodes',
     '',
-    'usage: writ <command> [options]   (every command takes --help and --json)',
+    'usage: writ <command> [options]   (every command takes --help and --json; writ --version)',
     '',
     'commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     '',
     'exit codes: 0 ok, 1 failure, 2 usage error',
   ].join('\n');
+}
+
+/** The version of the writ package this CLI belongs to. */
+export function writVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
 export async function runCli(argv: string[], io: Io = processIo, ctx: CliContext = { env: process.env, now: () => Math.floor(Date.now() / 1000) }): Promise<number> {
@@ -40,9 +47,14 @@ export async function runCli(argv: string[], io: Io = processIo, ctx: CliContext
     io.out(topHelp());
     return name ? EXIT.ok : EXIT.usage;
   }
+  if (name === '--version' || name === '-V' || name === 'version') {
+    if (json) io.out(JSON.stringify({ writ: writVersion(), node: process.version }, null, 2));
+    else io.out(`writ ${writVersion()} (node ${process.version})`);
+    return EXIT.ok;
+  }
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) {
-    io.err(`writ: USAGE: unknown command "${name}"\n\n${topHelp()}`);
+    io.err(`writ: USAGE: unknown command "${name}"${didYouMean(name, COMMANDS.map((c) => c.name))}\n\n${topHelp()}`);
     return EXIT.usage;
   }
   try {

@@ -188,7 +188,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       // The same codes `writ verify` and every tier's envelope parser give for these.
       if (v?.instancePath.endsWith('/signatures') && v.keyword === 'minItems') return sendError(reply, 'ENVELOPE_MALFORMED', `${v.instancePath}: signatures must be a non-empty array`);
       if (v?.instancePath.endsWith('/signatures') && v.keyword === 'maxItems') return sendError(reply, 'TOO_MANY_SIGNATURES', `${v.instancePath}: at most ${String(v.params.limit)} signatures`);
-      return sendError(reply, 'BAD_REQUEST', `${v?.instancePath || 'body'} ${v?.message ?? 'is invalid'}`);
+      const allowed = v?.keyword === 'enum' && Array.isArray(v.params.allowedValues) ? ` (one of: ${v.params.allowedValues.join(', ')})` : '';
+      return sendError(reply, 'BAD_REQUEST', `${v?.instancePath || 'body'} ${v?.message ?? 'is invalid'}${allowed}`);
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sendError(reply, 'BODY_TOO_LARGE', `the body is larger than ${opts.bodyLimitBytes ?? 1024 * 1024 + 4096} bytes`);
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sendError(reply, 'UNSUPPORTED_MEDIA_TYPE', 'send Content-Type: application/json');

@@ -331,7 +331,7 @@ export class CoordService {
     } catch (e) {
       const err = toErrorJSON(e, true);
       if (err.retryable) {
-        this.log.warn({ jobId, code: err.code, msg: err.message }, 'dispatch deferred');
+        this.log.warn({ jobId, code: err.code, reason: err.message }, 'dispatch deferred');
         await this.ledger.appendJobEvent(jobId, { type: 'status', message: `waiting: ${err.code}: ${err.message}` });
         return null;
       }
@@ -498,7 +498,7 @@ export class CoordService {
     const [refusal] = await this.dispatchToSupervisor([{ jobId: job.id, node, envelope: job.envelope, attempt: job.attempts }]);
     if (refusal && !refusal.retryable) return this.refuseQueued(job.id, refusal);
     if (refusal) {
-      this.log.warn({ jobId: job.id, node, attempt: job.attempts, code: refusal.code, msg: refusal.message }, 'could not enqueue a lost attempt again; will retry');
+      this.log.warn({ jobId: job.id, node, attempt: job.attempts, code: refusal.code, reason: refusal.message }, 'could not enqueue a lost attempt again; will retry');
       await this.ledger.touchJob(job.id);
       return;
     }

@@ -143,6 +143,7 @@ export const ERROR_CODES = Object.freeze({
   ...area('cli', {
     USAGE: { message: 'The command line is not valid (see --help)', status: 400, retryable: false },
     WAIT_TIMEOUT: { message: 'The job did not end within --wait-timeout (it may still end later)', status: 504, retryable: true },
+    NO_COORD: { message: 'No cluster to talk to: start one with writ dev --keep, or pass --coord URL', status: 503, retryable: false },
   }),
 });
 

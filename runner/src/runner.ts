@@ -242,7 +242,7 @@ export class Runner {
     } catch (e) {
       this.refusedKeySets.add(raw);
       const error = toErrorJSON(e, true);
-      this.log.warn({ code: error.code, msg: error.message }, 'refused a key set: security event');
+      this.log.warn({ code: error.code, reason: error.message }, 'refused a key set: security event');
       await this.emit({ type: 'security', jobId: null, attempt: 0, node: this.node.id, ts: Date.now(), error });
     }
   }
@@ -277,7 +277,7 @@ export class Runner {
 
   private async refuse(base: { jobId: string | null; attempt: number; node: string }, e: unknown, withResult: boolean): Promise<never> {
     const error = toErrorJSON(e, true);
-    this.log.warn({ ...base, code: error.code, msg: error.message }, 'refused a job: security event');
+    this.log.warn({ ...base, code: error.code, reason: error.message }, 'refused a job: security event');
     await this.emit({ type: 'security', ...base, ts: Date.now(), error });
     if (withResult && base.jobId !== null) await this.emit({ type: 'result', ...base, jobId: base.jobId, ts: Date.now(), ok: false, error, final: true, durationMs: 0 });
     throw new UnrecoverableError(encodeFailureReason(error));
@@ -301,7 +301,7 @@ export class Runner {
       const error = toErrorJSON(e, true);
       if (error.retryable) {
         // Not a refusal: this node cannot judge the job yet (no key set). The coord dispatches it again.
-        this.log.warn({ ...base, code: error.code, msg: error.message }, 'cannot check the job yet; it will be retried');
+        this.log.warn({ ...base, code: error.code, reason: error.message }, 'cannot check the job yet; it will be retried');
         await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: false, durationMs: 0 });
         throw new Error(encodeFailureReason(error));
       }
@@ -346,7 +346,7 @@ export class Runner {
     if (run.fenced) {
       // A newer attempt owns the job; this execution's outcome is not the job's.
       const error = toErrorJSON(run.fenced, true);
-      this.log.warn({ ...base, code: error.code, msg: error.message }, 'attempt superseded: stopped without applying further effects');
+      this.log.warn({ ...base, code: error.code, reason: error.message }, 'attempt superseded: stopped without applying further effects');
       await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: true, durationMs: outcome.durationMs });
       throw new UnrecoverableError(encodeFailureReason(error));
     }
@@ -377,7 +377,7 @@ export class Runner {
 
   private async failRetryable(base: { jobId: string; attempt: number; node: string }, e: unknown): Promise<never> {
     const error = toErrorJSON(e, true);
-    this.log.error({ ...base, code: error.code, msg: error.message }, 'the effect journal cannot be used; the job is not run');
+    this.log.error({ ...base, code: error.code, reason: error.message }, 'the effect journal cannot be used; the job is not run');
     await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: false, durationMs: 0 });
     throw new Error(encodeFailureReason(error));
   }

@@ -117,6 +117,9 @@ describe('happy path', () => {
 describe('failure codes', () => {
   it('SCRIPT_INVALID for a syntax error, a missing default export, and imports (static or dynamic)', async () => {
     expect(code(await pool.run(job('export default (')))).toBe('SCRIPT_INVALID');
+    // The message and details say where: line and column, as `writ sign` reports them before signing.
+    const placed = await pool.run(job('export default async function (args, ctx) {\n  const x = { a: 1 b: 2 };\n}'));
+    expect(placed).toMatchObject({ ok: false, error: { code: 'SCRIPT_INVALID', message: "the script does not parse at line 2, column 20: expecting '}'", details: { line: 2, column: 20 } } });
     expect(code(await pool.run(job('export const notDefault = 1')))).toBe('SCRIPT_INVALID');
     expect(code(await pool.run(job('export default 42')))).toBe('SCRIPT_INVALID');
     expect(code(await pool.run(job(`import fs from 'fs';\n${script('return 1')}`)))).toBe('SCRIPT_INVALID');
@@ -252,12 +255,28 @@ describe('capabilities, first check in the worker (X5)', () => {
       job(
         script(`
           const shape = (o) => Object.fromEntries(Object.keys(o).map((k) => [k, typeof o[k] === 'function' ? 'fn' : shape(o[k])]));
-          return { sal: shape(ctx.sal), frozen: Object.isFrozen(ctx.sal) && Object.isFrozen(ctx.sal.time), vm: typeof ctx.sal.vm };
+          return { sal: shape(ctx.sal), frozen: Object.isFrozen(ctx.sal) && Object.isFrozen(ctx.sal.time) && Object.isFrozen(ctx.sal.vm), vm: Object.keys(ctx.sal).includes('vm') };
         `),
         { caps: ['time.now', 'time.sleep', 'host.facts'] },
       ),
     );
-    expect(outcome).toMatchObject({ ok: true, value: { sal: { time: { now: 'fn', sleep: 'fn' }, host: { facts: 'fn' } }, frozen: true, vm: 'undefined' } });
+    expect(outcome).toMatchObject({ ok: true, value: { sal: { time: { now: 'fn', sleep: 'fn' }, host: { facts: 'fn' } }, frozen: true, vm: false } });
+  });
+
+  it('a capability not granted fails with CAPABILITY_NOT_GRANTED naming it and what to sign, without a host call', async () => {
+    hostCalls.length = 0;
+    const uncaught = await pool.run(job(script('const f = await ctx.sal.host.facts(); return f.hostname')));
+    expect(uncaught).toMatchObject({ ok: false, error: { code: 'CAPABILITY_NOT_GRANTED', message: 'host.facts (sign with --caps host.facts)' } });
+    // A namespace partly granted: the granted member works, the other one says what to sign.
+    const partly = await pool.run(job(script(`
+      const now = await ctx.sal.time.now();
+      try { await ctx.sal.time.sleep({ ms: 1 }) } catch (e) { return [typeof now.ms, e.code, e.message] }
+    `), { caps: ['time.now'] }));
+    expect(partly).toMatchObject({ ok: true, value: ['number', 'CAPABILITY_NOT_GRANTED', 'time.sleep (sign with --caps time.sleep)'] });
+    // The stand-ins cannot be replaced by the script.
+    const replace = await pool.run(job(script(`try { ctx.sal.host.facts = async () => 1; return 'replaced' } catch (e) { return e.name }`)));
+    expect(replace).toMatchObject({ ok: true, value: 'TypeError' });
+    expect(hostCalls.map((c) => c.name)).toEqual(['time.now']);
   });
 
   it('arguments that do not match the schema are refused with HOST_CALL_INVALID before they leave the worker', async () => {
@@ -325,8 +344,14 @@ describe('no ambient authority (X4)', () => {
   it('there is no randomness: Math.random throws; time and randomness come only through granted capabilities', async () => {
     const outcome = await pool.run(job(script(`try { Math.random(); return 'ran' } catch (e) { return e.message }`)));
     expect(outcome).toMatchObject({ ok: true, value: expect.stringMatching(/random\.bytes/) });
-    const ungranted = await pool.run(job(script('return [typeof ctx.sal.time, typeof ctx.sal.random]')));
-    expect(ungranted).toMatchObject({ ok: true, value: ['undefined', 'undefined'] });
+    hostCalls.length = 0;
+    const ungranted = await pool.run(job(script(`
+      const codes = [];
+      for (const f of [() => ctx.sal.time.now(), () => ctx.sal.random.bytes({ n: 4 })]) { try { await f(); codes.push('ran') } catch (e) { codes.push(e.code) } }
+      return [codes, Object.keys(ctx.sal)];
+    `)));
+    expect(ungranted).toMatchObject({ ok: true, value: [['CAPABILITY_NOT_GRANTED', 'CAPABILITY_NOT_GRANTED'], []] });
+    expect(hostCalls).toEqual([]);
   });
 
   it('each job gets a fresh runtime: nothing a script leaves on its global is seen by the next', async () => {

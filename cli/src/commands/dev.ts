@@ -3,11 +3,10 @@ import { once } from 'node:events';
 import { chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { b64url, redactRedisUrl } from '@writ/protocol';
-import pino from 'pino';
 import { parse } from '../args.ts';
 import { api, followEvents, type CoordTarget } from '../client.ts';
 import { keyringDir, writHome, writeNewFile } from '../keyfiles.ts';
-import { EXIT, type Io } from '../output.ts';
+import { EXIT, serviceLogger, type Io } from '../output.ts';
 import { loadOrCreateKey, startStack, type Stack } from '../stack.ts';
 import { signScriptFile } from './sign.ts';
 import { runUntilProcessSignal } from './services.ts';
@@ -40,7 +39,7 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const t0 = Date.now();
   const home = writHome(ctx.env);
   const stateDir = values.state ?? path.join(home, 'dev');
-  const logger = pino({ level: ctx.env.WRIT_LOG_LEVEL ?? (values.keep ? 'info' : 'warn') }, pino.destination(2));
+  const logger = serviceLogger(ctx.env.WRIT_LOG_LEVEL ?? (values.keep ? 'info' : 'warn'), ctx.env);
   const admin = await loadOrCreateKey(path.join(keyringDir(ctx.env), 'admin.key'));
   const stack: Stack = await startStack({
     stateDir,

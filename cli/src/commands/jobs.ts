@@ -1,6 +1,6 @@
 // writ jobs list | show ID | logs ID [--follow]
-import { parseJobPage, parseJobView } from '@writ/protocol';
-import { parse } from '../args.ts';
+import { JOB_STATUSES, WritError, isJobStatus, parseJobPage, parseJobView } from '@writ/protocol';
+import { didYouMean, parse } from '../args.ts';
 import { api, followEvents, resolveCoord } from '../client.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
 import { printEvent } from './submit.ts';
@@ -18,6 +18,9 @@ example:
 async function list(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values } = parse(argv, { status: { type: 'string' }, node: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' }, coord: { type: 'string' } }, { min: 0, max: 0, usage: 'writ jobs list [--status S] [--node ID]' });
   if (values.help) return io.out(HELP), EXIT.ok;
+  if (values.status !== undefined && !isJobStatus(values.status)) {
+    throw new WritError('USAGE', `--status ${values.status} is not a job status${didYouMean(values.status, JOB_STATUSES)} (one of: ${JOB_STATUSES.join(', ')})`);
+  }
   const coord = await resolveCoord(values.coord, ctx.env);
   const q = new URLSearchParams();
   for (const k of ['status', 'node', 'limit', 'cursor'] as const) if (values[k]) q.set(k, String(values[k]));

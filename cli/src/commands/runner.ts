@@ -1,10 +1,9 @@
 // writ runner --node ID: the node daemon on its own (production shape: one per node).
-import pino from 'pino';
 import { runNodeDaemon, runnerConfig } from '@writ/runner';
 import { writHome } from '../keyfiles.ts';
 import { parse } from '../args.ts';
 import { adminKeyRefs, runUntilProcessSignal } from './services.ts';
-import { EXIT, type Io } from '../output.ts';
+import { EXIT, serviceLogger, type Io } from '../output.ts';
 import type { CliContext, Command } from './types.ts';
 
 const HELP = `usage: writ runner --node ID --coord URL --admin-key FILE [--admin-threshold K] [--cluster ID] [--label k=v ...] [--redis URL]
@@ -41,7 +40,7 @@ async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> 
     concurrency: values.concurrency, heartbeatMs: values['heartbeat-ms'], lockMs: values['lock-ms'], stalledMs: values['stalled-ms'],
     ...(values.production ? { production: true } : {}),
   }, ctx.env);
-  const logger = pino({ level: config.logLevel }, pino.destination(2));
+  const logger = serviceLogger(config.logLevel, ctx.env);
   await runUntilProcessSignal((signal) => runNodeDaemon(config, { logger, io, signal }), { graceMs: config.shutdownGraceMs });
   return EXIT.ok;
 }

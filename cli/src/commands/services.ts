@@ -1,12 +1,11 @@
 // writ coord | writ supervisor: each service in its own process (production shape). Also the CLI's one handler
 // of SIGINT/SIGTERM and its reading of --admin-key, which writ runner uses too.
-import pino from 'pino';
 import { b64url, type KeyRef } from '@writ/protocol';
 import { coordConfig, runCoord } from '@writ/coord';
 import { runSupervisor, supervisorConfig } from '@writ/supervisor';
 import { parse } from '../args.ts';
 import { resolvePublicKey, writHome, writeNewFile } from '../keyfiles.ts';
-import { EXIT, type Io } from '../output.ts';
+import { EXIT, serviceLogger, type Io } from '../output.ts';
 import { loadOrCreateKey } from '../stack.ts';
 import type { CliContext, Command } from './types.ts';
 
@@ -82,7 +81,7 @@ async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<numb
   const config = supervisorConfig({ home: writHome(ctx.env), id: values.id, redis: values.redis, coord: values.coord, cluster: values.cluster, listen: values.listen, state: values.state, adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'], production: values.production }, ctx.env);
   const signingKey = await loadOrCreateKey(config.signingKeyFile);
   await writeNewFile(config.publicKeyFile, JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: signingKey.keyid, publicKey: b64url(signingKey.publicKey) }, null, 2) + '\n', 0o644, true);
-  const logger = pino({ level: config.logLevel }, pino.destination(2));
+  const logger = serviceLogger(config.logLevel, ctx.env);
   const clean = await runUntilProcessSignal((signal) => runSupervisor(config, { signingKey, logger, io, signal }), { graceMs: config.shutdownGraceMs });
   return clean ? EXIT.ok : EXIT.failure;
 }
@@ -100,7 +99,7 @@ async function coord(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values } = parse(argv, { supervisor: { type: 'string' }, 'supervisor-key': { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:7340' }, cluster: { type: 'string' }, state: { type: 'string' }, 'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string' } }, { min: 0, max: 0, usage: 'writ coord --supervisor URL --supervisor-key FILE --admin-key FILE' });
   if (values.help) return io.out(COORD_HELP), EXIT.ok;
   const config = coordConfig({ home: writHome(ctx.env), supervisor: values.supervisor, supervisorKey: values['supervisor-key'], listen: values.listen, cluster: values.cluster, state: values.state, adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'] }, ctx.env);
-  const logger = pino({ level: config.logLevel }, pino.destination(2));
+  const logger = serviceLogger(config.logLevel, ctx.env);
   const clean = await runUntilProcessSignal((signal) => runCoord(config, { logger, io, signal }), { graceMs: config.shutdownGraceMs });
   return clean ? EXIT.ok : EXIT.failure;
 }

@@ -1,10 +1,11 @@
 // writ sign SCRIPT.js --key FILE ... | writ sign --add-signature ENVELOPE --key FILE
 import { readFile } from 'node:fs/promises';
 import {
-  PAYLOAD_TYPES, WritError, addSignature, buildJobPayload, encodeEnvelope, encodeJobPayload, parseEnvelope, parseJobPayload, parseStrictJson, signEnvelope,
+  CAPABILITIES, PAYLOAD_TYPES, WritError, addSignature, errorCodeOf, fromErrorJSON, buildJobPayload, encodeEnvelope, encodeJobPayload, parseEnvelope, parseJobPayload, parseStrictJson, signEnvelope,
   type JobTarget, type JsonValue, type KeyPair,
 } from '@writ/protocol';
-import { parse, parseDurationS } from '../args.ts';
+import { checkScriptCompiles } from '@writ/runner';
+import { didYouMean, parse, parseDurationS } from '../args.ts';
 import { loadPrivateKey, writeNewFile } from '../keyfiles.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
 import type { Command, CliContext } from './types.ts';
@@ -12,7 +13,8 @@ import type { Command, CliContext } from './types.ts';
 export const SIGN_HELP = `usage: writ sign SCRIPT.js --key FILE --target node=ID|label=k=v [options]
        writ sign --add-signature ENVELOPE --key FILE [--out FILE]
 
-Writes a signed job envelope (DSSE, payload type ${PAYLOAD_TYPES.job}).
+Writes a signed job envelope (DSSE, payload type ${PAYLOAD_TYPES.job}). The script is compiled first as
+the runner will compile it (QuickJS): a syntax error is reported with its line and column, nothing signed.
 
 options:
   --key FILE          private key file (repeat to sign with several keys)
@@ -25,7 +27,8 @@ options:
   --timeout DURATION  script wall-clock limit (default 30s)
   --memory MIB        script memory limit in MiB (default 64)
   --nix-pin PATH      a /nix/store path the job may install (repeatable)
-  --out FILE          write the envelope here (default: stdout)
+  --out FILE          write the envelope here (default: stdout); an existing file is refused
+                      (ENVELOPE_FILE_EXISTS) so that a stale envelope is never submitted by mistake
   --force             overwrite --out
   --add-signature ENV co-sign an existing envelope with --key (k-of-n approvals)
 
@@ -105,6 +108,12 @@ export async function signScriptFile(scriptPath: string, keys: KeyPair[], values
     throw new WritError('USAGE', `cannot read script ${scriptPath} (${(e as NodeJS.ErrnoException).code})`);
   }
   const caps = typeof values.caps === 'string' ? values.caps.split(',').map((c) => c.trim()).filter(Boolean) : [];
+  for (const c of caps) {
+    if (!CAPABILITIES.has(c)) throw new WritError('CAPABILITY_UNKNOWN', `--caps ${c} is not a capability${didYouMean(c, CAPABILITIES.keys())} (the list: docs/sal.md)`, { capability: c });
+  }
+  // Compiled as the runner will: a script that does not parse is refused here, with its line and column.
+  const problem = await checkScriptCompiles(source);
+  if (problem) throw fromErrorJSON({ ...problem, message: `${scriptPath}: ${problem.message}` });
   const memory = values.memory === undefined ? undefined : Number(values.memory);
   if (memory !== undefined && (!Number.isInteger(memory) || memory < 1 || memory > 1024)) throw new WritError('USAGE', '--memory must be a whole number of MiB from 1 to 1024');
   const payload = buildJobPayload({
@@ -154,7 +163,12 @@ async function sign(argv: string[], io: Io, ctx: CliContext): Promise<number> {
     jobId = signed.jobId;
   }
   if (values.out) {
-    await writeNewFile(values.out, envelope + '\n', 0o644, values.force === true || !!values['add-signature']);
+    try {
+      await writeNewFile(values.out, envelope + '\n', 0o644, values.force === true || !!values['add-signature']);
+    } catch (e) {
+      if (errorCodeOf(e) !== 'KEY_FILE_EXISTS') throw e;
+      throw new WritError('ENVELOPE_FILE_EXISTS', `${values.out} exists already (an envelope signed earlier?); nothing was written: pass --force to overwrite it, or choose another --out`);
+    }
     if (values.json) printJson(io, { ok: true, out: values.out, jobId, keyids: keys.map((k) => k.keyid) });
     else io.out(`wrote ${values.out}${jobId ? ` (job ${jobId})` : ''}, signed by ${keys.map((k) => k.keyid).join(', ')}`);
   } else if (values.json) {

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, TERMINAL_STATUSES, WritError, parseBatchSubmitAnswer, parseEnvelope, parseJobView, parseSubmitAnswer, type BatchSubmitItem, type JobView,
+  MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, TERMINAL_STATUSES, WritError, errorCodeOf, parseBatchSubmitAnswer, parseEnvelope, parseJobView, parseSubmitAnswer, type BatchSubmitItem, type JobView,
 } from '@writ/protocol';
 import { humanDuration, parse, parseDurationS } from '../args.ts';
 import { api, followEvents, requestUntilAnswered, resolveCoord, type CoordTarget, type OutageWatcher, type StreamedEvent } from '../client.ts';
@@ -89,6 +89,44 @@ export function printEvent(io: Io, e: StreamedEvent): void {
   else io.out(`[${d.type.padEnd(5)}] ${d.message}`);
 }
 
+interface NodeSeen {
+  id: string;
+  state: string;
+  reachable: boolean;
+  labels: Record<string, string>;
+  lastHeartbeatAt: string | null;
+}
+
+function describeNode(n: NodeSeen, nowMs: number): string {
+  const heard = n.lastHeartbeatAt ? `last heartbeat ${humanDuration((nowMs - Date.parse(n.lastHeartbeatAt)) / 1000)} ago` : 'never heard from';
+  return `${n.id} is ${n.state}${n.reachable ? '' : `, unreachable (${heard})`}`;
+}
+
+/**
+ * Why a job recorded `admitted` has no node yet, in words: its target node's state and liveness, or how many
+ * nodes match its labels and why none takes work. Null when the coord cannot say (the wait goes on regardless).
+ */
+export async function explainWait(coord: CoordTarget, job: JobView): Promise<string | null> {
+  const nowMs = Date.now();
+  try {
+    if ('node' in job.target) {
+      const { status, body } = await api<NodeSeen>(coord, 'GET', `/v1/nodes/${encodeURIComponent(job.target.node)}`);
+      if (status === 404) return `node ${job.target.node} is not registered with the coord`;
+      if (status !== 200) return null;
+      return `node ${describeNode(body, nowMs)}; the job waits until it is active and reachable (\`writ nodes show ${body.id}\`)`;
+    }
+    const selector = job.target.selector;
+    const { status, body } = await api<{ nodes: NodeSeen[] }>(coord, 'GET', '/v1/nodes');
+    if (status !== 200) return null;
+    const labels = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(',');
+    const matching = body.nodes.filter((n) => Object.entries(selector).every(([k, v]) => n.labels[k] === v));
+    if (matching.length === 0) return `no node has the labels ${labels}; the job waits until one registers`;
+    return `no active, reachable node has the labels ${labels} (${matching.slice(0, 5).map((n) => describeNode(n, nowMs)).join('; ')}); the job waits until one is`;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Waits until job `id` ends and returns its view. Connection failures and retryable answers (a coord
  * restarting) are waited out; past `limit` it throws WAIT_TIMEOUT, naming the job's last known status.
@@ -104,9 +142,17 @@ export async function waitForJob(coord: CoordTarget, id: string, follow: boolean
       signal?.throwIfAborted();
       return await getJob();
     }
+    let told: string | null = null;
     for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
       const j = await getJob();
       if (TERMINAL_STATUSES.has(j.status)) return j;
+      // Waiting for a node: say why once, and again when the reason changes (not on every poll).
+      if (j.status === 'admitted' && delay >= 400) {
+        const why = await explainWait(coord, j);
+        const gist = why?.replace(/\d+[smhd]( \d+[smh])? ago/g, '');
+        if (why && gist !== told) io.err(`writ: job ${id} is waiting for a node: ${why}`);
+        told = gist ?? told;
+      }
       await sleep(delay, undefined, signal ? { signal } : {});
     }
   } catch (e) {
@@ -201,10 +247,19 @@ async function submit(argv: string[], io: Io, ctx: CliContext): Promise<number> 
     return submitBatch(positionals, values, io, ctx);
   }
   const file = positionals[0]!;
+  // The cluster first: with none running, "start `writ dev`" is the hint that helps, not a missing key file.
+  const coord = await resolveCoord(values.coord, ctx.env);
   let envelope: string;
   if (file.endsWith('.js') || file.endsWith('.mjs')) {
     const keyFiles = values.key?.length ? values.key : [path.join(keyringDir(ctx.env), 'admin.key')];
-    const keys = await Promise.all(keyFiles.map(loadPrivateKey));
+    const keys = await Promise.all(keyFiles.map(async (f) => {
+      try {
+        return await loadPrivateKey(f);
+      } catch (e) {
+        if (values.key?.length || errorCodeOf(e) !== 'KEY_FILE_NOT_FOUND') throw e;
+        throw new WritError('KEY_FILE_NOT_FOUND', `no --key given, and the default ${f} does not exist: pass --key FILE, or start \`writ dev --keep\`, which creates it`);
+      }
+    }));
     envelope = (await signScriptFile(file, keys, values, ctx)).envelope;
   } else {
     try {
@@ -213,7 +268,6 @@ async function submit(argv: string[], io: Io, ctx: CliContext): Promise<number> 
       throw new WritError('USAGE', `cannot read ${file} (${(e as NodeJS.ErrnoException).code})`);
     }
   }
-  const coord = await resolveCoord(values.coord, ctx.env);
   const limit = waitLimit(values['wait-timeout']);
   const accepted = parseSubmitAnswer(values.wait || values.follow ? await submitWaiting(coord, '/v1/jobs', envelope, io, limit, 'the job') : (await api<unknown>(coord, 'POST', '/v1/jobs', envelope)).body);
   if (!values.json) io.out(`job ${accepted.id} ${accepted.replayed ? 'was already recorded' : 'accepted'}: ${accepted.status}${accepted.node ? ` on ${accepted.node}` : ''}`);

@@ -21,7 +21,7 @@ export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, limits) {
   'use strict';
   const G = globalThis;
   const { stringify, parse } = JSON;
-  const { keys, getPrototypeOf, freeze, create, defineProperty } = Object;
+  const { keys, getOwnPropertyNames, getPrototypeOf, freeze, create, defineProperty } = Object;
   const ObjectProto = Object.prototype;
   const isArray = Array.isArray;
   const numberIsFinite = Number.isFinite;
@@ -130,10 +130,26 @@ export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, limits) {
       defineProperty(fn, 'name', { value: parts[parts.length - 1] });
       node[parts[parts.length - 1]] = fn;
     }
+    // Every other capability is there too, hidden from enumeration, as a function that fails with what to sign
+    // instead: a script reaching for one it was not granted learns which, not "cannot read property of undefined".
+    for (let i = 0; i < limits.capabilities.length; i++) {
+      const name = limits.capabilities[i];
+      const parts = apply(split, name, ['.']);
+      let node = sal;
+      for (let j = 0; j < parts.length - 1; j++) {
+        if (node[parts[j]] === undefined) defineProperty(node, parts[j], { value: create(null), enumerable: false });
+        node = node[parts[j]];
+      }
+      const leaf = parts[parts.length - 1];
+      if (node[leaf] !== undefined) continue;
+      const denied = async function () { throw boundaryFailure('CAPABILITY_NOT_GRANTED', name + ' (sign with --caps ' + name + ')'); };
+      defineProperty(denied, 'name', { value: leaf });
+      defineProperty(node, leaf, { value: denied, enumerable: false });
+    }
     return freeze({ log: freeze({ info: logLine('info'), warn: logLine('warn'), error: logLine('error') }), sal: deepFreeze(sal) });
   }
   function deepFreeze(o) {
-    const ks = keys(o);
+    const ks = getOwnPropertyNames(o);
     for (let i = 0; i < ks.length; i++) if (typeof o[ks[i]] === 'object') deepFreeze(o[ks[i]]);
     return freeze(o);
   }

@@ -10,7 +10,7 @@ import RELEASE_SYNC from '@jitl/quickjs-wasmfile-release-sync';
 import {
   newQuickJSWASMModuleFromVariant, newVariant, Scope, type QuickJSContext, type QuickJSDeferredPromise, type QuickJSHandle, type QuickJSWASMModule,
 } from 'quickjs-emscripten-core';
-import { ERROR_CODES, isErrorCode, type ErrorCode, type ErrorJSON } from '@writ/protocol';
+import { CAPABILITIES, ERROR_CODES, isErrorCode, type ErrorCode, type ErrorJSON } from '@writ/protocol';
 import { GUEST_GLOBALS, PRELUDE_SOURCE } from './prelude.ts';
 import {
   DEFAULT_RECYCLE_AFTER_JOBS, LOG_LIMITS, MAX_HOST_CALLS_IN_FLIGHT, type BoundaryLimits, type GuestResult, type LogLevel, type SandboxJob,
@@ -302,7 +302,7 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
   };
 
   const prelude = scope.manage(context.unwrapResult(context.evalCode(PRELUDE_SOURCE, 'writ:prelude')));
-  const limits = scope.manage(jsonHandle(context, { ...boundary, maxLineChars: LOG_LIMITS.maxLineChars, maxLines: LOG_LIMITS.maxLines, globals: GUEST_GLOBALS }));
+  const limits = scope.manage(jsonHandle(context, { ...boundary, maxLineChars: LOG_LIMITS.maxLineChars, maxLines: LOG_LIMITS.maxLines, globals: GUEST_GLOBALS, capabilities: [...CAPABILITIES.keys()] }));
   const privates = scope.manage(context.unwrapResult(context.callFunction(prelude, context.undefined, hostCall, hostLog, limits)));
   const callPrivate = (name: 'runMain' | 'makeHostError' | 'describeThrown' | 'parse', args: QuickJSHandle[]) => {
     const fn = context.getProp(privates, name);
@@ -431,6 +431,44 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
   };
 }
 
+/** Line and column (1-based) of a syntax error in the script, from QuickJS's "at script.js:LINE:COL". */
+export function syntaxErrorPosition(stack: string): { line: number; column: number } | undefined {
+  const m = /\bscript\.js:(\d+):(\d+)/.exec(stack);
+  return m ? { line: Number(m[1]), column: Number(m[2]) } : undefined;
+}
+
+let checker: Promise<QuickJSWASMModule> | undefined;
+
+/**
+ * Compiles a script as the runner will, without running any of it, for `writ sign`: SCRIPT_INVALID with the
+ * line and column of a syntax error (or an import), or null when it compiles. A module instance of its own,
+ * apart from the sandbox's warm instances.
+ */
+export async function checkScriptCompiles(source: string): Promise<ErrorJSON | null> {
+  checker ??= newQuickJSWASMModuleFromVariant(RELEASE_SYNC);
+  const runtime = (await checker).newRuntime();
+  runtime.setMemoryLimit(256 * MIB);
+  runtime.setMaxStackSize(STACK_BYTES);
+  const context = runtime.newContext();
+  try {
+    const compiled = context.evalCode(source, 'script.js', { type: 'module', compileOnly: true });
+    if (!compiled.error) {
+      compiled.value.dispose();
+      return null;
+    }
+    const thrown = context.dump(compiled.error) as { name?: unknown; message?: unknown; stack?: unknown } | null;
+    compiled.error.dispose();
+    const name = typeof thrown?.name === 'string' ? thrown.name : '';
+    const message = typeof thrown?.message === 'string' ? thrown.message : String(thrown);
+    const at = syntaxErrorPosition(typeof thrown?.stack === 'string' ? thrown.stack : '');
+    if (name !== 'SyntaxError' && /could not load module/.test(message)) return { code: 'SCRIPT_INVALID', message: 'scripts cannot import modules', retryable: false };
+    return { code: 'SCRIPT_INVALID', message: `the script does not parse${at ? ` at line ${at.line}, column ${at.column}` : ''}: ${message}`, retryable: false, ...(at ? { details: at } : {}) };
+  } finally {
+    context.dispose();
+    runtime.dispose();
+  }
+}
+
 function jsonHandle(context: QuickJSContext, value: unknown): QuickJSHandle {
   return context.unwrapResult(context.evalCode(`(${JSON.stringify(value)})`, 'writ:value'));
 }
@@ -456,7 +494,10 @@ function classifyThrown(t: Thrown): GuestResult {
   const refusedAllocation = (t.name === 'InternalError' && (t.message === 'out of memory' || t.message === 'string too long')) || (t.name === 'RangeError' && t.message === 'invalid array length');
   if (refusedAllocation || t.memoryExhausted) return failure('MEMORY_LIMIT', 'the script exceeded its memory limit', details);
   if (t.importAttempted) return failure('SCRIPT_INVALID', 'scripts cannot import modules', details);
-  if (t.stage === 'load' && t.name === 'SyntaxError') return failure('SCRIPT_INVALID', `the script does not parse: ${t.message}`, details);
+  if (t.stage === 'load' && t.name === 'SyntaxError') {
+    const at = syntaxErrorPosition(t.stack);
+    return failure('SCRIPT_INVALID', `the script does not parse${at ? ` at line ${at.line}, column ${at.column}` : ''}: ${t.message}`, { ...details, ...at });
+  }
   if (t.getterFault) return failure('SCRIPT_ERROR', t.getterFault, details);
   return failure('SCRIPT_ERROR', t.message || 'the script threw a value that is not an Error', details);
 }
