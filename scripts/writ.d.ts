@@ -409,6 +409,8 @@ export interface WritLog {
 export interface WritContext {
   log: WritLog;
   sal: WritSal;
+  /** The job this run belongs to and its attempt number (1 for the first run; a retry counts up). A flow step's job id is `<flow>.<step>` (and `.<node>` for a fan-out step). */
+  job: { readonly id: string; readonly attempt: number };
 }
 
 /** The shape of a Writ script: `export default async function (args, ctx) { ... }`. */

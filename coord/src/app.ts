@@ -9,6 +9,7 @@ import {
 import type { JobAttempt, JobRecord } from './ledger/index.ts';
 import type { CoordService, SubmitResult } from './service.ts';
 import { HOST_ROUTES, registerHostRoutes } from './hosts/routes.ts';
+import { FLOW_ROUTES, registerFlowRoutes } from './flows/routes.ts';
 import type { NodeRecord } from './nodes/registry.ts';
 import { Enroller } from './enroll/enroller.ts';
 import { ENROLL_ROUTES, registerEnrollRoutes } from './enroll/routes.ts';
@@ -73,6 +74,7 @@ export const ROUTES = [
   'GET /v1/audit/verify',
   ...ENROLL_ROUTES,
   ...HOST_ROUTES,
+  ...FLOW_ROUTES,
 ] as const;
 
 const PUBLIC = new Set(['/healthz', '/readyz', '/metrics']);
@@ -431,6 +433,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   app.get('/v1/audit/verify', async () => service.ledger.verifyAudit());
 
   registerHostRoutes(app, service.hosts);
+  registerFlowRoutes(app, service);
   return app;
 }
 

@@ -3,11 +3,13 @@
 import { EventEmitter } from 'node:events';
 import {
   KeyRing, KeySetHolder, isErrorCode, MAX_REPORT_ENVELOPE_BYTES, MAX_RUNNER_BATCH_BYTES, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, errorCodeOf,
-  parseEnvelope, parseFailureReason, parseJobPayload, parseRunnerEventBatch, parseSupervisorReport, pickByJobId, sha256Hex, targetMatchesNode, toErrorJSON,
+  isStepBundle, openJobText, stepBackoffMs, parseEnvelope, parseFailureReason, parseJobPayload, parseRunnerEventBatch, parseSupervisorReport, pickByJobId, sha256Hex, targetMatchesNode, toErrorJSON,
   trustKey, trustKeyB64url, verifyEnvelope, type ErrorJSON, type JobEventMessage, type JobPayload, type JobStatus, type KeyRef, type KeySet, type NodeView,
   type RunnerEvent, type RunnerEventBatch, type TrustedKey,
 } from '@writ/protocol';
 import { GroupCommitter } from './ledger/group-commit.ts';
+import { FlowEngine } from './flows/engine.ts';
+import { flowsOfJobs, recordStepResultsIn, type FlowEvent } from './flows/store.ts';
 import { LEASE_KINDS, type Leases } from './ledger/leases.ts';
 import type { Admission, AdmissionOutcome, AuditInput, JobRecord, Ledger, Retry, TransitionedJob } from './ledger/index.ts';
 import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
@@ -85,6 +87,8 @@ export class CoordService {
   readonly events = new EventEmitter();
   readonly keySets: KeySetHolder;
   readonly nodes: NodeRegistry;
+  /** Signed flows, driven from the ledger (coord/src/flows). */
+  readonly flows: FlowEngine;
   /** Host deployments: health-gated rollout of a Nix system across nodes (coord/src/hosts). */
   readonly hosts: HostController;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -117,6 +121,19 @@ export class CoordService {
     this.hosts = new HostController({
       clusterId: opts.clusterId, ledger: opts.ledger, keySets: this.keySets, events: this.events, nodes: this.nodes,
       submit: (raw) => this.submit(raw), nowS: () => this.nowS(), logger: this.log,
+    });
+    this.flows = new FlowEngine({
+      ledger: opts.ledger, keySets: this.keySets, clusterId: opts.clusterId, log: this.log, nowS: () => this.nowS(),
+      workable: () => this.nodes.workable(),
+      nodeKey: async (id) => (await this.nodes.opts.store.getNode(id))?.publicKey ?? null,
+      dispatch: async (items) => {
+        for (const it of items) this.remember(it.jobId, it.node);
+        const refusals = await this.dispatchToSupervisor(items);
+        await Promise.all(refusals.map(async (err, i) => {
+          if (err && !err.retryable) await this.refuseQueued(items[i]!.jobId, err);
+        }));
+      },
+      publish: (flowId, events) => this.publishFlow(flowId, events),
     });
     // PGlite runs one transaction at a time: a second group in flight would only wait, and the admissions that
     // arrive meanwhile would form smaller groups. PostgreSQL runs two groups at once.
@@ -311,9 +328,11 @@ export class CoordService {
    */
   private async dispatch(jobId: string, raw: string): Promise<TransitionedJob | null> {
     try {
-      const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring });
-      const job = parseJobPayload(verified.payload);
-      const placed = this.placeJob({ raw, job, signers: verified.signers }, await this.nodes.workable());
+      // A job envelope, or a flow step's bundle: a step runs on the node its flow assigned it.
+      const opened = openJobText(raw, { keys: this.keySets.ring, ...(this.opts.maxEnvelopeBytes ? { maxBytes: this.opts.maxEnvelopeBytes } : {}) });
+      const job = opened.job;
+      const workable = await this.nodes.workable();
+      const placed = this.placeJob({ raw, job, signers: opened.signers }, opened.step ? workable.filter((n) => n.id === opened.step!.node) : workable);
       if (placed.status === 'admitted') {
         const t = 'node' in job.target ? `node ${job.target.node}` : `selector ${JSON.stringify(job.target.selector)}`;
         throw new WritError('NODE_NOT_ACTIVE', `no active, reachable node for ${t}; the job waits until one is`);
@@ -348,6 +367,21 @@ export class CoordService {
   /** The ledger records a transition and its status event in one transaction; live subscribers get that event. */
   private publishTransition(jobId: string, t: TransitionedJob | null): void {
     if (t) this.publish(jobId, { seq: t.event.seq, type: t.event.type, level: t.event.level, message: t.event.message, data: t.event.data });
+  }
+
+  private publishFlow(flowId: string, events: readonly FlowEvent[]): void {
+    for (const ev of events) this.events.emit(`flow:${flowId}`, ev);
+  }
+
+  /** Admits a signed flow (see FlowEngine.submit). */
+  submitFlow(raw: string): Promise<{ id: string; status: string; replayed: boolean }> {
+    return this.flows.submit(raw);
+  }
+
+  /** Cancels a running flow: its pending and running steps end cancelled and their unfinished jobs fail JOB_CANCELLED. */
+  async cancelFlow(flowId: string, actor: string): Promise<{ status: string; stopped: number }> {
+    const out = await this.flows.cancel(flowId, actor);
+    return { status: out.status, stopped: out.stopped.length };
   }
 
   private publish(jobId: string, ev: JobEventMessage): void {
@@ -409,12 +443,19 @@ export class CoordService {
         events.push(ev);
       }
     }
-    const { recorded, retries } = await this.ledger.write(async (w) => {
+    const stepResults = events.flatMap((ev) => (ev.type === 'result' && ev.ok && ev.stepResult ? [{ jobId: ev.jobId, node: ev.node, stepResult: ev.stepResult }] : []));
+    const { recorded, retries, flowsToAdvance } = await this.ledger.write(async (w) => {
       for (const r of refusals) w.audit(r);
-      return w.applyRunnerEvents(events);
+      const applied = await w.applyRunnerEvents(events);
+      // A flow step's signed result is kept with its job, in the same commit as the job's success.
+      await recordStepResultsIn(w.tx, stepResults);
+      const ended = applied.recorded.filter((e) => e.type === 'status' && typeof e.data === 'object' && e.data !== null && ['succeeded', 'failed', 'refused'].includes((e.data as { status?: string }).status ?? ''));
+      const retried = applied.retries.map((r) => r.jobId);
+      return { ...applied, flowsToAdvance: await flowsOfJobs(w.tx, [...new Set([...ended.map((e) => e.jobId), ...retried])]) };
     });
     for (const e of recorded) this.publish(e.jobId, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
     if (retries.length > 0) await this.enqueueRetries(retries);
+    for (const id of flowsToAdvance) await this.flows.advance(id).catch((e) => this.log.warn({ flowId: id, err: (e as Error).message }, 'advancing a flow failed; the reconciler retries'));
     if (refusals.length > 0) this.log.warn({ supervisor: report.supervisor, refused: refusals.length }, 'refused runner events: security event');
     this.metrics.reportsApplied++;
     this.metrics.eventsApplied += events.length;
@@ -446,8 +487,9 @@ export class CoordService {
   }
 
   /** How long a retry waits: the backoff doubles with each retry, capped at a minute. */
-  private retryDelayMs(attempt: number): number {
-    return Math.min(60_000, (this.opts.retryBackoffMs ?? 1000) * 2 ** Math.max(0, attempt - 2));
+  private retryDelayMs(attempt: number, envelope?: string): number {
+    const stepBackoff = envelope !== undefined && isStepBundle(envelope) ? stepBackoffMs(envelope) : undefined;
+    return Math.min(60_000, (stepBackoff ?? this.opts.retryBackoffMs ?? 1000) * 2 ** Math.max(0, attempt - 2));
   }
 
   /**
@@ -456,7 +498,7 @@ export class CoordService {
    */
   private async enqueueRetries(retries: readonly Retry[]): Promise<void> {
     try {
-      await this.dispatchToSupervisor(retries.map((r) => ({ jobId: r.jobId, node: r.node, envelope: r.envelope, attempt: r.attempt, delayMs: this.retryDelayMs(r.attempt) })));
+      await this.dispatchToSupervisor(retries.map((r) => ({ jobId: r.jobId, node: r.node, envelope: r.envelope, attempt: r.attempt, delayMs: this.retryDelayMs(r.attempt, r.envelope) })));
     } catch (e) {
       this.log.warn({ jobs: retries.length, err: (e as Error).message, code: errorCodeOf(e) }, 'enqueueing retries failed; the reconciler will dispatch them');
     }
@@ -589,6 +631,7 @@ export class CoordService {
       if (claimed.length > 0) await this.opts.leases?.release(LEASE_KINDS.job, claimed.splice(0));
       this.reconciling = false;
     }
+    await this.flows.advanceAll().catch((e) => this.log.warn({ err: (e as Error).message }, 'advancing flows failed'));
     return { redispatched, settled };
   }
 

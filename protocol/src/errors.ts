@@ -63,6 +63,15 @@ export const ERROR_CODES = Object.freeze({
     SECURITY_EVENT: { message: 'Work reached a node without a valid envelope and was refused', status: 403, retryable: false },
     JOB_REPLAYED: { message: 'A job attempt this node has already started reappeared in its queue; it was refused, not run again', status: 409, retryable: false },
   }),
+  ...area('flows', {
+    FLOW_INVALID: { message: 'The flow is not a valid graph of steps (unknown or cyclic dependency, bad input reference, duplicate step)', status: 400, retryable: false },
+    FLOW_NOT_FOUND: { message: 'No flow has this id', status: 404, retryable: false },
+    FLOW_ID_CONFLICT: { message: 'A different flow envelope already uses this flow id', status: 409, retryable: false },
+    FLOW_FINISHED: { message: 'The flow has already finished', status: 409, retryable: false },
+    STEP_INPUT_INVALID: { message: "A step's input did not come with a valid signed result of the step it names", status: 403, retryable: false },
+    STEP_DEPENDENCY_FAILED: { message: 'A step this step depends on failed or was cancelled, so it did not run', status: 422, retryable: false },
+    JOB_CANCELLED: { message: 'The job was cancelled by an operator', status: 409, retryable: false },
+  }),
   ...area('sandbox', {
     SCRIPT_ERROR: { message: 'The script threw an error', status: 422, retryable: false },
     SCRIPT_INVALID: { message: 'The script is not an ES module with a default export function', status: 422, retryable: false },

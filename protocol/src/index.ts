@@ -10,6 +10,7 @@ export * from './schema.ts';
 export * from './capabilities/index.ts';
 export * from './job.ts';
 export * from './host-deployment.ts';
+export * from './flow.ts';
 export * from './queues.ts';
 export * from './acl.ts';
 export * from './keyset.ts';

@@ -35,7 +35,8 @@ export interface JobPayload {
   pins?: { nix?: string[] };
 }
 
-const jobSchema = {
+/** The job payload's JSON schema; flows reuse its parts for their steps. */
+export const jobSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['id', 'script', 'args', 'target', 'caps', 'limits', 'aud', 'nonce', 'iat', 'exp'],

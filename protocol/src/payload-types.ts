@@ -14,6 +14,8 @@ export const PAYLOAD_TYPES = Object.freeze({
   supervisorHeartbeat: 'application/vnd.writ.supervisor-heartbeat.v1+json',
   /** A host deployment (issue 12): desired system, nodes, budget and health check, signed by the admin. */
   hostDeployment: 'application/vnd.writ.host-deployment.v1+json',
+  /** A flow step's result, signed by the node that ran it: what a later step accepts as its input. */
+  stepResult: 'application/vnd.writ.step-result.v1+json',
   /** Enrollment (issue 11): what a node is, what the rules made of it, and what its class installs. */
   nodeInventory: 'application/vnd.writ.node-inventory.v1+json',
   nodeAssignment: 'application/vnd.writ.node-assignment.v1+json',

@@ -9,8 +9,8 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   BULL_PREFIX, JOB_ID_PATTERN, KeySetHolder, MAX_EVENTS_PER_BATCH, PAYLOAD_TYPES, RUNNER_BATCH_TARGET_BYTES, WritError, authorizeJob, checkAudience, checkJobTimes, encodeEnvelope, encodeFailureReason,
-  encodeRunnerEventBatch, eventStreamFields, parseJobPayload, parseQueueJobData, parseQueueJobId, queueJobEnvelope, queueJobId, queueNames, redisKeys, signEnvelope, targetMatchesNode, toErrorJSON,
-  verifyEnvelope, type ErrorJSON, type JobPayload, type JsonValue, type KeyPair, type KeyRef, type NodeView, type RunnerEvent,
+  encodeRunnerEventBatch, eventStreamFields, openJobText, signStepResult, parseQueueJobData, parseQueueJobId, queueJobEnvelope, queueJobId, queueNames, redisKeys, signEnvelope, targetMatchesNode, toErrorJSON,
+  type OpenedJob, type OpenedStep, type ErrorJSON, type JobPayload, type JsonValue, type KeyPair, type KeyRef, type NodeView, type RunnerEvent,
 } from '@writ/protocol';
 import { EffectJournal, parseFailpoint, type JobRun, type JournalOutcome } from './journal.ts';
 import { HostBroker, SandboxPool, defaultHostTable, type HostCallJob, type HostTable, type SandboxJob } from './sandbox/index.ts';
@@ -248,13 +248,17 @@ export class Runner {
   }
 
   /** Re-verifies the raw envelope and every binding; anything wrong is a permanent refusal and a security event. */
-  private async admitHere(bullJob: Job, entry: { jobId: string; attempt: number }): Promise<JobPayload> {
+  private async admitHere(bullJob: Job, entry: { jobId: string; attempt: number }): Promise<OpenedJob> {
     const raw = queueJobEnvelope(bullJob.data);
     await this.refreshKeySet();
     const nowS = this.nowS();
     this.keySets.ensureUsable(nowS);
-    const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring });
-    const job = parseJobPayload(verified.payload);
+    // A job envelope, or a flow step's bundle: the flow is verified, the step found in it, and its inputs
+    // accepted only inside results signed by the nodes that produced them.
+    const opened = openJobText(raw, { keys: this.keySets.ring });
+    const { job } = opened;
+    const verified = { signers: opened.signers };
+    if (opened.step && opened.step.node !== this.node.id) throw new WritError('TARGET_MISMATCH', `step ${opened.step.step.name} of flow ${opened.step.flow.id} was assigned to node ${opened.step.node}, this is node ${this.node.id}`);
     const data = parseQueueJobData(bullJob.data);
     if (job.id !== entry.jobId) throw new WritError('SECURITY_EVENT', `queue entry ${bullJob.id} carries the envelope of job ${job.id}`);
     if (data.attempt !== entry.attempt) throw new WritError('SECURITY_EVENT', `queue entry ${bullJob.id} carries attempt ${data.attempt} in its data`);
@@ -264,7 +268,7 @@ export class Runner {
     checkAudience(job, this.opts.clusterId);
     authorizeJob(job, verified.signers, this.keySets.grants, this.node, { dangerousThreshold: this.keySets.threshold });
     checkJobTimes(job, nowS);
-    return job;
+    return opened;
   }
 
   /** A host call from a sandbox: checked by the broker, then replayed, fenced and journaled by the job's run. */
@@ -295,8 +299,9 @@ export class Runner {
     const { jobId, attempt } = entry!;
     const base = { jobId, attempt, node: this.node.id };
     let job: JobPayload;
+    let step: OpenedStep | undefined;
     try {
-      job = await this.admitHere(bullJob, entry!);
+      ({ job, step } = await this.admitHere(bullJob, entry!));
     } catch (e) {
       const error = toErrorJSON(e, true);
       if (error.retryable) {
@@ -319,7 +324,7 @@ export class Runner {
       // A new attempt for a job this node already finished (its result was lost, with Redis or on the way):
       // report the journaled outcome for this attempt; nothing runs again.
       await this.emit({ type: 'log', ...base, ts: Date.now(), level: 'info', message: `attempt ${finished.attempt} finished this job on ${this.node.id}; reporting its journaled outcome instead of running it again` });
-      return this.report(base, finished.outcome, finished.durationMs);
+      return this.report(base, finished.outcome, finished.durationMs, step);
     }
     if (attempt <= history.highestAttempt) {
       await this.refuse(base, new WritError('JOB_REPLAYED', `attempt ${attempt} of job ${jobId} was already started on node ${this.node.id}${finished ? ` and the job finished (attempt ${finished.attempt})` : ''}; a queue entry for it reappeared and was not run`, { attempt, started: history.highestAttempt }), false);
@@ -350,7 +355,11 @@ export class Runner {
       await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: true, durationMs: outcome.durationMs });
       throw new UnrecoverableError(encodeFailureReason(error));
     }
-    const journaled: JournalOutcome = outcome.ok ? { ok: true, value: outcome.value } : { ok: false, error: outcome.error };
+    // A flow step that its signed flow gives retries is retried after any failure of its run (a thrown error,
+    // a timeout), not only a transient one: the failure is retryable for it, here and in the journal (so the
+    // next attempt runs again), and the coord stops at the step's `retries.max`.
+    const stepRetries = (step?.step.retries?.max ?? 0) > 0;
+    const journaled: JournalOutcome = outcome.ok ? { ok: true, value: outcome.value } : { ok: false, error: stepRetries ? { ...outcome.error, retryable: true } : outcome.error };
     try {
       await run.end(journaled, outcome.durationMs);
     } catch (e) {
@@ -358,13 +367,17 @@ export class Runner {
       // replays every journaled call, so no effect repeats.
       this.log.warn({ ...base, err: (e as Error).message }, 'could not journal the outcome');
     }
-    return this.report(base, journaled, outcome.durationMs);
+    return this.report(base, journaled, outcome.durationMs, step);
   }
 
   /** Reports an attempt's outcome and ends the queue entry accordingly. */
-  private async report(base: { jobId: string; attempt: number; node: string }, outcome: JournalOutcome, durationMs: number): Promise<unknown> {
+  private async report(base: { jobId: string; attempt: number; node: string }, outcome: JournalOutcome, durationMs: number, step?: OpenedStep): Promise<unknown> {
     if (outcome.ok) {
-      await this.emit({ type: 'result', ...base, ts: Date.now(), ok: true, value: outcome.value, durationMs });
+      // A flow step's value is also signed on its own, for the steps that take it as input.
+      const stepResult = step
+        ? signStepResult({ flow: step.flow.id, flowSha256: step.flowSha256, step: step.step.name, node: this.node.id, jobId: base.jobId, attempt: base.attempt, value: outcome.value }, this.opts.nodeKey)
+        : undefined;
+      await this.emit({ type: 'result', ...base, ts: Date.now(), ok: true, value: outcome.value, durationMs, ...(stepResult ? { stepResult } : {}) });
       return { ok: true, durationMs };
     }
     // `final` says the error is permanent; whether a retryable one is retried is the coord's call (it

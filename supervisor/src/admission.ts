@@ -2,7 +2,7 @@
 // audience, resolve the target to a node and authorise the signers for it (capabilities, scope, k-of-n for
 // dangerous capabilities, revocation). Every refusal is a permanent WritError and never reaches Redis.
 import {
-  PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, parseJobPayload, targetMatchesNode, verifyEnvelope,
+  WritError, authorizeJob, checkAudience, checkJobTimes, openJobText, targetMatchesNode,
   type JobPayload, type KeySetHolder, type NodeView, type TrustedKey,
 } from '@writ/protocol';
 
@@ -21,12 +21,14 @@ export interface AdmitOptions {
 
 export function admitEnvelope(raw: string | Uint8Array, keySets: KeySetHolder, opts: AdmitOptions): Admitted {
   keySets.ensureUsable(opts.nowS);
-  const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: keySets.ring });
-  const job = parseJobPayload(verified.payload);
+  // A job envelope, or a flow step's bundle (the job derived from its signed flow, inputs from signed results).
+  const verified = openJobText(typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8'), { keys: keySets.ring });
+  const job = verified.job;
   checkJobTimes(job, opts.nowS);
   checkAudience(job, opts.clusterId);
   const node = opts.pickNode(job);
   if (!targetMatchesNode(job.target, node)) throw new WritError('TARGET_MISMATCH', `node ${node.id} does not match the job's target`);
+  if (verified.step && verified.step.node !== node.id) throw new WritError('TARGET_MISMATCH', `step ${verified.step.step.name} of flow ${verified.step.flow.id} was assigned to node ${verified.step.node}, not ${node.id}`);
   authorizeJob(job, verified.signers, keySets.grants, node, { dangerousThreshold: keySets.threshold });
   return { job, signers: verified.signers, node };
 }

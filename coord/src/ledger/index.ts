@@ -2,7 +2,7 @@
 // the audit log. PGlite by default (embedded, in a folder or in memory), PostgreSQL when DATABASE_URL is given;
 // the same SQL and migrations serve both. See docs/ledger.md.
 import type { RunnerEvent } from '@writ/protocol';
-import { openDb, type Db } from './db.ts';
+import { openDb, type Db, type Queryable } from './db.ts';
 import { appendAudit, appendAuditIn, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
 import {
   DEFAULT_JOB_LIMITS, admitJobsIn, appendJobEvent, getJob, insertJob, listAttempts, listExpiredWaiting, listJobEvents, listJobs, listUnfinished,
@@ -35,6 +35,8 @@ export interface LedgerWriter {
   /** Assigns the next attempt of an unfinished job and records it queued for `node` (jobs.ts dispatchAttemptIn). */
   dispatchAttempt(id: string, node: string, message?: (attempt: number) => string): Promise<TransitionedJob | null>;
   audit(input: AuditInput): void;
+  /** The transaction itself, for writes other modules own (flows) that must commit with these. */
+  readonly tx: Queryable;
 }
 
 export interface LedgerOptions {
@@ -63,6 +65,11 @@ export class Ledger {
     this.limits = Object.freeze({ ...DEFAULT_JOB_LIMITS, ...limits });
     this.keySets = new SqlKeySetStore(db);
     this.nodeStore = new SqlNodeStore(db);
+  }
+
+  /** The limits job writes are held to (for modules that write jobs in their own transactions). */
+  get jobLimits(): JobLimits {
+    return this.limits;
   }
 
   get engine(): Db['engine'] {
@@ -135,6 +142,7 @@ export class Ledger {
         applyRunnerEvents: (events) => applyRunnerEventsIn(tx, this.limits, events, (a) => void audits.push(a)),
         dispatchAttempt: (id, node, message) => dispatchAttemptIn(tx, this.limits, id, node, message),
         audit: (input) => void audits.push(input),
+        tx,
       });
       await appendAuditIn(tx, audits);
       return out;

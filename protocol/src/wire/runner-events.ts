@@ -15,8 +15,10 @@ export const RUNNER_EVENTS_PAYLOAD_TYPE = PAYLOAD_TYPES.runnerEvents;
 export type RunnerEvent =
   | { type: 'status'; jobId: string; attempt: number; node: string; ts: number; status: 'running' }
   | { type: 'log'; jobId: string; attempt: number; node: string; ts: number; level: 'info' | 'warn' | 'error'; message: string }
-  | { type: 'result'; jobId: string; attempt: number; node: string; ts: number; ok: true; value: JsonValue; durationMs: number }
+  | { type: 'result'; jobId: string; attempt: number; node: string; ts: number; ok: true; value: JsonValue; durationMs: number; stepResult?: string }
   | { type: 'result'; jobId: string; attempt: number; node: string; ts: number; ok: false; error: ErrorJSON; final: boolean; durationMs: number }
+  // `stepResult`: for a flow step, the same value as a StepResult signed on its own by the node (flow.ts),
+  // which the coord hands to the steps that take it as input.
   | { type: 'security'; jobId: string | null; attempt: number; node: string; ts: number; error: ErrorJSON };
 
 /** The signed payload of one stream entry: events of one node, in the order they happened. */
@@ -50,7 +52,7 @@ const eventSchema = {
     },
     {
       type: 'object', additionalProperties: false, required: [...base, 'ok', 'value', 'durationMs'],
-      properties: { type: { const: 'result' }, ...common, ok: { const: true }, value: {}, durationMs: { type: 'integer', minimum: 0 } },
+      properties: { type: { const: 'result' }, ...common, ok: { const: true }, value: {}, durationMs: { type: 'integer', minimum: 0 }, stepResult: { type: 'string', maxLength: 1024 * 1024 } },
     },
     {
       type: 'object', additionalProperties: false, required: [...base, 'ok', 'error', 'final', 'durationMs'],

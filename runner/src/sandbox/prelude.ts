@@ -116,7 +116,7 @@ export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, limits) {
   }
 
   const split = String.prototype.split;
-  function buildCtx(caps) {
+  function buildCtx(caps, jobJson) {
     const sal = create(null);
     for (let i = 0; i < caps.length; i++) {
       const name = caps[i];
@@ -146,7 +146,7 @@ export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, limits) {
       defineProperty(denied, 'name', { value: leaf });
       defineProperty(node, leaf, { value: denied, enumerable: false });
     }
-    return freeze({ log: freeze({ info: logLine('info'), warn: logLine('warn'), error: logLine('error') }), sal: deepFreeze(sal) });
+    return freeze({ log: freeze({ info: logLine('info'), warn: logLine('warn'), error: logLine('error') }), sal: deepFreeze(sal), job: freeze(parse(jobJson)) });
   }
   function deepFreeze(o) {
     const ks = getOwnPropertyNames(o);
@@ -155,8 +155,8 @@ export const PRELUDE_SOURCE = String.raw`(function (hostCall, hostLog, limits) {
   }
 
   // Resolves to the result as JSON text, or to [code, message] when the script is not runnable.
-  async function runMain(namespace, argsJson, caps) {
-    const ctx = buildCtx(caps);
+  async function runMain(namespace, argsJson, caps, jobJson) {
+    const ctx = buildCtx(caps, jobJson);
     const ns = await namespace;
     const main = ns.default;
     if (typeof main !== 'function') return ['SCRIPT_INVALID', 'the script has no default export function'];

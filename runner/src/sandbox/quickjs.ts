@@ -364,7 +364,7 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
           result = classify(scope.manage(loaded.error), 'load');
         } else {
           const namespace = scope.manage(loaded.value);
-          const started = callPrivate('runMain', [namespace.dup(), context.newString(JSON.stringify(job.args)), jsonHandle(context, job.caps)]);
+          const started = callPrivate('runMain', [namespace.dup(), context.newString(JSON.stringify(job.args)), jsonHandle(context, job.caps), context.newString(JSON.stringify({ id: job.jobId, attempt: job.attempt }))]);
           if (started.error) {
             result = classify(scope.manage(started.error), 'run');
           } else {

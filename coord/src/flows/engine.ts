@@ -1,0 +1,332 @@
+// The flow engine: drives signed flows durably from the ledger. Each decision about a flow is made in one
+// transaction that holds the flow's row lock (`SELECT … FOR UPDATE`), so two coords on one PostgreSQL never
+// drive the same flow at once and a coord killed mid-flow leaves nothing behind that the next pass (by any
+// coord) does not pick up. A step starts when its dependencies succeeded; it runs as one job, or one per
+// matching node for a fan-out step; its retries are its job's attempts; a failed step fails its dependants.
+import {
+  WritError, authorizeJob, checkAudience, checkJobTimes, encodeStepBundle, errorCodeOf, parseFlowPayload, pickByJobId, sha256Hex, stepJobId, targetMatchesNode,
+  toErrorJSON, topoOrder, verifyEnvelope, MAX_FLOW_ENVELOPE_BYTES, PAYLOAD_TYPES, type FlowPayload, type FlowStep, type KeySetHolder, type NodeView, type StepEvidence,
+  type TrustedKey,
+} from '@writ/protocol';
+import type { DispatchItem } from '@writ/supervisor';
+import type { Queryable } from '../ledger/db.ts';
+import type { Admission, AuditInput, Ledger } from '../ledger/index.ts';
+import { admitJobsIn, transitionJobIn } from '../ledger/jobs.ts';
+import { appendAuditIn } from '../ledger/audit.ts';
+import {
+  appendFlowEventsIn, getFlow, insertFlowIn, insertStepJobsIn, listStepJobs, listSteps, runningFlowIds, setFlowIn, setStepIn, touchFlowIn,
+  type FlowEvent, type FlowRecord, type StepJobRecord, type StepRecord,
+} from './store.ts';
+
+export interface FlowLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface FlowEngineOptions {
+  ledger: Ledger;
+  keySets: KeySetHolder;
+  clusterId: string;
+  /** Nodes that can take work now (accepted, reachable). */
+  workable(): Promise<NodeView[]>;
+  /** A node's registered public key (base64url), for the results it signed. */
+  nodeKey(nodeId: string): Promise<string | null>;
+  /** Hands new step attempts to the supervisors after their rows committed (errors are the reconciler's). */
+  dispatch(items: DispatchItem[]): Promise<void>;
+  /** Live subscribers of a flow's events and of its jobs' transitions. */
+  publish(flowId: string, events: FlowEvent[]): void;
+  nowS(): number;
+  log: FlowLogger;
+}
+
+export interface SubmitFlowResult {
+  id: string;
+  status: string;
+  replayed: boolean;
+}
+
+interface OpenedFlow {
+  flow: FlowPayload;
+  signers: TrustedKey[];
+  order: string[];
+  byName: Map<string, FlowStep>;
+}
+
+const TERMINAL_JOB = new Set(['succeeded', 'failed', 'refused']);
+const FAILED_JOB = new Set(['failed', 'refused']);
+
+export class FlowEngine {
+  /** Parsed flows by id and envelope hash (the signed document never changes under an id). */
+  private readonly opened = new Map<string, OpenedFlow>();
+  private readonly advancing = new Map<string, Promise<void>>();
+  readonly metrics = { flowsSubmitted: 0, advances: 0, stepJobsCreated: 0 };
+
+  constructor(private readonly opts: FlowEngineOptions) {}
+
+  private open(f: Pick<FlowRecord, 'id' | 'envelope' | 'envelopeSha256'>): OpenedFlow {
+    const key = `${f.id}:${f.envelopeSha256}`;
+    const hit = this.opened.get(key);
+    if (hit) return hit;
+    const v = verifyEnvelope(f.envelope, { payloadType: PAYLOAD_TYPES.flow, keys: this.opts.keySets.ring, maxBytes: MAX_FLOW_ENVELOPE_BYTES });
+    const flow = parseFlowPayload(v.payload);
+    const o: OpenedFlow = { flow, signers: v.signers, order: topoOrder(flow), byName: new Map(flow.steps.map((s) => [s.name, s])) };
+    if (this.opened.size >= 1000) this.opened.delete(this.opened.keys().next().value!);
+    this.opened.set(key, o);
+    return o;
+  }
+
+  /**
+   * Admits a signed flow: verified against the key set in force, checked (audience, time, graph), and every
+   * step authorised for its target, so the thresholds of dangerous capabilities count over all steps. Then
+   * recorded with its steps pending and driven at once. A replay of the same envelope answers with the flow.
+   */
+  async submit(raw: string): Promise<SubmitFlowResult> {
+    const nowS = this.opts.nowS();
+    this.opts.keySets.ensureUsable(nowS);
+    const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.flow, keys: this.opts.keySets.ring, maxBytes: MAX_FLOW_ENVELOPE_BYTES });
+    const flow = parseFlowPayload(v.payload);
+    checkJobTimes(flow, nowS);
+    checkAudience(flow, this.opts.clusterId);
+    const workable = await this.opts.workable();
+    for (const s of flow.steps) {
+      const node = 'node' in s.target ? workable.find((n) => n.id === (s.target as { node: string }).node) : undefined;
+      try {
+        authorizeJob({ caps: s.caps, target: s.target }, v.signers, this.opts.keySets.grants, node, { dangerousThreshold: this.opts.keySets.threshold });
+      } catch (e) {
+        const err = e as WritError;
+        throw new WritError(err.code, `step ${s.name}: ${err.message}`, err.details);
+      }
+    }
+    const envelopeSha256 = sha256Hex(raw);
+    const signerKeyids = v.signers.map((s) => s.keyid);
+    const created = await this.opts.ledger.db.transaction(async (tx) => {
+      const ok = await insertFlowIn(tx, { id: flow.id, envelope: raw, envelopeSha256, payloadSha256: sha256Hex(v.payload), signerKeyids, steps: flow.steps.map((s) => s.name), exp: new Date(flow.exp * 1000) });
+      if (ok) {
+        await appendFlowEventsIn(tx, flow.id, [{ type: 'flow', message: `flow admitted: ${flow.steps.length} step(s)`, data: { status: 'running', steps: flow.steps.length } }]);
+        await appendAuditIn(tx, [{ kind: 'flow.admit', actor: signerKeyids.join(','), subject: flow.id, data: { steps: flow.steps.map((s) => ({ name: s.name, target: s.target, caps: s.caps, each: s.each ?? false })) } }]);
+      }
+      return ok;
+    });
+    if (!created) {
+      const existing = await getFlow(this.opts.ledger.db, flow.id);
+      if (!existing) throw new WritError('INTERNAL', `flow ${flow.id} conflicted on insert but cannot be read`);
+      if (existing.envelopeSha256 !== envelopeSha256) throw new WritError('FLOW_ID_CONFLICT', `flow id ${flow.id} is already used by a different envelope`, { id: flow.id });
+      return { id: flow.id, status: existing.status, replayed: true };
+    }
+    this.metrics.flowsSubmitted++;
+    this.opts.log.info({ flowId: flow.id, steps: flow.steps.length }, 'flow admitted');
+    await this.advance(flow.id);
+    const now = await getFlow(this.opts.ledger.db, flow.id);
+    return { id: flow.id, status: now?.status ?? 'running', replayed: false };
+  }
+
+  /** Drives every running flow once (the reconciler's pass: catches up after a crash or a lost notification). */
+  async advanceAll(): Promise<void> {
+    for (const id of await runningFlowIds(this.opts.ledger.db)) {
+      try {
+        await this.advance(id);
+      } catch (e) {
+        this.opts.log.warn({ flowId: id, err: (e as Error).message, code: errorCodeOf(e) }, 'advancing a flow failed; the next pass retries');
+      }
+    }
+  }
+
+  /** Drives one flow; concurrent calls for the same flow in this process share one pass plus one more. */
+  advance(flowId: string): Promise<void> {
+    const running = this.advancing.get(flowId);
+    const next = (running ?? Promise.resolve()).catch(() => {}).then(() => this.advanceOnce(flowId));
+    const tracked = next.finally(() => {
+      if (this.advancing.get(flowId) === tracked) this.advancing.delete(flowId);
+    });
+    this.advancing.set(flowId, tracked);
+    return tracked;
+  }
+
+  private async advanceOnce(flowId: string): Promise<void> {
+    this.metrics.advances++;
+    const toDispatch: DispatchItem[] = [];
+    // Read before the transaction: these go through other connections (PGlite has one, held by the transaction).
+    const workable = await this.opts.workable();
+    const keys = new Map<string, string | null>();
+    for (const j of await listStepJobs(this.opts.ledger.db, flowId)) if (j.status === 'succeeded' && !keys.has(j.node)) keys.set(j.node, await this.opts.nodeKey(j.node));
+    const events = await this.opts.ledger.db.transaction(async (tx) => {
+      const f = await getFlow(tx, flowId, { lock: true });
+      if (!f || f.status !== 'running') return [];
+      const o = this.open(f);
+      const steps = new Map((await listSteps(tx, flowId)).map((s) => [s.step, s]));
+      const jobs = await listStepJobs(tx, flowId);
+      const jobsOf = (step: string) => jobs.filter((j) => j.step === step);
+      const out: { type: 'flow' | 'step'; step?: string; message: string; data?: unknown }[] = [];
+      const audits: AuditInput[] = [];
+      const setStep = async (name: string, patch: { status: StepRecord['status']; nodes?: string[]; errorCode?: string; errorMessage?: string }, message: string) => {
+        await setStepIn(tx, flowId, name, patch);
+        const cur = steps.get(name)!;
+        steps.set(name, { ...cur, status: patch.status, nodes: patch.nodes ?? cur.nodes, errorCode: patch.errorCode ?? cur.errorCode, errorMessage: patch.errorMessage ?? cur.errorMessage });
+        out.push({ type: 'step', step: name, message, data: { status: patch.status, ...(patch.nodes ? { nodes: patch.nodes } : {}), ...(patch.errorCode ? { error: { code: patch.errorCode, message: patch.errorMessage } } : {}) } });
+      };
+      if (o.flow.exp <= this.opts.nowS()) {
+        for (const [name, st] of steps) {
+          if (st.status === 'pending' || st.status === 'running') await setStep(name, { status: 'failed', errorCode: 'ENVELOPE_EXPIRED', errorMessage: 'the flow expired before this step finished' }, `step ${name} failed: ENVELOPE_EXPIRED`);
+        }
+      }
+      for (const name of o.order) {
+        const def = o.byName.get(name)!;
+        let st = steps.get(name)!;
+        if (st.status === 'pending') {
+          const deps = def.depends.map((d) => steps.get(d)!);
+          const bad = deps.find((d) => d.status === 'failed' || d.status === 'cancelled');
+          if (bad) {
+            await setStep(name, { status: 'failed', errorCode: 'STEP_DEPENDENCY_FAILED', errorMessage: `step ${bad.step} ${bad.status}` }, `step ${name} failed: its dependency ${bad.step} ${bad.status}`);
+            continue;
+          }
+          if (!deps.every((d) => d.status === 'succeeded')) continue;
+          const nodes = this.chooseNodes(o.flow.id, def, workable);
+          if (nodes.length === 0) continue; // no node matches yet: the next pass looks again
+          await setStep(name, { status: 'running', nodes }, `step ${name} started on ${nodes.join(', ')}`);
+          st = steps.get(name)!;
+        }
+        if (st.status !== 'running') continue;
+        const mine = jobsOf(name);
+        const nodes = st.nodes ?? [];
+        const failed = mine.filter((j) => FAILED_JOB.has(j.status));
+        const active = mine.filter((j) => !TERMINAL_JOB.has(j.status));
+        const maxFailures = def.maxFailures ?? 0;
+        if (failed.length > maxFailures) {
+          const first = failed[0]!;
+          const what = def.each ? `${failed.length} of ${nodes.length} node(s) failed it (maxFailures ${maxFailures}); first: ${first.node}: ${first.errorCode}` : `${first.errorCode}: ${first.errorMessage ?? ''}`;
+          await setStep(name, { status: 'failed', errorCode: first.errorCode ?? 'INTERNAL', errorMessage: what }, `step ${name} failed: ${what}`);
+          continue;
+        }
+        const started = new Set(mine.map((j) => j.node));
+        const notStarted = nodes.filter((n) => !started.has(n));
+        const room = Math.max(0, (def.maxParallel ?? Number.MAX_SAFE_INTEGER) - active.length);
+        if (notStarted.length > 0 && room > 0) {
+          const created = await this.createInstances(tx, f, o, def, notStarted.slice(0, room), jobs, workable, keys);
+          toDispatch.push(...created.dispatch);
+          for (const j of created.records) jobs.push(j);
+          if (created.records.length > 0) out.push({ type: 'step', step: name, message: `step ${name}: ${created.records.length} job(s) created`, data: { status: 'running', jobs: created.records.map((j) => ({ id: j.jobId, node: j.node, status: j.status })) } });
+          continue;
+        }
+        if (notStarted.length === 0 && active.length === 0) {
+          const ok = mine.filter((j) => j.status === 'succeeded').length;
+          await setStep(name, { status: 'succeeded' }, `step ${name} succeeded${def.each ? ` on ${ok} of ${nodes.length} node(s)` : ''}`);
+        }
+      }
+      const all = [...steps.values()];
+      if (all.every((s) => s.status === 'succeeded' || s.status === 'failed' || s.status === 'cancelled')) {
+        const failedStep = o.order.map((n) => steps.get(n)!).find((s) => s.status !== 'succeeded');
+        if (failedStep) {
+          await setFlowIn(tx, flowId, { status: 'failed', errorCode: failedStep.errorCode ?? 'INTERNAL', errorMessage: `step ${failedStep.step} ${failedStep.status}: ${failedStep.errorMessage ?? ''}` });
+          out.push({ type: 'flow', message: `flow failed: step ${failedStep.step} ${failedStep.status}`, data: { status: 'failed', error: { code: failedStep.errorCode, message: failedStep.errorMessage } } });
+        } else {
+          await setFlowIn(tx, flowId, { status: 'succeeded' });
+          out.push({ type: 'flow', message: 'flow succeeded', data: { status: 'succeeded' } });
+        }
+        audits.push({ kind: 'flow.finish', actor: 'coord', subject: flowId, data: { status: failedStep ? 'failed' : 'succeeded' } });
+      } else if (out.length > 0) {
+        await touchFlowIn(tx, flowId);
+      }
+      await appendAuditIn(tx, audits);
+      return appendFlowEventsIn(tx, flowId, out);
+    });
+    if (events.length > 0) this.opts.publish(flowId, events);
+    if (toDispatch.length > 0) {
+      this.metrics.stepJobsCreated += toDispatch.length;
+      await this.opts.dispatch(toDispatch).catch((e) => this.opts.log.warn({ flowId, jobs: toDispatch.length, err: (e as Error).message }, 'enqueueing step jobs failed; the reconciler will'));
+    }
+  }
+
+  /** The nodes a step runs on: its node; one matching workable node; or, fan-out, every matching workable node. */
+  private chooseNodes(flowId: string, def: FlowStep, workable: readonly NodeView[]): string[] {
+    if ('node' in def.target) return [def.target.node];
+    const matching = workable.filter((n) => targetMatchesNode(def.target, n));
+    if (matching.length === 0) return [];
+    if (def.each) return matching.map((n) => n.id).sort();
+    return [pickByJobId(stepJobId(flowId, def.name, null), matching).id];
+  }
+
+  /**
+   * Records the jobs of a step on these nodes, each carrying the signed flow and the signed results its
+   * inputs come from, authorised for its node as any job is. Returns the records and what to enqueue.
+   */
+  private async createInstances(tx: Queryable, f: FlowRecord, o: OpenedFlow, def: FlowStep, nodes: readonly string[], jobs: readonly StepJobRecord[], workable: readonly NodeView[], keys: ReadonlyMap<string, string | null>): Promise<{ records: StepJobRecord[]; dispatch: DispatchItem[] }> {
+    const producers = [...new Set(Object.values(def.inputs ?? {}).map((r) => r.from))];
+    const evidence: StepEvidence[] = [];
+    for (const p of producers) {
+      for (const j of jobs.filter((x) => x.step === p && x.status === 'succeeded')) {
+        if (!j.stepResult) continue;
+        // A result that succeeded after the keys were read is handed on by the next pass.
+        const publicKey = keys.get(j.node);
+        if (!publicKey) return { records: [], dispatch: [] };
+        evidence.push({ step: p, node: j.node, publicKey, result: j.stepResult });
+      }
+    }
+    const items: Admission[] = [];
+    for (const node of nodes) {
+      const bundle = encodeStepBundle({ flow: f.envelope, step: def.name, node, evidence });
+      const id = stepJobId(o.flow.id, def.name, def.each ? node : null);
+      const view = workable.find((n) => n.id === node);
+      const base = {
+        id, envelope: bundle, envelopeSha256: sha256Hex(bundle), signerKeyids: o.signers.map((s) => s.keyid), target: def.target, caps: def.caps,
+        exp: new Date(o.flow.exp * 1000), maxAttempts: (def.retries?.max ?? 0) + 1,
+      };
+      if (!view) {
+        items.push({ ...base, status: 'admitted' });
+        continue;
+      }
+      try {
+        authorizeJob({ caps: def.caps, target: def.target }, o.signers, this.opts.keySets.grants, view, { dangerousThreshold: this.opts.keySets.threshold });
+        items.push({ ...base, status: 'queued', node });
+      } catch (e) {
+        const err = toErrorJSON(e, true);
+        items.push({ ...base, status: 'refused', errorCode: err.code, errorMessage: err.message });
+      }
+    }
+    const outcomes = await admitJobsIn(tx, this.opts.ledger.jobLimits, items);
+    const records: StepJobRecord[] = [];
+    const dispatch: DispatchItem[] = [];
+    const rows: { jobId: string; flowId: string; step: string; node: string }[] = [];
+    outcomes.forEach((out, i) => {
+      const it = items[i]!;
+      const node = nodes[i]!;
+      rows.push({ jobId: it.id, flowId: o.flow.id, step: def.name, node });
+      const status = 'error' in out ? 'failed' : out.status;
+      records.push({ jobId: it.id, step: def.name, node, stepResult: null, status, attempts: it.status === 'queued' ? 1 : 0, errorCode: it.errorCode ?? null, errorMessage: it.errorMessage ?? null });
+      if ('created' in out && out.created && it.status === 'queued') dispatch.push({ jobId: it.id, node, envelope: it.envelope, attempt: 1 });
+    });
+    await insertStepJobsIn(tx, rows);
+    return { records, dispatch };
+  }
+
+  /**
+   * Cancels a running flow: pending and running steps end `cancelled`, and their unfinished jobs end failed
+   * with JOB_CANCELLED (a runner that reports later is fenced off: the job is terminal). Returns the jobs
+   * that were unfinished, so the caller can stop them where they run.
+   */
+  async cancel(flowId: string, actor: string): Promise<{ status: string; stopped: { jobId: string; node: string; attempt: number }[] }> {
+    const stopped: { jobId: string; node: string; attempt: number }[] = [];
+    const events = await this.opts.ledger.db.transaction(async (tx) => {
+      const f = await getFlow(tx, flowId, { lock: true });
+      if (!f) throw new WritError('FLOW_NOT_FOUND', `no flow ${flowId}`);
+      if (f.status !== 'running') throw new WritError('FLOW_FINISHED', `flow ${flowId} already ${f.status}`, { status: f.status });
+      const out: { type: 'flow' | 'step'; step?: string; message: string; data?: unknown }[] = [];
+      for (const st of await listSteps(tx, flowId)) {
+        if (st.status !== 'pending' && st.status !== 'running') continue;
+        await setStepIn(tx, flowId, st.step, { status: 'cancelled', errorCode: 'JOB_CANCELLED', errorMessage: `cancelled by ${actor}` });
+        out.push({ type: 'step', step: st.step, message: `step ${st.step} cancelled`, data: { status: 'cancelled' } });
+      }
+      for (const j of await listStepJobs(tx, flowId)) {
+        if (TERMINAL_JOB.has(j.status)) continue;
+        const t = await transitionJobIn(tx, this.opts.ledger.jobLimits, j.jobId, 'failed', { errorCode: 'JOB_CANCELLED', errorMessage: `flow ${flowId} was cancelled by ${actor}`, message: `failed: JOB_CANCELLED: flow ${flowId} was cancelled` });
+        if (t) stopped.push({ jobId: j.jobId, node: j.node, attempt: j.attempts });
+      }
+      await setFlowIn(tx, flowId, { status: 'cancelled', errorCode: 'JOB_CANCELLED', errorMessage: `cancelled by ${actor}` });
+      out.push({ type: 'flow', message: `flow cancelled by ${actor}`, data: { status: 'cancelled' } });
+      await appendAuditIn(tx, [{ kind: 'flow.cancel', actor, subject: flowId, data: { stopped: stopped.map((s) => s.jobId) } }]);
+      return appendFlowEventsIn(tx, flowId, out);
+    });
+    this.opts.publish(flowId, events);
+    return { status: 'cancelled', stopped };
+  }
+}
