@@ -4,7 +4,7 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
   ERROR_CODES, JOB_STATUSES, MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, WritError, encodeEnvelope, errorAnswer, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
-  type BatchSubmitAnswer, type Envelope, type ErrorCode, type JobPage, type JobEventMessage, type JobView, type SubmitAnswer,
+  type BatchSubmitAnswer, type Envelope, type SupervisorHeartbeatAnswer, type SupervisorList, type ErrorCode, type JobPage, type JobEventMessage, type JobView, type SubmitAnswer,
 } from '@writ/protocol';
 import type { JobAttempt, JobRecord } from './ledger/index.ts';
 import type { CoordService, SubmitResult } from './service.ts';
@@ -72,6 +72,8 @@ export const ROUTES = [
   'POST /v1/nodes/:id/:action',
   'GET /v1/audit',
   'GET /v1/audit/verify',
+  'POST /v1/supervisors/heartbeat',
+  'GET /v1/supervisors',
   ...ENROLL_ROUTES,
   ...HOST_ROUTES,
   ...FLOW_ROUTES,
@@ -79,7 +81,7 @@ export const ROUTES = [
 
 const PUBLIC = new Set(['/healthz', '/readyz', '/metrics']);
 /** Authenticated by a signature instead of the API token: supervisor reports, node registration and heartbeats. */
-const SIGNED = new Set(['/v1/reports', '/v1/nodes/challenge', '/v1/nodes/register', '/v1/nodes/heartbeat']);
+const SIGNED = new Set(['/v1/reports', '/v1/nodes/challenge', '/v1/nodes/register', '/v1/nodes/heartbeat', '/v1/supervisors/heartbeat']);
 const OPERATOR_ACTIONS = ['accept', 'reject', 'drain', 'rescue', 'unrescue', 'retire', 'install', 'reprovision', 'rekey'] as const;
 
 function errorCodeOrInternal(code: string | null): ErrorCode {
@@ -128,6 +130,7 @@ function nodeView(n: NodeRecord, service: CoordService) {
     stateSince: new Date(n.stateSince).toISOString(),
     deadlineAt: n.deadlineAt ? new Date(n.deadlineAt).toISOString() : null,
     reason: n.reason,
+    pool: n.pool,
   };
 }
 
@@ -216,7 +219,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
         clearTimeout(timer);
       }
     }
-    const sup = await service.opts.supervisor.health();
+    const sup = await service.federation.health();
     const ok = !ledgerError && sup.ok;
     return reply.code(ok ? 200 : 503).send({ ok, ledger: !ledgerError, supervisor: sup.ok, redis: sup.redis, ...(ledgerError ? { ledgerError: toErrorJSON(ledgerError) } : {}) });
   });
@@ -431,6 +434,10 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     entries: await service.ledger.tailAudit((req.query as { tail?: number }).tail ?? 50),
   }));
   app.get('/v1/audit/verify', async () => service.ledger.verifyAudit());
+
+  // Federation: supervisors listed in the key set announce themselves with signed heartbeats (no token).
+  app.post('/v1/supervisors/heartbeat', { bodyLimit: 32 * 1024, schema: { body: envelopeSchema } }, async (req): Promise<SupervisorHeartbeatAnswer> => service.federation.heartbeat(req.rawBody!));
+  app.get('/v1/supervisors', async () => ({ supervisors: await service.federation.list() }) satisfies SupervisorList);
 
   registerHostRoutes(app, service.hosts);
   registerFlowRoutes(app, service);

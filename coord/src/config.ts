@@ -20,11 +20,15 @@ export interface CoordGiven {
 export interface CoordConfig {
   /** Bearer token API clients present ($WRIT_TOKEN). */
   readonly apiToken: string;
-  /** Bearer token the coord presents to the supervisor ($WRIT_SUPERVISOR_TOKEN). */
+  /** Bearer token the coord presents to supervisors ($WRIT_SUPERVISOR_TOKEN). */
   readonly supervisorToken: string;
-  readonly supervisorUrl: string;
-  /** Public key file of the supervisor whose reports are accepted. */
-  readonly supervisorKeyFile: string;
+  /**
+   * The supervisor wired in at start-up (--supervisor), serving pool `default`; null when every supervisor
+   * joins by signed heartbeats (listed in the key set).
+   */
+  readonly supervisorUrl: string | null;
+  /** Public key file of the start-up supervisor, whose reports are accepted (null without one). */
+  readonly supervisorKeyFile: string | null;
   readonly listen: { readonly host: string; readonly port: number };
   readonly clusterId: string;
   readonly stateDir: string;
@@ -40,8 +44,11 @@ export const COORD_DEFAULTS = Object.freeze({ listen: '127.0.0.1:7340', clusterI
 export function coordConfig(given: CoordGiven, env: ConfigEnv): CoordConfig {
   const apiToken = requiredInput(env.WRIT_TOKEN, 'WRIT_TOKEN');
   const supervisorToken = requiredInput(env.WRIT_SUPERVISOR_TOKEN, 'WRIT_SUPERVISOR_TOKEN');
-  const supervisorUrl = checkUrl(requiredInput(given.supervisor, '--supervisor URL'), '--supervisor', ['http:', 'https:']);
-  const supervisorKeyFile = requiredInput(given.supervisorKey, '--supervisor-key FILE');
+  // A start-up supervisor is optional: supervisors listed in the key set join by signed heartbeats.
+  const supervisorUrl = given.supervisor === undefined ? null : checkUrl(given.supervisor, '--supervisor', ['http:', 'https:']);
+  const supervisorKeyFile = given.supervisorKey ?? null;
+  if (supervisorUrl !== null && supervisorKeyFile === null) throw new WritError('USAGE', '--supervisor-key FILE is required with --supervisor: the public key its reports are signed with');
+  if (supervisorUrl === null && supervisorKeyFile !== null) throw new WritError('USAGE', '--supervisor-key goes with --supervisor URL');
   if (!given.adminKeys?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) trusted to sign the first key set');
   const admins = pinnedAdmins(given.adminKeys, given.adminThreshold);
   const clusterId = given.cluster ?? env.WRIT_CLUSTER ?? COORD_DEFAULTS.clusterId;

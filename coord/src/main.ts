@@ -17,7 +17,7 @@ export type CoordRun = ServiceRun<CoordLogger>;
 /** Runs until `run.signal` aborts (true when everything was released within the grace), or throws the ledger's fatal fault. */
 export async function runCoord(config: CoordConfig, run: CoordRun): Promise<boolean> {
   const { logger } = run;
-  const supervisorKey = decodeKeyFile(await readFile(config.supervisorKeyFile, 'utf8'), config.supervisorKeyFile);
+  const supervisorKey = config.supervisorKeyFile === null ? null : decodeKeyFile(await readFile(config.supervisorKeyFile, 'utf8'), config.supervisorKeyFile);
   const ledgerFailed = new AbortController();
   const stop = AbortSignal.any([run.signal, ledgerFailed.signal]);
   const clean = await serveUntilAborted({ ...run, signal: stop }, config.shutdownGraceMs, async (releasers) => {
@@ -39,8 +39,10 @@ export async function runCoord(config: CoordConfig, run: CoordRun): Promise<bool
       admins: { threshold: config.admins.threshold, keys: [...config.admins.keys] },
       clusterId: config.clusterId,
       ledger,
-      supervisor: new HttpSupervisorClient('sup-1', config.supervisorUrl, config.supervisorToken),
-      supervisorKeys: [supervisorKey.publicKey],
+      // The start-up supervisor (optional) serves pool `default`; the key set's supervisors join by heartbeats.
+      ...(config.supervisorUrl !== null ? { supervisor: new HttpSupervisorClient('sup-1', config.supervisorUrl, config.supervisorToken), pinnedSupervisor: { apiUrl: config.supervisorUrl } } : {}),
+      supervisorKeys: supervisorKey ? [supervisorKey.publicKey] : [],
+      supervisorToken: config.supervisorToken,
       nodeStore: ledger.nodeStore,
       logger,
       ...(coordination ? { leases: coordination.leases, onEventPublished: coordination.relay.published } : {}),

@@ -2,9 +2,9 @@
 // supervisor, apply signed supervisor reports to the ledger, stream job events, and reconcile what Redis lost.
 import { EventEmitter } from 'node:events';
 import {
-  KeyRing, KeySetHolder, isErrorCode, MAX_REPORT_ENVELOPE_BYTES, MAX_RUNNER_BATCH_BYTES, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, errorCodeOf,
+  KeyRing, KeySetHolder, isErrorCode, MAX_RUNNER_BATCH_BYTES, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, errorCodeOf,
   isStepBundle, openJobText, stepBackoffMs, parseEnvelope, parseFailureReason, parseJobPayload, parseRunnerEventBatch, parseSupervisorReport, pickByJobId, sha256Hex, targetMatchesNode, toErrorJSON,
-  trustKey, trustKeyB64url, verifyEnvelope, type ErrorJSON, type JobEventMessage, type JobPayload, type JobStatus, type KeyRef, type KeySet, type NodeView,
+  trustKeyB64url, verifyEnvelope, type ErrorJSON, type JobEventMessage, type JobPayload, type JobStatus, type KeyRef, type KeySet, type NodeView,
   type RunnerEvent, type RunnerEventBatch, type TrustedKey,
 } from '@writ/protocol';
 import { GroupCommitter } from './ledger/group-commit.ts';
@@ -14,7 +14,8 @@ import { LEASE_KINDS, type Leases } from './ledger/leases.ts';
 import type { Admission, AdmissionOutcome, AuditInput, JobRecord, Ledger, Retry, TransitionedJob } from './ledger/index.ts';
 import { NodeRegistry, type NodeStore } from './nodes/registry.ts';
 import { HostController } from './hosts/controller.ts';
-import type { SupervisorClient } from './supervisor-client.ts';
+import { SupervisorFederation, type PinnedSupervisor } from './federation/registry.ts';
+import { HttpSupervisorClient, type SupervisorClient } from './supervisor-client.ts';
 import type { DispatchItem } from '@writ/supervisor';
 
 export interface CoordLogger {
@@ -27,12 +28,20 @@ const silent: CoordLogger = { info() {}, warn() {}, error() {} };
 export interface CoordOptions {
   clusterId: string;
   ledger: Ledger;
-  supervisor: SupervisorClient;
+  /**
+   * The supervisor wired in at start-up (`writ dev`'s in-process one, `writ coord --supervisor`): it serves pool
+   * `default` without heartbeats. Others join through signed heartbeats when the key set lists them.
+   */
+  supervisor?: SupervisorClient;
+  /** About the start-up supervisor, for listings and node registration. */
+  pinnedSupervisor?: Omit<PinnedSupervisor, 'client' | 'keys'>;
+  /** Bearer token for the supervisors that join (`WRIT_SUPERVISOR_TOKEN`); how the coord reaches their APIs. */
+  supervisorToken?: string;
   /** Where nodes are kept (the ledger's node tables). */
   nodeStore: NodeStore;
   heartbeatMs?: number;
   clock?: () => number;
-  /** Public keys of supervisors whose reports are accepted. */
+  /** Public keys of the start-up supervisor, whose reports are accepted (those of the key set's supervisors are too). */
   supervisorKeys: Uint8Array[];
   /** Pinned admins who may sign the cluster's first key set (later ones chain from the set held). */
   admins: { threshold: number; keys: KeyRef[] };
@@ -91,8 +100,9 @@ export class CoordService {
   readonly flows: FlowEngine;
   /** Host deployments: health-gated rollout of a Nix system across nodes (coord/src/hosts). */
   readonly hosts: HostController;
+  /** The supervisors and the choice among them (coord/src/federation). */
+  readonly federation: SupervisorFederation;
   private sweepTimer: NodeJS.Timeout | undefined;
-  private readonly supervisorRing: KeyRing;
   private readonly log: CoordLogger;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private reconciling = false;
@@ -107,8 +117,13 @@ export class CoordService {
   constructor(readonly opts: CoordOptions) {
     this.log = opts.logger ?? silent;
     this.events.setMaxListeners(0);
-    this.supervisorRing = new KeyRing(opts.supervisorKeys.map((k) => trustKey(k)));
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
+    this.federation = new SupervisorFederation({
+      ledger: opts.ledger, keySets: this.keySets, clusterId: opts.clusterId, logger: this.log,
+      ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.supervisor ? { pinned: { apiUrl: 'in-process', ...opts.pinnedSupervisor, client: opts.supervisor, keys: opts.supervisorKeys } } : {}),
+      connect: (id, apiUrl) => new HttpSupervisorClient(id, apiUrl, opts.supervisorToken ?? ''),
+    });
     this.nodes = new NodeRegistry({
       store: opts.nodeStore,
       ...(opts.clock ? { clock: opts.clock } : {}),
@@ -152,8 +167,9 @@ export class CoordService {
     const current = await this.ledger.currentKeySet();
     if (current) {
       this.keySets.accept(current.envelope, 0);
-      await this.opts.supervisor.setKeySet(current.envelope).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not hand the key set to the supervisor yet'));
+      await this.opts.supervisor?.setKeySet(current.envelope).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not hand the key set to the supervisor yet'));
     }
+    await this.federation.start();
     this.reconcileTimer = setInterval(() => void this.reconcile().catch((e) => this.log.warn({ err: (e as Error).message }, 'reconcile failed')), this.opts.reconcileEveryMs ?? 2000);
     this.reconcileTimer.unref();
     this.sweepTimer = setInterval(() => void this.nodes.sweep().catch((e) => this.log.warn({ err: (e as Error).message }, 'node sweep failed')), 1000);
@@ -165,6 +181,7 @@ export class CoordService {
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     await this.hosts.stop();
+    this.federation.stop();
     await this.nodes.stop();
   }
 
@@ -181,7 +198,7 @@ export class CoordService {
       await this.ledger.putKeySet({ version: accepted.keySet.version, envelope: raw, signerKeyids: accepted.signers.map((s) => s.keyid) });
       await this.ledger.appendAudit({ kind: 'keyset.publish', actor, subject: `v${accepted.keySet.version}`, data: { from: before, signers: accepted.signers.map((s) => s.keyid), users: accepted.keySet.users.length, roles: accepted.keySet.roles.length, revoked: accepted.keySet.revoked } });
     }
-    await this.opts.supervisor.setKeySet(raw);
+    await this.federation.setKeySet(raw);
     return { version: accepted.keySet.version, changed };
   }
 
@@ -309,7 +326,7 @@ export class CoordService {
   private async refuseQueued(jobId: string, err: ErrorJSON): Promise<void> {
     this.metrics.jobsRefused++;
     const t = await this.ledger.write(async (w) => {
-      w.audit({ kind: 'job.refuse', actor: this.opts.supervisor.id, subject: jobId, data: { code: err.code, message: err.message } });
+      w.audit({ kind: 'job.refuse', actor: 'supervisor', subject: jobId, data: { code: err.code, message: err.message } });
       return w.transitionJob(jobId, 'refused', { errorCode: err.code, errorMessage: err.message, message: `refused: ${err.code}: ${err.message}` });
     });
     this.publishTransition(jobId, t);
@@ -397,8 +414,10 @@ export class CoordService {
    * commit, and rejects when the ledger could not write it, so the supervisor keeps the entries and retries.
    */
   async ingestReport(envelope: string): Promise<{ applied: number; refused: number }> {
-    const v = verifyEnvelope(envelope, { payloadType: PAYLOAD_TYPES.result, keys: this.supervisorRing, maxBytes: MAX_REPORT_ENVELOPE_BYTES });
+    // Signed by the start-up supervisor's key or one the key set in force lists (else SUPERVISOR_NOT_LISTED, audited).
+    const v = await this.federation.verifyReport(envelope);
     const report = parseSupervisorReport(v.payload);
+    await this.federation.checkReportCarrier(v.listedAs, report.supervisor);
     const carrier = `supervisor:${report.supervisor}`;
     const refusals: AuditInput[] = [];
     const refuse = (reason: string, code: string, extra: Record<string, unknown> = {}) => {
@@ -520,19 +539,11 @@ export class CoordService {
   }
 
   /**
-   * Hands attempts to the supervisor. One that lost its key set (it restarted on an empty Redis, or Redis lost
-   * it) refuses with KEYSET_MISSING: it gets the current set again and those items are offered once more.
+   * Hands attempts to a healthy supervisor of each node's pool (federation/registry.ts: failover to the pool's
+   * other supervisors, the key set handed again to one that lost it).
    */
-  private async dispatchToSupervisor(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
-    const out = await this.opts.supervisor.dispatchMany(items);
-    const missing = out.flatMap((r, i) => (r?.code === 'KEYSET_MISSING' ? [i] : []));
-    const current = this.keySets.current;
-    if (missing.length === 0 || !current) return out;
-    this.log.warn({ supervisor: this.opts.supervisor.id, items: missing.length }, 'the supervisor had no key set; handing it over again');
-    await this.opts.supervisor.setKeySet(current.raw);
-    const again = await this.opts.supervisor.dispatchMany(missing.map((i) => items[i]!));
-    missing.forEach((i, k) => (out[i] = again[k] ?? null));
-    return out;
+  private dispatchToSupervisor(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
+    return this.federation.dispatchMany(items, (node) => this.nodes.poolOf(node));
   }
 
   /** Puts the current attempt of a job back on its queue (it was lost before any runner reported it). */
@@ -584,7 +595,7 @@ export class CoordService {
             continue;
           }
           const node = job.node;
-          const st = await this.opts.supervisor.jobState(job.id, job.attempts, node);
+          const st = await this.federation.jobState(job.id, job.attempts, node, this.nodes.poolOf(node));
           if (st.state === 'missing') {
             if (st.held === 'no') {
               const current = (await this.ledger.listAttempts(job.id)).find((a) => a.attempt === job.attempts);

@@ -46,8 +46,10 @@ describe('coordConfig', () => {
   it('refuses a missing token, supervisor, supervisor key or admin key as a usage error, as the CLI always has', () => {
     expect(refusal({}, { WRIT_TOKEN: undefined })).toEqual({ code: 'USAGE', message: 'WRIT_TOKEN is required' });
     expect(refusal({}, { WRIT_SUPERVISOR_TOKEN: '' })).toEqual({ code: 'USAGE', message: 'WRIT_SUPERVISOR_TOKEN is required' });
-    expect(refusal({ supervisor: undefined })).toEqual({ code: 'USAGE', message: '--supervisor URL is required' });
-    expect(refusal({ supervisorKey: undefined })).toEqual({ code: 'USAGE', message: '--supervisor-key FILE is required' });
+    // Without --supervisor every supervisor joins by signed heartbeats; a key without a URL (or the reverse) is a slip.
+    expect(coordConfig({ ...GIVEN, supervisor: undefined, supervisorKey: undefined }, ENV)).toMatchObject({ supervisorUrl: null, supervisorKeyFile: null });
+    expect(refusal({ supervisor: undefined })).toEqual({ code: 'USAGE', message: '--supervisor-key goes with --supervisor URL' });
+    expect(refusal({ supervisorKey: undefined })).toEqual({ code: 'USAGE', message: '--supervisor-key FILE is required with --supervisor: the public key its reports are signed with' });
     expect(refusal({ adminKeys: undefined }).code).toBe('USAGE');
   });
 

@@ -30,6 +30,13 @@ export interface User {
   roles: string[];
 }
 
+/** A supervisor admins allow to exist: its key(s) and the node pools it may serve (federation). */
+export interface SupervisorEntry {
+  id: string;
+  keys: KeyRef[];
+  pools: string[];
+}
+
 export interface KeySet {
   cluster: string;
   version: number;
@@ -43,6 +50,8 @@ export interface KeySet {
   thresholds: Record<string, number>;
   /** Key ids refused outright (KEY_REVOKED), whether or not a user still lists them. */
   revoked: string[];
+  /** Supervisors that may announce themselves and carry reports (optional: older sets have none). */
+  supervisors?: SupervisorEntry[];
 }
 
 const NAME = { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' };
@@ -75,6 +84,20 @@ const keySetSchema = {
     },
     thresholds: { type: 'object', additionalProperties: { type: 'integer', minimum: 1, maximum: 16 } },
     revoked: { type: 'array', maxItems: 100_000, items: { type: 'string', maxLength: 60 } },
+    supervisors: {
+      type: 'array',
+      maxItems: 1000,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'keys', 'pools'],
+        properties: {
+          id: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' },
+          keys: { type: 'array', minItems: 1, maxItems: 16, items: KEYREF },
+          pools: { type: 'array', minItems: 1, maxItems: 64, uniqueItems: true, items: NAME },
+        },
+      },
+    },
   },
 } as const;
 const validateKeySet = compileSchema<KeySet>(keySetSchema as unknown as Record<string, unknown>);
@@ -84,7 +107,7 @@ export function parseKeySet(bytes: Uint8Array): KeySet {
   const doc = parseStrictJson(bytes, { maxBytes: 8 * 1024 * 1024 });
   assertSchema(validateKeySet, doc, 'key set', 'KEYSET_INVALID');
   const ks = doc as KeySet;
-  const refs = [...ks.admins.keys, ...ks.users.flatMap((u) => u.keys)];
+  const refs = [...ks.admins.keys, ...ks.users.flatMap((u) => u.keys), ...(ks.supervisors ?? []).flatMap((s) => s.keys)];
   for (const r of refs) {
     const raw = fromB64url(r.publicKey);
     if (!raw || keyIdOf(raw) !== r.keyid) throw new WritError('KEYSET_INVALID', `key id ${r.keyid} does not match its public key`);
@@ -95,6 +118,15 @@ export function parseKeySet(bytes: Uint8Array): KeySet {
   for (const u of ks.users) for (const r of u.roles) if (!roleNames.has(r)) throw new WritError('KEYSET_INVALID', `user ${u.name} has unknown role ${r}`);
   for (const cap of Object.keys(ks.thresholds)) if (!capability(cap)) throw new WritError('KEYSET_INVALID', `threshold for unknown capability ${cap}`);
   if (ks.expiresAt <= ks.issuedAt) throw new WritError('KEYSET_INVALID', 'expiresAt must be after issuedAt');
+  const supervisorKeys = new Map<string, string>();
+  for (const sup of ks.supervisors ?? []) {
+    for (const k of sup.keys) {
+      const other = supervisorKeys.get(k.keyid);
+      if (other !== undefined && other !== sup.id) throw new WritError('KEYSET_INVALID', `key ${k.keyid} is listed for supervisors ${other} and ${sup.id}: each supervisor key names one supervisor`);
+      supervisorKeys.set(k.keyid, sup.id);
+    }
+  }
+  if (new Set((ks.supervisors ?? []).map((x) => x.id)).size !== (ks.supervisors ?? []).length) throw new WritError('KEYSET_INVALID', 'two supervisors share an id');
   return ks;
 }
 
@@ -183,6 +215,9 @@ export class KeySetHolder {
   ring = new KeyRing();
   grants = new Map<string, KeyGrant[]>();
   threshold: (cap: string) => number = () => 1;
+  /** The supervisors the set lists, by key id, with the ring their signatures verify against. */
+  supervisors = new Map<string, SupervisorEntry>();
+  supervisorRing = new KeyRing();
 
   constructor(readonly bootstrap: { cluster: string; admins: { threshold: number; keys: KeyRef[] } }) {}
 
@@ -201,6 +236,16 @@ export class KeySetHolder {
     this.ring = ring;
     this.grants = grantsFromKeySet(accepted.keySet);
     this.threshold = thresholdFor(accepted.keySet);
+    const revoked = new Set(accepted.keySet.revoked);
+    this.supervisors = new Map();
+    this.supervisorRing = new KeyRing();
+    for (const sup of accepted.keySet.supervisors ?? []) {
+      for (const k of sup.keys) {
+        if (revoked.has(k.keyid)) continue; // a revoked key is refused for every role
+        this.supervisors.set(k.keyid, sup);
+        this.supervisorRing.add(trustKeyB64url(k.publicKey));
+      }
+    }
     return true;
   }
 

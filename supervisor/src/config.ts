@@ -2,7 +2,8 @@
 // frozen out. A wrong value is refused here, before anything opens, with the flag or env var to fix.
 import path from 'node:path';
 import {
-  checkGraceMs, checkLogLevel, checkUrl, configInvalid, parseListen, checkRedisUrl, WritError, pinnedAdmins, requiredInput, type ConfigEnv, type KeyRef, type LogLevel,
+  POOL_PATTERN, checkGraceMs, checkLogLevel, checkUrl, configInvalid, parseListen, checkRedisUrl, WritError, pinnedAdmins, positiveWhole, requiredInput, type ConfigEnv,
+  type KeyRef, type LogLevel,
 } from '@writ/protocol';
 
 /** What the caller hands over: flag values as parsed (unchecked strings), admin keys already read from --admin-key. */
@@ -19,6 +20,14 @@ export interface SupervisorGiven {
   adminThreshold?: string | undefined;
   production?: boolean | undefined;
   shutdownGraceMs?: number | undefined;
+  /** Federation: the pools it serves (--pool, repeatable); given, it announces itself to the coord. */
+  pools?: readonly string[] | undefined;
+  /** The API URL the coord reaches it at (--advertise; default http://<listen>). */
+  advertise?: string | undefined;
+  heartbeatMs?: string | undefined;
+  /** The Redis address its pools' runners use (--runner-redis; default --redis without credentials). */
+  runnerRedis?: string | undefined;
+  claimIdleMs?: string | undefined;
 }
 
 
@@ -39,10 +48,22 @@ export interface SupervisorConfig {
   readonly logLevel: LogLevel;
   /** How long stopping may take before what is still open is reported and left. */
   readonly shutdownGraceMs: number;
+  /** Runner events a peer left unacknowledged this long are claimed (ms). */
+  readonly claimIdleMs: number;
+  /** Federation (with --pool): what its signed heartbeats to the coord say; null: it sends none. */
+  readonly federation: { readonly pools: readonly string[]; readonly apiUrl: string | null; readonly intervalMs: number; readonly runnerRedis: string | null } | null;
 }
 
 
-export const SUPERVISOR_DEFAULTS = Object.freeze({ id: 'sup-1', listen: '127.0.0.1:7341', clusterId: 'writ-dev', logLevel: 'info' as LogLevel, shutdownGraceMs: 10_000 });
+export const SUPERVISOR_DEFAULTS = Object.freeze({ id: 'sup-1', listen: '127.0.0.1:7341', clusterId: 'writ-dev', logLevel: 'info' as LogLevel, shutdownGraceMs: 10_000, heartbeatMs: 5000, claimIdleMs: 30_000 });
+
+/** The Redis URL runners are told, without user name or password (each node has its own credentials). */
+function withoutCredentials(url: string): string {
+  const u = new URL(url);
+  u.username = '';
+  u.password = '';
+  return u.toString();
+}
 
 export function supervisorConfig(given: SupervisorGiven, env: ConfigEnv): SupervisorConfig {
   const apiToken = requiredInput(env.WRIT_SUPERVISOR_TOKEN, 'WRIT_SUPERVISOR_TOKEN');
@@ -58,7 +79,18 @@ export function supervisorConfig(given: SupervisorGiven, env: ConfigEnv): Superv
   // Anything but 1 used to mean "not production": a WRIT_PRODUCTION=true must not quietly weaken the Redis check.
   if (!['', '0', '1'].includes(productionEnv)) configInvalid(`WRIT_PRODUCTION ${productionEnv}: expected 1 (production) or 0`);
   const stateDir = given.state ?? path.join(given.home, 'supervisor');
+  const pools = given.pools ?? [];
+  for (const p of pools) if (!new RegExp(POOL_PATTERN).test(p)) configInvalid(`--pool ${p}: a pool name is lower-case letters, digits, '.', '_' and '-' (matching ${POOL_PATTERN})`);
+  if (new Set(pools).size !== pools.length) configInvalid('--pool names a pool twice');
+  const apiUrl = given.advertise === undefined ? null : checkUrl(given.advertise, '--advertise', ['http:', 'https:']);
+  const runnerRedis = given.runnerRedis === undefined ? withoutCredentials(redisUrl) : withoutCredentials(checkRedisUrl(given.runnerRedis, '--runner-redis'));
+  if (pools.length === 0 && (given.advertise !== undefined || given.heartbeatMs !== undefined || given.runnerRedis !== undefined)) {
+    configInvalid('--advertise, --heartbeat-ms and --runner-redis belong to federation: name the pools it serves with --pool');
+  }
+  const federation = pools.length === 0 ? null : Object.freeze({ pools: Object.freeze([...pools]), apiUrl, intervalMs: positiveWhole(given.heartbeatMs, '--heartbeat-ms') ?? SUPERVISOR_DEFAULTS.heartbeatMs, runnerRedis });
   return Object.freeze({
+    federation,
+    claimIdleMs: positiveWhole(given.claimIdleMs, '--claim-idle-ms') ?? SUPERVISOR_DEFAULTS.claimIdleMs,
     id,
     apiToken,
     redisUrl,

@@ -6,3 +6,4 @@ export { checkJsonCharset, guardedServerOptions, installRequestGuards, DEFAULT_R
 export { checkRedisEviction, assertRedisSafe, type RedisCheckResult } from './redis-check.ts';
 export { supervisorConfig, type SupervisorConfig, type SupervisorGiven } from './config.ts';
 export { runSupervisor, type SupervisorRun } from './main.ts';
+export { startSupervisorHeartbeats, signedSupervisorHeartbeat, type HeartbeatLoop, type HeartbeatOptions } from './heartbeat.ts';

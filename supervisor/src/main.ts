@@ -2,6 +2,7 @@
 // everything in reverse order within the shutdown grace. app.ts-style builders never listen; this does.
 import { serveUntilAborted, type KeyPair, type ServiceRun } from '@writ/protocol';
 import type { SupervisorConfig } from './config.ts';
+import { startSupervisorHeartbeats } from './heartbeat.ts';
 import { buildSupervisorApp, httpReportSink } from './http.ts';
 import { Supervisor, type Logger } from './supervisor.ts';
 
@@ -14,11 +15,17 @@ export interface SupervisorRun extends ServiceRun<Logger> {
 export async function runSupervisor(config: SupervisorConfig, run: SupervisorRun): Promise<boolean> {
   const { logger, signingKey } = run;
   return serveUntilAborted(run, config.shutdownGraceMs, async (releasers) => {
-    const sup = await Supervisor.start({ admins: { threshold: config.admins.threshold, keys: [...config.admins.keys] }, production: config.production, id: config.id, clusterId: config.clusterId, redisUrl: config.redisUrl, signingKey, sink: httpReportSink(config.coordUrl), logger });
+    const sup = await Supervisor.start({ admins: { threshold: config.admins.threshold, keys: [...config.admins.keys] }, production: config.production, id: config.id, clusterId: config.clusterId, redisUrl: config.redisUrl, signingKey, sink: httpReportSink(config.coordUrl), logger, claimIdleMs: config.claimIdleMs, collectEvents: config.federation === null });
     releasers.push({ name: 'supervisor', release: () => sup.close() });
     const app = await buildSupervisorApp(sup, config.apiToken);
     releasers.push({ name: 'http server', release: () => app.close() });
     const url = await app.listen({ ...config.listen }); // fastify writes into its options; the config is frozen
-    return { url, keyid: signingKey.keyid, publicKeyFile: config.publicKeyFile };
+    const fed = config.federation;
+    if (fed) {
+      // Federation: announce this supervisor to the coord (it must be listed in the key set for these pools).
+      const beats = startSupervisorHeartbeats({ supervisor: sup, coordUrl: config.coordUrl, apiUrl: fed.apiUrl ?? url, pools: fed.pools, intervalMs: fed.intervalMs, runnerRedis: fed.runnerRedis, clusterId: config.clusterId, signingKey, logger });
+      releasers.push({ name: 'heartbeats', release: () => beats.stop() });
+    }
+    return { url, keyid: signingKey.keyid, publicKeyFile: config.publicKeyFile, ...(fed ? { pools: fed.pools } : {}) };
   });
 }

@@ -37,6 +37,18 @@ export interface SupervisorOptions {
   nowS?: () => number;
   /** Production mode refuses an unsafe Redis (eviction on) instead of warning (R7). */
   production?: boolean;
+  /**
+   * Stream entries another supervisor of the same Redis read but left unacknowledged this long (it died, or
+   * cannot reach the coord) are claimed and carried by this one (default 30 s). Supervisors of one pool share
+   * one consumer group, so each entry is carried by one of them at a time.
+   */
+  claimIdleMs?: number;
+  /**
+   * Read the runner-event stream from the start (default true). A federated supervisor starts with false and
+   * collects only once the coord accepted its heartbeat: one the coord refuses must not hold events its peers
+   * would carry (they could claim them back only after `claimIdleMs`, and it would read them again).
+   */
+  collectEvents?: boolean;
 }
 
 export type { QueueState };
@@ -62,9 +74,11 @@ export class Supervisor {
   private pump: Promise<void> | undefined;
   private reportSeq = 0;
   private repairTimer: NodeJS.Timeout | undefined;
+  private collecting: boolean;
 
   private constructor(readonly opts: SupervisorOptions) {
     this.log = opts.logger ?? silent;
+    this.collecting = opts.collectEvents ?? true;
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
     this.redis = new Redis({ ...parseRedisUrl(opts.redisUrl), maxRetriesPerRequest: null, lazyConnect: true });
     this.reader = new Redis({ ...parseRedisUrl(opts.redisUrl), maxRetriesPerRequest: null, lazyConnect: true });
@@ -248,8 +262,20 @@ export class Supervisor {
     const consumer = this.opts.id;
     let backoff = 100;
     let cursor = '0'; // our own pending entries first (delivered before a crash or a coord outage)
+    const claimIdleMs = this.opts.claimIdleMs ?? 30_000;
+    let lastClaimAt = 0;
     while (!this.stopping) {
+      if (!this.collecting) {
+        await new Promise((r) => setTimeout(r, 200));
+        continue;
+      }
       try {
+        // A peer that died holds entries it read and never acknowledged: take over those idle long enough,
+        // then read our pending entries (which now include them) before new ones.
+        if (cursor === '>' && Date.now() - lastClaimAt >= Math.min(5000, claimIdleMs / 2)) {
+          lastClaimAt = Date.now();
+          if ((await this.claimIdleEntries(claimIdleMs)) > 0) cursor = '0';
+        }
         const res = (await this.reader.xreadgroup('GROUP', group, consumer, 'COUNT', 200, 'BLOCK', cursor === '>' ? 1000 : 1, 'STREAMS', stream, cursor)) as [string, [string, string[]][]][] | null;
         const entries = res?.[0]?.[1] ?? [];
         if (entries.length === 0) {
@@ -267,6 +293,7 @@ export class Supervisor {
           const env = signEnvelope(PAYLOAD_TYPES.result, encodeSupervisorReport(report), [this.opts.signingKey]);
           await this.opts.sink.deliver(encodeEnvelope(env));
           await this.redis.xack(stream, group, ...part.map((p) => p.id));
+          this.metrics.reportsDelivered++;
           part = [];
           bytes = 0;
         };
@@ -288,6 +315,57 @@ export class Supervisor {
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 5000);
       }
+    }
+  }
+
+  /**
+   * XAUTOCLAIM: moves entries of the group left unacknowledged for `minIdleMs` (by any consumer) to this one.
+   * Returns how many it claimed; the pump then reads them as its own pending entries.
+   */
+  private async claimIdleEntries(minIdleMs: number): Promise<number> {
+    let start = '0-0';
+    let claimed = 0;
+    for (let round = 0; round < 50; round++) {
+      const res = (await this.reader.call('XAUTOCLAIM', redisKeys.events(), redisKeys.eventsGroup(), this.opts.id, String(minIdleMs), start, 'COUNT', '500', 'JUSTID')) as [string, string[], string[]?];
+      const ids = res[1] ?? [];
+      claimed += ids.length;
+      start = res[0];
+      if (start === '0-0') break;
+    }
+    if (claimed > 0) {
+      this.metrics.claimedEntries += claimed;
+      this.log.warn({ claimed, minIdleMs }, 'claimed runner events another supervisor had left unacknowledged');
+    }
+    return claimed;
+  }
+
+  /** Starts or pauses reading the runner-event stream (federation: only while the coord accepts this supervisor). */
+  setCollecting(on: boolean): void {
+    if (on !== this.collecting) this.log.info({ collecting: on }, on ? 'collecting runner events' : 'paused collecting runner events: the coord does not accept this supervisor');
+    this.collecting = on;
+  }
+
+  /** Counters for tests and heartbeats. */
+  readonly metrics = { claimedEntries: 0, reportsDelivered: 0 };
+
+  /**
+   * What a heartbeat says of this supervisor: attempts waiting in the queues of its live nodes, how many live
+   * runners its Redis holds, and whether Redis answers.
+   */
+  async stats(): Promise<{ queueDepth: number; capacity: number; redisOk: boolean; redisError: string | null }> {
+    // Commands wait for a Redis that is away (maxRetriesPerRequest: null): a deadline turns that into 'not ok'.
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('Redis did not answer within 2 s')), 2000)));
+    try {
+      return await Promise.race([deadline, (async () => {
+        const live = await this.liveNodes();
+        const counts = await Promise.all(live.slice(0, 1000).map((n) => this.queue(n.id).count()));
+        return { queueDepth: counts.reduce((x, y) => x + y, 0), capacity: live.length, redisOk: true, redisError: null };
+      })()]);
+    } catch (e) {
+      return { queueDepth: 0, capacity: 0, redisOk: false, redisError: (e as Error).message.slice(0, 400) };
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -73,6 +73,7 @@ function summary(ks: KeySet, nowS: number): string[] {
   ];
   if (Object.keys(ks.thresholds).length) lines.push(`thresholds: ${Object.entries(ks.thresholds).map(([c, k]) => `${c} needs ${k} signers`).join('; ')}`);
   if (ks.revoked.length) lines.push(`revoked keys: ${ks.revoked.join(', ')}`);
+  if (ks.supervisors?.length) lines.push('supervisors:', ...ks.supervisors.map((s) => `  ${s.id.padEnd(16)} pools=${s.pools.join(',')} keys=${s.keys.map((k) => k.keyid).join(', ')}`));
   return lines;
 }
 
@@ -84,6 +85,10 @@ const KEYSET_HELP = `usage: writ keyset <show|propose|sign|publish|threshold|adm
   writ keyset propose [--ttl 90d] [--draft FILE]   start a draft: the next version of the published set
   writ keyset threshold CAP K                      require K distinct signers for a dangerous capability
   writ keyset admins [--add FILE] [--remove KEYID] [--threshold K]
+  writ keyset supervisor add ID --key FILE|KEYID --pool NAME [--pool ...]
+                                                   let a supervisor exist and serve these node pools (federation)
+  writ keyset supervisor remove ID                 its heartbeats and reports are refused once published
+  writ keyset supervisor list [--draft FILE]
   writ keyset sign [--draft FILE] --key ADMIN.key  add an admin signature to the draft
   writ keyset publish [--draft FILE] [--sign-with ADMIN.key]
                                                    send it to the coord, which checks k-of-n admin signatures
@@ -172,7 +177,50 @@ async function admins(argv: string[], io: Io, ctx: CliContext) {
   return EXIT.ok;
 }
 
-export const keysetCommand: Command = { name: 'keyset', summary: 'show, draft, sign and publish the signed key set', help: KEYSET_HELP, subcommands: { show, propose, sign, publish, threshold, admins }, run(a, io, c) { return dispatchSubcommand(this, a, io, c); } };
+/** writ keyset supervisor add|remove|list: which supervisors exist and which pools each may serve (federation). */
+async function supervisor(argv: string[], io: Io, ctx: CliContext) {
+  const [action, ...rest] = argv;
+  if (action === 'list') {
+    const { values } = parse(rest, COMMON, { min: 0, max: 0, usage: 'writ keyset supervisor list [--draft FILE]' });
+    if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+    const ks = values.draft ? (await readDraft(values.draft)).ks : (await fetchKeySet(await resolveCoord(values.coord, ctx.env))).keySet;
+    if (values.json) return printJson(io, ks.supervisors ?? []), EXIT.ok;
+    for (const s of ks.supervisors ?? []) io.out(`${s.id.padEnd(16)} pools=${s.pools.join(',')} keys=${s.keys.map((k) => k.keyid).join(', ')}`);
+    return EXIT.ok;
+  }
+  if (action === 'add') {
+    const { values, positionals } = parse(rest, { ...COMMON, key: { type: 'string', multiple: true }, pool: { type: 'string', multiple: true } }, { min: 1, max: 1, usage: 'writ keyset supervisor add ID --key FILE --pool NAME' });
+    if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+    if (!values.key?.length) throw new WritError('USAGE', '--key FILE|KEYID is required: the supervisor\'s public key (its state dir holds supervisor.key.pub)');
+    if (!values.pool?.length) throw new WritError('USAGE', '--pool NAME is required: the node pool(s) it may serve (nodes are in pool default unless enrollment assigns another)');
+    const keys = await Promise.all(values.key.map((f) => resolvePublicKey(f, ctx.env)));
+    const id = positionals[0]!;
+    await editDraft(ctx, values, io, (ks) => {
+      const list = (ks.supervisors ??= []);
+      const existing = list.find((s) => s.id === id);
+      const entry = existing ?? { id, keys: [], pools: [] };
+      for (const k of keys) if (!entry.keys.some((x) => x.keyid === k.keyid)) entry.keys.push({ keyid: k.keyid, publicKey: b64url(k.publicKey) });
+      for (const p of values.pool ?? []) if (!entry.pools.includes(p)) entry.pools.push(p);
+      if (!existing) list.push(entry);
+    });
+    if (!values.json) io.out(`draft: supervisor ${id} with ${keys.map((k) => k.keyid).join(', ')} for pool(s) ${values.pool.join(', ')} (publish to take effect)`);
+    return EXIT.ok;
+  }
+  if (action === 'remove') {
+    const { values, positionals } = parse(rest, COMMON, { min: 1, max: 1, usage: 'writ keyset supervisor remove ID' });
+    if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+    await editDraft(ctx, values, io, (ks) => {
+      if (!ks.supervisors?.some((s) => s.id === positionals[0])) throw new WritError('NOT_FOUND', `no supervisor ${positionals[0]} in the draft`);
+      ks.supervisors = ks.supervisors.filter((s) => s.id !== positionals[0]);
+    });
+    if (!values.json) io.out(`draft: supervisor ${positionals[0]} removed (publish to take effect)`);
+    return EXIT.ok;
+  }
+  if (action === undefined || action === '--help' || action === '-h') return io.out(KEYSET_HELP), action === undefined ? EXIT.usage : EXIT.ok;
+  throw new WritError('USAGE', `unknown subcommand "keyset supervisor ${action}"; try: add, remove, list`);
+}
+
+export const keysetCommand: Command = { name: 'keyset', summary: 'show, draft, sign and publish the signed key set', help: KEYSET_HELP, subcommands: { show, propose, sign, publish, threshold, admins, supervisor }, run(a, io, c) { return dispatchSubcommand(this, a, io, c); } };
 
 const USERS_HELP = `usage: writ users <add|remove|revoke|list> ...   (edits the key set draft)
 

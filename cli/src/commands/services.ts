@@ -60,6 +60,7 @@ export async function runUntilProcessSignal<T>(run: (stop: AbortSignal) => Promi
 }
 
 const SUP_HELP = `usage: writ supervisor --coord URL --admin-key FILE [--admin-threshold K] [--production] [--id ID] [--redis URL] [--cluster ID] [--listen HOST:PORT] [--state DIR]
+                       [--pool NAME ...] [--advertise URL] [--heartbeat-ms N] [--runner-redis URL] [--claim-idle-ms N]
 
 Runs a supervisor: admission, per-node queues in Redis, and signed reports to the coord. Its signing key
 is created in the state dir; give the coord its .pub file (--supervisor-key). The coord authenticates to
@@ -70,15 +71,28 @@ refused (REDIS_MISCONFIGURED) instead of only warned about.
   --redis URL   redis://[USER:PASSWORD@]HOST:PORT[/DB], rediss://... (TLS), or a Sentinel group:
                 redis+sentinel://[USER:PASSWORD@]HOST:PORT,HOST:PORT,.../MASTER[?db=N] (default $REDIS_URL)
 
+Federation (see docs/operations.md, "Adding a second supervisor"): with --pool it announces itself to the
+coord with a signed heartbeat every --heartbeat-ms (5000) and gets the jobs of nodes in those pools. An
+admin must first list its key for those pools in the key set (writ keyset supervisor add ID --key
+STATE/supervisor.key.pub --pool NAME), or the coord refuses it (SUPERVISOR_NOT_LISTED).
+  --pool NAME          a node pool it serves (repeat for several); two supervisors of one pool share its Redis
+  --advertise URL      the API URL the coord reaches it at (default http://<--listen>)
+  --runner-redis URL   the Redis address nodes of its pools are told at registration (default --redis without
+                       user and password)
+  --claim-idle-ms N    runner events a peer of this Redis left unacknowledged this long are taken over (30000)
+
 Stops on SIGTERM/SIGINT within its shutdown grace (10 s), Redis and coord reachable or not.
 
 example:
   WRIT_SUPERVISOR_TOKEN=... writ supervisor --coord http://127.0.0.1:7340 --redis redis://127.0.0.1:6379`;
 
 async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, { id: { type: 'string', default: 'sup-1' }, redis: { type: 'string' }, coord: { type: 'string' }, cluster: { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:7341' }, state: { type: 'string' }, 'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string' }, production: { type: 'boolean', default: false } }, { min: 0, max: 0, usage: 'writ supervisor --coord URL --admin-key FILE' });
+  const { values } = parse(argv, {
+    id: { type: 'string', default: 'sup-1' }, redis: { type: 'string' }, coord: { type: 'string' }, cluster: { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:7341' }, state: { type: 'string' }, 'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string' }, production: { type: 'boolean', default: false },
+    pool: { type: 'string', multiple: true }, advertise: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, 'runner-redis': { type: 'string' }, 'claim-idle-ms': { type: 'string' },
+  }, { min: 0, max: 0, usage: 'writ supervisor --coord URL --admin-key FILE' });
   if (values.help) return io.out(SUP_HELP), EXIT.ok;
-  const config = supervisorConfig({ home: writHome(ctx.env), id: values.id, redis: values.redis, coord: values.coord, cluster: values.cluster, listen: values.listen, state: values.state, adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'], production: values.production }, ctx.env);
+  const config = supervisorConfig({ home: writHome(ctx.env), id: values.id, redis: values.redis, coord: values.coord, cluster: values.cluster, listen: values.listen, state: values.state, adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'], production: values.production, pools: values.pool, advertise: values.advertise, heartbeatMs: values['heartbeat-ms'], runnerRedis: values['runner-redis'], claimIdleMs: values['claim-idle-ms'] }, ctx.env);
   const signingKey = await loadOrCreateKey(config.signingKeyFile);
   await writeNewFile(config.publicKeyFile, JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: signingKey.keyid, publicKey: b64url(signingKey.publicKey) }, null, 2) + '\n', 0o644, true);
   const logger = serviceLogger(config.logLevel, ctx.env);
@@ -86,11 +100,13 @@ async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<numb
   return clean ? EXIT.ok : EXIT.failure;
 }
 
-const COORD_HELP = `usage: writ coord --supervisor URL --supervisor-key FILE.pub --admin-key FILE [--admin-threshold K] [--listen HOST:PORT] [--cluster ID] [--state DIR]
+const COORD_HELP = `usage: writ coord [--supervisor URL --supervisor-key FILE.pub] --admin-key FILE [--admin-threshold K] [--listen HOST:PORT] [--cluster ID] [--state DIR]
 
 Runs the coordinator: HTTP API, ledger (PostgreSQL at $DATABASE_URL, else PGlite in the state dir) and
-reconciler. API clients authenticate with $WRIT_TOKEN (required); the coord reaches the supervisor with
-$WRIT_SUPERVISOR_TOKEN and accepts only reports signed by --supervisor-key.
+reconciler. API clients authenticate with $WRIT_TOKEN (required); the coord reaches supervisors with
+$WRIT_SUPERVISOR_TOKEN. The supervisor given with --supervisor (optional) serves pool default and its
+reports are accepted when signed by --supervisor-key; every other supervisor joins with signed heartbeats
+and must be listed in the key set (writ keyset supervisor add; writ supervisors list shows them).
 
 example:
   WRIT_TOKEN=... WRIT_SUPERVISOR_TOKEN=... writ coord --supervisor http://127.0.0.1:7341 --supervisor-key sup.pub`;

@@ -454,6 +454,11 @@ export class NodeRegistry {
     return written;
   }
 
+  /** The pool a node is in (its supervisors get its jobs); `default` for a node not known here. */
+  poolOf(id: string): string {
+    return this.live.get(id)?.node.pool ?? DEFAULT_POOL;
+  }
+
   /** Nodes that take work now: active and heard from recently. */
   async workable(): Promise<NodeView[]> {
     await this.start();

@@ -90,8 +90,12 @@ export interface SupervisorView {
   healthy: boolean;
   /** Its key is listed for it in the key set in force. */
   listed: boolean;
+  /** Wired in when the coord started (`writ dev`'s in-process one, or `writ coord --supervisor`): no heartbeats. */
+  pinned: boolean;
   queueDepth: number;
   capacity: number;
+  /** Attempts this coord handed to it since the coord started (other coords count their own). */
+  dispatched: number;
   redisOk: boolean;
   redisError: string | null;
   runnerRedis: string | null;
@@ -109,7 +113,7 @@ const ISO = { type: 'string', maxLength: 40 } as const;
 const viewSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['id', 'keyid', 'apiUrl', 'pools', 'state', 'healthy', 'listed', 'queueDepth', 'capacity', 'redisOk', 'redisError', 'runnerRedis', 'intervalMs', 'firstSeenAt', 'lastHeartbeatAt', 'stateSince'],
+  required: ['id', 'keyid', 'apiUrl', 'pools', 'state', 'healthy', 'listed', 'pinned', 'queueDepth', 'capacity', 'dispatched', 'redisOk', 'redisError', 'runnerRedis', 'intervalMs', 'firstSeenAt', 'lastHeartbeatAt', 'stateSince'],
   properties: {
     id: { type: 'string' },
     keyid: { type: 'string' },
@@ -118,8 +122,10 @@ const viewSchema = {
     state: { enum: ['live', 'gone'] },
     healthy: { type: 'boolean' },
     listed: { type: 'boolean' },
+    pinned: { type: 'boolean' },
     queueDepth: { type: 'integer' },
     capacity: { type: 'integer' },
+    dispatched: { type: 'integer' },
     redisOk: { type: 'boolean' },
     redisError: { type: ['string', 'null'] },
     runnerRedis: { type: ['string', 'null'] },
