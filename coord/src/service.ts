@@ -242,7 +242,7 @@ export class CoordService {
         continue;
       }
       workable ??= await this.nodes.workable();
-      pending.push({ index: i, item: this.placeJob(prepared, workable) });
+      pending.push({ index: i, item: this.placeJob(prepared, workable, await this.targetKnown(prepared.job.target, workable)) });
     }
     if (pending.length > 0) {
       const outcomes = await this.admissions.add(pending.map((p) => p.item));
@@ -261,12 +261,25 @@ export class CoordService {
    * permanent and recorded as such; with no workable node the job is recorded as admitted and waits for the
    * reconciler (the supervisor authorises it when it is dispatched).
    */
-  private placeJob(p: Prepared, workable: readonly NodeView[]): Admission {
+  /**
+   * Whether a job's target node is one the coord has registered (in any state). A selector is always "known":
+   * nodes with its labels may come. Asked only when no workable node matches, so the common path reads nothing.
+   */
+  private async targetKnown(target: Prepared['job']['target'], workable: readonly NodeView[]): Promise<boolean> {
+    if (!('node' in target) || workable.some((n) => n.id === target.node)) return true;
+    return (await this.nodes.getNode(target.node)) !== null;
+  }
+
+  private placeJob(p: Prepared, workable: readonly NodeView[], targetKnown = true): Admission {
     const base = {
       id: p.job.id, envelope: p.raw, envelopeSha256: sha256Hex(p.raw), signerKeyids: p.signers.map((s) => s.keyid), target: p.job.target,
       caps: p.job.caps, exp: new Date(p.job.exp * 1000), maxAttempts: this.opts.maxAttempts ?? 3,
     };
     const candidates = workable.filter((n) => targetMatchesNode(p.job.target, n));
+    if (candidates.length === 0 && !targetKnown && 'node' in p.job.target) {
+      // A mistyped node would otherwise wait silently until the envelope expires: refuse it at once.
+      return { ...base, status: 'refused', errorCode: 'NODE_UNKNOWN', errorMessage: `no node ${p.job.target.node} is registered with this coord (\`writ nodes list\` shows the nodes); a node that is known but down or draining makes the job wait instead` };
+    }
     if (candidates.length === 0) return { ...base, status: 'admitted' };
     const node = pickByJobId(p.job.id, candidates);
     try {
