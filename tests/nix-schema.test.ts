@@ -30,9 +30,9 @@ const parts: Record<string, string> = {
   name: '"t"',
   pools: '{ p = { }; }',
   classes: '{ web = { pool = "p"; labels = { role = "web"; }; installProfile = "base"; diskPolicy = "ssd"; }; db = { pool = "p"; }; }',
-  diskPolicies: '{ ssd = { hints = { serial = [ "S123" ]; }; }; }',
+  diskPolicies: '{ ssd = { hints = { serial = "S123"; }; }; }',
   installProfiles: '{ base = { system = "/nix/store/00000000000000000000000000000000-sys"; }; }',
-  enrollmentRules: '[ { name = "a"; match = { product = "X*"; }; class = "web"; } { name = "b"; match = { token = "t"; }; class = "db"; } ]',
+  enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "web"; } { name = "b"; match = { requireToken = true; }; tokenSha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"; class = "db"; } ]',
   nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "db"; }; }',
   deployments: '{ d = { system = "/nix/store/00000000000000000000000000000000-sys"; selector = { role = "web"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }',
 };
@@ -53,9 +53,14 @@ describe.skipIf(!hasNix)('the cluster schema, evaluated by nix-instantiate', () 
     expect(got).toEqual(JSON.parse(await readFile(path.join(ROOT, 'nix/examples/lab.expected.json'), 'utf8')));
     expect(got.nodes).toHaveLength(6);
     expect(got.classes.map((c: { name: string }) => c.name)).toEqual(['compute', 'storage']);
-    // Rules come out in the order they are tried: by priority, highest first.
-    expect(got.enrollmentRules.map((r: { name: string }) => r.name)).toEqual(['storage-chassis', 'compute-token']);
-    expect(got.installPlans.map((p: { class: string; disk: { policy: string } }) => [p.class, p.disk.policy])).toEqual([['compute', 'nvme-os'], ['storage', 'sata-boot']]);
+    // Rules come out in the order they are tried: by priority, lowest first; the fixed nodes' rules first.
+    expect(got.enrollmentRules.map((r: { name: string; priority: number }) => `${r.priority}:${r.name}`)).toEqual([
+      '0:node-compute-1', '0:node-compute-2', '0:node-compute-3', '0:node-compute-4', '0:node-storage-1', '0:node-storage-2', '10:storage-chassis', '20:compute-token',
+    ]);
+    expect(got.installPlans.map((p: { class: string; disk: object }) => [p.class, p.disk])).toEqual([
+      ['compute', { model: 'Samsung SSD 980 PRO 1TB', minBytes: 400 * 2 ** 30, maxBytes: 1200 * 2 ** 30 }],
+      ['storage', { model: 'INTEL SSDSC2KB240G8', maxBytes: 300 * 2 ** 30 }],
+    ]);
   });
 
   it('accepts the valid base cluster the broken cases start from, with defaults filled in', async () => {
@@ -63,25 +68,25 @@ describe.skipIf(!hasNix)('the cluster schema, evaluated by nix-instantiate', () 
     expect(r.stderr).not.toMatch(/error/);
     const got = JSON.parse(r.stdout);
     expect(got.deployments[0]).toMatchObject({ name: 'd', batchSize: 1, maxUnavailable: 1, drain: false, timeoutS: 600, profile: 'system', healthCheck: { argv: ['/bin/true'], timeoutMs: 30000 } });
-    expect(got.nodes[0].labels).toEqual({ class: 'db', pool: 'p' });
+    expect(got.nodes[0].assign).toEqual({ class: 'db', pool: 'p', labels: { class: 'db', pool: 'p' }, hostname: 'n1' });
   });
 
   const broken: [string, Record<string, string>, RegExp][] = [
     ['a node of an unknown class', { nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "gpu"; }; }' }, /cluster-schema: nodes\.n1\.class: unknown class "gpu" \(known: db, web\)/],
-    ['a rule assigning an unknown class', { enrollmentRules: '[ { name = "a"; match = { product = "X*"; }; class = "gpu"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.class: unknown class "gpu"/],
-    ['a class in an unknown pool', { classes: '{ web = { pool = "q"; }; }' }, /cluster-schema: classes\.web\.pool: unknown pool "q" \(known: p\)/],
-    ['a disk policy with no stable hint', { diskPolicies: '{ ssd = { hints = { rotational = false; }; }; }' }, /cluster-schema: diskPolicies\.ssd\.hints: has no stable hint/],
-    ['a disk policy naming /dev/sdX', { diskPolicies: '{ ssd = { hints = { byId = [ "/dev/sda" ]; }; }; }' }, /cluster-schema: diskPolicies\.ssd\.hints\.byId\[0\]: must be a \/dev\/disk\/by-id name/],
+    ['a rule assigning an unknown class', { enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "gpu"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.class: unknown class "gpu"/],
+    ['a class in an unknown pool', { classes: '{ web = { pool = "q"; }; db = { pool = "p"; }; }' }, /cluster-schema: classes\.web\.pool: unknown pool "q" \(known: p\)/],
+    ['a disk policy with no stable hint', { diskPolicies: '{ ssd = { hints = { }; }; }' }, /cluster-schema: diskPolicies\.ssd\.hints: has no stable hint/],
+    ['a disk policy naming /dev/sdX', { diskPolicies: '{ ssd = { hints = { byId = "/dev/sda"; }; }; }' }, /cluster-schema: diskPolicies\.ssd\.hints\.byId: must be a \/dev\/disk\/by-id name/],
     ['a disk size range no disk can meet', { diskPolicies: '{ ssd = { hints = { minSizeGiB = 500; maxSizeGiB = 100; }; }; }' }, /cluster-schema: diskPolicies\.ssd\.hints\.minSizeGiB: is larger than maxSizeGiB/],
-    ['an install profile without a disk policy', { classes: '{ web = { pool = "p"; labels = { role = "web"; }; installProfile = "base"; }; }' }, /cluster-schema: classes\.web\.diskPolicy: is required when installProfile is set/],
+    ['an install profile without a disk policy', { classes: '{ web = { pool = "p"; labels = { role = "web"; }; installProfile = "base"; }; db = { pool = "p"; }; }' }, /cluster-schema: classes\.web\.diskPolicy: is required when installProfile is set/],
     [
       'a rule that can never match (a broader rule of the same priority comes first)',
-      { enrollmentRules: '[ { name = "any-x"; match = { product = "X*"; }; class = "web"; } { name = "x-with-token"; match = { product = "X*"; token = "t"; }; class = "db"; } ]' },
-      /cluster-schema: enrollmentRules\[1\]: rule "x-with-token" can never match: enrollmentRules\[0\] \("any-x", priority 0\) is tried first/,
+      { enrollmentRules: '[ { name = "x-on-nvme"; match = { dmiProduct = "X*"; diskModel = "NVMe*"; }; class = "db"; } { name = "any-x"; match = { dmiProduct = "X*"; }; class = "web"; } ]' },
+      /cluster-schema: enrollmentRules\[0\]: rule "x-on-nvme" can never match: enrollmentRules\[1\] \("any-x", priority 100\) is tried first/,
     ],
     [
-      'a rule that can never match (a higher-priority catch-all)',
-      { enrollmentRules: '[ { name = "specific"; match = { mac = [ "52:54:00:00:00:09" ]; }; class = "web"; } { name = "all"; priority = 5; match = { }; class = "db"; } ]' },
+      'a rule that can never match (an earlier catch-all)',
+      { enrollmentRules: '[ { name = "specific"; match = { macs = [ "52:54:00:00:00:09" ]; nicMinSpeedMbps = 25000; }; class = "web"; } { name = "all"; priority = 5; match = { dmiProduct = "*"; }; class = "db"; } ]' },
       /cluster-schema: enrollmentRules\[0\]: rule "specific" can never match: enrollmentRules\[1\] \("all", priority 5\)/,
     ],
     ['a deployment selector matching nothing known', { deployments: '{ d = { system = "/nix/store/00000000000000000000000000000000-sys"; selector = { role = "gpu"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }' }, /cluster-schema: deployments\.d\.selector: \{"role":"gpu"\} matches nothing known/],
@@ -89,8 +94,11 @@ describe.skipIf(!hasNix)('the cluster schema, evaluated by nix-instantiate', () 
     ['a deployment whose system is not a store path', { deployments: '{ d = { system = "/tmp/sys"; selector = { role = "web"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }' }, /cluster-schema: deployments\.d\.system: must be a store path/],
     ['an unknown field', { nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "db"; rack = 3; }; }' }, /cluster-schema: nodes\.n1\.rack: unknown field/],
     ['two nodes with one MAC', { nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "db"; }; n2 = { mac = "52:54:00:00:00:01"; class = "db"; }; }' }, /cluster-schema: nodes\.n2\.mac: 52:54:00:00:00:01 is also nodes\.n1\.mac/],
-    ['a hostname pattern with an unknown placeholder', { enrollmentRules: '[ { name = "a"; match = { product = "X*"; }; class = "web"; hostname = "{rack}-1"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.hostname: unknown placeholder \{rack\}/],
-    ['a bad label key', { classes: '{ web = { pool = "p"; labels = { "Role" = "web"; }; }; }' }, /cluster-schema: classes\.web\.labels\.Role: is not a valid label key/],
+    ['a hostname pattern with an unknown placeholder', { enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "web"; hostname = "{rack}-1"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.hostname: unknown placeholder \{rack\}/],
+    ['a rule that auto-accepts without a token', { enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "web"; autoAccept = true; } ]' }, /cluster-schema: enrollmentRules\[0\]\.autoAccept: needs tokenSha256/],
+    ['a rule that matches nothing in particular', { enrollmentRules: '[ { name = "a"; match = { }; class = "web"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.match: matches nothing in particular/],
+    ['a token given in clear', { enrollmentRules: '[ { name = "a"; match = { requireToken = true; }; tokenSha256 = "hunter2"; class = "web"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.tokenSha256: must be the sha256/],
+    ['a bad label key', { classes: '{ web = { pool = "p"; labels = { "Role" = "web"; }; }; db = { pool = "p"; }; }' }, /cluster-schema: classes\.web\.labels\.Role: is not a valid label key/],
   ];
   for (const [what, edit, message] of broken) {
     it(`refuses ${what}, naming the field`, async () => {

@@ -79,41 +79,46 @@ let
   poolNames = attrNames pools;
 
   # ---- disk policies: the target disk is chosen by stable hints, never by /dev/sdX ----
+  # The hints are those of an install plan (issue 11's DiskHints): every hint given must hold and exactly
+  # one disk must match. Sizes are written in GiB here and become bytes in the plan.
+  gib = 1073741824;
   diskPolicies = attrsOf
     (path: v:
       let
-        a = record [ "hints" "wipe" "layout" ] path v;
+        a = record [ "hints" ] path v;
         hp = "${path}.hints";
-        h = record [ "serial" "wwn" "byId" "model" "minSizeGiB" "maxSizeGiB" "rotational" ] hp (req path a "hints" attrs);
+        h = record [ "serial" "wwn" "byId" "model" "minSizeGiB" "maxSizeGiB" ] hp (req path a "hints" attrs);
+        byId = opt hp h "byId" null (strRe "[A-Za-z0-9][A-Za-z0-9:._-]{0,200}" "a /dev/disk/by-id name without the directory (never /dev/sdX)");
         hints = {
-          serial = opt hp h "serial" [ ] (listOf str);
-          wwn = opt hp h "wwn" [ ] (listOf (strRe "(0x|eui\\.|naa\\.)?[0-9a-fA-F]{8,40}" "a WWN (e.g. 0x5000c500a1b2c3d4)"));
-          byId = opt hp h "byId" [ ] (listOf (strRe "[A-Za-z0-9][A-Za-z0-9:._*-]{0,200}" "a /dev/disk/by-id name or glob without the directory (never /dev/sdX)"));
-          model = opt hp h "model" null str;
+          serial = opt hp h "serial" null (strRe "[^\n]{1,128}" "a disk serial");
+          wwn = opt hp h "wwn" null (strRe "(0x|eui\\.|naa\\.)?[0-9a-fA-F]{8,40}" "a WWN (e.g. 0x5000c500a1b2c3d4)");
+          inherit byId;
+          model = opt hp h "model" null (strRe "[^\n]{1,128}" "a disk model");
           minSizeGiB = opt hp h "minSizeGiB" null (intIn 1 1048576);
           maxSizeGiB = opt hp h "maxSizeGiB" null (intIn 1 1048576);
-          rotational = opt hp h "rotational" null bool;
         };
-        stable = hints.serial != [ ] || hints.wwn != [ ] || hints.byId != [ ] || hints.model != null || hints.minSizeGiB != null || hints.maxSizeGiB != null;
       in
-      if !stable then fail hp "has no stable hint: give serial, wwn, byId, model or a size range (rotational alone matches too many disks; /dev/sdX names change between boots)"
+      if all (k: hints.${k} == null) (attrNames hints) then fail hp "has no stable hint: give serial, wwn, byId, model or a size range (/dev/sdX names change between boots and are never used)"
       else if hints.minSizeGiB != null && hints.maxSizeGiB != null && hints.minSizeGiB > hints.maxSizeGiB then fail "${hp}.minSizeGiB" "is larger than maxSizeGiB (${toString hints.maxSizeGiB}): no disk can match"
-      else {
-        inherit hints;
-        wipe = opt path a "wipe" false bool;
-        layout = opt path a "layout" "btrfs" (enum [ "btrfs" "btrfs-raid1" ]);
-      })
+      else { inherit hints; })
     "diskPolicies"
     (opt "cluster" cluster "diskPolicies" { } attrs);
+  # A disk policy as an install plan's `disk` (bytes, unset hints left out).
+  planDisk = hints:
+    nonNull {
+      inherit (hints) serial wwn byId model;
+      minBytes = if hints.minSizeGiB == null then null else hints.minSizeGiB * gib;
+      maxBytes = if hints.maxSizeGiB == null then null else hints.maxSizeGiB * gib;
+    };
+  nonNull = set: removeAttrs set (filter (k: set.${k} == null) (attrNames set));
 
   # ---- install profiles: what an installed node boots ----
   installProfiles = attrsOf
     (path: v:
-      let a = record [ "system" "flake" "subvolumes" "kernelParams" "firstJobs" ] path v;
+      let a = record [ "system" "flake" "subvolumes" "kernelParams" ] path v;
       in systemFields path a // {
-        subvolumes = opt path a "subvolumes" [ "@" "@nix" "@var" ] (nonEmptyList (strRe "@[a-z0-9_-]*" "a subvolume name starting with @"));
+        subvolumes = opt path a "subvolumes" [ "@root" "@nix" "@var" ] (nonEmptyList (strRe "@?[A-Za-z0-9._-]{1,63}" "a subvolume name (e.g. @root)"));
         kernelParams = opt path a "kernelParams" [ ] (listOf (strRe "[^ \t\n]+" "one kernel parameter without spaces"));
-        firstJobs = opt path a "firstJobs" [ ] (listOf (strRe "[A-Za-z0-9][A-Za-z0-9._/-]{0,200}" "a script path relative to the cluster file"));
       })
     "installProfiles"
     (opt "cluster" cluster "installProfiles" { } attrs);
@@ -142,96 +147,114 @@ let
   classNames = attrNames classes;
   classLabels = c: { class = c; pool = classes.${c}.pool; } // classes.${c}.labels;
 
-  # ---- enrollment rules: inventory → class, pool, labels, hostname ----
-  matchFields = [ "mac" "serial" "product" "vendor" "token" "diskSerial" "diskModel" "nicDriver" "minMemoryGiB" "minCores" ];
-  hostnamePlaceholders = [ "class" "mac" "serial" ];
-  hostnamePattern = path: v:
+  # ---- enrollment rules: inventory → class, pool, labels, hostname (issue 11's rules, as the ledger keeps them) ----
+  # Tried by priority, lowest first, ties by name. Fixed nodes become rules of priority 0, so user rules
+  # start at 1.
+  globFields = [ "dmiSerial" "dmiProduct" "diskSerial" "diskModel" "nicDriver" ];
+  matchFields = [ "macs" "diskMinBytes" "diskMaxBytes" "nicMinSpeedMbps" "diskless" "requireToken" ] ++ globFields;
+  glob = strRe "[^\n]{1,128}" "a glob (at most 128 characters)";
+  hostnamePlaceholders = [ "class" "mac" "serial" "id" ];
+  # {class} is known here and filled in; {serial}, {mac} and {id} are filled in when a node enrolls.
+  hostnamePattern = class: path: v:
     let
-      s = strRe "[a-z0-9{}.-]{1,63}" "a hostname pattern (lower-case letters, digits, '.', '-', and {class}, {mac} or {serial})" path v;
+      s = strRe "[a-z0-9{][a-z0-9{}.-]{0,62}" "a hostname pattern (lower-case letters, digits, '.', '-', and {class}, {mac}, {serial} or {id})" path v;
       used = concatMap (p: if isList p then p else [ ]) (split "\\{([^}]*)}" s);
       bad = filter (p: !(elem p hostnamePlaceholders)) used;
     in
-    if bad != [ ] then fail path "unknown placeholder {${head bad}} (known: {class}, {mac}, {serial})" else s;
-  rulesIn = opt "cluster" cluster "enrollmentRules" [ ] (listOf (path: v: v));
-  rules = map
-    (e:
-      let
-        path = "enrollmentRules[${toString e.i}]";
-        a = record [ "name" "priority" "match" "class" "labels" "hostname" "autoAccept" ] path e.v;
-        mp = "${path}.match";
-        m = record matchFields mp (req path a "match" attrs);
-        class = req path a "class" (refTo "class" classNames);
-        glob = strRe "[^\n]{1,128}" "a glob (at most 128 characters)";
-      in {
-        index = e.i;
-        name = req path a "name" name';
-        priority = opt path a "priority" 0 (intIn (-1000) 1000);
-        match = {
-          mac = opt mp m "mac" [ ] (listOf (strRe macPattern "a lower-case MAC address (aa:bb:cc:dd:ee:ff)"));
-          serial = opt mp m "serial" null glob;
-          product = opt mp m "product" null glob;
-          vendor = opt mp m "vendor" null glob;
-          token = opt mp m "token" null (strRe "[A-Za-z0-9_-]{1,128}" "an enrollment token name");
-          diskSerial = opt mp m "diskSerial" null glob;
-          diskModel = opt mp m "diskModel" null glob;
-          nicDriver = opt mp m "nicDriver" null glob;
-          minMemoryGiB = opt mp m "minMemoryGiB" null (intIn 1 1048576);
-          minCores = opt mp m "minCores" null (intIn 1 4096);
-        };
+    if bad != [ ] then fail path "unknown placeholder {${head bad}} (known: {class}, {mac}, {serial}, {id})"
+    else builtins.replaceStrings [ "{class}" ] [ class ] s;
+  tokenSha256 = strRe "[0-9a-f]{64}" "the sha256 (hex) of the enrollment token, never the token itself (printf %s TOKEN | sha256sum)";
+  checkRuleTokens = path: r:
+    if r.autoAccept && r.tokenSha256 == null then fail "${path}.autoAccept" "needs tokenSha256: a node is accepted without an operator only for presenting the rule's token"
+    else if (r.match.requireToken or false) && r.tokenSha256 == null then fail "${path}.match.requireToken" "needs tokenSha256"
+    else if r.match == { } && r.tokenSha256 == null then fail "${path}.match" "matches nothing in particular: give a criterion or a token"
+    else r;
+  ruleEntry = path: a: { name, priority, match, class, defaultHostname }:
+    checkRuleTokens path {
+      inherit name priority match;
+      assign = {
         inherit class;
         pool = classes.${class}.pool;
         labels = classLabels class // opt path a "labels" { } labels;
-        hostname = opt path a "hostname" "{class}-{serial}" hostnamePattern;
-        autoAccept = opt path a "autoAccept" false bool;
+        hostname = opt path a "hostname" defaultHostname (hostnamePattern class);
+      };
+      tokenSha256 = opt path a "tokenSha256" null tokenSha256;
+      autoAccept = opt path a "autoAccept" false bool;
+      maxUses = opt path a "maxUses" null (intIn 1 1000000);
+    };
+  rulesIn = opt "cluster" cluster "enrollmentRules" [ ] (listOf (path: v: v));
+  userRules = map
+    (e:
+      let
+        path = "enrollmentRules[${toString e.i}]";
+        a = record [ "name" "priority" "match" "class" "labels" "hostname" "tokenSha256" "autoAccept" "maxUses" ] path e.v;
+        mp = "${path}.match";
+        m = record matchFields mp (req path a "match" attrs);
+        class = req path a "class" (refTo "class" classNames);
+      in
+      { where = path; } // ruleEntry path a {
+        name = req path a "name" (strRe "[a-z0-9][a-z0-9._-]{0,62}" "a rule name");
+        priority = opt path a "priority" 100 (intIn 1 1000000);
+        match = nonNull ({
+          macs = opt mp m "macs" null (nonEmptyList (strRe macPattern "a lower-case MAC address (aa:bb:cc:dd:ee:ff)"));
+          diskMinBytes = opt mp m "diskMinBytes" null (intIn 0 9007199254740991);
+          diskMaxBytes = opt mp m "diskMaxBytes" null (intIn 0 9007199254740991);
+          nicMinSpeedMbps = opt mp m "nicMinSpeedMbps" null (intIn 0 1000000);
+          diskless = opt mp m "diskless" null bool;
+          requireToken = opt mp m "requireToken" null bool;
+        } // builtins.listToAttrs (map (k: { name = k; value = opt mp m k null glob; }) globFields));
+        inherit class;
+        defaultHostname = null;
       })
     (indexed rulesIn);
+
+  # ---- fixed nodes: machines known by MAC ahead of time; each becomes a rule of priority 0 ----
+  nodes = mapAttrs
+    (n: v:
+      let
+        path = "nodes.${n}";
+        a = record [ "mac" "class" "labels" "hostname" "serial" "tokenSha256" "autoAccept" ] path v;
+        class = req path a "class" (refTo "class" classNames);
+        mac = req path a "mac" (strRe macPattern "a lower-case MAC address (aa:bb:cc:dd:ee:ff)");
+        serial = opt path a "serial" null glob;
+      in
+      if match "[a-z0-9][a-z0-9.-]{0,57}" n == null then fail path "is not a valid node name (lower-case letters, digits, '.', '-', at most 58 characters)"
+      else { inherit mac serial; } // removeAttrs (ruleEntry path a { name = "node-${n}"; priority = 0; match = nonNull { macs = [ mac ]; dmiSerial = serial; }; inherit class; defaultHostname = n; }) [ "name" "priority" "match" ])
+    (opt "cluster" cluster "nodes" { } attrs);
+  nodeRules = map (n: { where = "nodes.${n}"; name = "node-${n}"; priority = 0; match = nonNull { macs = [ nodes.${n}.mac ]; dmiSerial = nodes.${n}.serial; }; inherit (nodes.${n}) assign tokenSha256 autoAccept maxUses; }) (attrNames nodes);
+  rules = nodeRules ++ userRules;
   ruleNames = map (r: r.name) rules;
 
   # `a` covers `b` when every machine matching b also matches a: each constraint of a is also in b, as
-  # narrow or narrower. Globs are compared as strings (equal globs cover each other).
+  # narrow or narrower. Globs are compared as strings ("*" covers anything).
   constraintCovers = k: x: y:
-    if k == "mac" then x == [ ] || (y != [ ] && all (mac: elem mac x) y)
-    else if k == "minMemoryGiB" || k == "minCores" then x == null || (y != null && y >= x)
-    else x == null || x == y;
-  covers = a: b: all (k: constraintCovers k a.match.${k} b.match.${k}) matchFields;
-  # Rules are tried by priority (highest first), then in the order written.
-  ordered = sort (a: b: if a.priority != b.priority then a.priority > b.priority else a.index < b.index) rules;
+    if x == null then true
+    else if k == "macs" then y != null && all (mac: elem mac x) y
+    else if k == "diskMinBytes" || k == "nicMinSpeedMbps" then y != null && y >= x
+    else if k == "diskMaxBytes" then y != null && y <= x
+    else if k == "requireToken" then x == false || y == true
+    else if elem k globFields then x == "*" || x == y
+    else x == y;
+  covers = a: b: all (k: constraintCovers k (a.match.${k} or null) (b.match.${k} or null)) matchFields
+    && (!(a.match.requireToken or false) || a.tokenSha256 == b.tokenSha256);
+  ordered = sort (a: b: if a.priority != b.priority then a.priority < b.priority else a.name < b.name) rules;
   shadowCheck = foldl'
     (earlier: r:
       let shadowing = filter (e: covers e r) earlier;
       in if shadowing != [ ] then
         let s = head shadowing;
-        in fail "enrollmentRules[${toString r.index}]" "rule ${show r.name} can never match: enrollmentRules[${toString s.index}] (${show s.name}, priority ${toString s.priority}) is tried first and matches every machine it matches"
+        in fail r.where "rule ${show r.name} can never match: ${s.where} (${show s.name}, priority ${toString s.priority}) is tried first and matches every machine it matches"
       else earlier ++ [ r ])
     [ ]
     ordered;
-  duplicateRule = foldl' (seen: n: if elem n seen then fail "enrollmentRules" "two rules are named ${show n}" else seen ++ [ n ]) [ ] ruleNames;
-
-  # ---- fixed nodes: machines known by MAC ahead of time ----
-  nodes = mapAttrs
-    (n: v:
-      let
-        path = "nodes.${n}";
-        a = record [ "mac" "class" "labels" "hostname" "serial" ] path v;
-        class = req path a "class" (refTo "class" classNames);
-      in
-      if match nodeIdPattern n == null then fail path "is not a valid node id (${nodeIdPattern})"
-      else {
-        mac = req path a "mac" (strRe macPattern "a lower-case MAC address (aa:bb:cc:dd:ee:ff)");
-        inherit class;
-        pool = classes.${class}.pool;
-        labels = classLabels class // opt path a "labels" { } labels;
-        hostname = opt path a "hostname" n (strRe "[a-z0-9][a-z0-9.-]{0,62}" "a hostname");
-        serial = opt path a "serial" null str;
-      })
-    (opt "cluster" cluster "nodes" { } attrs);
+  duplicateRule = foldl' (seen: n: if elem n seen then fail "enrollmentRules" "two rules are named ${show n} (fixed nodes take the names node-<name>)" else seen ++ [ n ]) [ ] ruleNames;
   duplicateMac = foldl'
     (seen: n: let mac = nodes.${n}.mac; in if seen ? ${mac} then fail "nodes.${n}.mac" "${mac} is also nodes.${seen.${mac}}.mac" else seen // { ${mac} = n; })
     { }
     (attrNames nodes);
 
   # ---- host deployments: desired system per selector, rollout budget, health gate ----
-  knownLabelSets = map (n: nodes.${n}.labels) (attrNames nodes) ++ map (r: r.labels) rules;
+  knownLabelSets = map (r: r.assign.labels) rules;
   selects = sel: ls: all (k: ls ? ${k} && ls.${k} == sel.${k}) (attrNames sel);
   deployments = attrsOf
     (path: v:
@@ -241,7 +264,7 @@ let
         hp = "${path}.healthCheck";
         h = record [ "argv" "timeoutMs" ] hp (req path a "healthCheck" attrs);
         batchSize = opt path a "batchSize" 1 (intIn 1 1000);
-        maxUnavailable = opt path a "maxUnavailable" 1 (intIn 0 1000);
+        maxUnavailable = opt path a "maxUnavailable" 1 (intIn 1 1000);
       in
       if selector == { } then fail "${path}.selector" "must not be empty (select nodes by label, e.g. { class = \"compute\"; })"
       else if !(any (selects selector) knownLabelSets) then fail "${path}.selector" "${show selector} matches nothing known: no fixed node and no enrollment rule assigns these labels"
@@ -262,15 +285,18 @@ let
   clusterName = req "cluster" top "name" name';
   named = set: map (n: { name = n; } // set.${n}) (attrNames set);
 
-  # Install plans: one per class that installs, its disk policy and profile resolved.
+  # Install plans as the ledger keeps them (issue 11's InstallPlan): one per class that installs, the disk
+  # chosen by its policy's hints, the profile's subvolumes. Its first jobs are signed envelopes, which a Nix
+  # file cannot hold (signatures expire): they are added with writ enroll, so `jobs` is empty here.
   installPlans = concatMap
     (c:
       let k = classes.${c};
       in if k.installProfile == null then [ ] else [{
+        type = "application/vnd.writ.install-plan.v1+json";
         class = c;
-        profile = k.installProfile;
-        disk = diskPolicies.${k.diskPolicy} // { policy = k.diskPolicy; };
-        inherit (installProfiles.${k.installProfile}) system flake subvolumes kernelParams firstJobs;
+        disk = planDisk diskPolicies.${k.diskPolicy}.hints;
+        subvolumes = installProfiles.${k.installProfile}.subvolumes;
+        jobs = [ ];
       }])
     classNames;
 
@@ -282,9 +308,9 @@ let
     (checkNameKeys "deployments" deployments)
     (if poolNames == [ ] then fail "pools" "at least one pool is required" else true)
     (if classNames == [ ] then fail "classes" "at least one class is required" else true)
-    shadowCheck
-    duplicateRule
     duplicateMac
+    duplicateRule
+    shadowCheck
   ];
   # Everything is forced before anything is returned, so a refusal never follows half-printed JSON.
   result = {
@@ -294,7 +320,7 @@ let
     classes = named classes;
     installProfiles = named installProfiles;
     diskPolicies = named diskPolicies;
-    enrollmentRules = map (r: removeAttrs r [ "index" ]) ordered;
+    enrollmentRules = map (r: removeAttrs r [ "where" ]) ordered;
     nodes = named nodes;
     installPlans = installPlans;
     deployments = named deployments;

@@ -12,7 +12,7 @@
   boot.supportedFilesystems = [ "btrfs" "vfat" ];
 
   # The layout an install plan creates (docs/nix.md): an ESP and one btrfs filesystem with subvolumes.
-  fileSystems."/" = { device = "/dev/disk/by-label/writ-root"; fsType = "btrfs"; options = [ "subvol=@" "compress=zstd" ]; };
+  fileSystems."/" = { device = "/dev/disk/by-label/writ-root"; fsType = "btrfs"; options = [ "subvol=@root" "compress=zstd" ]; };
   fileSystems."/nix" = { device = "/dev/disk/by-label/writ-root"; fsType = "btrfs"; options = [ "subvol=@nix" "compress=zstd" "noatime" ]; };
   fileSystems."/var" = { device = "/dev/disk/by-label/writ-root"; fsType = "btrfs"; options = [ "subvol=@var" ]; };
   fileSystems."/boot" = { device = "/dev/disk/by-label/WRIT-ESP"; fsType = "vfat"; };
