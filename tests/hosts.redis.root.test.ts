@@ -187,7 +187,7 @@ describe.skipIf(skipReason !== null)('host deployments on five simulated nodes (
     const deployment = encodeEnvelope(signEnvelope(HOST_DEPLOYMENT_PAYLOAD_TYPE, encodeHostDeploymentPayload({ ...base, jobs: [{ node: 'node-b', id: job.id, envelopeSha256: sha256Hex(raw) }] }), [s.admin]));
     const res = await fetch(`${s.url}/v1/deployments`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: JSON.stringify({ deployment, jobs: [raw] }) });
     expect(res.status).toBe(400);
-    expect((await res.json()).error).toMatchObject({ code: 'DEPLOYMENT_INVALID', message: expect.stringMatching(/must pin exactly/) });
+    expect(((await res.json()) as { error: unknown }).error).toMatchObject({ code: 'DEPLOYMENT_INVALID', message: expect.stringMatching(/must pin exactly/) });
 
     // The same switch job sent straight to the node (no deployment): the runner's nix SAL refuses the path.
     const before = await currentSystem('node-b');
