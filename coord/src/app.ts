@@ -404,7 +404,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     const registered = await service.nodes.register(req.rawBody!);
     // Enrollment (issue 11): rules assign the node; the answer carries its assignment and install plan.
     const { node: n, assignment, installPlan } = await enroller.afterRegistration(registered, req.rawBody!);
-    return reply.code(201).send({ ...nodeView(n, service), assignment, installPlan });
+    // The node learns its pool, and the Redis its pool's supervisors announced for runners, at registration.
+    return reply.code(201).send({ ...nodeView(n, service), redis: service.federation.runnerRedisFor(n.pool), assignment, installPlan });
   });
   registerEnrollRoutes(app, service.ledger.db);
   app.post('/v1/nodes/heartbeat', { schema: { body: envelopeSchema } }, async (req) => {
