@@ -11,6 +11,7 @@ import type { CoordService, SubmitResult } from './service.ts';
 import { HOST_ROUTES, registerHostRoutes } from './hosts/routes.ts';
 import { FLOW_ROUTES, registerFlowRoutes } from './flows/routes.ts';
 import type { NodeRecord } from './nodes/registry.ts';
+import { coordMetrics } from './metrics.ts';
 import { Enroller } from './enroll/enroller.ts';
 import { ENROLL_ROUTES, registerEnrollRoutes } from './enroll/routes.ts';
 import { checkJsonCharset, guardedServerOptions, installRequestGuards } from '@writ/supervisor';
@@ -151,6 +152,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
   installRequestGuards(app);
   const token = Buffer.from(opts.apiToken);
+  const metrics = coordMetrics(service);
   const enroller = new Enroller({ db: service.ledger.db, nodes: service.nodes });
   const routeList: string[] = [];
   app.decorate('routeList', routeList);
@@ -251,7 +253,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       '# TYPE writ_jobs_redispatched_total counter',
       `writ_jobs_redispatched_total ${m.redispatched}`,
     ];
-    return reply.type('text/plain; version=0.0.4').send(lines.join('\n') + '\n');
+    const gauges = await metrics.render();
+    return reply.type(gauges.contentType).send(lines.join('\n') + '\n' + gauges.text);
   });
 
   app.post('/v1/jobs', { schema: { body: envelopeSchema } }, async (req, reply) => {

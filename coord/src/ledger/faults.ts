@@ -172,6 +172,8 @@ export class LedgerHealth {
   private current: WritError | null = null;
   private final: WritError | null = null;
   private readonly listeners = new Set<(e: WritError) => void>();
+  /** Storage faults met since the ledger opened (each failed write counts), for /metrics. */
+  faults = 0;
 
   /** Null while the ledger takes writes; otherwise what is wrong. */
   get problem(): WritError | null {
@@ -184,6 +186,7 @@ export class LedgerHealth {
 
   /** A fault the ledger can ride out: readiness is false until `writeSucceeded`. */
   degraded(e: WritError): void {
+    this.faults++;
     if (!this.final) this.current = e;
   }
 
@@ -193,6 +196,7 @@ export class LedgerHealth {
 
   /** A fault the ledger cannot ride out: announced once. */
   failed(e: WritError): void {
+    this.faults++;
     if (this.final) return;
     this.final = e;
     for (const l of this.listeners) {
