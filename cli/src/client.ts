@@ -79,10 +79,10 @@ export async function requestUntilAnswered<T>(coord: CoordTarget, method: 'GET' 
   }
 }
 
-export interface StreamedEvent {
+export interface StreamedEvent<D = { seq: number; type: string; level: string | null; message: string; data: unknown }> {
   id: number | null;
   event: string;
-  data: { seq: number; type: string; level: string | null; message: string; data: unknown };
+  data: D;
 }
 
 /**
@@ -90,13 +90,18 @@ export interface StreamedEvent {
  * stream, an unreachable coord or a retryable answer (a coord restarting) is retried, resuming after the last
  * event seen; 20 failed tries in a row give up.
  */
-export async function followEvents(coord: CoordTarget, jobId: string, onEvent: (e: StreamedEvent) => void, signal?: AbortSignal): Promise<void> {
+export function followEvents(coord: CoordTarget, jobId: string, onEvent: (e: StreamedEvent) => void, signal?: AbortSignal): Promise<void> {
+  return followStream(coord, `/v1/jobs/${encodeURIComponent(jobId)}/events`, onEvent, signal);
+}
+
+/** Follows any of the coord's event streams (a job's, a flow's) as followEvents does. */
+export async function followStream<D>(coord: CoordTarget, route: string, onEvent: (e: StreamedEvent<D>) => void, signal?: AbortSignal): Promise<void> {
   let lastId = 0;
   const retryLater = (attempt: number) => sleep(Math.min(200 * 2 ** attempt, 3000), undefined, signal ? { signal } : {}).catch(() => {});
   for (let attempt = 0; attempt < 20; attempt++) {
     let res: Response;
     try {
-      res = await fetch(new URL(`/v1/jobs/${encodeURIComponent(jobId)}/events`, coord.url), {
+      res = await fetch(new URL(route, coord.url), {
         headers: { authorization: `Bearer ${coord.token}`, accept: 'text/event-stream', ...(lastId ? { 'last-event-id': String(lastId) } : {}) },
         ...(signal ? { signal } : {}),
       });
@@ -142,7 +147,7 @@ export async function followEvents(coord: CoordTarget, jobId: string, onEvent: (
           else if (data) {
             if (id) lastId = id;
             progressed = true;
-            onEvent({ id, event, data: JSON.parse(data) });
+            onEvent({ id, event, data: JSON.parse(data) as D });
           }
         }
       }
