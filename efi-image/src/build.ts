@@ -289,7 +289,7 @@ async function writeManifest(outDir: string, m: ImageManifest): Promise<void> {
 export interface UsbOptions extends ImageOptions {
   /** ESP size (default: the UKI plus 16 MiB, rounded up to whole MiB). */
   espMiB?: number;
-  /** State partition size (default 256 MiB). */
+  /** State partition size (default 1024 MiB: the node reports itself unhealthy under 512 MiB free). */
   stateMiB?: number;
 }
 
@@ -304,7 +304,7 @@ export async function buildUsb(o: UsbOptions): Promise<ImageManifest> {
   const uki = path.join(o.outDir, 'writ-node.efi');
   const ukiMiB = Math.ceil((await stat(uki)).size / 1048576);
   const espMiB = o.espMiB ?? ukiMiB + 16;
-  const stateMiB = o.stateMiB ?? 256;
+  const stateMiB = o.stateMiB ?? 1024;
   if (espMiB < ukiMiB + 1) fail(`--esp-mib ${espMiB} is too small for the ${ukiMiB} MiB UKI`);
   if (stateMiB < 16) fail('--state-mib must be at least 16');
   const epoch = manifest.sourceDateEpoch;

@@ -29,7 +29,8 @@ options:
                        --auto-accept accepts nodes that present its token
   --cmdline WORDS      more kernel command line words (e.g. "console=ttyS0")
   --kernel FILE        the kernel (default: the newest /boot/vmlinuz-*; apt-get install linux-image-cloud-amd64)
-  --state-mib N        size of the USB image's state partition (default 256)
+  --state-mib N        size of the USB image's state partition (default 1024; the node
+                       reports itself unhealthy with less than 512 MiB free there)
   --base-url URL       ipxe: where DIR is served over HTTP (default: <coord>/boot/files)
 
 The same inputs give the same bytes (SOURCE_DATE_EPOCH sets every timestamp); DIR/manifest.json lists

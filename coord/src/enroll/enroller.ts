@@ -33,8 +33,14 @@ export class Enroller {
     const reg = this.registrationOf(raw);
     let assignment = await getAssignment(db, node.id);
     let autoAccept: string | null = null;
-    if (!assignment && isNodeInventory(reg.inventory)) {
-      const inv: NodeInventory = parseNodeInventory(reg.inventory);
+    let inv: NodeInventory | null = null;
+    try {
+      inv = isNodeInventory(reg.inventory) ? parseNodeInventory(reg.inventory) : null;
+    } catch (e) {
+      // The node is registered with what it sent (visible to operators); no rule judges a malformed inventory.
+      this.opts.log?.warn({ node: node.id, err: (e as Error).message }, 'inventory does not match the enrollment schema: the node stays pending');
+    }
+    if (!assignment && inv) {
       const presented = reg.enrollmentToken ? tokenSha256(reg.enrollmentToken) : null;
       const { rule } = matchRules(await listRules(db), inv, presented);
       if (rule) {
