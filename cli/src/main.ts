@@ -18,10 +18,11 @@ import { enrollCommand } from './commands/enroll.ts';
 import { redisCommand } from './commands/redis.ts';
 import { supervisorsCommand } from './commands/supervisors.ts';
 import { deployCommand } from './commands/deploy.ts';
+import { clusterCommand } from './commands/cluster.ts';
 import { flowCommand } from './commands/flow.ts';
 import type { CliContext, Command } from './commands/types.ts';
 
-export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, flowCommand, coordCommand, supervisorCommand, supervisorsCommand, runnerCommand, nodesCommand, enrollCommand, imageCommand, deployCommand, redisCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, auditCommand, ledgerCommand, signCommand, verifyCommand];
+export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, flowCommand, coordCommand, supervisorCommand, supervisorsCommand, runnerCommand, nodesCommand, enrollCommand, imageCommand, deployCommand, clusterCommand, redisCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, auditCommand, ledgerCommand, signCommand, verifyCommand];
 
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -10,6 +10,7 @@ import {
   HOST_DEPLOYMENT_PAYLOAD_TYPE, PAYLOAD_TYPES, TERMINAL_STATUSES, WritError, authorizeJob, checkAudience, checkHostSwitchJob, checkJobTimes, errorCodeOf, parseHostDeploymentPayload,
   parseJobPayload, sha256Hex, toErrorJSON, verifyEnvelope, type DeploymentNodeState, type DeploymentState, type DeploymentView, type HostDeploymentPayload, type KeySetHolder, type NodeView,
 } from '@writ/protocol';
+import type { Db } from '../ledger/db.ts';
 import type { JobRecord, Ledger } from '../ledger/index.ts';
 import { HostDeploymentStore, type DeploymentNodeRecord, type DeploymentRecord, type StepInput } from './store.ts';
 
@@ -41,6 +42,8 @@ const ENDED: readonly DeploymentNodeState[] = ['switched', 'failed', 'skipped'];
 
 export class HostController {
   readonly store: HostDeploymentStore;
+  /** The ledger's database (cluster intent is applied through it: ./intent.ts). */
+  readonly db: Db;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | null = null;
   private again = false;
@@ -50,6 +53,7 @@ export class HostController {
 
   constructor(private readonly deps: HostControllerDeps, private readonly opts: HostControllerOptions = {}) {
     this.store = new HostDeploymentStore(deps.ledger.db);
+    this.db = deps.ledger.db;
   }
 
   start(): void {

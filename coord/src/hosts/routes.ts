@@ -1,14 +1,17 @@
-// HTTP routes of host deployments (listed in app.ts's ROUTES). Creating one takes the admin's signed
-// deployment and its signed switch jobs; pause, resume and abort are operator actions (API token), audited.
+// HTTP routes of host deployments and cluster intent (listed in app.ts's ROUTES). Creating a deployment takes
+// the admin's signed deployment and its signed switch jobs; pause, resume and abort are operator actions (API
+// token), audited. Cluster intent (./intent.ts) loads enrollment rules and classes evaluated from Nix.
 import type { FastifyInstance } from 'fastify';
 import { MAX_DEPLOYMENT_NODES } from '@writ/protocol';
 import type { HostController } from './controller.ts';
+import { INTENT_ROUTES, registerIntentRoutes } from './intent.ts';
 
 export const HOST_ROUTES = [
   'POST /v1/deployments',
   'GET /v1/deployments',
   'GET /v1/deployments/:id',
   'POST /v1/deployments/:id/:action',
+  ...INTENT_ROUTES,
 ] as const;
 
 const ACTIONS = ['pause', 'resume', 'abort'] as const;
@@ -17,6 +20,7 @@ const ID = { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' } as const;
 const CREATE_BODY_LIMIT = 8 * 1024 * 1024;
 
 export function registerHostRoutes(app: FastifyInstance, hosts: HostController): void {
+  registerIntentRoutes(app, hosts.db);
   app.post('/v1/deployments', {
     bodyLimit: CREATE_BODY_LIMIT,
     schema: {
