@@ -312,9 +312,7 @@ export function openStepBundle(raw: string | Uint8Array, opts: OpenStepOptions):
   const doc = parseStrictJson(raw, { maxBytes: MAX_STEP_BUNDLE_BYTES, maxDepth: 8 });
   assertSchema(validateBundle, doc, 'step bundle');
   const b = (doc as StepBundle).flowStep;
-  const v = verifyEnvelope(b.flow, { payloadType: PAYLOAD_TYPES.flow, keys: opts.keys, maxBytes: MAX_FLOW_ENVELOPE_BYTES });
-  const flow = parseFlowPayload(v.payload);
-  const flowSha256 = sha256Hex(v.payload);
+  const { flow, flowSha256, signers, envelope } = openFlowEnvelope(b.flow, opts.keys);
   const step = flow.steps.find((s) => s.name === b.step);
   if (!step) throw new WritError('FLOW_INVALID', `flow ${flow.id} has no step ${JSON.stringify(b.step)}`, { flow: flow.id, step: b.step });
   if ('node' in step.target && step.target.node !== b.node) {
@@ -335,7 +333,34 @@ export function openStepBundle(raw: string | Uint8Array, opts: OpenStepOptions):
     exp: flow.exp,
     ...(step.pins ? { pins: step.pins } : {}),
   };
-  return { flow, flowSha256, step, node: b.node, signers: v.signers, job, flowEnvelope: v.envelope };
+  return { flow, flowSha256, step, node: b.node, signers, job, flowEnvelope: envelope };
+}
+
+interface OpenedFlowEnvelope {
+  flow: FlowPayload;
+  flowSha256: string;
+  signers: TrustedKey[];
+  envelope: Envelope;
+}
+
+/**
+ * Every step of a flow carries the same signed flow: it is verified and parsed once per key set (the ring)
+ * and envelope text, then reused. A new key set is a new ring, so nothing verified under an older one is.
+ */
+const openedFlows = new WeakMap<KeyRing, Map<string, OpenedFlowEnvelope>>();
+const MAX_CACHED_FLOWS = 64;
+
+function openFlowEnvelope(raw: string, keys: KeyRing): OpenedFlowEnvelope {
+  const key = sha256Hex(raw);
+  let cache = openedFlows.get(keys);
+  const hit = cache?.get(key);
+  if (hit) return hit;
+  const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.flow, keys, maxBytes: MAX_FLOW_ENVELOPE_BYTES });
+  const opened = { flow: parseFlowPayload(v.payload), flowSha256: sha256Hex(v.payload), signers: v.signers, envelope: v.envelope };
+  if (!cache) openedFlows.set(keys, (cache = new Map()));
+  if (cache.size >= MAX_CACHED_FLOWS) cache.delete(cache.keys().next().value!);
+  cache.set(key, opened);
+  return opened;
 }
 
 function resolveInputs(flow: FlowPayload, flowSha256: string, step: FlowStep, evidence: readonly StepEvidence[]): { [k: string]: JsonValue } {

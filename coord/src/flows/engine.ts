@@ -14,7 +14,7 @@ import type { Admission, AuditInput, Ledger } from '../ledger/index.ts';
 import { admitJobsIn, transitionJobIn } from '../ledger/jobs.ts';
 import { appendAuditIn } from '../ledger/audit.ts';
 import {
-  appendFlowEventsIn, getFlow, insertFlowIn, insertStepJobsIn, listStepJobs, listSteps, runningFlowIds, setFlowIn, setStepIn, touchFlowIn,
+  appendFlowEventsIn, getFlow, insertFlowIn, lockFlowHead, insertStepJobsIn, listStepJobs, listSteps, runningFlowIds, setFlowIn, setStepIn, touchFlowIn,
   type FlowEvent, type FlowRecord, type StepJobRecord, type StepRecord,
 } from './store.ts';
 
@@ -47,6 +47,8 @@ export interface SubmitFlowResult {
 }
 
 interface OpenedFlow {
+  /** The flow envelope as signed (every step job carries it). */
+  envelope: string;
   flow: FlowPayload;
   signers: TrustedKey[];
   order: string[];
@@ -70,7 +72,7 @@ export class FlowEngine {
     if (hit) return hit;
     const v = verifyEnvelope(f.envelope, { payloadType: PAYLOAD_TYPES.flow, keys: this.opts.keySets.ring, maxBytes: MAX_FLOW_ENVELOPE_BYTES });
     const flow = parseFlowPayload(v.payload);
-    const o: OpenedFlow = { flow, signers: v.signers, order: topoOrder(flow), byName: new Map(flow.steps.map((s) => [s.name, s])) };
+    const o: OpenedFlow = { envelope: f.envelope, flow, signers: v.signers, order: topoOrder(flow), byName: new Map(flow.steps.map((s) => [s.name, s])) };
     if (this.opened.size >= 1000) this.opened.delete(this.opened.keys().next().value!);
     this.opened.set(key, o);
     return o;
@@ -151,9 +153,10 @@ export class FlowEngine {
     const keys = new Map<string, string | null>();
     for (const j of await listStepJobs(this.opts.ledger.db, flowId)) if (j.status === 'succeeded' && !keys.has(j.node)) keys.set(j.node, await this.opts.nodeKey(j.node));
     const events = await this.opts.ledger.db.transaction(async (tx) => {
-      const f = await getFlow(tx, flowId, { lock: true });
+      // The row lock, without the envelope: the parsed flow is cached by its hash.
+      const f = await lockFlowHead(tx, flowId);
       if (!f || f.status !== 'running') return [];
-      const o = this.open(f);
+      const o = this.opened.get(`${f.id}:${f.envelopeSha256}`) ?? this.open((await getFlow(tx, flowId))!);
       const steps = new Map((await listSteps(tx, flowId)).map((s) => [s.step, s]));
       const jobs = await listStepJobs(tx, flowId);
       const jobsOf = (step: string) => jobs.filter((j) => j.step === step);
@@ -202,7 +205,7 @@ export class FlowEngine {
         const notStarted = nodes.filter((n) => !started.has(n));
         const room = Math.max(0, (def.maxParallel ?? Number.MAX_SAFE_INTEGER) - active.length);
         if (notStarted.length > 0 && room > 0) {
-          const created = await this.createInstances(tx, f, o, def, notStarted.slice(0, room), jobs, workable, keys);
+          const created = await this.createInstances(tx, o, def, notStarted.slice(0, room), jobs, workable, keys);
           toDispatch.push(...created.dispatch);
           for (const j of created.records) jobs.push(j);
           if (created.records.length > 0) out.push({ type: 'step', step: name, message: `step ${name}: ${created.records.length} job(s) created`, data: { status: 'running', jobs: created.records.map((j) => ({ id: j.jobId, node: j.node, status: j.status })) } });
@@ -250,7 +253,7 @@ export class FlowEngine {
    * Records the jobs of a step on these nodes, each carrying the signed flow and the signed results its
    * inputs come from, authorised for its node as any job is. Returns the records and what to enqueue.
    */
-  private async createInstances(tx: Queryable, f: FlowRecord, o: OpenedFlow, def: FlowStep, nodes: readonly string[], jobs: readonly StepJobRecord[], workable: readonly NodeView[], keys: ReadonlyMap<string, string | null>): Promise<{ records: StepJobRecord[]; dispatch: DispatchItem[] }> {
+  private async createInstances(tx: Queryable, o: OpenedFlow, def: FlowStep, nodes: readonly string[], jobs: readonly StepJobRecord[], workable: readonly NodeView[], keys: ReadonlyMap<string, string | null>): Promise<{ records: StepJobRecord[]; dispatch: DispatchItem[] }> {
     const producers = [...new Set(Object.values(def.inputs ?? {}).map((r) => r.from))];
     const evidence: StepEvidence[] = [];
     for (const p of producers) {
@@ -264,7 +267,7 @@ export class FlowEngine {
     }
     const items: Admission[] = [];
     for (const node of nodes) {
-      const bundle = encodeStepBundle({ flow: f.envelope, step: def.name, node, evidence });
+      const bundle = encodeStepBundle({ flow: o.envelope, step: def.name, node, evidence });
       const id = stepJobId(o.flow.id, def.name, def.each ? node : null);
       const view = workable.find((n) => n.id === node);
       const base = {

@@ -153,6 +153,12 @@ export async function getFlow(db: Queryable, id: string, opts: { lock?: boolean 
   return r ? flowFromRow(r) : null;
 }
 
+/** Locks a flow's row for this transaction and reads what decides whether to drive it (not its envelope). */
+export async function lockFlowHead(tx: Queryable, id: string): Promise<{ id: string; status: FlowStatus; envelopeSha256: string } | null> {
+  const [r] = await tx.query<{ id: string; status: FlowStatus; envelope_sha256: string }>('SELECT id, status, envelope_sha256 FROM flows WHERE id = $1 FOR UPDATE', [id]);
+  return r ? { id: r.id, status: r.status, envelopeSha256: r.envelope_sha256 } : null;
+}
+
 export async function listFlows(db: Queryable, q: { status?: FlowStatus; limit?: number; before?: string }): Promise<FlowRecord[]> {
   const rows = await db.query<FlowRow>(
     `SELECT ${FLOW_COLUMNS} FROM flows WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id < $2) ORDER BY created_at DESC, id DESC LIMIT $3`,
