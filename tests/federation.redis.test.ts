@@ -97,8 +97,9 @@ describe.skipIf(!postgres.ok)('federation: supervisors join, serve pools, and le
 
     const startSupervisor = async (id: string, redis: EmbeddedRedis, pool: string) => startWrit(['supervisor', '--id', id, '--coord', coordUrl, '--redis', redis.url, '--listen', `127.0.0.1:${await freePort()}`,
       '--state', path.join(dir, id), '--admin-key', adminPub, '--pool', pool, '--heartbeat-ms', String(HEARTBEAT_MS), '--claim-idle-ms', '1500'], env);
-    const procs: Record<string, WritProcess> = {};
-    for (const [id, redis, pool] of [['sup-a1', redisA, 'a'], ['sup-a2', redisA, 'a'], ['sup-b', redisB, 'b'], ['sup-x', redisA, 'a']] as const) procs[id] = await startSupervisor(id, redis, pool);
+    // Started together: each process takes seconds to load on a busy machine.
+    const started = await Promise.all(([['sup-a1', redisA, 'a'], ['sup-a2', redisA, 'a'], ['sup-b', redisB, 'b'], ['sup-x', redisA, 'a']] as const).map(async ([id, redis, pool]) => [id, await startSupervisor(id, redis, pool)] as const));
+    const procs: Record<string, WritProcess> = Object.fromEntries(started);
 
     await until('the three listed supervisors live and healthy', async () => {
       const list = await supervisors();
@@ -122,8 +123,7 @@ describe.skipIf(!postgres.ok)('federation: supervisors join, serve pools, and le
     // A runner in each pool, on its pool's Redis.
     const runner = (node: string, redis: EmbeddedRedis) => startWrit(['runner', '--node', node, '--coord', coordUrl, '--redis', redis.url, '--admin-key', adminPub, '--state', path.join(dir, `runner-${node}`),
       '--heartbeat-ms', String(HEARTBEAT_MS), '--concurrency', '2'], env);
-    await runner('na1', redisA);
-    await runner('nb1', redisB);
+    await Promise.all([runner('na1', redisA), runner('nb1', redisB)]);
     for (const node of ['na1', 'nb1']) {
       await until(`${node} registering`, async () => ((await api('GET', `/v1/nodes/${node}`)).body?.keyid ? true : undefined), 60_000);
       expect((await api('POST', `/v1/nodes/${node}/accept`, JSON.stringify({ reason: 'test' }))).status).toBe(200);
@@ -217,5 +217,5 @@ describe.skipIf(!postgres.ok)('federation: supervisors join, serve pools, and le
     expect(listed.code).toBe(0);
     const fromCli = (JSON.parse(listed.stdout) as { supervisors: SupervisorView[] }).supervisors;
     expect(fromCli.map((s) => [s.id, s.state])).toEqual(expect.arrayContaining([['sup-a1', 'gone'], ['sup-a2', 'live'], ['sup-b', 'live']]));
-  }, 480_000);
+  }, 600_000);
 });
