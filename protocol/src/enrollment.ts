@@ -80,6 +80,8 @@ export interface RegistrationAnswer {
   state: string;
   labels: Record<string, string>;
   pool?: string;
+  /** The Redis address the supervisors of its pool announce for runners (no credentials); null when none does. */
+  redis?: string | null;
   assignment: NodeAssignment | null;
   installPlan: InstallPlan | null;
 }

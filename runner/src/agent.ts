@@ -148,7 +148,9 @@ export class NodeAgent {
           const answer = await this.register();
           this.state = 'registered';
           this.opts.onRegistered?.(answer);
-          this.opts.logger?.info({ node: this.opts.identity.nodeId }, 'registered with the coord');
+          // Its pool decides which supervisors carry its jobs, and `redis` is the address they announce for its
+          // runner (federation); a node started with another --redis than its pool's is worth noticing.
+          this.opts.logger?.info({ node: this.opts.identity.nodeId, pool: answer.pool ?? null, redis: answer.redis ?? null }, 'registered with the coord');
         }
         await this.heartbeat();
         failures = 0;
