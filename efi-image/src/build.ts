@@ -5,7 +5,7 @@
 // gzip without a name or time, fixed GPT and FAT identifiers, and the PE timestamp set from SOURCE_DATE_EPOCH.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -337,8 +337,10 @@ export async function buildUsb(o: UsbOptions): Promise<ImageManifest> {
   await dh.write(espBytes, 0, espBytes.length, 2048 * 512);
   await dh.close();
   await rm(esp, { force: true });
-  const bytes = await readFile(disk);
-  manifest.artifacts.usb = { file: 'writ-usb.img', bytes: bytes.length, sha256: sha256(bytes) };
+  // Hashed as a stream: the image is mostly the (sparse) state partition, a GiB by default.
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(disk, { highWaterMark: 4 * 1048576 })) hash.update(chunk as Buffer);
+  manifest.artifacts.usb = { file: 'writ-usb.img', bytes: (await stat(disk)).size, sha256: hash.digest('hex') };
   await writeManifest(o.outDir, manifest);
   return manifest;
 }
