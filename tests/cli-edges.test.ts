@@ -50,6 +50,15 @@ describe('--version and "did you mean"', () => {
   });
 });
 
+describe('writ runner --help', () => {
+  it('documents --heartbeat-ms, which the operations walkthrough passes to match writ dev', async () => {
+    const help = await cli(['runner', '--help']);
+    expect(help.out).toMatch(/--heartbeat-ms N\s+send a signed heartbeat every N ms \(default 30000\)/);
+    const ops = await readFile(path.join(root, 'docs/operations.md'), 'utf8');
+    expect(ops).toMatch(/writ runner --node node-2 [^`]*--heartbeat-ms 5000/);
+  });
+});
+
 describe('writ sign compiles the script first', () => {
   it('a syntax error is SCRIPT_INVALID with its line and column, and nothing is signed', async () => {
     const bad = path.join(dir, 'bad.js');

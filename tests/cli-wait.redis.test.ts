@@ -16,7 +16,7 @@ beforeAll(async () => {
   await s.startRunner('node-idle', { rack: 'r5' }, { accept: false });
   await s.waitForNode('node-idle', ['inspected'], 30_000);
   dir = await mkdtemp(path.join(os.tmpdir(), 'writ-cli-wait-'));
-}, 90_000);
+}, 180_000);
 afterAll(async () => {
   await s?.close();
   if (dir) await rm(dir, { recursive: true, force: true });

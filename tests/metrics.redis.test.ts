@@ -11,7 +11,7 @@ beforeAll(async () => {
   s = await startTestStack({ nodes: [{ id: 'node-a', labels: {} }] });
   await s.startRunner('node-idle', {}, { accept: false });
   await s.waitForNode('node-idle', ['inspected'], 30_000);
-}, 90_000);
+}, 180_000);
 afterAll(async () => {
   await s?.close();
 });

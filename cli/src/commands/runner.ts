@@ -7,7 +7,7 @@ import { EXIT, serviceLogger, type Io } from '../output.ts';
 import type { CliContext, Command } from './types.ts';
 
 const HELP = `usage: writ runner --node ID --coord URL --admin-key FILE [--admin-threshold K] [--cluster ID] [--label k=v ...] [--redis URL]
-                   [--state DIR] [--concurrency N] [--lock-ms N] [--stalled-ms N] [--production]
+                   [--state DIR] [--concurrency N] [--heartbeat-ms N] [--lock-ms N] [--stalled-ms N] [--production]
 
 Runs the node daemon: makes (once) and keeps the node's own ed25519 identity in the state dir, registers
 with the coord by signing a fresh challenge, sends signed heartbeats with its health, and runs the job
@@ -21,6 +21,8 @@ takes no new jobs and lets running ones finish.
                     (journal/, see docs/exactly-once.md) across restarts (default $WRIT_HOME/runner-ID)
   --redis URL       Redis (default $REDIS_URL): redis://[user:pass@]host:port[/db], rediss://… (TLS), or
                     redis+sentinel://[user:pass@]host:port,host:port/MASTER[?db=N] (Sentinel)
+  --heartbeat-ms N  send a signed heartbeat every N ms (default 30000). The coord counts a node unreachable
+                    after 3 of its own intervals, so match it: \`writ dev\` expects 5000, \`writ coord\` 30000
   --production      refuse a Redis with eviction on, or reached without this node's own ACL user
                     (writ redis acl --role runner --node ID prints it); also WRIT_PRODUCTION=1
 
