@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, type Io } from '@writ/cli';
-import { buildApp } from '@writ/coord';
+import { ROUTES, buildApp } from '@writ/coord';
 import { buildSupervisorApp } from '@writ/supervisor';
 import { b64url, parseEnvelope, parseErrorAnswer } from '@writ/protocol';
 import { NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
@@ -29,7 +29,7 @@ beforeAll(async () => {
   coordUrl = await coord.listen({ port: 0, host: '127.0.0.1' });
   sup = await buildSupervisorApp(s.supervisor, SUP_TOKEN, { requestTimeoutMs: 1500 });
   supUrl = await sup.listen({ port: 0, host: '127.0.0.1' });
-}, 90_000);
+}, 180_000);
 afterAll(async () => {
   await coord?.close();
   await sup?.close();
@@ -198,5 +198,22 @@ describe('bodies (A3)', () => {
       codes[name] = [cli.checks.find((c) => !c.ok)?.error?.code, single.error?.code, batch.error?.code];
     }
     expect(codes).toEqual({ none: ['ENVELOPE_MALFORMED', 'ENVELOPE_MALFORMED', 'ENVELOPE_MALFORMED'], seventeen: ['TOO_MANY_SIGNATURES', 'TOO_MANY_SIGNATURES', 'TOO_MANY_SIGNATURES'] });
+  });
+});
+
+describe('OpenAPI (A1)', () => {
+  it('GET /openapi.json is served without a token and describes exactly the declared routes', async () => {
+    const res = await fetch(`${coordUrl}/openapi.json`);
+    expect(res.status).toBe(200);
+    const doc = (await res.json()) as { openapi: string; info: { title: string }; paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Record<string, unknown> }> }; responses?: unknown }>> };
+    expect(doc.openapi).toMatch(/^3\./);
+    const described = Object.entries(doc.paths)
+      .flatMap(([p, ops]) => Object.keys(ops).filter((m) => m !== 'head').map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`))
+      .sort();
+    // The route list is snapshot-tested (signed-path, A1); the document describes every route but itself.
+    expect(described).toEqual(ROUTES.filter((r) => r !== 'GET /openapi.json').sort());
+    // Bodies carry their schemas, unknown fields refused, as the server checks them.
+    const submit = doc.paths['/v1/jobs']!.post!.requestBody!.content['application/json']!.schema;
+    expect(submit).toMatchObject({ type: 'object', additionalProperties: false, required: ['payloadType', 'payload', 'signatures'] });
   });
 });

@@ -240,7 +240,7 @@ describe('HTTP input (A1, A2)', () => {
     expect([...s.app.routeList].sort()).toEqual([...ROUTES].sort());
     // The snapshot itself: adding a route means changing this list on purpose.
     expect([...ROUTES].sort()).toEqual([
-      'GET /healthz', 'GET /metrics', 'GET /readyz', 'GET /v1/audit', 'GET /v1/audit/verify', 'GET /v1/jobs', 'GET /v1/jobs/:id', 'GET /v1/jobs/:id/events',
+      'GET /healthz', 'GET /metrics', 'GET /openapi.json', 'GET /readyz', 'GET /v1/audit', 'GET /v1/audit/verify', 'GET /v1/jobs', 'GET /v1/jobs/:id', 'GET /v1/jobs/:id/events',
       'GET /v1/keyset', 'GET /v1/nodes', 'GET /v1/nodes/:id', 'POST /v1/jobs', 'POST /v1/jobs:batch', 'POST /v1/keyset', 'POST /v1/nodes/:id/:action', 'POST /v1/nodes/challenge',
       'GET /v1/enroll/rules', 'POST /v1/enroll/rules', 'DELETE /v1/enroll/rules/:name', 'POST /v1/enroll/test', 'GET /v1/enroll/classes', 'POST /v1/enroll/classes', 'DELETE /v1/enroll/classes/:name', 'GET /v1/enroll/nodes/:id',
       'POST /v1/nodes/heartbeat', 'POST /v1/nodes/register', 'POST /v1/reports', 'GET /v1/supervisors', 'POST /v1/supervisors/heartbeat',

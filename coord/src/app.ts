@@ -12,6 +12,7 @@ import { HOST_ROUTES, registerHostRoutes } from './hosts/routes.ts';
 import { FLOW_ROUTES, registerFlowRoutes } from './flows/routes.ts';
 import type { NodeRecord } from './nodes/registry.ts';
 import { coordMetrics } from './metrics.ts';
+import swagger from '@fastify/swagger';
 import { Enroller } from './enroll/enroller.ts';
 import { ENROLL_ROUTES, registerEnrollRoutes } from './enroll/routes.ts';
 import { checkJsonCharset, guardedServerOptions, installRequestGuards } from '@writ/supervisor';
@@ -57,6 +58,7 @@ export const ROUTES = [
   'GET /healthz',
   'GET /readyz',
   'GET /metrics',
+  'GET /openapi.json',
   'POST /v1/jobs',
   'POST /v1/jobs:batch',
   'GET /v1/jobs',
@@ -80,7 +82,7 @@ export const ROUTES = [
   ...FLOW_ROUTES,
 ] as const;
 
-const PUBLIC = new Set(['/healthz', '/readyz', '/metrics']);
+const PUBLIC = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json']);
 /** Authenticated by a signature instead of the API token: supervisor reports, node registration and heartbeats. */
 const SIGNED = new Set(['/v1/reports', '/v1/nodes/challenge', '/v1/nodes/register', '/v1/nodes/heartbeat', '/v1/supervisors/heartbeat']);
 const OPERATOR_ACTIONS = ['accept', 'reject', 'drain', 'rescue', 'unrescue', 'retire', 'install', 'reprovision', 'rekey'] as const;
@@ -151,6 +153,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     ...guardedServerOptions(opts.requestTimeoutMs ? { requestTimeoutMs: opts.requestTimeoutMs } : {}),
   });
   installRequestGuards(app);
+  // The OpenAPI document is generated from the route schemas registered after this (GET /openapi.json).
+  await app.register(swagger, { openapi: { openapi: '3.0.3', info: { title: 'Writ coord API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] } });
   const token = Buffer.from(opts.apiToken);
   const metrics = coordMetrics(service);
   const enroller = new Enroller({ db: service.ledger.db, nodes: service.nodes });
@@ -256,6 +260,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     const gauges = await metrics.render();
     return reply.type(gauges.contentType).send(lines.join('\n') + '\n' + gauges.text);
   });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   app.post('/v1/jobs', { schema: { body: envelopeSchema } }, async (req, reply) => {
     const r = await service.submit(req.rawBody!);
