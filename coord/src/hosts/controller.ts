@@ -242,7 +242,7 @@ export class HostController {
     // 2. Failed nodes filled the budget: pause; nothing further is touched.
     if (budgetUsed >= spec.maxUnavailable) {
       const names = nodes.filter((n) => n.state === 'failed').map((n) => n.node);
-      await this.store.update(d.id, { state: ['running'] }, { state: 'paused', reason: `${budgetUsed} failed node(s) (${names.join(', ')}) reached maxUnavailable ${spec.maxUnavailable}; the failed nodes were rolled back` }, [
+      await this.store.update(d.id, { state: ['running'] }, { state: 'paused', reason: `${budgetUsed} failed node(s) (${names.join(', ')}) reached maxUnavailable ${spec.maxUnavailable}; no further node is touched` }, [
         { kind: 'paused', actor: ACTOR, data: { by: 'budget', failed: names, maxUnavailable: spec.maxUnavailable } },
       ]);
       return;
