@@ -128,5 +128,5 @@ describe('writ keys / sign / verify', () => {
     const fail = await execFileP('node', [BIN, 'keys', 'show', path.join(dir, 'nope.key')]).catch((e) => e);
     expect(fail.code).toBe(1);
     expect(fail.stderr).toContain('KEY_FILE_NOT_FOUND');
-  });
+  }, 120_000); // three process starts: each took 12 s (tsx loading the workspace) at load 25
 });
