@@ -80,6 +80,8 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
   let ledger: Ledger;
   let a: Coordination;
   let b: Coordination;
+  /** What a subscriber of `relayed-1` at coord B received. */
+  const got: { seq: number; message: string }[] = [];
   beforeAll(async () => {
     ledger = await openLedger({ databaseUrl: url });
     opened.push(ledger);
@@ -93,7 +95,6 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
     await ledger.insertJob({ id: 'relayed-1', envelope: '{}', envelopeSha256: 'x', signerKeyids: [], target: { node: 'n' }, caps: [], exp });
     const bEmitter = new EventEmitter();
     b.relay.attach(bEmitter);
-    const got: { seq: number; message: string }[] = [];
     bEmitter.on('job:relayed-1', (e: { seq: number; message: string }) => got.push({ seq: e.seq, message: e.message }));
     const s2 = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'first' });
     const s3 = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'second' });
@@ -111,5 +112,17 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
     a.relay.published('relayed-1', s4);
     await until('the third event at the other coord', async () => (got.length >= 3 ? true : undefined), 10_000);
     expect(echoed).toBe(0);
+  });
+
+  it('an event whose notification was lost (its coord died after the commit) still reaches the subscriber', async () => {
+    // Recorded, and never announced: what a coord SIGKILLed between its commit and its NOTIFY leaves.
+    const before = b.relay.metrics.eventsCaughtUp;
+    // A catch-up pass has seen the job followed (a job is followed from the first pass that sees it).
+    const passes = b.relay.metrics.catchUpPasses;
+    await until('a catch-up pass', async () => (b.relay.metrics.catchUpPasses > passes + 1 ? true : undefined), 15_000);
+    const s5 = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'unannounced' });
+    await until('the catch-up to find it', async () => (got.some((e) => e.seq === s5) ? true : undefined), 15_000);
+    expect(got.find((e) => e.seq === s5)?.message).toBe('unannounced');
+    expect(b.relay.metrics.eventsCaughtUp).toBeGreaterThan(before);
   });
 });

@@ -256,6 +256,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       '# HELP writ_jobs_redispatched_total Jobs the reconciler put back on a queue.',
       '# TYPE writ_jobs_redispatched_total counter',
       `writ_jobs_redispatched_total ${m.redispatched}`,
+      '# HELP writ_reconcile_passes_total Reconciler passes started.',
+      '# TYPE writ_reconcile_passes_total counter',
+      `writ_reconcile_passes_total ${m.reconcilePasses}`,
+      '# HELP writ_reconcile_left_to_other_coords_total Unfinished jobs the reconciler left alone because another coord held their lease.',
+      '# TYPE writ_reconcile_left_to_other_coords_total counter',
+      `writ_reconcile_left_to_other_coords_total ${m.reconcileLeftToOthers}`,
     ];
     const gauges = await metrics.render();
     return reply.type(gauges.contentType).send(lines.join('\n') + '\n' + gauges.text);

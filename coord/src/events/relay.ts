@@ -3,8 +3,10 @@
 // another one recorded. After each commit the recording coord sends a NOTIFY naming the jobs and the range of
 // event seqs it added (a doorbell, not the events: NOTIFY payloads are small and not durable); every other
 // coord that has a live subscriber for one of those jobs reads those events from the ledger and emits them
-// locally. The ledger stays the one source: an SSE stream that missed a notification still reads every event
-// it has not sent from the ledger when it (re)connects, by seq.
+// locally. The ledger stays the one source. A notification can be lost (the coord that recorded the events
+// died between its commit and its NOTIFY), so every `catchUpMs` the relay also compares, for the jobs it has
+// subscribers for, the newest seq in the ledger (jobs.event_seq) with the newest it has emitted, and reads what
+// is missing. An SSE client that reconnects gets everything after its Last-Event-ID from the ledger anyway.
 import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -29,6 +31,8 @@ export interface EventRelayOptions {
   /** The coord's local emitter: `job:<id>` events, as CoordService.events (or attach it later). */
   emitter?: EventEmitter;
   onError?: (err: Error) => void;
+  /** How often followed jobs are checked against the ledger for events whose notification was lost (default 2 s). */
+  catchUpMs?: number;
 }
 
 export class EventRelay {
@@ -36,7 +40,10 @@ export class EventRelay {
   private scheduled = false;
   private closed = false;
   private chain: Promise<void> = Promise.resolve();
-  readonly metrics = { notificationsSent: 0, notificationsReceived: 0, eventsRelayed: 0 };
+  /** For jobs followed here: the newest seq emitted locally (recorded here or relayed). */
+  private readonly seen = new Map<string, number>();
+  private catchUpTimer: NodeJS.Timeout | undefined;
+  readonly metrics = { notificationsSent: 0, notificationsReceived: 0, eventsRelayed: 0, eventsCaughtUp: 0, catchUpPasses: 0 };
 
   private emitter: EventEmitter | undefined;
 
@@ -55,6 +62,10 @@ export class EventRelay {
     await opts.session.listen(EVENTS_CHANNEL, (payload) => {
       r.chain = r.chain.then(() => r.received(payload)).catch((e: Error) => opts.onError?.(e));
     });
+    r.catchUpTimer = setInterval(() => {
+      r.chain = r.chain.then(() => r.catchUp()).catch((e: Error) => opts.onError?.(e));
+    }, opts.catchUpMs ?? 2000);
+    r.catchUpTimer.unref();
     return r;
   }
 
@@ -65,6 +76,7 @@ export class EventRelay {
   /** The local coord recorded (and emitted) event `seq` of `jobId`: tell the others, in one NOTIFY per tick. */
   readonly published = (jobId: string, seq: number): void => {
     if (this.closed) return;
+    if (this.seen.has(jobId)) this.seen.set(jobId, Math.max(this.seen.get(jobId)!, seq));
     const r = this.pending.get(jobId);
     this.pending.set(jobId, r ? [Math.min(r[0], seq), Math.max(r[1], seq)] : [seq, seq]);
     if (this.scheduled) return;
@@ -114,15 +126,45 @@ export class EventRelay {
       const emitter = this.emitter;
       if (!emitter || emitter.listenerCount(`job:${jobId}`) === 0) continue;
       const events = await this.opts.ledger.listJobEvents(jobId, first - 1, Math.min(1000, last - first + 1));
-      for (const e of events) {
-        this.metrics.eventsRelayed++;
-        emitter.emit(`job:${jobId}`, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data } satisfies JobEventMessage);
+      this.metrics.eventsRelayed += events.length;
+      this.emit(emitter, jobId, events);
+    }
+  }
+
+  private emit(emitter: EventEmitter, jobId: string, events: readonly { seq: number; type: JobEventMessage['type']; level: string | null; message: string; data: unknown }[]): void {
+    for (const e of events) {
+      if (this.seen.has(jobId)) this.seen.set(jobId, Math.max(this.seen.get(jobId)!, e.seq));
+      emitter.emit(`job:${jobId}`, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data } satisfies JobEventMessage);
+    }
+  }
+
+  /** Reads, for the jobs followed here, events the ledger has past the newest emitted here (a lost notification). */
+  private async catchUp(): Promise<void> {
+    const emitter = this.emitter;
+    if (!emitter || this.closed) return;
+    this.metrics.catchUpPasses++;
+    const followed = emitter.eventNames().filter((n): n is string => typeof n === 'string' && n.startsWith('job:') && emitter.listenerCount(n) > 0).map((n) => n.slice(4));
+    for (const id of this.seen.keys()) if (!followed.includes(id)) this.seen.delete(id);
+    if (followed.length === 0) return;
+    const rows = await this.opts.ledger.db.query<{ id: string; event_seq: number }>('SELECT id, event_seq FROM jobs WHERE id = ANY($1::text[])', [followed]);
+    for (const r of rows) {
+      const newest = Number(r.event_seq);
+      const seen = this.seen.get(r.id);
+      // A job seen for the first time: its streams read the ledger when they opened; follow it from here.
+      if (seen === undefined) {
+        this.seen.set(r.id, newest);
+        continue;
       }
+      if (newest <= seen) continue;
+      const events = await this.opts.ledger.listJobEvents(r.id, seen, Math.min(1000, newest - seen));
+      this.metrics.eventsCaughtUp += events.length;
+      this.emit(emitter, r.id, events);
     }
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.catchUpTimer);
     if (this.pending.size > 0) await this.flush().catch(() => {});
   }
 }

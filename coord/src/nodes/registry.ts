@@ -306,7 +306,13 @@ export class NodeRegistry {
   async heartbeat(raw: string): Promise<{ node: NodeSummary; reachable: boolean }> {
     const env = parseEnvelope(raw, 128 * 1024);
     await this.start();
-    const id = this.idByKeyid.get(env.signatures[0]?.keyid ?? '');
+    const keyid = env.signatures[0]?.keyid ?? '';
+    // A node that registered through another coord on the same ledger is read from there.
+    if (keyid && !this.idByKeyid.has(keyid)) {
+      const row = await this.store.getNodeByKeyid(keyid);
+      if (row) this.refresh(row);
+    }
+    const id = this.idByKeyid.get(keyid);
     const entry = id === undefined ? undefined : this.live.get(id);
     if (!entry) throw new WritError('NODE_NOT_FOUND', 'no node is registered with the signing key; register first');
     const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.heartbeat, keys: this.ringOf(entry) });
@@ -415,8 +421,24 @@ export class NodeRegistry {
       await this.flush();
       await this.store.purgeChallenges(at);
       for (const [keyid, c] of this.challengedKeys) if (c.expiresAt < at) this.challengedKeys.delete(keyid);
+      await this.followLedger();
     }
     return done;
+  }
+
+  /**
+   * Several coords share one ledger: what another coord wrote there (a node it registered, accepted, drained,
+   * assigned) reaches this one's memory within a flush interval. A state this coord changed more recently
+   * than the row it read stays as it is.
+   */
+  private async followLedger(): Promise<void> {
+    for (const row of await this.store.listNodes()) {
+      const prev = this.live.get(row.id)?.node;
+      if (prev && prev.stateSince > row.stateSince) continue;
+      if (prev && prev.state === row.state && prev.stateSince === row.stateSince && prev.keyid === row.keyid && JSON.stringify([prev.labels, (prev as { pool?: unknown }).pool]) === JSON.stringify([row.labels, (row as { pool?: unknown }).pool])) continue;
+      const entry = this.refresh(row);
+      if (prev?.state !== row.state) entry.awaitsActivation = null;
+    }
   }
 
   /** Writes every node's liveness that the ledger does not have yet, in one statement. Returns the rows written. */
