@@ -44,7 +44,9 @@ describe('writ flow', () => {
     const text = run.out.join('\n');
     expect(run.code).toBe(0);
     expect(text).toMatch(/flow hello-flow: accepted/);
-    expect(text).toMatch(/step facts started on dev-1/);
+    expect(text).toMatch(/step facts runs on 1 node\(s\): dev-1/);
+    expect(text).toMatch(/step facts: started on dev-1/);
+    expect(text).toMatch(/\[flaky@dev-1\] warn: attempt 1 failed, will retry as attempt 2: SCRIPT_ERROR/);
     expect(text).toMatch(/\[flaky@dev-1\] attempt 2 succeeds/);
     expect(text).toMatch(/\[summary@dev-1\] 1 node\(s\), \d+ threads in all; the flaky step took 2 attempts/);
     expect(text).toMatch(/flow hello-flow: succeeded$/);

@@ -5,6 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   PAYLOAD_TYPES, b64url, encodeEnvelope, encodeFlowPayload, generateKeyPair, signEnvelope, stepScript, utf8, type FlowPayload, type FlowStep,
 } from '@writ/protocol';
+import { Redis } from 'ioredis';
+import { redisKeys } from '@writ/protocol';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/processes.ts';
 
@@ -116,13 +118,17 @@ describe('flows', () => {
     expect(stepOf(view, 'sibling').status).toBe('succeeded');
   }, 120_000);
 
-  it('cancels a running flow: running and pending steps end cancelled, and nothing after them starts', async () => {
+  it('cancels a running flow: the running script is stopped, running and pending steps end cancelled, nothing after them starts', async () => {
+    // A minute of sleeping: without the stop it would still run long after the check below gives up.
     const r = await post('/v1/flows', signFlow('cancel-me', [
-      step('slow', 'export default async (a, ctx) => { for (let i = 0; i < 15; i++) await ctx.sal.time.sleep({ ms: 1000 }); return "slept" }', { caps: ['time.sleep'] }),
+      step('slow', 'export default async (a, ctx) => { for (let i = 0; i < 60; i++) await ctx.sal.time.sleep({ ms: 1000 }); return "slept" }', { caps: ['time.sleep'], limits: { timeoutMs: 90_000, memoryMiB: 64 } }),
       step('next', 'export default async () => "next"', { depends: ['slow'] }),
     ]));
     expect(r.status).toBe(202);
     await waitUntil('the slow step to run', async () => (await s.ledger.getJob('cancel-me.slow'))?.status === 'running', 60_000);
+    const redis = new Redis(s.redisUrl);
+    const running = async () => Number(await redis.hget(redisKeys.node('hv-1'), 'running'));
+    await waitUntil('the runner to report the slow step running', async () => (await running()) === 1, 30_000);
     const c = await post('/v1/flows/cancel-me/cancel', '{}');
     expect(c.status).toBe(200);
     expect(c.body.stopped).toBe(1);
@@ -131,6 +137,13 @@ describe('flows', () => {
     expect(stepOf(view, 'slow').status).toBe('cancelled');
     expect(stepOf(view, 'next').status).toBe('cancelled');
     expect((await s.ledger.getJob('cancel-me.slow'))?.errorCode).toBe('JOB_CANCELLED');
+    // The runner stopped the script: its node runs nothing any more, well before the minute of sleep is over.
+    try {
+      await waitUntil('the runner to stop the cancelled script', async () => (await running()) === 0, 30_000);
+    } finally {
+      redis.disconnect();
+    }
+    expect((await s.ledger.listJobEvents('cancel-me.next', 0, 10))).toEqual([]);
     // Cancelling again is an error with its own code.
     const again = await post('/v1/flows/cancel-me/cancel', '{}');
     expect(again.status).toBe(409);

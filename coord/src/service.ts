@@ -112,7 +112,7 @@ export class CoordService {
   private readonly nodeSigners = new Map<string, NodeSigner>();
   /** Admissions arriving together are recorded in one transaction and enqueued in one bulk add. */
   private readonly admissions: GroupCommitter<Admission, AdmissionOutcome>;
-  readonly metrics = { admissionGroups: 0, jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0, reconcilePasses: 0, reconcileLeftToOthers: 0 };
+  readonly metrics = { admissionGroups: 0, jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0 };
 
   constructor(readonly opts: CoordOptions) {
     this.log = opts.logger ?? silent;
@@ -408,9 +408,21 @@ export class CoordService {
     return this.flows.submit(raw);
   }
 
-  /** Cancels a running flow: its pending and running steps end cancelled and their unfinished jobs fail JOB_CANCELLED. */
+  /**
+   * Cancels a running flow: its pending and running steps end cancelled, their unfinished jobs fail
+   * JOB_CANCELLED, and each job's attempt is stopped where it is (removed from its queue, or stopped by its
+   * runner). A supervisor that cannot be reached is logged: the run ends on its own and its report is fenced off.
+   */
   async cancelFlow(flowId: string, actor: string): Promise<{ status: string; stopped: number }> {
     const out = await this.flows.cancel(flowId, actor);
+    await Promise.all(out.stopped.map(async (s) => {
+      if (s.attempt < 1) return;
+      try {
+        await this.federation.cancel(s.jobId, s.attempt, s.node, this.nodes.poolOf(s.node));
+      } catch (e) {
+        this.log.warn({ jobId: s.jobId, node: s.node, err: (e as Error).message, code: errorCodeOf(e) }, 'could not ask the supervisor to stop a cancelled job');
+      }
+    }));
     return { status: out.status, stopped: out.stopped.length };
   }
 
@@ -592,7 +604,6 @@ export class CoordService {
   async reconcile(): Promise<{ redispatched: number; settled: number }> {
     if (this.reconciling) return { redispatched: 0, settled: 0 };
     this.reconciling = true;
-    this.metrics.reconcilePasses++;
     let redispatched = 0;
     let settled = 0;
     const claimed: string[] = [];
@@ -669,7 +680,6 @@ export class CoordService {
     const leases = this.opts.leases;
     if (!leases || listed.length === 0) return listed;
     claimed.push(...(await leases.claim(LEASE_KINDS.job, listed.map((j) => j.id))));
-    this.metrics.reconcileLeftToOthers += listed.length - claimed.length;
     const mine = new Set(claimed);
     const out: JobRecord[] = [];
     for (const seen of listed) {

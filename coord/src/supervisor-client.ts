@@ -16,6 +16,8 @@ export interface SupervisorClient {
   jobState(jobId: string, attempt: number, node: string): Promise<{ state: QueueState; failedReason?: string; held: HolderState }>;
   /** Hands over a signed key set envelope; the supervisor verifies it itself. */
   setKeySet(envelope: string): Promise<void>;
+  /** Stops a cancelled job's attempt: removed from its queue if it waits there, else its runner stops it. */
+  cancel(jobId: string, attempt: number, node: string): Promise<{ removed: boolean }>;
   health(): Promise<{ ok: boolean; redis: boolean }>;
 }
 
@@ -31,6 +33,9 @@ export class InProcessSupervisorClient implements SupervisorClient {
   }
   jobState(jobId: string, attempt: number, node: string) {
     return this.sup.jobState(jobId, attempt, node);
+  }
+  cancel(jobId: string, attempt: number, node: string) {
+    return this.sup.cancel(jobId, attempt, node);
   }
   async setKeySet(envelope: string): Promise<void> {
     await this.sup.setKeySet(envelope);
@@ -78,6 +83,10 @@ export class HttpSupervisorClient implements SupervisorClient {
   }
   async setKeySet(envelope: string) {
     await this.call('PUT', '/v1/keyset', envelope);
+  }
+  async cancel(jobId: string, attempt: number, node: string) {
+    const a = await this.call('POST', `/v1/jobs/${encodeURIComponent(node)}/${encodeURIComponent(jobId)}/${attempt}/cancel`, '{}');
+    return { removed: typeof a === 'object' && a !== null && 'removed' in a && a.removed === true };
   }
   async health() {
     try {

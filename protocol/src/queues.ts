@@ -19,4 +19,6 @@ export const redisKeys = Object.freeze({
   nodes: () => `${REDIS_PREFIX}:nodes`,
   /** Hash describing one node (labels, running jobs, version). */
   node: (nodeId: string) => `${REDIS_PREFIX}:node:${nodeId}`,
+  /** Set (to the attempt) when an operator cancelled a job on this node: its runner stops the run. */
+  cancel: (nodeId: string, jobId: string) => `${REDIS_PREFIX}:cancel:${nodeId}:${jobId}`,
 });

@@ -43,6 +43,7 @@ export function redisAclRules(r: RedisRole): string[] {
     'reset', 'on', 'resetchannels',
     `~${BULL_PREFIX}:${queueNames.node(node)}:*`,
     `~${redisKeys.node(node)}`,
+    `%R~${redisKeys.cancel(node, '*')}`,
     `%R~${redisKeys.keySet()}`,
     `%R~${redisKeys.keySetVersion()}`,
     ...COMMANDS,

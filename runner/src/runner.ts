@@ -342,9 +342,18 @@ export class Runner {
     this.running++;
     const sjob: SandboxJob = { jobId, attempt, source: job.script.source, args: job.args, caps: job.caps, limits: job.limits, pins: job.pins };
     let outcome;
+    // An operator may cancel the job while it runs (a flow cancelled): its supervisor sets a mark this
+    // runner looks for twice a second; the run is then stopped where it is.
+    const cancelMark = redisKeys.cancel(this.node.id, jobId);
+    const watch = setInterval(() => {
+      this.redis.exists(cancelMark).then((n) => {
+        if (n === 1 && this.pool.cancel(jobId, attempt, `job ${jobId} was cancelled by an operator`)) this.log.info({ ...base }, 'stopped a cancelled job');
+      }, () => {});
+    }, 500);
     try {
       outcome = await this.pool.run(sjob);
     } finally {
+      clearInterval(watch);
       this.running--;
       this.runs.delete(key);
     }

@@ -67,6 +67,12 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
     const st = await sup.jobState(id, n, node);
     return { state: st.state, held: st.held, ...(st.failedReason ? { failedReason: st.failedReason } : {}) } satisfies QueueStateAnswer;
   });
+  app.post('/v1/jobs/:node/:id/:attempt/cancel', async (req) => {
+    const { node, id, attempt } = req.params as { node: string; id: string; attempt: string };
+    const n = Number(attempt);
+    if (!Number.isSafeInteger(n) || n < 1 || n > MAX_ATTEMPT_NUMBER) throw new WritError('BAD_REQUEST', `attempt must be a whole number from 1 to ${MAX_ATTEMPT_NUMBER}`);
+    return sup.cancel(id, n, node);
+  });
   // The body is a signed key set envelope; it is verified against the key set held (or the pinned admins).
   app.put('/v1/keyset', async (req) => sup.setKeySet((req as { rawBody?: string }).rawBody!));
   return app;

@@ -236,6 +236,19 @@ export class Supervisor {
     return { state, held, ...(job.failedReason ? { failedReason: job.failedReason } : {}) };
   }
 
+  /**
+   * Stops attempt `attempt` of a job an operator cancelled: a queue entry still waiting is removed, and the
+   * node's runner is told (a mark it watches while it runs the job, kept a week) to stop a run in progress.
+   */
+  async cancel(jobId: string, attempt: number, node: string): Promise<{ removed: boolean }> {
+    await this.redis.set(redisKeys.cancel(node, jobId), String(attempt), 'EX', 7 * 24 * 3600);
+    const q = this.queue(node);
+    const id = queueJobId(jobId, attempt);
+    const state = await q.getJobState(id);
+    if (state !== 'waiting' && state !== 'delayed' && state !== 'prioritized') return { removed: false };
+    return { removed: (await q.remove(id)) === 1 };
+  }
+
   private async holder(node: string, entry: string): Promise<HolderState> {
     const [seen, jobs] = await this.redis.hmget(redisKeys.node(node), 'seen', 'jobs');
     if (!seen || Date.now() - Number(seen) > (this.opts.nodeLivenessMs ?? 15_000)) return 'unknown';

@@ -307,6 +307,19 @@ export class SupervisorFederation {
     throw last;
   }
 
+  /** Stops a cancelled job's attempt through a healthy supervisor of the node's pool. */
+  async cancel(jobId: string, attempt: number, node: string, pool: string): Promise<{ removed: boolean }> {
+    let last: unknown = new WritError('SUPERVISOR_UNAVAILABLE', `no healthy supervisor serves pool ${pool} (writ supervisors list)`);
+    for (const c of this.candidates(pool)) {
+      try {
+        return await c.client.cancel(jobId, attempt, node);
+      } catch (e) {
+        last = e;
+      }
+    }
+    throw last;
+  }
+
   /**
    * Hands a key set to every supervisor: the pinned one must take it (its refusal is the caller's error, as
    * before federation); the others are told best-effort (each is handed the set again when it next joins).

@@ -186,7 +186,8 @@ export class FlowEngine {
           if (!deps.every((d) => d.status === 'succeeded')) continue;
           const nodes = this.chooseNodes(o.flow.id, def, workable);
           if (nodes.length === 0) continue; // no node matches yet: the next pass looks again
-          await setStep(name, { status: 'running', nodes }, `step ${name} started on ${nodes.join(', ')}`);
+          const what = def.each ? `step ${name} runs on ${nodes.length} node(s): ${nodes.join(', ')}${def.maxParallel ? `, at most ${def.maxParallel} at once` : ''}` : `step ${name} started on ${nodes[0]}`;
+          await setStep(name, { status: 'running', nodes }, what);
           st = steps.get(name)!;
         }
         if (st.status !== 'running') continue;
@@ -208,7 +209,7 @@ export class FlowEngine {
           const created = await this.createInstances(tx, o, def, notStarted.slice(0, room), jobs, workable, keys);
           toDispatch.push(...created.dispatch);
           for (const j of created.records) jobs.push(j);
-          if (created.records.length > 0) out.push({ type: 'step', step: name, message: `step ${name}: ${created.records.length} job(s) created`, data: { status: 'running', jobs: created.records.map((j) => ({ id: j.jobId, node: j.node, status: j.status })) } });
+          if (def.each && created.records.length > 0) out.push({ type: 'step', step: name, message: `step ${name}: started on ${created.records.map((j) => j.node).join(', ')}`, data: { status: 'running', jobs: created.records.map((j) => ({ id: j.jobId, node: j.node, status: j.status })) } });
           continue;
         }
         if (notStarted.length === 0 && active.length === 0) {

@@ -121,22 +121,25 @@ export function registerFlowRoutes(app: FastifyInstance, service: CoordService):
     let first = true;
     try {
       while (!closed) {
-        const events: FlowEvent[] = await listFlowEvents(db, id, sent, 500);
-        for (const e of events) {
-          res.write(`id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify({ seq: e.seq, at: e.at.toISOString(), type: e.type, step: e.step, message: e.message, data: e.data })}\n\n`);
-          sent = e.seq;
-        }
+        // The steps' own lines first (a job's log lines come in with its result, before the step moves on).
         if (withLogs) {
           for (const j of await listStepJobs(db, id)) {
             const after = logSeq.get(j.jobId) ?? 0;
             const evs = await service.ledger.listJobEvents(j.jobId, after, 500);
             for (const ev of evs) {
-              if (ev.type === 'log' && !(first && resumed)) {
-                res.write(`event: log\ndata: ${JSON.stringify({ job: j.jobId, step: j.step, node: j.node, level: ev.level, message: ev.message })}\n\n`);
+              const failed = ev.type === 'status' && typeof ev.data === 'object' && ev.data !== null && 'error' in ev.data;
+              if ((ev.type === 'log' || failed) && !(first && resumed)) {
+                // A failed attempt (retried, or the last) is shown as a line of its step.
+                res.write(`event: log\ndata: ${JSON.stringify({ job: j.jobId, step: j.step, node: j.node, level: ev.type === 'log' ? ev.level : 'warn', message: ev.message })}\n\n`);
               }
               logSeq.set(j.jobId, ev.seq);
             }
           }
+        }
+        const events: FlowEvent[] = await listFlowEvents(db, id, sent, 500);
+        for (const e of events) {
+          res.write(`id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify({ seq: e.seq, at: e.at.toISOString(), type: e.type, step: e.step, message: e.message, data: e.data })}\n\n`);
+          sent = e.seq;
         }
         first = false;
         const f = await getFlow(db, id);

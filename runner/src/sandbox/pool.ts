@@ -248,6 +248,28 @@ export class SandboxPool {
     slot.worker.postMessage({ type: 'run', runId, job: queued.job, deadlineAt } satisfies ToWorker);
   }
 
+  /**
+   * Stops a job an operator cancelled: a run in progress ends now with JOB_CANCELLED and its thread is
+   * terminated and replaced (as on an overrun: a guest cannot be trusted to stop itself); a queued one is
+   * dropped. Returns whether it was found.
+   */
+  cancel(jobId: string, attempt: number, message: string): boolean {
+    for (const slot of this.slots) {
+      const run = slot.run;
+      if (!run || run.job.jobId !== jobId || run.job.attempt !== attempt) continue;
+      run.finish(this.failed(run, 'JOB_CANCELLED', message));
+      const worker = slot.worker;
+      this.replace(slot);
+      void worker.terminate();
+      return true;
+    }
+    const i = this.queue.findIndex((q) => q.job.jobId === jobId && q.job.attempt === attempt);
+    if (i < 0) return false;
+    const [queued] = this.queue.splice(i, 1);
+    queued!.resolve({ ok: false, error: errorOf('JOB_CANCELLED', message), durationMs: 0 });
+    return true;
+  }
+
   /** The outside kill: the guest is stuck where the interrupt handler cannot reach (a long built-in call). */
   private kill(slot: Slot, run: ActiveRun): void {
     if (slot.run !== run) return;
