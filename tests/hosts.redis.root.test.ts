@@ -73,8 +73,8 @@ beforeAll(async () => {
   const markers = path.join(tmp, 'markers');
   const log = path.join(tmp, 'activations.log');
   const tag = path.basename(tmp).replace(/[^a-z0-9]/gi, '');
-  await writeFile(src, `{\n${['one', 'two', 'three', 'other'].map((n) => `  ${n} = ${systemExpr(`writ-test-system-${n}-${tag}`, markers, log)};`).join('\n')}\n}\n`);
-  for (const n of ['one', 'two', 'three', 'other']) systems[n] = nixBuild(src, n);
+  await writeFile(src, `{\n${['one', 'two', 'three', 'four', 'other'].map((n) => `  ${n} = ${systemExpr(`writ-test-system-${n}-${tag}`, markers, log)};`).join('\n')}\n}\n`);
+  for (const n of ['one', 'two', 'three', 'four', 'other']) systems[n] = nixBuild(src, n);
   s = await startTestStack({ nodes: [] });
   for (const node of NODES) {
     await s.startRunner(node, { fleet: 'test' }, { runner: { hostTable: salHostTable({ nix: { profilesRoot: path.join(tmp, 'profiles', node), sandbox: false } }) } });
@@ -176,6 +176,28 @@ describe.skipIf(skipReason !== null)('host deployments on five simulated nodes (
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/DEPLOYMENT_STATE.*roll-three is aborted/);
     await rm(path.join(tmp, 'markers', 'fail-node-a'));
+  }, 180_000);
+
+  it('drains first: a node is switched only after its other jobs ended', async () => {
+    // A job that keeps node-e busy for a few seconds, then a deployment with --drain to node-e only.
+    const busy = s.sign('export default async (a, ctx) => { const end = (await ctx.sal.time.now()).ms + 4000; while ((await ctx.sal.time.now()).ms < end) {} return 1 }', { caps: ['time.now'], target: { node: 'node-e' }, timeoutMs: 60_000 });
+    expect((await s.post(busy.envelope)).status).toBeLessThan(300);
+    await s.waitFor(busy.id, ['running'], 60_000);
+    const both = await deploy('roll-drain', systems.four!, ['--node', 'node-e']);
+    expect(both.code).not.toBe(0);
+    expect(both.stderr).toMatch(/USAGE.*--selector or --node, not both/);
+    const created = await runWrit(['deploy', 'create', 'roll-drain', '--system', systems.four!, '--node', 'node-e', '--drain', '--health-check', JSON.stringify([`${systems.four}/bin/health`, '{node}']), '--key', path.join(tmp, 'admin.key')], env);
+    expect(created.code).toBe(0);
+    const ended = await runWrit(['deploy', 'status', 'roll-drain', '--follow'], env);
+    expect(ended.code).toBe(0);
+    const v = await view('roll-drain');
+    const busyJob = (await s.ledger.getJob(busy.id))!;
+    expect(busyJob.status).toBe('succeeded');
+    const at = (kind: string) => Date.parse(v.steps!.find((x) => x.kind === kind)!.at);
+    expect(v.steps!.map((x) => x.kind)).toEqual(['created', 'batch', 'drain', 'dispatch', 'switched', 'succeeded']);
+    // The switch was handed out only after the other job had finished.
+    expect(at('dispatch')).toBeGreaterThanOrEqual(busyJob.finishedAt!.getTime());
+    expect(await currentSystem('node-e')).toBe(systems.four);
   }, 180_000);
 
   it('refuses a store path other than the pinned one: at the coord, and on the node itself', async () => {
