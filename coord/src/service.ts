@@ -112,7 +112,7 @@ export class CoordService {
   private readonly nodeSigners = new Map<string, NodeSigner>();
   /** Admissions arriving together are recorded in one transaction and enqueued in one bulk add. */
   private readonly admissions: GroupCommitter<Admission, AdmissionOutcome>;
-  readonly metrics = { admissionGroups: 0, jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0 };
+  readonly metrics = { admissionGroups: 0, jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0, reconcilePasses: 0, reconcileLeftToOthers: 0 };
 
   constructor(readonly opts: CoordOptions) {
     this.log = opts.logger ?? silent;
@@ -604,6 +604,7 @@ export class CoordService {
   async reconcile(): Promise<{ redispatched: number; settled: number }> {
     if (this.reconciling) return { redispatched: 0, settled: 0 };
     this.reconciling = true;
+    this.metrics.reconcilePasses++;
     let redispatched = 0;
     let settled = 0;
     const claimed: string[] = [];
@@ -680,6 +681,7 @@ export class CoordService {
     const leases = this.opts.leases;
     if (!leases || listed.length === 0) return listed;
     claimed.push(...(await leases.claim(LEASE_KINDS.job, listed.map((j) => j.id))));
+    this.metrics.reconcileLeftToOthers += listed.length - claimed.length;
     const mine = new Set(claimed);
     const out: JobRecord[] = [];
     for (const seen of listed) {
