@@ -48,20 +48,20 @@ describe('target nodes at admission', () => {
 
   it('a known node that takes no work keeps the job waiting, and submit --wait says why', async () => {
     const { envelope, id } = s.sign(NOOP, { target: { node: 'node-idle' } });
-    const cli = await submitFile(envelope, ['--wait', '--wait-timeout', '4s']);
+    const cli = await submitFile(envelope, ['--wait', '--wait-timeout', '15s']);
     expect(cli.code).toBe(1);
     expect(cli.out).toContain(`job ${id} accepted: admitted`);
     expect(cli.err).toMatch(new RegExp(`writ: job ${id} is waiting for a node: node node-idle is inspected; the job waits until it is active and reachable`));
     expect(cli.err).toContain('WAIT_TIMEOUT');
     expect((await s.ledger.getJob(id))?.status).toBe('admitted');
-  });
+  }, 90_000);
 
   it('labels no node has, or only nodes that take no work: the job waits and the wait says which', async () => {
     const none = s.sign(NOOP, { target: { selector: { rack: 'r9' } } });
-    const a = await submitFile(none.envelope, ['--wait', '--wait-timeout', '4s']);
+    const a = await submitFile(none.envelope, ['--wait', '--wait-timeout', '15s']);
     expect(a.err).toContain(`job ${none.id} is waiting for a node: no node has the labels rack=r9; the job waits until one registers`);
     const idle = s.sign(NOOP, { target: { selector: { rack: 'r5' } } });
-    const b = await submitFile(idle.envelope, ['--wait', '--wait-timeout', '4s']);
+    const b = await submitFile(idle.envelope, ['--wait', '--wait-timeout', '15s']);
     expect(b.err).toContain(`job ${idle.id} is waiting for a node: no active, reachable node has the labels rack=r5 (node-idle is inspected)`);
-  });
+  }, 90_000);
 });

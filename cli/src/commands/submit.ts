@@ -143,11 +143,14 @@ export async function waitForJob(coord: CoordTarget, id: string, follow: boolean
       return await getJob();
     }
     let told: string | null = null;
+    let explainedAt = 0;
     for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
       const j = await getJob();
       if (TERMINAL_STATUSES.has(j.status)) return j;
-      // Waiting for a node: say why once, and again when the reason changes (not on every poll).
-      if (j.status === 'admitted' && delay >= 400) {
+      // Waiting for a node (a job for a workable node is queued at admission): say why at once, and again
+      // when the reason changes (looked at every 10 s, not on every poll).
+      if (j.status === 'admitted' && Date.now() - explainedAt >= 10_000) {
+        explainedAt = Date.now();
         const why = await explainWait(coord, j);
         const gist = why?.replace(/\d+[smhd]( \d+[smh])? ago/g, '');
         if (why && gist !== told) io.err(`writ: job ${id} is waiting for a node: ${why}`);
