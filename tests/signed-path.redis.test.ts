@@ -245,6 +245,7 @@ describe('HTTP input (A1, A2)', () => {
       'GET /v1/enroll/rules', 'POST /v1/enroll/rules', 'DELETE /v1/enroll/rules/:name', 'POST /v1/enroll/test', 'GET /v1/enroll/classes', 'POST /v1/enroll/classes', 'DELETE /v1/enroll/classes/:name', 'GET /v1/enroll/nodes/:id',
       'POST /v1/nodes/heartbeat', 'POST /v1/nodes/register', 'POST /v1/reports', 'GET /v1/supervisors', 'POST /v1/supervisors/heartbeat',
       'GET /v1/deployments', 'GET /v1/deployments/:id', 'POST /v1/deployments', 'POST /v1/deployments/:id/:action', 'POST /v1/cluster/intent',
+      'POST /v1/flows', 'GET /v1/flows', 'GET /v1/flows/:id', 'POST /v1/flows/:id/cancel', 'GET /v1/flows/:id/events',
     ].sort());
   });
 
