@@ -158,8 +158,8 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
       const holders = await leaseHolders();
       const driving = [portA, portB].find((p) => (holders.get(coords[p]!.child.pid!) ?? 0) > 0);
       if (driving !== undefined) return (await metric(driving === portA ? portB : portA, 'writ_reconcile_passes_total')) >= passes[driving === portA ? portB : portA]! + 3 ? driving : undefined;
-      // Jobs dispatched with no lease held: only without leases (the check below then shows what that does).
-      const dispatched = Number((await ledger.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE status <> 'admitted' AND id = ANY($1::text[])`, [batch.map((j) => j.id)]))[0]!.n);
+      // Attempts dispatched with no lease held: only without leases (the checks below then show what that does).
+      const dispatched = Number((await ledger.db.query<{ n: number }>('SELECT coalesce(sum(attempts), 0)::int AS n FROM jobs WHERE id = ANY($1::text[])', [batch.map((j) => j.id)]))[0]!.n);
       return dispatched >= 2 && (await metric(portA, 'writ_reconcile_passes_total')) > passes[portA]! && (await metric(portB, 'writ_reconcile_passes_total')) > passes[portB]! ? portA : undefined;
     }, 60_000);
     const survivorPort = driverPort === portA ? portB : portA;

@@ -1,0 +1,158 @@
+// Coords' CPU per job with one coord, then with two coords sharing one PostgreSQL (issue 10): not a benchmark of
+// its own (`npm run bench -- flows` calls measureCoords), but runnable alone: `npx tsx bench/_coords.ts [JOBS]`.
+//
+// Each run starts its own processes on a fresh database: `writ supervisor`, `writ coord` (one or two, with
+// DATABASE_URL), one `writ runner`, on one Redis and one PostgreSQL 15 (tests/helpers/postgres.ts). With two
+// coords an HTTP balancer in this process (tests/helpers/balancer.ts) spreads the supervisor's reports and the
+// runner's heartbeats over both, round robin, and the jobs are submitted to each coord in turn. The figure
+// is the coords' own CPU (utime + stime from /proc/PID/stat) from the first submission to the last job
+// finished, divided by the jobs; the other processes are not counted. "Driven twice" counts jobs that got
+// more than one attempt (every job here needs exactly one).
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { openLedger } from '@writ/coord';
+import { startEmbeddedRedis } from '@writ/cli';
+import { PAYLOAD_TYPES, b64url, bootstrapKeySet, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePrivateKeyFile, encodePublicKeyFile, generateKeyPair, signEnvelope } from '@writ/protocol';
+import { startBalancer } from '../tests/helpers/balancer.ts';
+import { startTestPostgres } from '../tests/helpers/postgres.ts';
+import { freePort, killAllWrit, startWrit, until, type WritProcess } from '../tests/helpers/processes.ts';
+
+export interface CoordsRun {
+  coords: number;
+  jobs: number;
+  /** Wall time from the first submission to the last job finished. */
+  ms: number;
+  /** The coords' CPU, summed, per job. */
+  cpuMsPerJob: number;
+  /** Per coord, ms of CPU over the run. */
+  cpuMsByCoord: number[];
+  /** Jobs with more than one attempt (driven twice). */
+  drivenTwice: number;
+  failed: number;
+}
+
+export interface CoordsBench {
+  one: CoordsRun;
+  two: CoordsRun;
+  /** two.cpuMsPerJob / one.cpuMsPerJob: the goal is at most 1.1. */
+  twoCoordsCpuPerJobRatio: number;
+  drivenTwice: number;
+  /** 1-minute load average before and after. */
+  load: [number, number];
+}
+
+const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim() || 100);
+const NOOP = 'export default async () => 1';
+
+async function cpuMs(pid: number): Promise<number> {
+  // Fields after the command (which may hold spaces) in parentheses: utime and stime are the 12th and 13th.
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * TICK_MS;
+}
+
+async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): Promise<CoordsRun> {
+  const pgStart = await startTestPostgres();
+  if (!pgStart.ok) throw new Error(`no PostgreSQL for the coords bench: ${pgStart.reason}`);
+  const pg = pgStart.pg;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'writ-bench-coords-'));
+  const redis = await startEmbeddedRedis({ dataDir: path.join(dir, 'redis') });
+  const balancers: { close(): Promise<void> }[] = [];
+  try {
+    const databaseUrl = await pg.freshDatabaseUrl();
+    const admin = generateKeyPair();
+    await writeFile(path.join(dir, 'admin.key'), encodePrivateKeyFile(admin), { mode: 0o600 });
+    await writeFile(path.join(dir, 'admin.pub'), encodePublicKeyFile(admin.publicKey));
+    const token = `bench-${Math.random().toString(36).slice(2)}`;
+    const env = { WRIT_HOME: dir, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: `bench-sup-${Math.random().toString(36).slice(2)}`, DATABASE_URL: databaseUrl, WRIT_LOG_LEVEL: 'error' };
+    const ports = [await freePort(), await freePort()].slice(0, coordCount);
+    const supPort = await freePort();
+    const front = await startBalancer('roundrobin', ports);
+    balancers.push(front);
+    const api = async (port: number, method: string, route: string, body?: string) => {
+      const r = await fetch(`http://127.0.0.1:${port}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}) });
+      const text = await r.text();
+      return { status: r.status, body: text.startsWith('{') ? JSON.parse(text) : text };
+    };
+    const adminPub = path.join(dir, 'admin.pub');
+    const sup = await startWrit(['supervisor', '--coord', front.url, '--redis', redis.url, '--listen', `127.0.0.1:${supPort}`, '--state', path.join(dir, 'sup'), '--admin-key', adminPub], env);
+    const coord = (port: number, i: number) => startWrit(['coord', '--supervisor', `http://127.0.0.1:${supPort}`, '--supervisor-key', String(sup.ready.publicKeyFile), '--listen', `127.0.0.1:${port}`,
+      '--state', path.join(dir, `coord-${i}`), '--admin-key', adminPub], env);
+    const coords: WritProcess[] = [await coord(ports[0]!, 0)];
+    const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
+    await api(ports[0]!, 'POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
+    await startWrit(['runner', '--node', 'bench-1', '--coord', front.url, '--redis', redis.url, '--admin-key', adminPub, '--state', path.join(dir, 'runner'), '--heartbeat-ms', '1000', '--concurrency', '8'], env);
+    await until('the node registering', async () => ((await api(ports[0]!, 'GET', '/v1/nodes/bench-1')).body?.state === 'inspected' ? true : undefined), 60_000);
+    await api(ports[0]!, 'POST', '/v1/nodes/bench-1/accept', JSON.stringify({ reason: 'bench' }));
+    await until('the node active', async () => ((await api(ports[0]!, 'GET', '/v1/nodes/bench-1')).body?.state === 'active' ? true : undefined), 60_000);
+    // The second coord joins once the node is known (it reads the nodes from the ledger at start).
+    if (coordCount === 2) coords.push(await coord(ports[1]!, 1));
+    const envelopes = Array.from({ length: jobs }, () => encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(buildJobPayload({ source: NOOP, target: { node: 'bench-1' }, aud: 'writ-dev', ttlS: 3600 })), [admin])));
+    // A warm-up job through each coord, so start-up work is not counted.
+    for (const p of ports) {
+      const w = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(buildJobPayload({ source: NOOP, target: { node: 'bench-1' }, aud: 'writ-dev' })), [admin]));
+      const id = (await api(p, 'POST', '/v1/jobs', w)).body.id as string;
+      await until('the warm-up job', async () => ((await api(p, 'GET', `/v1/jobs/${id}`)).body?.status === 'succeeded' ? true : undefined), 60_000);
+    }
+    const ledger = await openLedger({ databaseUrl });
+    try {
+      const finishedCount = async () => Number((await ledger.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('succeeded', 'failed', 'refused')`))[0]!.n);
+      const before = await finishedCount();
+      const cpu0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
+      const t0 = performance.now();
+      // Batches of 50, to the coords in turn, a few in flight at once.
+      const batches: string[][] = [];
+      for (let i = 0; i < envelopes.length; i += 50) batches.push(envelopes.slice(i, i + 50));
+      let next = 0;
+      await Promise.all(Array.from({ length: 4 }, async () => {
+        for (let b = next++; b < batches.length; b = next++) {
+          const r = await api(ports[b % ports.length]!, 'POST', '/v1/jobs:batch', JSON.stringify({ envelopes: batches[b]!.map((e) => JSON.parse(e)) }));
+          if (r.status !== 200) throw new Error(`a batch answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
+        }
+      }));
+      await until(`${jobs} jobs finished`, async () => ((await finishedCount()) >= before + jobs ? true : undefined), 600_000);
+      const ms = performance.now() - t0;
+      const cpu1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
+      const cpuMsByCoord = cpu1.map((c, i) => c - cpu0[i]!);
+      const [twice] = await ledger.db.query<{ twice: number; failed: number }>(`SELECT count(*) FILTER (WHERE attempts > 1)::int AS twice, count(*) FILTER (WHERE status <> 'succeeded')::int AS failed FROM jobs`);
+      const r: CoordsRun = {
+        coords: coordCount, jobs, ms: Math.round(ms), cpuMsPerJob: cpuMsByCoord.reduce((a, b) => a + b, 0) / jobs, cpuMsByCoord: cpuMsByCoord.map((c) => Math.round(c)),
+        drivenTwice: Number(twice!.twice), failed: Number(twice!.failed),
+      };
+      log(`${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}`);
+      return r;
+    } finally {
+      await ledger.close();
+    }
+  } finally {
+    killAllWrit();
+    for (const b of balancers) await b.close();
+    await redis.stop();
+    await pg.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs `jobs` no-op jobs through one coord, then through two coords on one PostgreSQL; see the top of the file. */
+export async function benchCoords(opts: { jobs?: number; log?: (m: string) => void } = {}): Promise<CoordsBench> {
+  const jobs = opts.jobs ?? 1000;
+  const log = opts.log ?? ((m: string) => console.log(m));
+  const load0 = os.loadavg()[0]!;
+  const one = await run(1, jobs, log);
+  const two = await run(2, jobs, log);
+  return { one, two, twoCoordsCpuPerJobRatio: two.cpuMsPerJob / one.cpuMsPerJob, drivenTwice: one.drivenTwice + two.drivenTwice, load: [load0, os.loadavg()[0]!] };
+}
+
+/** What `npm run bench -- flows` (bench/flows.ts) asks for: the coords' CPU per job with one and with two coords. */
+export async function measureCoords(opts: { jobs?: number } = {}): Promise<{ one_coord_cpu_ms_per_job: number; two_coords_cpu_ms_per_job: number; driven_twice: number }> {
+  const r = await benchCoords({ jobs: opts.jobs ?? 500 });
+  return { one_coord_cpu_ms_per_job: r.one.cpuMsPerJob, two_coords_cpu_ms_per_job: r.two.cpuMsPerJob, driven_twice: r.drivenTwice };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const r = await benchCoords({ jobs: Number(process.argv[2] ?? 1000) });
+  console.log(JSON.stringify({ bench: 'coords', one_cpu_ms_per_job: +r.one.cpuMsPerJob.toFixed(3), two_cpu_ms_per_job: +r.two.cpuMsPerJob.toFixed(3), two_coords_cpu_per_job_ratio: +r.twoCoordsCpuPerJobRatio.toFixed(3), driven_twice: r.drivenTwice, load: r.load.map((l) => +l.toFixed(1)) }));
+  process.exit(0);
+}
