@@ -5,6 +5,7 @@ export { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 export { collectInventory, type InventoryOptions } from './inventory.ts';
 export { startNodeDaemon, nodeHealth, type NodeDaemon, type NodeDaemonOptions } from './node-daemon.ts';
 export { salHostTable, type SalHostConfig } from './sal-table.ts';
+export { loadNodeConfig, parseNodeConfig, type NodeConfigFile } from './node-config.ts';
 export { SandboxPool, checkScriptCompiles, type SandboxJob, type SandboxPoolOptions, type SandboxOutcome } from './sandbox/index.ts';
 export { runnerConfig, type RunnerConfig, type RunnerGiven, type RunnerEnv } from './config.ts';
 export { runNodeDaemon, type NodeDaemonRun } from './main.ts';

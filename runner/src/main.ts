@@ -4,12 +4,13 @@ import { untilAborted, type ServiceRun } from '@writ/protocol';
 import type { RunnerConfig } from './config.ts';
 import { startNodeDaemon } from './node-daemon.ts';
 import type { RunnerLogger } from './runner.ts';
+import type { HostTable } from './broker.ts';
 
 /** The runner drains instead of releasing resources in reverse: the daemon's stop() bounds that itself. */
 export type NodeDaemonRun = ServiceRun<RunnerLogger>;
 
 /** Runs until `run.signal` aborts, then drains; resolves once stopped. */
-export async function runNodeDaemon(config: RunnerConfig, run: NodeDaemonRun): Promise<void> {
+export async function runNodeDaemon(config: RunnerConfig, run: NodeDaemonRun, extra: { hostTable?: HostTable } = {}): Promise<void> {
   const { logger } = run;
   const daemon = await startNodeDaemon({
     coordUrl: config.coordUrl,
@@ -25,6 +26,7 @@ export async function runNodeDaemon(config: RunnerConfig, run: NodeDaemonRun): P
     ...(config.concurrency ? { concurrency: config.concurrency } : {}),
     ...(config.lockDurationMs ? { lockDurationMs: config.lockDurationMs } : {}),
     ...(config.stalledIntervalMs ? { stalledIntervalMs: config.stalledIntervalMs } : {}),
+    ...(extra.hostTable ? { hostTable: extra.hostTable } : {}),
   });
   run.io.out(JSON.stringify({ ready: true, node: config.nodeId, keyid: daemon.identity.key.keyid, newIdentity: daemon.identity.created, pid: process.pid }));
   await untilAborted(run.signal);

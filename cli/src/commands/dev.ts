@@ -8,12 +8,13 @@ import { api, followEvents, type CoordTarget } from '../client.ts';
 import { keyringDir, writHome, writeNewFile } from '../keyfiles.ts';
 import { EXIT, serviceLogger, type Io } from '../output.ts';
 import { loadOrCreateKey, startStack, type Stack } from '../stack.ts';
+import { loadNodeConfig } from '@writ/runner';
 import { signScriptFile } from './sign.ts';
 import { runUntilProcessSignal } from './services.ts';
 import { printEvent } from './submit.ts';
 import type { CliContext, Command } from './types.ts';
 
-const HELP = `usage: writ dev [--keep] [--port N] [--state DIR] [--node ID] [--json]
+const HELP = `usage: writ dev [--keep] [--port N] [--state DIR] [--node ID] [--config node.json] [--json]
 
 Runs coord, supervisor and a runner in one process. It starts its own redis-server unless REDIS_URL is
 set, and keeps the ledger in PGlite under the state dir unless DATABASE_URL is set. An admin key is
@@ -26,6 +27,9 @@ API token in $WRIT_HOME/dev.json so that other writ commands find it.
   --port N     coord port (default 7340 with --keep, a free one otherwise)
   --state DIR  state dir (default $WRIT_HOME/dev)
   --node ID    the runner's node id (default dev-1)
+  --config F   the node's config file: its labels (added to env=dev) and the SAL areas its runner offers
+               scripts (btrfs, net, vm, mycelium, nix) with their roots; checked at start (docs/sal.md).
+               Without it the runner offers host facts, time and randomness only
 
 example:
   writ dev --keep
@@ -34,8 +38,12 @@ example:
 const HELLO = path.resolve(import.meta.dirname, '../../../scripts/examples/hello.js');
 
 async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, { keep: { type: 'boolean', default: false }, port: { type: 'string' }, state: { type: 'string' }, node: { type: 'string', default: 'dev-1' } }, { min: 0, max: 0, usage: 'writ dev [--keep]' });
+  const { values } = parse(argv, { keep: { type: 'boolean', default: false }, port: { type: 'string' }, state: { type: 'string' }, node: { type: 'string', default: 'dev-1' }, config: { type: 'string' } }, { min: 0, max: 0, usage: 'writ dev [--keep]' });
   if (values.help) return io.out(HELP), EXIT.ok;
+  // Checked before anything starts: a bad node config stops here with CONFIG_INVALID naming the field.
+  const nodeConfig = values.config ? await loadNodeConfig(values.config) : undefined;
+  const labels = { env: 'dev', ...nodeConfig?.labels };
+  const areas = Object.keys(nodeConfig?.sal ?? {});
   const t0 = Date.now();
   const home = writHome(ctx.env);
   const stateDir = values.state ?? path.join(home, 'dev');
@@ -47,7 +55,8 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
     ...(ctx.env.REDIS_URL ? { redisUrl: ctx.env.REDIS_URL } : {}),
     ...(ctx.env.DATABASE_URL ? { databaseUrl: ctx.env.DATABASE_URL } : {}),
     port: values.port ? Number(values.port) : values.keep ? 7340 : 0,
-    nodes: [{ id: values.node!, labels: { env: 'dev' } }],
+    nodes: [{ id: values.node!, labels }],
+    ...(nodeConfig ? { sal: nodeConfig.sal } : {}),
     logger,
     ...(ctx.env.WRIT_TOKEN ? { apiToken: ctx.env.WRIT_TOKEN } : {}),
   });
@@ -63,7 +72,7 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
     io.out(`  coord     ${stack.url}   (token in ${devFile}; export WRIT_TOKEN=${stack.token})`);
     io.out(`  redis     ${redactRedisUrl(stack.redisUrl)}${stack.redis ? ' (embedded)' : ''}`);
     io.out(`  ledger    ${ctx.env.DATABASE_URL ? 'DATABASE_URL' : `PGlite in ${path.join(stateDir, 'ledger')}`}`);
-    io.out(`  runner    node ${values.node} (labels env=dev)`);
+    io.out(`  runner    node ${values.node} (labels ${Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')}; SAL ${areas.length ? `host, time, random, ${areas.join(', ')}` : 'host, time, random only (--config adds areas)'})`);
     io.out(`  admin key ${path.join(keyringDir(ctx.env), 'admin.key')} (${admin.keyid})`);
     io.out(`try: writ submit scripts/examples/hello.js --target node=${values.node} --caps host.facts --follow`);
     await runUntilProcessSignal(async (signal) => {

@@ -1,5 +1,5 @@
 // writ runner --node ID: the node daemon on its own (production shape: one per node).
-import { runNodeDaemon, runnerConfig } from '@writ/runner';
+import { loadNodeConfig, runNodeDaemon, runnerConfig } from '@writ/runner';
 import { writHome } from '../keyfiles.ts';
 import { parse } from '../args.ts';
 import { adminKeyRefs, runUntilProcessSignal } from './services.ts';
@@ -7,7 +7,7 @@ import { EXIT, serviceLogger, type Io } from '../output.ts';
 import type { CliContext, Command } from './types.ts';
 
 const HELP = `usage: writ runner --node ID --coord URL --admin-key FILE [--admin-threshold K] [--cluster ID] [--label k=v ...] [--redis URL]
-                   [--state DIR] [--concurrency N] [--heartbeat-ms N] [--lock-ms N] [--stalled-ms N] [--production]
+                   [--state DIR] [--concurrency N] [--heartbeat-ms N] [--lock-ms N] [--stalled-ms N] [--config node.json] [--production]
 
 Runs the node daemon: makes (once) and keeps the node's own ed25519 identity in the state dir, registers
 with the coord by signing a fresh challenge, sends signed heartbeats with its health, and runs the job
@@ -23,6 +23,9 @@ takes no new jobs and lets running ones finish.
                     redis+sentinel://[user:pass@]host:port,host:port/MASTER[?db=N] (Sentinel)
   --heartbeat-ms N  send a signed heartbeat every N ms (default 30000). The coord counts a node unreachable
                     after 3 of its own intervals, so match it: \`writ dev\` expects 5000, \`writ coord\` 30000
+  --config FILE     the node's config file: labels (--label adds to and overrides them) and the SAL areas
+                    this runner offers scripts (btrfs, net, vm, mycelium, nix) with their roots, checked at
+                    start (docs/sal.md); without it: host facts, time and randomness only
   --production      refuse a Redis with eviction on, or reached without this node's own ACL user
                     (writ redis acl --role runner --node ID prints it); also WRIT_PRODUCTION=1
 
@@ -33,17 +36,18 @@ async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> 
   const { values } = parse(argv, {
     node: { type: 'string' }, label: { type: 'string', multiple: true }, redis: { type: 'string' }, concurrency: { type: 'string' },
     'admin-key': { type: 'string', multiple: true }, coord: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, 'admin-threshold': { type: 'string', default: '1' }, cluster: { type: 'string' }, state: { type: 'string' },
-    'lock-ms': { type: 'string' }, 'stalled-ms': { type: 'string' }, production: { type: 'boolean', default: false },
+    'lock-ms': { type: 'string' }, 'stalled-ms': { type: 'string' }, production: { type: 'boolean', default: false }, config: { type: 'string' },
   }, { min: 0, max: 0, usage: 'writ runner --node ID' });
   if (values.help) return io.out(HELP), EXIT.ok;
+  const nodeConfig = values.config ? await loadNodeConfig(values.config) : undefined;
   const config = runnerConfig({
-    home: writHome(ctx.env), node: values.node, labels: values.label, redis: values.redis, coord: values.coord, cluster: values.cluster, state: values.state,
+    home: writHome(ctx.env), node: values.node, labels: [...Object.entries(nodeConfig?.labels ?? {}).map(([k, v]) => `${k}=${v}`), ...(values.label ?? [])], redis: values.redis, coord: values.coord, cluster: values.cluster, state: values.state,
     adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'],
     concurrency: values.concurrency, heartbeatMs: values['heartbeat-ms'], lockMs: values['lock-ms'], stalledMs: values['stalled-ms'],
     ...(values.production ? { production: true } : {}),
   }, ctx.env);
   const logger = serviceLogger(config.logLevel, ctx.env);
-  await runUntilProcessSignal((signal) => runNodeDaemon(config, { logger, io, signal }), { graceMs: config.shutdownGraceMs });
+  await runUntilProcessSignal((signal) => runNodeDaemon(config, { logger, io, signal }, nodeConfig ? { hostTable: nodeConfig.hostTable } : {}), { graceMs: config.shutdownGraceMs });
   return EXIT.ok;
 }
 
