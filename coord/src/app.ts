@@ -10,6 +10,7 @@ import type { JobAttempt, JobRecord } from './ledger/index.ts';
 import type { CoordService, SubmitResult } from './service.ts';
 import { HOST_ROUTES, registerHostRoutes } from './hosts/routes.ts';
 import { FLOW_ROUTES, registerFlowRoutes } from './flows/routes.ts';
+import { envelopeSchema } from './http-schemas.ts';
 import type { NodeRecord } from './nodes/registry.ts';
 import { coordMetrics } from './metrics.ts';
 import swagger from '@fastify/swagger';
@@ -42,16 +43,6 @@ const MAX_EVENT_SEQ = 2 ** 31 - 1;
 
 const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' } as const;
 
-const envelopeSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['payloadType', 'payload', 'signatures'],
-  properties: {
-    payloadType: { type: 'string', maxLength: 200 },
-    payload: { type: 'string' },
-    signatures: { type: 'array', minItems: 1, maxItems: 16, items: { type: 'object', additionalProperties: false, required: ['keyid', 'sig'], properties: { keyid: { type: 'string', maxLength: 200 }, sig: { type: 'string', maxLength: 200 } } } },
-  },
-} as const;
 
 /** The explicit route list (A1). A test compares the app's routes against it. */
 export const ROUTES = [

@@ -4,6 +4,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { WritError, type Envelope, encodeEnvelope, FLOW_ID_PATTERN, MAX_FLOW_ENVELOPE_BYTES } from '@writ/protocol';
 import type { CoordService } from '../service.ts';
+import { envelopeSchema } from '../http-schemas.ts';
 import { FLOW_STATUSES, getFlow, listFlowEvents, listFlows, listStepJobs, listSteps, type FlowEvent, type FlowRecord, type FlowStatus } from './store.ts';
 
 export const FLOW_ROUTES = [
@@ -16,16 +17,6 @@ export const FLOW_ROUTES = [
 
 const ID = { type: 'string', pattern: FLOW_ID_PATTERN } as const;
 const MAX_SEQ = 2 ** 31 - 1;
-const envelopeSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['payloadType', 'payload', 'signatures'],
-  properties: {
-    payloadType: { type: 'string', maxLength: 200 },
-    payload: { type: 'string' },
-    signatures: { type: 'array', minItems: 1, maxItems: 16, items: { type: 'object', additionalProperties: false, required: ['keyid', 'sig'], properties: { keyid: { type: 'string', maxLength: 200 }, sig: { type: 'string', maxLength: 200 } } } },
-  },
-} as const;
 
 function flowSummary(f: FlowRecord) {
   return {
