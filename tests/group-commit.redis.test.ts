@@ -142,7 +142,7 @@ describe.skipIf(!postgres.ok)('group commit on PostgreSQL', () => {
       try {
         const end = Date.now() + 20_000;
         for (;;) {
-          const pending = (await redis.xpending('writ:events', 'supervisors')) as [number, ...unknown[]];
+          const pending = (await redis.xpending('{writ}:events', 'supervisors')) as [number, ...unknown[]];
           if (Number(pending[0]) > 0) break;
           if (Date.now() > end) throw new Error('no unacknowledged report entries appeared');
           await new Promise((r) => setTimeout(r, 50));

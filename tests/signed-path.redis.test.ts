@@ -1,11 +1,12 @@
 // The signed path end to end on a real Redis and PGlite: coord over HTTP → supervisor → BullMQ → runner
-// → QuickJS sandbox → signed report → ledger. Each test names the requirement it proves.
+// → QuickJS sandbox → signed report → ledger. Each test names the requirement it proves. The same suite runs
+// on a Redis Cluster in signed-path.cluster.redis.test.ts (WRIT_TEST_REDIS_URL, read by startTestStack).
 import os from 'node:os';
 import { Queue, QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { followEvents } from '@writ/cli';
-import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, generateKeyPair, parseEnvelope, parseJobPage, parseJobView, queueJobId, queueNames, signEnvelope, utf8 } from '@writ/protocol';
+import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, generateKeyPair, newRedisClient, parseEnvelope, parseJobPage, parseJobView, queueJobId, queueNames, signEnvelope, utf8 } from '@writ/protocol';
 import { HELLO, NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
 
 let s: TestStack;
@@ -13,7 +14,7 @@ let redis: Redis;
 
 beforeAll(async () => {
   s = await startTestStack({ nodes: [{ id: 'node-a', labels: { rack: 'r1' } }, { id: 'node-b', labels: { rack: 'r2' } }] });
-  redis = new Redis(s.redisUrl, { maxRetriesPerRequest: null });
+  redis = newRedisClient({ Redis, Cluster }, s.redisUrl, { maxRetriesPerRequest: null });
 }, 60_000);
 afterAll(async () => {
   redis?.disconnect();
@@ -260,7 +261,9 @@ describe('runner stays responsive (R4)', () => {
   it('a CPU-heavy script causes no BullMQ stalled event', async () => {
     // Its own node with a short lock (3 s, checked every second): a busy main thread would lose it.
     const r4 = await s.startRunner('node-r4', {}, { runner: { lockDurationMs: 3000, stalledIntervalMs: 1000 } });
-    const events = new QueueEvents(queueNames.node('node-r4'), { connection: { url: s.redisUrl } as never, prefix: BULL_PREFIX });
+    // Its own connection: QueueEvents blocks on it reading the queue's event stream.
+    const eventsConn = newRedisClient({ Redis, Cluster }, s.redisUrl, { maxRetriesPerRequest: null });
+    const events = new QueueEvents(queueNames.node('node-r4'), { connection: eventsConn, prefix: BULL_PREFIX });
     await events.waitUntilReady();
     let stalled = 0;
     events.on('stalled', () => stalled++);
@@ -269,6 +272,7 @@ describe('runner stays responsive (R4)', () => {
     await s.post(envelope);
     const job = await s.waitFor(id, ['succeeded', 'failed'], 90_000);
     await events.close();
+    eventsConn.disconnect();
     expect(job.status).toBe('succeeded');
     // The script must have outlived the lock several times over for this to prove anything.
     const attempts = await s.ledger.listAttempts(id);

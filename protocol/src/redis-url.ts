@@ -1,9 +1,11 @@
-// REDIS_URL, read in one place: a plain Redis address or a Sentinel group, turned into the options object
-// ioredis's constructor takes. Pure (no I/O, no ioredis import); refusals carry REDIS_URL_INVALID and a
-// stable `reason`, and never repeat a password.
+// REDIS_URL, read in one place: a plain Redis address, a Sentinel group or a Redis Cluster, turned into the
+// options ioredis takes. Pure (no I/O, no ioredis import: newRedisClient is handed ioredis's classes);
+// refusals carry REDIS_URL_INVALID and a stable `reason`, and never repeat a password.
 //
 //   redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]                    (rediss:// for TLS)
 //   redis+sentinel://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...]/MASTER[?db=N&sentinelUsername=U&sentinelPassword=P]
+//   redis+cluster://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...]   (rediss+cluster:// for TLS; some of the
+//                                                                    cluster's nodes: the client learns the rest)
 //
 // USER/PASSWORD authenticate to the Redis servers (the role's ACL user); sentinelUsername/sentinelPassword to
 // the sentinels, when they require it. Percent-encode reserved characters in all of them.
@@ -11,10 +13,12 @@ import { WritError } from './errors.ts';
 
 export const REDIS_DEFAULT_PORT = 6379;
 export const SENTINEL_DEFAULT_PORT = 26379;
-export const REDIS_URL_SCHEMES = ['redis:', 'rediss:', 'redis+sentinel:'] as const;
+export const REDIS_URL_SCHEMES = ['redis:', 'rediss:', 'redis+sentinel:', 'redis+cluster:', 'rediss+cluster:'] as const;
 
-/** What ioredis's `new Redis(options)` accepts, for either form. */
+/** What ioredis's `new Redis(options)` accepts, for a plain address or Sentinel; `cluster` for a Redis Cluster. */
 export interface RedisConnectionOptions {
+  /** Cluster form: the nodes to start from (ioredis `new Cluster(cluster, { redisOptions })`). */
+  cluster?: { host: string; port: number }[];
   host?: string;
   port?: number;
   /** Sentinel form: where to ask for the current primary of `name`. */
@@ -83,11 +87,12 @@ export function parseRedisUrl(url: string, source = 'REDIS_URL'): RedisConnectio
   const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/.exec(url);
   if (!m) {
     if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(url) && url.includes('#')) refuse(source, shown, 'syntax', 'a Redis URL has no #fragment (percent-encode # in a password as %23)');
-    return refuse(source, shown, 'syntax', 'not a URL (expected redis://HOST:PORT or redis+sentinel://HOST:PORT,HOST:PORT/MASTER)');
+    return refuse(source, shown, 'syntax', 'not a URL (expected redis://HOST:PORT, redis+sentinel://HOST:PORT,HOST:PORT/MASTER or redis+cluster://HOST:PORT,HOST:PORT)');
   }
   const scheme = `${m[1]!.toLowerCase()}:`;
-  if (!(REDIS_URL_SCHEMES as readonly string[]).includes(scheme)) refuse(source, shown, 'scheme', 'expected a redis+sentinel:, redis: or rediss: URL');
+  if (!(REDIS_URL_SCHEMES as readonly string[]).includes(scheme)) refuse(source, shown, 'scheme', 'expected a redis:, rediss:, redis+sentinel:, redis+cluster: or rediss+cluster: URL');
   const sentinel = scheme === 'redis+sentinel:';
+  const cluster = scheme === 'redis+cluster:' || scheme === 'rediss+cluster:';
   const authority = m[2]!;
   const path = m[3] ?? '';
   const at = authority.lastIndexOf('@');
@@ -107,15 +112,15 @@ export function parseRedisUrl(url: string, source = 'REDIS_URL'): RedisConnectio
 
   if (hostlist === '') refuse(source, shown, 'host', 'no host');
   const hosts = hostlist.split(',');
-  if (!sentinel && hosts.length > 1) refuse(source, shown, 'host', 'several hosts are a Sentinel address: use redis+sentinel://HOST:PORT,HOST:PORT/MASTER');
+  if (!sentinel && !cluster && hosts.length > 1) refuse(source, shown, 'host', 'several hosts are a Sentinel group or a Redis Cluster: use redis+sentinel://HOST:PORT,HOST:PORT/MASTER or redis+cluster://HOST:PORT,HOST:PORT');
   const addresses = hosts.map((h) => parseAddress(h, sentinel ? SENTINEL_DEFAULT_PORT : REDIS_DEFAULT_PORT, source, shown));
 
   const query = new Map<string, string>();
   for (const pair of (m[4] ?? '').split('&').filter((p) => p !== '')) {
     const eq = pair.indexOf('=');
     const key = eq >= 0 ? pair.slice(0, eq) : pair;
-    const allowed = sentinel ? ['db', 'sentinelUsername', 'sentinelPassword'] : ['db'];
-    if (!allowed.includes(key)) refuse(source, shown, 'query', `unknown parameter ${JSON.stringify(key)} (accepted: ${allowed.join(', ')})`);
+    const allowed = sentinel ? ['db', 'sentinelUsername', 'sentinelPassword'] : cluster ? [] : ['db'];
+    if (!allowed.includes(key)) refuse(source, shown, 'query', `unknown parameter ${JSON.stringify(key)} (accepted: ${allowed.join(', ') || 'none'})`);
     if (query.has(key)) refuse(source, shown, 'query', `the parameter ${key} is given twice`);
     query.set(key, decode(eq >= 0 ? pair.slice(eq + 1) : '', source, shown, key));
   }
@@ -130,6 +135,11 @@ export function parseRedisUrl(url: string, source = 'REDIS_URL'): RedisConnectio
     const sp = query.get('sentinelPassword');
     if (su !== undefined && su !== '') out.sentinelUsername = su;
     if (sp !== undefined && sp !== '') out.sentinelPassword = sp;
+  } else if (cluster) {
+    // A cluster has database 0 only (SELECT is refused there).
+    if (path.replace(/^\//, '') !== '') refuse(source, shown, 'db', 'a Redis Cluster has no databases but 0: redis+cluster://HOST:PORT,HOST:PORT');
+    out.cluster = addresses;
+    if (scheme === 'rediss+cluster:') out.tls = {};
   } else {
     out.host = addresses[0]!.host;
     out.port = addresses[0]!.port;
@@ -163,6 +173,34 @@ export function checkRedisUrl(url: string, source: string): string {
 export function describeRedisTarget(o: RedisConnectionOptions): string {
   const db = o.db ? `/${o.db}` : '';
   const user = o.username ? ` as ${o.username}` : '';
+  if (o.cluster) return `${o.tls ? 'rediss' : 'redis'} cluster via ${o.cluster.map((s) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`).join(',')}${user}`;
   if (o.sentinels) return `sentinel master ${o.name} via ${o.sentinels.map((s) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`).join(',')}${db}${user}`;
   return `${o.tls ? 'rediss' : 'redis'}://${o.host?.includes(':') ? `[${o.host}]` : o.host}:${o.port}${db}${user}`;
+}
+
+/** The ioredis classes newRedisClient builds with (protocol does not import ioredis itself). */
+export interface RedisClientClasses<R> {
+  Redis: new (options: Record<string, unknown>) => R;
+  Cluster: new (startupNodes: { host: string; port: number }[], options: Record<string, unknown>) => unknown;
+}
+
+/**
+ * An ioredis client for REDIS_URL in any form: a Redis (plain or Sentinel) or, for redis+cluster://, a Cluster,
+ * which answers the same commands and which BullMQ takes as a connection (the keys Writ uses are hash-tagged,
+ * queues.ts, so each queue's keys and each multi-key command stay in one slot). `extra` are ioredis options
+ * (lazyConnect, maxRetriesPerRequest, retryStrategy, ...): for a cluster they apply to every node's
+ * connection, and lazyConnect and retryStrategy (as clusterRetryStrategy) to the cluster itself.
+ */
+export function newRedisClient<R>(classes: RedisClientClasses<R>, url: string, extra: Record<string, unknown> = {}, source = 'REDIS_URL'): R {
+  const o = parseRedisUrl(url, source);
+  if (!o.cluster) return new classes.Redis({ ...o, ...extra });
+  const { cluster: startupNodes, ...perNode } = o;
+  const { lazyConnect, retryStrategy, ...nodeExtra } = extra;
+  return new classes.Cluster(startupNodes, {
+    redisOptions: { ...perNode, ...nodeExtra },
+    ...(lazyConnect !== undefined ? { lazyConnect } : {}),
+    ...(retryStrategy !== undefined ? { clusterRetryStrategy: retryStrategy } : {}),
+    ...(nodeExtra.maxRetriesPerRequest !== undefined ? { maxRetriesPerRequest: nodeExtra.maxRetriesPerRequest } : {}),
+    ...(nodeExtra.enableReadyCheck !== undefined ? { enableReadyCheck: nodeExtra.enableReadyCheck } : {}),
+  }) as R;
 }

@@ -1,6 +1,6 @@
 // REDIS_URL forms (plain, TLS, Sentinel) into ioredis options, and the refusals with their stable reasons.
 import { describe, expect, it } from 'vitest';
-import { checkRedisUrl, describeRedisTarget, parseRedisUrl, redactRedisUrl, type RedisUrlProblem } from '../src/index.ts';
+import { checkRedisUrl, describeRedisTarget, newRedisClient, parseRedisUrl, redactRedisUrl, type RedisUrlProblem } from '../src/index.ts';
 
 describe('parseRedisUrl', () => {
   it('reads a plain address with the default port, a database and an ACL user', () => {
@@ -23,6 +23,24 @@ describe('parseRedisUrl', () => {
     });
   });
 
+  it('reads a Redis Cluster address: some of its nodes, no database', () => {
+    expect(parseRedisUrl('redis+cluster://127.0.0.1:7000,127.0.0.1:7001')).toEqual({ cluster: [{ host: '127.0.0.1', port: 7000 }, { host: '127.0.0.1', port: 7001 }] });
+    expect(parseRedisUrl('rediss+cluster://u:p%40@a,[::1]:7002')).toEqual({ cluster: [{ host: 'a', port: 6379 }, { host: '::1', port: 7002 }], username: 'u', password: 'p@', tls: {} });
+    expect(describeRedisTarget(parseRedisUrl('redis+cluster://u:pw@a:1,b:2'))).toBe('redis cluster via a:1,b:2 as u');
+  });
+
+  it('builds a Cluster for the cluster form and a Redis for the others, with the options given', () => {
+    class R { constructor(readonly o: Record<string, unknown>) {} }
+    class C { constructor(readonly nodes: unknown, readonly o: Record<string, unknown>) {} }
+    const plain = newRedisClient({ Redis: R, Cluster: C }, 'redis://h:1', { lazyConnect: true, maxRetriesPerRequest: null });
+    expect(plain).toBeInstanceOf(R);
+    expect((plain as R).o).toEqual({ host: 'h', port: 1, lazyConnect: true, maxRetriesPerRequest: null });
+    const cluster = newRedisClient({ Redis: R, Cluster: C }, 'redis+cluster://u:p@a:1,b:2', { lazyConnect: true, maxRetriesPerRequest: null, retryStrategy: null });
+    expect(cluster).toBeInstanceOf(C);
+    expect((cluster as unknown as C).nodes).toEqual([{ host: 'a', port: 1 }, { host: 'b', port: 2 }]);
+    expect((cluster as unknown as C).o).toEqual({ redisOptions: { username: 'u', password: 'p', maxRetriesPerRequest: null }, lazyConnect: true, clusterRetryStrategy: null, maxRetriesPerRequest: null });
+  });
+
   const refused: [string, RedisUrlProblem][] = [
     ['127.0.0.1:6379', 'syntax'],
     ['redis://h:1/0#frag', 'syntax'],
@@ -43,6 +61,9 @@ describe('parseRedisUrl', () => {
     ['redis+sentinel://h/m?db=1&db=2', 'query'],
     ['redis://u:%E0%A4%A@h', 'credentials'],
     ['redis://:@h', 'credentials'],
+    ['redis+cluster://a:1,b:2/0', 'db'],
+    ['redis+cluster://a:1?db=1', 'query'],
+    ['redis+cluster://a:1,b:x', 'port'],
   ];
   it.each(refused)('refuses %s with REDIS_URL_INVALID (%s)', (url, reason) => {
     expect(() => parseRedisUrl(url, '--redis')).toThrow(expect.objectContaining({ code: 'REDIS_URL_INVALID', details: { reason }, message: expect.stringMatching(/^--redis /) }));

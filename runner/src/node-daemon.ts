@@ -48,7 +48,9 @@ export async function nodeHealth(stateDir: string, runningJobs: number): Promise
  * that still lets anyone in as the default user is warned about: that user is not confined.
  */
 export async function assertRunnerRedisUser(redisUrl: string, nodeId: string, warn: (msg: string) => void): Promise<void> {
-  const options = parseRedisUrl(redisUrl);
+  const parsed = parseRedisUrl(redisUrl);
+  // A Redis Cluster keeps ACL users on each node: ask the first node given, as a plain connection.
+  const { cluster: _cluster, ...options } = parsed.cluster ? { ...parsed, host: parsed.cluster[0]!.host, port: parsed.cluster[0]!.port } : parsed;
   const redis = new Redis({ ...options, lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
   redis.on('error', () => {});
   try {

@@ -2,8 +2,8 @@
 // envelope (T11), checks it targets this node (T12) and is authorised here (X5, T9), runs it in the sandbox
 // pool off the main thread (R4), and reports status, log lines and results through the events stream.
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
-import { parseRedisUrl } from '@writ/protocol'; // REDIS_URL: plain or Sentinel
+import { Cluster, Redis } from 'ioredis';
+import { newRedisClient } from '@writ/protocol'; // REDIS_URL: plain, Sentinel or Cluster
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -79,8 +79,8 @@ export class Runner {
     this.log = opts.logger ?? silent;
     this.node = { id: opts.nodeId, labels: opts.labels ?? {} };
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
-    this.redis = new Redis({ ...parseRedisUrl(opts.redisUrl), maxRetriesPerRequest: null, lazyConnect: true });
-    this.workerConn = new Redis({ ...parseRedisUrl(opts.redisUrl), maxRetriesPerRequest: null, lazyConnect: true });
+    this.redis = newRedisClient({ Redis, Cluster }, opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    this.workerConn = newRedisClient({ Redis, Cluster }, opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
     for (const r of [this.redis, this.workerConn]) r.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
   }
 

@@ -26,6 +26,9 @@ export async function checkRedisEviction(redis: Redis): Promise<RedisCheckResult
 
 /** Whether a client with no credentials gets in (the default user on, without a password). */
 async function defaultUserOpen(redis: Redis): Promise<boolean> {
+  // A Cluster client duplicates with other arguments, and each node has its own users: not probed there
+  // (docs/operations.md, Redis Cluster).
+  if ((redis as { isCluster?: boolean }).isCluster) return false;
   const probe = redis.duplicate({ username: undefined, password: undefined, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, reconnectOnError: null });
   probe.on('error', () => {});
   try {

@@ -1,8 +1,8 @@
 // The supervisor: admits jobs (verify, authorise), enqueues one BullMQ job per target node, publishes the
 // signed key set for runners, and forwards what runners report to the coord as signed reports.
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
-import { parseRedisUrl } from '@writ/protocol'; // REDIS_URL: plain or Sentinel
+import { Cluster, Redis } from 'ioredis';
+import { newRedisClient } from '@writ/protocol'; // REDIS_URL: plain, Sentinel or Cluster
 import {
   BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, QUEUE_JOB_NAME, WritError, encodeEnvelope, encodeSupervisorReport, pickByJobId, queueJobData, queueJobId, queueNames,
   REPORT_TARGET_BYTES, readEventStreamEntry, redisKeys, signEnvelope, targetMatchesNode, type HolderState, type JobPayload, type QueueState, type ReportEntry, type SupervisorReport, type KeyPair,
@@ -80,8 +80,8 @@ export class Supervisor {
     this.log = opts.logger ?? silent;
     this.collecting = opts.collectEvents ?? true;
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
-    this.redis = new Redis({ ...parseRedisUrl(opts.redisUrl), maxRetriesPerRequest: null, lazyConnect: true });
-    this.reader = new Redis({ ...parseRedisUrl(opts.redisUrl), maxRetriesPerRequest: null, lazyConnect: true });
+    this.redis = newRedisClient({ Redis, Cluster }, opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    this.reader = newRedisClient({ Redis, Cluster }, opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
     for (const r of [this.redis, this.reader]) r.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
   }
 

@@ -22,6 +22,8 @@ export interface TestStack extends Stack {
 
 export async function startTestStack(opts: Partial<StackOptions> = {}): Promise<TestStack> {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'writ-it-'));
+  // A suite can be run on another Redis (a Sentinel group, a Redis Cluster) by its variant file setting this.
+  const redisUrl = opts.redisUrl ?? process.env.WRIT_TEST_REDIS_URL;
   const admin = opts.admin ?? generateKeyPair();
   const stack = await startStack({
     admin,
@@ -34,6 +36,7 @@ export async function startTestStack(opts: Partial<StackOptions> = {}): Promise<
     reconcileAfterMs: 800,
     reconcileEveryMs: 300,
     ...opts,
+    ...(redisUrl ? { redisUrl } : {}),
   });
   let roleSeq = 0;
   const ts: TestStack = Object.assign(stack, {

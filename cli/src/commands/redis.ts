@@ -9,8 +9,8 @@ import { dispatchSubcommand, type CliContext, type Command } from './types.ts';
 const ACL_HELP = `usage: writ redis acl --role supervisor|runner [--node ID] [--password-file FILE] [--json]
 
 Prints the Redis command that creates (or resets) a role's ACL user, for redis-cli:
-  supervisor        user writ-supervisor: every Writ key (writ:*, writ-bull:*), no admin commands
-  runner --node ID  user writ-runner-ID: only node ID's queue (writ-bull:node.ID:*) and heartbeat hash,
+  supervisor        user writ-supervisor: every Writ key ({writ}:*, writ-bull:*), no admin commands
+  runner --node ID  user writ-runner-ID: only node ID's queue (writ-bull:{node.ID}:*) and heartbeat hash,
                     XADD to the event stream, ZADD to the node index, and reads of the key set.
                     It cannot touch another node's queue, read the event stream or change the key set.
 The password goes in as its SHA-256. Without --password-file a new random one is made and printed on stderr
