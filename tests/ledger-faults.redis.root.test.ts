@@ -123,7 +123,8 @@ async function loneCoord(state: string) {
     async record(): Promise<string> {
       const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
       await this.api('POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
-      const job = buildJobPayload({ source: 'export default async () => 1', target: { node: 'nowhere-1' }, aud: 'writ-dev' });
+      // A selector no node matches: the job is recorded and waits (a node id the coord never registered is refused, NODE_UNKNOWN).
+      const job = buildJobPayload({ source: 'export default async () => 1', target: { selector: { rack: 'nowhere' } }, aud: 'writ-dev' });
       const res = await this.api('POST', '/v1/jobs', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])));
       expect(res.status).toBe(202);
       return job.id;

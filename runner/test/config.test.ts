@@ -55,7 +55,7 @@ describe('runnerConfig', () => {
 
   it.each([
     ['a --node id registration would refuse', { node: 'Node_7' }, {}, /^--node Node_7: /],
-    ['--redis that is not redis://', { redis: 'http://r' }, {}, /^--redis .*redis: or rediss: URL/],
+    ['--redis that is not redis://', { redis: 'http://r' }, {}, /^--redis .*expected a redis:, rediss:, redis\+sentinel:, redis\+cluster: or rediss\+cluster: URL/],
     ['REDIS_URL without a scheme', { redis: undefined }, { REDIS_URL: '127.0.0.1:6379' }, /^REDIS_URL 127.0.0.1:6379: not a URL/],
     ['--coord that is not http(s)://', { coord: 'ftp://c' }, {}, /^--coord .*http: or https: URL/],
     ['WRIT_COORD without a scheme', { coord: undefined }, { WRIT_COORD: '10.0.0.1:7340' }, /^WRIT_COORD 10.0.0.1:7340: not a URL/],

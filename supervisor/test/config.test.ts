@@ -20,6 +20,9 @@ function refusal(given: Partial<SupervisorGiven>, env: Record<string, string | u
 describe('supervisorConfig', () => {
   it('applies the defaults for everything not given', () => {
     expect(supervisorConfig(GIVEN, ENV)).toEqual({
+      // Without --pool: no federation (the supervisor is the coord's start-up one) and the default claim idle time.
+      federation: null,
+      claimIdleMs: 30_000,
       id: 'sup-1',
       apiToken: 'sup-token',
       redisUrl: 'redis://127.0.0.1:6379',
@@ -58,7 +61,7 @@ describe('supervisorConfig', () => {
     ['--listen without a port', { listen: 'localhost' }, {}, /^--listen localhost: expected HOST:PORT$/],
     ['--listen with a port past 65535', { listen: '127.0.0.1:70000' }, {}, /^--listen .*0 to 65535/],
     ['--redis without a scheme', { redis: '127.0.0.1:6379' }, {}, /^--redis 127.0.0.1:6379: not a URL/],
-    ['--redis that is not redis://', { redis: 'http://r:6379' }, {}, /^--redis .*redis: or rediss: URL/],
+    ['--redis that is not redis://', { redis: 'http://r:6379' }, {}, /^--redis .*expected a redis:, rediss:, redis\+sentinel:, redis\+cluster: or rediss\+cluster: URL/],
     ['REDIS_URL that is not redis://', { redis: undefined }, { REDIS_URL: 'http://r' }, /^REDIS_URL /],
     ['--coord that is not http(s)://', { coord: 'redis://c' }, {}, /^--coord .*http: or https: URL/],
     ['WRIT_COORD that is not a URL', { coord: undefined }, { WRIT_COORD: '10.0.0.1:7340' }, /^WRIT_COORD 10.0.0.1:7340: not a URL/],
