@@ -59,10 +59,10 @@ export const SUPERVISOR_DEFAULTS = Object.freeze({ id: 'sup-1', listen: '127.0.0
 
 /** The Redis URL runners are told, without user name or password (each node has its own credentials). */
 function withoutCredentials(url: string): string {
-  const u = new URL(url);
-  u.username = '';
-  u.password = '';
-  return u.toString();
+  // Not `new URL()`: a Sentinel or Cluster address lists several hosts, which WHATWG URLs cannot hold.
+  return url
+    .replace(/^([^:/?#]+:\/\/)[^@/?#]*@/, '$1')
+    .replace(/([?&])sentinelPassword=[^&#]*(&|$)/, (_m, pre: string, post: string) => (post ? pre : ''));
 }
 
 export function supervisorConfig(given: SupervisorGiven, env: ConfigEnv): SupervisorConfig {

@@ -78,4 +78,12 @@ describe('supervisorConfig', () => {
     expect(r.code).toBe('CONFIG_INVALID');
     expect(r.message).toMatch(message);
   });
+
+  it('tells runners a Redis address without credentials, for Sentinel and Cluster addresses too (several hosts)', () => {
+    const runnerRedis = (redis: string) => supervisorConfig({ ...GIVEN, redis, pools: ['a'] }, ENV).federation?.runnerRedis;
+    expect(runnerRedis('redis://u:p@127.0.0.1:6379/2')).toBe('redis://127.0.0.1:6379/2');
+    expect(runnerRedis('redis+sentinel://u:p@h1:26379,h2:26380/mymaster?db=1&sentinelPassword=sp')).toBe('redis+sentinel://h1:26379,h2:26380/mymaster?db=1');
+    expect(runnerRedis('redis+sentinel://h1:26379/m?sentinelPassword=sp&db=2')).toBe('redis+sentinel://h1:26379/m?db=2');
+    expect(runnerRedis('redis+cluster://a:1,b:2')).toBe('redis+cluster://a:1,b:2');
+  });
 });
