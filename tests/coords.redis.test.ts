@@ -114,7 +114,8 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
     expect((await api(portA, 'POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])))).status).toBe(201);
     await runner();
     await until('the node registering', async () => ((await api(portA, 'GET', `/v1/nodes/${NODE}`)).body?.state === 'inspected' ? true : undefined), 30_000);
-    expect((await api(portA, 'POST', `/v1/nodes/${NODE}/accept`, JSON.stringify({ reason: 'test' }))).status).toBe(200);
+    const acc = await api(portA, 'POST', `/v1/nodes/${NODE}/accept`, JSON.stringify({ reason: 'test' }));
+    expect(acc.status, JSON.stringify(acc.body)).toBe(200);
     await until('the node active', async () => ((await api(portA, 'GET', `/v1/nodes/${NODE}`)).body?.state === 'active' ? true : undefined), 30_000);
 
     // Coord B joins the same ledger, and learns the node from it.
@@ -145,7 +146,11 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
     // and reconcile the same waiting jobs, and the first to dispatch one waits on the supervisor, holding
     // what it claimed.
     supervisor.child.kill('SIGSTOP');
-    expect((await api(portA, 'POST', `/v1/nodes/${NODE}/accept`, JSON.stringify({ reason: 'test' }))).status).toBe(200);
+    // Coord A must see the drain finished too (another coord may have recorded it; A follows the ledger's node
+    // rows every 2 s): from `draining` an accept is refused (409).
+    await until('coord A to see the node commissioned', async () => ((await api(portA, 'GET', `/v1/nodes/${NODE}`)).body?.state === 'commissioned' ? true : undefined), 30_000);
+    const again = await api(portA, 'POST', `/v1/nodes/${NODE}/accept`, JSON.stringify({ reason: 'test' }));
+    expect(again.status, JSON.stringify(again.body)).toBe(200);
     await until('the node active again', async () => ((await nodeState()) === 'active' ? true : undefined), 30_000);
     const leaseHolders = async () => new Map((await ledger.db.query<{ app: string; n: number }>(
       `SELECT a.application_name AS app, count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid = hashtext('writ.job')::oid GROUP BY 1`,
@@ -154,11 +159,16 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
     // follows the ledger's node states within a few seconds: three reconcile passes of it since make sure it
     // has reconciled the same jobs with the node active (and met the driver's leases).
     const passes = { [portA]: await metric(portA, 'writ_reconcile_passes_total'), [portB]: await metric(portB, 'writ_reconcile_passes_total') };
+    // A pass whose dispatch to the stopped supervisor timed out releases its leases until the next pass: once
+    // any lease was seen, wait for a moment when one is held again rather than take the no-lease way out below.
+    let sawLease = false;
     const driverPort = await until('one coord driving and the other reconciling beside it', async () => {
       const holders = await leaseHolders();
+      if ([...holders.values()].some((n) => n > 0)) sawLease = true;
       const driving = [portA, portB].find((p) => (holders.get(coords[p]!.child.pid!) ?? 0) > 0);
       if (driving !== undefined) return (await metric(driving === portA ? portB : portA, 'writ_reconcile_passes_total')) >= passes[driving === portA ? portB : portA]! + 3 ? driving : undefined;
       // Attempts dispatched with no lease held: only without leases (the checks below then show what that does).
+      if (sawLease) return undefined;
       const dispatched = Number((await ledger.db.query<{ n: number }>('SELECT coalesce(sum(attempts), 0)::int AS n FROM jobs WHERE id = ANY($1::text[])', [batch.map((j) => j.id)]))[0]!.n);
       return dispatched >= 2 && (await metric(portA, 'writ_reconcile_passes_total')) > passes[portA]! && (await metric(portB, 'writ_reconcile_passes_total')) > passes[portB]! ? portA : undefined;
     }, 60_000);

@@ -8,6 +8,7 @@ import {
   type RunnerEvent, type RunnerEventBatch, type TrustedKey,
 } from '@writ/protocol';
 import { GroupCommitter } from './ledger/group-commit.ts';
+import { batchKey, claimBatchesIn, pruneBatches } from './ledger/batches.ts';
 import { FlowEngine } from './flows/engine.ts';
 import { flowsOfJobs, recordStepResultsIn, type FlowEvent } from './flows/store.ts';
 import { LEASE_KINDS, type Leases } from './ledger/leases.ts';
@@ -106,6 +107,8 @@ export class CoordService {
   private readonly log: CoordLogger;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private reconciling = false;
+  /** When the record of applied runner batches was last pruned (each reconcile pass prunes at most every 10 minutes). */
+  private batchesPrunedAt = 0;
   /** The node each known job was dispatched to (bounded), so most runner events skip a ledger read. */
   private readonly jobNodes = new Map<string, string | null>();
   /** Registered node keys by key id, for verifying runner events; dropped on any node transition. */
@@ -469,8 +472,11 @@ export class CoordService {
     // A job remembered without a node may have been dispatched since by another coord: ask the ledger again.
     for (const b of batches) for (const ev of b.events) if (ev.jobId && this.jobNodes.get(ev.jobId) === null) unknownJobs.add(ev.jobId);
     if (unknownJobs.size > 0) for (const [id, node] of await this.ledger.jobNodes([...unknownJobs])) this.remember(id, node);
+    // Which batch each event came in: a batch applied before (a redelivered report) is skipped as a whole.
+    const batchOf = new Map<RunnerEvent, string>();
     for (const b of batches) {
       for (const ev of b.events) {
+        batchOf.set(ev, batchKey(b));
         if (!ev.jobId) {
           events.push(ev);
           continue;
@@ -487,24 +493,26 @@ export class CoordService {
         events.push(ev);
       }
     }
-    const stepResults = events.flatMap((ev) => (ev.type === 'result' && ev.ok && ev.stepResult ? [{ jobId: ev.jobId, node: ev.node, stepResult: ev.stepResult }] : []));
-    const { recorded, retries, flowsToAdvance } = await this.ledger.write(async (w) => {
+    const { recorded, retries, flowsToAdvance, fresh } = await this.ledger.write(async (w) => {
       for (const r of refusals) w.audit(r);
-      const applied = await w.applyRunnerEvents(events);
+      const firstTime = await claimBatchesIn(w.tx, batches.map((b) => ({ node: b.node, batch: b.batch })));
+      const fresh = events.filter((ev) => firstTime.has(batchOf.get(ev)!));
+      const stepResults = fresh.flatMap((ev) => (ev.type === 'result' && ev.ok && ev.stepResult ? [{ jobId: ev.jobId, node: ev.node, stepResult: ev.stepResult }] : []));
+      const applied = await w.applyRunnerEvents(fresh);
       // A flow step's signed result is kept with its job, in the same commit as the job's success.
       await recordStepResultsIn(w.tx, stepResults);
       const ended = applied.recorded.filter((e) => e.type === 'status' && typeof e.data === 'object' && e.data !== null && ['succeeded', 'failed', 'refused'].includes((e.data as { status?: string }).status ?? ''));
       const retried = applied.retries.map((r) => r.jobId);
-      return { ...applied, flowsToAdvance: await flowsOfJobs(w.tx, [...new Set([...ended.map((e) => e.jobId), ...retried])]) };
+      return { ...applied, fresh: fresh.length, flowsToAdvance: await flowsOfJobs(w.tx, [...new Set([...ended.map((e) => e.jobId), ...retried])]) };
     });
     for (const e of recorded) this.publish(e.jobId, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
     if (retries.length > 0) await this.enqueueRetries(retries);
     for (const id of flowsToAdvance) await this.flows.advance(id).catch((e) => this.log.warn({ flowId: id, err: (e as Error).message }, 'advancing a flow failed; the reconciler retries'));
     if (refusals.length > 0) this.log.warn({ supervisor: report.supervisor, refused: refusals.length }, 'refused runner events: security event');
     this.metrics.reportsApplied++;
-    this.metrics.eventsApplied += events.length;
+    this.metrics.eventsApplied += fresh;
     this.metrics.eventsRefused += refusals.length;
-    return { applied: events.length, refused: refusals.length };
+    return { applied: fresh, refused: refusals.length };
   }
 
   /** Verifies one runner event batch against the registered key of the node whose key id it names. */
@@ -669,6 +677,10 @@ export class CoordService {
       this.reconciling = false;
     }
     await this.flows.advanceAll().catch((e) => this.log.warn({ err: (e as Error).message }, 'advancing flows failed'));
+    if (Date.now() - this.batchesPrunedAt > 600_000) {
+      this.batchesPrunedAt = Date.now();
+      await pruneBatches(this.ledger.db).catch((e) => this.log.warn({ err: (e as Error).message }, 'pruning applied runner batches failed'));
+    }
     return { redispatched, settled };
   }
 

@@ -6,6 +6,7 @@ import { SUPERVISORS_MIGRATION_SQL } from '../federation/store.ts';
 import { ENROLL_MIGRATION_SQL } from '../enroll/store.ts';
 import { HOST_DEPLOYMENTS_MIGRATION_SQL } from '../hosts/store.ts';
 import { FLOWS_MIGRATION_SQL } from '../flows/store.ts';
+import { RUNNER_BATCHES_MIGRATION_SQL } from './batches.ts';
 import type { Db } from './db.ts';
 
 export interface Migration {
@@ -137,6 +138,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 7, name: 'host deployments, their nodes and steps', sql: HOST_DEPLOYMENTS_MIGRATION_SQL },
   { version: 8, name: 'enrollment: rules, classes, assignments, bootstrap exchanges, boot answers', sql: ENROLL_MIGRATION_SQL },
   { version: 9, name: 'flows: flows, their steps, step jobs and events', sql: FLOWS_MIGRATION_SQL },
+  { version: 10, name: 'runner event batches applied (a redelivered report applies nothing twice)', sql: RUNNER_BATCHES_MIGRATION_SQL },
 ]);
 
 /** An arbitrary constant: the advisory lock that keeps two coords from migrating the same database at once. */

@@ -362,6 +362,12 @@ export class NodeRegistry {
   /** The state change itself: a compare-and-set in the ledger, then memory follows what was written. */
   private async transitionNode(id: string, event: NodeEvent, ctx: { actor: string; reason: string; byOperator: boolean }): Promise<NodeSummary> {
     await this.start();
+    // An operator's action is judged on the ledger's state, not on this coord's copy: another coord sharing the
+    // ledger may have moved the node since this one last followed it (a drain it finished, say).
+    if (ctx.byOperator) {
+      const row = await this.store.getNode(id);
+      if (row) this.refresh(row);
+    }
     const entry = this.live.get(id);
     if (!entry) throw new WritError('NODE_NOT_FOUND', `no node ${id}`);
     const r = transition(entry.node.state, event, { byOperator: ctx.byOperator, rescuedFrom: entry.node.rescuedFrom });
