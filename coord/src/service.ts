@@ -143,7 +143,6 @@ export class CoordService {
     this.flows = new FlowEngine({
       ledger: opts.ledger, keySets: this.keySets, clusterId: opts.clusterId, log: this.log, nowS: () => this.nowS(),
       workable: () => this.nodes.workable(),
-      nodeKey: async (id) => (await this.nodes.opts.store.getNode(id))?.publicKey ?? null,
       dispatch: async (items) => {
         for (const it of items) this.remember(it.jobId, it.node);
         const refusals = await this.dispatchToSupervisor(items);

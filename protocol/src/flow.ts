@@ -20,7 +20,7 @@ export const MAX_FLOW_STEPS = 256;
 /** A flow envelope may be larger than a job's: it carries every step's script. */
 export const MAX_FLOW_ENVELOPE_BYTES = 4 * 1024 * 1024;
 /** A step bundle carries the flow envelope and the signed results its inputs come from. */
-export const MAX_STEP_BUNDLE_BYTES = 8 * 1024 * 1024;
+const MAX_STEP_BUNDLE_BYTES = 8 * 1024 * 1024;
 const MAX_SCRIPT_BYTES = 256 * 1024;
 
 /** Where a step input comes from: an earlier step's result, or one field of it (a dotted path). */
@@ -173,11 +173,6 @@ export function topoOrder(flow: Pick<FlowPayload, 'steps'>): string[] {
 
 export function encodeFlowPayload(flow: FlowPayload): Uint8Array {
   return utf8.encode(JSON.stringify(flow));
-}
-
-/** The capabilities of all steps: thresholds for dangerous ones count over this union (one signature, one document). */
-export function flowCaps(flow: Pick<FlowPayload, 'steps'>): string[] {
-  return [...new Set(flow.steps.flatMap((s) => s.caps))].sort();
 }
 
 /** The job id a step instance runs under: `<flow>.<step>`, and `.<node>` for each node of a fan-out step. */
@@ -426,14 +421,6 @@ function resolveInputs(flow: FlowPayload, flowSha256: string, step: FlowStep, ev
     }
   }
   return out;
-}
-
-/** Verifies a step's signed result (what the coord stores and later hands on as evidence). */
-export function parseStepResult(raw: string, publicKey: string): StepResult {
-  const vr = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.stepResult, keys: new KeyRing([trustKeyB64url(publicKey)]), maxBytes: 1024 * 1024 });
-  const value = parseStrictJson(vr.payload, { maxBytes: 1024 * 1024, maxDepth: 64 });
-  assertSchema(validateStepResult, value, 'step result');
-  return value as StepResult;
 }
 
 /**

@@ -1,8 +1,9 @@
 // The enrollment inventory a node sends with its registration: what enrollment rules match on (MACs, DMI
 // serial and product, disks with serial/WWN/model/size, NICs with driver and speed, CPU, memory), read
 // from /sys and /proc only. `sysRoot` lets tests read a prepared tree.
-import { readFile, readdir, readlink } from 'node:fs/promises';
+import { readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
+import { listSorted } from '@writ/sal';
 import { PAYLOAD_TYPES, type InventoryDisk, type InventoryNic, type NodeInventory } from '@writ/protocol';
 
 export interface InventoryOptions {
@@ -21,14 +22,6 @@ async function text(p: string): Promise<string | null> {
   }
 }
 
-async function list(p: string): Promise<string[]> {
-  try {
-    return (await readdir(p)).sort();
-  } catch {
-    return [];
-  }
-}
-
 async function linkBase(p: string): Promise<string | null> {
   try {
     return path.basename(await readlink(p));
@@ -40,12 +33,12 @@ async function linkBase(p: string): Promise<string | null> {
 async function disks(root: string): Promise<InventoryDisk[]> {
   const byIdDir = path.join(root, 'dev/disk/by-id');
   const byId = new Map<string, string[]>();
-  for (const link of await list(byIdDir)) {
+  for (const link of await listSorted(byIdDir)) {
     const target = await linkBase(path.join(byIdDir, link));
     if (target) byId.set(target, [...(byId.get(target) ?? []), link]);
   }
   const out: InventoryDisk[] = [];
-  for (const name of await list(path.join(root, 'sys/block'))) {
+  for (const name of await listSorted(path.join(root, 'sys/block'))) {
     if (/^(loop|ram|zram|dm-|sr|md|nbd)/.test(name)) continue;
     const base = path.join(root, 'sys/block', name);
     const sectors = Number((await text(`${base}/size`)) ?? 0);
@@ -65,7 +58,7 @@ async function disks(root: string): Promise<InventoryDisk[]> {
 
 async function nics(root: string): Promise<InventoryNic[]> {
   const out: InventoryNic[] = [];
-  for (const name of await list(path.join(root, 'sys/class/net'))) {
+  for (const name of await listSorted(path.join(root, 'sys/class/net'))) {
     const base = path.join(root, 'sys/class/net', name);
     // Physical NICs have a device; lo, bridges, taps and veths do not.
     const driver = await linkBase(`${base}/device/driver`);

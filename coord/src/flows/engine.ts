@@ -12,6 +12,7 @@ import type { DispatchItem } from '@writ/supervisor';
 import type { Queryable } from '../ledger/db.ts';
 import type { Admission, AuditInput, Ledger } from '../ledger/index.ts';
 import { admitJobsIn, transitionJobIn } from '../ledger/jobs.ts';
+import { nodePublicKeysIn } from '../nodes/sql-store.ts';
 import { appendAuditIn } from '../ledger/audit.ts';
 import {
   appendFlowEventsIn, getFlow, insertFlowIn, lockFlowHead, insertStepJobsIn, listStepJobs, listSteps, runningFlowIds, setFlowIn, setStepIn, touchFlowIn,
@@ -30,8 +31,6 @@ export interface FlowEngineOptions {
   clusterId: string;
   /** Nodes that can take work now (accepted, reachable). */
   workable(): Promise<NodeView[]>;
-  /** A node's registered public key (base64url), for the results it signed. */
-  nodeKey(nodeId: string): Promise<string | null>;
   /** Hands new step attempts to the supervisors after their rows committed (errors are the reconciler's). */
   dispatch(items: DispatchItem[]): Promise<void>;
   /** Live subscribers of a flow's events and of its jobs' transitions. */
@@ -148,10 +147,8 @@ export class FlowEngine {
   private async advanceOnce(flowId: string): Promise<void> {
     this.metrics.advances++;
     const toDispatch: DispatchItem[] = [];
-    // Read before the transaction: these go through other connections (PGlite has one, held by the transaction).
+    // Read before the transaction: it goes through another connection (PGlite has one, held by the transaction).
     const workable = await this.opts.workable();
-    const keys = new Map<string, string | null>();
-    for (const j of await listStepJobs(this.opts.ledger.db, flowId)) if (j.status === 'succeeded' && !keys.has(j.node)) keys.set(j.node, await this.opts.nodeKey(j.node));
     const events = await this.opts.ledger.db.transaction(async (tx) => {
       // The row lock, without the envelope: the parsed flow is cached by its hash.
       const f = await lockFlowHead(tx, flowId);
@@ -206,7 +203,7 @@ export class FlowEngine {
         const notStarted = nodes.filter((n) => !started.has(n));
         const room = Math.max(0, (def.maxParallel ?? Number.MAX_SAFE_INTEGER) - active.length);
         if (notStarted.length > 0 && room > 0) {
-          const created = await this.createInstances(tx, o, def, notStarted.slice(0, room), jobs, workable, keys);
+          const created = await this.createInstances(tx, o, def, notStarted.slice(0, room), jobs, workable);
           toDispatch.push(...created.dispatch);
           for (const j of created.records) jobs.push(j);
           if (def.each && created.records.length > 0) out.push({ type: 'step', step: name, message: `step ${name}: started on ${created.records.map((j) => j.node).join(', ')}`, data: { status: 'running', jobs: created.records.map((j) => ({ id: j.jobId, node: j.node, status: j.status })) } });
@@ -254,17 +251,16 @@ export class FlowEngine {
    * Records the jobs of a step on these nodes, each carrying the signed flow and the signed results its
    * inputs come from, authorised for its node as any job is. Returns the records and what to enqueue.
    */
-  private async createInstances(tx: Queryable, o: OpenedFlow, def: FlowStep, nodes: readonly string[], jobs: readonly StepJobRecord[], workable: readonly NodeView[], keys: ReadonlyMap<string, string | null>): Promise<{ records: StepJobRecord[]; dispatch: DispatchItem[] }> {
-    const producers = [...new Set(Object.values(def.inputs ?? {}).map((r) => r.from))];
+  private async createInstances(tx: Queryable, o: OpenedFlow, def: FlowStep, nodes: readonly string[], jobs: readonly StepJobRecord[], workable: readonly NodeView[]): Promise<{ records: StepJobRecord[]; dispatch: DispatchItem[] }> {
+    const producers = new Set(Object.values(def.inputs ?? {}).map((r) => r.from));
+    const results = jobs.filter((j) => producers.has(j.step) && j.status === 'succeeded' && j.stepResult);
+    // The producing nodes' registered keys, read in this transaction (only when the step takes inputs).
+    const keys = await nodePublicKeysIn(tx, [...new Set(results.map((j) => j.node))]);
     const evidence: StepEvidence[] = [];
-    for (const p of producers) {
-      for (const j of jobs.filter((x) => x.step === p && x.status === 'succeeded')) {
-        if (!j.stepResult) continue;
-        // A result that succeeded after the keys were read is handed on by the next pass.
-        const publicKey = keys.get(j.node);
-        if (!publicKey) return { records: [], dispatch: [] };
-        evidence.push({ step: p, node: j.node, publicKey, result: j.stepResult });
-      }
+    for (const j of results) {
+      const publicKey = keys.get(j.node);
+      if (!publicKey) return { records: [], dispatch: [] }; // no registered key to vouch for it (yet): wait
+      evidence.push({ step: j.step, node: j.node, publicKey, result: j.stepResult! });
     }
     const items: Admission[] = [];
     for (const node of nodes) {

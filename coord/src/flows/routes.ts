@@ -108,6 +108,8 @@ export function registerFlowRoutes(app: FastifyInstance, service: CoordService):
     req.raw.on('close', close);
     // Log lines of the flow's jobs: from the start on a first connection, from now on a resumed one.
     const logSeq = new Map<string, number>();
+    // Jobs that ended and whose events were all read: not read again on later looks.
+    const drained = new Set<string>();
     const withLogs = q.logs !== false;
     let first = true;
     try {
@@ -115,6 +117,8 @@ export function registerFlowRoutes(app: FastifyInstance, service: CoordService):
         // The steps' own lines first (a job's log lines come in with its result, before the step moves on).
         if (withLogs) {
           for (const j of await listStepJobs(db, id)) {
+            if (drained.has(j.jobId)) continue;
+            const ended = ['succeeded', 'failed', 'refused'].includes(j.status);
             const after = logSeq.get(j.jobId) ?? 0;
             const evs = await service.ledger.listJobEvents(j.jobId, after, 500);
             for (const ev of evs) {
@@ -125,6 +129,8 @@ export function registerFlowRoutes(app: FastifyInstance, service: CoordService):
               }
               logSeq.set(j.jobId, ev.seq);
             }
+            // Its status was read before its events: everything it recorded up to its end is in `evs`.
+            if (ended && evs.length < 500) drained.add(j.jobId);
           }
         }
         const events: FlowEvent[] = await listFlowEvents(db, id, sent, 500);

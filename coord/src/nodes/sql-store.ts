@@ -1,7 +1,7 @@
 // The ledger's node tables: nodes, their lifecycle transitions and pending registration challenges.
 // Same SQL on PGlite and PostgreSQL. The schema is ledger migration 2 (NODES_MIGRATION_SQL).
 import type { JsonValue, NodeHealth } from '@writ/protocol';
-import type { Db } from '../ledger/db.ts';
+import type { Db, Queryable } from '../ledger/db.ts';
 import type { NodeState } from './lifecycle.ts';
 import type { HeartbeatRecord, NodeRecord, NodeStore, NodeTransitionRecord } from './registry.ts';
 
@@ -208,4 +208,11 @@ export class SqlKeySetStore {
   async put(k: { version: number; envelope: string; signerKeyids: string[] }): Promise<void> {
     await this.db.query('INSERT INTO keysets (version, envelope, signer_keyids) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING', [k.version, k.envelope, k.signerKeyids]);
   }
+}
+
+/** Registered public keys (base64url) of these nodes, in the caller's transaction; nodes without one are absent. */
+export async function nodePublicKeysIn(q: Queryable, ids: readonly string[]): Promise<Map<string, string>> {
+  if (ids.length === 0) return new Map();
+  const rows = await q.query<{ id: string; public_key: string }>("SELECT id, public_key FROM nodes WHERE id = ANY($1::text[]) AND public_key <> ''", [ids]);
+  return new Map(rows.map((r) => [r.id, r.public_key]));
 }

@@ -29,7 +29,8 @@ async function text(p: string): Promise<string | null> {
     return null;
   }
 }
-async function list(p: string): Promise<string[]> {
+/** A directory's entries, sorted; none when it cannot be read (a /sys or /proc path this machine lacks). */
+export async function listSorted(p: string): Promise<string[]> {
   try {
     return (await readdir(p)).sort();
   } catch {
@@ -61,7 +62,7 @@ async function memoryFacts(): Promise<HostFacts['memory']> {
 async function diskFacts(): Promise<HostFacts['disks']> {
   const byIdDir = '/dev/disk/by-id';
   const byId = new Map<string, string[]>();
-  for (const link of await list(byIdDir)) {
+  for (const link of await listSorted(byIdDir)) {
     try {
       const target = path.basename(await readlink(path.join(byIdDir, link)));
       byId.set(target, [...(byId.get(target) ?? []), link]);
@@ -70,7 +71,7 @@ async function diskFacts(): Promise<HostFacts['disks']> {
     }
   }
   const out: HostFacts['disks'] = [];
-  for (const name of await list('/sys/block')) {
+  for (const name of await listSorted('/sys/block')) {
     if (/^(loop|ram|zram|dm-|sr|md)/.test(name)) continue;
     const base = `/sys/block/${name}`;
     const sectors = Number((await text(`${base}/size`)) ?? 0);
@@ -88,7 +89,7 @@ async function diskFacts(): Promise<HostFacts['disks']> {
 
 async function nicFacts(): Promise<HostFacts['nics']> {
   const out: HostFacts['nics'] = [];
-  for (const name of await list('/sys/class/net')) {
+  for (const name of await listSorted('/sys/class/net')) {
     const base = `/sys/class/net/${name}`;
     let virtual = false;
     try {
@@ -131,7 +132,7 @@ async function containerFact(): Promise<string | null> {
 }
 
 async function virtFacts(flags: string[]): Promise<HostFacts['virtualization']> {
-  const kvm = (await list('/dev')).includes('kvm');
+  const kvm = (await listSorted('/dev')).includes('kvm');
   const vendor = (await text('/sys/class/dmi/id/sys_vendor')) ?? '';
   const product = (await text('/sys/class/dmi/id/product_name')) ?? '';
   let hypervisor: string | null = null;
