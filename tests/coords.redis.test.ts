@@ -166,7 +166,9 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
       const holders = await leaseHolders();
       if ([...holders.values()].some((n) => n > 0)) sawLease = true;
       const driving = [portA, portB].find((p) => (holders.get(coords[p]!.child.pid!) ?? 0) > 0);
-      if (driving !== undefined) return (await metric(driving === portA ? portB : portA, 'writ_reconcile_passes_total')) >= passes[driving === portA ? portB : portA]! + 3 ? driving : undefined;
+      // The other coord must have met the driver's leases in a pass of its own (it lists a job only once the job
+      // is old enough to reconcile, so a fixed number of passes is not enough).
+      if (driving !== undefined) return (await metric(driving === portA ? portB : portA, 'writ_reconcile_left_to_other_coords_total')) > 0 ? driving : undefined;
       // Attempts dispatched with no lease held: only without leases (the checks below then show what that does).
       if (sawLease) return undefined;
       const dispatched = Number((await ledger.db.query<{ n: number }>('SELECT coalesce(sum(attempts), 0)::int AS n FROM jobs WHERE id = ANY($1::text[])', [batch.map((j) => j.id)]))[0]!.n);
