@@ -20,9 +20,10 @@ import { supervisorsCommand } from './commands/supervisors.ts';
 import { deployCommand } from './commands/deploy.ts';
 import { clusterCommand } from './commands/cluster.ts';
 import { flowCommand } from './commands/flow.ts';
+import { planCommand } from './commands/plan.ts';
 import type { CliContext, Command } from './commands/types.ts';
 
-export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, flowCommand, coordCommand, supervisorCommand, supervisorsCommand, runnerCommand, nodesCommand, enrollCommand, imageCommand, deployCommand, clusterCommand, redisCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, auditCommand, ledgerCommand, signCommand, verifyCommand];
+export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, flowCommand, coordCommand, supervisorCommand, supervisorsCommand, runnerCommand, nodesCommand, enrollCommand, imageCommand, deployCommand, clusterCommand, redisCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, auditCommand, ledgerCommand, planCommand, signCommand, verifyCommand];
 
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

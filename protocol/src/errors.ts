@@ -153,6 +153,7 @@ export const ERROR_CODES = Object.freeze({
     USAGE: { message: 'The command line is not valid (see --help)', status: 400, retryable: false },
     WAIT_TIMEOUT: { message: 'The job did not end within --wait-timeout (it may still end later)', status: 504, retryable: true },
     NO_COORD: { message: 'No cluster to talk to: start one with writ dev --keep, or pass --coord URL', status: 503, retryable: false },
+    PLAN_FIXTURE_INVALID: { message: 'The writ plan fixture is not a JSON object of capability names to answers (docs/plan.md)', status: 400, retryable: false },
   }),
 });
 

@@ -6,6 +6,7 @@ export { collectInventory, type InventoryOptions } from './inventory.ts';
 export { startNodeDaemon, nodeHealth, type NodeDaemon, type NodeDaemonOptions } from './node-daemon.ts';
 export { salHostTable, type SalHostConfig } from './sal-table.ts';
 export { loadNodeConfig, parseNodeConfig, type NodeConfigFile } from './node-config.ts';
-export { SandboxPool, checkScriptCompiles, type SandboxJob, type SandboxPoolOptions, type SandboxOutcome } from './sandbox/index.ts';
+export { SandboxPool, HostBroker, checkScriptCompiles, type SandboxJob, type SandboxPoolOptions, type SandboxOutcome } from './sandbox/index.ts';
 export { runnerConfig, type RunnerConfig, type RunnerGiven, type RunnerEnv } from './config.ts';
 export { runNodeDaemon, type NodeDaemonRun } from './main.ts';
+export { planScript, parsePlanFixture, parsePlanFixtureText, PLANNED_ANSWERS, type Plan, type PlanOptions, type PlannedCall, type PlanFixture, type PlanAnswerSource } from './plan.ts';

@@ -55,7 +55,7 @@ export function parseTarget(specs: string[]): JobTarget {
   return node ? { node } : { selector };
 }
 
-async function parseArgsValue(spec: string | undefined): Promise<JsonValue> {
+export async function parseArgsValue(spec: string | undefined): Promise<JsonValue> {
   if (spec === undefined) return null;
   let text = spec;
   if (spec.startsWith('@')) {

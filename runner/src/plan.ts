@@ -1,0 +1,373 @@
+// `writ plan`: a dry run of a script in the runner's own sandbox against a recording SAL. Every host call
+// takes the path a real one takes (the guest prelude, the sandbox worker's capability and schema check, the
+// bounded JSON boundary, the broker's second check on this thread) and then, instead of reaching a SAL, is
+// recorded and answered: reads from this machine's host facts (or a fixture), effects with a planned,
+// schema-shaped placeholder that later calls can use (docs/plan.md). Nothing on the node changes.
+import { createHash } from 'node:crypto';
+import { CAPABILITIES, WritError, isEffect, isErrorCode, parseStrictJson, type ErrorCode, type ErrorJSON, type JsonValue } from '@writ/protocol';
+import { HostBroker, defaultHostTable, type HostFunction, type HostTable } from './broker.ts';
+import { checkShape } from './sandbox/boundary.ts';
+import { SandboxPool } from './sandbox/pool.ts';
+import { DEFAULT_BOUNDARY_LIMITS, type HostCallJob, type LogLevel, type SandboxLimits } from './sandbox/types.ts';
+
+/** Where a recorded call's answer came from: this machine (host facts, clock, randomness), the fixture, or a placeholder. */
+export type PlanAnswerSource = 'host' | 'fixture' | 'planned';
+
+/** One host call the script made, in the order calls reached the host side. */
+export interface PlannedCall {
+  /** 1, 2, 3 … in the order the calls arrived. */
+  seq: number;
+  /** How the script called it: `ctx.sal.vm.create`. */
+  call: string;
+  /** The capability the call needs (what `--caps` must list). */
+  capability: string;
+  /** The arguments as the SAL would receive them, after the sandbox's checks. */
+  args: JsonValue;
+  /** `effect` changes the node when it runs for real (journaled, fenced); `read` only looks. */
+  kind: 'effect' | 'read';
+  /** Dangerous capabilities may need k-of-n signers. */
+  dangerous: boolean;
+  /** What the script was given back; absent when the fixture made the call fail. */
+  answer?: JsonValue;
+  answerFrom: PlanAnswerSource;
+  /** The failure the fixture gave this call, as the script saw it. */
+  error?: ErrorJSON;
+}
+
+export interface PlanLogLine {
+  level: LogLevel;
+  message: string;
+  /** Calls recorded before this line arrived: the line comes after call `afterCall` (0: before any call). */
+  afterCall: number;
+}
+
+/**
+ * Answers a fixture gives for a capability: one answer for every call, a list used one per call in order
+ * (calls past its end are answered as if the fixture did not name the capability), or an error every call
+ * fails with.
+ */
+export type PlanFixtureEntry = { answer: JsonValue } | { answers: JsonValue[] } | { error: { code: ErrorCode; message: string; details?: Record<string, unknown> } };
+export type PlanFixture = Record<string, PlanFixtureEntry>;
+
+export interface PlanOptions {
+  /** The script: an ES module whose default export is `async function (args, ctx)`. */
+  source: string;
+  args?: JsonValue;
+  /** Capabilities granted to the run; undefined grants every capability (the plan then says which were used). */
+  caps?: readonly string[];
+  fixture?: PlanFixture;
+  /** `ctx.job.id` (default `plan`). */
+  jobId?: string;
+  limits?: Partial<SandboxLimits>;
+  pins?: { nix?: string[] };
+  /** The host functions that answer reads for real (default: this machine's host.facts, time.now, random.bytes). */
+  hostTable?: HostTable;
+}
+
+export interface Plan {
+  sha256: string;
+  /** The granted list, or null when every capability was granted. */
+  caps: string[] | null;
+  /** Every call in arrival order, effects and reads. */
+  calls: PlannedCall[];
+  /** Capabilities the calls used, sorted: what `writ sign --caps` needs. */
+  capabilitiesUsed: string[];
+  logs: PlanLogLine[];
+  outcome: { ok: true; result: JsonValue } | { ok: false; error: ErrorJSON };
+  durationMs: number;
+}
+
+const DEFAULT_LIMITS: SandboxLimits = { timeoutMs: 30_000, memoryMiB: 64 };
+/** Reads that this machine answers for real when the fixture does not: they have no effect anywhere. */
+const HOST_READS: ReadonlySet<string> = new Set(['host.facts', 'time.now', 'random.bytes']);
+
+/** The fixture document's error: `what` names the part that is wrong. */
+function fixtureInvalid(what: string, message: string, details: Record<string, unknown> = {}): WritError {
+  return new WritError('PLAN_FIXTURE_INVALID', `${what}: ${message}`, details);
+}
+
+/**
+ * Checks a fixture document (already parsed JSON): an object mapping capability names to
+ * `{answer}`, `{answers: [...]}` or `{error: {code, message}}`, every answer bounded JSON as the sandbox takes it.
+ */
+export function parsePlanFixture(value: unknown, what = 'the fixture'): PlanFixture {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw fixtureInvalid(what, 'must be a JSON object mapping capability names (e.g. "host.facts") to {"answer": …}, {"answers": […]} or {"error": {"code", "message"}}');
+  const out: PlanFixture = {};
+  for (const [name, entry] of Object.entries(value as Record<string, unknown>)) {
+    if (!CAPABILITIES.has(name)) throw fixtureInvalid(what, `${JSON.stringify(name)} is not a capability`, { capability: name });
+    const at = `${what}, ${name}`;
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw fixtureInvalid(at, 'must be an object: {"answer": …}, {"answers": […]} or {"error": {"code", "message"}}', { capability: name });
+    const keys = Object.keys(entry);
+    if (keys.length !== 1 || !['answer', 'answers', 'error'].includes(keys[0]!)) {
+      throw fixtureInvalid(at, `must have exactly one of "answer", "answers" or "error"; it has ${keys.length ? keys.map((k) => JSON.stringify(k)).join(', ') : 'none'}`, { capability: name });
+    }
+    const e = entry as Record<string, unknown>;
+    const bounded = (v: unknown, where: string) => {
+      try {
+        checkShape(v, DEFAULT_BOUNDARY_LIMITS, where);
+      } catch (err) {
+        throw fixtureInvalid(at, (err as Error).message, { capability: name });
+      }
+    };
+    if ('answer' in e) {
+      bounded(e.answer, 'the answer');
+      out[name] = { answer: e.answer as JsonValue };
+    } else if ('answers' in e) {
+      if (!Array.isArray(e.answers) || e.answers.length === 0) throw fixtureInvalid(at, '"answers" must be a non-empty array (one answer per call, in order)', { capability: name });
+      e.answers.forEach((a, i) => bounded(a, `answer ${i + 1}`));
+      out[name] = { answers: e.answers as JsonValue[] };
+    } else {
+      const err = e.error as Record<string, unknown> | null;
+      if (typeof err !== 'object' || err === null || Array.isArray(err)) throw fixtureInvalid(at, '"error" must be an object {"code", "message"}', { capability: name });
+      if (!isErrorCode(err.code)) throw fixtureInvalid(at, `"error.code" must be a Writ error code (docs/errors.md); got ${JSON.stringify(err.code)}`, { capability: name });
+      if (typeof err.message !== 'string') throw fixtureInvalid(at, '"error.message" must be a string', { capability: name });
+      const extra = Object.keys(err).filter((k) => !['code', 'message', 'details'].includes(k));
+      if (extra.length) throw fixtureInvalid(at, `"error" has unknown field(s) ${extra.join(', ')}`, { capability: name });
+      if (err.details !== undefined && (typeof err.details !== 'object' || err.details === null || Array.isArray(err.details))) throw fixtureInvalid(at, '"error.details" must be an object', { capability: name });
+      bounded(err, 'the error');
+      out[name] = { error: { code: err.code, message: err.message, ...(err.details ? { details: err.details as Record<string, unknown> } : {}) } };
+    }
+  }
+  return out;
+}
+
+/** Parses fixture text (strict JSON: no duplicate keys, no lone surrogates …) and checks it. */
+export function parsePlanFixtureText(text: string, what = 'the fixture'): PlanFixture {
+  let value: JsonValue;
+  try {
+    value = parseStrictJson(text, { maxBytes: 4 * 1024 * 1024 });
+  } catch (e) {
+    throw fixtureInvalid(what, `is not valid JSON: ${(e as Error).message}`, { reason: (e as { code?: unknown }).code ?? null });
+  }
+  return parsePlanFixture(value, what);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Planned answers. A placeholder has the shape the real SAL call returns (sal/src/*), with the values a first
+// run on a clean node would give (`created: true`, `changed: true`), so that a script reading a field gets
+// one. Strings that only the node can know (uuids, absolute paths) are marked as planned. The state below
+// remembers what earlier planned effects made, so that, e.g., vm.info after vm.create and vm.boot describes
+// that VM, running.
+
+const PLANNED = 'planned';
+
+interface PlannedVm {
+  spec: Record<string, JsonValue>;
+  state: 'created' | 'running' | 'paused' | 'shutdown';
+}
+
+class PlannedWorld {
+  readonly vms = new Map<string, PlannedVm>();
+  private ids = 0;
+
+  /** A uuid-shaped placeholder, distinct per call: 00000000-0000-4000-8000-00000000000N. */
+  uuid(): string {
+    return `00000000-0000-4000-8000-${String(++this.ids).padStart(12, '0')}`;
+  }
+
+  vmInfo(name: string): JsonValue {
+    const vm = this.vms.get(name);
+    const spec: Record<string, JsonValue> = vm?.spec ?? { name, vcpus: 1, memoryMiB: 256 };
+    return {
+      name,
+      driver: 'cloud-hypervisor',
+      state: vm?.state ?? 'running',
+      pid: null,
+      spec,
+      paths: { dir: `<${PLANNED}: vm dir>/${name}`, serialLog: `<${PLANNED}: vm dir>/${name}/serial.log`, apiSocket: `<${PLANNED}: vm dir>/${name}/api.sock` },
+    };
+  }
+
+  transition(name: string, to: PlannedVm['state']): { changed: boolean } {
+    const vm = this.vms.get(name);
+    if (!vm) return { changed: true };
+    const changed = vm.state !== to;
+    vm.state = to;
+    return { changed };
+  }
+}
+
+type Args = Record<string, JsonValue>;
+type Answer = (args: Args, world: PlannedWorld) => JsonValue;
+
+const MYCELIUM_INFO: JsonValue = { nodeSubnet: `<${PLANNED}: mycelium subnet>`, nodeIp: `<${PLANNED}: mycelium address>`, nodePubkey: `<${PLANNED}: mycelium key>` };
+const str = (v: JsonValue | undefined, fallback = ''): string => (typeof v === 'string' ? v : fallback);
+const netns = (a: Args): JsonValue => (typeof a.netns === 'string' ? a.netns : null);
+
+/** Placeholder answers by capability. Every capability the registry has is here (a test holds it to that). */
+export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
+  'time.sleep': () => null,
+
+  'btrfs.pool.format': (a, w) => ({ target: str(a.device ?? a.image), formatted: true, uuid: w.uuid(), label: typeof a.label === 'string' ? a.label : null, sizeBytes: 0 }),
+  'btrfs.pool.mount': (a) => ({ mount: `<${PLANNED}: pool root>`, device: str(a.device, `<${PLANNED}: loop device>`), mounted: true, loopAttached: a.image !== undefined }),
+  'btrfs.pool.unmount': () => ({ mount: `<${PLANNED}: pool root>`, unmounted: true, detached: null }),
+  'btrfs.usage': () => ({
+    mount: `<${PLANNED}: pool root>`, deviceSizeBytes: 0, allocatedBytes: 0, unallocatedBytes: 0, usedBytes: 0, freeEstimatedBytes: 0, freeEstimatedMinBytes: null,
+    dataRatio: 1, metadataRatio: 1, globalReserveBytes: 0, data: null, metadata: null, system: null,
+  }),
+  'btrfs.subvolume.create': (a) => ({ path: str(a.path), created: true }),
+  'btrfs.subvolume.delete': (a) => ({ path: str(a.path), deleted: true, removed: [str(a.path)] }),
+  'btrfs.subvolume.list': () => ({ subvolumes: [] }),
+  'btrfs.subvolume.show': (a, w) => ({ path: str(a.path), name: str(a.path).split('/').pop() ?? '', uuid: w.uuid(), parentUuid: null, receivedUuid: null, id: 256, generation: 1, parentId: 5, topLevelId: 5, readOnly: false, flags: [] }),
+  'btrfs.snapshot': (a, w) => ({ source: str(a.source), path: str(a.dest), created: true, readOnly: a.readOnly === true, uuid: w.uuid() }),
+  'btrfs.qgroup.limit': (a) => ({ path: str(a.path), quotaEnabled: true, qgroup: { qgroupid: '0/256', referencedBytes: 0, exclusiveBytes: 0, maxReferencedBytes: (a.maxReferencedBytes as number | null) ?? null, maxExclusiveBytes: (a.maxExclusiveBytes as number | null) ?? null, path: str(a.path) } }),
+  'btrfs.qgroup.show': () => ({ enabled: false, qgroups: [] }),
+  'btrfs.send': (a) => ({ path: str(a.path), stream: str(a.stream), written: true, sizeBytes: 0 }),
+  'btrfs.receive': (a, w) => ({ stream: str(a.stream), path: `${str(a.dir)}/<${PLANNED}: received name>`, received: true, uuid: w.uuid(), receivedUuid: w.uuid() }),
+  // The clone lands in <dir>/<name> of the pool (sal/src/btrfs/subvolume.ts, default dir "disks").
+  'btrfs.disk.clone': (a, w) => {
+    const rel = `${str(a.dir, 'disks')}/${str(a.name)}`;
+    return { path: rel, diskPath: `<${PLANNED}: pool root>/${rel}/${str(a.file, 'disk.raw')}`, created: true, baseUuid: w.uuid(), uuid: w.uuid() };
+  },
+
+  'net.bridge.ensure': (a) => ({ name: str(a.name), netns: netns(a), created: true, changed: true }),
+  'net.bridge.delete': (a) => ({ name: str(a.name), netns: netns(a), deleted: true }),
+  'net.tap.ensure': (a) => ({ name: str(a.name), netns: netns(a), created: true, changed: true, owner: null, bridge: typeof a.bridge === 'string' ? a.bridge : null }),
+  'net.tap.delete': (a) => ({ name: str(a.name), netns: netns(a), deleted: true }),
+  'net.veth.ensure': (a) => ({ name: str(a.name), peer: str(a.peer), netns: netns(a), peerNetns: typeof a.peerNetns === 'string' ? a.peerNetns : netns(a), created: true, changed: true }),
+  'net.veth.delete': (a) => ({ name: str(a.name), netns: netns(a), deleted: true }),
+  'net.netns.ensure': (a) => ({ name: str(a.name), created: true }),
+  'net.netns.delete': (a) => ({ name: str(a.name), deleted: true }),
+  'net.netns.list': () => ({ namespaces: [] }),
+  'net.netns.exec': (a) => ({ name: str(a.name), argv: Array.isArray(a.argv) ? a.argv : [], exitCode: 0, ok: true, stdout: '', stderr: '' }),
+  'net.addr.add': (a) => ({ dev: str(a.dev), address: str(a.address), netns: netns(a), added: true }),
+  'net.addr.delete': (a) => ({ dev: str(a.dev), address: str(a.address), netns: netns(a), deleted: true }),
+  'net.route.add': (a) => ({ route: { destination: str(a.destination), via: typeof a.via === 'string' ? a.via : null, dev: typeof a.dev === 'string' ? a.dev : null, metric: typeof a.metric === 'number' ? a.metric : null, protocol: 'static', scope: null }, netns: netns(a), added: true }),
+  'net.route.delete': (a) => ({ destination: str(a.destination), netns: netns(a), deleted: true }),
+  'net.route.list': (a) => ({ netns: netns(a), routes: [] }),
+  'net.link.set': (a) => ({ name: str(a.name), netns: netns(a), changed: true, link: { name: str(a.name), index: 0, kind: null, up: a.up !== false, operState: 'UNKNOWN', mtu: typeof a.mtu === 'number' ? a.mtu : 1500, mac: null, master: typeof a.master === 'string' ? a.master : null } }),
+  'net.link.list': (a) => ({ netns: netns(a), links: [] }),
+
+  'vm.create': (a, w) => {
+    const name = str(a.name);
+    const known = w.vms.get(name);
+    if (!known) w.vms.set(name, { spec: a, state: 'created' });
+    return { name, created: !known, state: known?.state ?? 'created' };
+  },
+  'vm.boot': (a, w) => ({ name: str(a.name), ...w.transition(str(a.name), 'running'), state: 'running' }),
+  'vm.shutdown': (a, w) => ({ name: str(a.name), ...w.transition(str(a.name), 'shutdown'), graceful: a.graceful !== false, state: 'shutdown' }),
+  'vm.reboot': (a) => ({ name: str(a.name), state: 'running' }),
+  'vm.pause': (a, w) => ({ name: str(a.name), ...w.transition(str(a.name), 'paused'), state: 'paused' }),
+  'vm.resume': (a, w) => ({ name: str(a.name), ...w.transition(str(a.name), 'running'), state: 'running' }),
+  'vm.info': (a, w) => w.vmInfo(str(a.name)),
+  'vm.delete': (a, w) => {
+    w.vms.delete(str(a.name));
+    return { name: str(a.name), deleted: true };
+  },
+  'vm.disk.add': (a) => ({ name: str(a.name), id: str((a.disk as Args | undefined)?.id, 'disk1'), added: true, hotplugged: false }),
+  'vm.net.add': (a) => ({ name: str(a.name), id: str((a.nic as Args | undefined)?.id, 'nic1'), added: true, hotplugged: false }),
+  'vm.device.remove': (a) => ({ name: str(a.name), id: str(a.id), removed: true, hotplugged: false }),
+  'vm.resize': (a, w) => {
+    const spec = w.vms.get(str(a.name))?.spec;
+    return { name: str(a.name), vcpus: (a.vcpus ?? spec?.vcpus ?? 1) as number, memoryMiB: (a.memoryMiB ?? spec?.memoryMiB ?? 256) as number, changed: true, live: false };
+  },
+  'vm.snapshot': (a) => ({ name: str(a.name), snapshot: str(a.snapshot), created: true, path: `<${PLANNED}: vm dir>/${str(a.name)}/snapshots/${str(a.snapshot)}` }),
+  'vm.restore': (a) => ({ name: str(a.name), snapshot: str(a.snapshot), state: 'paused' }),
+  'vm.list': (_a, w) => ({ vms: [...w.vms].map(([name, vm]) => ({ name, driver: 'cloud-hypervisor', state: vm.state })) }),
+  'vm.serial.wait': (a) => ({ name: str(a.name), found: true, offset: 0, elapsedMs: 0 }),
+
+  'mycelium.start': (a) => ({ started: true, pid: 0, keyCreated: true, info: MYCELIUM_INFO, peersAdded: Array.isArray(a.peers) ? a.peers : [] }),
+  'mycelium.stop': () => ({ stopped: true }),
+  'mycelium.info': () => MYCELIUM_INFO,
+  'mycelium.peers': () => [],
+  'mycelium.peer-add': (a) => ({ endpoint: str(a.endpoint), added: true }),
+  'mycelium.peer-remove': (a) => ({ endpoint: str(a.endpoint), removed: true }),
+  'mycelium.routes': () => [],
+  'mycelium.workload-address': (a) => ({ name: str(a.name), address: `<${PLANNED}: workload address>`, subnet: `<${PLANNED}: mycelium subnet>`, prefixLength: 64 }),
+
+  'nix.build': () => ({ outPaths: [] }),
+  'nix.copy-out': (a) => ({ to: str(a.to), paths: Array.isArray(a.paths) ? a.paths : [], signed: true }),
+  'nix.copy-in': (a) => ({ copied: Array.isArray(a.paths) ? a.paths : [], present: [] }),
+  'nix.profile-set': (a) => ({ changed: true, generation: 1, path: str(a.path) }),
+  'nix.profile-rollback': () => ({ from: 2, to: 1, path: null }),
+  'nix.generations': (a) => ({ profile: str(a.profile), current: null, generations: [] }),
+  'nix.switch': (a) => ({ changed: true, path: str(a.path), generation: 1, previous: null, activationMs: 0, healthMs: 0 }),
+} satisfies Record<string, Answer>);
+
+function salName(capability: string): string {
+  return `ctx.sal.${capability}`;
+}
+
+/**
+ * The recording SAL: a host table with an entry for every capability in the registry. Each entry records the
+ * call and answers it from the fixture, this machine (HOST_READS) or a planned placeholder; none has an effect.
+ */
+function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTable): HostTable {
+  const world = new PlannedWorld();
+  const used = new Map<string, number>();
+  const table: HostTable = new Map();
+  for (const [name, spec] of CAPABILITIES) {
+    const fn: HostFunction = {
+      async run(args: JsonValue, job: HostCallJob) {
+        const record: PlannedCall = { seq: calls.length + 1, call: salName(name), capability: name, args, kind: isEffect(name) ? 'effect' : 'read', dangerous: spec.dangerous, answerFrom: 'planned' };
+        calls.push(record);
+        const n = used.get(name) ?? 0;
+        used.set(name, n + 1);
+        const given = fixture[name];
+        if (given && 'error' in given) {
+          record.answerFrom = 'fixture';
+          record.error = { code: given.error.code, message: given.error.message, retryable: false, ...(given.error.details ? { details: given.error.details } : {}) };
+          throw new WritError(given.error.code, given.error.message, given.error.details);
+        }
+        let answer: JsonValue | undefined;
+        if (given && 'answer' in given) answer = given.answer;
+        else if (given && 'answers' in given && n < given.answers.length) answer = given.answers[n];
+        if (answer !== undefined) {
+          record.answerFrom = 'fixture';
+        } else if (HOST_READS.has(name) && real.has(name)) {
+          answer = await real.get(name)!.run(args, job);
+          record.answerFrom = 'host';
+        } else {
+          const planned = PLANNED_ANSWERS[name];
+          answer = planned ? planned(args as Args, world) : null;
+        }
+        record.answer = answer;
+        return answer;
+      },
+    };
+    table.set(name, fn);
+  }
+  return table;
+}
+
+/**
+ * Runs `source` once in a one-thread sandbox pool against the recording SAL and returns what it did. Never
+ * throws for anything the script does: a script failure is the plan's outcome, with the calls made before it.
+ */
+export async function planScript(opts: PlanOptions): Promise<Plan> {
+  const calls: PlannedCall[] = [];
+  const logs: PlanLogLine[] = [];
+  const caps = opts.caps ? [...opts.caps] : [...CAPABILITIES.keys()];
+  const broker = new HostBroker(recordingTable(calls, opts.fixture ?? {}, opts.hostTable ?? defaultHostTable()));
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const pool = new SandboxPool({
+    size: 1,
+    recycleAfterJobs: 1,
+    warmMemoryMiB: limits.memoryMiB,
+    // The broker's own check (capability granted, arguments match the registry's schema) runs here too, as on a node.
+    hostCall: (job, name, args) => broker.call(job, name, args),
+    onLog: (_job, level, message) => logs.push({ level, message, afterCall: calls.length }),
+  });
+  try {
+    const outcome = await pool.run({
+      jobId: opts.jobId ?? 'plan',
+      attempt: 1,
+      source: opts.source,
+      args: opts.args ?? null,
+      caps,
+      limits,
+      ...(opts.pins ? { pins: opts.pins } : {}),
+    });
+    return {
+      sha256: createHash('sha256').update(opts.source, 'utf8').digest('hex'),
+      caps: opts.caps ? [...opts.caps] : null,
+      calls,
+      capabilitiesUsed: [...new Set(calls.map((c) => c.capability))].sort(),
+      logs,
+      outcome: outcome.ok ? { ok: true, result: outcome.value } : { ok: false, error: outcome.error },
+      durationMs: outcome.durationMs,
+    };
+  } finally {
+    await pool.close();
+  }
+}
