@@ -1,5 +1,6 @@
 // The coord's HTTP API. Built here, never listening (main/dev listen); tested with inject().
-// Every route is listed in ROUTES (snapshot-tested); only /healthz, /readyz and /metrics are unauthenticated.
+// Every route is listed in ROUTES (snapshot-tested); only /healthz, /readyz, /metrics, /openapi.json and the
+// dashboard's static files (/, /ui/:file) are unauthenticated.
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
@@ -17,6 +18,7 @@ import swagger from '@fastify/swagger';
 import { Enroller } from './enroll/enroller.ts';
 import { ENROLL_ROUTES, registerEnrollRoutes } from './enroll/routes.ts';
 import { checkJsonCharset, guardedServerOptions, installRequestGuards } from '@writ/supervisor';
+import { DASHBOARD_ROUTES, isDashboardPath, registerDashboardRoutes } from './dashboard/plugin.ts';
 
 export interface AppOptions {
   service: CoordService;
@@ -71,6 +73,7 @@ export const ROUTES = [
   ...ENROLL_ROUTES,
   ...HOST_ROUTES,
   ...FLOW_ROUTES,
+  ...DASHBOARD_ROUTES,
 ] as const;
 
 const PUBLIC = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json']);
@@ -171,7 +174,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0]!;
-    if (PUBLIC.has(path) || SIGNED.has(path)) return;
+    // The dashboard's static files hold no data; the API calls they make carry the token.
+    if (PUBLIC.has(path) || SIGNED.has(path) || isDashboardPath(path)) return;
     const h = req.headers.authorization ?? '';
     const given = Buffer.from(h.startsWith('Bearer ') ? h.slice(7) : '');
     if (given.length !== token.length || !timingSafeEqual(given, token)) {
@@ -448,6 +452,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   registerHostRoutes(app, service.hosts);
   registerFlowRoutes(app, service);
+  registerDashboardRoutes(app);
   return app;
 }
 

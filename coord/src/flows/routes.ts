@@ -32,24 +32,25 @@ export async function flowView(service: CoordService, id: string) {
   if (!f) throw new WritError('FLOW_NOT_FOUND', `no flow ${id} (writ flow list)`);
   const steps = await listSteps(db, id);
   const jobs = await listStepJobs(db, id);
-  const order = stepOrder(f);
+  const signed = signedSteps(f);
+  const order = signed.map((s) => s.name);
   steps.sort((a, b) => order.indexOf(a.step) - order.indexOf(b.step));
   return {
     ...flowSummary(f),
     stepList: steps.map((s) => ({
-      name: s.step, status: s.status, nodes: s.nodes ?? [], error: s.errorCode ? { code: s.errorCode, message: s.errorMessage ?? '' } : null,
+      name: s.step, status: s.status, depends: signed.find((d) => d.name === s.step)?.depends ?? [], nodes: s.nodes ?? [], error: s.errorCode ? { code: s.errorCode, message: s.errorMessage ?? '' } : null,
       startedAt: s.startedAt?.toISOString() ?? null, finishedAt: s.finishedAt?.toISOString() ?? null,
       jobs: jobs.filter((j) => j.step === s.step).map((j) => ({ id: j.jobId, node: j.node, status: j.status, attempts: j.attempts, error: j.errorCode ? { code: j.errorCode, message: j.errorMessage ?? '' } : null, signedResult: j.stepResult !== null })),
     })),
   };
 }
 
-/** Step names in the order the signed document lists them (for display). */
-function stepOrder(f: FlowRecord): string[] {
+/** Step names in the order the signed document lists them, with the steps each depends on (for display: the dashboard draws the DAG). */
+function signedSteps(f: FlowRecord): { name: string; depends: string[] }[] {
   try {
     const env = JSON.parse(f.envelope) as { payload: string };
-    const doc = JSON.parse(Buffer.from(env.payload, 'base64').toString('utf8')) as { steps: { name: string }[] };
-    return doc.steps.map((s) => s.name);
+    const doc = JSON.parse(Buffer.from(env.payload, 'base64').toString('utf8')) as { steps: { name: string; depends?: string[] }[] };
+    return doc.steps.map((s) => ({ name: s.name, depends: s.depends ?? [] }));
   } catch {
     return [];
   }
