@@ -247,6 +247,7 @@ describe('HTTP input (A1, A2)', () => {
       'POST /v1/nodes/heartbeat', 'POST /v1/nodes/register', 'POST /v1/reports', 'GET /v1/supervisors', 'POST /v1/supervisors/heartbeat',
       'GET /v1/deployments', 'GET /v1/deployments/:id', 'POST /v1/deployments', 'POST /v1/deployments/:id/:action', 'POST /v1/cluster/intent',
       'POST /v1/flows', 'GET /v1/flows', 'GET /v1/flows/:id', 'POST /v1/flows/:id/cancel', 'GET /v1/flows/:id/events',
+      'GET /boot/ipxe', 'GET /boot/vmlinuz', 'GET /boot/initramfs.img',
       'GET /', 'GET /ui/:file',
     ].sort());
   });

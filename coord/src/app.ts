@@ -1,6 +1,6 @@
 // The coord's HTTP API. Built here, never listening (main/dev listen); tested with inject().
-// Every route is listed in ROUTES (snapshot-tested); only /healthz, /readyz, /metrics, /openapi.json and the
-// dashboard's static files (/, /ui/:file) are unauthenticated.
+// Every route is listed in ROUTES (snapshot-tested); only /healthz, /readyz, /metrics, /openapi.json, the
+// dashboard's static files (/, /ui/:file) and the iPXE boot routes (/boot/…) are unauthenticated.
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
@@ -17,6 +17,7 @@ import { coordMetrics } from './metrics.ts';
 import swagger from '@fastify/swagger';
 import { Enroller } from './enroll/enroller.ts';
 import { ENROLL_ROUTES, registerEnrollRoutes } from './enroll/routes.ts';
+import { BOOT_PATHS, bootAnswerAfterAction } from './enroll/boot-routes.ts';
 import { checkJsonCharset, guardedServerOptions, installRequestGuards } from '@writ/supervisor';
 import { DASHBOARD_ROUTES, isDashboardPath, registerDashboardRoutes } from './dashboard/plugin.ts';
 
@@ -76,7 +77,8 @@ export const ROUTES = [
   ...DASHBOARD_ROUTES,
 ] as const;
 
-const PUBLIC = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json']);
+// The iPXE boot routes too: firmware cannot send a token (coord/src/enroll/boot-routes.ts says what they reveal).
+const PUBLIC = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json', ...BOOT_PATHS]);
 /** Authenticated by a signature instead of the API token: supervisor reports, node registration and heartbeats. */
 const SIGNED = new Set(['/v1/reports', '/v1/nodes/challenge', '/v1/nodes/register', '/v1/nodes/heartbeat', '/v1/supervisors/heartbeat']);
 const OPERATOR_ACTIONS = ['accept', 'reject', 'drain', 'rescue', 'unrescue', 'retire', 'install', 'reprovision', 'rekey'] as const;
@@ -417,7 +419,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     // The node learns its pool, and the Redis its pool's supervisors announced for runners, at registration.
     return reply.code(201).send({ ...nodeView(n, service), redis: service.federation.runnerRedisFor(n.pool), assignment, installPlan });
   });
-  registerEnrollRoutes(app, service.ledger.db);
+  registerEnrollRoutes(app, service.ledger.db, { nodes: service.nodes });
   app.post('/v1/nodes/heartbeat', { schema: { body: envelopeSchema } }, async (req) => {
     const { node } = await service.nodes.heartbeat(req.rawBody!);
     return { ok: true, state: node.state };
@@ -438,7 +440,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     const { id, action } = req.params as { id: string; action: (typeof OPERATOR_ACTIONS)[number] };
     const reason = (req.body as { reason?: string } | undefined)?.reason ?? '';
     const n = action === 'rekey' ? await service.nodes.rekey(id, 'operator', reason) : await service.nodes.apply(id, action, { actor: 'operator', reason: reason || `operator ${action}`, byOperator: true });
-    return nodeView(n, service);
+    // reinstall (reprovision), install, rescue and unrescue also set what the machine's next iPXE boot does.
+    return { ...nodeView(n, service), ...(await bootAnswerAfterAction(service.ledger.db, n, action)) };
   });
 
   app.get('/v1/audit', { schema: { querystring: { type: 'object', additionalProperties: false, properties: { tail: { type: 'integer', minimum: 1, maximum: 1000 } } } } }, async (req) => ({

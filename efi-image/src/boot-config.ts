@@ -13,7 +13,15 @@ export interface BootConfig {
   adminThreshold: number;
 }
 
-const KEYS = { coordUrl: 'writ.coord', token: 'writ.token', redisUrl: 'writ.redis', clusterId: 'writ.cluster', adminKeys: 'writ.admin', adminThreshold: 'writ.admin_threshold' } as const;
+/**
+ * How this boot came about: `normal` (the UKI from a disk), or what the coord's iPXE answer chose (`writ.boot=`
+ * on the command line it served): `install`, or `rescue` — the node registers and heartbeats but runs no jobs,
+ * and its state partition is never formatted.
+ */
+export type BootMode = 'normal' | 'install' | 'rescue';
+export const BOOT_MODES: readonly BootMode[] = ['normal', 'install', 'rescue'];
+
+const KEYS = { coordUrl: 'writ.coord', token: 'writ.token', redisUrl: 'writ.redis', clusterId: 'writ.cluster', adminKeys: 'writ.admin', adminThreshold: 'writ.admin_threshold', mode: 'writ.boot' } as const;
 // A kernel command line word cannot hold spaces or quotes safely through every boot path (UKI, iPXE).
 const SAFE = /^[A-Za-z0-9._~:/?#[\]@!$&'()*+,;=%-]+$/;
 
@@ -50,7 +58,7 @@ export function checkBootConfig(c: BootConfig): void {
 }
 
 /** Reads the `writ.*` words of a kernel command line (as in /proc/cmdline). */
-export function parseBootCmdline(cmdline: string): BootConfig {
+export function parseBootCmdline(cmdline: string): BootConfig & { mode: BootMode } {
   const words = new Map<string, string>();
   for (const w of cmdline.trim().split(/\s+/)) {
     const i = w.indexOf('=');
@@ -66,7 +74,9 @@ export function parseBootCmdline(cmdline: string): BootConfig {
     adminThreshold: Number(words.get(KEYS.adminThreshold) ?? '1'),
   };
   checkBootConfig(c);
-  return c;
+  const mode = (words.get(KEYS.mode) ?? 'normal') as BootMode;
+  if (!BOOT_MODES.includes(mode)) bad(`${KEYS.mode}=${mode}: expected one of ${BOOT_MODES.join(', ')}`);
+  return { ...c, mode };
 }
 
 /** The key refs the runner pins, from the boot config's admin keys. */

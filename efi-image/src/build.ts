@@ -241,7 +241,7 @@ function peChecksum(b: Buffer): number {
   return ((sum & 0xffff) + b.length) >>> 0;
 }
 
-async function writeArtifact(outDir: string, name: string, bytes: Uint8Array): Promise<Artifact> {
+export async function writeArtifact(outDir: string, name: string, bytes: Uint8Array): Promise<Artifact> {
   const file = path.join(outDir, name);
   await writeFile(file, bytes);
   return { file: name, bytes: bytes.length, sha256: sha256(bytes) };
@@ -282,7 +282,7 @@ export async function buildImage(o: ImageOptions): Promise<ImageManifest> {
   return manifest;
 }
 
-async function writeManifest(outDir: string, m: ImageManifest): Promise<void> {
+export async function writeManifest(outDir: string, m: ImageManifest): Promise<void> {
   await writeFile(path.join(outDir, 'manifest.json'), `${JSON.stringify(m, null, 2)}\n`);
 }
 

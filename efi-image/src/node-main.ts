@@ -1,7 +1,8 @@
 // The node agent as the boot image runs it (bundled into /opt/writ/node.mjs): reads the kernel command line,
 // keeps the node's identity on the state partition (or in memory when diskless), phones home with the
 // enrollment inventory and token, and once the coord has answered with an assignment runs jobs under the
-// assigned labels. The image's /init restarts it when it exits.
+// assigned labels (in rescue mode, `writ.boot=rescue` from the coord's iPXE answer, it runs none). The image's
+// /init restarts it when it exits.
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
   const stateDir = process.env.WRIT_STATE_DIR ?? '/var/lib/writ';
   const diskless = process.env.WRIT_DISKLESS === '1';
   const identity = await loadNodeIdentity(stateDir, await nodeIdFor(stateDir));
-  log('info', 'writ-boot: identity', { node: identity.nodeId, keyid: identity.key.keyid, created: identity.created, diskless, nodeStartS: t0 });
+  log('info', 'writ-boot: identity', { node: identity.nodeId, keyid: identity.key.keyid, created: identity.created, diskless, mode: boot.mode, nodeStartS: t0 });
   const inventory = (await collectInventory({ diskless })) as unknown as JsonValue;
   let first: (a: RegistrationAnswer) => void = () => {};
   const registered = new Promise<RegistrationAnswer>((r) => (first = r));
@@ -53,6 +54,17 @@ async function main(): Promise<void> {
   const assignment = answer.assignment;
   log('info', 'writ-boot: registered', { node: identity.nodeId, state: answer.state, assignment, uptimeS: Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]) });
   if (assignment?.hostname) await writeFile('/proc/sys/kernel/hostname', assignment.hostname).catch(() => {});
+  if (boot.mode === 'rescue') {
+    // Rescue: the node stays known to the coord (heartbeats) but takes no work; the console has a shell.
+    log('info', 'writ-boot: rescue mode: registered and heartbeating, running no jobs', { node: identity.nodeId, state: answer.state });
+    const stopRescue = async () => {
+      await agent.stop();
+      process.exit(0);
+    };
+    process.on('SIGTERM', () => void stopRescue());
+    process.on('SIGINT', () => void stopRescue());
+    return;
+  }
   runner = await Runner.start({
     nodeId: identity.nodeId,
     nodeKey: identity.key,

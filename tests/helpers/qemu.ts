@@ -53,8 +53,11 @@ export interface MachineOptions {
   mac: string;
   accel: Accel;
   memMiB?: number;
-  /** Boot iPXE from this ROM file over the NIC instead of a disk (the iPXE path). */
-  netBoot?: boolean;
+  /**
+   * QEMU's built-in TFTP server for the guest (user networking only): files of `dir`, and `bootfile` named in
+   * the DHCP answer, as a PXE server would hand them out (the iPXE path: iPXE fetches its script from there).
+   */
+  tftp?: { dir: string; bootfile: string };
   workDir: string;
   /** Also append the console to this file as it comes (WRIT_QEMU_CONSOLE_DIR sets a folder for every machine). */
   consoleLog?: string;
@@ -77,13 +80,14 @@ export function startMachine(o: MachineOptions): Machine {
   const args = [
     '-machine', 'q35', '-accel', o.accel, '-m', String(o.memMiB ?? 1024), '-smp', '2', '-nographic', '-no-reboot', '-name', o.name,
     '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${vars}`,
-    '-netdev', 'user,id=n0', '-device', `virtio-net-pci,netdev=n0,mac=${o.mac}${o.netBoot ? ',bootindex=0' : ''}`,
+    // QEMU option values escape a comma by doubling it.
+    '-netdev', `user,id=n0${o.tftp ? `,tftp=${o.tftp.dir.replace(/,/g, ',,')},bootfile=${o.tftp.bootfile.replace(/,/g, ',,')}` : ''}`, '-device', `virtio-net-pci,netdev=n0,mac=${o.mac}`,
     '-serial', 'stdio', '-monitor', 'none',
   ];
   // `max` under TCG too: QEMU's default qemu64 model lacks what Node's V8 expects of an x86-64 today.
   args.push('-cpu', process.env.WRIT_QEMU_CPU ?? 'max');
   o.disks.forEach((d, i) => {
-    args.push('-drive', `if=none,id=d${i},format=raw,file=${d.file}${d.persist ? '' : ',snapshot=on'}`, '-device', `virtio-blk-pci,drive=d${i},serial=${d.serial}${i === 0 && !o.netBoot ? ',bootindex=0' : ''}`);
+    args.push('-drive', `if=none,id=d${i},format=raw,file=${d.file}${d.persist ? '' : ',snapshot=on'}`, '-device', `virtio-blk-pci,drive=d${i},serial=${d.serial}${i === 0 ? ',bootindex=0' : ''}`);
   });
   const startedAt = Date.now();
   const proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -131,4 +135,39 @@ export function startMachine(o: MachineOptions): Machine {
       clearTimeout(t);
     },
   };
+}
+
+/** Debian's iPXE EFI binary (package ipxe), found through dpkg as the package installed it. */
+export function debianIpxeEfi(): string {
+  const r = spawnSync('dpkg', ['-L', 'ipxe'], { encoding: 'utf8' });
+  const f = (r.stdout ?? '').split('\n').find((l) => /\/ipxe\.efi$/.test(l) && existsSync(l));
+  if (!f) throw new Error(`Debian's ipxe.efi not found (apt-get install ipxe): ${r.stderr ?? ''}`);
+  return f;
+}
+
+function run(cmd: string, args: string[], input?: string): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', input, env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr || r.error?.message}`);
+}
+
+/**
+ * A GPT disk that boots Debian's ipxe.efi: partition 1 an ESP (FAT, built with mtools) holding it at the
+ * default boot path, partition 2 an empty `writ-state` partition when `stateMiB` is given (the node formats it
+ * on first boot, so a netbooted node keeps its identity across reboots). No loop device, no mount.
+ */
+export function ipxeDisk(file: string, o: { stateMiB?: number } = {}): void {
+  const espMiB = 8;
+  const esp = `${file}.esp`;
+  rmSync(esp, { force: true });
+  run('mkfs.vfat', ['-F', '12', '-n', 'IPXE', '-C', esp, String(espMiB * 1024)]);
+  run('mmd', ['-i', esp, '::/EFI', '::/EFI/BOOT']);
+  run('mcopy', ['-i', esp, debianIpxeEfi(), '::/EFI/BOOT/BOOTX64.EFI']);
+  const stateMiB = o.stateMiB ?? 0;
+  writeFileSync(file, '');
+  spawnSync('truncate', ['-s', `${(1 + espMiB + stateMiB + 1) * 1048576}`, file]);
+  const parts = [`start=2048, size=${espMiB * 2048}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI system"`];
+  if (stateMiB > 0) parts.push(`start=${2048 + espMiB * 2048}, size=${stateMiB * 2048}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="writ-state"`);
+  run('sfdisk', ['--quiet', '--no-reread', '--no-tell-kernel', file], ['label: gpt', 'unit: sectors', ...parts].join('\n'));
+  run('dd', [`if=${esp}`, `of=${file}`, 'bs=1M', 'seek=1', 'conv=notrunc', 'status=none']);
+  rmSync(esp, { force: true });
 }

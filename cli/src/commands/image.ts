@@ -2,9 +2,8 @@
 import path from 'node:path';
 import { WritError } from '@writ/protocol';
 // The image builder lives with the image (efi-image/), not in a package of its own.
-import { buildImage, buildUsb, type ImageManifest, type ImageOptions } from '../../../efi-image/src/build.ts';
-import { ipxeScript } from '../../../efi-image/src/ipxe.ts';
-import { writeFile } from 'node:fs/promises';
+import { buildImage, buildUsb, writeArtifact, writeManifest, type ImageManifest, type ImageOptions } from '../../../efi-image/src/build.ts';
+import { ipxeChainScript } from '../../../efi-image/src/ipxe.ts';
 import { parse } from '../args.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
 import { adminKeyRefs } from './services.ts';
@@ -16,7 +15,9 @@ const HELP = `usage: writ image <build|usb|ipxe> --out DIR --coord URL --redis U
           (systemd-boot's EFI stub + kernel + initramfs + command line): DIR/writ-node.efi
   usb     build, then a GPT disk image for a USB stick or a VM: an ESP with the UKI at
           EFI/BOOT/BOOTX64.EFI and an empty state partition (writ-state): DIR/writ-usb.img
-  ipxe    build, then DIR/boot.ipxe, an iPXE script that boots the same kernel and initramfs over HTTP
+  ipxe    build, then DIR/boot.ipxe: an iPXE script that asks the coord what the machine boots
+          (GET <coord>/boot/ipxe?mac=\${net0/mac}: local disk, install or rescue); the coord serves
+          DIR's kernel and initramfs over HTTP when started with WRIT_BOOT_IMAGE=DIR (docs/boot.md)
 
 options:
   --out DIR            where the files go (created)
@@ -31,7 +32,7 @@ options:
   --kernel FILE        the kernel (default: the newest /boot/vmlinuz-*; apt-get install linux-image-cloud-amd64)
   --state-mib N        size of the USB image's state partition (default 1024; the node
                        reports itself unhealthy with less than 512 MiB free there)
-  --base-url URL       ipxe: where DIR is served over HTTP (default: <coord>/boot/files)
+  --boot-url URL       ipxe: the coord as iPXE reaches it (default: --coord)
 
 The same inputs give the same bytes (SOURCE_DATE_EPOCH sets every timestamp); DIR/manifest.json lists
 each file's sha256 and every input. Needs: busybox-static, systemd-boot-efi, binutils, a kernel package,
@@ -52,7 +53,7 @@ const OPTIONS = {
   cmdline: { type: 'string' },
   kernel: { type: 'string' },
   'state-mib': { type: 'string' },
-  'base-url': { type: 'string' },
+  'boot-url': { type: 'string' },
 } as const;
 
 type Kind = 'build' | 'usb' | 'ipxe';
@@ -85,6 +86,8 @@ function sub(kind: Kind) {
       onProgress: (step) => io.err(`[${((Date.now() - t0) / 1000).toFixed(1)} s] ${step}…`),
     };
     if (opts.boot.adminKeys.length === 0) throw new WritError('USAGE', '--admin-key FILE is required: the node accepts key sets only from pinned admins');
+    // Checked before the build, which takes a while.
+    const chain = kind === 'ipxe' ? ipxeChainScript({ coordUrl: values['boot-url'] ?? opts.boot.coordUrl }) : null;
     let manifest: ImageManifest;
     if (kind === 'usb') {
       const stateMiB = values['state-mib'] === undefined ? undefined : Number(values['state-mib']);
@@ -93,13 +96,13 @@ function sub(kind: Kind) {
     } else {
       manifest = await buildImage(opts);
     }
-    if (kind === 'ipxe') {
-      const base = values['base-url'] ?? new URL('/boot/files', opts.boot.coordUrl).href;
-      await writeFile(path.join(out, 'boot.ipxe'), ipxeScript({ baseUrl: base, cmdline: manifest.cmdline }));
+    if (chain !== null) {
+      manifest.artifacts.ipxe = await writeArtifact(out, 'boot.ipxe', Buffer.from(chain));
+      await writeManifest(out, manifest);
     }
     if (values.json) return printJson(io, { out, ...manifest }), EXIT.ok;
     for (const a of Object.values(manifest.artifacts)) io.out(`${path.join(out, a.file)}  ${(a.bytes / 2 ** 20).toFixed(1)} MiB  sha256:${a.sha256}`);
-    if (kind === 'ipxe') io.out(`${path.join(out, 'boot.ipxe')}`);
+    if (kind === 'ipxe') io.out(`the coord serves this image's kernel and initramfs when started with WRIT_BOOT_IMAGE=${out}`);
     io.out(`manifest: ${path.join(out, 'manifest.json')} (kernel ${manifest.kernel.version}, node ${manifest.node.version}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     return EXIT.ok;
   };

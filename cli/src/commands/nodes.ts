@@ -1,4 +1,4 @@
-// writ nodes list|show|accept|reject|drain|rescue|unrescue|retire|rekey   and   writ audit tail|verify
+// writ nodes list|show|accept|reject|drain|reinstall|rescue|unrescue|retire|rekey   and   writ audit tail|verify
 import { WritError } from '@writ/protocol';
 import { humanDuration, parse } from '../args.ts';
 import { api, resolveCoord } from '../client.ts';
@@ -18,20 +18,36 @@ interface NodeView {
   deadlineAt: string | null;
   reason: string | null;
   transitions?: { from: string | null; to: string; event: string; actor: string; reason: string; at: number }[];
+  /** Set by reinstall, rescue and unrescue: what the machine's next iPXE boot does, for which MACs. */
+  boot?: { answer: string; macs: string[] };
 }
 
-const NODES_HELP = `usage: writ nodes <list|show|accept|reject|drain|rescue|unrescue|retire|rekey> [ID] [--reason TEXT] [--json]
+interface BootAnswerView {
+  mac: string;
+  answer: string;
+  setBy: string;
+  setAt: number;
+}
+
+const NODES_HELP = `usage: writ nodes <list|show|accept|reject|drain|reinstall|rescue|unrescue|retire|rekey> [ID] [--reason TEXT] [--json]
 
   list                 every node: state, reachable, health, last heartbeat
   show ID              one node with its inventory and every lifecycle transition
   accept ID            an inspected node joins (it becomes active on its next healthy heartbeat)
   reject ID            refuse a discovered/inspected node (retired)
   drain ID             take no new work; back to commissioned when its running jobs are done
-  rescue ID            park a node in rescue from any stable state; unrescue returns it where it was
+  reinstall ID         reprovision: its next iPXE boot installs (boots the node image over HTTP);
+                       installing once it fetched that boot, installed when it registers again,
+                       active on its next healthy heartbeat; its boot answer goes back to local
+  rescue ID            park a node in rescue from any stable state, and its next iPXE boot boots the
+                       node image in rescue mode (no jobs); unrescue returns it where it was and its
+                       next iPXE boot to the local disk
   retire ID            take it out for good
   rekey ID             forget its key so it can enrol a new identity (after a lost or corrupt seed)
 
 Only active, reachable nodes receive work. A failed node never returns to the pool by itself.
+Without a BMC, reinstall and rescue take effect when the machine next boots through iPXE
+(GET /boot/ipxe?mac=…; docs/boot.md): reboot it yourself.
 
 example:
   writ nodes list && writ nodes accept node-7`;
@@ -53,32 +69,38 @@ async function list(argv: string[], io: Io, ctx: CliContext) {
 async function show(argv: string[], io: Io, ctx: CliContext) {
   const { values, positionals } = parse(argv, { coord: { type: 'string' } }, { min: 1, max: 1, usage: 'writ nodes show ID' });
   if (values.help) return io.out(NODES_HELP), EXIT.ok;
-  const n = (await api<NodeView>(await resolveCoord(values.coord, ctx.env), 'GET', `/v1/nodes/${encodeURIComponent(positionals[0]!)}`)).body;
+  const coord = await resolveCoord(values.coord, ctx.env);
+  const n = (await api<NodeView>(coord, 'GET', `/v1/nodes/${encodeURIComponent(positionals[0]!)}`)).body;
   if (values.json) return printJson(io, n), EXIT.ok;
   io.out(`node      ${n.id}\nstate     ${n.state} since ${n.stateSince}${n.deadlineAt ? ` (deadline ${n.deadlineAt})` : ''}${n.reason ? ` — ${n.reason}` : ''}`);
   io.out(`reachable ${n.reachable ? 'yes' : 'no'}; last heartbeat ${n.lastHeartbeatAt ?? 'never'}\nkey       ${n.keyid ?? '(none: awaiting a new identity)'}\nlabels    ${JSON.stringify(n.labels)}\nversion   ${n.version}`);
   if (n.health) io.out(`health    ${n.health.healthy ? 'ok' : `SICK: ${n.health.problems.join('; ')}`}; load ${n.health.load1.toFixed(2)}; ${Math.round(n.health.memAvailableBytes / 2 ** 20)} MiB free memory; ${Math.round(n.health.diskFreeBytes / 2 ** 30)} GiB free disk; ${n.health.runningJobs} running`);
+  const boot = (await api<{ boot?: BootAnswerView[] }>(coord, 'GET', `/v1/enroll/nodes/${encodeURIComponent(n.id)}`)).body.boot ?? [];
+  for (const b of boot) io.out(`next boot ${b.mac}: ${b.answer} (iPXE), set by ${b.setBy} at ${new Date(b.setAt).toISOString()}`);
   io.out('transitions:');
   for (const t of n.transitions ?? []) io.out(`  ${new Date(t.at).toISOString()}  ${(t.from ?? '-').padEnd(14)} → ${t.to.padEnd(14)} ${t.event.padEnd(12)} by ${t.actor}: ${t.reason}`);
   return EXIT.ok;
 }
 
-function action(name: string): (argv: string[], io: Io, ctx: CliContext) => Promise<number> {
+/** `event` is the lifecycle action the coord applies (reinstall is a reprovision). */
+function action(name: string, event = name): (argv: string[], io: Io, ctx: CliContext) => Promise<number> {
   return async (argv, io, ctx) => {
     const { values, positionals } = parse(argv, { coord: { type: 'string' }, reason: { type: 'string' } }, { min: 1, max: 1, usage: `writ nodes ${name} ID [--reason TEXT]` });
     if (values.help) return io.out(NODES_HELP), EXIT.ok;
-    const n = (await api<NodeView>(await resolveCoord(values.coord, ctx.env), 'POST', `/v1/nodes/${encodeURIComponent(positionals[0]!)}/${name}`, values.reason ? { reason: values.reason } : {})).body;
-    if (values.json) printJson(io, n);
-    else io.out(`node ${n.id}: ${name} → ${n.state}`);
+    const n = (await api<NodeView>(await resolveCoord(values.coord, ctx.env), 'POST', `/v1/nodes/${encodeURIComponent(positionals[0]!)}/${event}`, values.reason ? { reason: values.reason } : {})).body;
+    if (values.json) return printJson(io, n), EXIT.ok;
+    io.out(`node ${n.id}: ${name} → ${n.state}`);
+    if (n.boot && n.boot.macs.length > 0) io.out(`next iPXE boot of ${n.boot.macs.join(', ')}: ${n.boot.answer}`);
+    else if (n.boot) io.out(`its inventory lists no MAC, so no iPXE answer was set: boot the machine into the ${n.boot.answer === 'local' ? 'local disk' : 'node image'} yourself`);
     return EXIT.ok;
   };
 }
 
 export const nodesCommand: Command = {
   name: 'nodes',
-  summary: 'list, inspect, accept, drain, rescue and retire nodes',
+  summary: 'list, inspect, accept, drain, reinstall, rescue and retire nodes',
   help: NODES_HELP,
-  subcommands: { list, show, ...Object.fromEntries(['accept', 'reject', 'drain', 'rescue', 'unrescue', 'retire', 'rekey'].map((a) => [a, action(a)])) },
+  subcommands: { list, show, ...Object.fromEntries(['accept', 'reject', 'drain', 'rescue', 'unrescue', 'retire', 'rekey'].map((a) => [a, action(a)])), reinstall: action('reinstall', 'reprovision') },
   run(a, io, c) {
     return dispatchSubcommand(this, a, io, c);
   },

@@ -2,13 +2,15 @@
 // the ledger's rules, records the assignment and the token exchange, sets the node's labels and pool, and
 // accepts it when its rule auto-accepts nodes presenting that token. An unmatched node stays inspected
 // (pending) with its inventory visible; a matched one without auto-accept waits for `writ nodes accept`.
-// A node already assigned keeps its assignment across reboots (same key, same node id).
+// A node already assigned keeps its assignment across reboots (same key, same node id). A node registering
+// after the install answer its iPXE boot got finishes that install (boot-routes.ts, settleInstallBoot).
 import {
   DEFAULT_POOL, canonicalJson, isNodeInventory, parseEnvelope, parseNodeInventory, parseNodeRegistration, type NodeAssignment, type NodeInventory, type NodeRegistration,
   type InstallPlan, PAYLOAD_TYPES, fromB64,
 } from '@writ/protocol';
 import type { Db } from '../ledger/db.ts';
 import type { NodeRecord, NodeRegistry } from '../nodes/registry.ts';
+import { settleInstallBoot } from './boot-routes.ts';
 import { hostnameFor, matchRules } from './rules.ts';
 import { getAssignment, getClass, listRules, putAssignment, recordBootstrap, tokenSha256 } from './store.ts';
 
@@ -55,7 +57,8 @@ export class Enroller {
         this.opts.log?.info({ node: node.id, rule: rule.name, autoAccept: accept }, 'enrollment rule matched');
       }
     }
-    let current = node;
+    // A machine back from the install boot its iPXE answer gave it: that answer goes back to local.
+    let current = await settleInstallBoot(db, nodes, node, this.opts.log);
     if (assignment) {
       const labels = { ...node.labels, ...assignment.labels };
       const pool = assignment.pool ?? DEFAULT_POOL;

@@ -1,19 +1,23 @@
 // Enrollment's HTTP routes (operator API, bearer token): rules and classes, and the dry run behind
-// `writ enroll rules test`. The registration route itself stays with the node routes and calls the Enroller.
+// `writ enroll rules test`; and the iPXE boot routes (no token, boot-routes.ts). The registration route itself
+// stays with the node routes and calls the Enroller.
 import type { FastifyInstance } from 'fastify';
-import { WritError, parseNodeInventory } from '@writ/protocol';
+import { WritError, parseNodeInventory, type JsonValue } from '@writ/protocol';
 import type { Db } from '../ledger/db.ts';
+import type { NodeRegistry } from '../nodes/registry.ts';
+import { BOOT_ROUTES, macsOf, registerBootRoutes } from './boot-routes.ts';
 import { checkRule, matchRules, type EnrollmentRule } from './rules.ts';
-import { deleteClass, deleteRule, getAssignment, listBootstraps, listClasses, listRules, newEnrollmentToken, putClass, putRule, tokenSha256, type NodeClass } from './store.ts';
+import { deleteClass, deleteRule, getAssignment, listBootAnswers, listBootstraps, listClasses, listRules, newEnrollmentToken, putClass, putRule, tokenSha256, type NodeClass } from './store.ts';
 
-export const ENROLL_ROUTES = ['GET /v1/enroll/rules', 'POST /v1/enroll/rules', 'DELETE /v1/enroll/rules/:name', 'POST /v1/enroll/test', 'GET /v1/enroll/classes', 'POST /v1/enroll/classes', 'DELETE /v1/enroll/classes/:name', 'GET /v1/enroll/nodes/:id'] as const;
+export const ENROLL_ROUTES = ['GET /v1/enroll/rules', 'POST /v1/enroll/rules', 'DELETE /v1/enroll/rules/:name', 'POST /v1/enroll/test', 'GET /v1/enroll/classes', 'POST /v1/enroll/classes', 'DELETE /v1/enroll/classes/:name', 'GET /v1/enroll/nodes/:id', ...BOOT_ROUTES] as const;
 
 /** A rule as an operator gives it: `token: true` makes a fresh token, shown once in the answer. */
 type RuleInput = Omit<EnrollmentRule, 'tokenSha256' | 'maxUses' | 'priority' | 'autoAccept'> & { priority?: number; autoAccept?: boolean; maxUses?: number | null; token?: boolean | string };
 
 const ruleView = (r: EnrollmentRule) => ({ ...r, hasToken: r.tokenSha256 !== null });
 
-export function registerEnrollRoutes(app: FastifyInstance, db: Db): void {
+export function registerEnrollRoutes(app: FastifyInstance, db: Db, opts: { nodes?: NodeRegistry } = {}): void {
+  registerBootRoutes(app, db, opts.nodes);
   app.get('/v1/enroll/rules', async () => ({ rules: (await listRules(db)).map(ruleView) }));
   app.post('/v1/enroll/rules', async (req, reply) => {
     const b = req.body as RuleInput;
@@ -49,6 +53,8 @@ export function registerEnrollRoutes(app: FastifyInstance, db: Db): void {
   });
   app.get('/v1/enroll/nodes/:id', async (req) => {
     const { id } = req.params as { id: string };
-    return { assignment: await getAssignment(db, id), bootstraps: await listBootstraps(db, id) };
+    const inv = (await db.query<{ inventory: JsonValue }>('SELECT inventory FROM nodes WHERE id = $1', [id]))[0]?.inventory;
+    // What each of the machine's NICs boots next through iPXE (only answers an operator action or an install set).
+    return { assignment: await getAssignment(db, id), bootstraps: await listBootstraps(db, id), boot: await listBootAnswers(db, macsOf(inv)) };
   });
 }

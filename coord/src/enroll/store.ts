@@ -188,9 +188,42 @@ export async function setBootAnswer(db: Queryable, mac: string, answer: BootAnsw
   );
 }
 
-export async function getBootAnswer(db: Queryable, mac: string): Promise<BootAnswer | null> {
-  const r = (await db.query<{ answer: BootAnswer }>('SELECT answer FROM boot_answers WHERE mac = $1', [mac.toLowerCase()]))[0];
-  return r?.answer ?? null;
+export interface BootAnswerRow {
+  mac: string;
+  answer: BootAnswer;
+  /** The node the answer was set for (null: set for a MAC no node has yet). */
+  nodeId: string | null;
+  setBy: string;
+  setAt: number;
+}
+
+interface BootAnswerDbRow {
+  mac: string;
+  answer: BootAnswer;
+  node_id: string | null;
+  set_by: string;
+  set_at: string | number;
+}
+
+const bootRowOf = (r: BootAnswerDbRow): BootAnswerRow => ({ mac: r.mac, answer: r.answer, nodeId: r.node_id, setBy: r.set_by, setAt: Number(r.set_at) });
+
+export async function getBootAnswer(db: Queryable, mac: string): Promise<BootAnswerRow | null> {
+  const r = (await db.query<BootAnswerDbRow>('SELECT * FROM boot_answers WHERE mac = $1', [mac.toLowerCase()]))[0];
+  return r ? bootRowOf(r) : null;
+}
+
+/** The answers set for any of these MACs (a node's NICs). */
+export async function listBootAnswers(db: Queryable, macs: readonly string[]): Promise<BootAnswerRow[]> {
+  if (macs.length === 0) return [];
+  return (await db.query<BootAnswerDbRow>('SELECT * FROM boot_answers WHERE mac = ANY($1::text[]) ORDER BY mac', [macs.map((m) => m.toLowerCase())])).map(bootRowOf);
+}
+
+/**
+ * The nodes (retired ones left out) whose inventory lists a NIC with this MAC, by JSON containment on the
+ * inventory the node signed at registration.
+ */
+export async function nodesWithMac(db: Queryable, mac: string): Promise<{ id: string; state: string }[]> {
+  return db.query<{ id: string; state: string }>(`SELECT id, state FROM nodes WHERE state <> 'retired' AND inventory -> 'nics' @> $1::jsonb ORDER BY registered_at`, [JSON.stringify([{ mac: mac.toLowerCase() }])]);
 }
 
 /** Cluster intent (e.g. evaluated from Nix): the rules and classes it lists replace those with the same names. */

@@ -40,7 +40,8 @@ const RULES: Record<NodeEvent, Rule> = {
   accept: { from: ['inspected', 'failed', 'commissioned'], to: 'commissioned', operator: true },
   reject: { from: ['discovered', 'inspected'], to: 'retired', operator: true },
   install: { from: ['commissioned', 'failed'], to: 'install-pending', operator: true },
-  'install-started': { from: ['install-pending'], to: 'installing' },
+  // From reprovisioning too: a reinstall starts when the machine fetches its install boot (iPXE).
+  'install-started': { from: ['install-pending', 'reprovisioning'], to: 'installing' },
   'install-done': { from: ['installing', 'reprovisioning'], to: 'installed' },
   activate: { from: ['commissioned', 'installed'], to: 'active' },
   drain: { from: ['active'], to: 'draining', operator: true },
