@@ -30,6 +30,26 @@ export default [
       '@typescript-eslint/no-explicit-any': 'off',
     },
   },
+  // Type-aware rules, on the TypeScript that tsconfig.json checks (the typed program comes from the project
+  // service). A promise nobody awaits loses its rejection: an unhandled rejection ends the process, and an
+  // awaited-too-late one reorders effects. `void` marks a fire-and-forget call whose errors are handled.
+  {
+    files: ['**/*.ts'],
+    // The files tests lint from memory (ESLint.lintText) are on no disk, so no tsconfig lists them:
+    // tests/house-checks.test.ts's probes get tsconfig.json's options (allowDefaultProject); the `x.ts` probes
+    // of tests/boundaries.test.ts check import rules only and skip the typed program altogether.
+    ignores: ['*/src/x.ts'],
+    languageOptions: {
+      parserOptions: {
+        projectService: { allowDefaultProject: ['*/src/lint-probe.ts', 'tests/lint-probe.test.ts'] },
+        tsconfigRootDir: import.meta.dirname,
+      },
+    },
+    rules: {
+      '@typescript-eslint/no-floating-promises': ['error', { ignoreVoid: true }],
+      '@typescript-eslint/no-misused-promises': 'error',
+    },
+  },
   layer('protocol', ['sal', 'supervisor', 'runner', 'coord', 'cli'], 'protocol is the contract and imports nothing of ours.'),
   layer('sal', ['supervisor', 'runner', 'coord', 'cli'], 'sal imports only protocol.'),
   layer('supervisor', ['runner', 'coord', 'cli', 'sal'], 'supervisor and runner meet only through Redis; nothing imports coord.'),

@@ -2,8 +2,9 @@
 // TypeScript file in the repository (tests included), and lint's type-aware rules report floating promises.
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
+import { ESLint } from 'eslint';
 import ts from 'typescript';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 const root = path.resolve(import.meta.dirname, '..');
 const SKIP_DIRS = new Set(['node_modules', '.git', '.writ', 'coverage', '.vitest-cache', 'tmp']);
@@ -32,5 +33,29 @@ describe('type-check coverage (tsconfig.json)', () => {
     const all = tsFiles();
     expect(all).toContain('sal/test/vm.test.ts');
     expect(all.filter((f) => !checked.has(f))).toEqual([]);
+  });
+});
+
+describe('type-aware lint (eslint.config.mjs)', () => {
+  const eslint = new ESLint({ cwd: root });
+  async function rules(file: string, code: string): Promise<string[]> {
+    const [res] = await eslint.lintText(code, { filePath: path.join(root, file) });
+    return (res?.messages ?? []).map((m) => m.ruleId ?? m.message);
+  }
+  // The first typed lint builds the whole program tsconfig.json describes (as long as a `tsc` run).
+  beforeAll(async () => {
+    await rules('runner/src/lint-probe.ts', 'export {};\n');
+  }, 300_000);
+  const lose = 'export async function save(): Promise<void> { throw new Error("disk full"); }\n';
+
+  it.each(['runner/src/lint-probe.ts', 'tests/lint-probe.test.ts'])('reports a promise nobody awaits or catches in %s', async (file) => {
+    expect(await rules(file, `${lose}export function f(): void { save(); }\n`)).toEqual(['@typescript-eslint/no-floating-promises']);
+    expect(await rules(file, `${lose}export async function f(): Promise<void> { await save(); }\n`)).toEqual([]);
+    expect(await rules(file, `${lose}export function f(): void { void save().catch(() => {}); }\n`)).toEqual([]);
+  });
+
+  it('reports a promise-returning function where a callback returning void is expected', async () => {
+    const code = `${lose}export function f(run: (cb: () => void) => void): void { run(async () => { await save(); }); }\n`;
+    expect(await rules('coord/src/lint-probe.ts', code)).toEqual(['@typescript-eslint/no-misused-promises']);
   });
 });

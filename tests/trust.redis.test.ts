@@ -92,7 +92,7 @@ describe('key sets on the node (T6)', () => {
     const job = s.sign('export default async (a, ctx) => { ctx.log.info("EFFECT"); return 1 }', { keys: [carol] });
     expect((await s.post(job.envelope)).status).toBe(202);
     await s.revoke(carol);
-    s.runners[0]!.bullWorker.resume();
+    await s.runners[0]!.bullWorker.resume();
     expect(await s.waitFor(job.id)).toMatchObject({ status: 'failed', errorCode: 'KEY_REVOKED' });
     const logs = (await s.ledger.listJobEvents(job.id, 0, 100)).filter((e: { type: string }) => e.type === 'log');
     expect(logs).toHaveLength(0);

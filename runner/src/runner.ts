@@ -104,7 +104,8 @@ export class Runner {
     r.pool = new SandboxPool({
       size: opts.concurrency ?? 2,
       hostCall: (job, name, args) => r.hostCall(broker, job, name, args),
-      onLog: (job, level, message) => r.emit({ type: 'log', jobId: job.jobId, attempt: job.attempt, node: r.node.id, ts: Date.now(), level, message }),
+      // emit() never rejects (a batch that cannot be written is logged), so a log line need not be awaited.
+      onLog: (job, level, message) => void r.emit({ type: 'log', jobId: job.jobId, attempt: job.attempt, node: r.node.id, ts: Date.now(), level, message }),
     });
     await r.heartbeat();
     r.heartbeatTimer = setInterval(() => void r.heartbeat().catch((e) => r.log.warn({ err: (e as Error).message }, 'heartbeat failed')), opts.heartbeatMs ?? 5000);

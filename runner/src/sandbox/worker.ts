@@ -32,7 +32,9 @@ const post = (msg: FromWorker) => port.postMessage(msg);
 function runJob(runId: number, job: SandboxJob, deadlineAt: number): void {
   const calls = new Map<number, WaitingCall>();
   current = { runId, calls };
-  runGuest(job, deadlineAt, {
+  // Not awaited: the job's end is posted to the pool. The guest's errors become its result below; anything
+  // thrown after that is an uncaught error in this thread, and the pool replaces a thread that dies.
+  void runGuest(job, deadlineAt, {
     boundary,
     log: (level, message) => post({ type: 'log', runId, level, message }),
     warn: (message) => post({ type: 'warn', message }),
