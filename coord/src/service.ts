@@ -141,7 +141,7 @@ export class CoordService {
       submit: (raw) => this.submit(raw), nowS: () => this.nowS(), logger: this.log,
     });
     this.flows = new FlowEngine({
-      ledger: opts.ledger, keySets: this.keySets, clusterId: opts.clusterId, log: this.log, nowS: () => this.nowS(),
+      ledger: opts.ledger, keySets: this.keySets, clusterId: opts.clusterId, log: this.log, nowS: () => this.nowS(), ...(opts.leases ? { leases: opts.leases } : {}),
       workable: () => this.nodes.workable(),
       dispatch: async (items) => {
         for (const it of items) this.remember(it.jobId, it.node);

@@ -1,7 +1,9 @@
 // The flow engine: drives signed flows durably from the ledger. Each decision about a flow is made in one
 // transaction that holds the flow's row lock (`SELECT … FOR UPDATE`), so two coords on one PostgreSQL never
 // drive the same flow at once and a coord killed mid-flow leaves nothing behind that the next pass (by any
-// coord) does not pick up. A step starts when its dependencies succeeded; it runs as one job, or one per
+// coord) does not pick up. With several coords, the reconcile pass drives only the flows whose lease
+// (`writ.flow`, an advisory lock, ledger/leases.ts) this coord holds; it keeps a flow's lease while the flow
+// runs, so one coord drives it and the others skip it, until that coord dies and its session with it. A step starts when its dependencies succeeded; it runs as one job, or one per
 // matching node for a fan-out step; its retries are its job's attempts; a failed step fails its dependants.
 import {
   WritError, authorizeJob, checkAudience, checkJobTimes, encodeStepBundle, errorCodeOf, parseFlowPayload, pickByJobId, sha256Hex, stepJobId, targetMatchesNode,
@@ -14,6 +16,7 @@ import type { Admission, AuditInput, Ledger } from '../ledger/index.ts';
 import { admitJobsIn, transitionJobIn } from '../ledger/jobs.ts';
 import { nodePublicKeysIn } from '../nodes/sql-store.ts';
 import { appendAuditIn } from '../ledger/audit.ts';
+import type { Leases } from '../ledger/leases.ts';
 import {
   appendFlowEventsIn, getFlow, insertFlowIn, lockFlowHead, insertStepJobsIn, listStepJobs, listSteps, runningFlowIds, setFlowIn, setStepIn, touchFlowIn,
   type FlowEvent, type FlowRecord, type StepJobRecord, type StepRecord,
@@ -37,7 +40,15 @@ export interface FlowEngineOptions {
   publish(flowId: string, events: FlowEvent[]): void;
   nowS(): number;
   log: FlowLogger;
+  /**
+   * Several coords on one PostgreSQL: the reconcile pass drives only the flows whose `writ.flow` lease this
+   * coord holds. None (one coord, PGlite): it drives every running flow.
+   */
+  leases?: Leases;
 }
+
+/** The lease kind of driving a flow on the reconcile pass: `pg_locks.classid = hashtext('writ.flow')`. */
+export const FLOW_LEASE = 'writ.flow';
 
 export interface SubmitFlowResult {
   id: string;
@@ -61,7 +72,9 @@ export class FlowEngine {
   /** Parsed flows by id and envelope hash (the signed document never changes under an id). */
   private readonly opened = new Map<string, OpenedFlow>();
   private readonly advancing = new Map<string, Promise<void>>();
-  readonly metrics = { flowsSubmitted: 0, advances: 0, stepJobsCreated: 0 };
+  /** Flows whose lease this coord took (kept while they run). */
+  private readonly leased = new Set<string>();
+  readonly metrics = { flowsSubmitted: 0, advances: 0, stepJobsCreated: 0, flowsLeftToOthers: 0 };
 
   constructor(private readonly opts: FlowEngineOptions) {}
 
@@ -122,15 +135,43 @@ export class FlowEngine {
     return { id: flow.id, status: now?.status ?? 'running', replayed: false };
   }
 
-  /** Drives every running flow once (the reconciler's pass: catches up after a crash or a lost notification). */
+  /**
+   * Drives every running flow once (the reconciler's pass: catches up after a crash or a lost notification);
+   * with several coords, only the flows whose lease this coord holds or takes now.
+   */
   async advanceAll(): Promise<void> {
-    for (const id of await runningFlowIds(this.opts.ledger.db)) {
+    const running = await runningFlowIds(this.opts.ledger.db);
+    for (const id of await this.leaseFlows(running)) {
       try {
         await this.advance(id);
       } catch (e) {
         this.opts.log.warn({ flowId: id, err: (e as Error).message, code: errorCodeOf(e) }, 'advancing a flow failed; the next pass retries');
       }
     }
+  }
+
+  /**
+   * Of the running flows, those this coord drives on its pass: every one without leases; else those whose lease
+   * it held already (while its session lasted) or takes now. Leases of flows that ended are given back.
+   */
+  private async leaseFlows(running: string[]): Promise<string[]> {
+    const leases = this.opts.leases;
+    if (!leases) return running;
+    const live = new Set(running);
+    const ended: string[] = [];
+    for (const id of this.leased) {
+      // Lost with the session (the server released it already), or the flow ended (here or on another coord).
+      if (!leases.holds(FLOW_LEASE, id)) this.leased.delete(id);
+      else if (!live.has(id)) ended.push(id);
+    }
+    if (ended.length > 0) {
+      for (const id of ended) this.leased.delete(id);
+      await leases.release(FLOW_LEASE, ended);
+    }
+    for (const id of await leases.claim(FLOW_LEASE, running.filter((id) => !this.leased.has(id)))) this.leased.add(id);
+    const mine = running.filter((id) => this.leased.has(id));
+    this.metrics.flowsLeftToOthers += running.length - mine.length;
+    return mine;
   }
 
   /** Drives one flow; concurrent calls for the same flow in this process share one pass plus one more. */
