@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CAPABILITIES, isEffect } from '@writ/protocol';
-import { HostBroker, PLANNED_ANSWERS, SandboxPool, salHostTable } from '@writ/runner';
+import { HostBroker, PLANNED_ANSWERS, SandboxPool, parseNodeConfig, salHostTable } from '@writ/runner';
 import { runCli } from '@writ/cli';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -178,6 +178,37 @@ describe('writ plan', () => {
     expect(doc.error.code).toBe('CAPABILITY_NOT_GRANTED');
     expect(doc.effects.map((e: { capability: string }) => e.capability)).toEqual(['btrfs.disk.clone', 'net.bridge.ensure']);
     expect(doc.result).toBeUndefined();
+  }, TIMEOUT);
+
+  it('--config: a call of a SAL area the node does not configure fails with HOST_CALL_DENIED, as on that node', async () => {
+    const config = { labels: { rack: 'r1' }, sal: { btrfs: { mount: '/var/lib/writ-plan-test/pool', imageDir: '/var/lib/writ-plan-test/images' } } };
+    const file = await fixture('node.json', config);
+    // The runner with that node's host table.
+    const broker = new HostBroker(parseNodeConfig(JSON.stringify(config), 'node.json').hostTable);
+    const pool = new SandboxPool({ size: 1, hostCall: (job, name, args) => broker.call(job, name, args) });
+    let runnerError: { code: string; message: string };
+    try {
+      // Stops before any btrfs work: the disk clone's base does not matter, the bridge call is refused first.
+      const source = 'export default async function (a, ctx) { await ctx.sal.net.bridge.ensure({ name: "wplanbr0" }); }\n';
+      const outcome = await pool.run({ jobId: 'runner-side', attempt: 1, source, args: null, caps: ['net.bridge.ensure'], limits: { timeoutMs: 20_000, memoryMiB: 64 } });
+      runnerError = outcome.ok ? { code: '', message: '' } : outcome.error;
+    } finally {
+      await pool.close();
+    }
+    expect(runnerError.code).toBe('HOST_CALL_DENIED');
+
+    const r = await writ(['plan', DEPLOY_VM, '--args', JSON.stringify(DEPLOY_ARGS), '--config', file, '--json']);
+    expect(r.code).toBe(1);
+    const doc = JSON.parse(r.out);
+    // btrfs is configured: the clone is planned; net is not: the bridge is refused with the runner's code and message.
+    expect(doc.effects.map((e: { capability: string }) => e.capability)).toEqual(['btrfs.disk.clone']);
+    expect(doc.error).toMatchObject({ code: runnerError.code, message: runnerError.message });
+    expect(doc.error.message).toBe('capability "net.bridge.ensure" is not available on this node');
+    expect(doc.config).toBe(file);
+
+    const bad = await fixture('bad-node.json', { sal: { foo: {} } });
+    const refused = await writIn(['plan', HELLO, '--config', bad]);
+    expect([refused.code, refused.err]).toEqual([1, expect.stringContaining('CONFIG_INVALID')]);
   }, TIMEOUT);
 
   it('a fixture answer feeds later calls; answers are used in order; a fixture error fails the call as the script sees it', async () => {

@@ -62,6 +62,11 @@ export interface PlanOptions {
   pins?: { nix?: string[] };
   /** The host functions that answer reads for real (default: this machine's host.facts, time.now, random.bytes). */
   hostTable?: HostTable;
+  /**
+   * The capabilities the node offers (the keys of its host table, e.g. from its `--config` file); a call of
+   * any other fails with HOST_CALL_DENIED as on that node. Default: every capability.
+   */
+  available?: ReadonlySet<string>;
 }
 
 export interface Plan {
@@ -292,11 +297,12 @@ function salName(capability: string): string {
  * The recording SAL: a host table with an entry for every capability in the registry. Each entry records the
  * call and answers it from the fixture, this machine (HOST_READS) or a planned placeholder; none has an effect.
  */
-function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTable): HostTable {
+function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTable, available: ReadonlySet<string> | undefined): HostTable {
   const world = new PlannedWorld();
   const used = new Map<string, number>();
   const table: HostTable = new Map();
   for (const [name, spec] of CAPABILITIES) {
+    if (available && !available.has(name)) continue;
     const fn: HostFunction = {
       async run(args: JsonValue, job: HostCallJob) {
         const record: PlannedCall = { seq: calls.length + 1, call: salName(name), capability: name, args, kind: isEffect(name) ? 'effect' : 'read', dangerous: spec.dangerous, answerFrom: 'planned' };
@@ -338,7 +344,7 @@ export async function planScript(opts: PlanOptions): Promise<Plan> {
   const calls: PlannedCall[] = [];
   const logs: PlanLogLine[] = [];
   const caps = opts.caps ? [...opts.caps] : [...CAPABILITIES.keys()];
-  const broker = new HostBroker(recordingTable(calls, opts.fixture ?? {}, opts.hostTable ?? defaultHostTable()));
+  const broker = new HostBroker(recordingTable(calls, opts.fixture ?? {}, opts.hostTable ?? defaultHostTable(), opts.available));
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   const pool = new SandboxPool({
     size: 1,

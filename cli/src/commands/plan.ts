@@ -2,7 +2,7 @@
 // before anyone signs it. Runs it in the runner's sandbox against a recording SAL (runner/src/plan.ts).
 import { readFile } from 'node:fs/promises';
 import { CAPABILITIES, WritError, errorCodeOf, fromErrorJSON, type JsonValue } from '@writ/protocol';
-import { checkScriptCompiles, parsePlanFixtureText, planScript, type Plan, type PlanFixture, type PlannedCall } from '@writ/runner';
+import { checkScriptCompiles, loadNodeConfig, parsePlanFixtureText, planScript, type Plan, type PlanFixture, type PlannedCall } from '@writ/runner';
 import { didYouMean, parse, parseDurationS } from '../args.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
 import { parseArgsValue, parseTarget } from './sign.ts';
@@ -23,6 +23,8 @@ options:
                       plan says which ones to sign with
   --fixture FILE      answers by capability: {"vm.info": {"answer": {…}}, "host.facts": {"answers": [{…}, …]},
                       "btrfs.disk.clone": {"error": {"code": "RESOURCE_NOT_FOUND", "message": "…"}}}
+  --config FILE       a node's config file (as for writ runner --config): a call of a SAL area it does not
+                      configure fails with HOST_CALL_DENIED, as on that node
   --target SPEC       node=ID or label=k=v, as for writ sign (checked and shown; the plan runs here)
   --id ID             ctx.job.id the script sees (default: plan)
   --timeout DURATION  script wall-clock limit (default 30s)
@@ -40,6 +42,7 @@ const OPTIONS = {
   args: { type: 'string' },
   caps: { type: 'string' },
   fixture: { type: 'string' },
+  config: { type: 'string' },
   target: { type: 'string', multiple: true },
   id: { type: 'string' },
   timeout: { type: 'string' },
@@ -95,8 +98,8 @@ function callLines(c: PlannedCall, width: number): string[] {
   return [head, `${pad}→ ${c.answerFrom === 'planned' ? 'planned' : c.answerFrom === 'host' ? 'from this host' : 'from the fixture'}: ${brief(c.answer, 160)}`];
 }
 
-function printPlan(io: Io, script: string, plan: Plan): void {
-  io.out(`plan for ${script} (sha256 ${plan.sha256})`);
+function printPlan(io: Io, script: string, plan: Plan, config: string | undefined): void {
+  io.out(`plan for ${script} (sha256 ${plan.sha256})${config ? ` on a node configured by ${config}` : ''}`);
   io.out(plan.caps ? `granted: ${plan.caps.join(', ') || '(none)'}` : 'granted: every capability (pass --caps to check the list you will sign)');
   const width = Math.max(0, ...plan.calls.map((c) => c.capability.length));
   let logAt = 0;
@@ -134,6 +137,8 @@ async function plan(argv: string[], io: Io): Promise<number> {
   if (values.id !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(values.id)) throw new WritError('USAGE', `--id ${JSON.stringify(values.id)}: a job id is letters, digits, '.', '_' and '-' (at most 128)`);
   const args = await parseArgsValue(values.args);
   const fixture = values.fixture === undefined ? undefined : await readFixture(values.fixture);
+  // The node's SAL areas, checked as `writ runner --config` checks them (CONFIG_INVALID naming the field).
+  const node = values.config === undefined ? undefined : await loadNodeConfig(values.config);
   // Compiled as the runner will (and as writ sign does): a syntax error is reported with its line and column.
   const problem = await checkScriptCompiles(source);
   if (problem) throw fromErrorJSON({ ...problem, message: `${script}: ${problem.message}` });
@@ -143,6 +148,7 @@ async function plan(argv: string[], io: Io): Promise<number> {
     args,
     ...(caps ? { caps } : {}),
     ...(fixture ? { fixture } : {}),
+    ...(node ? { available: new Set(node.hostTable.keys()) } : {}),
     ...(values.id ? { jobId: values.id } : {}),
     limits: { ...(timeoutMs ? { timeoutMs } : {}), ...(memory ? { memoryMiB: memory } : {}) },
     ...(values['nix-pin']?.length ? { pins: { nix: values['nix-pin'] } } : {}),
@@ -154,6 +160,7 @@ async function plan(argv: string[], io: Io): Promise<number> {
       sha256: result.sha256,
       args,
       caps: result.caps,
+      ...(values.config ? { config: values.config } : {}),
       ...(target ? { target } : {}),
       effects: result.calls,
       capabilitiesUsed: result.capabilitiesUsed,
@@ -161,7 +168,7 @@ async function plan(argv: string[], io: Io): Promise<number> {
       ...(result.outcome.ok ? { result: result.outcome.result } : { error: result.outcome.error }),
     });
   } else {
-    printPlan(io, script, result);
+    printPlan(io, script, result, values.config);
     if (!result.outcome.ok) {
       const hint = result.calls.length === 0 && values.args === undefined && result.outcome.error.code === 'SCRIPT_ERROR' ? ' (the script was given no --args)' : '';
       io.err(`writ: ${result.outcome.error.code}: ${result.outcome.error.message}${hint}`);
