@@ -174,7 +174,7 @@ describe.skipIf(skipReason !== null)('the dashboard against writ dev', () => {
   return { hostname: facts.hostname, threads: facts.cpu.threads, heldMs: args.holdMs };
 }
 `);
-    const sub = await cli('submit', script, '--target', 'node=dev-1', '--caps', 'host.facts,time.sleep', '--args', '{"holdMs":6000}', '--timeout', '60s');
+    const sub = await cli('submit', script, '--target', 'node=dev-1', '--caps', 'host.facts,time.sleep', '--args', '{"holdMs":10000}', '--timeout', '60s');
     expect(sub.code, sub.err).toBe(0);
     const id = /job (\S+) accepted/.exec(sub.out)?.[1];
     expect(id, sub.out).toBeTruthy();
@@ -184,14 +184,14 @@ describe.skipIf(skipReason !== null)('the dashboard against writ dev', () => {
     await row.getByRole('link', { name: id }).click();
     await page.locator(`main[data-page=jobs] h1:has-text("${id}")`).waitFor();
     // Live: the first line is shown while the job still holds, before its last line exists.
-    await page.locator('ol.log li', { hasText: 'holding for 6000 ms' }).waitFor();
-    expect(await page.locator('h1 .badge').getAttribute('data-status')).toBe('running');
+    await page.locator('ol.log li', { hasText: 'holding for 10000 ms' }).waitFor();
+    await page.locator('h1 .badge[data-status=running]').waitFor();
     expect(await page.locator('ol.log li', { hasText: 'done waiting' }).count()).toBe(0);
     await page.locator('ol.log li', { hasText: 'done waiting' }).waitFor({ timeout: 40_000 });
     await page.locator('h1 .badge[data-status=succeeded]').waitFor();
     await page.locator('table.attempts tbody tr').first().waitFor();
     expect(await page.locator('table.attempts tbody tr').count()).toBe(1);
-    await page.locator('.result pre', { hasText: '"heldMs": 6000' }).waitFor();
+    await page.locator('.result pre', { hasText: '"heldMs": 10000' }).waitFor();
     await shot('job');
     // Back to the list, filtered: the job is there as succeeded, and a filter that excludes it hides it.
     await page.goto(`${url}/#/jobs?status=succeeded`);
@@ -216,7 +216,7 @@ describe.skipIf(skipReason !== null)('the dashboard against writ dev', () => {
 }
 `);
     const step = (name: string, holdMs: number, depends: string[] = []) => ({ name, script: 'step.js', target: { node: 'dev-1' }, caps: ['time.sleep'], args: { say: `${name} on dev-1`, holdMs }, ...(depends.length ? { depends } : {}) });
-    await writeFile(path.join(dir, 'flow.json'), JSON.stringify({ id: 'dashboard-demo', steps: [step('fetch', 5000), step('build-a', 300, ['fetch']), step('build-b', 300, ['fetch']), step('publish', 300, ['build-a', 'build-b'])] }, null, 2));
+    await writeFile(path.join(dir, 'flow.json'), JSON.stringify({ id: 'dashboard-demo', steps: [step('fetch', 8000), step('build-a', 300, ['fetch']), step('build-b', 300, ['fetch']), step('publish', 300, ['build-a', 'build-b'])] }, null, 2));
     const signed = await cli('flow', 'sign', path.join(dir, 'flow.json'), '--out', path.join(dir, 'flow.env.json'));
     expect(signed.code, signed.err).toBe(0);
     const run = await cli('flow', 'run', path.join(dir, 'flow.env.json'));
@@ -233,7 +233,7 @@ describe.skipIf(skipReason !== null)('the dashboard against writ dev', () => {
     expect(await x('fetch')).toBeLessThan(await x('build-a'));
     expect(await x('build-a')).toBe(await x('build-b'));
     expect(await x('build-b')).toBeLessThan(await x('publish'));
-    // Live: fetch is seen running (it holds 5 s) while publish still waits, then everything succeeds.
+    // Live: fetch is seen running (it holds 8 s) while publish still waits, then everything succeeds.
     await page.locator('svg.dag g[data-step="fetch"][data-status=running]').waitFor();
     expect(await box('publish').getAttribute('data-status')).toBe('pending');
     await page.locator('svg.dag g[data-step="publish"][data-status=succeeded]').waitFor({ timeout: 60_000 });
