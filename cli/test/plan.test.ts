@@ -211,6 +211,31 @@ describe('writ plan', () => {
     expect([refused.code, refused.err]).toEqual([1, expect.stringContaining('CONFIG_INVALID')]);
   }, TIMEOUT);
 
+  it('plans a signed job envelope with the args, caps and job id it carries (what a co-signer is asked to sign)', async () => {
+    const key = path.join(dir, 'alice.key');
+    expect((await writIn(['keys', 'generate', '--out', key])).code).toBe(0);
+    const env = path.join(dir, 'deploy.env.json');
+    const granted = DEPLOY_ORDER.filter((c) => c !== 'vm.info');
+    const signed = await writIn(['sign', DEPLOY_VM, '--key', key, '--target', 'node=n1', '--id', 'deploy-web1', '--args', JSON.stringify(DEPLOY_ARGS), '--caps', granted.join(','), '--out', env]);
+    expect(signed.code, signed.err).toBe(0);
+    const r = await writ(['plan', env, '--json']);
+    expect(r.code).toBe(1);
+    const doc = JSON.parse(r.out);
+    expect(doc.envelope).toMatchObject({ jobId: 'deploy-web1', signaturesChecked: false });
+    expect(doc.envelope.keyids).toHaveLength(1);
+    expect(doc.target).toEqual({ node: 'n1' });
+    expect(doc.caps).toEqual(granted);
+    expect(doc.args).toEqual(DEPLOY_ARGS);
+    expect(doc.sha256).toBe(createHash('sha256').update(await readFile(DEPLOY_VM)).digest('hex'));
+    // The envelope was signed without vm.info: the plan shows it would fail on the node, after six calls.
+    expect(doc.effects.map((e: { capability: string }) => e.capability)).toEqual(granted);
+    expect(doc.error.code).toBe('CAPABILITY_NOT_GRANTED');
+    expect(doc.error.message).toBe('vm.info (sign with --caps vm.info)');
+    // What the envelope carries cannot be overridden.
+    const override = await writIn(['plan', env, '--caps', 'vm.info']);
+    expect([override.code, override.err]).toEqual([2, expect.stringContaining('is a signed envelope: it carries its own --caps')]);
+  }, TIMEOUT);
+
   it('a fixture answer feeds later calls; answers are used in order; a fixture error fails the call as the script sees it', async () => {
     const fx = await fixture('deploy.fixture.json', {
       'btrfs.disk.clone': { answer: { path: 'vms/planweb1', diskPath: '/pool/vms/planweb1/disk.raw', created: false, baseUuid: 'b', uuid: 'c' } },

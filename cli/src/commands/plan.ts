@@ -1,20 +1,27 @@
 // writ plan SCRIPT.js [--args JSON|@FILE] [--caps a,b] [--fixture FILE.json] [--json]: what the script would do,
 // before anyone signs it. Runs it in the runner's sandbox against a recording SAL (runner/src/plan.ts).
 import { readFile } from 'node:fs/promises';
-import { CAPABILITIES, WritError, errorCodeOf, fromErrorJSON, type JsonValue } from '@writ/protocol';
+import {
+  CAPABILITIES, PAYLOAD_TYPES, WritError, errorCodeOf, fromB64, fromErrorJSON, parseEnvelope, parseJobPayload, payloadKindOf, type JobPayload, type JsonValue,
+} from '@writ/protocol';
 import { checkScriptCompiles, loadNodeConfig, parsePlanFixtureText, planScript, type Plan, type PlanFixture, type PlannedCall } from '@writ/runner';
 import { didYouMean, parse, parseDurationS } from '../args.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
 import { parseArgsValue, parseTarget } from './sign.ts';
 import type { Command } from './types.ts';
 
-export const PLAN_HELP = `usage: writ plan SCRIPT.js [--args JSON|@FILE] [--caps a,b] [--fixture FILE.json] [--json]
+export const PLAN_HELP = `usage: writ plan SCRIPT.js [--args JSON|@FILE] [--caps a,b] [--fixture FILE.json] [--config node.json] [--json]
+       writ plan ENVELOPE.json [--fixture FILE.json] [--config node.json] [--json]
 
 Runs the script once in the runner's sandbox against a recording SAL and lists the host calls it would
 make, in order, each with its capability and arguments: what a signer signs. Every call is checked as on a
 node (capability granted, arguments valid against the capability's schema) and has no effect. Reads are
 answered from this machine (host.facts, time.now, random.bytes) or the fixture; effects, and reads of SAL
 areas, get a planned placeholder shaped like the real answer, marked "planned" (docs/plan.md).
+
+Given a signed job envelope instead (one to co-sign with writ sign --add-signature, say), plans the script
+it carries with the arguments, capabilities, job id, limits and pins it carries. Its signatures are not
+checked here: writ verify does that.
 
 options:
   --args JSON|@FILE   the script's arguments, as for writ sign (default: null)
@@ -56,6 +63,32 @@ async function readScript(file: string): Promise<string> {
   } catch (e) {
     throw new WritError('USAGE', `cannot read script ${file} (${(e as NodeJS.ErrnoException).code})`);
   }
+}
+
+interface EnvelopeJob {
+  job: JobPayload;
+  /** The key ids the signatures name (not verified here). */
+  keyids: string[];
+}
+
+/** The job a file holds when it is a DSSE envelope (a JSON object with payloadType); undefined for a script. */
+function envelopeJob(text: string, file: string): EnvelopeJob | undefined {
+  if (!text.trimStart().startsWith('{')) return undefined;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return undefined; // not JSON: a script (one that does not parse is reported as such below)
+  }
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc) || !('payloadType' in doc)) return undefined;
+  const env = parseEnvelope(text);
+  if (env.payloadType !== PAYLOAD_TYPES.job) {
+    const kind = payloadKindOf(env.payloadType);
+    throw new WritError('PAYLOAD_TYPE_MISMATCH', `${file} carries ${kind ? `a ${kind}` : JSON.stringify(env.payloadType.slice(0, 100))}, not a job: writ plan plans job envelopes and scripts`, { expected: PAYLOAD_TYPES.job });
+  }
+  const payload = fromB64(env.payload);
+  if (!payload) throw new WritError('ENVELOPE_MALFORMED', `${file}: payload is not canonical base64`);
+  return { job: parseJobPayload(payload), keyids: env.signatures.map((s) => s.keyid) };
 }
 
 async function readFixture(file: string): Promise<PlanFixture> {
@@ -127,15 +160,21 @@ async function plan(argv: string[], io: Io): Promise<number> {
   const { values, positionals } = parse(argv, OPTIONS, { min: 1, max: 1, usage: 'writ plan SCRIPT.js [--args JSON|@FILE] [--caps a,b] [--fixture FILE.json]' });
   if (values.help) return io.out(PLAN_HELP), EXIT.ok;
   const script = positionals[0]!;
-  const source = await readScript(script);
-  const caps = parseCaps(values.caps);
-  const target = values.target?.length ? parseTarget(values.target) : undefined;
+  const text = await readScript(script);
+  const signed = envelopeJob(text, script);
+  if (signed) {
+    const given = (['args', 'caps', 'target', 'id', 'timeout', 'memory', 'nix-pin'] as const).filter((o) => values[o] !== undefined);
+    if (given.length) throw new WritError('USAGE', `${script} is a signed envelope: it carries its own ${given.map((o) => `--${o}`).join(', ')}; plan the script file to choose them`);
+  }
+  const source = signed ? signed.job.script.source : text;
+  const caps = signed ? signed.job.caps : parseCaps(values.caps);
+  const target = signed ? signed.job.target : values.target?.length ? parseTarget(values.target) : undefined;
   const memory = values.memory === undefined ? undefined : Number(values.memory);
   if (memory !== undefined && (!Number.isInteger(memory) || memory < 1 || memory > 1024)) throw new WritError('USAGE', '--memory must be a whole number of MiB from 1 to 1024');
   const timeoutMs = values.timeout === undefined ? undefined : parseDurationS(values.timeout, '--timeout') * 1000;
   if (timeoutMs === 0) throw new WritError('USAGE', '--timeout must be longer than 0s');
   if (values.id !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(values.id)) throw new WritError('USAGE', `--id ${JSON.stringify(values.id)}: a job id is letters, digits, '.', '_' and '-' (at most 128)`);
-  const args = await parseArgsValue(values.args);
+  const args = signed ? signed.job.args : await parseArgsValue(values.args);
   const fixture = values.fixture === undefined ? undefined : await readFixture(values.fixture);
   // The node's SAL areas, checked as `writ runner --config` checks them (CONFIG_INVALID naming the field).
   const node = values.config === undefined ? undefined : await loadNodeConfig(values.config);
@@ -149,9 +188,11 @@ async function plan(argv: string[], io: Io): Promise<number> {
     ...(caps ? { caps } : {}),
     ...(fixture ? { fixture } : {}),
     ...(node ? { available: new Set(node.hostTable.keys()) } : {}),
-    ...(values.id ? { jobId: values.id } : {}),
-    limits: { ...(timeoutMs ? { timeoutMs } : {}), ...(memory ? { memoryMiB: memory } : {}) },
-    ...(values['nix-pin']?.length ? { pins: { nix: values['nix-pin'] } } : {}),
+    ...(signed ? { jobId: signed.job.id, limits: signed.job.limits, ...(signed.job.pins ? { pins: signed.job.pins } : {}) } : {
+      ...(values.id ? { jobId: values.id } : {}),
+      limits: { ...(timeoutMs ? { timeoutMs } : {}), ...(memory ? { memoryMiB: memory } : {}) },
+      ...(values['nix-pin']?.length ? { pins: { nix: values['nix-pin'] } } : {}),
+    }),
   });
   if (values.json) {
     printJson(io, {
@@ -162,12 +203,14 @@ async function plan(argv: string[], io: Io): Promise<number> {
       caps: result.caps,
       ...(values.config ? { config: values.config } : {}),
       ...(target ? { target } : {}),
+      ...(signed ? { envelope: { jobId: signed.job.id, keyids: signed.keyids, signaturesChecked: false, aud: signed.job.aud, iat: signed.job.iat, exp: signed.job.exp } } : {}),
       effects: result.calls,
       capabilitiesUsed: result.capabilitiesUsed,
       logs: result.logs,
       ...(result.outcome.ok ? { result: result.outcome.result } : { error: result.outcome.error }),
     });
   } else {
+    if (signed) io.out(`${script}: job ${signed.job.id} for ${JSON.stringify(signed.job.target)}, signed by ${signed.keyids.join(', ')} (signatures not checked here: writ verify)`);
     printPlan(io, script, result, values.config);
     if (!result.outcome.ok) {
       const hint = result.calls.length === 0 && values.args === undefined && result.outcome.error.code === 'SCRIPT_ERROR' ? ' (the script was given no --args)' : '';
