@@ -42,7 +42,6 @@ interface JobState {
   maxAttempts: number;
   /** Attempts that failed with a reported error (what `maxAttempts` limits); read only when needed. */
   failedAttempts: number;
-  envelope: string;
   node: string | null;
   eventSeq: number;
   logEvents: number;
@@ -83,13 +82,15 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
   const jobs = new Map<string, JobState>();
   if (ids.length > 0) {
     // Locked in id order, so that two reports touching the same jobs (PostgreSQL, several coords) never deadlock.
-    const rows = await tx.query<{ id: string; status: JobStatus; attempts: number; max_attempts: number; envelope: string; node: string | null; event_seq: number; log_events: number }>(
-      'SELECT id, status, attempts, max_attempts, envelope, node, event_seq, log_events FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE',
+    // The envelope is not read here: only a retry needs it (read below for those jobs alone). A flow step's
+    // envelope carries its whole signed flow, tens of KB, which every report would otherwise carry back.
+    const rows = await tx.query<{ id: string; status: JobStatus; attempts: number; max_attempts: number; node: string | null; event_seq: number; log_events: number }>(
+      'SELECT id, status, attempts, max_attempts, node, event_seq, log_events FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE',
       [ids],
     );
     for (const r of rows) {
       jobs.set(r.id, {
-        id: r.id, status: r.status, attempts: Number(r.attempts), maxAttempts: Number(r.max_attempts), failedAttempts: 0, envelope: r.envelope, node: r.node, eventSeq: Number(r.event_seq), logEvents: Number(r.log_events),
+        id: r.id, status: r.status, attempts: Number(r.attempts), maxAttempts: Number(r.max_attempts), failedAttempts: 0, node: r.node, eventSeq: Number(r.event_seq), logEvents: Number(r.log_events),
         transitioned: false, terminal: false, setResult: false, result: null, setError: false, errorCode: null, errorMessage: null, touched: false,
       });
     }
@@ -158,7 +159,7 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
     job.errorCode = ev.error.code;
     job.errorMessage = storableText(ev.error.message);
     attempts.set(`${job.id}\u0000${job.attempts}`, { jobId: job.id, attempt: job.attempts, node, outcome: 'queued', errorCode: null, dispatched: true });
-    retries.push({ jobId: job.id, node, attempt: job.attempts, envelope: job.envelope });
+    retries.push({ jobId: job.id, node, attempt: job.attempts, envelope: '' });
     append(job, statusEvent(from, 'queued', job.attempts, node, {
       errorCode: ev.error.code, errorMessage: ev.error.message,
       message: `attempt ${ev.attempt} failed, will retry as attempt ${job.attempts}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
@@ -270,5 +271,10 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
   };
   const ended = changed.filter((j) => j.terminal && !closedHere(j)).map((j) => j.id);
   if (ended.length > 0) await closeOpenAttempts(tx, ended);
+  if (retries.length > 0) {
+    const envs = await tx.query<{ id: string; envelope: string }>('SELECT id, envelope FROM jobs WHERE id = ANY($1::text[])', [retries.map((r) => r.jobId)]);
+    const byId = new Map(envs.map((e) => [e.id, e.envelope]));
+    for (const r of retries) r.envelope = byId.get(r.jobId)!;
+  }
   return { recorded, retries };
 }
