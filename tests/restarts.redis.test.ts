@@ -28,7 +28,8 @@ beforeAll(async () => {
   await c.publishKeySet();
   runner = await c.startRunner(NODE);
   await c.acceptNode(NODE);
-}, 120_000);
+  // Redis and three service processes started one after another: took over 120 s on a 2-core machine at load 25.
+}, 300_000);
 
 afterAll(async () => {
   killAllWrit();

@@ -31,7 +31,8 @@ describe('the ledger thread', () => {
       await threaded.close();
       await inProcess.close();
     }
-  }, 60_000);
+    // Two PGlite starts and the statement twice: seconds when quiet, over a minute on a 2-core machine at load 25.
+  }, 240_000);
 
   it('keeps SQLSTATE codes and transaction boundaries across the thread', async () => {
     const ledger = await openLedger();
