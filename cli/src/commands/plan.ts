@@ -42,8 +42,10 @@ options:
 
 exit codes: 0 the script ran to its end, 1 it failed (the calls before the failure are listed), 2 usage.
 
-example:
-  writ plan scripts/examples/hello.js --caps host.facts`;
+examples:
+  writ plan scripts/examples/hello.js --caps host.facts
+  writ plan scripts/examples/deploy-vm.js --args @web1.json --fixture node-7.json --json
+  writ plan deploy.env.json`;
 
 const OPTIONS = {
   args: { type: 'string' },
@@ -157,7 +159,7 @@ function printPlan(io: Io, script: string, plan: Plan, config: string | undefine
 }
 
 async function plan(argv: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(argv, OPTIONS, { min: 1, max: 1, usage: 'writ plan SCRIPT.js [--args JSON|@FILE] [--caps a,b] [--fixture FILE.json]' });
+  const { values, positionals } = parse(argv, OPTIONS, { min: 1, max: 1, usage: 'writ plan SCRIPT.js|ENVELOPE.json [--args JSON|@FILE] [--caps a,b] [--fixture FILE.json] [--config node.json]' });
   if (values.help) return io.out(PLAN_HELP), EXIT.ok;
   const script = positionals[0]!;
   const text = await readScript(script);
