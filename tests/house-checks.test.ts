@@ -1,6 +1,6 @@
 // The checks `npm test` runs before the suites reach every file they should: tsconfig.json type-checks every
 // TypeScript file in the repository (tests included), and lint's type-aware rules report floating promises.
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ESLint } from 'eslint';
 import ts from 'typescript';
@@ -57,5 +57,12 @@ describe('type-aware lint (eslint.config.mjs)', () => {
   it('reports a promise-returning function where a callback returning void is expected', async () => {
     const code = `${lose}export function f(run: (cb: () => void) => void): void { run(async () => { await save(); }); }\n`;
     expect(await rules('coord/src/lint-probe.ts', code)).toEqual(['@typescript-eslint/no-misused-promises']);
+  });
+});
+
+describe('one owner for shared helpers', () => {
+  it('defines canonical JSON only in protocol/src/canonical-json.ts (the audit chain and node inventories hash with it)', () => {
+    const owners = tsFiles().filter((f) => /\bfunction\s+canonicalJson\b|\bconst\s+canonicalJson\s*=/.test(readFileSync(path.join(root, f), 'utf8')));
+    expect(owners).toEqual(['protocol/src/canonical-json.ts']);
   });
 });

@@ -15,6 +15,7 @@ export * from './queues.ts';
 export * from './acl.ts';
 export * from './keyset.ts';
 export * from './node.ts';
+export * from './canonical-json.ts';
 export * from './enrollment.ts';
 export * from './wire/index.ts';
 export * from './config-checks.ts';

@@ -110,11 +110,3 @@ export function parseHeartbeat(bytes: Uint8Array): Heartbeat {
   assertSchema(validateHeartbeat, v, 'heartbeat');
   return v as unknown as Heartbeat;
 }
-
-/** Canonical JSON (object keys sorted, no whitespace), for hashing structured data the same way everywhere. */
-export function canonicalJson(v: unknown): string {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v);
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  const o = v as Record<string, unknown>;
-  return `{${Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
-}

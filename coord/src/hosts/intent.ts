@@ -2,10 +2,9 @@
 // rules and node classes (with their install plans) go through issue 11's enrollment store, unchanged in
 // shape. A dry run answers what would change; applying changes exactly that, in one transaction, audited.
 import type { FastifyInstance } from 'fastify';
-import { WritError, type InstallPlan } from '@writ/protocol';
+import { WritError, canonicalJson, type InstallPlan } from '@writ/protocol';
 import { appendAuditIn } from '../ledger/audit.ts';
 import type { Db } from '../ledger/db.ts';
-import { canonicalJson } from '../ledger/json.ts';
 import { checkRule, type EnrollmentRule } from '../enroll/rules.ts';
 import { applyEnrollmentIntent, listClasses, listRules, type NodeClass } from '../enroll/store.ts';
 

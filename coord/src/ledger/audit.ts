@@ -1,8 +1,8 @@
 // The append-only, hash-chained audit log (R8). Each entry's hash covers its own fields and the previous
 // entry's hash, so editing, removing or reordering an entry breaks every hash from there on.
-import { sha256Hex } from '@writ/protocol';
+import { canonicalJson, sha256Hex } from '@writ/protocol';
 import type { Db, Queryable } from './db.ts';
-import { canonicalJson, storableJson, storableText } from './json.ts';
+import { storableJson, storableText } from './json.ts';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -37,7 +37,11 @@ export interface AuditVerification {
   head: { seq: number; hash: string };
 }
 
-/** The hashed bytes of an entry: canonical JSON (sorted keys, no whitespace) of these seven fields, as UTF-8. */
+/**
+ * The hashed bytes of an entry: canonical JSON (RFC 8785 form, @writ/protocol's canonicalJson) of these seven
+ * fields, as UTF-8. Stored chains depend on these exact bytes: coord/test/audit-hash.test.ts pins one entry's
+ * preimage and hash, so a change to the encoding that would break existing chains fails there first.
+ */
 export function auditPreimage(e: Omit<AuditEntry, 'hash'>): string {
   return canonicalJson({ seq: e.seq, prev_hash: e.prevHash, time: e.at.toISOString(), kind: e.kind, actor: e.actor, subject: e.subject, data: e.data });
 }

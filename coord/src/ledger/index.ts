@@ -21,7 +21,6 @@ export type {
 } from './jobs.ts';
 export { DEFAULT_JOB_LIMITS, JOB_STATUSES, TERMINAL_STATUSES, decideTransition } from './jobs.ts';
 export { MIGRATIONS, migrate, schemaVersion, type Migration } from './migrations.ts';
-export { canonicalJson } from './json.ts';
 export type { AppliedEvents, RecordedEvent, Retry } from './runner-events.ts';
 
 /**

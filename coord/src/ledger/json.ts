@@ -1,4 +1,5 @@
-// JSON values as the ledger stores them (jsonb) and as the audit chain hashes them.
+// JSON values as the ledger stores them (jsonb) and as the audit chain hashes them. The hash itself is over
+// @writ/protocol's canonicalJson of the storable form (see audit.ts).
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
@@ -28,31 +29,6 @@ function clean(v: unknown): unknown {
     Object.defineProperty(out, storableText(k), { value: clean(x), enumerable: true, writable: true, configurable: true });
   }
   return out;
-}
-
-/**
- * Canonical JSON for hashing (specified in docs/ledger.md): no whitespace; object members sorted by key in
- * UTF-16 code-unit order; strings and numbers written as ECMAScript JSON.stringify writes them.
- * Kept here rather than shared so the audit hash can never change under the ledger's feet.
- */
-export function canonicalJson(v: unknown): string {
-  if (v === null) return 'null';
-  switch (typeof v) {
-    case 'boolean':
-    case 'string':
-      return JSON.stringify(v);
-    case 'number':
-      if (!Number.isFinite(v)) throw new TypeError('canonical JSON has no non-finite numbers');
-      return JSON.stringify(v);
-    case 'object': {
-      if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-      const o = v as Record<string, unknown>;
-      const keys = Object.keys(o).sort();
-      return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
-    }
-    default:
-      throw new TypeError(`canonical JSON has no ${typeof v}`);
-  }
 }
 
 /** Cuts a string to at most `maxBytes` of UTF-8 without splitting a character. */
