@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CAPABILITIES, isEffect } from '@writ/protocol';
-import { HostBroker, PLANNED_ANSWERS, SandboxPool, parseNodeConfig, salHostTable } from '@writ/runner';
+import { HostBroker, PLANNED_ANSWERS, SandboxPool, parseNodeConfig, planScript, salHostTable } from '@writ/runner';
 import { runCli } from '@writ/cli';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -289,6 +289,21 @@ describe('writ plan', () => {
 
     const caps = await writIn(['plan', HELLO, '--caps', 'host.fatcs']);
     expect([caps.code, caps.err]).toEqual([1, expect.stringContaining('CAPABILITY_UNKNOWN: --caps host.fatcs is not a capability; did you mean host.facts?')]);
+  }, TIMEOUT);
+
+  it('stops a script that loops on an answer the plan never changes, at the call cap, with the calls so far', async () => {
+    const source = `export default async function (a, ctx) {
+      for (;;) { const vm = await ctx.sal.vm.info({ name: 'web1' }); if (vm.state === 'running') return 'up'; await ctx.sal.time.sleep({ ms: 1000 }); }
+    }`;
+    const fixture = { 'vm.info': { answer: { name: 'web1', state: 'shutdown' } } };
+    const plan = await planScript({ source, caps: ['vm.info', 'time.sleep'], fixture, maxCalls: 40 });
+    expect(plan.outcome.ok).toBe(false);
+    expect(plan.outcome.ok ? '' : plan.outcome.error.code).toBe('JOB_CANCELLED');
+    expect(plan.outcome.ok ? '' : plan.outcome.error.message).toContain('stopped the script after 40 host calls');
+    expect(plan.calls).toHaveLength(40);
+    expect(plan.calls.map((c) => c.capability).slice(0, 4)).toEqual(['vm.info', 'time.sleep', 'vm.info', 'time.sleep']);
+    // time.sleep does not wait in a plan: forty calls, twenty "seconds" of sleeping, in far less time.
+    expect(plan.durationMs).toBeLessThan(15_000);
   }, TIMEOUT);
 
   it('has a planned answer for every capability this machine does not answer itself', () => {

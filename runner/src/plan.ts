@@ -67,6 +67,8 @@ export interface PlanOptions {
    * any other fails with HOST_CALL_DENIED as on that node. Default: every capability.
    */
   available?: ReadonlySet<string>;
+  /** Host calls recorded before the plan stops the script (default 10 000): a loop that never ends here would flood the list. */
+  maxCalls?: number;
 }
 
 export interface Plan {
@@ -83,6 +85,7 @@ export interface Plan {
 }
 
 const DEFAULT_LIMITS: SandboxLimits = { timeoutMs: 30_000, memoryMiB: 64 };
+const DEFAULT_MAX_CALLS = 10_000;
 /** Reads that this machine answers for real when the fixture does not: they have no effect anywhere. */
 const HOST_READS: ReadonlySet<string> = new Set(['host.facts', 'time.now', 'random.bytes']);
 
@@ -344,19 +347,31 @@ export async function planScript(opts: PlanOptions): Promise<Plan> {
   const calls: PlannedCall[] = [];
   const logs: PlanLogLine[] = [];
   const caps = opts.caps ? [...opts.caps] : [...CAPABILITIES.keys()];
-  const broker = new HostBroker(recordingTable(calls, opts.fixture ?? {}, opts.hostTable ?? defaultHostTable(), opts.available));
+  const recording = recordingTable(calls, opts.fixture ?? {}, opts.hostTable ?? defaultHostTable(), opts.available);
+  const broker = new HostBroker(recording);
+  const maxCalls = opts.maxCalls ?? DEFAULT_MAX_CALLS;
+  const jobId = opts.jobId ?? 'plan';
+  let stopped = false;
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   const pool = new SandboxPool({
     size: 1,
     recycleAfterJobs: 1,
     warmMemoryMiB: limits.memoryMiB,
     // The broker's own check (capability granted, arguments match the registry's schema) runs here too, as on a node.
-    hostCall: (job, name, args) => broker.call(job, name, args),
+    hostCall: async (job, name, args) => {
+      // A script that polls (`while (state !== 'running')`) against answers that never change would loop
+      // until its deadline: stop it at the cap, with the calls so far, instead of listing thousands.
+      if (calls.length >= maxCalls) {
+        if (!stopped) stopped = pool.cancel(job.jobId, job.attempt, `writ plan stopped the script after ${maxCalls} host calls (a loop waiting for an answer the plan does not change? give one with --fixture)`);
+        return null;
+      }
+      return broker.call(job, name, args);
+    },
     onLog: (_job, level, message) => logs.push({ level, message, afterCall: calls.length }),
   });
   try {
     const outcome = await pool.run({
-      jobId: opts.jobId ?? 'plan',
+      jobId,
       attempt: 1,
       source: opts.source,
       args: opts.args ?? null,
