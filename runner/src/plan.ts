@@ -89,6 +89,8 @@ const DEFAULT_MAX_CALLS = 10_000;
 /** Reads that this machine answers for real when the fixture does not: they have no effect anywhere. */
 const HOST_READS: ReadonlySet<string> = new Set(['host.facts', 'time.now', 'random.bytes']);
 
+const ENTRY_FORMS = '{"answer": …}, {"answers": […]} or {"error": {"code", "message"}}';
+
 /** The fixture document's error: `what` names the part that is wrong. */
 function fixtureInvalid(what: string, message: string, details: Record<string, unknown> = {}): WritError {
   return new WritError('PLAN_FIXTURE_INVALID', `${what}: ${message}`, details);
@@ -99,12 +101,14 @@ function fixtureInvalid(what: string, message: string, details: Record<string, u
  * `{answer}`, `{answers: [...]}` or `{error: {code, message}}`, every answer bounded JSON as the sandbox takes it.
  */
 export function parsePlanFixture(value: unknown, what = 'the fixture'): PlanFixture {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw fixtureInvalid(what, 'must be a JSON object mapping capability names (e.g. "host.facts") to {"answer": …}, {"answers": […]} or {"error": {"code", "message"}}');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw fixtureInvalid(what, `must be a JSON object mapping capability names (e.g. "host.facts") to ${ENTRY_FORMS}`);
+  }
   const out: PlanFixture = {};
   for (const [name, entry] of Object.entries(value as Record<string, unknown>)) {
     if (!CAPABILITIES.has(name)) throw fixtureInvalid(what, `${JSON.stringify(name)} is not a capability`, { capability: name });
     const at = `${what}, ${name}`;
-    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw fixtureInvalid(at, 'must be an object: {"answer": …}, {"answers": […]} or {"error": {"code", "message"}}', { capability: name });
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw fixtureInvalid(at, `must be an object: ${ENTRY_FORMS}`, { capability: name });
     const keys = Object.keys(entry);
     if (keys.length !== 1 || !['answer', 'answers', 'error'].includes(keys[0]!)) {
       throw fixtureInvalid(at, `must have exactly one of "answer", "answers" or "error"; it has ${keys.length ? keys.map((k) => JSON.stringify(k)).join(', ') : 'none'}`, { capability: name });
@@ -131,9 +135,10 @@ export function parsePlanFixture(value: unknown, what = 'the fixture'): PlanFixt
       if (typeof err.message !== 'string') throw fixtureInvalid(at, '"error.message" must be a string', { capability: name });
       const extra = Object.keys(err).filter((k) => !['code', 'message', 'details'].includes(k));
       if (extra.length) throw fixtureInvalid(at, `"error" has unknown field(s) ${extra.join(', ')}`, { capability: name });
-      if (err.details !== undefined && (typeof err.details !== 'object' || err.details === null || Array.isArray(err.details))) throw fixtureInvalid(at, '"error.details" must be an object', { capability: name });
+      const details = err.details;
+      if (details !== undefined && (typeof details !== 'object' || details === null || Array.isArray(details))) throw fixtureInvalid(at, '"error.details" must be an object', { capability: name });
       bounded(err, 'the error');
-      out[name] = { error: { code: err.code, message: err.message, ...(err.details ? { details: err.details as Record<string, unknown> } : {}) } };
+      out[name] = { error: { code: err.code, message: err.message, ...(details ? { details: details as Record<string, unknown> } : {}) } };
     }
   }
   return out;
@@ -200,7 +205,8 @@ type Answer = (args: Args, world: PlannedWorld) => JsonValue;
 
 const MYCELIUM_INFO: JsonValue = { nodeSubnet: `<${PLANNED}: mycelium subnet>`, nodeIp: `<${PLANNED}: mycelium address>`, nodePubkey: `<${PLANNED}: mycelium key>` };
 const str = (v: JsonValue | undefined, fallback = ''): string => (typeof v === 'string' ? v : fallback);
-const netns = (a: Args): JsonValue => (typeof a.netns === 'string' ? a.netns : null);
+const strOrNull = (v: JsonValue | undefined): string | null => (typeof v === 'string' ? v : null);
+const netns = (a: Args): JsonValue => strOrNull(a.netns);
 
 /** Placeholder answers by capability. Every capability the registry has is here (a test holds it to that). */
 export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
@@ -216,9 +222,19 @@ export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
   'btrfs.subvolume.create': (a) => ({ path: str(a.path), created: true }),
   'btrfs.subvolume.delete': (a) => ({ path: str(a.path), deleted: true, removed: [str(a.path)] }),
   'btrfs.subvolume.list': () => ({ subvolumes: [] }),
-  'btrfs.subvolume.show': (a, w) => ({ path: str(a.path), name: str(a.path).split('/').pop() ?? '', uuid: w.uuid(), parentUuid: null, receivedUuid: null, id: 256, generation: 1, parentId: 5, topLevelId: 5, readOnly: false, flags: [] }),
+  'btrfs.subvolume.show': (a, w) => ({
+    path: str(a.path), name: str(a.path).split('/').pop() ?? '', uuid: w.uuid(), parentUuid: null, receivedUuid: null,
+    id: 256, generation: 1, parentId: 5, topLevelId: 5, readOnly: false, flags: [],
+  }),
   'btrfs.snapshot': (a, w) => ({ source: str(a.source), path: str(a.dest), created: true, readOnly: a.readOnly === true, uuid: w.uuid() }),
-  'btrfs.qgroup.limit': (a) => ({ path: str(a.path), quotaEnabled: true, qgroup: { qgroupid: '0/256', referencedBytes: 0, exclusiveBytes: 0, maxReferencedBytes: (a.maxReferencedBytes as number | null) ?? null, maxExclusiveBytes: (a.maxExclusiveBytes as number | null) ?? null, path: str(a.path) } }),
+  'btrfs.qgroup.limit': (a) => ({
+    path: str(a.path),
+    quotaEnabled: true,
+    qgroup: {
+      qgroupid: '0/256', referencedBytes: 0, exclusiveBytes: 0, path: str(a.path),
+      maxReferencedBytes: (a.maxReferencedBytes as number | null) ?? null, maxExclusiveBytes: (a.maxExclusiveBytes as number | null) ?? null,
+    },
+  }),
   'btrfs.qgroup.show': () => ({ enabled: false, qgroups: [] }),
   'btrfs.send': (a) => ({ path: str(a.path), stream: str(a.stream), written: true, sizeBytes: 0 }),
   'btrfs.receive': (a, w) => ({ stream: str(a.stream), path: `${str(a.dir)}/<${PLANNED}: received name>`, received: true, uuid: w.uuid(), receivedUuid: w.uuid() }),
@@ -240,10 +256,19 @@ export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
   'net.netns.exec': (a) => ({ name: str(a.name), argv: Array.isArray(a.argv) ? a.argv : [], exitCode: 0, ok: true, stdout: '', stderr: '' }),
   'net.addr.add': (a) => ({ dev: str(a.dev), address: str(a.address), netns: netns(a), added: true }),
   'net.addr.delete': (a) => ({ dev: str(a.dev), address: str(a.address), netns: netns(a), deleted: true }),
-  'net.route.add': (a) => ({ route: { destination: str(a.destination), via: typeof a.via === 'string' ? a.via : null, dev: typeof a.dev === 'string' ? a.dev : null, metric: typeof a.metric === 'number' ? a.metric : null, protocol: 'static', scope: null }, netns: netns(a), added: true }),
+  'net.route.add': (a) => ({
+    route: { destination: str(a.destination), via: strOrNull(a.via), dev: strOrNull(a.dev), metric: typeof a.metric === 'number' ? a.metric : null, protocol: 'static', scope: null },
+    netns: netns(a),
+    added: true,
+  }),
   'net.route.delete': (a) => ({ destination: str(a.destination), netns: netns(a), deleted: true }),
   'net.route.list': (a) => ({ netns: netns(a), routes: [] }),
-  'net.link.set': (a) => ({ name: str(a.name), netns: netns(a), changed: true, link: { name: str(a.name), index: 0, kind: null, up: a.up !== false, operState: 'UNKNOWN', mtu: typeof a.mtu === 'number' ? a.mtu : 1500, mac: null, master: typeof a.master === 'string' ? a.master : null } }),
+  'net.link.set': (a) => ({
+    name: str(a.name),
+    netns: netns(a),
+    changed: true,
+    link: { name: str(a.name), index: 0, kind: null, up: a.up !== false, operState: 'UNKNOWN', mtu: typeof a.mtu === 'number' ? a.mtu : 1500, mac: null, master: strOrNull(a.master) },
+  }),
   'net.link.list': (a) => ({ netns: netns(a), links: [] }),
 
   'vm.create': (a, w) => {
@@ -362,7 +387,8 @@ export async function planScript(opts: PlanOptions): Promise<Plan> {
       // A script that polls (`while (state !== 'running')`) against answers that never change would loop
       // until its deadline: stop it at the cap, with the calls so far, instead of listing thousands.
       if (calls.length >= maxCalls) {
-        if (!stopped) stopped = pool.cancel(job.jobId, job.attempt, `writ plan stopped the script after ${maxCalls} host calls (a loop waiting for an answer the plan does not change? give one with --fixture)`);
+        const why = `writ plan stopped the script after ${maxCalls} host calls (a loop waiting for an answer the plan does not change? give one with --fixture)`;
+        if (!stopped) stopped = pool.cancel(job.jobId, job.attempt, why);
         return null;
       }
       return broker.call(job, name, args);

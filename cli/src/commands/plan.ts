@@ -2,7 +2,7 @@
 // before anyone signs it. Runs it in the runner's sandbox against a recording SAL (runner/src/plan.ts).
 import { readFile } from 'node:fs/promises';
 import {
-  CAPABILITIES, PAYLOAD_TYPES, WritError, errorCodeOf, fromB64, fromErrorJSON, parseEnvelope, parseJobPayload, payloadKindOf, type JobPayload, type JsonValue,
+  CAPABILITIES, JOB_ID_PATTERN, PAYLOAD_TYPES, WritError, errorCodeOf, fromB64, fromErrorJSON, parseEnvelope, parseJobPayload, payloadKindOf, type JobPayload, type JsonValue,
 } from '@writ/protocol';
 import { checkScriptCompiles, loadNodeConfig, parsePlanFixtureText, planScript, type Plan, type PlanFixture, type PlannedCall } from '@writ/runner';
 import { didYouMean, parse, parseDurationS } from '../args.ts';
@@ -86,7 +86,8 @@ function envelopeJob(text: string, file: string): EnvelopeJob | undefined {
   const env = parseEnvelope(text);
   if (env.payloadType !== PAYLOAD_TYPES.job) {
     const kind = payloadKindOf(env.payloadType);
-    throw new WritError('PAYLOAD_TYPE_MISMATCH', `${file} carries ${kind ? `a ${kind}` : JSON.stringify(env.payloadType.slice(0, 100))}, not a job: writ plan plans job envelopes and scripts`, { expected: PAYLOAD_TYPES.job });
+    const carries = kind ? `a ${kind}` : JSON.stringify(env.payloadType.slice(0, 100));
+    throw new WritError('PAYLOAD_TYPE_MISMATCH', `${file} carries ${carries}, not a job: writ plan plans job envelopes and scripts`, { expected: PAYLOAD_TYPES.job });
   }
   const payload = fromB64(env.payload);
   if (!payload) throw new WritError('ENVELOPE_MALFORMED', `${file}: payload is not canonical base64`);
@@ -154,7 +155,8 @@ function printPlan(io: Io, script: string, plan: Plan, config: string | undefine
   const effects = plan.calls.filter((c) => c.kind === 'effect');
   const dangerous = effects.filter((c) => c.dangerous).length;
   const planned = plan.calls.some((c) => c.answerFrom === 'planned');
-  io.out(`${effects.length} effect(s)${dangerous ? ` (${dangerous} dangerous)` : ''}, ${plan.calls.length - effects.length} read(s)${plan.capabilitiesUsed.length ? `; capabilities used: ${plan.capabilitiesUsed.join(',')}` : ''}`);
+  const used = plan.capabilitiesUsed.length ? `; capabilities used: ${plan.capabilitiesUsed.join(',')}` : '';
+  io.out(`${effects.length} effect(s)${dangerous ? ` (${dangerous} dangerous)` : ''}, ${plan.calls.length - effects.length} read(s)${used}`);
   if (plan.outcome.ok) io.out(`result${planned ? ' (built from planned values)' : ''}: ${brief(plan.outcome.result, 400)}`);
 }
 
@@ -175,7 +177,9 @@ async function plan(argv: string[], io: Io): Promise<number> {
   if (memory !== undefined && (!Number.isInteger(memory) || memory < 1 || memory > 1024)) throw new WritError('USAGE', '--memory must be a whole number of MiB from 1 to 1024');
   const timeoutMs = values.timeout === undefined ? undefined : parseDurationS(values.timeout, '--timeout') * 1000;
   if (timeoutMs === 0) throw new WritError('USAGE', '--timeout must be longer than 0s');
-  if (values.id !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(values.id)) throw new WritError('USAGE', `--id ${JSON.stringify(values.id)}: a job id is letters, digits, '.', '_' and '-' (at most 128)`);
+  if (values.id !== undefined && !new RegExp(JOB_ID_PATTERN).test(values.id)) {
+    throw new WritError('USAGE', `--id ${JSON.stringify(values.id)}: a job id is letters, digits, '.', '_' and '-' (at most 128)`);
+  }
   const args = signed ? signed.job.args : await parseArgsValue(values.args);
   const fixture = values.fixture === undefined ? undefined : await readFixture(values.fixture);
   // The node's SAL areas, checked as `writ runner --config` checks them (CONFIG_INVALID naming the field).
