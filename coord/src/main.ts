@@ -4,15 +4,15 @@
 // it fails with that fault (LEDGER_UNAVAILABLE or LEDGER_CORRUPT, naming the folder): a process supervisor
 // that restarts it is the recovery, and a restart on a still-broken disk fails at once with the same words.
 import { readFile } from 'node:fs/promises';
-import { decodeKeyFile, serveUntilAborted, type ServiceRun, type WritError } from '@writ/protocol';
+import { decodeKeyFile, serveUntilAborted, type Logger, type ServiceRun, type WritError } from '@writ/protocol';
 import { buildApp } from './app.ts';
 import { startCoordination, type Coordination } from './events/relay.ts';
 import type { CoordConfig } from './config.ts';
 import { openLedger } from './ledger/index.ts';
-import { CoordService, type CoordLogger } from './service.ts';
+import { CoordService } from './service.ts';
 import { HttpSupervisorClient } from './supervisor-client.ts';
 
-export type CoordRun = ServiceRun<CoordLogger>;
+export type CoordRun = ServiceRun<Logger>;
 
 /** Runs until `run.signal` aborts (true when everything was released within the grace), or throws the ledger's fatal fault. */
 export async function runCoord(config: CoordConfig, run: CoordRun): Promise<boolean> {

@@ -3,8 +3,8 @@
 import { EventEmitter } from 'node:events';
 import {
   KeyRing, KeySetHolder, isErrorCode, MAX_RUNNER_BATCH_BYTES, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, errorCodeOf,
-  isStepBundle, openJobText, stepBackoffMs, parseEnvelope, parseFailureReason, parseJobPayload, parseRunnerEventBatch, parseSupervisorReport, pickByJobId, sha256Hex, targetMatchesNode, toErrorJSON,
-  trustKeyB64url, verifyEnvelope, type ErrorJSON, type JobEventMessage, type JobPayload, type JobStatus, type KeyRef, type KeySet, type NodeView,
+  isStepBundle, openJobText, stepBackoffMs, parseEnvelope, parseFailureReason, parseJobPayload, parseRunnerEventBatch, parseSupervisorReport, pickByJobId, sha256Hex, silentLogger, targetMatchesNode, toErrorJSON,
+  trustKeyB64url, verifyEnvelope, type ErrorJSON, type JobEventMessage, type JobPayload, type JobStatus, type KeyRef, type KeySet, type Logger, type NodeView,
   type RunnerEvent, type RunnerEventBatch, type TrustedKey,
 } from '@writ/protocol';
 import { GroupCommitter } from './ledger/group-commit.ts';
@@ -19,12 +19,6 @@ import { SupervisorFederation, type PinnedSupervisor } from './federation/regist
 import { HttpSupervisorClient, type SupervisorClient } from './supervisor-client.ts';
 import type { DispatchItem } from '@writ/supervisor';
 
-export interface CoordLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-const silent: CoordLogger = { info() {}, warn() {}, error() {} };
 
 export interface CoordOptions {
   clusterId: string;
@@ -46,7 +40,7 @@ export interface CoordOptions {
   supervisorKeys: Uint8Array[];
   /** Pinned admins who may sign the cluster's first key set (later ones chain from the set held). */
   admins: { threshold: number; keys: KeyRef[] };
-  logger?: CoordLogger;
+  logger?: Logger;
   maxEnvelopeBytes?: number;
   nowS?: () => number;
   /** Reconciler: look at unfinished jobs untouched for this long (default 5 s), every `reconcileEveryMs`. */
@@ -104,7 +98,7 @@ export class CoordService {
   /** The supervisors and the choice among them (coord/src/federation). */
   readonly federation: SupervisorFederation;
   private sweepTimer: NodeJS.Timeout | undefined;
-  private readonly log: CoordLogger;
+  private readonly log: Logger;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private reconciling = false;
   /** When the record of applied runner batches was last pruned (each reconcile pass prunes at most every 10 minutes). */
@@ -118,7 +112,7 @@ export class CoordService {
   readonly metrics = { admissionGroups: 0, jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0, reconcilePasses: 0, reconcileLeftToOthers: 0 };
 
   constructor(readonly opts: CoordOptions) {
-    this.log = opts.logger ?? silent;
+    this.log = opts.logger ?? silentLogger;
     this.events.setMaxListeners(0);
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
     this.federation = new SupervisorFederation({

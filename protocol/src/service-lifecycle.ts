@@ -1,10 +1,22 @@
 // The lifecycle every service's main.ts shares: open resources (each with its releaser), announce readiness
 // with one JSON line, wait for the stop signal, release in reverse order within the shutdown grace.
 // Pure (timers and promises only): the signal comes from the caller (the CLI turns SIGINT/SIGTERM into it).
-interface LifecycleLogger {
+
+/**
+ * What Writ's services log through, defined once here. pino's logger (the CLI's `serviceLogger`) fits it, and
+ * so does a small object of three functions where pino is not at hand (the boot image's console). protocol
+ * depends on no logging library, so this is the shape the services use, not pino's whole type.
+ */
+export interface Logger {
   info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
   error(obj: object, msg?: string): void;
 }
+
+/** The logger of a service started without one. */
+export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
+
+type LifecycleLogger = Pick<Logger, 'info' | 'error'>;
 
 export interface ServiceRun<L> {
   logger: L;

@@ -4,7 +4,7 @@
 // controllable one (a loop whose timers never fire is a bug nobody sees otherwise).
 import {
   HEARTBEAT_PATH, PAYLOAD_TYPES, REGISTER_PATH, WritError, b64url, canonicalJson, encodeEnvelope, errorCodeOf, readAnswer, sha256Hex, signEnvelope, utf8,
-  type ErrorJSON, type Heartbeat, type JsonValue, type NodeHealth, type NodeRegistration, type RegistrationAnswer,
+  type ErrorJSON, type Heartbeat, type JsonValue, type Logger, type NodeHealth, type NodeRegistration, type RegistrationAnswer,
 } from '@writ/protocol';
 import type { NodeIdentity } from './identity.ts';
 
@@ -31,11 +31,6 @@ export const systemClock: Clock = {
     }),
 };
 
-export interface AgentLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-}
-
 export interface NodeAgentOptions {
   coordUrl: string;
   identity: NodeIdentity;
@@ -48,7 +43,7 @@ export interface NodeAgentOptions {
   random?: () => number;
   inventory: () => Promise<JsonValue>;
   health: () => Promise<NodeHealth>;
-  logger?: AgentLogger;
+  logger?: Logger;
   /** The boot image's enrollment token (a bootstrap secret), sent inside the signed registration. */
   enrollmentToken?: string | null;
   /** Called with the coord's answer after every successful registration (the assignment is in it). */

@@ -1,5 +1,5 @@
 // @writ/runner: the node daemon.
-export { Runner, type RunnerOptions, type RunnerLogger } from './runner.ts';
+export { Runner, type RunnerOptions } from './runner.ts';
 export { NodeAgent, backoffDelay, systemClock, type Clock, type NodeAgentOptions } from './agent.ts';
 export { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 export { collectInventory, type InventoryOptions } from './inventory.ts';

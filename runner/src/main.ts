@@ -1,13 +1,12 @@
 // Runs the node daemon from its config: starts it, announces readiness, and on `signal` takes no new jobs
 // and lets running ones finish within the shutdown grace.
-import { untilAborted, type ServiceRun } from '@writ/protocol';
+import { untilAborted, type Logger, type ServiceRun } from '@writ/protocol';
 import type { RunnerConfig } from './config.ts';
 import { startNodeDaemon } from './node-daemon.ts';
-import type { RunnerLogger } from './runner.ts';
 import type { HostTable } from './broker.ts';
 
 /** The runner drains instead of releasing resources in reverse: the daemon's stop() bounds that itself. */
-export type NodeDaemonRun = ServiceRun<RunnerLogger>;
+export type NodeDaemonRun = ServiceRun<Logger>;
 
 /** Runs until `run.signal` aborts, then drains; resolves once stopped. */
 export async function runNodeDaemon(config: RunnerConfig, run: NodeDaemonRun, extra: { hostTable?: HostTable } = {}): Promise<void> {

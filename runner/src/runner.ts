@@ -3,7 +3,7 @@
 // pool off the main thread (R4), and reports status, log lines and results through the events stream.
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
-import { newRedisClient } from '@writ/protocol'; // REDIS_URL: plain, Sentinel or Cluster
+import { newRedisClient, silentLogger, type Logger } from '@writ/protocol'; // REDIS_URL: plain, Sentinel or Cluster
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -15,12 +15,6 @@ import {
 import { EffectJournal, parseFailpoint, type JobRun, type JournalOutcome } from './journal.ts';
 import { HostBroker, SandboxPool, defaultHostTable, type HostCallJob, type HostTable, type SandboxJob } from './sandbox/index.ts';
 
-export interface RunnerLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-const silent: RunnerLogger = { info() {}, warn() {}, error() {} };
 
 export interface RunnerOptions {
   nodeId: string;
@@ -46,7 +40,7 @@ export interface RunnerOptions {
   stalledIntervalMs?: number;
   heartbeatMs?: number;
   hostTable?: HostTable;
-  logger?: RunnerLogger;
+  logger?: Logger;
   nowS?: () => number;
   version?: string;
 }
@@ -58,7 +52,7 @@ export class Runner {
   private readonly workerConn: Redis;
   private worker!: Worker;
   private pool!: SandboxPool;
-  private readonly log: RunnerLogger;
+  private readonly log: Logger;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   readonly keySets: KeySetHolder;
   private seenKeySetVersion: string | null = null;
@@ -76,7 +70,7 @@ export class Runner {
   private pruneTimer: NodeJS.Timeout | undefined;
 
   private constructor(readonly opts: RunnerOptions) {
-    this.log = opts.logger ?? silent;
+    this.log = opts.logger ?? silentLogger;
     this.node = { id: opts.nodeId, labels: opts.labels ?? {} };
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
     this.redis = newRedisClient({ Redis, Cluster }, opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });

@@ -2,7 +2,7 @@
 // signed key set for runners, and forwards what runners report to the coord as signed reports.
 import { Queue } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
-import { newRedisClient } from '@writ/protocol'; // REDIS_URL: plain, Sentinel or Cluster
+import { newRedisClient, silentLogger, type Logger } from '@writ/protocol'; // REDIS_URL: plain, Sentinel or Cluster
 import {
   BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, QUEUE_JOB_NAME, WritError, encodeEnvelope, encodeSupervisorReport, pickByJobId, queueJobData, queueJobId, queueNames,
   REPORT_TARGET_BYTES, readEventStreamEntry, redisKeys, signEnvelope, targetMatchesNode, type HolderState, type JobPayload, type QueueState, type ReportEntry, type SupervisorReport, type KeyPair,
@@ -16,12 +16,7 @@ export interface ReportSink {
   deliver(reportEnvelope: string): Promise<void>;
 }
 
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-const silent: Logger = { info() {}, warn() {}, error() {} };
+export type { Logger };
 
 export interface SupervisorOptions {
   id: string;
@@ -77,7 +72,7 @@ export class Supervisor {
   private collecting: boolean;
 
   private constructor(readonly opts: SupervisorOptions) {
-    this.log = opts.logger ?? silent;
+    this.log = opts.logger ?? silentLogger;
     this.collecting = opts.collectEvents ?? true;
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
     this.redis = newRedisClient({ Redis, Cluster }, opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });

@@ -2,10 +2,10 @@
 // run on this thread (R4). Each job has an outside kill at deadline + grace that terminates its thread and
 // replaces it (X1); host calls arrive here as bounded JSON and go to the privileged `hostCall` (the broker).
 import { Worker } from 'node:worker_threads';
-import { ERROR_CODES, toErrorJSON, type ErrorCode, type ErrorJSON, type JsonValue } from '@writ/protocol';
+import { ERROR_CODES, silentLogger, toErrorJSON, type ErrorCode, type ErrorJSON, type JsonValue, type Logger } from '@writ/protocol';
 import { decodeBounded, encodeBounded } from './boundary.ts';
 import {
-  DEFAULT_BOUNDARY_LIMITS, DEFAULT_RECYCLE_AFTER_JOBS, type BoundaryLimits, type FromWorker, type HostCallJob, type LogLevel, type SandboxJob, type SandboxLogger,
+  DEFAULT_BOUNDARY_LIMITS, DEFAULT_RECYCLE_AFTER_JOBS, type BoundaryLimits, type FromWorker, type HostCallJob, type LogLevel, type SandboxJob,
   type SandboxOutcome, type ToWorker,
 } from './types.ts';
 import type { SandboxWorkerData } from './worker.ts';
@@ -18,7 +18,7 @@ export interface SandboxPoolOptions {
   onLog?: (job: SandboxJob, level: LogLevel, message: string) => void;
   /** Time past the deadline before the thread is terminated from outside (default 300 ms). */
   graceMs?: number;
-  logger?: SandboxLogger;
+  logger?: Logger;
   boundary?: Partial<BoundaryLimits>;
   /** memoryMiB the idle threads prepare an instance for (default 64); jobs with other limits instantiate on demand. */
   warmMemoryMiB?: number;
@@ -54,7 +54,6 @@ interface QueuedRun {
   resolve(outcome: SandboxOutcome): void;
 }
 
-const silent: SandboxLogger = { info() {}, warn() {}, error() {} };
 const STARTUP_FAILURES_BEFORE_GIVING_UP = 3;
 
 function errorOf(code: ErrorCode, message?: string): ErrorJSON {
@@ -66,7 +65,7 @@ export class SandboxPool {
   private readonly queue: QueuedRun[] = [];
   private readonly boundary: BoundaryLimits;
   private readonly graceMs: number;
-  private readonly log: SandboxLogger;
+  private readonly log: Logger;
   private readonly entry: URL;
   private nextRunId = 0;
   private restarts = 0;
@@ -81,7 +80,7 @@ export class SandboxPool {
     this.graceMs = opts.graceMs ?? 300;
     this.recycleAfterJobs = opts.recycleAfterJobs ?? DEFAULT_RECYCLE_AFTER_JOBS;
     if (!Number.isInteger(this.recycleAfterJobs) || this.recycleAfterJobs < 1) throw new RangeError('SandboxPool recycleAfterJobs must be a positive integer');
-    this.log = opts.logger ?? silent;
+    this.log = opts.logger ?? silentLogger;
     this.entry = opts.workerEntry ?? new URL('./worker-entry.mjs', import.meta.url);
     for (let i = 0; i < opts.size; i++) this.slots.push(this.spawn());
   }

@@ -31,12 +31,6 @@ export type SandboxOutcome = { ok: true; value: JsonValue; durationMs: number } 
 
 export type LogLevel = 'info' | 'warn' | 'error';
 
-export interface SandboxLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-
 /** Caps on every JSON value that crosses the sandbox boundary, in either direction. */
 export interface BoundaryLimits {
   maxBytes: number;
