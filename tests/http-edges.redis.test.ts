@@ -1,7 +1,8 @@
 // Hostile HTTP clients against the coord and the supervisor (A3): NUL bytes, malformed escapes, long paths and
 // headers, slow bodies, out-of-range SSE ids, wrong charsets and signature counts, each answered with a Writ code
 // in Writ's {error:{code,message,retryable}} shape, never 500 and never the framework's own shape.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -216,4 +217,50 @@ describe('OpenAPI (A1)', () => {
     const submit = doc.paths['/v1/jobs']!.post!.requestBody!.content['application/json']!.schema;
     expect(submit).toMatchObject({ type: 'object', additionalProperties: false, required: ['payloadType', 'payload', 'signatures'] });
   });
+
+  it('says per route what authenticates it: the token, a signature in the body, or nothing', async () => {
+    const doc = (await (await fetch(`${coordUrl}/openapi.json`)).json()) as { security: unknown[]; paths: Record<string, Record<string, { security?: unknown[] }>> };
+    expect(doc.security).toEqual([{ bearer: [] }]);
+    const open = (p: string, m: string) => doc.paths[p]![m]!.security;
+    for (const [p, m] of [['/healthz', 'get'], ['/metrics', 'get'], ['/v1/reports', 'post'], ['/v1/nodes/register', 'post'], ['/v1/supervisors/heartbeat', 'post']] as const) {
+      expect(open(p, m), `${m} ${p}`).toEqual([]);
+    }
+    for (const [p, m] of [['/v1/jobs', 'post'], ['/v1/jobs/{id}', 'get'], ['/v1/keyset', 'get'], ['/v1/flows', 'post']] as const) {
+      expect(open(p, m), `${m} ${p}`).toBeUndefined(); // the document's default: the bearer token
+    }
+    // What the document says is what the server does.
+    expect((await fetch(`${coordUrl}/healthz`)).status).toBe(200);
+    expect((await fetch(`${coordUrl}/v1/keyset`)).status).toBe(401);
+  });
+
+  it('serves a client generated from it (openapi-typescript types, openapi-fetch calls): type-checked, then run', async () => {
+    const { default: openapiTS, astToString } = await import('openapi-typescript');
+    const doc = (await (await fetch(`${coordUrl}/openapi.json`)).json()) as Record<string, unknown>;
+    const gen = path.join(dir, 'client');
+    await mkdir(gen, { recursive: true });
+    await symlink(path.resolve(import.meta.dirname, '../node_modules'), path.join(gen, 'node_modules'));
+    await writeFile(path.join(gen, 'api.d.ts'), astToString(await openapiTS(doc as never)));
+    // A typed use of the generated client, and a call the document does not allow (an unknown status), which
+    // the compiler must refuse: the types carry the server's schemas.
+    await writeFile(path.join(gen, 'use.ts'), [
+      "import createClient from 'openapi-fetch';",
+      "import type { paths } from './api.d.ts';",
+      'const client = createClient<paths>({ baseUrl: process.env.URL });',
+      "export const ok = client.GET('/v1/jobs', { params: { query: { status: 'succeeded' } } });",
+      "export const job = client.GET('/v1/jobs/{id}', { params: { path: { id: 'x' } } });",
+      '// @ts-expect-error: not one of the statuses the route accepts',
+      "export const bad = client.GET('/v1/jobs', { params: { query: { status: 'bogus' } } });",
+      '',
+    ].join('\n'));
+    await writeFile(path.join(gen, 'tsconfig.json'), JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', allowImportingTsExtensions: true, skipLibCheck: true, types: ['node'], typeRoots: [path.resolve(import.meta.dirname, '../node_modules/@types')] }, files: ['use.ts'] }));
+    const tsc = spawnSync(process.execPath, [path.resolve(import.meta.dirname, '../node_modules/typescript/bin/tsc'), '-p', gen], { encoding: 'utf8' });
+    expect(tsc.stdout + tsc.stderr).toBe('');
+    expect(tsc.status).toBe(0);
+    // At run time, the same client against this coord.
+    const { default: createClient } = await import('openapi-fetch');
+    const client = createClient<Record<string, never>>({ baseUrl: coordUrl, headers: { authorization: `Bearer ${s.token}` } });
+    const listed = await (client as unknown as { GET(p: string, o: unknown): Promise<{ data?: { jobs: unknown[] }; response: Response }> }).GET('/v1/jobs', { params: { query: { status: 'succeeded' } } });
+    expect(listed.response.status).toBe(200);
+    expect(Array.isArray(listed.data?.jobs)).toBe(true);
+  }, 120_000);
 });

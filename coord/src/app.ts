@@ -150,7 +150,16 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
   installRequestGuards(app);
   // The OpenAPI document is generated from the route schemas registered after this (GET /openapi.json).
-  await app.register(swagger, { openapi: { openapi: '3.0.3', info: { title: 'Writ coord API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] } });
+  // Every route needs the bearer token but the public ones (no security) and the signed ones (a signature in the body).
+  await app.register(swagger, {
+    openapi: { openapi: '3.0.3', info: { title: 'Writ coord API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] },
+    transform: ({ schema, url }) => {
+      const path = url.replaceAll('::', ':');
+      if (SIGNED.has(path)) return { schema: { ...schema, security: [], description: 'Authenticated by the ed25519 signatures of the DSSE envelope in the body, not by the API token.' }, url };
+      if (PUBLIC.has(path) || isDashboardPath(path) || isDashboardPath(path.replace(/:\w+$/, 'x'))) return { schema: { ...schema, security: [] }, url };
+      return { schema, url };
+    },
+  });
   const token = Buffer.from(opts.apiToken);
   const metrics = coordMetrics(service);
   const enroller = new Enroller({ db: service.ledger.db, nodes: service.nodes });
