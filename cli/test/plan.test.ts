@@ -108,7 +108,11 @@ describe('writ plan', () => {
     expect(doc.effects[3].args.disks).toEqual([{ path: 'disks/planweb1/disk.raw' }]);
     // vm.info after the planned vm.create and vm.boot describes that VM, running, with the spec it was created with.
     expect(doc.effects[6].answer.state).toBe('running');
-    expect(doc.effects[6].answer.spec).toEqual(doc.effects[3].args);
+    // The spec in the VM SAL's normal form (normalizeVmSpec): maxima and device ids filled in, as a node reports it.
+    expect(doc.effects[6].answer.spec).toEqual({
+      ...doc.effects[3].args, maxVcpus: 1, maxMemoryMiB: 256, firmware: null,
+      disks: [{ id: 'disk0', path: 'disks/planweb1/disk.raw', readonly: false }], nics: [{ id: 'net0', tap: 'wplantap0', mac: '52:54:00:12:34:56' }],
+    });
     expect(doc.result.created).toEqual({ disk: true, bridge: true, tap: true, vm: true, booted: true });
     expect(doc.result.info).toEqual(doc.effects[6].answer);
     expect(doc.error).toBeUndefined();
@@ -165,6 +169,29 @@ describe('writ plan', () => {
     expect(doc.ok).toBe(false);
     expect(doc.error.code).toBe(runnerCode);
     expect(doc.effects.map((e: { capability: string }) => e.capability)).toEqual(['time.now']);
+  }, TIMEOUT);
+
+  it('vm.create goes through the VM SAL\'s own spec check: a spec the schema allows but the SAL refuses fails with its code and message', async () => {
+    // maxVcpus below vcpus: valid against the schema, refused by the VM SAL's normalizeVmSpec.
+    const source = 'export default async function (a, ctx) { return await ctx.sal.vm.create({ name: "v1", vcpus: 2, maxVcpus: 1, memoryMiB: 256, kernel: "k" }); }\n';
+    const state = await mkdtemp(path.join(os.tmpdir(), 'writ-plan-vm-'));
+    // The runner, with the VM area configured (the call fails before the SAL touches anything).
+    const broker = new HostBroker(salHostTable({ vm: { driver: 'qemu', stateDir: state, imagesRoot: state } }));
+    const pool = new SandboxPool({ size: 1, hostCall: (job, name, args) => broker.call(job, name, args) });
+    let runnerError: { code: string; message: string };
+    try {
+      const outcome = await pool.run({ jobId: 'runner-side', attempt: 1, source, args: null, caps: ['vm.create'], limits: { timeoutMs: 20_000, memoryMiB: 64 } });
+      runnerError = outcome.ok ? { code: '', message: '' } : outcome.error;
+    } finally {
+      await pool.close();
+    }
+    expect(runnerError.code).toBe('SAL_INVALID_ARGUMENT');
+
+    const plan = await planScript({ source, caps: ['vm.create'] });
+    expect(plan.outcome.ok ? null : { code: plan.outcome.error.code, message: plan.outcome.error.message }).toEqual({ code: runnerError.code, message: runnerError.message });
+    // The call was made (it passed the sandbox's checks) and is listed with the SAL's refusal.
+    expect(plan.calls).toHaveLength(1);
+    expect(plan.calls[0]).toMatchObject({ capability: 'vm.create', kind: 'effect', error: { code: 'SAL_INVALID_ARGUMENT' } });
   }, TIMEOUT);
 
   it('a call outside --caps fails with CAPABILITY_NOT_GRANTED, after the granted calls before it', async () => {

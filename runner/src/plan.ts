@@ -4,7 +4,16 @@
 // recorded and answered: reads from this machine's host facts (or a fixture), effects with a planned,
 // schema-shaped placeholder that later calls can use (docs/plan.md). Nothing on the node changes.
 import { createHash } from 'node:crypto';
-import { CAPABILITIES, WritError, isEffect, isErrorCode, parseStrictJson, type ErrorCode, type ErrorJSON, type JsonValue } from '@writ/protocol';
+import { CAPABILITIES, WritError, isEffect, isErrorCode, parseStrictJson, toErrorJSON, type ErrorCode, type ErrorJSON, type JsonValue } from '@writ/protocol';
+import {
+  DEFAULT_CLONE_DIR, DEFAULT_DISK_FILE, normalizeVmSpec,
+  type NormalizedVmSpec, type VmManager, type addAddress, type addRoute, type cloneDisk, type createSubvolume, type deleteAddress, type deleteBridge,
+  type deleteNetns, type deleteRoute, type deleteSubvolume, type deleteTap, type deleteVeth, type ensureBridge, type ensureNetns, type ensureTap,
+  type ensureVeth, type execInNetns, type formatPool, type limitQgroup, type listLinks, type listNetns, type listRoutes, type listSubvolumes, type mountPool,
+  type myceliumAddPeer, type myceliumInfo, type myceliumPeers, type myceliumRemovePeer, type myceliumRoutes, type myceliumStart, type myceliumStop,
+  type myceliumWorkloadAddress, type nixBuild, type nixCopyIn, type nixCopyOut, type nixGenerations, type nixProfileRollback, type nixProfileSet, type nixSwitch,
+  type poolUsage, type receiveSubvolume, type sendSubvolume, type setLink, type showQgroups, type showSubvolume, type snapshotSubvolume, type unmountPool,
+} from '@writ/sal';
 import { HostBroker, defaultHostTable, type HostFunction, type HostTable } from './broker.ts';
 import { checkShape } from './sandbox/boundary.ts';
 import { SandboxPool } from './sandbox/pool.ts';
@@ -156,17 +165,89 @@ export function parsePlanFixtureText(text: string, what = 'the fixture'): PlanFi
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Planned answers. A placeholder has the shape the real SAL call returns (sal/src/*), with the values a first
-// run on a clean node would give (`created: true`, `changed: true`), so that a script reading a field gets
-// one. Strings that only the node can know (uuids, absolute paths) are marked as planned. The state below
-// remembers what earlier planned effects made, so that, e.g., vm.info after vm.create and vm.boot describes
-// that VM, running.
+// Planned answers. A placeholder has the type the real SAL call returns (each entry is checked against the SAL
+// function's own return type, below), with the values a first run on a clean node would give (`created: true`,
+// `changed: true`), so that a script reading a field gets one. Strings only the node can know (uuids, absolute
+// paths) are marked as planned. The world below remembers what earlier planned effects made, so that, e.g.,
+// vm.info after vm.create and vm.boot describes that VM, running. vm.create checks its spec with the VM SAL's
+// own normalizeVmSpec (what a schema cannot say: kernel or firmware, maxima, duplicate devices), as the node will.
 
 const PLANNED = 'planned';
 
+type Out<F extends (...args: any[]) => Promise<unknown>> = Awaited<ReturnType<F>>;
+
+/** What each SAL operation returns: the SAL functions' own types, so a placeholder that drifts fails the type-check. */
+interface SalResults {
+  'time.sleep': null;
+  'btrfs.pool.format': Out<typeof formatPool>;
+  'btrfs.pool.mount': Out<typeof mountPool>;
+  'btrfs.pool.unmount': Out<typeof unmountPool>;
+  'btrfs.usage': Out<typeof poolUsage>;
+  'btrfs.subvolume.create': Out<typeof createSubvolume>;
+  'btrfs.subvolume.delete': Out<typeof deleteSubvolume>;
+  'btrfs.subvolume.list': Out<typeof listSubvolumes>;
+  'btrfs.subvolume.show': Out<typeof showSubvolume>;
+  'btrfs.snapshot': Out<typeof snapshotSubvolume>;
+  'btrfs.qgroup.limit': Out<typeof limitQgroup>;
+  'btrfs.qgroup.show': Out<typeof showQgroups>;
+  'btrfs.send': Out<typeof sendSubvolume>;
+  'btrfs.receive': Out<typeof receiveSubvolume>;
+  'btrfs.disk.clone': Out<typeof cloneDisk>;
+  'net.bridge.ensure': Out<typeof ensureBridge>;
+  'net.bridge.delete': Out<typeof deleteBridge>;
+  'net.tap.ensure': Out<typeof ensureTap>;
+  'net.tap.delete': Out<typeof deleteTap>;
+  'net.veth.ensure': Out<typeof ensureVeth>;
+  'net.veth.delete': Out<typeof deleteVeth>;
+  'net.netns.ensure': Out<typeof ensureNetns>;
+  'net.netns.delete': Out<typeof deleteNetns>;
+  'net.netns.list': Out<typeof listNetns>;
+  'net.netns.exec': Out<typeof execInNetns>;
+  'net.addr.add': Out<typeof addAddress>;
+  'net.addr.delete': Out<typeof deleteAddress>;
+  'net.route.add': Out<typeof addRoute>;
+  'net.route.delete': Out<typeof deleteRoute>;
+  'net.route.list': Out<typeof listRoutes>;
+  'net.link.set': Out<typeof setLink>;
+  'net.link.list': Out<typeof listLinks>;
+  'vm.create': Out<VmManager['create']>;
+  'vm.boot': Out<VmManager['boot']>;
+  'vm.shutdown': Out<VmManager['shutdown']>;
+  'vm.reboot': Out<VmManager['reboot']>;
+  'vm.pause': Out<VmManager['pause']>;
+  'vm.resume': Out<VmManager['resume']>;
+  'vm.info': Out<VmManager['info']>;
+  'vm.delete': Out<VmManager['delete']>;
+  'vm.disk.add': Out<VmManager['addDisk']>;
+  'vm.net.add': Out<VmManager['addNic']>;
+  'vm.device.remove': Out<VmManager['removeDevice']>;
+  'vm.resize': Out<VmManager['resize']>;
+  'vm.snapshot': Out<VmManager['snapshot']>;
+  'vm.restore': Out<VmManager['restore']>;
+  'vm.list': Out<VmManager['list']>;
+  'vm.serial.wait': Out<VmManager['waitSerial']>;
+  'mycelium.start': Out<typeof myceliumStart>;
+  'mycelium.stop': Out<typeof myceliumStop>;
+  'mycelium.info': Out<typeof myceliumInfo>;
+  'mycelium.peers': Out<typeof myceliumPeers>;
+  'mycelium.peer-add': Out<typeof myceliumAddPeer>;
+  'mycelium.peer-remove': Out<typeof myceliumRemovePeer>;
+  'mycelium.routes': Out<typeof myceliumRoutes>;
+  'mycelium.workload-address': Out<typeof myceliumWorkloadAddress>;
+  'nix.build': Out<typeof nixBuild>;
+  'nix.copy-out': Out<typeof nixCopyOut>;
+  'nix.copy-in': Out<typeof nixCopyIn>;
+  'nix.profile-set': Out<typeof nixProfileSet>;
+  'nix.profile-rollback': Out<typeof nixProfileRollback>;
+  'nix.generations': Out<typeof nixGenerations>;
+  'nix.switch': Out<typeof nixSwitch>;
+}
+
+type VmState = SalResults['vm.info']['state'];
+
 interface PlannedVm {
-  spec: Record<string, JsonValue>;
-  state: 'created' | 'running' | 'paused' | 'shutdown';
+  spec: NormalizedVmSpec;
+  state: VmState;
 }
 
 class PlannedWorld {
@@ -178,20 +259,21 @@ class PlannedWorld {
     return `00000000-0000-4000-8000-${String(++this.ids).padStart(12, '0')}`;
   }
 
-  vmInfo(name: string): JsonValue {
+  vmInfo(name: string): SalResults['vm.info'] {
     const vm = this.vms.get(name);
-    const spec: Record<string, JsonValue> = vm?.spec ?? { name, vcpus: 1, memoryMiB: 256 };
+    const dir = `<${PLANNED}: vm dir>/${name}`;
     return {
       name,
       driver: 'cloud-hypervisor',
       state: vm?.state ?? 'running',
       pid: null,
-      spec,
-      paths: { dir: `<${PLANNED}: vm dir>/${name}`, serialLog: `<${PLANNED}: vm dir>/${name}/serial.log`, apiSocket: `<${PLANNED}: vm dir>/${name}/api.sock` },
+      spec: vm?.spec ?? normalizeVmSpec({ name, vcpus: 1, memoryMiB: 256, kernel: `<${PLANNED}: kernel>` }),
+      paths: { dir, serialLog: `${dir}/serial.log`, apiSocket: `${dir}/api.sock` },
     };
   }
 
-  transition(name: string, to: PlannedVm['state']): { changed: boolean } {
+  /** A planned VM moves to `to`; `changed` as the SAL would say it (a VM the plan did not create is assumed to move). */
+  transition(name: string, to: VmState): { changed: boolean } {
     const vm = this.vms.get(name);
     if (!vm) return { changed: true };
     const changed = vm.state !== to;
@@ -202,17 +284,19 @@ class PlannedWorld {
 
 type Args = Record<string, JsonValue>;
 type Answer = (args: Args, world: PlannedWorld) => JsonValue;
+type Planned = { [K in keyof SalResults]: (args: Args, world: PlannedWorld) => SalResults[K] };
 
-const MYCELIUM_INFO: JsonValue = { nodeSubnet: `<${PLANNED}: mycelium subnet>`, nodeIp: `<${PLANNED}: mycelium address>`, nodePubkey: `<${PLANNED}: mycelium key>` };
+const MYCELIUM_INFO = { nodeSubnet: `<${PLANNED}: mycelium subnet>`, nodeIp: `<${PLANNED}: mycelium address>`, nodePubkey: `<${PLANNED}: mycelium key>` };
 const str = (v: JsonValue | undefined, fallback = ''): string => (typeof v === 'string' ? v : fallback);
 const strOrNull = (v: JsonValue | undefined): string | null => (typeof v === 'string' ? v : null);
-const netns = (a: Args): JsonValue => strOrNull(a.netns);
+const strings = (v: JsonValue | undefined): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+const netns = (a: Args): string | null => strOrNull(a.netns);
+const numOrNull = (v: JsonValue | undefined): number | null => (typeof v === 'number' ? v : null);
 
-/** Placeholder answers by capability. Every capability the registry has is here (a test holds it to that). */
-export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
+const PLANNED_TYPED: Planned = {
   'time.sleep': () => null,
 
-  'btrfs.pool.format': (a, w) => ({ target: str(a.device ?? a.image), formatted: true, uuid: w.uuid(), label: typeof a.label === 'string' ? a.label : null, sizeBytes: 0 }),
+  'btrfs.pool.format': (a, w) => ({ target: str(a.device ?? a.image), formatted: true, uuid: w.uuid(), label: strOrNull(a.label), sizeBytes: 0 }),
   'btrfs.pool.mount': (a) => ({ mount: `<${PLANNED}: pool root>`, device: str(a.device, `<${PLANNED}: loop device>`), mounted: true, loopAttached: a.image !== undefined }),
   'btrfs.pool.unmount': () => ({ mount: `<${PLANNED}: pool root>`, unmounted: true, detached: null }),
   'btrfs.usage': () => ({
@@ -224,7 +308,7 @@ export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
   'btrfs.subvolume.list': () => ({ subvolumes: [] }),
   'btrfs.subvolume.show': (a, w) => ({
     path: str(a.path), name: str(a.path).split('/').pop() ?? '', uuid: w.uuid(), parentUuid: null, receivedUuid: null,
-    id: 256, generation: 1, parentId: 5, topLevelId: 5, readOnly: false, flags: [],
+    id: 256, generation: 1, parentId: 5, topLevelId: 5, readOnly: false, flags: [], createdAt: null, snapshots: [],
   }),
   'btrfs.snapshot': (a, w) => ({ source: str(a.source), path: str(a.dest), created: true, readOnly: a.readOnly === true, uuid: w.uuid() }),
   'btrfs.qgroup.limit': (a) => ({
@@ -232,7 +316,7 @@ export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
     quotaEnabled: true,
     qgroup: {
       qgroupid: '0/256', referencedBytes: 0, exclusiveBytes: 0, path: str(a.path),
-      maxReferencedBytes: (a.maxReferencedBytes as number | null) ?? null, maxExclusiveBytes: (a.maxExclusiveBytes as number | null) ?? null,
+      maxReferencedBytes: numOrNull(a.maxReferencedBytes), maxExclusiveBytes: numOrNull(a.maxExclusiveBytes),
     },
   }),
   'btrfs.qgroup.show': () => ({ enabled: false, qgroups: [] }),
@@ -240,24 +324,24 @@ export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
   'btrfs.receive': (a, w) => ({ stream: str(a.stream), path: `${str(a.dir)}/<${PLANNED}: received name>`, received: true, uuid: w.uuid(), receivedUuid: w.uuid() }),
   // The clone lands in <dir>/<name> of the pool (sal/src/btrfs/subvolume.ts, default dir "disks").
   'btrfs.disk.clone': (a, w) => {
-    const rel = `${str(a.dir, 'disks')}/${str(a.name)}`;
-    return { path: rel, diskPath: `<${PLANNED}: pool root>/${rel}/${str(a.file, 'disk.raw')}`, created: true, baseUuid: w.uuid(), uuid: w.uuid() };
+    const rel = `${str(a.dir, DEFAULT_CLONE_DIR)}/${str(a.name)}`;
+    return { path: rel, diskPath: `<${PLANNED}: pool root>/${rel}/${str(a.file, DEFAULT_DISK_FILE)}`, created: true, baseUuid: w.uuid(), uuid: w.uuid() };
   },
 
   'net.bridge.ensure': (a) => ({ name: str(a.name), netns: netns(a), created: true, changed: true }),
   'net.bridge.delete': (a) => ({ name: str(a.name), netns: netns(a), deleted: true }),
-  'net.tap.ensure': (a) => ({ name: str(a.name), netns: netns(a), created: true, changed: true, owner: null, bridge: typeof a.bridge === 'string' ? a.bridge : null }),
+  'net.tap.ensure': (a) => ({ name: str(a.name), netns: netns(a), created: true, changed: true, owner: null, bridge: strOrNull(a.bridge) }),
   'net.tap.delete': (a) => ({ name: str(a.name), netns: netns(a), deleted: true }),
-  'net.veth.ensure': (a) => ({ name: str(a.name), peer: str(a.peer), netns: netns(a), peerNetns: typeof a.peerNetns === 'string' ? a.peerNetns : netns(a), created: true, changed: true }),
+  'net.veth.ensure': (a) => ({ name: str(a.name), peer: str(a.peer), netns: netns(a), peerNetns: a.peerNetns === undefined ? netns(a) : strOrNull(a.peerNetns), created: true, changed: true }),
   'net.veth.delete': (a) => ({ name: str(a.name), netns: netns(a), deleted: true }),
   'net.netns.ensure': (a) => ({ name: str(a.name), created: true }),
   'net.netns.delete': (a) => ({ name: str(a.name), deleted: true }),
   'net.netns.list': () => ({ namespaces: [] }),
-  'net.netns.exec': (a) => ({ name: str(a.name), argv: Array.isArray(a.argv) ? a.argv : [], exitCode: 0, ok: true, stdout: '', stderr: '' }),
+  'net.netns.exec': (a) => ({ name: str(a.name), argv: strings(a.argv), exitCode: 0, ok: true, stdout: '', stderr: '' }),
   'net.addr.add': (a) => ({ dev: str(a.dev), address: str(a.address), netns: netns(a), added: true }),
   'net.addr.delete': (a) => ({ dev: str(a.dev), address: str(a.address), netns: netns(a), deleted: true }),
   'net.route.add': (a) => ({
-    route: { destination: str(a.destination), via: strOrNull(a.via), dev: strOrNull(a.dev), metric: typeof a.metric === 'number' ? a.metric : null, protocol: 'static', scope: null },
+    route: { destination: str(a.destination), via: strOrNull(a.via), dev: strOrNull(a.dev), metric: numOrNull(a.metric), protocol: 'static', scope: null },
     netns: netns(a),
     added: true,
   }),
@@ -267,15 +351,19 @@ export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
     name: str(a.name),
     netns: netns(a),
     changed: true,
-    link: { name: str(a.name), index: 0, kind: null, up: a.up !== false, operState: 'UNKNOWN', mtu: typeof a.mtu === 'number' ? a.mtu : 1500, mac: null, master: strOrNull(a.master) },
+    link: { name: str(a.name), index: 0, kind: null, up: a.up !== false, operState: 'UNKNOWN', mtu: typeof a.mtu === 'number' ? a.mtu : 1500, mac: null, master: strOrNull(a.master), owner: null, addresses: [] },
   }),
   'net.link.list': (a) => ({ netns: netns(a), links: [] }),
 
   'vm.create': (a, w) => {
-    const name = str(a.name);
-    const known = w.vms.get(name);
-    if (!known) w.vms.set(name, { spec: a, state: 'created' });
-    return { name, created: !known, state: known?.state ?? 'created' };
+    // The VM SAL's own check and normal form: SAL_INVALID_ARGUMENT for what the schema lets through.
+    const spec = normalizeVmSpec(a);
+    const known = w.vms.get(spec.name);
+    if (known && JSON.stringify(known.spec) !== JSON.stringify(spec)) {
+      throw new WritError('RESOURCE_CONFLICT', `VM ${spec.name} exists with a different spec (created earlier in this plan)`, { name: spec.name });
+    }
+    if (!known) w.vms.set(spec.name, { spec, state: 'created' });
+    return { name: spec.name, created: !known, state: known?.state ?? 'created' };
   },
   'vm.boot': (a, w) => ({ name: str(a.name), ...w.transition(str(a.name), 'running'), state: 'running' }),
   'vm.shutdown': (a, w) => ({ name: str(a.name), ...w.transition(str(a.name), 'shutdown'), graceful: a.graceful !== false, state: 'shutdown' }),
@@ -288,18 +376,18 @@ export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
     return { name: str(a.name), deleted: true };
   },
   'vm.disk.add': (a) => ({ name: str(a.name), id: str((a.disk as Args | undefined)?.id, 'disk1'), added: true, hotplugged: false }),
-  'vm.net.add': (a) => ({ name: str(a.name), id: str((a.nic as Args | undefined)?.id, 'nic1'), added: true, hotplugged: false }),
+  'vm.net.add': (a) => ({ name: str(a.name), id: str((a.nic as Args | undefined)?.id, 'net1'), added: true, hotplugged: false }),
   'vm.device.remove': (a) => ({ name: str(a.name), id: str(a.id), removed: true, hotplugged: false }),
   'vm.resize': (a, w) => {
     const spec = w.vms.get(str(a.name))?.spec;
-    return { name: str(a.name), vcpus: (a.vcpus ?? spec?.vcpus ?? 1) as number, memoryMiB: (a.memoryMiB ?? spec?.memoryMiB ?? 256) as number, changed: true, live: false };
+    return { name: str(a.name), vcpus: numOrNull(a.vcpus) ?? spec?.vcpus ?? 1, memoryMiB: numOrNull(a.memoryMiB) ?? spec?.memoryMiB ?? 256, changed: true, live: false };
   },
   'vm.snapshot': (a) => ({ name: str(a.name), snapshot: str(a.snapshot), created: true, path: `<${PLANNED}: vm dir>/${str(a.name)}/snapshots/${str(a.snapshot)}` }),
   'vm.restore': (a) => ({ name: str(a.name), snapshot: str(a.snapshot), state: 'paused' }),
-  'vm.list': (_a, w) => ({ vms: [...w.vms].map(([name, vm]) => ({ name, driver: 'cloud-hypervisor', state: vm.state })) }),
+  'vm.list': (_a, w) => ({ vms: [...w.vms].map(([name, vm]) => ({ name, driver: 'cloud-hypervisor' as const, state: vm.state })) }),
   'vm.serial.wait': (a) => ({ name: str(a.name), found: true, offset: 0, elapsedMs: 0 }),
 
-  'mycelium.start': (a) => ({ started: true, pid: 0, keyCreated: true, info: MYCELIUM_INFO, peersAdded: Array.isArray(a.peers) ? a.peers : [] }),
+  'mycelium.start': (a) => ({ started: true, pid: 0, keyCreated: true, info: MYCELIUM_INFO, peersAdded: strings(a.peers) }),
   'mycelium.stop': () => ({ stopped: true }),
   'mycelium.info': () => MYCELIUM_INFO,
   'mycelium.peers': () => [],
@@ -309,13 +397,16 @@ export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze({
   'mycelium.workload-address': (a) => ({ name: str(a.name), address: `<${PLANNED}: workload address>`, subnet: `<${PLANNED}: mycelium subnet>`, prefixLength: 64 }),
 
   'nix.build': () => ({ outPaths: [] }),
-  'nix.copy-out': (a) => ({ to: str(a.to), paths: Array.isArray(a.paths) ? a.paths : [], signed: true }),
-  'nix.copy-in': (a) => ({ copied: Array.isArray(a.paths) ? a.paths : [], present: [] }),
+  'nix.copy-out': (a) => ({ to: str(a.to), paths: strings(a.paths), signed: true }),
+  'nix.copy-in': (a) => ({ copied: strings(a.paths), present: [] }),
   'nix.profile-set': (a) => ({ changed: true, generation: 1, path: str(a.path) }),
   'nix.profile-rollback': () => ({ from: 2, to: 1, path: null }),
   'nix.generations': (a) => ({ profile: str(a.profile), current: null, generations: [] }),
   'nix.switch': (a) => ({ changed: true, path: str(a.path), generation: 1, previous: null, activationMs: 0, healthMs: 0 }),
-} satisfies Record<string, Answer>);
+};
+
+/** Placeholder answers by capability. Every capability the registry has is here (a test holds it to that). */
+export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze(PLANNED_TYPED as unknown as Record<string, Answer>);
 
 function salName(capability: string): string {
   return `ctx.sal.${capability}`;
@@ -346,14 +437,20 @@ function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTa
         let answer: JsonValue | undefined;
         if (given && 'answer' in given) answer = given.answer;
         else if (given && 'answers' in given && n < given.answers.length) answer = given.answers[n];
-        if (answer !== undefined) {
-          record.answerFrom = 'fixture';
-        } else if (HOST_READS.has(name) && real.has(name)) {
-          answer = await real.get(name)!.run(args, job);
-          record.answerFrom = 'host';
-        } else {
-          const planned = PLANNED_ANSWERS[name];
-          answer = planned ? planned(args as Args, world) : null;
+        try {
+          if (answer !== undefined) {
+            record.answerFrom = 'fixture';
+          } else if (HOST_READS.has(name) && real.has(name)) {
+            record.answerFrom = 'host';
+            answer = await real.get(name)!.run(args, job);
+          } else {
+            const planned = PLANNED_ANSWERS[name];
+            answer = planned ? planned(args as Args, world) : null;
+          }
+        } catch (e) {
+          // A refusal of the SAL's own checks (vm.create's spec), or of this host: listed, and the script sees it.
+          record.error = toErrorJSON(e, true);
+          throw e;
         }
         record.answer = answer;
         return answer;

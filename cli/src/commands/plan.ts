@@ -130,7 +130,7 @@ function brief(value: JsonValue | undefined, max: number): string {
 function callLines(c: PlannedCall, width: number): string[] {
   const head = `${String(c.seq).padStart(3)}. ${c.kind.padEnd(6)} ${c.capability.padEnd(width)} ${JSON.stringify(c.args)}${c.dangerous ? '   (dangerous)' : ''}`;
   const pad = ' '.repeat(12);
-  if (c.error) return [head, `${pad}→ fails (${c.answerFrom}): ${c.error.code}: ${c.error.message}`];
+  if (c.error) return [head, `${pad}→ ${c.answerFrom === 'fixture' ? 'fails (from the fixture)' : 'refused'}: ${c.error.code}: ${c.error.message}`];
   return [head, `${pad}→ ${c.answerFrom === 'planned' ? 'planned' : c.answerFrom === 'host' ? 'from this host' : 'from the fixture'}: ${brief(c.answer, 160)}`];
 }
 
