@@ -14,6 +14,7 @@ import { NodeAgent, loadNodeIdentity } from '@writ/runner';
 import { runCli } from '@writ/cli';
 import { bootCmdline, parseBootCmdline } from '../efi-image/src/boot-config.ts';
 import { ipxeChainScript } from '../efi-image/src/ipxe.ts';
+import { until } from './helpers/processes.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 
 let s: TestStack;
@@ -64,6 +65,8 @@ async function boot(query: string): Promise<{ status: number; text: string; body
 /** The answer the script defaults to, and the kernel line of each netboot entry it offers. */
 function parseScript(text: string): { answer: string; kernels: Record<string, string> } {
   expect(text.startsWith('#!ipxe\n')).toBe(true);
+  // iPXE's console prints bytes, not UTF-8: the script is ASCII.
+  expect(text).toMatch(/^[\x09\x0a\x20-\x7e]*$/);
   const answer = /^choose --default (\w+) --timeout \d+ target/m.exec(text)?.[1] ?? '';
   const kernels: Record<string, string> = {};
   for (const m of text.matchAll(/^:(install|rescue)\n(?:.*\n){2}kernel \/boot\/vmlinuz (.*) \|\| goto failed$/gm)) kernels[m[1]!] = m[2]!;
@@ -74,7 +77,8 @@ const node = async (id: string) => (await s.get(`/v1/nodes/${id}`)).body;
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'writ-ipxe-'));
-  s = await startTestStack({ nodes: [] });
+  // Heartbeats every second: a node silent for three of them is unreachable (the runner-lost case below).
+  s = await startTestStack({ nodes: [], heartbeatMs: 1000 });
   // An image folder as writ image ipxe leaves it: manifest.json naming the files with their sha256.
   imageDir = path.join(dir, 'image');
   await rm(imageDir, { recursive: true, force: true });
@@ -166,7 +170,9 @@ describe('GET /boot/ipxe (no token)', () => {
     }
     // The script writ image ipxe writes asks for exactly this route, with iPXE's MAC setting.
     const chain = ipxeChainScript({ coordUrl: `${s.url}/` });
-    expect(chain).toContain(`chain ${s.url}/boot/ipxe?mac=\${net0/mac} || goto retry`);
+    expect(chain).toContain(`chain ${s.url}/boot/ipxe?mac=\${net0/mac} || goto answered`);
+    expect(chain).toMatch(/^:answered\niseq \$\{writ-answer\} local && goto local \|\|\n/m);
+    expect(chain).toMatch(/^:local\nexit 1\n/m);
     expect(() => ipxeChainScript({ coordUrl: 'ftp://x' })).toThrow(/http or https/);
   });
 });
@@ -184,7 +190,8 @@ describe('reinstall and rescue set the next iPXE boot; the lifecycle records it'
       // A person at the console may still pick the image from the menu.
       expect(Object.keys(kernels).sort()).toEqual(['install', 'rescue']);
     }
-    expect((await boot(`?mac=${MAC_A}`)).text).toMatch(/^:local\n.*\nexit 1$/m);
+    // Local: back to the firmware; writ-answer tells a chaining script (boot.ipxe) to exit too.
+    expect((await boot(`?mac=${MAC_A}`)).text).toMatch(/^:local\nset writ-answer local\n.*\nexit 1$/m);
     // The answer names no node: the route is public.
     expect((await boot(`?mac=${MAC_A}`)).text).not.toContain(id);
     expect((await cli('nodes', 'accept', id)).code).toBe(0);
@@ -231,6 +238,28 @@ describe('reinstall and rescue set the next iPXE boot; the lifecycle records it'
     expect(back.code, back.err).toBe(0);
     expect(JSON.parse(back.out)).toMatchObject({ state: 'active', boot: { answer: 'local', macs: [MAC_A, MAC_A2] } });
     expect(parseScript((await boot(`?mac=${MAC_A}`)).text).answer).toBe('local');
+  });
+
+  it('a machine silent past the unreachable window while it reboots into its reinstall fails; fetching the install boot resumes the order; an accept cancels one', async () => {
+    expect((await cli('nodes', 'reinstall', id)).code).toBe(0);
+    // Still running after the order (it heartbeats), then rebooting: silent for longer than 3 heartbeats.
+    await agent.heartbeat();
+    await until('runner-lost', async () => ((await node(id)).state === 'failed' ? true : undefined), 30_000);
+    expect(parseScript((await boot(`?mac=${MAC_A}`)).text).answer).toBe('install');
+    const n = await node(id);
+    expect(n.state).toBe('installing');
+    expect(n.transitions.slice(-3).map((t: { event: string; actor: string }) => [t.event, t.actor])).toEqual([['runner-lost', 'coord'], ['install', 'operator:reprovision'], ['install-started', `ipxe:${MAC_A}`]]);
+    expect((await agent.register()).state).toBe('installed');
+    await agent.heartbeat();
+    expect((await node(id)).state).toBe('active');
+    // Once more, and this time the operator takes the failed node back instead: the pending install is gone.
+    expect((await cli('nodes', 'reinstall', id)).code).toBe(0);
+    await agent.heartbeat();
+    await until('runner-lost again', async () => ((await node(id)).state === 'failed' ? true : undefined), 30_000);
+    expect((await cli('nodes', 'accept', id)).code).toBe(0);
+    expect((await s.get(`/v1/enroll/nodes/${id}`)).body.boot).toEqual([]);
+    expect(parseScript((await boot(`?mac=${MAC_A}`)).text).answer).toBe('local');
+    expect((await node(id)).state).toBe('commissioned');
   });
 
   it('a reinstall the lifecycle refuses sets no answer; a node without a MAC gets none either', async () => {

@@ -24,11 +24,17 @@ export function ipxeChainScript(o: { coordUrl: string }): string {
     '# Writ: ask the coord what this machine boots (local disk, install, rescue). Written by writ image ipxe.',
     ':start',
     'dhcp || goto retry',
-    `chain ${chain} || goto retry`,
+    `chain ${chain} || goto answered`,
+    // A chained script's `exit` comes back here as a failed chain (iPXE 1.0.0+git-20190125 at least): the
+    // coord's local answer sets writ-answer first, so that is told apart from a coord that did not answer.
+    ':answered',
+    'iseq ${writ-answer} local && goto local ||',
     ':retry',
     `echo Writ: no boot answer from ${u.origin} (no DHCP lease, or the coord did not answer); trying again in 10 s`,
     'sleep 10',
     'goto start',
+    ':local',
+    'exit 1',
     '',
   ].join('\n');
 }

@@ -15,7 +15,7 @@ import type { FastifyInstance } from 'fastify';
 import { WritError, type JsonValue } from '@writ/protocol';
 import type { Queryable } from '../ledger/db.ts';
 import type { NodeRecord, NodeRegistry } from '../nodes/registry.ts';
-import { getBootAnswer, listBootAnswers, nodesWithMac, setBootAnswer, type BootAnswer, type BootAnswerRow } from './store.ts';
+import { clearBootAnswers, getBootAnswer, listBootAnswers, nodesWithMac, setBootAnswer, type BootAnswer, type BootAnswerRow } from './store.ts';
 
 export const BOOT_ROUTES = ['GET /boot/ipxe', 'GET /boot/vmlinuz', 'GET /boot/initramfs.img'] as const;
 /** The paths app.ts lets through without a token. */
@@ -31,6 +31,8 @@ export const MENU_TIMEOUT_MS = 3000;
 
 /** Operator actions that change what a machine's next iPXE boot does (app.ts calls bootAnswerAfterAction). */
 const ACTION_ANSWERS: Readonly<Partial<Record<string, BootAnswer>>> = Object.freeze({ install: 'install', reprovision: 'install', rescue: 'rescue', unrescue: 'local' });
+/** Operator actions that cancel an answer still pending (the machine's default applies again). */
+const CLEARING_ACTIONS: ReadonlySet<string> = new Set(['accept', 'reject', 'retire']);
 
 const MAC_FORMS = [/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i, /^[0-9a-f]{2}(-[0-9a-f]{2}){5}$/i, /^[0-9a-f]{12}$/i];
 
@@ -163,9 +165,11 @@ export function ipxeAnswerScript(o: { mac: string; answer: MachineAnswer; image:
       ? [
           `:${mode}`,
           'imgfree',
-          `echo Writ: fetching the node image (${mode}); kernel sha256 ${image.kernel.sha256.slice(0, 16)}…, initramfs sha256 ${image.initramfs.sha256.slice(0, 16)}…`,
+          `echo Writ: fetching the node image (${mode}); kernel sha256 ${image.kernel.sha256}, initramfs sha256 ${image.initramfs.sha256}`,
           `kernel /boot/vmlinuz initrd=initramfs.img ${image.cmdline} ${BOOT_MODE_WORD}=${mode} || goto failed`,
           'initrd /boot/initramfs.img || goto failed',
+          // Lists what was fetched, with sizes, on the console (and in the tests' console logs).
+          'imgstat',
           'boot || goto failed',
         ]
       : [];
@@ -182,6 +186,9 @@ export function ipxeAnswerScript(o: { mac: string; answer: MachineAnswer; image:
     ...netboot('install'),
     ...netboot('rescue'),
     ':local',
+    // A script that chained this one sees the exit as a failed chain: writ-answer tells it to exit too
+    // (efi-image/src/ipxe.ts, the boot.ipxe writ image ipxe writes, does).
+    'set writ-answer local',
     'echo Writ: booting from the local disk: handing the machine back to the firmware (its next boot entry)',
     'exit 1',
     ':shell',
@@ -200,9 +207,11 @@ export function ipxeAnswerScript(o: { mac: string; answer: MachineAnswer; image:
  * its inventory lists (reinstall/install: install; rescue: rescue; unrescue: local). Returns what was set.
  */
 export async function bootAnswerAfterAction(db: Queryable, node: NodeRecord, action: string): Promise<{ boot?: { answer: BootAnswer; macs: string[] } }> {
+  const macs = macsOf(node.inventory);
+  // An accept (of a failed node, say), a reject or a retire cancels a reinstall or rescue still pending.
+  if (CLEARING_ACTIONS.has(action)) await clearBootAnswers(db, node.id, macs);
   const answer = ACTION_ANSWERS[action];
   if (!answer) return {};
-  const macs = macsOf(node.inventory);
   for (const mac of macs) await setBootAnswer(db, mac, answer, node.id, `operator:${action}`);
   return { boot: { answer, macs } };
 }
@@ -229,6 +238,24 @@ export async function settleInstallBoot(db: Queryable, nodes: NodeRegistry, node
   });
 }
 
+/**
+ * The machine fetched the install boot an operator ordered: its node becomes `installing`. A node that failed
+ * after the order (its runner went silent while the machine rebooted into it, past the unreachable window)
+ * resumes the order the ledger still holds — the operator's install, recorded with the operator as actor —
+ * instead of leaving a machine that reinstalls at every boot attached to a failed node.
+ */
+async function installStarted(nodes: NodeRegistry, row: BootAnswerRow, mac: string): Promise<void> {
+  let n = await nodes.getNode(row.nodeId!);
+  if (!n) return;
+  if (n.state === 'failed' && row.setBy.startsWith('operator:') && n.stateSince >= row.setAt) {
+    const ordered = `${row.setBy.slice('operator:'.length)} ordered at ${new Date(row.setAt).toISOString()}`;
+    n = await nodes.apply(n.id, 'install', { actor: row.setBy, reason: `the ${ordered} resumes: the machine fetched its install boot after it had failed (${n.reason ?? 'no reason recorded'})`, byOperator: true });
+  }
+  if (n.state === 'install-pending' || n.state === 'reprovisioning') {
+    await nodes.apply(n.id, 'install-started', { actor: `ipxe:${mac}`, reason: 'the machine fetched its install boot (iPXE)', byOperator: false });
+  }
+}
+
 export function registerBootRoutes(app: FastifyInstance, db: Queryable, nodes: NodeRegistry | undefined): void {
   const security: never[] = [];
   app.get('/boot/ipxe', {
@@ -244,13 +271,8 @@ export function registerBootRoutes(app: FastifyInstance, db: Queryable, nodes: N
     const dir = bootImageDir();
     const image = answer.answer !== 'local' ? await configuredImage() : dir ? await loadBootImage(dir).catch(() => null) : null;
     // Serving the install answer of a node an operator ordered (re)installed is the install starting.
-    const owner = answer.answer === 'install' ? answer.row?.nodeId : null;
-    if (owner && nodes) {
-      const n = await nodes.getNode(owner);
-      if (n && (n.state === 'install-pending' || n.state === 'reprovisioning')) {
-        await nodes.apply(owner, 'install-started', { actor: `ipxe:${mac}`, reason: 'the machine fetched its install boot (iPXE)', byOperator: false }).catch((e: unknown) => req.log.warn({ node: owner, err: (e as Error).message }, 'install-started refused'));
-      }
-    }
+    const row = answer.answer === 'install' ? answer.row : null;
+    if (row?.nodeId && nodes) await installStarted(nodes, row, mac).catch((e: unknown) => req.log.warn({ node: row.nodeId, err: (e as Error).message }, 'install-started refused'));
     return reply.header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store').send(ipxeAnswerScript({ mac, answer, image }));
   });
   for (const [route, which] of [['/boot/vmlinuz', 'kernel'], ['/boot/initramfs.img', 'initramfs']] as const) {

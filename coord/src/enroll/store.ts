@@ -218,6 +218,12 @@ export async function listBootAnswers(db: Queryable, macs: readonly string[]): P
   return (await db.query<BootAnswerDbRow>('SELECT * FROM boot_answers WHERE mac = ANY($1::text[]) ORDER BY mac', [macs.map((m) => m.toLowerCase())])).map(bootRowOf);
 }
 
+/** Forgets the answers set for this node on these MACs (the machine's default applies again). */
+export async function clearBootAnswers(db: Queryable, nodeId: string, macs: readonly string[]): Promise<number> {
+  if (macs.length === 0) return 0;
+  return (await db.query('DELETE FROM boot_answers WHERE node_id = $1 AND mac = ANY($2::text[]) RETURNING mac', [nodeId, macs.map((m) => m.toLowerCase())])).length;
+}
+
 /**
  * The nodes (retired ones left out) whose inventory lists a NIC with this MAC, by JSON containment on the
  * inventory the node signed at registration.
