@@ -18,6 +18,7 @@ import { HostController } from './hosts/controller.ts';
 import { SupervisorFederation, type PinnedSupervisor } from './federation/registry.ts';
 import { HttpSupervisorClient, type SupervisorClient } from './supervisor-client.ts';
 import type { DispatchItem } from '@writ/supervisor';
+import { isStoredStep, sendableEnvelope } from './flows/stored-step.ts';
 
 
 export interface CoordOptions {
@@ -352,8 +353,9 @@ export class CoordService {
    * may report before the enqueue call returns, and its events are accepted only for the node the coord
    * recorded. Permanent refusals end the job; transient ones leave it for the next reconcile.
    */
-  private async dispatch(jobId: string, raw: string): Promise<TransitionedJob | null> {
+  private async dispatch(jobId: string, stored: string): Promise<TransitionedJob | null> {
     try {
+      const raw = await this.sendable(stored);
       // A job envelope, or a flow step's bundle: a step runs on the node its flow assigned it.
       const opened = openJobText(raw, { keys: this.keySets.ring, ...(this.opts.maxEnvelopeBytes ? { maxBytes: this.opts.maxEnvelopeBytes } : {}) });
       const job = opened.job;
@@ -543,7 +545,8 @@ export class CoordService {
    */
   private async enqueueRetries(retries: readonly Retry[]): Promise<void> {
     try {
-      await this.dispatchToSupervisor(retries.map((r) => ({ jobId: r.jobId, node: r.node, envelope: r.envelope, attempt: r.attempt, delayMs: this.retryDelayMs(r.attempt, r.envelope) })));
+      const items = await Promise.all(retries.map(async (r) => ({ ...r, envelope: await this.sendable(r.envelope) })));
+      await this.dispatchToSupervisor(items.map((r) => ({ jobId: r.jobId, node: r.node, envelope: r.envelope, attempt: r.attempt, delayMs: this.retryDelayMs(r.attempt, r.envelope) })));
     } catch (e) {
       this.log.warn({ jobs: retries.length, err: (e as Error).message, code: errorCodeOf(e) }, 'enqueueing retries failed; the reconciler will dispatch them');
     }
@@ -568,8 +571,26 @@ export class CoordService {
    * Hands attempts to a healthy supervisor of each node's pool (federation/registry.ts: failover to the pool's
    * other supervisors, the key set handed again to one that lost it).
    */
-  private dispatchToSupervisor(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
-    return this.federation.dispatchMany(items, (node) => this.nodes.poolOf(node));
+  private async dispatchToSupervisor(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
+    const sendable = await Promise.all(items.map(async (it) => (isStoredStep(it.envelope) ? { ...it, envelope: await this.sendable(it.envelope) } : it)));
+    return this.federation.dispatchMany(sendable, (node) => this.nodes.poolOf(node));
+  }
+
+  /** Signed flows by the sha256 of their envelope text, for the step rows that name them (flows/stored-step.ts). */
+  private readonly flowEnvelopes = new Map<string, string>();
+
+  /** A job row's envelope text as a supervisor takes it: a stored flow step gets its signed flow back. */
+  private sendable(raw: string): Promise<string> {
+    return sendableEnvelope(raw, async (sha) => {
+      let env = this.flowEnvelopes.get(sha);
+      if (env === undefined) {
+        [env] = (await this.ledger.db.query<{ envelope: string }>('SELECT envelope FROM flows WHERE envelope_sha256 = $1 LIMIT 1', [sha])).map((r) => r.envelope);
+        if (env === undefined) return undefined;
+        if (this.flowEnvelopes.size >= 64) this.flowEnvelopes.delete(this.flowEnvelopes.keys().next().value!);
+        this.flowEnvelopes.set(sha, env);
+      }
+      return env;
+    });
   }
 
   /** Puts the current attempt of a job back on its queue (it was lost before any runner reported it). */

@@ -21,6 +21,7 @@ import {
   appendFlowEventsIn, getFlow, insertFlowIn, lockFlowHead, insertStepJobsIn, listStepJobs, listSteps, runningFlowIds, setFlowIn, setStepIn, touchFlowIn,
   type FlowEvent, type FlowRecord, type StepJobRecord, type StepRecord,
 } from './store.ts';
+import { storedStepText } from './stored-step.ts';
 
 export interface FlowLogger {
   info(obj: object, msg?: string): void;
@@ -57,8 +58,10 @@ export interface SubmitFlowResult {
 }
 
 interface OpenedFlow {
-  /** The flow envelope as signed (every step job carries it). */
+  /** The flow envelope as signed (every step bundle sent to a supervisor carries it). */
   envelope: string;
+  /** sha256 of `envelope`: what a step's job row stores in its place (stored-step.ts). */
+  envelopeSha256: string;
   flow: FlowPayload;
   signers: TrustedKey[];
   order: string[];
@@ -84,7 +87,7 @@ export class FlowEngine {
     if (hit) return hit;
     const v = verifyEnvelope(f.envelope, { payloadType: PAYLOAD_TYPES.flow, keys: this.opts.keySets.ring, maxBytes: MAX_FLOW_ENVELOPE_BYTES });
     const flow = parseFlowPayload(v.payload);
-    const o: OpenedFlow = { envelope: f.envelope, flow, signers: v.signers, order: topoOrder(flow), byName: new Map(flow.steps.map((s) => [s.name, s])) };
+    const o: OpenedFlow = { envelope: f.envelope, envelopeSha256: f.envelopeSha256, flow, signers: v.signers, order: topoOrder(flow), byName: new Map(flow.steps.map((s) => [s.name, s])) };
     if (this.opened.size >= 1000) this.opened.delete(this.opened.keys().next().value!);
     this.opened.set(key, o);
     return o;
@@ -304,12 +307,15 @@ export class FlowEngine {
       evidence.push({ step: j.step, node: j.node, publicKey, result: j.stepResult! });
     }
     const items: Admission[] = [];
+    const bundles: string[] = [];
     for (const node of nodes) {
-      const bundle = encodeStepBundle({ flow: o.envelope, step: def.name, node, evidence });
+      // Sent with the whole signed flow; stored with the flow named by its hash (stored-step.ts).
+      bundles.push(encodeStepBundle({ flow: o.envelope, step: def.name, node, evidence }));
+      const stored = storedStepText({ flowEnvelopeSha256: o.envelopeSha256, step: def.name, node, evidence });
       const id = stepJobId(o.flow.id, def.name, def.each ? node : null);
       const view = workable.find((n) => n.id === node);
       const base = {
-        id, envelope: bundle, envelopeSha256: sha256Hex(bundle), signerKeyids: o.signers.map((s) => s.keyid), target: def.target, caps: def.caps,
+        id, envelope: stored, envelopeSha256: sha256Hex(stored), signerKeyids: o.signers.map((s) => s.keyid), target: def.target, caps: def.caps,
         exp: new Date(o.flow.exp * 1000), maxAttempts: (def.retries?.max ?? 0) + 1,
       };
       if (!view) {
@@ -334,7 +340,7 @@ export class FlowEngine {
       rows.push({ jobId: it.id, flowId: o.flow.id, step: def.name, node });
       const status = 'error' in out ? 'failed' : out.status;
       records.push({ jobId: it.id, step: def.name, node, stepResult: null, status, attempts: it.status === 'queued' ? 1 : 0, errorCode: it.errorCode ?? null, errorMessage: it.errorMessage ?? null });
-      if ('created' in out && out.created && it.status === 'queued') dispatch.push({ jobId: it.id, node, envelope: it.envelope, attempt: 1 });
+      if ('created' in out && out.created && it.status === 'queued') dispatch.push({ jobId: it.id, node, envelope: bundles[i]!, attempt: 1 });
     });
     await insertStepJobsIn(tx, rows);
     return { records, dispatch };
