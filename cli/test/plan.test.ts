@@ -207,7 +207,7 @@ describe('writ plan', () => {
     expect(doc.result).toBeUndefined();
   }, TIMEOUT);
 
-  it('--config: a call of a SAL area the node does not configure fails with HOST_CALL_DENIED, as on that node', async () => {
+  it('--config: a call of a SAL area the node does not configure fails with HOST_CALL_DENIED, a link outside its net prefix with PATH_ESCAPE, as on that node', async () => {
     const config = { labels: { rack: 'r1' }, sal: { btrfs: { mount: '/var/lib/writ-plan-test/pool', imageDir: '/var/lib/writ-plan-test/images' } } };
     const file = await fixture('node.json', config);
     // The runner with that node's host table.
@@ -232,6 +232,25 @@ describe('writ plan', () => {
     expect(doc.error).toMatchObject({ code: runnerError.code, message: runnerError.message });
     expect(doc.error.message).toBe('capability "net.bridge.ensure" is not available on this node');
     expect(doc.config).toBe(file);
+
+    // With the net area and its prefix "wr", the bridge name is checked by the net SAL's own check, as on the node.
+    const withNet = { sal: { ...config.sal, net: { prefix: 'wr' } } };
+    const netBroker = new HostBroker(parseNodeConfig(JSON.stringify(withNet), 'node-net.json').hostTable);
+    const netPool = new SandboxPool({ size: 1, hostCall: (job, name, args) => netBroker.call(job, name, args) });
+    let netError: { code: string; message: string };
+    try {
+      const source = 'export default async function (a, ctx) { await ctx.sal.net.bridge.ensure({ name: "wplanbr0" }); }\n';
+      const outcome = await netPool.run({ jobId: 'runner-side', attempt: 1, source, args: null, caps: ['net.bridge.ensure'], limits: { timeoutMs: 20_000, memoryMiB: 64 } });
+      netError = outcome.ok ? { code: '', message: '' } : outcome.error;
+    } finally {
+      await netPool.close();
+    }
+    expect(netError.code).toBe('PATH_ESCAPE');
+    const netPlan = JSON.parse((await writIn(['plan', DEPLOY_VM, '--args', JSON.stringify(DEPLOY_ARGS), '--config', await fixture('node-net.json', withNet), '--json'])).out);
+    expect(netPlan.error).toMatchObject({ code: netError.code, message: netError.message });
+    expect(netPlan.effects.map((e: { capability: string }) => e.capability)).toEqual(['btrfs.disk.clone', 'net.bridge.ensure']);
+    expect(netPlan.effects[1].error).toMatchObject({ code: 'PATH_ESCAPE' });
+    expect(existsSync('/sys/class/net/wplanbr0')).toBe(false);
 
     const bad = await fixture('bad-node.json', { sal: { foo: {} } });
     const refused = await writIn(['plan', HELLO, '--config', bad]);

@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import { CAPABILITIES, WritError, isEffect, isErrorCode, parseStrictJson, toErrorJSON, type ErrorCode, type ErrorJSON, type JsonValue } from '@writ/protocol';
 import {
-  DEFAULT_CLONE_DIR, DEFAULT_DISK_FILE, normalizeVmSpec,
-  type NormalizedVmSpec, type VmManager, type addAddress, type addRoute, type cloneDisk, type createSubvolume, type deleteAddress, type deleteBridge,
+  DEFAULT_CLONE_DIR, DEFAULT_DISK_FILE, checkLinkName, checkNetnsName, netConfig, normalizeVmSpec,
+  type NetConfig, type NormalizedVmSpec, type VmManager, type addAddress, type addRoute, type cloneDisk, type createSubvolume, type deleteAddress, type deleteBridge,
   type deleteNetns, type deleteRoute, type deleteSubvolume, type deleteTap, type deleteVeth, type ensureBridge, type ensureNetns, type ensureTap,
   type ensureVeth, type execInNetns, type formatPool, type limitQgroup, type listLinks, type listNetns, type listRoutes, type listSubvolumes, type mountPool,
   type myceliumAddPeer, type myceliumInfo, type myceliumPeers, type myceliumRemovePeer, type myceliumRoutes, type myceliumStart, type myceliumStop,
@@ -15,6 +15,7 @@ import {
   type poolUsage, type receiveSubvolume, type sendSubvolume, type setLink, type showQgroups, type showSubvolume, type snapshotSubvolume, type unmountPool,
 } from '@writ/sal';
 import { HostBroker, defaultHostTable, type HostFunction, type HostTable } from './broker.ts';
+import type { SalHostConfig } from './sal-table.ts';
 import { checkShape } from './sandbox/boundary.ts';
 import { SandboxPool } from './sandbox/pool.ts';
 import { DEFAULT_BOUNDARY_LIMITS, type HostCallJob, type LogLevel, type SandboxLimits } from './sandbox/types.ts';
@@ -76,6 +77,11 @@ export interface PlanOptions {
    * any other fails with HOST_CALL_DENIED as on that node. Default: every capability.
    */
   available?: ReadonlySet<string>;
+  /**
+   * The node's SAL configuration (its config file's `sal`): with a net area, link and namespace names are
+   * checked against its prefix by the net SAL's own checks, as on that node.
+   */
+  salConfig?: SalHostConfig;
   /** Host calls recorded before the plan stops the script (default 10 000): a loop that never ends here would flood the list. */
   maxCalls?: number;
 }
@@ -405,6 +411,49 @@ const PLANNED_TYPED: Planned = {
   'nix.switch': (a) => ({ changed: true, path: str(a.path), generation: 1, previous: null, activationMs: 0, healthMs: 0 }),
 };
 
+/**
+ * The net SAL's name checks (sal/src/net: checkLinkName, checkNetnsName), made as its operations make them
+ * before running `ip`: a host link outside the node's prefix is PATH_ESCAPE there, and here with --config.
+ */
+const NET_CHECKS: Readonly<Record<string, (config: NetConfig, a: Args) => void>> = (() => {
+  const ns = (c: NetConfig, v: JsonValue | undefined): string | undefined => (v === undefined ? undefined : checkNetnsName(c, v));
+  const link = (c: NetConfig, a: Args): void => void checkLinkName(c, a.name, ns(c, a.netns));
+  const dev = (c: NetConfig, a: Args): void => void checkLinkName(c, a.dev, ns(c, a.netns), 'dev');
+  const namespace = (c: NetConfig, a: Args): void => void checkNetnsName(c, a.name, 'name');
+  const listIn = (c: NetConfig, a: Args): void => void ns(c, a.netns);
+  return {
+    'net.bridge.ensure': link,
+    'net.bridge.delete': link,
+    'net.tap.delete': link,
+    'net.veth.delete': link,
+    'net.tap.ensure': (c, a) => {
+      const n = ns(c, a.netns);
+      checkLinkName(c, a.name, n);
+      if (a.bridge !== undefined) checkLinkName(c, a.bridge, n, 'bridge');
+    },
+    'net.veth.ensure': (c, a) => {
+      const n = ns(c, a.netns);
+      const peerNs = a.peerNetns === undefined ? n : ns(c, a.peerNetns);
+      checkLinkName(c, a.name, n);
+      checkLinkName(c, a.peer, peerNs, 'peer');
+    },
+    'net.link.set': (c, a) => {
+      const n = ns(c, a.netns);
+      checkLinkName(c, a.name, n);
+      if (a.master !== undefined && a.master !== null) checkLinkName(c, a.master, n, 'master');
+    },
+    'net.netns.ensure': namespace,
+    'net.netns.delete': namespace,
+    'net.netns.exec': namespace,
+    'net.addr.add': dev,
+    'net.addr.delete': dev,
+    'net.route.add': dev,
+    'net.route.delete': dev,
+    'net.route.list': listIn,
+    'net.link.list': listIn,
+  };
+})();
+
 /** Placeholder answers by capability. Every capability the registry has is here (a test holds it to that). */
 export const PLANNED_ANSWERS: Readonly<Record<string, Answer>> = Object.freeze(PLANNED_TYPED as unknown as Record<string, Answer>);
 
@@ -416,8 +465,9 @@ function salName(capability: string): string {
  * The recording SAL: a host table with an entry for every capability in the registry. Each entry records the
  * call and answers it from the fixture, this machine (HOST_READS) or a planned placeholder; none has an effect.
  */
-function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTable, available: ReadonlySet<string> | undefined): HostTable {
+function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTable, available: ReadonlySet<string> | undefined, sal: SalHostConfig | undefined): HostTable {
   const world = new PlannedWorld();
+  const net = sal?.net ? netConfig(sal.net) : undefined;
   const used = new Map<string, number>();
   const table: HostTable = new Map();
   for (const [name, spec] of CAPABILITIES) {
@@ -429,15 +479,17 @@ function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTa
         const n = used.get(name) ?? 0;
         used.set(name, n + 1);
         const given = fixture[name];
-        if (given && 'error' in given) {
-          record.answerFrom = 'fixture';
-          record.error = { code: given.error.code, message: given.error.message, retryable: false, ...(given.error.details ? { details: given.error.details } : {}) };
-          throw new WritError(given.error.code, given.error.message, given.error.details);
-        }
         let answer: JsonValue | undefined;
-        if (given && 'answer' in given) answer = given.answer;
-        else if (given && 'answers' in given && n < given.answers.length) answer = given.answers[n];
         try {
+          // The SAL's own argument checks that need no node state come first, whatever then answers the call.
+          if (name === 'vm.create') normalizeVmSpec(args);
+          if (net) NET_CHECKS[name]?.(net, args as Args);
+          if (given && 'error' in given) {
+            record.answerFrom = 'fixture';
+            throw new WritError(given.error.code, given.error.message, given.error.details);
+          }
+          if (given && 'answer' in given) answer = given.answer;
+          else if (given && 'answers' in given && n < given.answers.length) answer = given.answers[n];
           if (answer !== undefined) {
             record.answerFrom = 'fixture';
           } else if (HOST_READS.has(name) && real.has(name)) {
@@ -448,7 +500,7 @@ function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTa
             answer = planned ? planned(args as Args, world) : null;
           }
         } catch (e) {
-          // A refusal of the SAL's own checks (vm.create's spec), or of this host: listed, and the script sees it.
+          // A refusal by the SAL's checks, the fixture's error, or this host's failure: listed, and the script sees it.
           record.error = toErrorJSON(e, true);
           throw e;
         }
@@ -469,7 +521,7 @@ export async function planScript(opts: PlanOptions): Promise<Plan> {
   const calls: PlannedCall[] = [];
   const logs: PlanLogLine[] = [];
   const caps = opts.caps ? [...opts.caps] : [...CAPABILITIES.keys()];
-  const recording = recordingTable(calls, opts.fixture ?? {}, opts.hostTable ?? defaultHostTable(), opts.available);
+  const recording = recordingTable(calls, opts.fixture ?? {}, opts.hostTable ?? defaultHostTable(), opts.available, opts.salConfig);
   const broker = new HostBroker(recording);
   const maxCalls = opts.maxCalls ?? DEFAULT_MAX_CALLS;
   const jobId = opts.jobId ?? 'plan';

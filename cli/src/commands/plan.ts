@@ -31,7 +31,8 @@ options:
   --fixture FILE      answers by capability: {"vm.info": {"answer": {…}}, "host.facts": {"answers": [{…}, …]},
                       "btrfs.disk.clone": {"error": {"code": "RESOURCE_NOT_FOUND", "message": "…"}}}
   --config FILE       a node's config file (as for writ runner --config): a call of a SAL area it does not
-                      configure fails with HOST_CALL_DENIED, as on that node
+                      configure fails with HOST_CALL_DENIED, and a link name outside its net prefix with
+                      PATH_ESCAPE, as on that node
   --target SPEC       node=ID or label=k=v, as for writ sign (checked and shown; the plan runs here)
   --id ID             ctx.job.id the script sees (default: plan)
   --timeout DURATION  script wall-clock limit (default 30s)
@@ -193,7 +194,7 @@ async function plan(argv: string[], io: Io): Promise<number> {
     args,
     ...(caps ? { caps } : {}),
     ...(fixture ? { fixture } : {}),
-    ...(node ? { available: new Set(node.hostTable.keys()) } : {}),
+    ...(node ? { available: new Set(node.hostTable.keys()), salConfig: node.sal } : {}),
     ...(signed ? { jobId: signed.job.id, limits: signed.job.limits, ...(signed.job.pins ? { pins: signed.job.pins } : {}) } : {
       ...(values.id ? { jobId: values.id } : {}),
       limits: { ...(timeoutMs ? { timeoutMs } : {}), ...(memory ? { memoryMiB: memory } : {}) },
