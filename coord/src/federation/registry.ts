@@ -7,17 +7,12 @@
 import {
   DEFAULT_POOL, KeyRing, MAX_REPORT_ENVELOPE_BYTES, PAYLOAD_TYPES, SUPERVISOR_HEARTBEAT_PATH, SUPERVISOR_MISSED_BEATS, WritError, errorCodeOf, parseEnvelope,
   parseSupervisorHeartbeat, toErrorJSON, trustKey, verifyEnvelope, type ErrorJSON, type HolderState, type KeySetHolder, type QueueState, type SupervisorHeartbeatAnswer,
-  type SupervisorView,
+  type SupervisorView, type Logger, silentLogger,
 } from '@writ/protocol';
 import type { DispatchItem } from '@writ/supervisor';
 import type { AuditInput, Ledger } from '../ledger/index.ts';
 import type { SupervisorClient } from '../supervisor-client.ts';
 import { SqlSupervisorStore, type SupervisorRecord } from './store.ts';
-
-export interface FederationLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-}
 
 export interface PinnedSupervisor {
   client: SupervisorClient;
@@ -42,7 +37,7 @@ export interface FederationOptions {
   maxSkewMs?: number;
   /** How often gone supervisors are marked and the ledger's rows are read again (default 1 s). */
   sweepEveryMs?: number;
-  logger?: FederationLogger;
+  logger?: Logger;
 }
 
 /** A supervisor that can take work: its client and the pools it serves. */
@@ -81,8 +76,8 @@ export class SupervisorFederation {
     this.pinnedRing = new KeyRing((opts.pinned?.keys ?? []).map((k) => trustKey(k)));
   }
 
-  private get log(): FederationLogger {
-    return this.opts.logger ?? { info() {}, warn() {} };
+  private get log(): Logger {
+    return this.opts.logger ?? silentLogger;
   }
 
   async start(): Promise<void> {
