@@ -7,7 +7,7 @@
 // HTTP and the node registers, accepted by a rule. Then `writ nodes reinstall` makes the next boot an install
 // again: the machine reboots into it, keeps its identity, and goes installing → installed → active while its
 // answer goes back to local, which the third boot follows (iPXE hands the machine back to the firmware, which
-// goes on to its next boot entry).
+// goes on to its next boot entry). A fourth boot, after `writ nodes rescue`, runs the image in rescue mode.
 import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
@@ -143,4 +143,26 @@ describe.skipIf(skipReason !== null)('iPXE boot path under QEMU + OVMF with Debi
     await m3.stop();
     expect((await node(nodeId)).state).toBe('active');
   }, 1_200_000);
+
+  it('writ nodes rescue: the next boot is the image in rescue mode; the node heartbeats in rescue and runs no runner; unrescue brings it back', async () => {
+    const r = await cli('nodes', 'rescue', nodeId);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain(`next iPXE boot of ${MAC}: rescue`);
+    const m = boot('ipxe-4');
+    await m.waitFor(new RegExp(`Writ: ${MAC} boots rescue \\(set by operator`), 300_000);
+    await m.waitFor(/writ-boot: init started at \S+ s \(boot mode rescue\)/, 300_000);
+    await m.waitFor(/writ-boot: rescue mode: registered and heartbeating, running no jobs/, 300_000);
+    // Heard from in rescue, and still in rescue: registering does not move it.
+    const heard = await until('a heartbeat from the rescue boot', async () => {
+      const n = await node(nodeId);
+      return n.lastHeartbeatAt && Date.parse(n.lastHeartbeatAt) > m.startedAt ? n : undefined;
+    }, 120_000);
+    expect(heard.state).toBe('rescue');
+    expect(m.output()).toMatch(/writ-boot: state partition \S+ mounted/);
+    expect(m.output()).not.toMatch(/formatting it|writ-boot: runner started/);
+    const back = await cli('nodes', 'unrescue', nodeId, '--json');
+    expect(back.code, back.err).toBe(0);
+    expect(JSON.parse(back.out)).toMatchObject({ state: 'active', boot: { answer: 'local', macs: [MAC] } });
+    await m.stop();
+  }, 900_000);
 });
