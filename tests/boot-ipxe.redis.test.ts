@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAYLOAD_TYPES, b64url, type NodeInventory } from '@writ/protocol';
 import { NodeAgent, loadNodeIdentity } from '@writ/runner';
 import { runCli } from '@writ/cli';
-import { bootCmdline, parseBootCmdline } from '../efi-image/src/boot-config.ts';
+import { bootCmdline, bootModeOf, parseBootCmdline } from '../efi-image/src/boot-config.ts';
 import { ipxeChainScript } from '../efi-image/src/ipxe.ts';
 import { until } from './helpers/processes.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
@@ -109,9 +109,10 @@ describe('GET /boot/ipxe (no token)', () => {
     // The node reads these words the way the image's own parser does: same config, and the boot mode.
     const words = kernels.install!;
     expect(words.startsWith('initrd=initramfs.img ')).toBe(true);
-    const parsed = parseBootCmdline(words);
-    expect(parsed).toMatchObject({ coordUrl: s.url, token, mode: 'install' });
-    expect(parseBootCmdline(kernels.rescue!).mode).toBe('rescue');
+    expect(parseBootCmdline(words)).toMatchObject({ coordUrl: s.url, token });
+    expect(bootModeOf(words)).toBe('install');
+    expect(bootModeOf(kernels.rescue!)).toBe('rescue');
+    expect(bootModeOf(cmdline)).toBe('normal');
     expect(r.text).toContain('initrd /boot/initramfs.img || goto failed');
     // The other spellings of a MAC iPXE can send (hyphens, no separators, upper case, %-encoded colons).
     for (const q of ['52-54-00-B0-07-01', '525400B00701', encodeURIComponent(MAC_NEW)]) {
@@ -229,7 +230,7 @@ describe('reinstall and rescue set the next iPXE boot; the lifecycle records it'
     expect(r.out).toContain(`next iPXE boot of ${MAC_A}, ${MAC_A2}: rescue`);
     const script = parseScript((await boot(`?mac=${MAC_A}`)).text);
     expect(script.answer).toBe('rescue');
-    expect(parseBootCmdline(script.kernels.rescue!).mode).toBe('rescue');
+    expect(bootModeOf(script.kernels.rescue!)).toBe('rescue');
     // The machine boots into rescue and its agent registers: still rescue, and so is its next boot.
     expect((await agent.register()).state).toBe('rescue');
     expect(parseScript((await boot(`?mac=${MAC_A}`)).text).answer).toBe('rescue');

@@ -58,7 +58,7 @@ export function checkBootConfig(c: BootConfig): void {
 }
 
 /** Reads the `writ.*` words of a kernel command line (as in /proc/cmdline). */
-export function parseBootCmdline(cmdline: string): BootConfig & { mode: BootMode } {
+export function parseBootCmdline(cmdline: string): BootConfig {
   const words = new Map<string, string>();
   for (const w of cmdline.trim().split(/\s+/)) {
     const i = w.indexOf('=');
@@ -74,9 +74,15 @@ export function parseBootCmdline(cmdline: string): BootConfig & { mode: BootMode
     adminThreshold: Number(words.get(KEYS.adminThreshold) ?? '1'),
   };
   checkBootConfig(c);
-  const mode = (words.get(KEYS.mode) ?? 'normal') as BootMode;
+  return c;
+}
+
+/** How this boot came about, from the `writ.boot=` word of a kernel command line (`normal` without one). */
+export function bootModeOf(cmdline: string): BootMode {
+  const words = cmdline.trim().split(/\s+/).filter((w) => w.startsWith(`${KEYS.mode}=`));
+  const mode = (words.at(-1)?.slice(KEYS.mode.length + 1) ?? 'normal') as BootMode;
   if (!BOOT_MODES.includes(mode)) bad(`${KEYS.mode}=${mode}: expected one of ${BOOT_MODES.join(', ')}`);
-  return { ...c, mode };
+  return mode;
 }
 
 /** The key refs the runner pins, from the boot config's admin keys. */

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { NodeAgent, Runner, collectInventory, loadNodeIdentity, nodeHealth } from '@writ/runner';
 import type { JsonValue, RegistrationAnswer } from '@writ/protocol';
-import { adminKeyRefs, parseBootCmdline } from './boot-config.ts';
+import { adminKeyRefs, bootModeOf, parseBootCmdline } from './boot-config.ts';
 
 const log = (level: string, msg: string, obj: object = {}) => process.stdout.write(`${JSON.stringify({ level, t: new Date().toISOString(), msg, ...obj })}\n`);
 const logger = { info: (o: object, m?: string) => log('info', m ?? '', o), warn: (o: object, m?: string) => log('warn', m ?? '', o), error: (o: object, m?: string) => log('error', m ?? '', o), debug: () => {} };
@@ -26,7 +26,8 @@ async function nodeIdFor(stateDir: string): Promise<string> {
 
 async function main(): Promise<void> {
   const t0 = process.uptime();
-  const boot = parseBootCmdline(await readFile('/proc/cmdline', 'utf8'));
+  const cmdline = await readFile('/proc/cmdline', 'utf8');
+  const boot = { ...parseBootCmdline(cmdline), mode: bootModeOf(cmdline) };
   const stateDir = process.env.WRIT_STATE_DIR ?? '/var/lib/writ';
   const diskless = process.env.WRIT_DISKLESS === '1';
   const identity = await loadNodeIdentity(stateDir, await nodeIdFor(stateDir));
