@@ -14,7 +14,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { openLedger } from '@writ/coord';
 import { startEmbeddedRedis } from '@writ/cli';
-import { PAYLOAD_TYPES, b64url, bootstrapKeySet, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePrivateKeyFile, encodePublicKeyFile, generateKeyPair, signEnvelope } from '@writ/protocol';
+import {
+  PAYLOAD_TYPES,
+  b64url,
+  bootstrapKeySet,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  encodeKeySet,
+  encodePrivateKeyFile,
+  encodePublicKeyFile,
+  generateKeyPair,
+  signEnvelope,
+} from '@writ/protocol';
 import { startBalancer } from '../tests/helpers/balancer.ts';
 import { startTestPostgres } from '../tests/helpers/postgres.ts';
 import { freePort, killAllWrit, startWrit, until, type WritProcess } from '../tests/helpers/processes.ts';
@@ -66,39 +78,97 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
     await writeFile(path.join(dir, 'admin.key'), encodePrivateKeyFile(admin), { mode: 0o600 });
     await writeFile(path.join(dir, 'admin.pub'), encodePublicKeyFile(admin.publicKey));
     const token = `bench-${Math.random().toString(36).slice(2)}`;
-    const env = { WRIT_HOME: dir, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: `bench-sup-${Math.random().toString(36).slice(2)}`, DATABASE_URL: databaseUrl, WRIT_LOG_LEVEL: 'error' };
+    const env = {
+      WRIT_HOME: dir,
+      WRIT_TOKEN: token,
+      WRIT_SUPERVISOR_TOKEN: `bench-sup-${Math.random().toString(36).slice(2)}`,
+      DATABASE_URL: databaseUrl,
+      WRIT_LOG_LEVEL: 'error',
+    };
     const ports = [await freePort(), await freePort()].slice(0, coordCount);
     const supPort = await freePort();
     const front = await startBalancer('roundrobin', ports);
     balancers.push(front);
     const api = async (port: number, method: string, route: string, body?: string) => {
-      const r = await fetch(`http://127.0.0.1:${port}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}) });
+      const r = await fetch(`http://127.0.0.1:${port}${route}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        ...(body ? { body } : {}),
+      });
       const text = await r.text();
       return { status: r.status, body: text.startsWith('{') ? JSON.parse(text) : text };
     };
     const adminPub = path.join(dir, 'admin.pub');
-    const sup = await startWrit(['supervisor', '--coord', front.url, '--redis', redis.url, '--listen', `127.0.0.1:${supPort}`, '--state', path.join(dir, 'sup'), '--admin-key', adminPub], env);
-    const coord = (port: number, i: number) => startWrit(['coord', '--supervisor', `http://127.0.0.1:${supPort}`, '--supervisor-key', String(sup.ready.publicKeyFile), '--listen', `127.0.0.1:${port}`,
-      '--state', path.join(dir, `coord-${i}`), '--admin-key', adminPub], env);
+    const sup = await startWrit(
+      ['supervisor', '--coord', front.url, '--redis', redis.url, '--listen', `127.0.0.1:${supPort}`, '--state', path.join(dir, 'sup'), '--admin-key', adminPub],
+      env,
+    );
+    const coord = (port: number, i: number) =>
+      startWrit(
+        [
+          'coord',
+          '--supervisor',
+          `http://127.0.0.1:${supPort}`,
+          '--supervisor-key',
+          String(sup.ready.publicKeyFile),
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--state',
+          path.join(dir, `coord-${i}`),
+          '--admin-key',
+          adminPub,
+        ],
+        env,
+      );
     const coords: WritProcess[] = [await coord(ports[0]!, 0)];
     const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
     await api(ports[0]!, 'POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
-    await startWrit(['runner', '--node', 'bench-1', '--coord', front.url, '--redis', redis.url, '--admin-key', adminPub, '--state', path.join(dir, 'runner'), '--heartbeat-ms', '1000', '--concurrency', '8'], env);
-    await until('the node registering', async () => ((await api(ports[0]!, 'GET', '/v1/nodes/bench-1')).body?.state === 'inspected' ? true : undefined), 60_000);
+    await startWrit(
+      [
+        'runner',
+        '--node',
+        'bench-1',
+        '--coord',
+        front.url,
+        '--redis',
+        redis.url,
+        '--admin-key',
+        adminPub,
+        '--state',
+        path.join(dir, 'runner'),
+        '--heartbeat-ms',
+        '1000',
+        '--concurrency',
+        '8',
+      ],
+      env,
+    );
+    await until(
+      'the node registering',
+      async () => ((await api(ports[0]!, 'GET', '/v1/nodes/bench-1')).body?.state === 'inspected' ? true : undefined),
+      60_000,
+    );
     await api(ports[0]!, 'POST', '/v1/nodes/bench-1/accept', JSON.stringify({ reason: 'bench' }));
     await until('the node active', async () => ((await api(ports[0]!, 'GET', '/v1/nodes/bench-1')).body?.state === 'active' ? true : undefined), 60_000);
     // The second coord joins once the node is known (it reads the nodes from the ledger at start).
     if (coordCount === 2) coords.push(await coord(ports[1]!, 1));
-    const envelopes = Array.from({ length: jobs }, () => encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(buildJobPayload({ source: NOOP, target: { node: 'bench-1' }, aud: 'writ-dev', ttlS: 3600 })), [admin])));
+    const envelopes = Array.from({ length: jobs }, () =>
+      encodeEnvelope(
+        signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(buildJobPayload({ source: NOOP, target: { node: 'bench-1' }, aud: 'writ-dev', ttlS: 3600 })), [admin]),
+      ),
+    );
     // A warm-up job through each coord, so start-up work is not counted.
     for (const p of ports) {
-      const w = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(buildJobPayload({ source: NOOP, target: { node: 'bench-1' }, aud: 'writ-dev' })), [admin]));
+      const w = encodeEnvelope(
+        signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(buildJobPayload({ source: NOOP, target: { node: 'bench-1' }, aud: 'writ-dev' })), [admin]),
+      );
       const id = (await api(p, 'POST', '/v1/jobs', w)).body.id as string;
       await until('the warm-up job', async () => ((await api(p, 'GET', `/v1/jobs/${id}`)).body?.status === 'succeeded' ? true : undefined), 60_000);
     }
     const ledger = await openLedger({ databaseUrl });
     try {
-      const finishedCount = async () => Number((await ledger.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('succeeded', 'failed', 'refused')`))[0]!.n);
+      const finishedCount = async () =>
+        Number((await ledger.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('succeeded', 'failed', 'refused')`))[0]!.n);
       const before = await finishedCount();
       const cpu0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
       const t0 = performance.now();
@@ -106,22 +176,33 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       const batches: string[][] = [];
       for (let i = 0; i < envelopes.length; i += 50) batches.push(envelopes.slice(i, i + 50));
       let next = 0;
-      await Promise.all(Array.from({ length: 4 }, async () => {
-        for (let b = next++; b < batches.length; b = next++) {
-          const r = await api(ports[b % ports.length]!, 'POST', '/v1/jobs:batch', JSON.stringify({ envelopes: batches[b]!.map((e) => JSON.parse(e)) }));
-          if (r.status !== 200) throw new Error(`a batch answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          for (let b = next++; b < batches.length; b = next++) {
+            const r = await api(ports[b % ports.length]!, 'POST', '/v1/jobs:batch', JSON.stringify({ envelopes: batches[b]!.map((e) => JSON.parse(e)) }));
+            if (r.status !== 200) throw new Error(`a batch answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
+          }
+        }),
+      );
       await until(`${jobs} jobs finished`, async () => ((await finishedCount()) >= before + jobs ? true : undefined), 600_000);
       const ms = performance.now() - t0;
       const cpu1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
       const cpuMsByCoord = cpu1.map((c, i) => c - cpu0[i]!);
-      const [twice] = await ledger.db.query<{ twice: number; failed: number }>(`SELECT count(*) FILTER (WHERE attempts > 1)::int AS twice, count(*) FILTER (WHERE status <> 'succeeded')::int AS failed FROM jobs`);
+      const [twice] = await ledger.db.query<{ twice: number; failed: number }>(
+        `SELECT count(*) FILTER (WHERE attempts > 1)::int AS twice, count(*) FILTER (WHERE status <> 'succeeded')::int AS failed FROM jobs`,
+      );
       const r: CoordsRun = {
-        coords: coordCount, jobs, ms: Math.round(ms), cpuMsPerJob: cpuMsByCoord.reduce((a, b) => a + b, 0) / jobs, cpuMsByCoord: cpuMsByCoord.map((c) => Math.round(c)),
-        drivenTwice: Number(twice!.twice), failed: Number(twice!.failed),
+        coords: coordCount,
+        jobs,
+        ms: Math.round(ms),
+        cpuMsPerJob: cpuMsByCoord.reduce((a, b) => a + b, 0) / jobs,
+        cpuMsByCoord: cpuMsByCoord.map((c) => Math.round(c)),
+        drivenTwice: Number(twice!.twice),
+        failed: Number(twice!.failed),
       };
-      log(`${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}`);
+      log(
+        `${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}`,
+      );
       return r;
     } finally {
       await ledger.close();
@@ -142,17 +223,34 @@ export async function benchCoords(opts: { jobs?: number; log?: (m: string) => vo
   const load0 = os.loadavg()[0]!;
   const one = await run(1, jobs, log);
   const two = await run(2, jobs, log);
-  return { one, two, twoCoordsCpuPerJobRatio: two.cpuMsPerJob / one.cpuMsPerJob, drivenTwice: one.drivenTwice + two.drivenTwice, load: [load0, os.loadavg()[0]!] };
+  return {
+    one,
+    two,
+    twoCoordsCpuPerJobRatio: two.cpuMsPerJob / one.cpuMsPerJob,
+    drivenTwice: one.drivenTwice + two.drivenTwice,
+    load: [load0, os.loadavg()[0]!],
+  };
 }
 
 /** What `npm run bench -- flows` (bench/flows.ts) asks for: the coords' CPU per job with one and with two coords. */
-export async function measureCoords(opts: { jobs?: number } = {}): Promise<{ one_coord_cpu_ms_per_job: number; two_coords_cpu_ms_per_job: number; driven_twice: number }> {
+export async function measureCoords(
+  opts: { jobs?: number } = {},
+): Promise<{ one_coord_cpu_ms_per_job: number; two_coords_cpu_ms_per_job: number; driven_twice: number }> {
   const r = await benchCoords({ jobs: opts.jobs ?? 500 });
   return { one_coord_cpu_ms_per_job: r.one.cpuMsPerJob, two_coords_cpu_ms_per_job: r.two.cpuMsPerJob, driven_twice: r.drivenTwice };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const r = await benchCoords({ jobs: Number(process.argv[2] ?? 1000) });
-  console.log(JSON.stringify({ bench: 'coords', one_cpu_ms_per_job: +r.one.cpuMsPerJob.toFixed(3), two_cpu_ms_per_job: +r.two.cpuMsPerJob.toFixed(3), two_coords_cpu_per_job_ratio: +r.twoCoordsCpuPerJobRatio.toFixed(3), driven_twice: r.drivenTwice, load: r.load.map((l) => +l.toFixed(1)) }));
+  console.log(
+    JSON.stringify({
+      bench: 'coords',
+      one_cpu_ms_per_job: +r.one.cpuMsPerJob.toFixed(3),
+      two_cpu_ms_per_job: +r.two.cpuMsPerJob.toFixed(3),
+      two_coords_cpu_per_job_ratio: +r.twoCoordsCpuPerJobRatio.toFixed(3),
+      driven_twice: r.drivenTwice,
+      load: r.load.map((l) => +l.toFixed(1)),
+    }),
+  );
   process.exit(0);
 }

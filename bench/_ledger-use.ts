@@ -23,7 +23,7 @@ export function trackLedger(db: Db): { stop(): LedgerUse } {
   db.query = async <T>(sql: string, params?: readonly unknown[]) => {
     const t = performance.now();
     try {
-      return await query.call(db, sql, params) as T[];
+      return (await query.call(db, sql, params)) as T[];
     } finally {
       add(kindOf(sql), performance.now() - t);
     }
@@ -32,7 +32,9 @@ export function trackLedger(db: Db): { stop(): LedgerUse } {
     const t = performance.now();
     const kinds: string[] = [];
     try {
-      return await transaction.call(db, (tx) => fn({ query: (sql, params) => (kinds.push(kindOf(sql).slice(0, 20)), tx.query(sql, params)), exec: (script) => tx.exec(script) })) as T;
+      return (await transaction.call(db, (tx) =>
+        fn({ query: (sql, params) => (kinds.push(kindOf(sql).slice(0, 20)), tx.query(sql, params)), exec: (script) => tx.exec(script) }),
+      )) as T;
     } finally {
       add(`tx[${kinds.join('; ')}]`, performance.now() - t);
     }
@@ -51,4 +53,3 @@ export function printLedgerUse(use: LedgerUse): void {
     console.log(`  ledger: ${String(k.n).padStart(6)} x ${(k.ms / k.n).toFixed(2).padStart(6)} ms = ${(k.ms / 1000).toFixed(1).padStart(5)} s  ${kind}`);
   }
 }
-

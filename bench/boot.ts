@@ -19,19 +19,42 @@ const stack = await startStack({ admin, stateDir: path.join(work, 'stack'), node
 const hex = randomBytes(3).toString('hex');
 const mac = `52:54:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}`;
 const api = async (method: string, route: string, body?: unknown) => {
-  const res = await fetch(`${stack.url}${route}`, { method, headers: { authorization: `Bearer ${stack.token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
+  const res = await fetch(`${stack.url}${route}`, {
+    method,
+    headers: { authorization: `Bearer ${stack.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
   return (await res.json()) as any;
 };
 try {
-  const rule = await api('POST', '/v1/enroll/rules', { name: 'bench', match: { macs: [mac] }, assign: { class: 'bench', pool: null, labels: { bench: 'boot' }, hostname: null }, autoAccept: true, token: true });
+  const rule = await api('POST', '/v1/enroll/rules', {
+    name: 'bench',
+    match: { macs: [mac] },
+    assign: { class: 'bench', pool: null, labels: { bench: 'boot' }, hostname: null },
+    autoAccept: true,
+    token: true,
+  });
   const tb = Date.now();
   const manifest = await buildUsb({
     outDir: path.join(work, 'img'),
-    boot: { coordUrl: stack.url.replace('127.0.0.1', HOST_FROM_GUEST), redisUrl: stack.redisUrl.replace('127.0.0.1', HOST_FROM_GUEST), clusterId: stack.clusterId, token: rule.token, adminKeys: [b64url(admin.publicKey)], adminThreshold: 1 },
+    boot: {
+      coordUrl: stack.url.replace('127.0.0.1', HOST_FROM_GUEST),
+      redisUrl: stack.redisUrl.replace('127.0.0.1', HOST_FROM_GUEST),
+      clusterId: stack.clusterId,
+      token: rule.token,
+      adminKeys: [b64url(admin.publicKey)],
+      adminThreshold: 1,
+    },
     extraCmdline: 'console=ttyS0',
   });
   const buildS = (Date.now() - tb) / 1000;
-  const kernel = path.join('/boot', readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort().at(-1)!);
+  const kernel = path.join(
+    '/boot',
+    readdirSync('/boot')
+      .filter((f) => f.startsWith('vmlinuz-'))
+      .sort()
+      .at(-1)!,
+  );
   const accel = await pickAccel(kernel);
   const m = startMachine({ name: 'bench-boot', disks: [{ file: path.join(work, 'img/writ-usb.img'), serial: 'WRIT-BENCH' }], mac, accel, workDir: work });
   const at: Record<string, number> = {};
@@ -47,7 +70,14 @@ try {
     mark('runner', /writ-boot: runner started/),
   ]);
   await marks;
-  const job = buildJobPayload({ source: readFileSync(path.resolve(import.meta.dirname, '../scripts/examples/hello.js'), 'utf8'), target: { selector: { bench: 'boot' } }, caps: ['host.facts'], aud: stack.clusterId, args: { name: 'bench' } as never, limits: { timeoutMs: 60_000, memoryMiB: 64 } });
+  const job = buildJobPayload({
+    source: readFileSync(path.resolve(import.meta.dirname, '../scripts/examples/hello.js'), 'utf8'),
+    target: { selector: { bench: 'boot' } },
+    caps: ['host.facts'],
+    aud: stack.clusterId,
+    args: { name: 'bench' } as never,
+    limits: { timeoutMs: 60_000, memoryMiB: 64 },
+  });
   const env = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin]));
   await fetch(`${stack.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${stack.token}` }, body: env });
   for (;;) {
@@ -61,11 +91,35 @@ try {
   }
   await m.stop();
   const r = (x: number) => Math.round(x * 10) / 10;
-  const split = { firmware_s: r(at.kernel!), kernel_s: r(at.init! - at.kernel!), init_s: r(at.agent! - at.init!), node_start_s: r(at.node! - at.agent!), registration_s: r(at.registered! - at.node!), runner_start_s: r(at.runner! - at.registered!), first_job_s: r(at.firstJob - at.runner!) };
+  const split = {
+    firmware_s: r(at.kernel!),
+    kernel_s: r(at.init! - at.kernel!),
+    init_s: r(at.agent! - at.init!),
+    node_start_s: r(at.node! - at.agent!),
+    registration_s: r(at.registered! - at.node!),
+    runner_start_s: r(at.runner! - at.registered!),
+    first_job_s: r(at.firstJob - at.runner!),
+  };
   console.log(`accel ${accel}; image built in ${buildS.toFixed(1)} s`);
-  console.log(`UKI ${(manifest.artifacts.uki!.bytes / MiB).toFixed(1)} MiB, initramfs ${(manifest.artifacts.initramfs!.bytes / MiB).toFixed(1)} MiB, kernel ${(manifest.artifacts.kernel!.bytes / MiB).toFixed(1)} MiB`);
-  console.log(`power-on → kernel ${r(at.kernel!)} s → /init ${r(at.init!)} s → network ${r(at.network!)} s → state ${r(at.state!)} s → agent ${r(at.agent!)} s → node up ${r(at.node!)} s → registered ${r(at.registered!)} s → runner ${r(at.runner!)} s → first job ${r(at.firstJob)} s`);
-  console.log(JSON.stringify({ bench: 'boot', accel, boot_to_registered_s: r(at.registered!), boot_to_first_job_s: r(at.firstJob), uki_mib: r(manifest.artifacts.uki!.bytes / MiB), initramfs_mib: r(manifest.artifacts.initramfs!.bytes / MiB), build_s: r(buildS), split, load1: os.loadavg()[0] }));
+  console.log(
+    `UKI ${(manifest.artifacts.uki!.bytes / MiB).toFixed(1)} MiB, initramfs ${(manifest.artifacts.initramfs!.bytes / MiB).toFixed(1)} MiB, kernel ${(manifest.artifacts.kernel!.bytes / MiB).toFixed(1)} MiB`,
+  );
+  console.log(
+    `power-on → kernel ${r(at.kernel!)} s → /init ${r(at.init!)} s → network ${r(at.network!)} s → state ${r(at.state!)} s → agent ${r(at.agent!)} s → node up ${r(at.node!)} s → registered ${r(at.registered!)} s → runner ${r(at.runner!)} s → first job ${r(at.firstJob)} s`,
+  );
+  console.log(
+    JSON.stringify({
+      bench: 'boot',
+      accel,
+      boot_to_registered_s: r(at.registered!),
+      boot_to_first_job_s: r(at.firstJob),
+      uki_mib: r(manifest.artifacts.uki!.bytes / MiB),
+      initramfs_mib: r(manifest.artifacts.initramfs!.bytes / MiB),
+      build_s: r(buildS),
+      split,
+      load1: os.loadavg()[0],
+    }),
+  );
 } finally {
   await stack.stop();
   await rm(work, { recursive: true, force: true });

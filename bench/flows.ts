@@ -11,7 +11,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { startStack, type Stack } from '@writ/cli';
 import {
-  PAYLOAD_TYPES, b64url, buildJobPayload, encodeEnvelope, encodeFlowPayload, encodeJobPayload, generateKeyPair, signEnvelope, stepScript, type FlowPayload, type FlowStep, type KeyPair,
+  PAYLOAD_TYPES,
+  b64url,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeFlowPayload,
+  encodeJobPayload,
+  generateKeyPair,
+  signEnvelope,
+  stepScript,
+  type FlowPayload,
+  type FlowStep,
+  type KeyPair,
 } from '@writ/protocol';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -27,7 +38,11 @@ const cpuMs = () => {
 };
 
 async function post(stack: Stack, route: string, body: string): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(`${stack.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${stack.token}` }, body });
+  const res = await fetch(`${stack.url}${route}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${stack.token}` },
+    body,
+  });
   return { status: res.status, body: await res.json() };
 }
 
@@ -61,20 +76,31 @@ function watchFlow(stack: Stack, id: string): Promise<string> {
 
 async function runJobs(stack: Stack, admin: KeyPair, round: number): Promise<{ wallMs: number; cpuMs: number }> {
   const envs = Array.from({ length: N }, (_, i) => {
-    const job = buildJobPayload({ id: `jobs-${round}-${i}`, source: NOOP, target: { node: 'bench-1' }, aud: stack.clusterId, limits: { timeoutMs: 10_000, memoryMiB: 64 } });
+    const job = buildJobPayload({
+      id: `jobs-${round}-${i}`,
+      source: NOOP,
+      target: { node: 'bench-1' },
+      aud: stack.clusterId,
+      limits: { timeoutMs: 10_000, memoryMiB: 64 },
+    });
     return { id: job.id, raw: encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])) };
   });
-  const done = watchJobs(stack, envs.map((e) => e.id));
+  const done = watchJobs(
+    stack,
+    envs.map((e) => e.id),
+  );
   const c0 = cpuMs();
   const t0 = performance.now();
   let next = 0;
-  await Promise.all(Array.from({ length: 16 }, async () => {
-    while (next < envs.length) {
-      const e = envs[next++]!;
-      const r = await post(stack, '/v1/jobs', e.raw);
-      if (r.status >= 300) throw new Error(`job refused: ${JSON.stringify(r.body)}`);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next < envs.length) {
+        const e = envs[next++]!;
+        const r = await post(stack, '/v1/jobs', e.raw);
+        if (r.status >= 300) throw new Error(`job refused: ${JSON.stringify(r.body)}`);
+      }
+    }),
+  );
   await done;
   return { wallMs: performance.now() - t0, cpuMs: cpuMs() - c0 };
 }
@@ -84,13 +110,24 @@ async function runFlow(stack: Stack, admin: KeyPair, round: number): Promise<{ w
   for (let d = 0; d < DEEP; d++) {
     for (let w = 0; w < WIDE; w++) {
       steps.push({
-        name: `s${d}-${w}`, script: stepScript(NOOP), target: { node: 'bench-1' }, caps: [], limits: { timeoutMs: 10_000, memoryMiB: 64 },
+        name: `s${d}-${w}`,
+        script: stepScript(NOOP),
+        target: { node: 'bench-1' },
+        caps: [],
+        limits: { timeoutMs: 10_000, memoryMiB: 64 },
         depends: d === 0 ? [] : Array.from({ length: WIDE }, (_, k) => `s${d - 1}-${k}`),
       });
     }
   }
   const nowS = Math.floor(Date.now() / 1000);
-  const flow: FlowPayload = { id: `flow-${round}`, steps, aud: stack.clusterId, nonce: b64url(crypto.getRandomValues(new Uint8Array(16))), iat: nowS, exp: nowS + 3600 };
+  const flow: FlowPayload = {
+    id: `flow-${round}`,
+    steps,
+    aud: stack.clusterId,
+    nonce: b64url(crypto.getRandomValues(new Uint8Array(16))),
+    iat: nowS,
+    exp: nowS + 3600,
+  };
   const raw = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.flow, encodeFlowPayload(flow), [admin]));
   const done = watchFlow(stack, flow.id);
   const c0 = cpuMs();
@@ -117,7 +154,9 @@ async function main(): Promise<void> {
       const f = process.env.BENCH_ONLY === 'jobs' ? { wallMs: 0, cpuMs: 0 } : await runFlow(stack, admin, r);
       jobs.push(j);
       flows.push(f);
-      console.log(`round ${r + 1}/${ROUNDS}: ${N} jobs ${j.wallMs.toFixed(0)} ms wall, ${(j.cpuMs / N).toFixed(2)} ms CPU/job; flow of ${N} steps ${f.wallMs.toFixed(0)} ms wall, ${(f.cpuMs / N).toFixed(2)} ms CPU/step (load ${os.loadavg()[0]!.toFixed(1)})`);
+      console.log(
+        `round ${r + 1}/${ROUNDS}: ${N} jobs ${j.wallMs.toFixed(0)} ms wall, ${(j.cpuMs / N).toFixed(2)} ms CPU/job; flow of ${N} steps ${f.wallMs.toFixed(0)} ms wall, ${(f.cpuMs / N).toFixed(2)} ms CPU/step (load ${os.loadavg()[0]!.toFixed(1)})`,
+      );
     }
   } finally {
     await stack.stop();
@@ -128,23 +167,37 @@ async function main(): Promise<void> {
   let coords: { one_coord_cpu_ms_per_job: number; two_coords_cpu_ms_per_job: number; driven_twice: number } | null = null;
   const coordsBench = path.join(import.meta.dirname, '_coords.ts');
   if (existsSync(coordsBench)) {
-    const mod = (await import(coordsBench)) as { measureCoords?: () => Promise<{ one_coord_cpu_ms_per_job: number; two_coords_cpu_ms_per_job: number; driven_twice: number }> };
+    const mod = (await import(coordsBench)) as {
+      measureCoords?: () => Promise<{ one_coord_cpu_ms_per_job: number; two_coords_cpu_ms_per_job: number; driven_twice: number }>;
+    };
     if (mod.measureCoords) coords = await mod.measureCoords();
   }
   console.log(`jobs: ${jobCpu.toFixed(2)} ms CPU per job (median of ${ROUNDS}), ${median(jobs.map((j) => j.wallMs)).toFixed(0)} ms wall for ${N}`);
-  console.log(`flow: ${stepCpu.toFixed(2)} ms CPU per step, ${median(flows.map((f) => f.wallMs)).toFixed(0)} ms wall for ${N} steps in ${DEEP} layers of ${WIDE}`);
+  console.log(
+    `flow: ${stepCpu.toFixed(2)} ms CPU per step, ${median(flows.map((f) => f.wallMs)).toFixed(0)} ms wall for ${N} steps in ${DEEP} layers of ${WIDE}`,
+  );
   console.log(`a step costs ${(stepCpu / jobCpu).toFixed(2)}× a lone job (goal ≤ 1.2×)`);
-  if (coords) console.log(`coords: one ${coords.one_coord_cpu_ms_per_job.toFixed(2)} ms CPU/job, two ${coords.two_coords_cpu_ms_per_job.toFixed(2)} ms CPU/job (goal ≤ 1.1×); driven twice: ${coords.driven_twice}`);
+  if (coords)
+    console.log(
+      `coords: one ${coords.one_coord_cpu_ms_per_job.toFixed(2)} ms CPU/job, two ${coords.two_coords_cpu_ms_per_job.toFixed(2)} ms CPU/job (goal ≤ 1.1×); driven twice: ${coords.driven_twice}`,
+    );
   else console.log('coords: bench/_coords.ts is not there; two_coords_cpu_per_job_ratio is null');
-  console.log(JSON.stringify({
-    bench: 'flows', steps: N, rounds: ROUNDS,
-    job_cpu_ms: Number(jobCpu.toFixed(3)), step_cpu_ms: Number(stepCpu.toFixed(3)),
-    step_overhead_ms: Number((stepCpu - jobCpu).toFixed(3)), flow_vs_jobs_ratio: Number((stepCpu / jobCpu).toFixed(3)),
-    jobs_wall_ms: Math.round(median(jobs.map((j) => j.wallMs))), flow_wall_ms: Math.round(median(flows.map((f) => f.wallMs))),
-    two_coords_cpu_per_job_ratio: coords ? Number((coords.two_coords_cpu_ms_per_job / coords.one_coord_cpu_ms_per_job).toFixed(3)) : null,
-    driven_twice: coords?.driven_twice ?? null,
-    load1: Number(os.loadavg()[0]!.toFixed(2)),
-  }));
+  console.log(
+    JSON.stringify({
+      bench: 'flows',
+      steps: N,
+      rounds: ROUNDS,
+      job_cpu_ms: Number(jobCpu.toFixed(3)),
+      step_cpu_ms: Number(stepCpu.toFixed(3)),
+      step_overhead_ms: Number((stepCpu - jobCpu).toFixed(3)),
+      flow_vs_jobs_ratio: Number((stepCpu / jobCpu).toFixed(3)),
+      jobs_wall_ms: Math.round(median(jobs.map((j) => j.wallMs))),
+      flow_wall_ms: Math.round(median(flows.map((f) => f.wallMs))),
+      two_coords_cpu_per_job_ratio: coords ? Number((coords.two_coords_cpu_ms_per_job / coords.one_coord_cpu_ms_per_job).toFixed(3)) : null,
+      driven_twice: coords?.driven_twice ?? null,
+      load1: Number(os.loadavg()[0]!.toFixed(2)),
+    }),
+  );
 }
 
 await main();

@@ -44,28 +44,31 @@ async function loadGenerator(coordUrl: string): Promise<void> {
     });
   });
 
-  const startOn = (type: ToLoad['type']) => new Promise<void>((resolve) => {
-    const on = (m: ToLoad) => {
-      if (m.type !== type) return;
-      process.off('message', on);
-      resolve();
-    };
-    process.on('message', on);
-  });
+  const startOn = (type: ToLoad['type']) =>
+    new Promise<void>((resolve) => {
+      const on = (m: ToLoad) => {
+        if (m.type !== type) return;
+        process.off('message', on);
+        resolve();
+      };
+      process.on('message', on);
+    });
   const registrations = startOn('start-registrations');
   await send({ type: 'ready' });
   await registrations;
   const regLat: number[] = [];
   const tr = performance.now();
   let next = 0;
-  await Promise.all(Array.from({ length: REGISTER_CONCURRENCY }, async () => {
-    while (next < agents.length) {
-      const a = agents[next++]!;
-      const t = performance.now();
-      await a.register();
-      regLat.push(performance.now() - t);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: REGISTER_CONCURRENCY }, async () => {
+      while (next < agents.length) {
+        const a = agents[next++]!;
+        const t = performance.now();
+        await a.register();
+        regLat.push(performance.now() - t);
+      }
+    }),
+  );
   const heartbeats = startOn('start-heartbeats'); // listening before the parent can answer
   await send({ type: 'registered', seconds: (performance.now() - tr) / 1000, latenciesMs: regLat });
   await heartbeats;
@@ -78,31 +81,45 @@ async function loadGenerator(coordUrl: string): Promise<void> {
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
   const th = performance.now();
-  await Promise.all(agents.map(async (a, i) => {
-    for (let w = 0; w < WINDOWS; w++) {
-      const due = th + (w + slots[i]!) * WINDOW_MS;
-      const wait = due - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      else if (wait < -WINDOW_MS / 10) lateStarts++;
-      const t = performance.now();
-      try {
-        await a.heartbeat();
-        hbLat.push(performance.now() - t);
-      } catch (e) {
-        failures++;
-        if (failures <= 3) console.error(`heartbeat failed: ${(e as Error).message}`);
+  await Promise.all(
+    agents.map(async (a, i) => {
+      for (let w = 0; w < WINDOWS; w++) {
+        const due = th + (w + slots[i]!) * WINDOW_MS;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        else if (wait < -WINDOW_MS / 10) lateStarts++;
+        const t = performance.now();
+        try {
+          await a.heartbeat();
+          hbLat.push(performance.now() - t);
+        } catch (e) {
+          failures++;
+          if (failures <= 3) console.error(`heartbeat failed: ${(e as Error).message}`);
+        }
       }
-    }
-  }));
+    }),
+  );
   loopDelay.disable();
-  await send({ type: 'heartbeats', seconds: (performance.now() - th) / 1000, latenciesMs: hbLat, failures, lateStarts, loopDelayP99Ms: loopDelay.percentile(99) / 1e6, loopDelayMaxMs: loopDelay.max / 1e6 });
+  await send({
+    type: 'heartbeats',
+    seconds: (performance.now() - th) / 1000,
+    latenciesMs: hbLat,
+    failures,
+    lateStarts,
+    loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+    loopDelayMaxMs: loopDelay.max / 1e6,
+  });
 }
 
 async function main(): Promise<void> {
   const { startStack } = await import('@writ/cli');
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'writ-bench-nodes-'));
   const stack = await startStack({ admin: generateKeyPair(), stateDir, nodes: [], heartbeatMs: REAL_HEARTBEAT_MS, reconcileAfterMs: 60_000 });
-  const child = fork(import.meta.filename, [], { env: { ...process.env, BENCH_NODES_ROLE: 'load', BENCH_COORD_URL: stack.url }, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(import.meta.filename, [], {
+    env: { ...process.env, BENCH_NODES_ROLE: 'load', BENCH_COORD_URL: stack.url },
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const childExited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const nextMessage = <T extends FromLoad['type']>(type: T) =>
     new Promise<Extract<FromLoad, { type: T }>>((resolve, reject) => {
@@ -150,33 +167,45 @@ async function main(): Promise<void> {
     const cpuPerHeartbeatMs = hbCpuMs / Math.max(1, hb.latenciesMs.length);
     const registrationsPerS = NODES / reg.seconds;
     const hbRate = hb.latenciesMs.length / hb.seconds;
-    console.log(`registration: ${NODES} nodes (${nodes} in the ledger) in ${reg.seconds.toFixed(2)} s = ${registrationsPerS.toFixed(0)} /s, ${REGISTER_CONCURRENCY} in flight; latency p50 ${pct(regSorted, 50).toFixed(1)} ms, p99 ${pct(regSorted, 99).toFixed(1)} ms`);
+    console.log(
+      `registration: ${NODES} nodes (${nodes} in the ledger) in ${reg.seconds.toFixed(2)} s = ${registrationsPerS.toFixed(0)} /s, ${REGISTER_CONCURRENCY} in flight; latency p50 ${pct(regSorted, 50).toFixed(1)} ms, p99 ${pct(regSorted, 99).toFixed(1)} ms`,
+    );
     console.log(`  stack process CPU ${regCpuMs.toFixed(0)} ms over ${regWall.toFixed(0)} ms wall = ${(regCpuMs / regWall).toFixed(2)} of a core`);
     printLedgerUse(regLedger);
-    console.log(`heartbeats: ${WINDOWS} windows of ${WINDOW_MS} ms (one 30 s interval each, ${(REAL_HEARTBEAT_MS / WINDOW_MS).toFixed(0)}x compressed): ${hb.latenciesMs.length} ok, ${hb.failures} failed, ${hb.lateStarts} started >10% of a window late; ${hbRate.toFixed(0)} /s`);
-    console.log(`  latency p50 ${pct(hbSorted, 50).toFixed(2)} ms, p90 ${pct(hbSorted, 90).toFixed(2)} ms, p99 ${pct(hbSorted, 99).toFixed(2)} ms, max ${hbSorted[hbSorted.length - 1]!.toFixed(2)} ms`);
-    console.log(`  stack process CPU ${hbCpuMs.toFixed(0)} ms over ${hbWall.toFixed(0)} ms wall = ${(hbCpuMs / hbWall).toFixed(3)} of a core (${cpuPerHeartbeatMs.toFixed(3)} ms per heartbeat)`);
-    console.log(`  coord event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(1)} ms; load generator's p99 ${hb.loopDelayP99Ms.toFixed(1)} ms, max ${hb.loopDelayMaxMs.toFixed(1)} ms`);
+    console.log(
+      `heartbeats: ${WINDOWS} windows of ${WINDOW_MS} ms (one 30 s interval each, ${(REAL_HEARTBEAT_MS / WINDOW_MS).toFixed(0)}x compressed): ${hb.latenciesMs.length} ok, ${hb.failures} failed, ${hb.lateStarts} started >10% of a window late; ${hbRate.toFixed(0)} /s`,
+    );
+    console.log(
+      `  latency p50 ${pct(hbSorted, 50).toFixed(2)} ms, p90 ${pct(hbSorted, 90).toFixed(2)} ms, p99 ${pct(hbSorted, 99).toFixed(2)} ms, max ${hbSorted[hbSorted.length - 1]!.toFixed(2)} ms`,
+    );
+    console.log(
+      `  stack process CPU ${hbCpuMs.toFixed(0)} ms over ${hbWall.toFixed(0)} ms wall = ${(hbCpuMs / hbWall).toFixed(3)} of a core (${cpuPerHeartbeatMs.toFixed(3)} ms per heartbeat)`,
+    );
+    console.log(
+      `  coord event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(1)} ms; load generator's p99 ${hb.loopDelayP99Ms.toFixed(1)} ms, max ${hb.loopDelayMaxMs.toFixed(1)} ms`,
+    );
     printLedgerUse(hbLedger);
     console.log(`  at the real 30 s rate ${NODES} nodes would cost ${((cpuPerHeartbeatMs * NODES) / REAL_HEARTBEAT_MS).toFixed(4)} of a core`);
-    console.log(JSON.stringify({
-      bench: 'nodes',
-      nodes: NODES,
-      registrations_per_s: Math.round(registrationsPerS),
-      registration_p99_ms: Number(pct(regSorted, 99).toFixed(2)),
-      heartbeat_p50_ms: Number(pct(hbSorted, 50).toFixed(2)),
-      heartbeat_p99_ms: Number(pct(hbSorted, 99).toFixed(2)),
-      heartbeats_per_s: Math.round(hbRate),
-      heartbeat_failures: hb.failures,
-      coord_cpu_share: Number((hbCpuMs / hbWall).toFixed(3)),
-      coord_cpu_ms_per_heartbeat: Number(cpuPerHeartbeatMs.toFixed(3)),
-      coord_cpu_share_at_30s: Number(((cpuPerHeartbeatMs * NODES) / REAL_HEARTBEAT_MS).toFixed(4)),
-      loop_delay_p99_ms: Number((loopDelay.percentile(99) / 1e6).toFixed(1)),
-      loop_delay_max_ms: Number((loopDelay.max / 1e6).toFixed(1)),
-      load_loop_delay_max_ms: Number(hb.loopDelayMaxMs.toFixed(1)),
-      window_ms: WINDOW_MS,
-      windows: WINDOWS,
-    }));
+    console.log(
+      JSON.stringify({
+        bench: 'nodes',
+        nodes: NODES,
+        registrations_per_s: Math.round(registrationsPerS),
+        registration_p99_ms: Number(pct(regSorted, 99).toFixed(2)),
+        heartbeat_p50_ms: Number(pct(hbSorted, 50).toFixed(2)),
+        heartbeat_p99_ms: Number(pct(hbSorted, 99).toFixed(2)),
+        heartbeats_per_s: Math.round(hbRate),
+        heartbeat_failures: hb.failures,
+        coord_cpu_share: Number((hbCpuMs / hbWall).toFixed(3)),
+        coord_cpu_ms_per_heartbeat: Number(cpuPerHeartbeatMs.toFixed(3)),
+        coord_cpu_share_at_30s: Number(((cpuPerHeartbeatMs * NODES) / REAL_HEARTBEAT_MS).toFixed(4)),
+        loop_delay_p99_ms: Number((loopDelay.percentile(99) / 1e6).toFixed(1)),
+        loop_delay_max_ms: Number((loopDelay.max / 1e6).toFixed(1)),
+        load_loop_delay_max_ms: Number(hb.loopDelayMaxMs.toFixed(1)),
+        window_ms: WINDOW_MS,
+        windows: WINDOWS,
+      }),
+    );
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     const ts = performance.now();

@@ -9,8 +9,18 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  HOST_DEPLOYMENT_PAYLOAD_TYPE, PAYLOAD_TYPES, buildHostDeploymentPayload, buildJobPayload, encodeEnvelope, encodeHostDeploymentPayload, encodeJobPayload, hostSwitchJob, sha256Hex,
-  signEnvelope, type DeploymentView, type HostDeploymentPayload,
+  HOST_DEPLOYMENT_PAYLOAD_TYPE,
+  PAYLOAD_TYPES,
+  buildHostDeploymentPayload,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeHostDeploymentPayload,
+  encodeJobPayload,
+  hostSwitchJob,
+  sha256Hex,
+  signEnvelope,
+  type DeploymentView,
+  type HostDeploymentPayload,
 } from '@writ/protocol';
 import { salHostTable } from '@writ/runner';
 import { nixConfig, nixSwitch } from '@writ/sal';
@@ -25,11 +35,18 @@ if (spawnSync('nix-build', ['--version']).status !== 0) throw new Error('bench r
 const tmp = await mkdtemp(path.join(os.tmpdir(), 'writ-bench-rollout-'));
 const tag = path.basename(tmp).replace(/[^a-z0-9]/gi, '');
 // A system whose activation and health check succeed: what the rollout and the bare switches both install.
-await writeFile(path.join(tmp, 'system.nix'), `derivation {
+await writeFile(
+  path.join(tmp, 'system.nix'),
+  `derivation {
   name = "writ-bench-system-${tag}"; system = builtins.currentSystem; builder = "/bin/sh";
   args = [ "-c" "/bin/mkdir -p $out/bin && printf '#!/bin/sh\\\\nexit 0\\\\n' > $out/activate && printf '#!/bin/sh\\\\nexit 0\\\\n' > $out/bin/health && /bin/chmod 555 $out/activate $out/bin/health" ];
-}\n`);
-const built = spawnSync('nix-build', ['--option', 'sandbox', 'false', '--option', 'build-users-group', '', '--option', 'substituters', '', '--no-out-link', path.join(tmp, 'system.nix')], { encoding: 'utf8', env: { ...process.env, NIX_PATH: '' } });
+}\n`,
+);
+const built = spawnSync(
+  'nix-build',
+  ['--option', 'sandbox', 'false', '--option', 'build-users-group', '', '--option', 'substituters', '', '--no-out-link', path.join(tmp, 'system.nix')],
+  { encoding: 'utf8', env: { ...process.env, NIX_PATH: '' } },
+);
 if (built.status !== 0) throw new Error(`nix-build failed: ${built.stderr}`);
 const system = built.stdout.trim();
 const nodes = Array.from({ length: NODES }, (_, i) => `bench-${String(i).padStart(2, '0')}`);
@@ -39,11 +56,16 @@ try {
   // Started without waiting, then accepted as an operator would: 20 runners registering on a loaded machine
   // take longer than the one-process stack's 15 s wait per node.
   for (const node of nodes) {
-    await s.startRunner(node, { bench: 'rollout' }, { accept: false, runner: { hostTable: salHostTable({ nix: { profilesRoot: path.join(tmp, 'rollout', node), sandbox: false } }) } });
+    await s.startRunner(
+      node,
+      { bench: 'rollout' },
+      { accept: false, runner: { hostTable: salHostTable({ nix: { profilesRoot: path.join(tmp, 'rollout', node), sandbox: false } }) } },
+    );
   }
   for (const node of nodes) {
     await s.waitForNode(node, ['inspected', 'active'], 300_000);
-    if ((await s.ledger.nodeStore.getNode(node))?.state === 'inspected') await s.service.nodes.apply(node, 'accept', { actor: 'bench', reason: 'a simulated node', byOperator: true });
+    if ((await s.ledger.nodeStore.getNode(node))?.state === 'inspected')
+      await s.service.nodes.apply(node, 'accept', { actor: 'bench', reason: 'a simulated node', byOperator: true });
   }
   const upBy = Date.now() + 300_000;
   while ((await s.service.nodes.workable()).filter((w) => nodes.includes(w.id)).length < NODES) {
@@ -53,7 +75,16 @@ try {
   console.log(`${NODES} simulated nodes up; system ${system}`);
 
   // The rollout: signed here like `writ deploy create` does, timed from the POST to `succeeded`.
-  const base = buildHostDeploymentPayload({ id: 'bench-rollout', aud: s.clusterId, system, selector: { bench: 'rollout' }, nodes, batchSize: BATCH, maxUnavailable: BATCH, healthCheck: { argv: [`${system}/bin/health`] } });
+  const base = buildHostDeploymentPayload({
+    id: 'bench-rollout',
+    aud: s.clusterId,
+    system,
+    selector: { bench: 'rollout' },
+    nodes,
+    batchSize: BATCH,
+    maxUnavailable: BATCH,
+    healthCheck: { argv: [`${system}/bin/health`] },
+  });
   const jobs: string[] = [];
   const bindings: HostDeploymentPayload['jobs'] = [];
   for (const node of nodes) {
@@ -64,7 +95,11 @@ try {
   }
   const deployment = encodeEnvelope(signEnvelope(HOST_DEPLOYMENT_PAYLOAD_TYPE, encodeHostDeploymentPayload({ ...base, jobs: bindings }), [s.admin]));
   const t0 = performance.now();
-  const res = await fetch(`${s.url}/v1/deployments`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: JSON.stringify({ deployment, jobs }) });
+  const res = await fetch(`${s.url}/v1/deployments`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+    body: JSON.stringify({ deployment, jobs }),
+  });
   if (res.status !== 201) throw new Error(`creating the deployment failed: ${res.status} ${await res.text()}`);
   let view: DeploymentView;
   for (;;) {
@@ -79,9 +114,13 @@ try {
   const end = steps.at(-1)!.at.getTime();
   const batchS = batchStarts.map((t, i) => ((batchStarts[i + 1] ?? end) - t) / 1000);
   // What the switches themselves took on the nodes, as the jobs reported it (activation + health check).
-  const results = await Promise.all(nodes.map(async (n) => (await s.ledger.getJob(`bench-rollout.${n}`))!.result as { activationMs: number; healthMs: number }));
+  const results = await Promise.all(
+    nodes.map(async (n) => (await s.ledger.getJob(`bench-rollout.${n}`))!.result as { activationMs: number; healthMs: number }),
+  );
   const inJobSwitchS = results.reduce((a, r) => a + r.activationMs + r.healthMs, 0) / 1000;
-  console.log(`rollout: ${rolloutS.toFixed(2)} s for ${NODES} nodes in ${batchStarts.length} batches of ${BATCH}; per batch ${batchS.map((b) => b.toFixed(2)).join(', ')} s`);
+  console.log(
+    `rollout: ${rolloutS.toFixed(2)} s for ${NODES} nodes in ${batchStarts.length} batches of ${BATCH}; per batch ${batchS.map((b) => b.toFixed(2)).join(', ')} s`,
+  );
 
   // The bare switches: the same system, the nix SAL called directly, one node's fresh profile after another.
   let bareS = 0;
@@ -94,10 +133,20 @@ try {
   }
   console.log(`bare nix.switch: ${bareS.toFixed(2)} s summed over ${NODES} switches (${((bareS / NODES) * 1000).toFixed(0)} ms each)`);
   console.log(`activation + health inside the rollout's jobs, summed: ${inJobSwitchS.toFixed(2)} s`);
-  console.log(JSON.stringify({
-    bench: 'rollout', nodes: NODES, batch_size: BATCH, max_unavailable: BATCH, rollout_s: Number(rolloutS.toFixed(3)), bare_switch_s: Number(bareS.toFixed(3)),
-    overhead_ratio: Number((rolloutS / bareS).toFixed(3)), batch_s: batchS.map((b) => Number(b.toFixed(3))), in_job_switch_s: Number(inJobSwitchS.toFixed(3)), load1: os.loadavg()[0],
-  }));
+  console.log(
+    JSON.stringify({
+      bench: 'rollout',
+      nodes: NODES,
+      batch_size: BATCH,
+      max_unavailable: BATCH,
+      rollout_s: Number(rolloutS.toFixed(3)),
+      bare_switch_s: Number(bareS.toFixed(3)),
+      overhead_ratio: Number((rolloutS / bareS).toFixed(3)),
+      batch_s: batchS.map((b) => Number(b.toFixed(3))),
+      in_job_switch_s: Number(inJobSwitchS.toFixed(3)),
+      load1: os.loadavg()[0],
+    }),
+  );
 } finally {
   await s.close();
   await rm(tmp, { recursive: true, force: true });

@@ -7,8 +7,22 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  VM_OPERATIONS, btrfsConfig, chooseAccel, cloneDisk, createSubvolume, deleteSubvolume, formatPool, mountPool, normalizeVmSpec, qemuCommandLine, resolveVmConfig,
-  resolveVmSpec, unmountPool, vmPaths, waitForSerialMarker, type VmConfig,
+  VM_OPERATIONS,
+  btrfsConfig,
+  chooseAccel,
+  cloneDisk,
+  createSubvolume,
+  deleteSubvolume,
+  formatPool,
+  mountPool,
+  normalizeVmSpec,
+  qemuCommandLine,
+  resolveVmConfig,
+  resolveVmSpec,
+  unmountPool,
+  vmPaths,
+  waitForSerialMarker,
+  type VmConfig,
 } from '@writ/sal';
 // The test guest and the loop/mount cleanup are test fixtures, not SAL API, so they are not exported by @writ/sal.
 // eslint-disable-next-line no-restricted-imports
@@ -121,7 +135,12 @@ async function benchBoots(): Promise<{ sal: BootSample[]; direct: BootSample[]; 
   const config: VmConfig = { driver: 'qemu', stateDir: path.join(root, 'vm-state'), imagesRoot: images, bootRoot: guest.dir, accel: 'auto' };
   const resolved = resolveVmConfig(config);
   const specFor = (name: string, id: string) => ({
-    name, vcpus: 1, memoryMiB: 256, kernel: path.basename(guest.kernel), initramfs: path.basename(guest.initramfs), cmdline: `console=ttyS0 panic=-1 writ.id=${id}`,
+    name,
+    vcpus: 1,
+    memoryMiB: 256,
+    kernel: path.basename(guest.kernel),
+    initramfs: path.basename(guest.initramfs),
+    cmdline: `console=ttyS0 panic=-1 writ.id=${id}`,
   });
 
   const viaSal = async (round: number): Promise<BootSample> => {
@@ -197,7 +216,9 @@ try {
   const directMs = median(boots.direct.map((s) => s.totalMs));
   console.log(`VM create→userspace marker, ${BOOT_ROUNDS} alternating rounds, accel ${boots.accel}:`);
   console.log(`  through the SAL (vm.create + vm.boot + vm.serial.wait): ${spread(boots.sal.map((s) => s.totalMs))}`);
-  console.log(`    of which create (qemu -daemonize -S): median ${median(boots.sal.map((s) => s.createMs!)).toFixed(1)} ms, boot (QMP cont): ${median(boots.sal.map((s) => s.bootMs!)).toFixed(1)} ms, serial wait (100 ms poll): ${median(boots.sal.map((s) => s.waitMs!)).toFixed(1)} ms`);
+  console.log(
+    `    of which create (qemu -daemonize -S): median ${median(boots.sal.map((s) => s.createMs!)).toFixed(1)} ms, boot (QMP cont): ${median(boots.sal.map((s) => s.bootMs!)).toFixed(1)} ms, serial wait (100 ms poll): ${median(boots.sal.map((s) => s.waitMs!)).toFixed(1)} ms`,
+  );
   console.log(`  same qemu argv spawned directly (5 ms poll):            ${spread(boots.direct.map((s) => s.totalMs))}`);
   result = {
     bench: 'sal',
@@ -212,7 +233,10 @@ try {
   };
 } finally {
   for (const c of children) c.kill('SIGKILL');
-  for (const { name, config } of liveVms) await vmOp('vm.delete').run({ name }, { config }).catch((e: unknown) => console.error(`vm.delete ${name}: ${(e as Error).message}`));
+  for (const { name, config } of liveVms)
+    await vmOp('vm.delete')
+      .run({ name }, { config })
+      .catch((e: unknown) => console.error(`vm.delete ${name}: ${(e as Error).message}`));
   // Backstop for a run that failed half-way: nothing stays mounted or attached under our temp dir.
   releaseMountsAndLoops(root);
   await rm(root, { recursive: true, force: true });

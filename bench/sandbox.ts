@@ -85,7 +85,11 @@ async function compare(size: number, workload: Workload): Promise<Figures> {
         fresh.push(await round(freshPool, size, workload));
       }
     }
-    const summary = (xs: typeof warm, instances: number) => ({ jobsPerS: median(xs.map((x) => x.jobsPerS)), cpuMsPerJob: median(xs.map((x) => x.cpuMsPerJob)), instances });
+    const summary = (xs: typeof warm, instances: number) => ({
+      jobsPerS: median(xs.map((x) => x.jobsPerS)),
+      cpuMsPerJob: median(xs.map((x) => x.cpuMsPerJob)),
+      instances,
+    });
     return {
       size,
       workload,
@@ -123,6 +127,9 @@ console.log(
     fresh_jobs_per_s: Math.round(headline.fresh.jobsPerS),
     ratio: round2(headline.fresh.cpuMsPerJob / headline.warm.cpuMsPerJob),
     realistic_ratio: round2(realistic.fresh.cpuMsPerJob / realistic.warm.cpuMsPerJob),
-    pool1_ratio: round2(results.find((r) => r.size === 1 && r.workload === 'noop')!.fresh.cpuMsPerJob / results.find((r) => r.size === 1 && r.workload === 'noop')!.warm.cpuMsPerJob),
+    pool1_ratio: round2(
+      results.find((r) => r.size === 1 && r.workload === 'noop')!.fresh.cpuMsPerJob /
+        results.find((r) => r.size === 1 && r.workload === 'noop')!.warm.cpuMsPerJob,
+    ),
   }),
 );

@@ -3,7 +3,19 @@
 import { verify as cryptoVerify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { KeyRing, PAYLOAD_TYPES, buildJobPayload, encodeEnvelope, encodeJobPayload, generateKeyPair, pae, parseJobPayload, signEnvelope, trustKey, verifyEnvelope } from '@writ/protocol';
+import {
+  KeyRing,
+  PAYLOAD_TYPES,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  generateKeyPair,
+  pae,
+  parseJobPayload,
+  signEnvelope,
+  trustKey,
+  verifyEnvelope,
+} from '@writ/protocol';
 
 const source = readFileSync(path.resolve(import.meta.dirname, '../scripts/examples/hello.js'), 'utf8');
 const kp = generateKeyPair();
@@ -56,4 +68,13 @@ console.log(`envelope: ${raw.length} bytes (script ${source.length} bytes), keyr
 console.log(`verifyEnvelope (strict parse + checks + node:crypto): ${ops.toFixed(0)} /s`);
 console.log(`bare crypto.verify on the same PAE bytes:            ${base.toFixed(0)} /s`);
 console.log(`verifyEnvelope + parseJobPayload (schema, sha256):   ${full.toFixed(0)} /s`);
-console.log(JSON.stringify({ bench: 'verify', ops_per_s: Math.round(ops), baseline_ops_per_s: Math.round(base), ratio: Number((ops / base).toFixed(3)), full_parse_ops_per_s: Math.round(full), full_ratio: Number((full / base).toFixed(3)) }));
+console.log(
+  JSON.stringify({
+    bench: 'verify',
+    ops_per_s: Math.round(ops),
+    baseline_ops_per_s: Math.round(base),
+    ratio: Number((ops / base).toFixed(3)),
+    full_parse_ops_per_s: Math.round(full),
+    full_ratio: Number((full / base).toFixed(3)),
+  }),
+);

@@ -5,7 +5,9 @@ import path from 'node:path';
 import { register } from 'tsx/esm/api';
 
 const dir = path.resolve(import.meta.dirname, '../bench');
-const names = readdirSync(dir).filter((f) => f.endsWith('.ts') && !f.startsWith('_')).map((f) => f.slice(0, -3));
+const names = readdirSync(dir)
+  .filter((f) => f.endsWith('.ts') && !f.startsWith('_'))
+  .map((f) => f.slice(0, -3));
 const name = process.argv[2];
 if (!name || !names.includes(name)) {
   console.error(`usage: npm run bench -- <${names.join('|')}>`);

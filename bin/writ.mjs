@@ -3,7 +3,11 @@
 import { register } from 'tsx/esm/api';
 
 // `writ … | head` closes the pipe early: that is not an error.
-for (const stream of [process.stdout, process.stderr]) stream.on('error', (e) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw e; });
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (e) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    else throw e;
+  });
 
 register();
 const { runCli } = await import('../cli/src/main.ts');

@@ -49,7 +49,19 @@ const health = async () => ({ healthy: true, problems: [], load1: 0, memAvailabl
 
 async function agent(node: string, coordUrl: string, clock: ManualClock) {
   const identity = await loadNodeIdentity(await mkdtemp(path.join(os.tmpdir(), 'writ-agent-')), node);
-  return new NodeAgent({ coordUrl, identity, labels: {}, version: 't', heartbeatMs: 30_000, backoffBaseMs: 1000, backoffMaxMs: 8000, clock, random: () => 1, inventory: async () => ({ cpu: 1 }), health });
+  return new NodeAgent({
+    coordUrl,
+    identity,
+    labels: {},
+    version: 't',
+    heartbeatMs: 30_000,
+    backoffBaseMs: 1000,
+    backoffMaxMs: 8000,
+    clock,
+    random: () => 1,
+    inventory: async () => ({ cpu: 1 }),
+    health,
+  });
 }
 
 describe('node agent loops', () => {

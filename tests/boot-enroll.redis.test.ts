@@ -14,7 +14,13 @@ let s: TestStack;
 let dir = '';
 const GiB = 2 ** 30;
 
-function inventory(o: { mac: string; serial: string; disks: { serial: string; sizeBytes: number; model?: string }[]; diskless?: boolean; driver?: string }): NodeInventory {
+function inventory(o: {
+  mac: string;
+  serial: string;
+  disks: { serial: string; sizeBytes: number; model?: string }[];
+  diskless?: boolean;
+  driver?: string;
+}): NodeInventory {
   return {
     type: PAYLOAD_TYPES.nodeInventory,
     diskless: o.diskless ?? false,
@@ -22,21 +28,41 @@ function inventory(o: { mac: string; serial: string; disks: { serial: string; si
     cpu: { model: 'QEMU Virtual CPU', threads: 2 },
     memoryBytes: 2 * GiB,
     nics: [{ name: 'eth0', mac: o.mac, driver: o.driver ?? 'virtio_net', speedMbps: 10_000, carrier: true }],
-    disks: o.disks.map((d, i) => ({ name: `vd${'abc'[i]}`, sizeBytes: d.sizeBytes, model: d.model ?? null, serial: d.serial, wwn: null, byId: [`virtio-${d.serial}`], rotational: false })),
+    disks: o.disks.map((d, i) => ({
+      name: `vd${'abc'[i]}`,
+      sizeBytes: d.sizeBytes,
+      model: d.model ?? null,
+      serial: d.serial,
+      wwn: null,
+      byId: [`virtio-${d.serial}`],
+      rotational: false,
+    })),
   };
 }
 
 /** Registers a new node (fresh key) with this inventory and token; returns the coord's answer. */
 async function register(id: string, inv: NodeInventory, token: string | null): Promise<RegistrationAnswer> {
   const identity = await loadNodeIdentity(path.join(dir, id), id);
-  const agent = new NodeAgent({ coordUrl: s.url, identity, labels: { own: 'yes' }, version: '0.1.0', enrollmentToken: token, inventory: async () => inv as never, health: async () => ({ healthy: true, problems: [], load1: 0, memAvailableBytes: GiB, diskFreeBytes: 10 * GiB, runningJobs: 0 }) });
+  const agent = new NodeAgent({
+    coordUrl: s.url,
+    identity,
+    labels: { own: 'yes' },
+    version: '0.1.0',
+    enrollmentToken: token,
+    inventory: async () => inv as never,
+    health: async () => ({ healthy: true, problems: [], load1: 0, memAvailableBytes: GiB, diskFreeBytes: 10 * GiB, runningJobs: 0 }),
+  });
   return agent.register();
 }
 
 const cli = async (...argv: string[]) => {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    argv,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 };
 
@@ -55,10 +81,51 @@ describe('enrollment rules', () => {
   let bigToken = '';
 
   it('rules are added, listed in priority order and refused when they make no sense', async () => {
-    const fast = await cli('enroll', 'rules', 'add', 'fast-disks', '--disk-serial', 'NVME-*', '--disk-max-gib', '500', '--class', 'compute', '--pool', 'lab', '--label', 'role=compute', '--hostname', 'c-{serial}', '--priority', '10', '--token', '--auto-accept', '--max-uses', '2', '--json');
+    const fast = await cli(
+      'enroll',
+      'rules',
+      'add',
+      'fast-disks',
+      '--disk-serial',
+      'NVME-*',
+      '--disk-max-gib',
+      '500',
+      '--class',
+      'compute',
+      '--pool',
+      'lab',
+      '--label',
+      'role=compute',
+      '--hostname',
+      'c-{serial}',
+      '--priority',
+      '10',
+      '--token',
+      '--auto-accept',
+      '--max-uses',
+      '2',
+      '--json',
+    );
     expect(fast.code, fast.err).toBe(0);
     fastToken = JSON.parse(fast.out).token;
-    const big = await cli('enroll', 'rules', 'add', 'big-disks', '--disk-min-gib', '1000', '--class', 'storage', '--pool', 'archive', '--label', 'role=storage', '--priority', '20', '--token', '--json');
+    const big = await cli(
+      'enroll',
+      'rules',
+      'add',
+      'big-disks',
+      '--disk-min-gib',
+      '1000',
+      '--class',
+      'storage',
+      '--pool',
+      'archive',
+      '--label',
+      'role=storage',
+      '--priority',
+      '20',
+      '--token',
+      '--json',
+    );
     expect(big.code, big.err).toBe(0);
     bigToken = JSON.parse(big.out).token;
     expect(bigToken).not.toBe(fastToken);
@@ -74,11 +141,22 @@ describe('enrollment rules', () => {
   });
 
   it('a node presenting the rule token is accepted and gets class, pool, labels and hostname; the answer carries the assignment', async () => {
-    const a = await register('enr-a', inventory({ mac: '52:54:00:aa:00:01', serial: 'SN-A', disks: [{ serial: 'NVME-111', sizeBytes: 400 * GiB }] }), fastToken);
+    const a = await register(
+      'enr-a',
+      inventory({ mac: '52:54:00:aa:00:01', serial: 'SN-A', disks: [{ serial: 'NVME-111', sizeBytes: 400 * GiB }] }),
+      fastToken,
+    );
     expect(a.state).toBe('commissioned');
     expect(a.pool).toBe('lab');
     expect(a.labels).toEqual({ own: 'yes', role: 'compute' });
-    expect(a.assignment).toMatchObject({ type: PAYLOAD_TYPES.nodeAssignment, nodeId: 'enr-a', class: 'compute', pool: 'lab', hostname: 'c-sn-a', rule: 'fast-disks' });
+    expect(a.assignment).toMatchObject({
+      type: PAYLOAD_TYPES.nodeAssignment,
+      nodeId: 'enr-a',
+      class: 'compute',
+      pool: 'lab',
+      hostname: 'c-sn-a',
+      rule: 'fast-disks',
+    });
     const n = (await s.get('/v1/nodes/enr-a')).body;
     expect(n.transitions.at(-1)).toMatchObject({ event: 'accept', actor: 'rule:fast-disks' });
   });
@@ -104,9 +182,17 @@ describe('enrollment rules', () => {
   });
 
   it('a token with a use limit accepts no more node keys than that', async () => {
-    const e = await register('enr-e', inventory({ mac: '52:54:00:aa:00:05', serial: 'SN-E', disks: [{ serial: 'NVME-222', sizeBytes: 100 * GiB }] }), fastToken);
+    const e = await register(
+      'enr-e',
+      inventory({ mac: '52:54:00:aa:00:05', serial: 'SN-E', disks: [{ serial: 'NVME-222', sizeBytes: 100 * GiB }] }),
+      fastToken,
+    );
     expect(e.state).toBe('commissioned');
-    const f = await register('enr-f', inventory({ mac: '52:54:00:aa:00:06', serial: 'SN-F', disks: [{ serial: 'NVME-333', sizeBytes: 100 * GiB }] }), fastToken);
+    const f = await register(
+      'enr-f',
+      inventory({ mac: '52:54:00:aa:00:06', serial: 'SN-F', disks: [{ serial: 'NVME-333', sizeBytes: 100 * GiB }] }),
+      fastToken,
+    );
     expect(f.assignment?.rule).toBe('fast-disks');
     expect(f.state).toBe('inspected');
   });
@@ -137,7 +223,14 @@ describe('enrollment rules', () => {
   it('an assigned node keeps its assignment when it registers again (a reboot)', async () => {
     const identity = await loadNodeIdentity(path.join(dir, 'enr-a'), 'enr-a');
     expect(identity.created).toBe(false);
-    const agent = new NodeAgent({ coordUrl: s.url, identity, labels: {}, version: '0.1.0', inventory: async () => inventory({ mac: '52:54:00:aa:00:01', serial: 'SN-A', disks: [] }) as never, health: async () => ({ healthy: true, problems: [], load1: 0, memAvailableBytes: GiB, diskFreeBytes: GiB, runningJobs: 0 }) });
+    const agent = new NodeAgent({
+      coordUrl: s.url,
+      identity,
+      labels: {},
+      version: '0.1.0',
+      inventory: async () => inventory({ mac: '52:54:00:aa:00:01', serial: 'SN-A', disks: [] }) as never,
+      health: async () => ({ healthy: true, problems: [], load1: 0, memAvailableBytes: GiB, diskFreeBytes: GiB, runningJobs: 0 }),
+    });
     const again = await agent.register();
     expect(again.assignment).toMatchObject({ rule: 'fast-disks', class: 'compute' });
     expect(again.labels).toMatchObject({ role: 'compute' });

@@ -26,7 +26,14 @@ afterAll(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-const boot: BootConfig = { coordUrl: 'http://10.0.2.2:7340', token: 'tok_abcdefghijklmnop', redisUrl: 'redis://10.0.2.2:6379', clusterId: 'writ-dev', adminKeys: [b64url(generateKeyPair().publicKey)], adminThreshold: 1 };
+const boot: BootConfig = {
+  coordUrl: 'http://10.0.2.2:7340',
+  token: 'tok_abcdefghijklmnop',
+  redisUrl: 'redis://10.0.2.2:6379',
+  clusterId: 'writ-dev',
+  adminKeys: [b64url(generateKeyPair().publicKey)],
+  adminThreshold: 1,
+};
 
 describe('kernel command line', () => {
   it('round-trips through bootCmdline and parseBootCmdline among other words', () => {
@@ -44,13 +51,16 @@ describe('kernel command line', () => {
 describe('cpio writer', () => {
   it('writes an archive GNU cpio lists back, sorted, with the one mtime', async () => {
     const d = await tmp();
-    const archive = writeCpio([
-      { path: 'init', kind: 'file', mode: 0o755, data: Buffer.from('#!/bin/sh\n') },
-      { path: 'bin', kind: 'dir', mode: 0o755 },
-      { path: 'bin/sh', kind: 'symlink', target: 'busybox' },
-      { path: 'dev/console', kind: 'chardev', mode: 0o600, major: 5, minor: 1 },
-      { path: 'dev', kind: 'dir', mode: 0o755 },
-    ], 1_704_067_200);
+    const archive = writeCpio(
+      [
+        { path: 'init', kind: 'file', mode: 0o755, data: Buffer.from('#!/bin/sh\n') },
+        { path: 'bin', kind: 'dir', mode: 0o755 },
+        { path: 'bin/sh', kind: 'symlink', target: 'busybox' },
+        { path: 'dev/console', kind: 'chardev', mode: 0o600, major: 5, minor: 1 },
+        { path: 'dev', kind: 'dir', mode: 0o755 },
+      ],
+      1_704_067_200,
+    );
     expect(archive.length % 512).toBe(0);
     await writeFile(path.join(d, 'a.cpio'), archive);
     const r = spawnSync('cpio', ['-itv', '-F', path.join(d, 'a.cpio')], { encoding: 'utf8' });
@@ -63,7 +73,15 @@ describe('cpio writer', () => {
     expect(lines.every((l) => /\s2024\s/.test(l))).toBe(true);
   });
   it('refuses the same path twice', () => {
-    expect(() => writeCpio([{ path: 'a', kind: 'dir', mode: 0o755 }, { path: 'a', kind: 'dir', mode: 0o755 }], 0)).toThrow(/twice/);
+    expect(() =>
+      writeCpio(
+        [
+          { path: 'a', kind: 'dir', mode: 0o755 },
+          { path: 'a', kind: 'dir', mode: 0o755 },
+        ],
+        0,
+      ),
+    ).toThrow(/twice/);
   });
 });
 
@@ -106,7 +124,15 @@ describe('enrollment inventory', () => {
       memoryBytes: 2048 * 1024,
       nics: [{ name: 'eth0', mac: '52:54:00:aa:bb:cc', driver: 'virtio_net', speedMbps: 10000, carrier: true }],
       disks: [
-        { name: 'sda', sizeBytes: 4096 * 512, model: 'Spinner', serial: 'SATA-7', wwn: 'naa.5000c500a1b2c3d4', byId: ['ata-Spinner_SATA-7'], rotational: false },
+        {
+          name: 'sda',
+          sizeBytes: 4096 * 512,
+          model: 'Spinner',
+          serial: 'SATA-7',
+          wwn: 'naa.5000c500a1b2c3d4',
+          byId: ['ata-Spinner_SATA-7'],
+          rotational: false,
+        },
         { name: 'vda', sizeBytes: 2048 * 512, model: null, serial: 'DISK-1', wwn: null, byId: [], rotational: false },
       ],
     });
@@ -115,13 +141,27 @@ describe('enrollment inventory', () => {
 
 describe('rule judging', () => {
   const inv: NodeInventory = {
-    type: PAYLOAD_TYPES.nodeInventory, diskless: false, dmi: { vendor: null, product: 'R650', serial: 'ABC123', uuid: null }, cpu: { model: 'x', threads: 8 }, memoryBytes: 1,
+    type: PAYLOAD_TYPES.nodeInventory,
+    diskless: false,
+    dmi: { vendor: null, product: 'R650', serial: 'ABC123', uuid: null },
+    cpu: { model: 'x', threads: 8 },
+    memoryBytes: 1,
     nics: [{ name: 'eth0', mac: '52:54:00:00:00:01', driver: 'ice', speedMbps: 25000, carrier: true }],
     disks: [{ name: 'nvme0n1', sizeBytes: 960e9, model: 'PM9A3', serial: 'S1', wwn: null, byId: [], rotational: false }],
   };
-  const rule = (match: EnrollmentRule['match'], tokenSha256: string | null = null): EnrollmentRule => ({ name: 'r', priority: 1, match, assign: { class: null, pool: null, labels: {}, hostname: null }, tokenSha256, autoAccept: tokenSha256 !== null, maxUses: null });
+  const rule = (match: EnrollmentRule['match'], tokenSha256: string | null = null): EnrollmentRule => ({
+    name: 'r',
+    priority: 1,
+    match,
+    assign: { class: null, pool: null, labels: {}, hostname: null },
+    tokenSha256,
+    autoAccept: tokenSha256 !== null,
+    maxUses: null,
+  });
   it('every criterion given must hold, and each says why', () => {
-    expect(judgeRule(rule({ dmiProduct: 'R6*', nicDriver: 'ice', nicMinSpeedMbps: 10000, diskModel: 'PM9*', diskMinBytes: 500e9 }), inv, null).matched).toBe(true);
+    expect(judgeRule(rule({ dmiProduct: 'R6*', nicDriver: 'ice', nicMinSpeedMbps: 10000, diskModel: 'PM9*', diskMinBytes: 500e9 }), inv, null).matched).toBe(
+      true,
+    );
     const v = judgeRule(rule({ dmiProduct: 'R6*', diskMaxBytes: 500e9 }), inv, null);
     expect(v.matched).toBe(false);
     expect(v.criteria.find((c) => c.criterion === 'disk')).toMatchObject({ ok: false });

@@ -45,13 +45,25 @@ function inventory(macs: string[]): NodeInventory {
 
 async function agentFor(id: string, macs: string[]): Promise<NodeAgent> {
   const identity = await loadNodeIdentity(path.join(dir, id), id);
-  return new NodeAgent({ coordUrl: s.url, identity, labels: {}, version: '0.1.0', enrollmentToken: null, inventory: async () => inventory(macs) as never, health: async () => ({ healthy: true, problems: [], load1: 0, memAvailableBytes: GiB, diskFreeBytes: 10 * GiB, runningJobs: 0 }) });
+  return new NodeAgent({
+    coordUrl: s.url,
+    identity,
+    labels: {},
+    version: '0.1.0',
+    enrollmentToken: null,
+    inventory: async () => inventory(macs) as never,
+    health: async () => ({ healthy: true, problems: [], load1: 0, memAvailableBytes: GiB, diskFreeBytes: 10 * GiB, runningJobs: 0 }),
+  });
 }
 
 const cli = async (...argv: string[]) => {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    argv,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 };
 
@@ -87,7 +99,15 @@ beforeAll(async () => {
   await writeFile(path.join(imageDir, 'vmlinuz'), files.kernel);
   await writeFile(path.join(imageDir, 'initramfs.img'), files.initramfs);
   const art = (file: string, b: Buffer) => ({ file, bytes: b.length, sha256: sha256(b) });
-  await writeFile(path.join(imageDir, 'manifest.json'), JSON.stringify({ image: 'writ-node', sourceDateEpoch: 1_704_067_200, cmdline, artifacts: { kernel: art('vmlinuz', files.kernel), initramfs: art('initramfs.img', files.initramfs) } }));
+  await writeFile(
+    path.join(imageDir, 'manifest.json'),
+    JSON.stringify({
+      image: 'writ-node',
+      sourceDateEpoch: 1_704_067_200,
+      cmdline,
+      artifacts: { kernel: art('vmlinuz', files.kernel), initramfs: art('initramfs.img', files.initramfs) },
+    }),
+  );
   // The coord reads WRIT_BOOT_IMAGE at each request; this test's coord runs in this process.
   process.env.WRIT_BOOT_IMAGE = imageDir;
 }, 120_000);
@@ -135,7 +155,10 @@ describe('GET /boot/ipxe (no token)', () => {
   });
 
   it('serves the kernel and initramfs without a token, with the manifest sha256, and refuses them once a file no longer matches', async () => {
-    for (const [route, which] of [['/boot/vmlinuz', 'kernel'], ['/boot/initramfs.img', 'initramfs']] as const) {
+    for (const [route, which] of [
+      ['/boot/vmlinuz', 'kernel'],
+      ['/boot/initramfs.img', 'initramfs'],
+    ] as const) {
       const res = await fetch(`${s.url}${route}`);
       expect(res.status, route).toBe(200);
       const body = Buffer.from(await res.arrayBuffer());
@@ -164,7 +187,10 @@ describe('GET /boot/ipxe (no token)', () => {
       for (const route of ['/boot/vmlinuz', '/boot/initramfs.img', `/boot/ipxe?mac=${MAC_NEW}`]) {
         const res = await fetch(`${s.url}${route}`);
         expect(res.status, route).toBe(503);
-        expect(((await res.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'NOT_READY', message: expect.stringContaining('WRIT_BOOT_IMAGE') });
+        expect(((await res.json()) as { error: { code: string; message: string } }).error).toMatchObject({
+          code: 'NOT_READY',
+          message: expect.stringContaining('WRIT_BOOT_IMAGE'),
+        });
       }
     } finally {
       process.env.WRIT_BOOT_IMAGE = imageDir;
@@ -217,7 +243,10 @@ describe('reinstall and rescue set the next iPXE boot; the lifecycle records it'
     expect((await agent.register()).state).toBe('installed');
     for (const mac of [MAC_A, MAC_A2]) expect(parseScript((await boot(`?mac=${mac}`)).text).answer).toBe('local');
     const enrolled = (await s.get(`/v1/enroll/nodes/${id}`)).body;
-    expect(enrolled.boot.map((b: { mac: string; answer: string; setBy: string }) => [b.mac, b.answer, b.setBy])).toEqual([[MAC_A, 'local', `node:${id}`], [MAC_A2, 'local', `node:${id}`]]);
+    expect(enrolled.boot.map((b: { mac: string; answer: string; setBy: string }) => [b.mac, b.answer, b.setBy])).toEqual([
+      [MAC_A, 'local', `node:${id}`],
+      [MAC_A2, 'local', `node:${id}`],
+    ]);
     await agent.heartbeat();
     const after = await node(id);
     expect(after.state).toBe('active');
@@ -249,7 +278,11 @@ describe('reinstall and rescue set the next iPXE boot; the lifecycle records it'
     expect(parseScript((await boot(`?mac=${MAC_A}`)).text).answer).toBe('install');
     const n = await node(id);
     expect(n.state).toBe('installing');
-    expect(n.transitions.slice(-3).map((t: { event: string; actor: string }) => [t.event, t.actor])).toEqual([['runner-lost', 'coord'], ['install', 'operator:reprovision'], ['install-started', `ipxe:${MAC_A}`]]);
+    expect(n.transitions.slice(-3).map((t: { event: string; actor: string }) => [t.event, t.actor])).toEqual([
+      ['runner-lost', 'coord'],
+      ['install', 'operator:reprovision'],
+      ['install-started', `ipxe:${MAC_A}`],
+    ]);
     expect((await agent.register()).state).toBe('installed');
     await agent.heartbeat();
     expect((await node(id)).state).toBe('active');

@@ -22,7 +22,18 @@ import { until } from './helpers/processes.ts';
 import { HOST_FROM_GUEST, ipxeDisk, pickAccel, startMachine, type Accel, type Machine } from './helpers/qemu.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 
-const PACKAGES = ['qemu-system-x86', 'ovmf', 'ipxe', 'systemd-boot-efi', 'linux-image-cloud-amd64', 'busybox-static', 'binutils', 'fdisk', 'dosfstools', 'mtools'];
+const PACKAGES = [
+  'qemu-system-x86',
+  'ovmf',
+  'ipxe',
+  'systemd-boot-efi',
+  'linux-image-cloud-amd64',
+  'busybox-static',
+  'binutils',
+  'fdisk',
+  'dosfstools',
+  'mtools',
+];
 
 let skipReason: string | null = isRoot ? null : 'needs root (apt-get for OVMF, iPXE and a kernel, QEMU)';
 if (!skipReason) skipReason = ensurePackages(PACKAGES);
@@ -40,12 +51,23 @@ const machines: Machine[] = [];
 const cli = async (...argv: string[]) => {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    argv,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 };
 const node = async (id: string) => (await s.get(`/v1/nodes/${id}`)).body;
 const boot = (name: string) => {
-  const m = startMachine({ name, disks: [{ file: path.join(work, 'disk.img'), serial: SERIAL, persist: true }], mac: MAC, accel, workDir: work, tftp: { dir: path.join(work, 'tftp'), bootfile: 'boot.ipxe' } });
+  const m = startMachine({
+    name,
+    disks: [{ file: path.join(work, 'disk.img'), serial: SERIAL, persist: true }],
+    mac: MAC,
+    accel,
+    workDir: work,
+    tftp: { dir: path.join(work, 'tftp'), bootfile: 'boot.ipxe' },
+  });
   machines.push(m);
   return m;
 };
@@ -61,7 +83,9 @@ describe.skipIf(skipReason !== null)('iPXE boot path under QEMU + OVMF with Debi
   beforeAll(async () => {
     work = await mkdtemp(path.join(os.tmpdir(), 'writ-boot-ipxe-'));
     s = await startTestStack({ nodes: [], host: '127.0.0.1' });
-    const ks = readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort();
+    const ks = readdirSync('/boot')
+      .filter((f) => f.startsWith('vmlinuz-'))
+      .sort();
     accel = await pickAccel(path.join('/boot', ks.at(-1)!));
     console.log(`iPXE boot test: QEMU accel ${accel}`);
   }, 120_000);
@@ -75,11 +99,47 @@ describe.skipIf(skipReason !== null)('iPXE boot path under QEMU + OVMF with Debi
   });
 
   it('writ image ipxe builds the kernel, initramfs and boot.ipxe; the coord serves that folder', async () => {
-    const rule = await cli('enroll', 'rules', 'add', 'ipxe-lab', '--mac', MAC, '--disk-serial', 'WRIT-IPXE-*', '--class', 'worker', '--label', 'boot=ipxe', '--token', '--auto-accept', '--max-uses', '1', '--json');
+    const rule = await cli(
+      'enroll',
+      'rules',
+      'add',
+      'ipxe-lab',
+      '--mac',
+      MAC,
+      '--disk-serial',
+      'WRIT-IPXE-*',
+      '--class',
+      'worker',
+      '--label',
+      'boot=ipxe',
+      '--token',
+      '--auto-accept',
+      '--max-uses',
+      '1',
+      '--json',
+    );
     expect(rule.code, rule.err).toBe(0);
     const token = JSON.parse(rule.out).token as string;
     const img = path.join(work, 'img');
-    const built = await cli('image', 'ipxe', '--out', img, '--coord', s.url.replace('127.0.0.1', HOST_FROM_GUEST), '--redis', s.redisUrl.replace('127.0.0.1', HOST_FROM_GUEST), '--admin-key', b64url(s.admin.publicKey), '--cluster', s.clusterId, '--token', token, '--cmdline', 'console=ttyS0', '--json');
+    const built = await cli(
+      'image',
+      'ipxe',
+      '--out',
+      img,
+      '--coord',
+      s.url.replace('127.0.0.1', HOST_FROM_GUEST),
+      '--redis',
+      s.redisUrl.replace('127.0.0.1', HOST_FROM_GUEST),
+      '--admin-key',
+      b64url(s.admin.publicKey),
+      '--cluster',
+      s.clusterId,
+      '--token',
+      token,
+      '--cmdline',
+      'console=ttyS0',
+      '--json',
+    );
     expect(built.code, built.err || built.out).toBe(0);
     const m = JSON.parse(built.out);
     expect(Object.keys(m.artifacts).sort()).toEqual(['initramfs', 'ipxe', 'kernel', 'uki']);
@@ -104,10 +164,14 @@ describe.skipIf(skipReason !== null)('iPXE boot path under QEMU + OVMF with Debi
     await m.waitFor(/writ-boot: identity.*"created":true.*"mode":"install"/, 300_000);
     const registered = await until('the netbooted node registering', () => nodeWithMac(), 300_000);
     nodeId = registered.id;
-    const active = await until('the node active', async () => {
-      const n = await node(nodeId);
-      return n.state === 'active' ? n : undefined;
-    }, 300_000);
+    const active = await until(
+      'the node active',
+      async () => {
+        const n = await node(nodeId);
+        return n.state === 'active' ? n : undefined;
+      },
+      300_000,
+    );
     expect(active.inventory.disks.map((d: { serial: string }) => d.serial)).toContain(SERIAL);
     expect(active.inventory.diskless).toBe(false);
     expect(active.labels).toMatchObject({ boot: 'ipxe' });
@@ -126,10 +190,14 @@ describe.skipIf(skipReason !== null)('iPXE boot path under QEMU + OVMF with Debi
     await m.waitFor(new RegExp(`Writ: ${MAC} boots install \\(set by operator`), 300_000);
     await until('installing once the install boot was fetched', async () => ((await node(nodeId)).state === 'installing' ? true : undefined), 120_000);
     await m.waitFor(/writ-boot: identity.*"created":false.*"mode":"install"/, 300_000);
-    const back = await until('active again', async () => {
-      const n = await node(nodeId);
-      return n.state === 'active' ? n : undefined;
-    }, 300_000);
+    const back = await until(
+      'active again',
+      async () => {
+        const n = await node(nodeId);
+        return n.state === 'active' ? n : undefined;
+      },
+      300_000,
+    );
     const events = back.transitions.map((t: { event: string }) => t.event);
     expect(events.slice(events.lastIndexOf('reprovision'))).toEqual(['reprovision', 'install-started', 'install-done', 'activate']);
     expect(back.transitions.filter((t: { event: string }) => t.event === 'register')).toHaveLength(1);
@@ -153,10 +221,14 @@ describe.skipIf(skipReason !== null)('iPXE boot path under QEMU + OVMF with Debi
     await m.waitFor(/writ-boot: init started at \S+ s \(boot mode rescue\)/, 300_000);
     await m.waitFor(/writ-boot: rescue mode: registered and heartbeating, running no jobs/, 300_000);
     // Heard from in rescue, and still in rescue: registering does not move it.
-    const heard = await until('a heartbeat from the rescue boot', async () => {
-      const n = await node(nodeId);
-      return n.lastHeartbeatAt && Date.parse(n.lastHeartbeatAt) > m.startedAt ? n : undefined;
-    }, 120_000);
+    const heard = await until(
+      'a heartbeat from the rescue boot',
+      async () => {
+        const n = await node(nodeId);
+        return n.lastHeartbeatAt && Date.parse(n.lastHeartbeatAt) > m.startedAt ? n : undefined;
+      },
+      120_000,
+    );
     expect(heard.state).toBe('rescue');
     expect(m.output()).toMatch(/writ-boot: state partition \S+ mounted/);
     expect(m.output()).not.toMatch(/formatting it|writ-boot: runner started/);

@@ -38,11 +38,19 @@ const machines: Machine[] = [];
 const cli = async (...argv: string[]) => {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    argv,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 };
 const api = async (method: string, route: string, body?: unknown) => {
-  const res = await fetch(`${s.url}${route}`, { method, headers: { authorization: `Bearer ${s.token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
+  const res = await fetch(`${s.url}${route}`, {
+    method,
+    headers: { authorization: `Bearer ${s.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
   return { status: res.status, body: (await res.json()) as any };
 };
 const boot = (name: string, disk: string) => {
@@ -75,13 +83,55 @@ describe.skipIf(skipReason !== null)('node boot image under QEMU + OVMF (root)',
   });
 
   it('writ enroll rules add makes a rule with a token; writ image usb builds the disk image', async () => {
-    const rule = await cli('enroll', 'rules', 'add', 'boot-lab', '--mac', MAC, '--disk-serial', 'WRIT-BOOT-*', '--class', 'worker', '--pool', 'default', '--label', 'role=boot-test', '--label', 'rack=qemu', '--hostname', 'lab-{mac}', '--token', '--auto-accept', '--max-uses', '1', '--json');
+    const rule = await cli(
+      'enroll',
+      'rules',
+      'add',
+      'boot-lab',
+      '--mac',
+      MAC,
+      '--disk-serial',
+      'WRIT-BOOT-*',
+      '--class',
+      'worker',
+      '--pool',
+      'default',
+      '--label',
+      'role=boot-test',
+      '--label',
+      'rack=qemu',
+      '--hostname',
+      'lab-{mac}',
+      '--token',
+      '--auto-accept',
+      '--max-uses',
+      '1',
+      '--json',
+    );
     expect(rule.code, rule.err).toBe(0);
     token = JSON.parse(rule.out).token;
     expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
     // A raw base64url public key is accepted where a key file is.
     const adminPub = b64url(s.admin.publicKey);
-    const built = await cli('image', 'usb', '--out', path.join(work, 'img'), '--coord', s.url.replace('127.0.0.1', HOST_FROM_GUEST), '--redis', s.redisUrl.replace('127.0.0.1', HOST_FROM_GUEST), '--admin-key', adminPub, '--cluster', s.clusterId, '--token', token, '--cmdline', 'console=ttyS0', '--json');
+    const built = await cli(
+      'image',
+      'usb',
+      '--out',
+      path.join(work, 'img'),
+      '--coord',
+      s.url.replace('127.0.0.1', HOST_FROM_GUEST),
+      '--redis',
+      s.redisUrl.replace('127.0.0.1', HOST_FROM_GUEST),
+      '--admin-key',
+      adminPub,
+      '--cluster',
+      s.clusterId,
+      '--token',
+      token,
+      '--cmdline',
+      'console=ttyS0',
+      '--json',
+    );
     expect(built.code, built.err || built.out).toBe(0);
     const m = JSON.parse(built.out);
     expect(Object.keys(m.artifacts).sort()).toEqual(['initramfs', 'kernel', 'uki', 'usb']);
@@ -94,10 +144,14 @@ describe.skipIf(skipReason !== null)('node boot image under QEMU + OVMF (root)',
     await machine.waitFor(/writ-boot: state partition \S+ mounted/, 240_000);
     const node = await until('the booted node registering', () => nodeWithMac(), 240_000);
     // Accepted by the rule (its token), then active on its first healthy heartbeat.
-    const active = await until('the node active', async () => {
-      const n = (await api('GET', `/v1/nodes/${node.id}`)).body;
-      return n.state === 'active' ? n : undefined;
-    }, 300_000);
+    const active = await until(
+      'the node active',
+      async () => {
+        const n = (await api('GET', `/v1/nodes/${node.id}`)).body;
+        return n.state === 'active' ? n : undefined;
+      },
+      300_000,
+    );
     expect(active.inventory.diskless).toBe(false);
     expect(active.inventory.disks.map((d: { serial: string }) => d.serial)).toContain(SERIAL);
     expect(active.labels).toMatchObject({ role: 'boot-test', rack: 'qemu' });
@@ -122,10 +176,18 @@ describe.skipIf(skipReason !== null)('node boot image under QEMU + OVMF (root)',
     await machine!.stop();
     machine = boot('node-a-reboot', path.join(work, 'img/writ-usb.img'));
     await machine.waitFor(/writ-boot: identity.*"created":false/, 300_000);
-    const again = await until('the rebooted node registered again', async () => {
-      const n = (await api('GET', `/v1/nodes/${first.id}`)).body;
-      return n.transitions.filter((t: { event: string }) => t.event === 'register').length === 1 && n.lastHeartbeatAt && Date.parse(n.lastHeartbeatAt) > machine!.startedAt ? n : undefined;
-    }, 300_000);
+    const again = await until(
+      'the rebooted node registered again',
+      async () => {
+        const n = (await api('GET', `/v1/nodes/${first.id}`)).body;
+        return n.transitions.filter((t: { event: string }) => t.event === 'register').length === 1 &&
+          n.lastHeartbeatAt &&
+          Date.parse(n.lastHeartbeatAt) > machine!.startedAt
+          ? n
+          : undefined;
+      },
+      300_000,
+    );
     expect(again.keyid).toBe(first.keyid);
     await machine.stop();
     // Zero the state partition (partition 2 starts after the ESP): the machine is a stranger now.
@@ -156,6 +218,8 @@ describe.skipIf(skipReason !== null)('node boot image under QEMU + OVMF (root)',
 });
 
 function readdirKernel(): string {
-  const ks = readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort();
+  const ks = readdirSync('/boot')
+    .filter((f) => f.startsWith('vmlinuz-'))
+    .sort();
   return path.join('/boot', ks.at(-1)!);
 }

@@ -15,7 +15,11 @@ let key: string;
 async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(args, { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { WRIT_HOME: path.join(dir, 'home'), ...env }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    args,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { WRIT_HOME: path.join(dir, 'home'), ...env }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
@@ -43,7 +47,10 @@ describe('--version and "did you mean"', () => {
     const cap = await cli(['sign', HELLO, '--key', key, '--target', 'node=a', '--caps', 'host.fact']);
     expect([cap.code, cap.err]).toEqual([1, expect.stringContaining('CAPABILITY_UNKNOWN: --caps host.fact is not a capability; did you mean host.facts?')]);
     const status = await cli(['jobs', 'list', '--status', 'faild']);
-    expect([status.code, status.err]).toEqual([2, expect.stringMatching(/--status faild is not a job status; did you mean failed\? \(one of: admitted, queued/)]);
+    expect([status.code, status.err]).toEqual([
+      2,
+      expect.stringMatching(/--status faild is not a job status; did you mean failed\? \(one of: admitted, queued/),
+    ]);
     // Nothing near: no suggestion.
     const far = await cli(['zzzzzzzz']);
     expect(far.err).not.toContain('did you mean');
@@ -109,12 +116,21 @@ describe('no cluster running', () => {
     // Port 9 (discard) on loopback: nothing listens there.
     await writeFile(path.join(home, 'dev.json'), JSON.stringify({ url: 'http://127.0.0.1:9', token: 't' }));
     const r = await cli(['jobs', 'list'], { WRIT_HOME: home });
-    expect([r.code, r.err]).toEqual([1, expect.stringMatching(/^writ: NOT_READY: cannot reach the coord at http:\/\/127\.0\.0\.1:9 \(the address `writ dev --keep` recorded: start it again/)]);
+    expect([r.code, r.err]).toEqual([
+      1,
+      expect.stringMatching(/^writ: NOT_READY: cannot reach the coord at http:\/\/127\.0\.0\.1:9 \(the address `writ dev --keep` recorded: start it again/),
+    ]);
   });
 
   it('with a coord but no default key, the key hint names --key and `writ dev`', async () => {
-    const r = await cli(['submit', HELLO, '--target', 'node=dev-1', '--coord', 'http://127.0.0.1:9'], { WRIT_HOME: path.join(dir, 'nokey-home'), WRIT_TOKEN: 't' });
-    expect([r.code, r.err]).toEqual([1, expect.stringMatching(/KEY_FILE_NOT_FOUND: no --key given, and the default .*admin\.key does not exist: pass --key FILE, or start `writ dev --keep`/)]);
+    const r = await cli(['submit', HELLO, '--target', 'node=dev-1', '--coord', 'http://127.0.0.1:9'], {
+      WRIT_HOME: path.join(dir, 'nokey-home'),
+      WRIT_TOKEN: 't',
+    });
+    expect([r.code, r.err]).toEqual([
+      1,
+      expect.stringMatching(/KEY_FILE_NOT_FOUND: no --key given, and the default .*admin\.key does not exist: pass --key FILE, or start `writ dev --keep`/),
+    ]);
   });
 });
 

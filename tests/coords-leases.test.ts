@@ -47,7 +47,10 @@ describe.skipIf(!postgres.ok)('leases between coords (PostgreSQL advisory locks)
     const rows = await admin.query<{ holder: string; n: number }>(
       `SELECT a.application_name AS holder, count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' GROUP BY 1 ORDER BY 1`,
     );
-    expect(rows).toEqual([{ holder: 'coord-a', n: 1 }, { holder: 'coord-b', n: 3 }]);
+    expect(rows).toEqual([
+      { holder: 'coord-a', n: 1 },
+      { holder: 'coord-b', n: 3 },
+    ]);
   });
 
   it('a coord whose session ends (killed) loses its leases at once', async () => {
@@ -101,7 +104,10 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
     a.relay.published('relayed-1', s2);
     a.relay.published('relayed-1', s3);
     await until('both events at the other coord', async () => (got.length >= 2 ? true : undefined), 10_000);
-    expect(got).toEqual([{ seq: 2, message: 'first' }, { seq: 3, message: 'second' }]);
+    expect(got).toEqual([
+      { seq: 2, message: 'first' },
+      { seq: 3, message: 'second' },
+    ]);
     expect(a.relay.metrics.notificationsSent).toBe(1); // one NOTIFY for the tick, not one per event
     // Its own notifications are not relayed back to itself.
     const aEmitter = new EventEmitter();

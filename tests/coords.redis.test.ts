@@ -14,7 +14,19 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLedger, type Ledger } from '@writ/coord';
 import { startEmbeddedRedis, type EmbeddedRedis } from '@writ/cli';
-import { PAYLOAD_TYPES, b64url, bootstrapKeySet, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePrivateKeyFile, encodePublicKeyFile, generateKeyPair, signEnvelope } from '@writ/protocol';
+import {
+  PAYLOAD_TYPES,
+  b64url,
+  bootstrapKeySet,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  encodeKeySet,
+  encodePrivateKeyFile,
+  encodePublicKeyFile,
+  generateKeyPair,
+  signEnvelope,
+} from '@writ/protocol';
 import { startBalancer, type Balancer } from './helpers/balancer.ts';
 import { startTestPostgres, type TestPostgres } from './helpers/postgres.ts';
 import { freePort, killAllWrit, startWrit, until, type WritProcess } from './helpers/processes.ts';
@@ -89,7 +101,12 @@ function follow(coordUrl: string, id: string): Stream {
 describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
   it('SIGKILL the coord driving the work: the other finishes it, every job dispatched and run once, SSE on the survivor sees it all', async () => {
     const databaseUrl = await pg.freshDatabaseUrl();
-    const env = { WRIT_HOME: dir, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: `test-sup-token-${Math.random().toString(36).slice(2)}`, DATABASE_URL: databaseUrl };
+    const env = {
+      WRIT_HOME: dir,
+      WRIT_TOKEN: token,
+      WRIT_SUPERVISOR_TOKEN: `test-sup-token-${Math.random().toString(36).slice(2)}`,
+      DATABASE_URL: databaseUrl,
+    };
     const [portA, portB, supPort] = [await freePort(), await freePort(), await freePort()];
     const coordUrl = { [portA]: `http://127.0.0.1:${portA}`, [portB]: `http://127.0.0.1:${portB}` };
     const reports = await startBalancer('failover', [portA, portB]);
@@ -97,16 +114,71 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
     balancers.push(reports, heartbeats);
     const adminPub = path.join(dir, 'admin.pub');
     const api = async (port: number, method: string, route: string, body?: string) => {
-      const r = await fetch(`${coordUrl[port]}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}) });
+      const r = await fetch(`${coordUrl[port]}${route}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        ...(body ? { body } : {}),
+      });
       const text = await r.text();
       return { status: r.status, body: text.startsWith('{') ? JSON.parse(text) : text };
     };
-    const metric = async (port: number, name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await api(port, 'GET', '/metrics')).body as string)?.[1] ?? NaN);
+    const metric = async (port: number, name: string) =>
+      Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await api(port, 'GET', '/metrics')).body as string)?.[1] ?? NaN);
 
-    const supervisor = await startWrit(['supervisor', '--coord', reports.url, '--redis', redis.url, '--listen', `127.0.0.1:${supPort}`, '--state', path.join(dir, 'sup'), '--admin-key', adminPub], env);
-    const coord = (port: number, name: string) => startWrit(['coord', '--supervisor', `http://127.0.0.1:${supPort}`, '--supervisor-key', String(supervisor.ready.publicKeyFile), '--listen', `127.0.0.1:${port}`,
-      '--state', path.join(dir, name), '--admin-key', adminPub], env);
-    const runner = () => startWrit(['runner', '--node', NODE, '--coord', heartbeats.url, '--redis', redis.url, '--admin-key', adminPub, '--state', path.join(dir, 'runner'), '--heartbeat-ms', '500', '--concurrency', '4'], env);
+    const supervisor = await startWrit(
+      [
+        'supervisor',
+        '--coord',
+        reports.url,
+        '--redis',
+        redis.url,
+        '--listen',
+        `127.0.0.1:${supPort}`,
+        '--state',
+        path.join(dir, 'sup'),
+        '--admin-key',
+        adminPub,
+      ],
+      env,
+    );
+    const coord = (port: number, name: string) =>
+      startWrit(
+        [
+          'coord',
+          '--supervisor',
+          `http://127.0.0.1:${supPort}`,
+          '--supervisor-key',
+          String(supervisor.ready.publicKeyFile),
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--state',
+          path.join(dir, name),
+          '--admin-key',
+          adminPub,
+        ],
+        env,
+      );
+    const runner = () =>
+      startWrit(
+        [
+          'runner',
+          '--node',
+          NODE,
+          '--coord',
+          heartbeats.url,
+          '--redis',
+          redis.url,
+          '--admin-key',
+          adminPub,
+          '--state',
+          path.join(dir, 'runner'),
+          '--heartbeat-ms',
+          '500',
+          '--concurrency',
+          '4',
+        ],
+        env,
+      );
     const coords: Record<number, WritProcess> = { [portA]: await coord(portA, 'coord-a') };
 
     // The cluster's key set and node, through coord A (B is not up yet).
@@ -132,11 +204,15 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
       return { i, id: job.id, envelope: encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])) };
     };
     const jobs: { i: number; id: string; envelope: string }[] = [];
-    await until('coord B to hold jobs for the drained node', async () => {
-      const probe = sign(jobs.length);
-      jobs.push(probe);
-      return (await api(portB, 'POST', '/v1/jobs', probe.envelope)).body?.status === 'admitted' ? true : undefined;
-    }, 30_000);
+    await until(
+      'coord B to hold jobs for the drained node',
+      async () => {
+        const probe = sign(jobs.length);
+        jobs.push(probe);
+        return (await api(portB, 'POST', '/v1/jobs', probe.envelope)).body?.status === 'admitted' ? true : undefined;
+      },
+      30_000,
+    );
     const batch = Array.from({ length: JOBS }, (_, k) => sign(jobs.length + k));
     jobs.push(...batch);
     const answered = await api(portA, 'POST', '/v1/jobs:batch', JSON.stringify({ envelopes: batch.map((j) => JSON.parse(j.envelope)) }));
@@ -148,13 +224,22 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
     supervisor.child.kill('SIGSTOP');
     // Coord A must see the drain finished too (another coord may have recorded it; A follows the ledger's node
     // rows every 2 s): from `draining` an accept is refused (409).
-    await until('coord A to see the node commissioned', async () => ((await api(portA, 'GET', `/v1/nodes/${NODE}`)).body?.state === 'commissioned' ? true : undefined), 30_000);
+    await until(
+      'coord A to see the node commissioned',
+      async () => ((await api(portA, 'GET', `/v1/nodes/${NODE}`)).body?.state === 'commissioned' ? true : undefined),
+      30_000,
+    );
     const again = await api(portA, 'POST', `/v1/nodes/${NODE}/accept`, JSON.stringify({ reason: 'test' }));
     expect(again.status, JSON.stringify(again.body)).toBe(200);
     await until('the node active again', async () => ((await nodeState()) === 'active' ? true : undefined), 30_000);
-    const leaseHolders = async () => new Map((await ledger.db.query<{ app: string; n: number }>(
-      `SELECT a.application_name AS app, count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid = hashtext('writ.job')::oid GROUP BY 1`,
-    )).map((r) => [Number(r.app.split(' ')[2]), Number(r.n)]));
+    const leaseHolders = async () =>
+      new Map(
+        (
+          await ledger.db.query<{ app: string; n: number }>(
+            `SELECT a.application_name AS app, count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid = hashtext('writ.job')::oid GROUP BY 1`,
+          )
+        ).map((r) => [Number(r.app.split(' ')[2]), Number(r.n)]),
+      );
     // The driver: the coord holding the jobs' leases, its pass held up by the stopped supervisor. The other
     // follows the ledger's node states within a few seconds: three reconcile passes of it since make sure it
     // has reconciled the same jobs with the node active (and met the driver's leases).
@@ -162,18 +247,31 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
     // A pass whose dispatch to the stopped supervisor timed out releases its leases until the next pass: once
     // any lease was seen, wait for a moment when one is held again rather than take the no-lease way out below.
     let sawLease = false;
-    const driverPort = await until('one coord driving and the other reconciling beside it', async () => {
-      const holders = await leaseHolders();
-      if ([...holders.values()].some((n) => n > 0)) sawLease = true;
-      const driving = [portA, portB].find((p) => (holders.get(coords[p]!.child.pid!) ?? 0) > 0);
-      // The other coord must have met the driver's leases in a pass of its own (it lists a job only once the job
-      // is old enough to reconcile, so a fixed number of passes is not enough).
-      if (driving !== undefined) return (await metric(driving === portA ? portB : portA, 'writ_reconcile_left_to_other_coords_total')) > 0 ? driving : undefined;
-      // Attempts dispatched with no lease held: only without leases (the checks below then show what that does).
-      if (sawLease) return undefined;
-      const dispatched = Number((await ledger.db.query<{ n: number }>('SELECT coalesce(sum(attempts), 0)::int AS n FROM jobs WHERE id = ANY($1::text[])', [batch.map((j) => j.id)]))[0]!.n);
-      return dispatched >= 2 && (await metric(portA, 'writ_reconcile_passes_total')) > passes[portA]! && (await metric(portB, 'writ_reconcile_passes_total')) > passes[portB]! ? portA : undefined;
-    }, 60_000);
+    const driverPort = await until(
+      'one coord driving and the other reconciling beside it',
+      async () => {
+        const holders = await leaseHolders();
+        if ([...holders.values()].some((n) => n > 0)) sawLease = true;
+        const driving = [portA, portB].find((p) => (holders.get(coords[p]!.child.pid!) ?? 0) > 0);
+        // The other coord must have met the driver's leases in a pass of its own (it lists a job only once the job
+        // is old enough to reconcile, so a fixed number of passes is not enough).
+        if (driving !== undefined)
+          return (await metric(driving === portA ? portB : portA, 'writ_reconcile_left_to_other_coords_total')) > 0 ? driving : undefined;
+        // Attempts dispatched with no lease held: only without leases (the checks below then show what that does).
+        if (sawLease) return undefined;
+        const dispatched = Number(
+          (
+            await ledger.db.query<{ n: number }>('SELECT coalesce(sum(attempts), 0)::int AS n FROM jobs WHERE id = ANY($1::text[])', [batch.map((j) => j.id)])
+          )[0]!.n,
+        );
+        return dispatched >= 2 &&
+          (await metric(portA, 'writ_reconcile_passes_total')) > passes[portA]! &&
+          (await metric(portB, 'writ_reconcile_passes_total')) > passes[portB]!
+          ? portA
+          : undefined;
+      },
+      60_000,
+    );
     const survivorPort = driverPort === portA ? portB : portA;
     const driver = coords[driverPort]!;
 
@@ -184,25 +282,43 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
 
     // Once the driver has run a few jobs to the end, SIGKILL it.
     const batchIds = batch.map((j) => j.id);
-    const doneIds = async () => (await ledger.db.query<{ id: string }>(`SELECT id FROM jobs WHERE status = 'succeeded' AND id = ANY($1::text[])`, [batchIds])).map((r) => r.id);
+    const doneIds = async () =>
+      (await ledger.db.query<{ id: string }>(`SELECT id FROM jobs WHERE status = 'succeeded' AND id = ANY($1::text[])`, [batchIds])).map((r) => r.id);
     await until('a few jobs done through the driver', async () => ((await doneIds()).length >= 3 ? true : undefined), 60_000);
     const heldAtKill = (await leaseHolders()).get(driver.child.pid!) ?? 0;
     driver.child.kill('SIGKILL');
     const doneBeforeKill = await doneIds();
     await driver.exited();
 
-    const finished = await until('every job finished', async () => {
-      const rows = await ledger.db.query<{ id: string; status: string; attempts: number }>(`SELECT id, status, attempts FROM jobs WHERE status IN ('succeeded', 'failed', 'refused') ORDER BY id`);
-      return rows.length === jobs.length ? rows : undefined;
-    }, 120_000);
+    const finished = await until(
+      'every job finished',
+      async () => {
+        const rows = await ledger.db.query<{ id: string; status: string; attempts: number }>(
+          `SELECT id, status, attempts FROM jobs WHERE status IN ('succeeded', 'failed', 'refused') ORDER BY id`,
+        );
+        return rows.length === jobs.length ? rows : undefined;
+      },
+      120_000,
+    );
     await until('every stream on the survivor to end', async () => ([...streams.values()].every((s) => s.ended) ? true : undefined), 30_000);
 
     // Every job succeeded, dispatched once (one attempt) and run once (its one log line once).
-    expect(finished.map((r) => [r.id, r.status, Number(r.attempts)])).toEqual(jobs.map((j) => j.id).sort().map((id) => [id, 'succeeded', 1]));
+    expect(finished.map((r) => [r.id, r.status, Number(r.attempts)])).toEqual(
+      jobs
+        .map((j) => j.id)
+        .sort()
+        .map((id) => [id, 'succeeded', 1]),
+    );
     for (const j of jobs) {
-      expect((await ledger.listAttempts(j.id)).map((a) => [a.attempt, a.outcome]), j.id).toEqual([[1, 'succeeded']]);
+      expect(
+        (await ledger.listAttempts(j.id)).map((a) => [a.attempt, a.outcome]),
+        j.id,
+      ).toEqual([[1, 'succeeded']]);
       const events = await ledger.listJobEvents(j.id, 0, 1000);
-      expect(events.filter((e) => e.type === 'log' && e.message === `ran ${j.i}`), j.id).toHaveLength(1);
+      expect(
+        events.filter((e) => e.type === 'log' && e.message === `ran ${j.i}`),
+        j.id,
+      ).toHaveLength(1);
       // The survivor's stream carried every event the ledger holds, in order, ending with the success.
       expect(streams.get(j.id)!.seqs, j.id).toEqual(events.map((e) => e.seq));
       expect(streams.get(j.id)!.statuses.at(-1), j.id).toBe('succeeded');
@@ -213,6 +329,8 @@ describe.skipIf(!postgres.ok)('two coords on one PostgreSQL', () => {
     for (const id of doneBeforeKill) expect([streams.get(id)!.ended, streams.get(id)!.statuses.at(-1)], id).toEqual([true, 'succeeded']);
     // The survivor met the driver's leases and left those jobs to it.
     expect(await metric(survivorPort, 'writ_reconcile_left_to_other_coords_total')).toBeGreaterThan(0);
-    console.log(`two coords: driver ${driverPort === portA ? 'A' : 'B'} held ${heldAtKill} job leases when SIGKILLed with ${doneBeforeKill.length}/${JOBS} waiting jobs done (${jobs.length - JOBS} probes); reports served ${JSON.stringify(Object.fromEntries(reports.served))}`);
+    console.log(
+      `two coords: driver ${driverPort === portA ? 'A' : 'B'} held ${heldAtKill} job leases when SIGKILLed with ${doneBeforeKill.length}/${JOBS} waiting jobs done (${jobs.length - JOBS} probes); reports served ${JSON.stringify(Object.fromEntries(reports.served))}`,
+    );
   }, 600_000);
 });

@@ -22,7 +22,11 @@ function ensureChromium(): string | null {
   if (existsSync(CHROMIUM)) return null;
   if (!isRoot) return `${CHROMIUM} is missing and this is not root: install it with \`sudo apt-get install chromium\``;
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const install = () => spawnSync('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'install', '-y', '--no-install-recommends', 'chromium'], { stdio: ['ignore', 'ignore', 'inherit'], env });
+  const install = () =>
+    spawnSync('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'install', '-y', '--no-install-recommends', 'chromium'], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env,
+    });
   if (install().status !== 0) {
     spawnSync('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'update', '-qq'], { stdio: ['ignore', 'ignore', 'inherit'], env });
     install();
@@ -83,10 +87,14 @@ beforeAll(async () => {
   dev = spawn(process.execPath, [path.join(ROOT, 'bin/writ.mjs'), 'dev', '--keep', '--port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   dev.stdout!.on('data', (d: Buffer) => (devOut += d.toString()));
   dev.stderr!.on('data', (d: Buffer) => (devOut += d.toString()));
-  await waitFor('writ dev to come up', () => {
-    if (dev!.exitCode !== null) throw new Error(`writ dev exited with ${dev!.exitCode}:\n${devOut}`);
-    return devOut.includes('writ dev is up') ? true : undefined;
-  }, 150_000);
+  await waitFor(
+    'writ dev to come up',
+    () => {
+      if (dev!.exitCode !== null) throw new Error(`writ dev exited with ${dev!.exitCode}:\n${devOut}`);
+      return devOut.includes('writ dev is up') ? true : undefined;
+    },
+    150_000,
+  );
   const recorded = JSON.parse(await readFile(path.join(home, 'dev.json'), 'utf8')) as { url: string; token: string };
   url = recorded.url;
   token = recorded.token;
@@ -165,7 +173,9 @@ describe.skipIf(skipReason !== null)('the dashboard against writ dev', () => {
     await page.goto(`${url}/#/jobs`);
     await page.locator('main[data-page=jobs] h1').waitFor();
     const script = path.join(home, 'watch.js');
-    await writeFile(script, `export default async function watch(args, ctx) {
+    await writeFile(
+      script,
+      `export default async function watch(args, ctx) {
   const facts = await ctx.sal.host.facts();
   ctx.log.info(\`hello from \${facts.hostname}: \${facts.cpu.threads} threads\`);
   ctx.log.info('holding for ' + args.holdMs + ' ms so that the dashboard shows this job running');
@@ -173,7 +183,8 @@ describe.skipIf(skipReason !== null)('the dashboard against writ dev', () => {
   ctx.log.info('done waiting');
   return { hostname: facts.hostname, threads: facts.cpu.threads, heldMs: args.holdMs };
 }
-`);
+`,
+    );
     const sub = await cli('submit', script, '--target', 'node=dev-1', '--caps', 'host.facts,time.sleep', '--args', '{"holdMs":10000}', '--timeout', '60s');
     expect(sub.code, sub.err).toBe(0);
     const id = /job (\S+) accepted/.exec(sub.out)?.[1];
@@ -209,14 +220,34 @@ describe.skipIf(skipReason !== null)('the dashboard against writ dev', () => {
     await page.locator('main[data-page=flows] h1').waitFor();
     const dir = path.join(home, 'flow');
     await mkdir(dir, { recursive: true });
-    await writeFile(path.join(dir, 'step.js'), `export default async function step(args, ctx) {
+    await writeFile(
+      path.join(dir, 'step.js'),
+      `export default async function step(args, ctx) {
   ctx.log.info(args.say);
   await ctx.sal.time.sleep({ ms: args.holdMs });
   return { said: args.say };
 }
-`);
-    const step = (name: string, holdMs: number, depends: string[] = []) => ({ name, script: 'step.js', target: { node: 'dev-1' }, caps: ['time.sleep'], args: { say: `${name} on dev-1`, holdMs }, ...(depends.length ? { depends } : {}) });
-    await writeFile(path.join(dir, 'flow.json'), JSON.stringify({ id: 'dashboard-demo', steps: [step('fetch', 8000), step('build-a', 300, ['fetch']), step('build-b', 300, ['fetch']), step('publish', 300, ['build-a', 'build-b'])] }, null, 2));
+`,
+    );
+    const step = (name: string, holdMs: number, depends: string[] = []) => ({
+      name,
+      script: 'step.js',
+      target: { node: 'dev-1' },
+      caps: ['time.sleep'],
+      args: { say: `${name} on dev-1`, holdMs },
+      ...(depends.length ? { depends } : {}),
+    });
+    await writeFile(
+      path.join(dir, 'flow.json'),
+      JSON.stringify(
+        {
+          id: 'dashboard-demo',
+          steps: [step('fetch', 8000), step('build-a', 300, ['fetch']), step('build-b', 300, ['fetch']), step('publish', 300, ['build-a', 'build-b'])],
+        },
+        null,
+        2,
+      ),
+    );
     const signed = await cli('flow', 'sign', path.join(dir, 'flow.json'), '--out', path.join(dir, 'flow.env.json'));
     expect(signed.code, signed.err).toBe(0);
     const run = await cli('flow', 'run', path.join(dir, 'flow.env.json'));
@@ -257,7 +288,9 @@ describe.skipIf(skipReason !== null)('the dashboard against writ dev', () => {
   });
 
   it('key set: the one in force, with its version, expiry, users, roles and thresholds', async () => {
-    const { keySet } = (await (await fetch(`${url}/v1/keyset`, { headers: { authorization: `Bearer ${token}` } })).json()) as { keySet: { version: number; expiresAt: number; users: { name: string }[]; roles: { name: string }[] } };
+    const { keySet } = (await (await fetch(`${url}/v1/keyset`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      keySet: { version: number; expiresAt: number; users: { name: string }[]; roles: { name: string }[] };
+    };
     await page.goto(`${url}/#/keyset`);
     await page.locator(`dd[data-version="${keySet.version}"]`).waitFor();
     await expect.poll(() => page.locator('dl.facts').innerText()).toContain(new Date(keySet.expiresAt * 1000).toISOString());

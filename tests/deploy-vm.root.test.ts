@@ -9,7 +9,18 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { thresholdFor } from '@writ/protocol';
 import {
-  btrfsConfig, createSubvolume, deleteBridge, deleteTap, formatPool, listLinks, mountPool, netConfig, unmountPool, VmManager, type BtrfsConfig, type VmConfig,
+  btrfsConfig,
+  createSubvolume,
+  deleteBridge,
+  deleteTap,
+  formatPool,
+  listLinks,
+  mountPool,
+  netConfig,
+  unmountPool,
+  VmManager,
+  type BtrfsConfig,
+  type VmConfig,
 } from '@writ/sal';
 // The test guest, loop cleanup and package checks are sal's test fixtures, not part of its API.
 // eslint-disable-next-line no-restricted-imports
@@ -176,7 +187,12 @@ describe.skipIf(skipReason !== null)('deploy-vm.js through the signed path on re
 
   it('granted less than deploy-vm.js uses, it fails naming the missing capability and makes nothing', async () => {
     const other = `other-${hex}`;
-    const { job } = await runJob(source, DEPLOY_CAPS.filter((c) => c !== 'btrfs.disk.clone'), { ...deployArgs(), name: other }, 30_000);
+    const { job } = await runJob(
+      source,
+      DEPLOY_CAPS.filter((c) => c !== 'btrfs.disk.clone'),
+      { ...deployArgs(), name: other },
+      30_000,
+    );
     expect(job.status).toBe('failed');
     expect(JSON.stringify(job.error)).toContain('btrfs.disk.clone');
     expect(existsSync(path.join(pool.mount, 'disks', other))).toBe(false);

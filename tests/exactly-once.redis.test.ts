@@ -21,7 +21,10 @@ const children = new Set<ChildProcess>();
 
 function netns(): string[] {
   const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  return r.stdout.split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(PREFIX));
+  return r.stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter((n) => n.startsWith(PREFIX));
 }
 function dropNetns(): void {
   for (const n of netns()) spawnSync('ip', ['netns', 'delete', n]);
@@ -36,18 +39,27 @@ interface RunnerProc {
 }
 function startRunner(opts: { failpoint?: string; lockDurationMs?: number } = {}): Promise<RunnerProc> {
   const cfg = {
-    nodeId: NODE, clusterId: s.clusterId, admins: { threshold: 1, keys: [{ keyid: s.admin.keyid, publicKey: b64url(s.admin.publicKey) }] },
-    stateDir: path.join(s.stateDir, 'fx-node'), redisUrl: s.redisUrl, coordUrl: s.url, heartbeatMs: 300, lockDurationMs: opts.lockDurationMs ?? 2000, stalledIntervalMs: 500,
+    nodeId: NODE,
+    clusterId: s.clusterId,
+    admins: { threshold: 1, keys: [{ keyid: s.admin.keyid, publicKey: b64url(s.admin.publicKey) }] },
+    stateDir: path.join(s.stateDir, 'fx-node'),
+    redisUrl: s.redisUrl,
+    coordUrl: s.url,
+    heartbeatMs: 300,
+    lockDurationMs: opts.lockDurationMs ?? 2000,
+    stalledIntervalMs: 500,
   };
   const child = spawn(process.execPath, [RUNNER], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, WRIT_TEST_RUNNER: JSON.stringify(cfg), WRIT_TEST_NET_PREFIX: PREFIX, ...(opts.failpoint ? { WRIT_FAILPOINT: opts.failpoint } : {}) },
   });
   children.add(child);
-  const exit = new Promise<NodeJS.Signals | number | null>((r) => child.once('exit', (code, sig) => {
-    children.delete(child);
-    r(sig ?? code);
-  }));
+  const exit = new Promise<NodeJS.Signals | number | null>((r) =>
+    child.once('exit', (code, sig) => {
+      children.delete(child);
+      r(sig ?? code);
+    }),
+  );
   let err = '';
   let all = '';
   child.stderr!.on('data', (d) => {
@@ -55,17 +67,18 @@ function startRunner(opts: { failpoint?: string; lockDurationMs?: number } = {})
     all += String(d);
     child.emit('logline');
   });
-  const logged = (text: string, timeoutMs = 20_000) => new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the runner never logged "${text}"; its last lines: ${err}; all: ${all.length} chars`)), timeoutMs);
-    const look = () => {
-      if (!all.includes(text)) return;
-      clearTimeout(timer);
-      child.off('logline', look);
-      resolve();
-    };
-    child.on('logline', look);
-    look();
-  });
+  const logged = (text: string, timeoutMs = 20_000) =>
+    new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the runner never logged "${text}"; its last lines: ${err}; all: ${all.length} chars`)), timeoutMs);
+      const look = () => {
+        if (!all.includes(text)) return;
+        clearTimeout(timer);
+        child.off('logline', look);
+        resolve();
+      };
+      child.on('logline', look);
+      look();
+    });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d) => {
@@ -78,13 +91,18 @@ function startRunner(opts: { failpoint?: string; lockDurationMs?: number } = {})
 
 async function journal(jobId: string): Promise<{ t: string; attempt: number; exec: string; step?: number; op?: string; result?: { created?: boolean } }[]> {
   const text = await readFile(path.join(s.stateDir, 'fx-node', 'journal', `${jobId}.jsonl`), 'utf8');
-  return text.trim().split('\n').map((l) => JSON.parse(l));
+  return text
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 }
 
 async function securityAudit(subject: string, code: string, timeoutMs = 20_000) {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const hit = ((await s.ledger.tailAudit(300)) as { kind: string; subject: string; data: any }[]).find((e) => e.kind === 'security' && e.subject === subject && e.data?.error?.code === code);
+    const hit = ((await s.ledger.tailAudit(300)) as { kind: string; subject: string; data: any }[]).find(
+      (e) => e.kind === 'security' && e.subject === subject && e.data?.error?.code === code,
+    );
     if (hit) return hit;
     if (Date.now() > end) throw new Error(`no ${code} security audit entry for ${subject}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -105,7 +123,8 @@ describe.skipIf(!isRoot)('exactly-once effects on a node (R2, R3, T15)', () => {
     redis = new Redis(s.redisUrl, { maxRetriesPerRequest: null });
     const first = await startRunner();
     await s.waitForNode(NODE, ['inspected', 'active']);
-    if ((await s.ledger.nodeStore.getNode(NODE))?.state === 'inspected') await s.service.nodes.apply(NODE, 'accept', { actor: 'test', reason: 'test node', byOperator: true });
+    if ((await s.ledger.nodeStore.getNode(NODE))?.state === 'inspected')
+      await s.service.nodes.apply(NODE, 'accept', { actor: 'test', reason: 'test node', byOperator: true });
     const end = Date.now() + 20_000;
     while (!(await s.service.nodes.workable()).some((n) => n.id === NODE)) {
       if (Date.now() > end) throw new Error(`${NODE} did not become workable`);
@@ -144,13 +163,20 @@ describe.skipIf(!isRoot)('exactly-once effects on a node (R2, R3, T15)', () => {
       // Step 1 was journaled done by attempt 1: attempt 2 replayed it (created: true, from the journal).
       // Step 2: made by attempt 2, unless attempt 1 had applied it before dying (then found: created false).
       expect(job.result).toEqual([true, point !== 'after-effect']);
-      expect(netns().filter((n) => n.startsWith(`${PREFIX}-${tag}-`)).sort()).toEqual([`${PREFIX}-${tag}-1`, `${PREFIX}-${tag}-2`]);
+      expect(
+        netns()
+          .filter((n) => n.startsWith(`${PREFIX}-${tag}-`))
+          .sort(),
+      ).toEqual([`${PREFIX}-${tag}-1`, `${PREFIX}-${tag}-2`]);
       const recs = await journal(id);
       const created = recs.filter((r) => r.t === 'done' && r.result?.created === true).map((r) => r.step);
       // No step is journaled as created twice; one created per step, except the step whose result died with attempt 1.
       expect(created).toEqual(point === 'after-effect' ? [1] : [1, 2]);
       expect(recs.filter((r) => r.t === 'start').map((r) => r.attempt)).toEqual([1, 2]);
-      expect((await s.ledger.listAttempts(id)).map((a) => [a.attempt, a.outcome])).toEqual([[1, 'superseded'], [2, 'succeeded']]);
+      expect((await s.ledger.listAttempts(id)).map((a) => [a.attempt, a.outcome])).toEqual([
+        [1, 'superseded'],
+        [2, 'succeeded'],
+      ]);
       rescuer.child.kill('SIGTERM');
       await rescuer.exit;
     }, 120_000);
@@ -180,19 +206,27 @@ describe.skipIf(!isRoot)('exactly-once effects on a node (R2, R3, T15)', () => {
     const other = await startRunner();
     const job = await s.waitFor(id, ['succeeded', 'failed'], 60_000);
     expect([job.status, job.attempts]).toEqual(['succeeded', 2]);
-    const before = netns().filter((n) => n.startsWith(`${PREFIX}-stop-`)).sort();
+    const before = netns()
+      .filter((n) => n.startsWith(`${PREFIX}-stop-`))
+      .sort();
     expect(before).toHaveLength(2); // step 1, and attempt 2's step 4
     paused.child.kill('SIGCONT');
     // The resumed execution wakes from its sleep, reads the clock and is fenced at its next effect; it says so.
     await paused.logged('"code":"EFFECT_FENCED"').catch(async (e: Error) => {
-      throw new Error(`${e.message}\nstate: ${spawnSync('ps', ['-o', 'stat=', '-p', String(paused.child.pid)], { encoding: 'utf8' }).stdout} exit: ${paused.child.exitCode} ${paused.child.signalCode}\njournal: ${JSON.stringify(await journal(id))}\nattempts: ${JSON.stringify(await s.ledger.listAttempts(id))}`);
+      throw new Error(
+        `${e.message}\nstate: ${spawnSync('ps', ['-o', 'stat=', '-p', String(paused.child.pid)], { encoding: 'utf8' }).stdout} exit: ${paused.child.exitCode} ${paused.child.signalCode}\njournal: ${JSON.stringify(await journal(id))}\nattempts: ${JSON.stringify(await s.ledger.listAttempts(id))}`,
+      );
     });
     // Where it stopped depends on where the pause caught it: at the fencing check right after step 1's effect,
     // or (paused in the sleep) at step 4's. Either way attempt 1 journaled nothing past step 3 and no end.
     const resumed = (await journal(id)).filter((r) => r.attempt === 1).map((r) => `${r.t}${r.step ?? ''}`);
     expect(resumed.slice(0, 3)).toEqual(['start', 'intent1', 'done1']);
     expect(resumed.filter((r) => !['done2', 'done3'].includes(r)).slice(3)).toEqual([]);
-    expect(netns().filter((n) => n.startsWith(`${PREFIX}-stop-`)).sort()).toEqual(before);
+    expect(
+      netns()
+        .filter((n) => n.startsWith(`${PREFIX}-stop-`))
+        .sort(),
+    ).toEqual(before);
     const recs = await journal(id);
     expect(recs.filter((r) => r.attempt === 1 && r.step === 4)).toEqual([]);
     expect(await s.ledger.getJob(id)).toMatchObject({ status: 'succeeded', result: 'done', attempts: 2 });

@@ -17,8 +17,28 @@ const children: ChildProcess[] = [];
 async function startRunnerProcess(node: string): Promise<ChildProcess> {
   const adminPub = path.join(s.stateDir, 'admin.pub');
   await writeFile(adminPub, encodePublicKeyFile(s.admin.publicKey));
-  const args = [BIN, 'runner', '--node', node, '--redis', s.redisUrl, '--coord', s.url, '--admin-key', adminPub, '--cluster', s.clusterId,
-    '--state', path.join(s.stateDir, `proc-${node}`), '--lock-ms', '2000', '--stalled-ms', '1000', '--heartbeat-ms', '1000'];
+  const args = [
+    BIN,
+    'runner',
+    '--node',
+    node,
+    '--redis',
+    s.redisUrl,
+    '--coord',
+    s.url,
+    '--admin-key',
+    adminPub,
+    '--cluster',
+    s.clusterId,
+    '--state',
+    path.join(s.stateDir, `proc-${node}`),
+    '--lock-ms',
+    '2000',
+    '--stalled-ms',
+    '1000',
+    '--heartbeat-ms',
+    '1000',
+  ];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, WRIT_LOG_LEVEL: 'warn' },
@@ -39,7 +59,8 @@ async function startRunnerProcess(node: string): Promise<ChildProcess> {
 /** An operator accepts the node once it registered (first start only). */
 async function acceptWhenRegistered(node: string) {
   await s.waitForNode(node, ['inspected', 'active']);
-  if ((await s.ledger.nodeStore.getNode(node))?.state === 'inspected') await s.service.nodes.apply(node, 'accept', { actor: 'test', reason: 'test', byOperator: true });
+  if ((await s.ledger.nodeStore.getNode(node))?.state === 'inspected')
+    await s.service.nodes.apply(node, 'accept', { actor: 'test', reason: 'test', byOperator: true });
   await s.waitForNode(node, ['active']);
 }
 
@@ -57,7 +78,10 @@ describe('faults', () => {
   it('a runner SIGKILLed mid-job: the job is retried on a new runner and completes; attempts are in the ledger', async () => {
     const first = await startRunnerProcess('node-k');
     await acceptWhenRegistered('node-k');
-    const { envelope, id } = s.sign('export default async (a, ctx) => { ctx.log.info("start"); await ctx.sal.time.sleep({ ms: 2500 }); return "done" }', { caps: ['time.sleep'], target: { node: 'node-k' } });
+    const { envelope, id } = s.sign('export default async (a, ctx) => { ctx.log.info("start"); await ctx.sal.time.sleep({ ms: 2500 }); return "done" }', {
+      caps: ['time.sleep'],
+      target: { node: 'node-k' },
+    });
     expect((await s.post(envelope)).status).toBe(202);
     await s.waitFor(id, ['running']);
     first.kill('SIGKILL');

@@ -4,8 +4,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, CoordService, openLedger, type Ledger } from '@writ/coord';
 import {
-  PAYLOAD_TYPES, SUPERVISOR_HEARTBEAT_PATH, b64url, bootstrapKeySet, encodeEnvelope, encodeKeySet, encodeSupervisorHeartbeat, encodeSupervisorReport, generateKeyPair, parseKeySet,
-  signEnvelope, type KeyPair, type KeySet, type SupervisorHeartbeat, type SupervisorView,
+  PAYLOAD_TYPES,
+  SUPERVISOR_HEARTBEAT_PATH,
+  b64url,
+  bootstrapKeySet,
+  encodeEnvelope,
+  encodeKeySet,
+  encodeSupervisorHeartbeat,
+  encodeSupervisorReport,
+  generateKeyPair,
+  parseKeySet,
+  signEnvelope,
+  type KeyPair,
+  type KeySet,
+  type SupervisorHeartbeat,
+  type SupervisorView,
 } from '@writ/protocol';
 import { supervisorConfig } from '@writ/supervisor';
 
@@ -22,13 +35,31 @@ let service: CoordService;
 let app: Awaited<ReturnType<typeof buildApp>>;
 
 function keySet(nowS: number): KeySet {
-  return { ...bootstrapKeySet({ cluster: 'writ-dev', admin: ref(admin), nowS }), supervisors: [{ id: 'sup-a', keys: [ref(supA)], pools: ['a'] }, { id: 'sup-b', keys: [ref(supB)], pools: ['b', 'c'] }] };
+  return {
+    ...bootstrapKeySet({ cluster: 'writ-dev', admin: ref(admin), nowS }),
+    supervisors: [
+      { id: 'sup-a', keys: [ref(supA)], pools: ['a'] },
+      { id: 'sup-b', keys: [ref(supB)], pools: ['b', 'c'] },
+    ],
+  };
 }
 
 function heartbeat(kp: KeyPair, patch: Partial<SupervisorHeartbeat> = {}): string {
   const hb: SupervisorHeartbeat = {
-    supervisor: 'sup-a', cluster: 'writ-dev', method: 'POST', path: SUPERVISOR_HEARTBEAT_PATH, apiUrl: 'http://127.0.0.1:9', pools: ['a'], queueDepth: 3, capacity: 2, redisOk: true,
-    redisError: null, runnerRedis: 'redis://127.0.0.1:6390', intervalMs: 1000, ts: now, ...patch,
+    supervisor: 'sup-a',
+    cluster: 'writ-dev',
+    method: 'POST',
+    path: SUPERVISOR_HEARTBEAT_PATH,
+    apiUrl: 'http://127.0.0.1:9',
+    pools: ['a'],
+    queueDepth: 3,
+    capacity: 2,
+    redisOk: true,
+    redisError: null,
+    runnerRedis: 'redis://127.0.0.1:6390',
+    intervalMs: 1000,
+    ts: now,
+    ...patch,
   };
   return encodeEnvelope(signEnvelope(PAYLOAD_TYPES.supervisorHeartbeat, encodeSupervisorHeartbeat(hb), [kp]));
 }
@@ -37,13 +68,20 @@ const post = async (route: string, body: string) => {
   const r = await app.inject({ method: 'POST', url: route, headers: { 'content-type': 'application/json' }, payload: body });
   return { status: r.statusCode, body: r.json() as { error?: { code: string } } & Record<string, unknown> };
 };
-const list = async () => (await app.inject({ method: 'GET', url: '/v1/supervisors', headers: { authorization: `Bearer ${TOKEN}` } })).json().supervisors as SupervisorView[];
+const list = async () =>
+  (await app.inject({ method: 'GET', url: '/v1/supervisors', headers: { authorization: `Bearer ${TOKEN}` } })).json().supervisors as SupervisorView[];
 const audits = async () => (await ledger.tailAudit(1000)) as { kind: string; actor: string; subject: string; data: Record<string, unknown> }[];
 
 beforeAll(async () => {
   ledger = await openLedger({});
   service = new CoordService({
-    clusterId: 'writ-dev', ledger, nodeStore: ledger.nodeStore, supervisorKeys: [], admins: { threshold: 1, keys: [ref(admin)] }, clock: () => now, supervisorToken: 'x',
+    clusterId: 'writ-dev',
+    ledger,
+    nodeStore: ledger.nodeStore,
+    supervisorKeys: [],
+    admins: { threshold: 1, keys: [ref(admin)] },
+    clock: () => now,
+    supervisorToken: 'x',
   });
   await service.start();
   app = await buildApp({ service, apiToken: TOKEN });
@@ -61,7 +99,13 @@ describe('the key set lists supervisors', () => {
     const base = bootstrapKeySet({ cluster: 'writ-dev', admin: ref(admin), nowS: 1000 });
     expect(parseKeySet(encodeKeySet(base)).supervisors).toBeUndefined();
     expect(parseKeySet(encodeKeySet(keySet(1000))).supervisors?.map((s) => s.id)).toEqual(['sup-a', 'sup-b']);
-    const twice = { ...base, supervisors: [{ id: 's1', keys: [ref(supA)], pools: ['a'] }, { id: 's2', keys: [ref(supA)], pools: ['b'] }] };
+    const twice = {
+      ...base,
+      supervisors: [
+        { id: 's1', keys: [ref(supA)], pools: ['a'] },
+        { id: 's2', keys: [ref(supA)], pools: ['b'] },
+      ],
+    };
     expect(() => parseKeySet(encodeKeySet(twice))).toThrow(/listed for supervisors s1 and s2/);
     const wrongId = { ...base, supervisors: [{ id: 's1', keys: [{ keyid: supB.keyid, publicKey: b64url(supA.publicKey) }], pools: ['a'] }] };
     expect(() => parseKeySet(encodeKeySet(wrongId))).toThrow(/does not match its public key/);
@@ -76,7 +120,17 @@ describe('supervisor heartbeats', () => {
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ state: 'live', keySetVersion: 1 });
     const a = (await list()).find((s) => s.id === 'sup-a')!;
-    expect(a).toMatchObject({ state: 'live', healthy: true, listed: true, pinned: false, pools: ['a'], queueDepth: 3, capacity: 2, runnerRedis: 'redis://127.0.0.1:6390', keyid: supA.keyid });
+    expect(a).toMatchObject({
+      state: 'live',
+      healthy: true,
+      listed: true,
+      pinned: false,
+      pools: ['a'],
+      queueDepth: 3,
+      capacity: 2,
+      runnerRedis: 'redis://127.0.0.1:6390',
+      keyid: supA.keyid,
+    });
     expect((await audits()).some((e) => e.kind === 'supervisor.join' && e.subject === 'sup-a')).toBe(true);
   });
 
@@ -122,7 +176,8 @@ describe('supervisor heartbeats', () => {
 
 describe('supervisor reports', () => {
   it('accepts a report only from a listed key, naming the supervisor that key is listed for', async () => {
-    const report = (kp: KeyPair, supervisor: string) => encodeEnvelope(signEnvelope(PAYLOAD_TYPES.result, encodeSupervisorReport({ supervisor, seq: `r-${supervisor}`, entries: [] }), [kp]));
+    const report = (kp: KeyPair, supervisor: string) =>
+      encodeEnvelope(signEnvelope(PAYLOAD_TYPES.result, encodeSupervisorReport({ supervisor, seq: `r-${supervisor}`, entries: [] }), [kp]));
     expect((await post('/v1/reports', report(supA, 'sup-a'))).status).toBe(200);
     const unlisted = await post('/v1/reports', report(stranger, 'sup-x'));
     expect([unlisted.status, unlisted.body.error?.code]).toEqual([403, 'SUPERVISOR_NOT_LISTED']);
@@ -136,7 +191,12 @@ describe('writ supervisor --pool (config)', () => {
   const env = { WRIT_SUPERVISOR_TOKEN: 't' };
   it('without --pool it sends no heartbeats; with it, runners are told the Redis address without credentials', () => {
     expect(supervisorConfig(given, env).federation).toBeNull();
-    expect(supervisorConfig({ ...given, pools: ['a', 'b'], heartbeatMs: '750' }, env).federation).toEqual({ pools: ['a', 'b'], apiUrl: null, intervalMs: 750, runnerRedis: 'redis://127.0.0.1:6379/0' });
+    expect(supervisorConfig({ ...given, pools: ['a', 'b'], heartbeatMs: '750' }, env).federation).toEqual({
+      pools: ['a', 'b'],
+      apiUrl: null,
+      intervalMs: 750,
+      runnerRedis: 'redis://127.0.0.1:6379/0',
+    });
   });
   it('refuses a bad pool name, a pool named twice, and federation flags without --pool', () => {
     expect(() => supervisorConfig({ ...given, pools: ['Bad Pool'] }, env)).toThrow(/--pool Bad Pool/);

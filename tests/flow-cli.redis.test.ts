@@ -26,7 +26,11 @@ afterAll(async () => {
 async function cli(...args: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(args, { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, WRIT_HOME: home, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    args,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_HOME: home, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, out, err };
 }
 
@@ -54,7 +58,11 @@ describe('writ flow', () => {
     const show = await cli('flow', 'show', 'hello-flow', '--json');
     expect(show.code).toBe(0);
     const view = JSON.parse(show.out.join('\n'));
-    expect(view.stepList.map((x: { name: string; status: string }) => `${x.name}:${x.status}`)).toEqual(['facts:succeeded', 'flaky:succeeded', 'summary:succeeded']);
+    expect(view.stepList.map((x: { name: string; status: string }) => `${x.name}:${x.status}`)).toEqual([
+      'facts:succeeded',
+      'flaky:succeeded',
+      'summary:succeeded',
+    ]);
     expect(view.stepList[1].jobs[0].attempts).toBe(2);
     expect((await s.ledger.getJob('hello-flow.summary'))?.result).toMatchObject({ nodes: ['dev-1'], flakyAttempts: 2 });
 
@@ -72,9 +80,25 @@ describe('writ flow', () => {
     };
     const cases: [unknown, RegExp][] = [
       [{ steps: [{ name: 'a', script: 'ok.js', target: { node: 'dev-1' }, depends: ['nope'] }] }, /FLOW_INVALID.*depends on "nope"/],
-      [{ steps: [{ name: 'a', script: 'ok.js', target: { node: 'dev-1' }, depends: ['b'] }, { name: 'b', script: 'ok.js', target: { node: 'dev-1' }, depends: ['a'] }] }, /FLOW_INVALID.*cycle/],
+      [
+        {
+          steps: [
+            { name: 'a', script: 'ok.js', target: { node: 'dev-1' }, depends: ['b'] },
+            { name: 'b', script: 'ok.js', target: { node: 'dev-1' }, depends: ['a'] },
+          ],
+        },
+        /FLOW_INVALID.*cycle/,
+      ],
       [{ steps: [{ name: 'a', script: 'missing.js', target: { node: 'dev-1' } }] }, /FLOW_INVALID.*cannot read script missing\.js/],
-      [{ steps: [{ name: 'a', script: 'ok.js', target: { node: 'dev-1' }, inputs: { x: { from: 'b' } } }, { name: 'b', script: 'ok.js', target: { node: 'dev-1' } }] }, /FLOW_INVALID.*must list in "depends"/],
+      [
+        {
+          steps: [
+            { name: 'a', script: 'ok.js', target: { node: 'dev-1' }, inputs: { x: { from: 'b' } } },
+            { name: 'b', script: 'ok.js', target: { node: 'dev-1' } },
+          ],
+        },
+        /FLOW_INVALID.*must list in "depends"/,
+      ],
       [{ steps: [{ name: 'a', script: 'ok.js', target: { node: 'dev-1' }, each: true }] }, /FLOW_INVALID.*"each" needs a label selector/],
       [{ steps: [{ name: 'a', script: 'ok.js', target: { node: 'dev-1' }, colour: 'blue' }] }, /FLOW_INVALID.*unknown field "colour"/],
     ];

@@ -21,8 +21,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLedger, type Ledger } from '@writ/coord';
 import { startEmbeddedRedis, type EmbeddedRedis } from '@writ/cli';
 import {
-  PAYLOAD_TYPES, b64url, bootstrapKeySet, encodeEnvelope, encodeFlowPayload, encodeKeySet, encodePrivateKeyFile, encodePublicKeyFile, generateKeyPair, signEnvelope, stepScript,
-  type FlowPayload, type FlowStep,
+  PAYLOAD_TYPES,
+  b64url,
+  bootstrapKeySet,
+  encodeEnvelope,
+  encodeFlowPayload,
+  encodeKeySet,
+  encodePrivateKeyFile,
+  encodePublicKeyFile,
+  generateKeyPair,
+  signEnvelope,
+  stepScript,
+  type FlowPayload,
+  type FlowStep,
 } from '@writ/protocol';
 import { startBalancer, type Balancer } from './helpers/balancer.ts';
 import { startTestPostgres, type TestPostgres } from './helpers/postgres.ts';
@@ -150,10 +161,11 @@ async function startHoldingRelay(targetPort: number): Promise<HoldingRelay> {
       held = false;
       for (const conn of open.values()) for (const d of conn.queue.splice(0)) conn.upstream.write(d);
     },
-    close: () => new Promise<void>((r) => {
-      for (const client of open.keys()) client.destroy();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const client of open.keys()) client.destroy();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -175,9 +187,11 @@ const signFlow = (id: string, steps: FlowStep[]) => {
   return encodeEnvelope(signEnvelope(PAYLOAD_TYPES.flow, encodeFlowPayload(flow), [admin]));
 };
 
-const stepJobs = async (flowId: string) => ledger!.db.query<{ job_id: string; step: string; node: string; status: string; attempts: number }>(
-  'SELECT fj.job_id, fj.step, fj.node, j.status, j.attempts FROM flow_jobs fj JOIN jobs j ON j.id = fj.job_id WHERE fj.flow_id = $1 ORDER BY fj.job_id', [flowId],
-);
+const stepJobs = async (flowId: string) =>
+  ledger!.db.query<{ job_id: string; step: string; node: string; status: string; attempts: number }>(
+    'SELECT fj.job_id, fj.step, fj.node, j.status, j.attempts FROM flow_jobs fj JOIN jobs j ON j.id = fj.job_id WHERE fj.flow_id = $1 ORDER BY fj.job_id',
+    [flowId],
+  );
 
 /** The pid of the coord holding a flow's lease (its coordination session's application_name), or null. */
 async function flowLeaseHolder(flowId: string): Promise<number | null> {
@@ -192,10 +206,14 @@ async function flowLeaseHolder(flowId: string): Promise<number | null> {
 
 /** Waits for a coord to hold the flow's lease; it takes the supervisor's reports from then on. Returns [driver, other]. */
 async function driverOf(flowId: string): Promise<[number, number]> {
-  const driver = await until(`one coord holding the lease of flow ${flowId}`, async () => {
-    const pid = await flowLeaseHolder(flowId);
-    return c.ports.find((p) => c.coords[p]!.child.pid === pid);
-  }, 60_000);
+  const driver = await until(
+    `one coord holding the lease of flow ${flowId}`,
+    async () => {
+      const pid = await flowLeaseHolder(flowId);
+      return c.ports.find((p) => c.coords[p]!.child.pid === pid);
+    },
+    60_000,
+  );
   const other = driver === c.ports[0] ? c.ports[1] : c.ports[0];
   c.reports.setBackends([driver, other]);
   return [driver, other];
@@ -206,7 +224,11 @@ async function journalStarts(node: string, jobId: string): Promise<number> {
   const files = await readdir(path.join(dir, `runner-${node}`, 'journal')).catch(() => [] as string[]);
   if (!files.includes(`${jobId}.jsonl`)) return 0;
   const text = await readFile(path.join(dir, `runner-${node}`, 'journal', `${jobId}.jsonl`), 'utf8');
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { t: string }).filter((r) => r.t === 'start').length;
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { t: string })
+    .filter((r) => r.t === 'start').length;
 }
 
 /**
@@ -217,12 +239,22 @@ async function expectEachStepJobRanOnce(flowId: string, expected: string[], stre
   const jobs = await stepJobs(flowId);
   expect(jobs.map((j) => [j.job_id, j.status, Number(j.attempts)])).toEqual(expected.map((id) => [id, 'succeeded', 1]));
   for (const j of jobs) {
-    expect((await ledger!.listAttempts(j.job_id)).map((a) => [a.attempt, a.outcome]), j.job_id).toEqual([[1, 'succeeded']]);
+    expect(
+      (await ledger!.listAttempts(j.job_id)).map((a) => [a.attempt, a.outcome]),
+      j.job_id,
+    ).toEqual([[1, 'succeeded']]);
     expect(await journalStarts(j.node, j.job_id), `${j.job_id}: runs on ${j.node}`).toBe(1);
     for (const other of NODES.filter((n) => n !== j.node)) expect(await journalStarts(other, j.job_id), `${j.job_id}: runs on ${other}`).toBe(0);
     const line = `ran ${j.job_id} attempt 1`;
-    expect((await ledger!.listJobEvents(j.job_id, 0, 1000)).filter((e) => e.type === 'log' && e.message === line), j.job_id).toHaveLength(1);
-    if (stream) expect(stream.logs.filter((l) => l.job === j.job_id && l.message === line), `${j.job_id} on the survivor's stream`).toHaveLength(1);
+    expect(
+      (await ledger!.listJobEvents(j.job_id, 0, 1000)).filter((e) => e.type === 'log' && e.message === line),
+      j.job_id,
+    ).toHaveLength(1);
+    if (stream)
+      expect(
+        stream.logs.filter((l) => l.job === j.job_id && l.message === line),
+        `${j.job_id} on the survivor's stream`,
+      ).toHaveLength(1);
   }
 }
 
@@ -232,21 +264,33 @@ async function diagnose(flowId: string): Promise<string> {
   for (const j of await stepJobs(flowId)) out.push(`${j.job_id}: ${(await ledger!.listJobEvents(j.job_id, 0, 100)).map((e) => e.message).join(' | ')}`);
   for (const p of c.ports) {
     const proc = c.coords[p]!;
-    out.push(`coord :${p} pid ${proc.child.pid}${proc.child.exitCode !== null || proc.child.signalCode !== null ? ' (gone)' : ''}: flow ${JSON.stringify((await c.api(p, 'GET', `/v1/flows/${flowId}`).catch(() => ({ body: null }))).body)}; stderr ${proc.stderr().slice(-1500)}`);
+    out.push(
+      `coord :${p} pid ${proc.child.pid}${proc.child.exitCode !== null || proc.child.signalCode !== null ? ' (gone)' : ''}: flow ${JSON.stringify((await c.api(p, 'GET', `/v1/flows/${flowId}`).catch(() => ({ body: null }))).body)}; stderr ${proc.stderr().slice(-1500)}`,
+    );
   }
   return out.join('\n');
 }
 
-const waitFlowEnd = (port: number, flowId: string, onPoll: () => Promise<void> = async () => {}) => until(`flow ${flowId} to end`, async () => {
-  await onPoll();
-  const v = (await c.api(port, 'GET', `/v1/flows/${flowId}`)).body;
-  return v?.status && v.status !== 'running' ? v : undefined;
-}, 120_000);
+const waitFlowEnd = (port: number, flowId: string, onPoll: () => Promise<void> = async () => {}) =>
+  until(
+    `flow ${flowId} to end`,
+    async () => {
+      await onPoll();
+      const v = (await c.api(port, 'GET', `/v1/flows/${flowId}`)).body;
+      return v?.status && v.status !== 'running' ? v : undefined;
+    },
+    120_000,
+  );
 
 describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () => {
   beforeAll(async () => {
     const databaseUrl = await pg.freshDatabaseUrl();
-    const env = { WRIT_HOME: dir, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: `test-sup-token-${Math.random().toString(36).slice(2)}`, DATABASE_URL: databaseUrl };
+    const env = {
+      WRIT_HOME: dir,
+      WRIT_TOKEN: token,
+      WRIT_SUPERVISOR_TOKEN: `test-sup-token-${Math.random().toString(36).slice(2)}`,
+      DATABASE_URL: databaseUrl,
+    };
     const ports: [number, number] = [await freePort(), await freePort()];
     const [portA, portB] = ports;
     const supPort = await freePort();
@@ -256,15 +300,49 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
     balancers.push(reports, heartbeats);
     const adminPub = path.join(dir, 'admin.pub');
     const api = async (port: number, method: string, route: string, body?: string) => {
-      const r = await fetch(`${coordUrl[port]}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}) });
+      const r = await fetch(`${coordUrl[port]}${route}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        ...(body ? { body } : {}),
+      });
       const text = await r.text();
       return { status: r.status, body: text.startsWith('{') ? JSON.parse(text) : text };
     };
-    const supervisor = await startWrit(['supervisor', '--coord', reports.url, '--redis', redis.url, '--listen', `127.0.0.1:${supPort}`, '--state', path.join(dir, 'sup'), '--admin-key', adminPub], env);
+    const supervisor = await startWrit(
+      [
+        'supervisor',
+        '--coord',
+        reports.url,
+        '--redis',
+        redis.url,
+        '--listen',
+        `127.0.0.1:${supPort}`,
+        '--state',
+        path.join(dir, 'sup'),
+        '--admin-key',
+        adminPub,
+      ],
+      env,
+    );
     const relay = await startHoldingRelay(supPort);
     relays.push(relay);
-    const startCoord = (port: number) => startWrit(['coord', '--supervisor', `http://127.0.0.1:${relay.port}`, '--supervisor-key', String(supervisor.ready.publicKeyFile), '--listen', `127.0.0.1:${port}`,
-      '--state', path.join(dir, `coord-${port}`), '--admin-key', adminPub], env);
+    const startCoord = (port: number) =>
+      startWrit(
+        [
+          'coord',
+          '--supervisor',
+          `http://127.0.0.1:${relay.port}`,
+          '--supervisor-key',
+          String(supervisor.ready.publicKeyFile),
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--state',
+          path.join(dir, `coord-${port}`),
+          '--admin-key',
+          adminPub,
+        ],
+        env,
+      );
     const coords: Record<number, WritProcess> = { [portA]: await startCoord(portA) };
     c = { ports, coords, supervisor, relay, reports, coordUrl, api, startCoord };
     const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
@@ -276,16 +354,44 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
     // Two nodes (n2 also tier=b), accepted through A; both coords must see them active before a flow (a
     // fan-out step runs on the matching nodes the driving coord sees).
     for (const node of NODES) {
-      await startWrit(['runner', '--node', node, '--label', 'role=hv', ...(node === 'n2' ? ['--label', 'tier=b'] : []), '--coord', heartbeats.url, '--redis', redis.url, '--admin-key', adminPub,
-        '--state', path.join(dir, `runner-${node}`), '--heartbeat-ms', '500'], env);
+      await startWrit(
+        [
+          'runner',
+          '--node',
+          node,
+          '--label',
+          'role=hv',
+          ...(node === 'n2' ? ['--label', 'tier=b'] : []),
+          '--coord',
+          heartbeats.url,
+          '--redis',
+          redis.url,
+          '--admin-key',
+          adminPub,
+          '--state',
+          path.join(dir, `runner-${node}`),
+          '--heartbeat-ms',
+          '500',
+        ],
+        env,
+      );
     }
     for (const node of NODES) {
-      await until(`node ${node} registering`, async () => ((await api(portA, 'GET', `/v1/nodes/${node}`)).body?.state === 'inspected' ? true : undefined), 30_000);
+      await until(
+        `node ${node} registering`,
+        async () => ((await api(portA, 'GET', `/v1/nodes/${node}`)).body?.state === 'inspected' ? true : undefined),
+        30_000,
+      );
       const acc = await api(portA, 'POST', `/v1/nodes/${node}/accept`, JSON.stringify({ reason: 'test' }));
       if (acc.status !== 200) throw new Error(`accepting ${node} answered ${acc.status}: ${JSON.stringify(acc.body)}`);
     }
     for (const port of ports) {
-      for (const node of NODES) await until(`node ${node} active on :${port}`, async () => ((await api(port, 'GET', `/v1/nodes/${node}`)).body?.state === 'active' ? true : undefined), 30_000);
+      for (const node of NODES)
+        await until(
+          `node ${node} active on :${port}`,
+          async () => ((await api(port, 'GET', `/v1/nodes/${node}`)).body?.state === 'active' ? true : undefined),
+          30_000,
+        );
     }
   }, 180_000);
 
@@ -297,9 +403,18 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
     // prep (n1) → fan (every role=hv node, with prep's device) → join (n2, with fan's results) → last (n1).
     const steps: FlowStep[] = [
       step('prep', sleeper(1500, '({ device: "/dev/vdb" })')),
-      step('fan', sleeper(5000, '({ device: args.inputs.device, job: ctx.job.id })'), { target: { selector: { role: 'hv' } }, each: true, maxParallel: 2, depends: ['prep'], inputs: { device: { from: 'prep', path: 'device' } } }),
+      step('fan', sleeper(5000, '({ device: args.inputs.device, job: ctx.job.id })'), {
+        target: { selector: { role: 'hv' } },
+        each: true,
+        maxParallel: 2,
+        depends: ['prep'],
+        inputs: { device: { from: 'prep', path: 'device' } },
+      }),
       step('join', sleeper(1500, 'Object.keys(args.inputs.fan).sort()'), { target: { node: 'n2' }, depends: ['fan'], inputs: { fan: { from: 'fan' } } }),
-      step('last', sleeper(1500, '({ nodes: args.inputs.nodes, device: args.inputs.device })'), { depends: ['join', 'prep'], inputs: { nodes: { from: 'join' }, device: { from: 'prep', path: 'device' } } }),
+      step('last', sleeper(1500, '({ nodes: args.inputs.nodes, device: args.inputs.device })'), {
+        depends: ['join', 'prep'],
+        inputs: { nodes: { from: 'join' }, device: { from: 'prep', path: 'device' } },
+      }),
     ];
     const submitted = await c.api(c.ports[0], 'POST', '/v1/flows', signFlow(FLOW, steps));
     expect(submitted.status, JSON.stringify(submitted.body)).toBe(202);
@@ -314,11 +429,17 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
 
     // Mid-flow: the fan-out step runs (on a loaded machine the two nodes' runs need not overlap in the ledger:
     // one running is enough). Then the driver is SIGKILLed.
-    await until('the fan-out step running', async () => {
-      const fan = (await stepJobs(FLOW)).filter((j) => j.step === 'fan');
-      return fan.length === NODES.length && fan.some((j) => j.status === 'running') ? true : undefined;
-    }, 60_000).catch(async (e) => {
-      throw new Error(`${(e as Error).message}: ${JSON.stringify(await stepJobs(FLOW))} ${JSON.stringify((await c.api(survivorPort, 'GET', `/v1/flows/${FLOW}`)).body)}`);
+    await until(
+      'the fan-out step running',
+      async () => {
+        const fan = (await stepJobs(FLOW)).filter((j) => j.step === 'fan');
+        return fan.length === NODES.length && fan.some((j) => j.status === 'running') ? true : undefined;
+      },
+      60_000,
+    ).catch(async (e) => {
+      throw new Error(
+        `${(e as Error).message}: ${JSON.stringify(await stepJobs(FLOW))} ${JSON.stringify((await c.api(survivorPort, 'GET', `/v1/flows/${FLOW}`)).body)}`,
+      );
     });
     const atKill = await stepJobs(FLOW);
     const holderAtKill = await flowLeaseHolder(FLOW);
@@ -327,7 +448,10 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
     driver.child.kill('SIGKILL');
     await driver.exited();
     expect(holderAtKill, 'the driver held the flow lease when it was killed').toBe(driver.child.pid);
-    expect(atKill.filter((j) => j.step === 'join' || j.step === 'last'), 'nothing after the fan-out had started when the driver was killed').toEqual([]);
+    expect(
+      atKill.filter((j) => j.step === 'join' || j.step === 'last'),
+      'nothing after the fan-out had started when the driver was killed',
+    ).toEqual([]);
 
     // The survivor finishes the flow and takes its lease (seen while the flow still runs).
     let survivorLeased = false;
@@ -337,24 +461,35 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
     mark('flow finished');
     expect(view.status, JSON.stringify(view)).toBe('succeeded');
     expect(view.stepList.map((x: { name: string; status: string }) => [x.name, x.status])).toEqual(steps.map((x) => [x.name, 'succeeded']));
-    expect(survivorLeased, 'the survivor took the flow\'s lease after the driver died').toBe(true);
+    expect(survivorLeased, "the survivor took the flow's lease after the driver died").toBe(true);
     // The steps after the fan-out were started after the kill: by the survivor.
-    const started = new Map((await ledger!.db.query<{ step: string; started_at: Date }>('SELECT step, started_at FROM flow_steps WHERE flow_id = $1', [FLOW])).map((r) => [r.step, new Date(r.started_at).getTime()]));
+    const started = new Map(
+      (await ledger!.db.query<{ step: string; started_at: Date }>('SELECT step, started_at FROM flow_steps WHERE flow_id = $1', [FLOW])).map((r) => [
+        r.step,
+        new Date(r.started_at).getTime(),
+      ]),
+    );
     for (const name of ['join', 'last']) expect(started.get(name)!, name).toBeGreaterThan(killedAt);
     // Inputs came through the kill: the last step saw both fan-out nodes (through join) and prep's device.
     expect((await ledger!.getJob(`${FLOW}.last`))?.result).toEqual({ nodes: NODES, device: '/dev/vdb' });
 
-    await until('the survivor\'s stream to end', async () => (stream.ended ? true : undefined), 30_000);
+    await until("the survivor's stream to end", async () => (stream.ended ? true : undefined), 30_000);
     await expectEachStepJobRanOnce(FLOW, [`${FLOW}.fan.n1`, `${FLOW}.fan.n2`, `${FLOW}.join`, `${FLOW}.last`, `${FLOW}.prep`], stream);
     // The survivor's stream carried every flow event the ledger holds, in order, ending with the success.
     const recorded = await ledger!.db.query<{ seq: number }>('SELECT seq FROM flow_events WHERE flow_id = $1 ORDER BY seq', [FLOW]);
     expect(stream.events.map((e) => e.seq)).toEqual(recorded.map((r) => Number(r.seq)));
     expect(stream.events.at(-1)).toMatchObject({ type: 'flow', status: 'succeeded' });
-    for (const name of steps.map((x) => x.name)) expect(stream.events.filter((e) => e.step === name && e.status === 'succeeded'), name).toHaveLength(1);
+    for (const name of steps.map((x) => x.name))
+      expect(
+        stream.events.filter((e) => e.step === name && e.status === 'succeeded'),
+        name,
+      ).toHaveLength(1);
 
     // A flow that ended gives its lease back on the survivor's next pass.
-    await until('the flow\'s lease given back', async () => ((await flowLeaseHolder(FLOW)) === null ? true : undefined), 30_000);
-    console.log(`flow on two coords: driver :${driverPort} killed with ${atKill.map((j) => `${j.job_id}=${j.status}`).join(', ')}; reports served ${JSON.stringify(Object.fromEntries(c.reports.served))}; ${marks.join(', ')}`);
+    await until("the flow's lease given back", async () => ((await flowLeaseHolder(FLOW)) === null ? true : undefined), 30_000);
+    console.log(
+      `flow on two coords: driver :${driverPort} killed with ${atKill.map((j) => `${j.job_id}=${j.status}`).join(', ')}; reports served ${JSON.stringify(Object.fromEntries(c.reports.served))}; ${marks.join(', ')}`,
+    );
 
     // The killed coord comes back on its port for the next test.
     c.coords[driverPort] = await c.startCoord(driverPort);
@@ -367,7 +502,12 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
     const FLOW = 'kill-before-enqueue';
     const steps: FlowStep[] = [
       step('prep', sleeper(5000, '({ device: "/dev/vdc" })')),
-      step('fan', sleeper(500, '({ device: args.inputs.device })'), { target: { selector: { role: 'hv' } }, each: true, depends: ['prep'], inputs: { device: { from: 'prep', path: 'device' } } }),
+      step('fan', sleeper(500, '({ device: args.inputs.device })'), {
+        target: { selector: { role: 'hv' } },
+        each: true,
+        depends: ['prep'],
+        inputs: { device: { from: 'prep', path: 'device' } },
+      }),
       step('after', sleeper(200, 'args.inputs.fan'), { depends: ['fan'], inputs: { fan: { from: 'fan' } } }),
     ];
     const submitted = await c.api(c.ports[0], 'POST', '/v1/flows', signFlow(FLOW, steps));
@@ -386,10 +526,14 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
     c.relay.hold();
     mark('held');
     try {
-      const recorded = await until('the driver to record the fan-out jobs', async () => {
-        const fan = (await stepJobs(FLOW)).filter((j) => j.step === 'fan');
-        return fan.length === NODES.length ? fan : undefined;
-      }, 60_000).catch(async (e) => {
+      const recorded = await until(
+        'the driver to record the fan-out jobs',
+        async () => {
+          const fan = (await stepJobs(FLOW)).filter((j) => j.step === 'fan');
+          return fan.length === NODES.length ? fan : undefined;
+        },
+        60_000,
+      ).catch(async (e) => {
         throw new Error(`${(e as Error).message}: driver pid ${driver.child.pid}\n${await diagnose(FLOW)}`);
       });
       expect(recorded.map((j) => [j.status, Number(j.attempts)])).toEqual(NODES.map(() => ['queued', 1]));
@@ -413,7 +557,10 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
     const lines: string[] = [];
     for (const node of NODES) {
       const events = await ledger!.listJobEvents(`${FLOW}.fan.${node}`, 0, 1000);
-      expect(events.filter((e) => e.message.startsWith(`attempt 1 enqueued again on ${node}`)), `${FLOW}.fan.${node} enqueued by the survivor`).toHaveLength(1);
+      expect(
+        events.filter((e) => e.message.startsWith(`attempt 1 enqueued again on ${node}`)),
+        `${FLOW}.fan.${node} enqueued by the survivor`,
+      ).toHaveLength(1);
       lines.push(`${node}: ${events.map((e) => `${((e.at.getTime() - killedAt) / 1000).toFixed(1)}s ${e.message}`).join(' | ')}`);
     }
     console.log(`flow on two coords, killed before the enqueue (${marks.join(', ')}): ${lines.join('; ')}`);

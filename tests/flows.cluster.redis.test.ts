@@ -25,8 +25,13 @@ describe.skipIf(!haveRedisCluster)('on a Redis Cluster', () => {
     // Every node's BullMQ queue has keys on the cluster (the scenarios ran steps on all three), all of them on
     // one primary: the hash tag keeps a queue in one slot, as BullMQ's multi-key scripts need.
     for (const node of FLOW_NODES) {
-      const perPrimary = await Promise.all(c.ports.map(async (p) => (await c.cli(p, '--scan', '--pattern', `writ-bull:{node.${node}}:*`)).split('\n').filter(Boolean).length));
-      expect(perPrimary.filter((n) => n > 0), `${node}: queue keys per primary ${perPrimary.join(', ')}`).toHaveLength(1);
+      const perPrimary = await Promise.all(
+        c.ports.map(async (p) => (await c.cli(p, '--scan', '--pattern', `writ-bull:{node.${node}}:*`)).split('\n').filter(Boolean).length),
+      );
+      expect(
+        perPrimary.filter((n) => n > 0),
+        `${node}: queue keys per primary ${perPrimary.join(', ')}`,
+      ).toHaveLength(1);
     }
     expect(Number(await c.cli(c.ports[0]!, '-c', 'xlen', redisKeys.events()))).toBeGreaterThan(0);
     const sizes = await Promise.all(c.ports.map(async (p) => Number(await c.cli(p, 'dbsize'))));

@@ -10,7 +10,17 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, runCli } from '@writ/cli';
 import {
-  PAYLOAD_TYPES, bootstrapKeySet, b64url, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePublicKeyFile, generateKeyPair, parseEnvelope, signEnvelope,
+  PAYLOAD_TYPES,
+  bootstrapKeySet,
+  b64url,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  encodeKeySet,
+  encodePublicKeyFile,
+  generateKeyPair,
+  parseEnvelope,
+  signEnvelope,
 } from '@writ/protocol';
 import { startTestPostgres } from './helpers/postgres.ts';
 import { NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
@@ -52,7 +62,11 @@ describe('group commit on PGlite', () => {
   it('a batch of 200 envelopes is recorded in one transaction', async () => {
     const before = await groups();
     const signed = Array.from({ length: 200 }, () => s.sign(NOOP));
-    const res = await fetch(`${s.url}/v1/jobs:batch`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: `{"envelopes":[${signed.map((j) => j.envelope).join(',')}]}` });
+    const res = await fetch(`${s.url}/v1/jobs:batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+      body: `{"envelopes":[${signed.map((j) => j.envelope).join(',')}]}`,
+    });
     const { results } = (await res.json()) as { results: { id: string; status?: string }[] };
     expect(results.map((r) => [r.id, r.status])).toEqual(signed.map((j) => [j.id, 'queued']));
     expect((await groups()) - before).toBe(1);
@@ -64,12 +78,19 @@ describe('group commit on PGlite', () => {
     const ok1 = s.sign(NOOP);
     const ok2 = s.sign(NOOP);
     const env = parseEnvelope(ok2.envelope);
-    const tampered = encodeEnvelope({ ...env, signatures: [{ keyid: env.signatures[0]!.keyid, sig: env.signatures[0]!.sig.replace(/^./, (c) => (c === 'A' ? 'B' : 'A')) }] });
+    const tampered = encodeEnvelope({
+      ...env,
+      signatures: [{ keyid: env.signatures[0]!.keyid, sig: env.signatures[0]!.sig.replace(/^./, (c) => (c === 'A' ? 'B' : 'A')) }],
+    });
     const denied = s.sign(NOOP, { caps: ['host.facts'], keys: [stranger] });
     const ungranted = s.sign('export default async () => 1', { caps: ['time.sleep'] });
     await s.authorize(stranger, ['host.facts'], ['node-b']); // in scope only for another node
     const body = `{"envelopes":[${[ok1.envelope, tampered, denied.envelope, ok1.envelope, ok2.envelope, ungranted.envelope].join(',')}]}`;
-    const res = await fetch(`${s.url}/v1/jobs:batch`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body });
+    const res = await fetch(`${s.url}/v1/jobs:batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+      body,
+    });
     expect(res.status).toBe(200);
     const { results } = (await res.json()) as { results: any[] };
     expect(results).toHaveLength(6);
@@ -84,11 +105,23 @@ describe('group commit on PGlite', () => {
     await s.waitFor(ok1.id);
     // Bad requests as a whole: too many envelopes, unknown fields.
     const tooMany = `{"envelopes":[${Array.from({ length: 501 }, () => ok1.envelope).join(',')}]}`;
-    const rTooMany = await fetch(`${s.url}/v1/jobs:batch`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: tooMany });
+    const rTooMany = await fetch(`${s.url}/v1/jobs:batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+      body: tooMany,
+    });
     expect(rTooMany.status).toBe(400);
-    const rHuge = await fetch(`${s.url}/v1/jobs:batch`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: `{"envelopes":["${'x'.repeat(33 * 1024 * 1024)}"]}` });
+    const rHuge = await fetch(`${s.url}/v1/jobs:batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+      body: `{"envelopes":["${'x'.repeat(33 * 1024 * 1024)}"]}`,
+    });
     expect([rHuge.status, ((await rHuge.json()) as any).error.code]).toEqual([413, 'BODY_TOO_LARGE']);
-    const rUnknown = await fetch(`${s.url}/v1/jobs:batch`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: `{"envelopes":[${ok1.envelope}],"x":1}` });
+    const rUnknown = await fetch(`${s.url}/v1/jobs:batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+      body: `{"envelopes":[${ok1.envelope}],"x":1}`,
+    });
     expect(((await rUnknown.json()) as any).error.code).toBe('UNKNOWN_FIELD');
   }, 60_000);
 
@@ -106,13 +139,27 @@ describe('group commit on PGlite', () => {
       const err: string[] = [];
       const io = { out: (l: string) => out.push(l), err: (l: string) => err.push(l) };
       const env = { ...process.env, WRIT_HOME: home, WRIT_COORD: s.url, WRIT_TOKEN: s.token };
-      const code = await runCli(['submit', '--batch', path.join(home, 'one.json'), path.join(home, 'lines.jsonl'), '--wait'], io, { env, now: () => Math.floor(Date.now() / 1000) });
+      const code = await runCli(['submit', '--batch', path.join(home, 'one.json'), path.join(home, 'lines.jsonl'), '--wait'], io, {
+        env,
+        now: () => Math.floor(Date.now() / 1000),
+      });
       expect(code).toBe(1); // one envelope was refused
-      expect(out).toEqual(expect.arrayContaining([`job ${a.id} accepted: queued on node-a`, `job ${b.id} accepted: queued on node-a`, `job ${a.id} succeeded`, `job ${b.id} succeeded`]));
+      expect(out).toEqual(
+        expect.arrayContaining([
+          `job ${a.id} accepted: queued on node-a`,
+          `job ${b.id} accepted: queued on node-a`,
+          `job ${a.id} succeeded`,
+          `job ${b.id} succeeded`,
+        ]),
+      );
       expect(err.join('\n')).toMatch(/lines\.jsonl:2: SIGNATURE_INVALID/);
       // Usage errors: --follow with --batch, a script instead of envelopes, a file that holds no envelope.
       await writeFile(path.join(home, 'junk.json'), '{"not":"an envelope"}');
-      for (const args of [['--batch', path.join(home, 'one.json'), '--follow'], ['--batch', 'x.js'], ['--batch', path.join(home, 'junk.json')]]) {
+      for (const args of [
+        ['--batch', path.join(home, 'one.json'), '--follow'],
+        ['--batch', 'x.js'],
+        ['--batch', path.join(home, 'junk.json')],
+      ]) {
         const e: string[] = [];
         expect(await runCli(['submit', ...args], { out: () => {}, err: (l) => e.push(l) }, { env, now: () => Math.floor(Date.now() / 1000) })).toBe(2);
         expect(e.join('\n')).toMatch(/USAGE/);
@@ -177,18 +224,38 @@ describe.skipIf(!postgres.ok)('group commit on PostgreSQL', () => {
     const watcher = new Client({ connectionString: databaseUrl });
     try {
       // A coord alone: with no node registered, admissions are recorded as waiting and nothing needs a supervisor.
-      coord = spawn(process.execPath, [path.resolve(import.meta.dirname, '../bin/writ.mjs'), 'coord', '--supervisor', 'http://127.0.0.1:9', '--supervisor-key', path.join(dir, 'sup.pub'),
-        '--listen', `127.0.0.1:${port}`, '--state', dir, '--admin-key', path.join(dir, 'admin.pub')], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, DATABASE_URL: databaseUrl, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: 'x', WRIT_LOG_LEVEL: 'error', WRIT_HOME: dir },
-      });
+      coord = spawn(
+        process.execPath,
+        [
+          path.resolve(import.meta.dirname, '../bin/writ.mjs'),
+          'coord',
+          '--supervisor',
+          'http://127.0.0.1:9',
+          '--supervisor-key',
+          path.join(dir, 'sup.pub'),
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--state',
+          dir,
+          '--admin-key',
+          path.join(dir, 'admin.pub'),
+        ],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, DATABASE_URL: databaseUrl, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: 'x', WRIT_LOG_LEVEL: 'error', WRIT_HOME: dir },
+        },
+      );
       await new Promise<void>((resolve, reject) => {
         let out = '';
         coord!.stdout!.on('data', (d) => ((out += String(d)), out.includes('"ready":true') && resolve()));
         coord!.once('exit', (code) => reject(new Error(`coord exited (${code})`)));
       });
       const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
-      const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
+      const ks = bootstrapKeySet({
+        cluster: 'writ-dev',
+        admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) },
+        nowS: Math.floor(Date.now() / 1000),
+      });
       // The supervisor is unreachable, so the answer is 503, but the coord holds the set it verified and stored.
       await fetch(`${url}/v1/keyset`, { method: 'POST', headers, body: encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])) });
       expect((await (await fetch(`${url}/v1/keyset`, { headers })).json()) as any).toMatchObject({ version: 1 });
@@ -203,15 +270,20 @@ describe.skipIf(!postgres.ok)('group commit on PostgreSQL', () => {
       const answers = Array.from({ length: 20 }, () => {
         const job = buildJobPayload({ source: NOOP, target: { node: 'nowhere-1' }, aud: 'writ-dev' });
         ids.push(job.id);
-        return fetch(`${url}/v1/jobs`, { method: 'POST', headers, body: encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])) })
-          .then((r) => r.status, (e: Error) => `no answer: ${e.message}`);
+        return fetch(`${url}/v1/jobs`, { method: 'POST', headers, body: encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])) }).then(
+          (r) => r.status,
+          (e: Error) => `no answer: ${e.message}`,
+        );
       });
       const end = Date.now() + 20_000;
       for (;;) {
         // The coord's transaction has inserted the jobs (their row locks are held) and waits on the head lock.
         const { rows } = await watcher.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%audit_head%'");
         if (rows[0].n > 0) break;
-        if (Date.now() > end) throw new Error(`the coord never reached the audit lock; activity: ${JSON.stringify((await watcher.query("SELECT state, wait_event_type, wait_event, left(query, 120) AS q FROM pg_stat_activity WHERE datname = current_database()")).rows)} answers: ${JSON.stringify(await Promise.race([Promise.all(answers), new Promise((r) => setTimeout(() => r('pending'), 100))]))}`);
+        if (Date.now() > end)
+          throw new Error(
+            `the coord never reached the audit lock; activity: ${JSON.stringify((await watcher.query('SELECT state, wait_event_type, wait_event, left(query, 120) AS q FROM pg_stat_activity WHERE datname = current_database()')).rows)} answers: ${JSON.stringify(await Promise.race([Promise.all(answers), new Promise((r) => setTimeout(() => r('pending'), 100))]))}`,
+          );
         await new Promise((r) => setTimeout(r, 20));
       }
       coord.kill('SIGKILL');
@@ -221,7 +293,10 @@ describe.skipIf(!postgres.ok)('group commit on PostgreSQL', () => {
       // The dead coord's backend ends its transaction without a COMMIT once it can run again.
       const gone = Date.now() + 20_000;
       for (;;) {
-        const { rows } = await watcher.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1) AND state <> 'idle'", [dbPid]);
+        const { rows } = await watcher.query(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1) AND state <> 'idle'",
+          [dbPid],
+        );
         if (rows[0].n === 0) break;
         if (Date.now() > gone) throw new Error('the killed coord still has an active transaction');
         await new Promise((r) => setTimeout(r, 20));

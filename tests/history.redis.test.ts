@@ -21,8 +21,15 @@ const isRoot = process.getuid?.() === 0;
 // which runHistory does when the failover is scheduled with other faults, loses the jobs submitted after the
 // move; see the History check section of docs/operations.md.)
 const faults = FAULT_KINDS.filter((k) => k !== 'sentinel-failover');
-const skipReason = !isRoot ? 'needs root (network namespaces, tmpfs)' : !has('redis-server') || !has('redis-sentinel') ? 'needs redis-server and redis-sentinel' : !has('ip') ? 'needs iproute2'
-  : HELPER_FILES.some((f) => !existsSync(f)) ? `needs ${HELPER_FILES.filter((f) => !existsSync(f)).join(', ')}` : null;
+const skipReason = !isRoot
+  ? 'needs root (network namespaces, tmpfs)'
+  : !has('redis-server') || !has('redis-sentinel')
+    ? 'needs redis-server and redis-sentinel'
+    : !has('ip')
+      ? 'needs iproute2'
+      : HELPER_FILES.some((f) => !existsSync(f))
+        ? `needs ${HELPER_FILES.filter((f) => !existsSync(f)).join(', ')}`
+        : null;
 
 describe.skipIf(skipReason !== null)(`history check${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
   it('loses, duplicates and surprises nothing across SIGKILLs, SIGSTOP, Redis restarts and wipes and a full ledger disk', async () => {
@@ -34,7 +41,13 @@ describe.skipIf(skipReason !== null)(`history check${skipReason ? ` (skipped: ${
   }, 300_000);
 
   it('loses, duplicates and surprises nothing across a Sentinel failover', async () => {
-    const result = await runHistory({ jobs: 12, durationMs: 20_000, settleMs: 60_000, faults: ['sentinel-failover'], log: (l) => process.stderr.write(`[history sentinel] ${l}\n`) });
+    const result = await runHistory({
+      jobs: 12,
+      durationMs: 20_000,
+      settleMs: 60_000,
+      faults: ['sentinel-failover'],
+      log: (l) => process.stderr.write(`[history sentinel] ${l}\n`),
+    });
     for (const l of [...result.unplannedExits.map((e) => `unplanned exit: ${e}`), ...result.lines]) process.stderr.write(`[history sentinel] ${l}\n`);
     expect(result.faults.map((f) => f.kind)).toEqual(['sentinel-failover']);
     expect(result.recoveries[0]?.recoveryMs).not.toBeNull();

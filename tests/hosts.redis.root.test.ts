@@ -10,8 +10,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  HOST_DEPLOYMENT_PAYLOAD_TYPE, PAYLOAD_TYPES, buildHostDeploymentPayload, buildJobPayload, encodeEnvelope, encodeHostDeploymentPayload, encodeJobPayload, encodePrivateKeyFile, hostSwitchJob,
-  sha256Hex, signEnvelope, type DeploymentView,
+  HOST_DEPLOYMENT_PAYLOAD_TYPE,
+  PAYLOAD_TYPES,
+  buildHostDeploymentPayload,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeHostDeploymentPayload,
+  encodeJobPayload,
+  encodePrivateKeyFile,
+  hostSwitchJob,
+  sha256Hex,
+  signEnvelope,
+  type DeploymentView,
 } from '@writ/protocol';
 import { salHostTable } from '@writ/runner';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
@@ -41,7 +51,11 @@ function systemExpr(name: string, markers: string, log: string): string {
 }
 
 function nixBuild(file: string, attr: string): string {
-  const r = spawnSync('nix-build', ['--option', 'sandbox', 'false', '--option', 'build-users-group', '', '--option', 'substituters', '', '--no-out-link', file, '-A', attr], { encoding: 'utf8', env: { ...process.env, NIX_PATH: '' }, timeout: 300_000 });
+  const r = spawnSync(
+    'nix-build',
+    ['--option', 'sandbox', 'false', '--option', 'build-users-group', '', '--option', 'substituters', '', '--no-out-link', file, '-A', attr],
+    { encoding: 'utf8', env: { ...process.env, NIX_PATH: '' }, timeout: 300_000 },
+  );
   if (r.status !== 0) throw new Error(`nix-build ${attr} failed: ${r.stderr}`);
   return r.stdout.trim();
 }
@@ -62,7 +76,27 @@ async function view(id: string): Promise<DeploymentView> {
 }
 
 async function deploy(id: string, system: string, extra: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return runWrit(['deploy', 'create', id, '--system', system, '--selector', 'fleet=test', '--batch-size', '1', '--max-unavailable', '1', '--health-check', JSON.stringify([`${system}/bin/health`, '{node}']), '--key', path.join(tmp, 'admin.key'), ...extra], env);
+  return runWrit(
+    [
+      'deploy',
+      'create',
+      id,
+      '--system',
+      system,
+      '--selector',
+      'fleet=test',
+      '--batch-size',
+      '1',
+      '--max-unavailable',
+      '1',
+      '--health-check',
+      JSON.stringify([`${system}/bin/health`, '{node}']),
+      '--key',
+      path.join(tmp, 'admin.key'),
+      ...extra,
+    ],
+    env,
+  );
 }
 
 beforeAll(async () => {
@@ -73,11 +107,18 @@ beforeAll(async () => {
   const markers = path.join(tmp, 'markers');
   const log = path.join(tmp, 'activations.log');
   const tag = path.basename(tmp).replace(/[^a-z0-9]/gi, '');
-  await writeFile(src, `{\n${['one', 'two', 'three', 'four', 'other'].map((n) => `  ${n} = ${systemExpr(`writ-test-system-${n}-${tag}`, markers, log)};`).join('\n')}\n}\n`);
+  await writeFile(
+    src,
+    `{\n${['one', 'two', 'three', 'four', 'other'].map((n) => `  ${n} = ${systemExpr(`writ-test-system-${n}-${tag}`, markers, log)};`).join('\n')}\n}\n`,
+  );
   for (const n of ['one', 'two', 'three', 'four', 'other']) systems[n] = nixBuild(src, n);
   s = await startTestStack({ nodes: [] });
   for (const node of NODES) {
-    await s.startRunner(node, { fleet: 'test' }, { runner: { hostTable: salHostTable({ nix: { profilesRoot: path.join(tmp, 'profiles', node), sandbox: false } }) } });
+    await s.startRunner(
+      node,
+      { fleet: 'test' },
+      { runner: { hostTable: salHostTable({ nix: { profilesRoot: path.join(tmp, 'profiles', node), sandbox: false } }) } },
+    );
   }
   await writeFile(path.join(tmp, 'admin.key'), encodePrivateKeyFile(s.admin, 'admin'), { mode: 0o600 });
   env = { WRIT_COORD: s.url, WRIT_TOKEN: s.token, WRIT_HOME: path.join(tmp, 'home') };
@@ -103,13 +144,17 @@ describe.skipIf(skipReason !== null)('host deployments on five simulated nodes (
     expect(v.state).toBe('succeeded');
     expect(v.counts).toMatchObject({ switched: 5, failed: 0, pending: 0 });
     // Steps in order: each node is dispatched only after the node before it switched, batch by batch.
-    const steps = v.steps!.filter((x) => ['batch', 'dispatch', 'switched'].includes(x.kind)).map((x) => `${x.kind}:${x.node ?? (x.data as { batch: number }).batch}`);
+    const steps = v
+      .steps!.filter((x) => ['batch', 'dispatch', 'switched'].includes(x.kind))
+      .map((x) => `${x.kind}:${x.node ?? (x.data as { batch: number }).batch}`);
     expect(steps).toEqual(NODES.flatMap((n, i) => [`batch:${i}`, `dispatch:${n}`, `switched:${n}`]));
     expect(v.steps!.at(-1)!.kind).toBe('succeeded');
     for (const node of NODES) expect(await currentSystem(node)).toBe(systems.one);
     // Every step is in the audit log too.
     const audit = (await s.get('/v1/audit?tail=200')).body.entries as { kind: string; subject: string }[];
-    expect(audit.filter((e) => e.kind.startsWith('deploy.') && e.subject.startsWith('roll-one')).map((e) => e.kind)).toEqual(v.steps!.map((x) => `deploy.${x.kind}`));
+    expect(audit.filter((e) => e.kind.startsWith('deploy.') && e.subject.startsWith('roll-one')).map((e) => e.kind)).toEqual(
+      v.steps!.map((x) => `deploy.${x.kind}`),
+    );
     expect((await s.get('/v1/audit/verify')).body).toMatchObject({ ok: true });
   }, 180_000);
 
@@ -117,12 +162,22 @@ describe.skipIf(skipReason !== null)('host deployments on five simulated nodes (
     await writeFile(path.join(tmp, 'markers', 'fail-node-c'), '');
     const created = await deploy('roll-two', systems.two!);
     expect(created.code).toBe(0);
-    const paused = await until('roll-two paused with nothing in flight', async () => {
-      const v = await view('roll-two');
-      return v.state === 'paused' && v.counts.switching === 0 ? v : undefined;
-    }, 120_000);
+    const paused = await until(
+      'roll-two paused with nothing in flight',
+      async () => {
+        const v = await view('roll-two');
+        return v.state === 'paused' && v.counts.switching === 0 ? v : undefined;
+      },
+      120_000,
+    );
     expect(paused.reason).toMatch(/node-c.*maxUnavailable 1/);
-    expect(paused.nodes.map((n) => [n.node, n.state])).toEqual([['node-a', 'switched'], ['node-b', 'switched'], ['node-c', 'failed'], ['node-d', 'pending'], ['node-e', 'pending']]);
+    expect(paused.nodes.map((n) => [n.node, n.state])).toEqual([
+      ['node-a', 'switched'],
+      ['node-b', 'switched'],
+      ['node-c', 'failed'],
+      ['node-d', 'pending'],
+      ['node-e', 'pending'],
+    ]);
     expect(paused.nodes[2]!.error?.code).toBe('NIX_ACTIVATION_FAILED');
     const failedStep = paused.steps!.find((x) => x.kind === 'failed')!;
     expect(failedStep.data).toMatchObject({ code: 'NIX_ACTIVATION_FAILED', stage: 'health', rolledBack: true });
@@ -157,10 +212,14 @@ describe.skipIf(skipReason !== null)('host deployments on five simulated nodes (
   it('abort skips every node not yet touched; a finished deployment cannot be resumed', async () => {
     await writeFile(path.join(tmp, 'markers', 'fail-node-a'), '');
     expect((await deploy('roll-three', systems.three!)).code).toBe(0);
-    await until('roll-three paused with nothing in flight', async () => {
-      const v = await view('roll-three');
-      return v.state === 'paused' && v.counts.switching === 0 ? v : undefined;
-    }, 120_000);
+    await until(
+      'roll-three paused with nothing in flight',
+      async () => {
+        const v = await view('roll-three');
+        return v.state === 'paused' && v.counts.switching === 0 ? v : undefined;
+      },
+      120_000,
+    );
     const aborted = await runWrit(['deploy', 'abort', 'roll-three', '--json'], env);
     expect(aborted.code).toBe(0);
     const v = JSON.parse(aborted.stdout) as DeploymentView;
@@ -180,13 +239,32 @@ describe.skipIf(skipReason !== null)('host deployments on five simulated nodes (
 
   it('drains first: a node is switched only after its other jobs ended', async () => {
     // A job that keeps node-e busy for a few seconds, then a deployment with --drain to node-e only.
-    const busy = s.sign('export default async (a, ctx) => { const end = (await ctx.sal.time.now()).ms + 4000; while ((await ctx.sal.time.now()).ms < end) {} return 1 }', { caps: ['time.now'], target: { node: 'node-e' }, timeoutMs: 60_000 });
+    const busy = s.sign(
+      'export default async (a, ctx) => { const end = (await ctx.sal.time.now()).ms + 4000; while ((await ctx.sal.time.now()).ms < end) {} return 1 }',
+      { caps: ['time.now'], target: { node: 'node-e' }, timeoutMs: 60_000 },
+    );
     expect((await s.post(busy.envelope)).status).toBeLessThan(300);
     await s.waitFor(busy.id, ['running'], 60_000);
     const both = await deploy('roll-drain', systems.four!, ['--node', 'node-e']);
     expect(both.code).not.toBe(0);
     expect(both.stderr).toMatch(/USAGE.*--selector or --node, not both/);
-    const created = await runWrit(['deploy', 'create', 'roll-drain', '--system', systems.four!, '--node', 'node-e', '--drain', '--health-check', JSON.stringify([`${systems.four}/bin/health`, '{node}']), '--key', path.join(tmp, 'admin.key')], env);
+    const created = await runWrit(
+      [
+        'deploy',
+        'create',
+        'roll-drain',
+        '--system',
+        systems.four!,
+        '--node',
+        'node-e',
+        '--drain',
+        '--health-check',
+        JSON.stringify([`${systems.four}/bin/health`, '{node}']),
+        '--key',
+        path.join(tmp, 'admin.key'),
+      ],
+      env,
+    );
     expect(created.code).toBe(0);
     const ended = await runWrit(['deploy', 'status', 'roll-drain', '--follow'], env);
     expect(ended.code).toBe(0);
@@ -202,12 +280,29 @@ describe.skipIf(skipReason !== null)('host deployments on five simulated nodes (
 
   it('refuses a store path other than the pinned one: at the coord, and on the node itself', async () => {
     // A deployment whose switch job pins another path than the deployment's system: refused at creation.
-    const base = buildHostDeploymentPayload({ id: 'tampered', aud: s.clusterId, system: systems.other!, selector: { fleet: 'test' }, nodes: ['node-b'], healthCheck: { argv: [`${systems.other}/bin/health`, '{node}'] } });
+    const base = buildHostDeploymentPayload({
+      id: 'tampered',
+      aud: s.clusterId,
+      system: systems.other!,
+      selector: { fleet: 'test' },
+      nodes: ['node-b'],
+      healthCheck: { argv: [`${systems.other}/bin/health`, '{node}'] },
+    });
     const input = hostSwitchJob(base, 'node-b');
     const job = buildJobPayload({ ...input, pins: { nix: [systems.one!] } });
     const raw = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [s.admin]));
-    const deployment = encodeEnvelope(signEnvelope(HOST_DEPLOYMENT_PAYLOAD_TYPE, encodeHostDeploymentPayload({ ...base, jobs: [{ node: 'node-b', id: job.id, envelopeSha256: sha256Hex(raw) }] }), [s.admin]));
-    const res = await fetch(`${s.url}/v1/deployments`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: JSON.stringify({ deployment, jobs: [raw] }) });
+    const deployment = encodeEnvelope(
+      signEnvelope(
+        HOST_DEPLOYMENT_PAYLOAD_TYPE,
+        encodeHostDeploymentPayload({ ...base, jobs: [{ node: 'node-b', id: job.id, envelopeSha256: sha256Hex(raw) }] }),
+        [s.admin],
+      ),
+    );
+    const res = await fetch(`${s.url}/v1/deployments`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+      body: JSON.stringify({ deployment, jobs: [raw] }),
+    });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: unknown }).error).toMatchObject({ code: 'DEPLOYMENT_INVALID', message: expect.stringMatching(/must pin exactly/) });
 

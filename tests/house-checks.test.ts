@@ -24,12 +24,16 @@ function tsFiles(dir = root, out: string[] = []): string[] {
 
 describe('type-check coverage (tsconfig.json)', () => {
   it("includes every TypeScript file of the repository, each package's tests among them", () => {
-    const config = ts.getParsedCommandLineOfConfigFile(path.join(root, 'tsconfig.json'), {}, {
-      ...ts.sys,
-      onUnRecoverableConfigFileDiagnostic: (d) => {
-        throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+    const config = ts.getParsedCommandLineOfConfigFile(
+      path.join(root, 'tsconfig.json'),
+      {},
+      {
+        ...ts.sys,
+        onUnRecoverableConfigFileDiagnostic: (d) => {
+          throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+        },
       },
-    });
+    );
     expect(config?.errors ?? []).toEqual([]);
     const checked = new Set(config!.fileNames.map((f) => path.relative(root, f)));
     const all = tsFiles();
@@ -78,7 +82,7 @@ describe('one owner for the logger interface', () => {
     expect(own.filter((f) => !TO_GO.includes(f))).toEqual(['protocol/src/service-lifecycle.ts']);
   });
 
-  it("fits the pino logger the CLI gives services (checked by tsc)", () => {
+  it('fits the pino logger the CLI gives services (checked by tsc)', () => {
     const fits: ReturnType<typeof serviceLogger> extends Logger ? true : false = true;
     expect(fits).toBe(true);
   });

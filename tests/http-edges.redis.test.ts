@@ -39,7 +39,11 @@ afterAll(async () => {
 });
 
 /** Sends raw bytes and collects everything the server writes until it closes the connection. */
-function rawExchange(url: string, chunks: (string | { waitMs: number })[], opts: { timeoutMs?: number; dripUntilClosed?: boolean } = {}): Promise<{ text: string; closedAfterMs: number }> {
+function rawExchange(
+  url: string,
+  chunks: (string | { waitMs: number })[],
+  opts: { timeoutMs?: number; dripUntilClosed?: boolean } = {},
+): Promise<{ text: string; closedAfterMs: number }> {
   const { port } = new URL(url);
   return new Promise((resolve, reject) => {
     const started = Date.now();
@@ -122,18 +126,29 @@ describe('NUL bytes and malformed URLs (A3)', () => {
 describe('query values', () => {
   it('?status=bogus lists the allowed values', async () => {
     const r = await get(coordUrl, '/v1/jobs?status=bogus', s.token);
-    expect([r.status, r.error?.code, r.error?.message]).toEqual([400, 'BAD_REQUEST', expect.stringContaining('(one of: admitted, queued, running, succeeded, failed, refused)')]);
+    expect([r.status, r.error?.code, r.error?.message]).toEqual([
+      400,
+      'BAD_REQUEST',
+      expect.stringContaining('(one of: admitted, queued, running, succeeded, failed, refused)'),
+    ]);
   });
 });
 
 describe('slow clients (A3)', () => {
   it('a body that trickles in is cut off with 408 REQUEST_TIMEOUT (coord and supervisor)', async () => {
-    for (const [base, token] of [[coordUrl, s.token], [supUrl, SUP_TOKEN]] as const) {
+    for (const [base, token] of [
+      [coordUrl, s.token],
+      [supUrl, SUP_TOKEN],
+    ] as const) {
       const route = base === coordUrl ? '/v1/jobs' : '/v1/submit';
-      const r = await rawExchange(base, [`POST ${route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{`], {
-        dripUntilClosed: true,
-        timeoutMs: 30_000,
-      });
+      const r = await rawExchange(
+        base,
+        [`POST ${route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{`],
+        {
+          dripUntilClosed: true,
+          timeoutMs: 30_000,
+        },
+      );
       expect(parseRawAnswer(r.text)).toEqual({ status: 408, code: 'REQUEST_TIMEOUT' });
       expect(r.closedAfterMs).toBeGreaterThanOrEqual(1400);
     }
@@ -158,7 +173,10 @@ describe('SSE ids (A3)', () => {
     const q = await get(coordUrl, `/v1/jobs/${id}/events?after=${2 ** 31}`, s.token);
     expect([q.status, q.error?.code]).toEqual([400, 'BAD_REQUEST']);
     // The largest valid id: nothing is after it and the job is over, so the stream ends at once.
-    const res = await fetch(`${coordUrl}/v1/jobs/${id}/events`, { headers: { authorization: `Bearer ${s.token}`, 'last-event-id': String(2 ** 31 - 1) }, signal: AbortSignal.timeout(20_000) });
+    const res = await fetch(`${coordUrl}/v1/jobs/${id}/events`, {
+      headers: { authorization: `Bearer ${s.token}`, 'last-event-id': String(2 ** 31 - 1) },
+      signal: AbortSignal.timeout(20_000),
+    });
     expect(res.status).toBe(200);
     expect(await res.text()).toBe('event: end\ndata: {}\n\n');
   });
@@ -192,13 +210,19 @@ describe('bodies (A3)', () => {
       await writeFile(file, JSON.stringify(v));
       const out: string[] = [];
       const io: Io = { out: (l) => out.push(l), err: () => {} };
-      await runCli(['verify', file, '--pubkey', b64url(s.admin.publicKey), '--json'], io, { env: { WRIT_HOME: dir }, now: () => Math.floor(Date.now() / 1000) });
+      await runCli(['verify', file, '--pubkey', b64url(s.admin.publicKey), '--json'], io, {
+        env: { WRIT_HOME: dir },
+        now: () => Math.floor(Date.now() / 1000),
+      });
       const cli = JSON.parse(out.join('\n')) as { checks: { ok: boolean; error?: { code: string } }[] };
       const single = await post(coordUrl, '/v1/jobs', s.token, JSON.stringify(v));
       const batch = await post(coordUrl, '/v1/jobs:batch', s.token, JSON.stringify({ envelopes: [v] }));
       codes[name] = [cli.checks.find((c) => !c.ok)?.error?.code, single.error?.code, batch.error?.code];
     }
-    expect(codes).toEqual({ none: ['ENVELOPE_MALFORMED', 'ENVELOPE_MALFORMED', 'ENVELOPE_MALFORMED'], seventeen: ['TOO_MANY_SIGNATURES', 'TOO_MANY_SIGNATURES', 'TOO_MANY_SIGNATURES'] });
+    expect(codes).toEqual({
+      none: ['ENVELOPE_MALFORMED', 'ENVELOPE_MALFORMED', 'ENVELOPE_MALFORMED'],
+      seventeen: ['TOO_MANY_SIGNATURES', 'TOO_MANY_SIGNATURES', 'TOO_MANY_SIGNATURES'],
+    });
   });
 });
 
@@ -206,10 +230,18 @@ describe('OpenAPI (A1)', () => {
   it('GET /openapi.json is served without a token and describes exactly the declared routes', async () => {
     const res = await fetch(`${coordUrl}/openapi.json`);
     expect(res.status).toBe(200);
-    const doc = (await res.json()) as { openapi: string; info: { title: string }; paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Record<string, unknown> }> }; responses?: unknown }>> };
+    const doc = (await res.json()) as {
+      openapi: string;
+      info: { title: string };
+      paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Record<string, unknown> }> }; responses?: unknown }>>;
+    };
     expect(doc.openapi).toMatch(/^3\./);
     const described = Object.entries(doc.paths)
-      .flatMap(([p, ops]) => Object.keys(ops).filter((m) => m !== 'head').map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`))
+      .flatMap(([p, ops]) =>
+        Object.keys(ops)
+          .filter((m) => m !== 'head')
+          .map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`),
+      )
       .sort();
     // The route list is snapshot-tested (signed-path, A1); the document describes every route but itself.
     expect(described).toEqual(ROUTES.filter((r) => r !== 'GET /openapi.json').sort());
@@ -219,13 +251,27 @@ describe('OpenAPI (A1)', () => {
   });
 
   it('says per route what authenticates it: the token, a signature in the body, or nothing', async () => {
-    const doc = (await (await fetch(`${coordUrl}/openapi.json`)).json()) as { security: unknown[]; paths: Record<string, Record<string, { security?: unknown[] }>> };
+    const doc = (await (await fetch(`${coordUrl}/openapi.json`)).json()) as {
+      security: unknown[];
+      paths: Record<string, Record<string, { security?: unknown[] }>>;
+    };
     expect(doc.security).toEqual([{ bearer: [] }]);
     const open = (p: string, m: string) => doc.paths[p]![m]!.security;
-    for (const [p, m] of [['/healthz', 'get'], ['/metrics', 'get'], ['/v1/reports', 'post'], ['/v1/nodes/register', 'post'], ['/v1/supervisors/heartbeat', 'post']] as const) {
+    for (const [p, m] of [
+      ['/healthz', 'get'],
+      ['/metrics', 'get'],
+      ['/v1/reports', 'post'],
+      ['/v1/nodes/register', 'post'],
+      ['/v1/supervisors/heartbeat', 'post'],
+    ] as const) {
       expect(open(p, m), `${m} ${p}`).toEqual([]);
     }
-    for (const [p, m] of [['/v1/jobs', 'post'], ['/v1/jobs/{id}', 'get'], ['/v1/keyset', 'get'], ['/v1/flows', 'post']] as const) {
+    for (const [p, m] of [
+      ['/v1/jobs', 'post'],
+      ['/v1/jobs/{id}', 'get'],
+      ['/v1/keyset', 'get'],
+      ['/v1/flows', 'post'],
+    ] as const) {
       expect(open(p, m), `${m} ${p}`).toBeUndefined(); // the document's default: the bearer token
     }
     // What the document says is what the server does.
@@ -242,24 +288,45 @@ describe('OpenAPI (A1)', () => {
     await writeFile(path.join(gen, 'api.d.ts'), astToString(await openapiTS(doc as never)));
     // A typed use of the generated client, and a call the document does not allow (an unknown status), which
     // the compiler must refuse: the types carry the server's schemas.
-    await writeFile(path.join(gen, 'use.ts'), [
-      "import createClient from 'openapi-fetch';",
-      "import type { paths } from './api.d.ts';",
-      'const client = createClient<paths>({ baseUrl: process.env.URL });',
-      "export const ok = client.GET('/v1/jobs', { params: { query: { status: 'succeeded' } } });",
-      "export const job = client.GET('/v1/jobs/{id}', { params: { path: { id: 'x' } } });",
-      '// @ts-expect-error: not one of the statuses the route accepts',
-      "export const bad = client.GET('/v1/jobs', { params: { query: { status: 'bogus' } } });",
-      '',
-    ].join('\n'));
-    await writeFile(path.join(gen, 'tsconfig.json'), JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', allowImportingTsExtensions: true, skipLibCheck: true, types: ['node'], typeRoots: [path.resolve(import.meta.dirname, '../node_modules/@types')] }, files: ['use.ts'] }));
+    await writeFile(
+      path.join(gen, 'use.ts'),
+      [
+        "import createClient from 'openapi-fetch';",
+        "import type { paths } from './api.d.ts';",
+        'const client = createClient<paths>({ baseUrl: process.env.URL });',
+        "export const ok = client.GET('/v1/jobs', { params: { query: { status: 'succeeded' } } });",
+        "export const job = client.GET('/v1/jobs/{id}', { params: { path: { id: 'x' } } });",
+        '// @ts-expect-error: not one of the statuses the route accepts',
+        "export const bad = client.GET('/v1/jobs', { params: { query: { status: 'bogus' } } });",
+        '',
+      ].join('\n'),
+    );
+    await writeFile(
+      path.join(gen, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          strict: true,
+          noEmit: true,
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          allowImportingTsExtensions: true,
+          skipLibCheck: true,
+          types: ['node'],
+          typeRoots: [path.resolve(import.meta.dirname, '../node_modules/@types')],
+        },
+        files: ['use.ts'],
+      }),
+    );
     const tsc = spawnSync(process.execPath, [path.resolve(import.meta.dirname, '../node_modules/typescript/bin/tsc'), '-p', gen], { encoding: 'utf8' });
     expect(tsc.stdout + tsc.stderr).toBe('');
     expect(tsc.status).toBe(0);
     // At run time, the same client against this coord.
     const { default: createClient } = await import('openapi-fetch');
     const client = createClient<Record<string, never>>({ baseUrl: coordUrl, headers: { authorization: `Bearer ${s.token}` } });
-    const listed = await (client as unknown as { GET(p: string, o: unknown): Promise<{ data?: { jobs: unknown[] }; response: Response }> }).GET('/v1/jobs', { params: { query: { status: 'succeeded' } } });
+    const listed = await (client as unknown as { GET(p: string, o: unknown): Promise<{ data?: { jobs: unknown[] }; response: Response }> }).GET('/v1/jobs', {
+      params: { query: { status: 'succeeded' } },
+    });
     expect(listed.response.status).toBe(200);
     expect(Array.isArray(listed.data?.jobs)).toBe(true);
   }, 120_000);

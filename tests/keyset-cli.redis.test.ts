@@ -13,7 +13,12 @@ let home: string;
 const HELLO = path.resolve(import.meta.dirname, '../scripts/examples/hello.js');
 
 beforeAll(async () => {
-  s = await startTestStack({ nodes: [{ id: 'node-a', labels: { rack: 'r2' } }, { id: 'node-b', labels: { rack: 'r1' } }] });
+  s = await startTestStack({
+    nodes: [
+      { id: 'node-a', labels: { rack: 'r2' } },
+      { id: 'node-b', labels: { rack: 'r1' } },
+    ],
+  });
   home = await mkdtemp(path.join(os.tmpdir(), 'writ-home-'));
   await writeFile(path.join(home, 'admin.key'), encodePrivateKeyFile(s.admin), { mode: 0o600 });
 }, 60_000);
@@ -24,7 +29,11 @@ afterAll(async () => {
 async function cli(...args: string[]) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli([...args], { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, WRIT_HOME: home, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    [...args],
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_HOME: home, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 

@@ -24,7 +24,15 @@ async function makeLedger(dataDir: string, jobs: number): Promise<string> {
   try {
     for (let i = 0; i < jobs; i++) {
       const envelope = JSON.stringify({ n: i });
-      await ledger.insertJob({ id: `job-${i}`, envelope, envelopeSha256: sha256Hex(envelope), signerKeyids: ['k'], target: { node: 'n1' }, caps: [], exp: new Date(Date.now() + 3600_000) });
+      await ledger.insertJob({
+        id: `job-${i}`,
+        envelope,
+        envelopeSha256: sha256Hex(envelope),
+        signerKeyids: ['k'],
+        target: { node: 'n1' },
+        caps: [],
+        exp: new Date(Date.now() + 3600_000),
+      });
       await ledger.appendAudit({ kind: 'job.admit', actor: 'k', subject: `job-${i}` });
     }
     const [row] = await ledger.db.query<{ f: string }>("SELECT pg_relation_filepath('jobs') AS f");
@@ -113,7 +121,11 @@ describe('writ ledger', () => {
     expect(r.code).toBe(1);
     const report = json(r.stdout);
     expect(report).toMatchObject({ ok: false, error: { code: 'LEDGER_CORRUPT', details: { dataDir: damaged } } });
-    expect(report.checks.find((c: any) => c.name === 'table jobs')).toMatchObject({ ok: false, code: 'LEDGER_CORRUPT', detail: expect.stringContaining('invalid page in block 0') });
+    expect(report.checks.find((c: any) => c.name === 'table jobs')).toMatchObject({
+      ok: false,
+      code: 'LEDGER_CORRUPT',
+      detail: expect.stringContaining('invalid page in block 0'),
+    });
     const b = await runWrit(['ledger', 'backup', path.join(dir, 'damaged.tar.gz'), '--ledger', damaged], env);
     expect([b.code, b.stderr]).toEqual([1, expect.stringContaining('LEDGER_CORRUPT')]);
   }, 180_000);

@@ -14,7 +14,19 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedRedis, type EmbeddedRedis } from '@writ/cli';
 import { openLedger } from '@writ/coord';
-import { PAYLOAD_TYPES, b64url, bootstrapKeySet, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePublicKeyFile, generateKeyPair, redisKeys, signEnvelope } from '@writ/protocol';
+import {
+  PAYLOAD_TYPES,
+  b64url,
+  bootstrapKeySet,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  encodeKeySet,
+  encodePublicKeyFile,
+  generateKeyPair,
+  redisKeys,
+  signEnvelope,
+} from '@writ/protocol';
 import { fillDisk, freeDisk, mountExt4, mountSupport, mountTmpfs, unmountAll } from './helpers/mounts.ts';
 import { freePort, killAllWrit, processCluster, runWrit, startWrit, until, type ProcessCluster, type WritProcess } from './helpers/processes.ts';
 
@@ -57,7 +69,10 @@ describe.skipIf(!support.ok)('a full ledger disk, then freed (coord, supervisor 
   it('answers 503 LEDGER_UNAVAILABLE and drops readiness, acknowledges no report it could not commit, and once space is back every event lands and the job succeeds', async () => {
     const LINES = 150;
     const pad = 'the quick brown fox jumps over the lazy dog '.repeat(8);
-    const job = c.sign(`export default async (a, ctx) => { for (let i = 0; i < ${LINES}; i++) ctx.log.info('line ' + i + ' ${pad}'); return 'landed' }`, 'full-1');
+    const job = c.sign(
+      `export default async (a, ctx) => { for (let i = 0; i < ${LINES}; i++) ctx.log.info('line ' + i + ' ${pad}'); return 'landed' }`,
+      'full-1',
+    );
     // The runner is paused, so the job is recorded and queued while there is space, and runs after the disk filled.
     runner.child.kill('SIGSTOP');
     const admitted = await c.api('POST', '/v1/jobs', job.envelope);
@@ -67,13 +82,27 @@ describe.skipIf(!support.ok)('a full ledger disk, then freed (coord, supervisor 
 
     // Its report (150 log lines need new pages) cannot be committed: the coord refuses it with 503, the supervisor
     // keeps the entries unacknowledged, and readiness is down.
-    await until('the coord to refuse a report', async () => (supervisor.stderr().split('\n').some((l) => l.includes('forwarding runner events failed') && l.includes('LEDGER_UNAVAILABLE')) ? true : undefined), 90_000);
+    await until(
+      'the coord to refuse a report',
+      async () =>
+        supervisor
+          .stderr()
+          .split('\n')
+          .some((l) => l.includes('forwarding runner events failed') && l.includes('LEDGER_UNAVAILABLE'))
+          ? true
+          : undefined,
+      90_000,
+    );
     const pending = (await r.xpending(redisKeys.events(), redisKeys.eventsGroup())) as [number, ...unknown[]];
     expect(Number(pending[0])).toBeGreaterThan(0);
     expect((await c.api('GET', `/v1/jobs/${job.id}`)).body.status).not.toBe('succeeded');
     const ready = await fetch(`${c.coordUrl}/readyz`);
     expect(ready.status).toBe(503);
-    expect(await ready.json()).toMatchObject({ ok: false, ledger: false, ledgerError: { code: 'LEDGER_UNAVAILABLE', retryable: true, details: { fault: 'disk-full' } } });
+    expect(await ready.json()).toMatchObject({
+      ok: false,
+      ledger: false,
+      ledgerError: { code: 'LEDGER_UNAVAILABLE', retryable: true, details: { fault: 'disk-full' } },
+    });
     // A new job needs new pages too (its script is large and does not compress): refused with 503, not recorded.
     const bulky = c.sign(`// ${randomBytes(60 * 1024).toString('hex')}\nexport default async () => 1`, 'full-1');
     const refused = await c.api('POST', '/v1/jobs', bulky.envelope);
@@ -90,7 +119,11 @@ describe.skipIf(!support.ok)('a full ledger disk, then freed (coord, supervisor 
     const logs = [...stream.matchAll(/^event: log\ndata: (.*)$/gm)].map((m) => JSON.parse(m[1]!).message as string);
     expect(logs).toHaveLength(LINES);
     expect(new Set(logs).size).toBe(LINES);
-    await until('the stream entries to be acknowledged', async () => (Number(((await r.xpending(redisKeys.events(), redisKeys.eventsGroup())) as [number])[0]) === 0 ? true : undefined), 30_000);
+    await until(
+      'the stream entries to be acknowledged',
+      async () => (Number(((await r.xpending(redisKeys.events(), redisKeys.eventsGroup())) as [number])[0]) === 0 ? true : undefined),
+      30_000,
+    );
     await until('readiness to come back', async () => ((await fetch(`${c.coordUrl}/readyz`)).status === 200 ? true : undefined), 30_000);
     expect((await c.api('GET', '/v1/audit/verify')).body.ok).toBe(true);
   }, 300_000);
@@ -107,7 +140,19 @@ async function loneCoord(state: string) {
   const token = `t-${Math.random().toString(36).slice(2)}`;
   const url = `http://127.0.0.1:${port}`;
   const env = { WRIT_HOME: state, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: 'x' };
-  const args = ['coord', '--supervisor', 'http://127.0.0.1:9', '--supervisor-key', path.join(state, 'sup.pub'), '--listen', `127.0.0.1:${port}`, '--state', state, '--admin-key', path.join(state, 'admin.pub')];
+  const args = [
+    'coord',
+    '--supervisor',
+    'http://127.0.0.1:9',
+    '--supervisor-key',
+    path.join(state, 'sup.pub'),
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--state',
+    state,
+    '--admin-key',
+    path.join(state, 'admin.pub'),
+  ];
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
   return {
     url,
@@ -121,7 +166,11 @@ async function loneCoord(state: string) {
     },
     /** Records key set v1 (answered 503: the supervisor is unreachable, but the coord stored what it verified) and a job that waits. */
     async record(): Promise<string> {
-      const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
+      const ks = bootstrapKeySet({
+        cluster: 'writ-dev',
+        admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) },
+        nowS: Math.floor(Date.now() / 1000),
+      });
       await this.api('POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
       // A selector no node matches: the job is recorded and waits (a node id the coord never registered is refused, NODE_UNKNOWN).
       const job = buildJobPayload({ source: 'export default async () => 1', target: { selector: { rack: 'nowhere' } }, aud: 'writ-dev' });

@@ -32,7 +32,15 @@ describe('/metrics', () => {
   it('is Prometheus text with the service counters and the new families, each with HELP and TYPE', async () => {
     const { text, contentType } = await scrape();
     expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
-    for (const [name, type] of [['writ_jobs_submitted_total', 'counter'], ['writ_queue_depth', 'gauge'], ['writ_jobs', 'gauge'], ['writ_nodes', 'gauge'], ['writ_ledger_up', 'gauge'], ['writ_ledger_errors_total', 'counter'], ['writ_job_latency_seconds', 'histogram']]) {
+    for (const [name, type] of [
+      ['writ_jobs_submitted_total', 'counter'],
+      ['writ_queue_depth', 'gauge'],
+      ['writ_jobs', 'gauge'],
+      ['writ_nodes', 'gauge'],
+      ['writ_ledger_up', 'gauge'],
+      ['writ_ledger_errors_total', 'counter'],
+      ['writ_job_latency_seconds', 'histogram'],
+    ]) {
       expect(text).toContain(`# TYPE ${name} ${type}\n`);
       expect(text).toMatch(new RegExp(`# HELP ${name} \\S`));
     }
@@ -41,7 +49,8 @@ describe('/metrics', () => {
   it('nodes per lifecycle state and liveness', async () => {
     const { text } = await scrape();
     // Liveness depends on heartbeats, which a loaded machine may delay: the state counts hold either way.
-    const inState = (state: string) => value(text, `writ_nodes{state="${state}",reachable="true"}`) + value(text, `writ_nodes{state="${state}",reachable="false"}`);
+    const inState = (state: string) =>
+      value(text, `writ_nodes{state="${state}",reachable="true"}`) + value(text, `writ_nodes{state="${state}",reachable="false"}`);
     expect([inState('active'), inState('inspected'), inState('failed'), inState('retired')]).toEqual([1, 1, 0, 0]);
   });
 
@@ -67,12 +76,18 @@ describe('/metrics', () => {
     expect((await s.post(waiting.envelope)).status).toBe(202);
     expect(value((await scrape()).text, 'writ_jobs{status="admitted"}')).toBeGreaterThanOrEqual(1);
     // The runner takes two jobs at a time: of four that sleep, two wait queued for node-a.
-    const sleepers = Array.from({ length: 4 }, () => s.sign('export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 4000 }); return 1 }', { caps: ['time.sleep'] }));
+    const sleepers = Array.from({ length: 4 }, () =>
+      s.sign('export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 4000 }); return 1 }', { caps: ['time.sleep'] }),
+    );
     for (const j of sleepers) expect((await s.post(j.envelope)).status).toBe(202);
-    const depth = await until('queue depth for node-a above 0', async () => {
-      const d = value((await scrape()).text, 'writ_queue_depth{node="node-a"}');
-      return d > 0 ? d : undefined;
-    }, 30_000);
+    const depth = await until(
+      'queue depth for node-a above 0',
+      async () => {
+        const d = value((await scrape()).text, 'writ_queue_depth{node="node-a"}');
+        return d > 0 ? d : undefined;
+      },
+      30_000,
+    );
     expect(depth).toBeLessThanOrEqual(4);
     for (const j of sleepers) await s.waitFor(j.id, ['succeeded'], 60_000);
     expect(value((await scrape()).text, 'writ_queue_depth{node="node-a"}')).toBeNaN(); // no queued job left: no series

@@ -72,15 +72,29 @@ describe.skipIf(!hasNix)('writ cluster apply and diff', () => {
     expect((await s.get('/v1/audit?tail=1000')).body.entries.filter((e: { kind: string }) => e.kind === 'cluster.apply')).toHaveLength(1);
   }, 120_000);
 
-  it('the loaded rules drive enrollment: a machine with a fixed node\'s MAC gets that node\'s assignment', async () => {
+  it("the loaded rules drive enrollment: a machine with a fixed node's MAC gets that node's assignment", async () => {
     const inventory = {
-      type: PAYLOAD_TYPES.nodeInventory, diskless: false, dmi: { vendor: 'QEMU', product: 'Standard PC', serial: 'X1', uuid: null }, cpu: { model: 'qemu', threads: 2 }, memoryBytes: 2 ** 31,
-      nics: [{ name: 'eth0', mac: '52:54:00:10:00:04', driver: 'virtio_net', speedMbps: null, carrier: true }], disks: [],
+      type: PAYLOAD_TYPES.nodeInventory,
+      diskless: false,
+      dmi: { vendor: 'QEMU', product: 'Standard PC', serial: 'X1', uuid: null },
+      cpu: { model: 'qemu', threads: 2 },
+      memoryBytes: 2 ** 31,
+      nics: [{ name: 'eth0', mac: '52:54:00:10:00:04', driver: 'virtio_net', speedMbps: null, carrier: true }],
+      disks: [],
     };
-    const r = await fetch(`${s.url}/v1/enroll/test`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: JSON.stringify({ inventory }) });
+    const r = await fetch(`${s.url}/v1/enroll/test`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+      body: JSON.stringify({ inventory }),
+    });
     const body = (await r.json()) as { matched: string; assign: unknown };
     expect(body.matched).toBe('node-compute-4');
-    expect(body.assign).toEqual({ class: 'compute', pool: 'lab-a', labels: { canary: 'yes', class: 'compute', pool: 'lab-a', role: 'compute' }, hostname: 'compute-4' });
+    expect(body.assign).toEqual({
+      class: 'compute',
+      pool: 'lab-a',
+      labels: { canary: 'yes', class: 'compute', pool: 'lab-a', role: 'compute' },
+      hostname: 'compute-4',
+    });
   });
 
   it('shows exactly what an edited cluster changes, keeps unlisted rules unless --prune, and refuses a broken cluster', async () => {
@@ -90,7 +104,12 @@ describe.skipIf(!hasNix)('writ cluster apply and diff', () => {
     const file = path.join(tmp, 'lab-edited.json');
     await writeFile(file, JSON.stringify(edited));
     const diff = JSON.parse((await runWrit(['cluster', 'diff', file, '--json'], env)).stdout);
-    expect(diff).toEqual({ cluster: 'lab', applied: false, changes: [{ kind: 'rule', name: 'storage-chassis', action: 'change', fields: ['priority'] }], unmanaged: { rules: ['node-storage-2'], classes: [] } });
+    expect(diff).toEqual({
+      cluster: 'lab',
+      applied: false,
+      changes: [{ kind: 'rule', name: 'storage-chassis', action: 'change', fields: ['priority'] }],
+      unmanaged: { rules: ['node-storage-2'], classes: [] },
+    });
     const pruned = JSON.parse((await runWrit(['cluster', 'apply', file, '--prune', '--json'], env)).stdout);
     expect(pruned.changes).toEqual([
       { kind: 'rule', name: 'storage-chassis', action: 'change', fields: ['priority'] },

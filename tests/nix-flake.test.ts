@@ -22,7 +22,11 @@ afterAll(async () => {
 });
 
 function evalJson(file: string): { status: number | null; value: unknown; stderr: string } {
-  const r = spawnSync('nix-instantiate', ['--option', 'build-users-group', '', '--eval', '--strict', '--json', file], { encoding: 'utf8', env: { ...process.env, NIX_PATH: '', NIX_CONFIG: '' }, timeout: 60_000 });
+  const r = spawnSync('nix-instantiate', ['--option', 'build-users-group', '', '--eval', '--strict', '--json', file], {
+    encoding: 'utf8',
+    env: { ...process.env, NIX_PATH: '', NIX_CONFIG: '' },
+    timeout: 60_000,
+  });
   return { status: r.status, value: r.status === 0 ? JSON.parse(r.stdout) : null, stderr: r.stderr };
 }
 

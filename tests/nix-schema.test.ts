@@ -13,7 +13,11 @@ const hasNix = spawnSync('nix-instantiate', ['--version'], { encoding: 'utf8' })
 if (!hasNix) console.warn('skipping the Nix schema tests: nix-instantiate is not installed (apt-get install nix-bin)');
 
 function nixInstantiate(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync('nix-instantiate', ['--option', 'build-users-group', '', ...args], { encoding: 'utf8', env: { ...process.env, NIX_PATH: '', NIX_CONFIG: '' }, timeout: 60_000 });
+  const r = spawnSync('nix-instantiate', ['--option', 'build-users-group', '', ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, NIX_PATH: '', NIX_CONFIG: '' },
+    timeout: 60_000,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -32,13 +36,17 @@ const parts: Record<string, string> = {
   classes: '{ web = { pool = "p"; labels = { role = "web"; }; installProfile = "base"; diskPolicy = "ssd"; }; db = { pool = "p"; }; }',
   diskPolicies: '{ ssd = { hints = { serial = "S123"; }; }; }',
   installProfiles: '{ base = { system = "/nix/store/00000000000000000000000000000000-sys"; }; }',
-  enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "web"; } { name = "b"; match = { requireToken = true; }; tokenSha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"; class = "db"; } ]',
+  enrollmentRules:
+    '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "web"; } { name = "b"; match = { requireToken = true; }; tokenSha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"; class = "db"; } ]',
   nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "db"; }; }',
-  deployments: '{ d = { system = "/nix/store/00000000000000000000000000000000-sys"; selector = { role = "web"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }',
+  deployments:
+    '{ d = { system = "/nix/store/00000000000000000000000000000000-sys"; selector = { role = "web"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }',
 };
 async function evalCluster(edit: Record<string, string>): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const all = { ...parts, ...edit };
-  const body = Object.entries(all).map(([k, v]) => `  ${k} = ${v};`).join('\n');
+  const body = Object.entries(all)
+    .map(([k, v]) => `  ${k} = ${v};`)
+    .join('\n');
   const file = path.join(tmp, `c-${Math.random().toString(36).slice(2)}.nix`);
   await writeFile(file, `import ${SCHEMA} {\n${body}\n}\n`);
   return nixInstantiate(['--eval', '--strict', '--json', file]);
@@ -55,7 +63,14 @@ describe.skipIf(!hasNix)('the cluster schema, evaluated by nix-instantiate', () 
     expect(got.classes.map((c: { name: string }) => c.name)).toEqual(['compute', 'storage']);
     // Rules come out in the order they are tried: by priority, lowest first; the fixed nodes' rules first.
     expect(got.enrollmentRules.map((r: { name: string; priority: number }) => `${r.priority}:${r.name}`)).toEqual([
-      '0:node-compute-1', '0:node-compute-2', '0:node-compute-3', '0:node-compute-4', '0:node-storage-1', '0:node-storage-2', '10:storage-chassis', '20:compute-token',
+      '0:node-compute-1',
+      '0:node-compute-2',
+      '0:node-compute-3',
+      '0:node-compute-4',
+      '0:node-storage-1',
+      '0:node-storage-2',
+      '10:storage-chassis',
+      '20:compute-token',
     ]);
     expect(got.installPlans.map((p: { class: string; disk: object }) => [p.class, p.disk])).toEqual([
       ['compute', { model: 'Samsung SSD 980 PRO 1TB', minBytes: 400 * 2 ** 30, maxBytes: 1200 * 2 ** 30 }],
@@ -67,38 +82,115 @@ describe.skipIf(!hasNix)('the cluster schema, evaluated by nix-instantiate', () 
     const r = await evalCluster({});
     expect(r.stderr).not.toMatch(/error/);
     const got = JSON.parse(r.stdout);
-    expect(got.deployments[0]).toMatchObject({ name: 'd', batchSize: 1, maxUnavailable: 1, drain: false, timeoutS: 600, profile: 'system', healthCheck: { argv: ['/bin/true'], timeoutMs: 30000 } });
+    expect(got.deployments[0]).toMatchObject({
+      name: 'd',
+      batchSize: 1,
+      maxUnavailable: 1,
+      drain: false,
+      timeoutS: 600,
+      profile: 'system',
+      healthCheck: { argv: ['/bin/true'], timeoutMs: 30000 },
+    });
     expect(got.nodes[0].assign).toEqual({ class: 'db', pool: 'p', labels: { class: 'db', pool: 'p' }, hostname: 'n1' });
   });
 
   const broken: [string, Record<string, string>, RegExp][] = [
-    ['a node of an unknown class', { nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "gpu"; }; }' }, /cluster-schema: nodes\.n1\.class: unknown class "gpu" \(known: db, web\)/],
-    ['a rule assigning an unknown class', { enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "gpu"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.class: unknown class "gpu"/],
-    ['a class in an unknown pool', { classes: '{ web = { pool = "q"; }; db = { pool = "p"; }; }' }, /cluster-schema: classes\.web\.pool: unknown pool "q" \(known: p\)/],
+    [
+      'a node of an unknown class',
+      { nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "gpu"; }; }' },
+      /cluster-schema: nodes\.n1\.class: unknown class "gpu" \(known: db, web\)/,
+    ],
+    [
+      'a rule assigning an unknown class',
+      { enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "gpu"; } ]' },
+      /cluster-schema: enrollmentRules\[0\]\.class: unknown class "gpu"/,
+    ],
+    [
+      'a class in an unknown pool',
+      { classes: '{ web = { pool = "q"; }; db = { pool = "p"; }; }' },
+      /cluster-schema: classes\.web\.pool: unknown pool "q" \(known: p\)/,
+    ],
     ['a disk policy with no stable hint', { diskPolicies: '{ ssd = { hints = { }; }; }' }, /cluster-schema: diskPolicies\.ssd\.hints: has no stable hint/],
-    ['a disk policy naming /dev/sdX', { diskPolicies: '{ ssd = { hints = { byId = "/dev/sda"; }; }; }' }, /cluster-schema: diskPolicies\.ssd\.hints\.byId: must be a \/dev\/disk\/by-id name/],
-    ['a disk size range no disk can meet', { diskPolicies: '{ ssd = { hints = { minSizeGiB = 500; maxSizeGiB = 100; }; }; }' }, /cluster-schema: diskPolicies\.ssd\.hints\.minSizeGiB: is larger than maxSizeGiB/],
-    ['an install profile without a disk policy', { classes: '{ web = { pool = "p"; labels = { role = "web"; }; installProfile = "base"; }; db = { pool = "p"; }; }' }, /cluster-schema: classes\.web\.diskPolicy: is required when installProfile is set/],
+    [
+      'a disk policy naming /dev/sdX',
+      { diskPolicies: '{ ssd = { hints = { byId = "/dev/sda"; }; }; }' },
+      /cluster-schema: diskPolicies\.ssd\.hints\.byId: must be a \/dev\/disk\/by-id name/,
+    ],
+    [
+      'a disk size range no disk can meet',
+      { diskPolicies: '{ ssd = { hints = { minSizeGiB = 500; maxSizeGiB = 100; }; }; }' },
+      /cluster-schema: diskPolicies\.ssd\.hints\.minSizeGiB: is larger than maxSizeGiB/,
+    ],
+    [
+      'an install profile without a disk policy',
+      { classes: '{ web = { pool = "p"; labels = { role = "web"; }; installProfile = "base"; }; db = { pool = "p"; }; }' },
+      /cluster-schema: classes\.web\.diskPolicy: is required when installProfile is set/,
+    ],
     [
       'a rule that can never match (a broader rule of the same priority comes first)',
-      { enrollmentRules: '[ { name = "x-on-nvme"; match = { dmiProduct = "X*"; diskModel = "NVMe*"; }; class = "db"; } { name = "any-x"; match = { dmiProduct = "X*"; }; class = "web"; } ]' },
+      {
+        enrollmentRules:
+          '[ { name = "x-on-nvme"; match = { dmiProduct = "X*"; diskModel = "NVMe*"; }; class = "db"; } { name = "any-x"; match = { dmiProduct = "X*"; }; class = "web"; } ]',
+      },
       /cluster-schema: enrollmentRules\[0\]: rule "x-on-nvme" can never match: enrollmentRules\[1\] \("any-x", priority 100\) is tried first/,
     ],
     [
       'a rule that can never match (an earlier catch-all)',
-      { enrollmentRules: '[ { name = "specific"; match = { macs = [ "52:54:00:00:00:09" ]; nicMinSpeedMbps = 25000; }; class = "web"; } { name = "all"; priority = 5; match = { dmiProduct = "*"; }; class = "db"; } ]' },
+      {
+        enrollmentRules:
+          '[ { name = "specific"; match = { macs = [ "52:54:00:00:00:09" ]; nicMinSpeedMbps = 25000; }; class = "web"; } { name = "all"; priority = 5; match = { dmiProduct = "*"; }; class = "db"; } ]',
+      },
       /cluster-schema: enrollmentRules\[0\]: rule "specific" can never match: enrollmentRules\[1\] \("all", priority 5\)/,
     ],
-    ['a deployment selector matching nothing known', { deployments: '{ d = { system = "/nix/store/00000000000000000000000000000000-sys"; selector = { role = "gpu"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }' }, /cluster-schema: deployments\.d\.selector: \{"role":"gpu"\} matches nothing known/],
-    ['a deployment without a system', { deployments: '{ d = { selector = { role = "web"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }' }, /cluster-schema: deployments\.d\.system: one of system/],
-    ['a deployment whose system is not a store path', { deployments: '{ d = { system = "/tmp/sys"; selector = { role = "web"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }' }, /cluster-schema: deployments\.d\.system: must be a store path/],
+    [
+      'a deployment selector matching nothing known',
+      {
+        deployments:
+          '{ d = { system = "/nix/store/00000000000000000000000000000000-sys"; selector = { role = "gpu"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }',
+      },
+      /cluster-schema: deployments\.d\.selector: \{"role":"gpu"\} matches nothing known/,
+    ],
+    [
+      'a deployment without a system',
+      { deployments: '{ d = { selector = { role = "web"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }' },
+      /cluster-schema: deployments\.d\.system: one of system/,
+    ],
+    [
+      'a deployment whose system is not a store path',
+      { deployments: '{ d = { system = "/tmp/sys"; selector = { role = "web"; }; healthCheck = { argv = [ "/bin/true" ]; }; }; }' },
+      /cluster-schema: deployments\.d\.system: must be a store path/,
+    ],
     ['an unknown field', { nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "db"; rack = 3; }; }' }, /cluster-schema: nodes\.n1\.rack: unknown field/],
-    ['two nodes with one MAC', { nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "db"; }; n2 = { mac = "52:54:00:00:00:01"; class = "db"; }; }' }, /cluster-schema: nodes\.n2\.mac: 52:54:00:00:00:01 is also nodes\.n1\.mac/],
-    ['a hostname pattern with an unknown placeholder', { enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "web"; hostname = "{rack}-1"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.hostname: unknown placeholder \{rack\}/],
-    ['a rule that auto-accepts without a token', { enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "web"; autoAccept = true; } ]' }, /cluster-schema: enrollmentRules\[0\]\.autoAccept: needs tokenSha256/],
-    ['a rule that matches nothing in particular', { enrollmentRules: '[ { name = "a"; match = { }; class = "web"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.match: matches nothing in particular/],
-    ['a token given in clear', { enrollmentRules: '[ { name = "a"; match = { requireToken = true; }; tokenSha256 = "hunter2"; class = "web"; } ]' }, /cluster-schema: enrollmentRules\[0\]\.tokenSha256: must be the sha256/],
-    ['a bad label key', { classes: '{ web = { pool = "p"; labels = { "Role" = "web"; }; }; db = { pool = "p"; }; }' }, /cluster-schema: classes\.web\.labels\.Role: is not a valid label key/],
+    [
+      'two nodes with one MAC',
+      { nodes: '{ n1 = { mac = "52:54:00:00:00:01"; class = "db"; }; n2 = { mac = "52:54:00:00:00:01"; class = "db"; }; }' },
+      /cluster-schema: nodes\.n2\.mac: 52:54:00:00:00:01 is also nodes\.n1\.mac/,
+    ],
+    [
+      'a hostname pattern with an unknown placeholder',
+      { enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "web"; hostname = "{rack}-1"; } ]' },
+      /cluster-schema: enrollmentRules\[0\]\.hostname: unknown placeholder \{rack\}/,
+    ],
+    [
+      'a rule that auto-accepts without a token',
+      { enrollmentRules: '[ { name = "a"; match = { dmiProduct = "X*"; }; class = "web"; autoAccept = true; } ]' },
+      /cluster-schema: enrollmentRules\[0\]\.autoAccept: needs tokenSha256/,
+    ],
+    [
+      'a rule that matches nothing in particular',
+      { enrollmentRules: '[ { name = "a"; match = { }; class = "web"; } ]' },
+      /cluster-schema: enrollmentRules\[0\]\.match: matches nothing in particular/,
+    ],
+    [
+      'a token given in clear',
+      { enrollmentRules: '[ { name = "a"; match = { requireToken = true; }; tokenSha256 = "hunter2"; class = "web"; } ]' },
+      /cluster-schema: enrollmentRules\[0\]\.tokenSha256: must be the sha256/,
+    ],
+    [
+      'a bad label key',
+      { classes: '{ web = { pool = "p"; labels = { "Role" = "web"; }; }; db = { pool = "p"; }; }' },
+      /cluster-schema: classes\.web\.labels\.Role: is not a valid label key/,
+    ],
   ];
   for (const [what, edit, message] of broken) {
     it(`refuses ${what}, naming the field`, async () => {
@@ -123,7 +215,11 @@ describe.skipIf(!hasNix)('the cluster schema, evaluated by nix-instantiate', () 
     expect(files.map((f) => path.relative(ROOT, f))).toEqual(expect.arrayContaining(['nix/lib/cluster-schema.nix', 'nix/examples/lab.nix']));
     for (const f of files) {
       const r = nixInstantiate(['--parse', f]);
-      expect({ file: path.relative(ROOT, f), status: r.status, stderr: r.stderr.replace(/^warning:.*\n/gm, '') }).toEqual({ file: path.relative(ROOT, f), status: 0, stderr: '' });
+      expect({ file: path.relative(ROOT, f), status: r.status, stderr: r.stderr.replace(/^warning:.*\n/gm, '') }).toEqual({
+        file: path.relative(ROOT, f),
+        status: 0,
+        stderr: '',
+      });
     }
   });
 });

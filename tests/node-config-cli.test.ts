@@ -17,7 +17,11 @@ afterAll(async () => {
 async function cli(...args: string[]) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(args, { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, WRIT_HOME: dir, REDIS_URL: 'redis://127.0.0.1:1' }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    args,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_HOME: dir, REDIS_URL: 'redis://127.0.0.1:1' }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, text: [...out, ...err].join('\n') };
 }
 

@@ -15,7 +15,11 @@ afterAll(async () => {
 async function cli(args: string[]) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli([...args, '--coord', s.url], { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    [...args, '--coord', s.url],
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 

@@ -6,7 +6,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, runCli, startEmbeddedRedis, type EmbeddedRedis } from '@writ/cli';
-import { PAYLOAD_TYPES, bootstrapKeySet, b64url, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePrivateKeyFile, encodePublicKeyFile, generateKeyPair, signEnvelope } from '@writ/protocol';
+import {
+  PAYLOAD_TYPES,
+  bootstrapKeySet,
+  b64url,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  encodeKeySet,
+  encodePrivateKeyFile,
+  encodePublicKeyFile,
+  generateKeyPair,
+  signEnvelope,
+} from '@writ/protocol';
 
 const BIN = path.resolve(import.meta.dirname, '../bin/writ.mjs');
 let dir: string;
@@ -20,7 +32,10 @@ let coordArgs: string[] = [];
 let coordProc: ChildProcess | undefined;
 
 function start(args: string[]): Promise<{ child: ChildProcess; ready: Record<string, unknown> }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRIT_HOME: dir, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: supToken, WRIT_LOG_LEVEL: 'warn' } });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, WRIT_HOME: dir, WRIT_TOKEN: token, WRIT_SUPERVISOR_TOKEN: supToken, WRIT_LOG_LEVEL: 'warn' },
+  });
   procs.push(child);
   return new Promise((resolve, reject) => {
     let out = '';
@@ -44,8 +59,32 @@ beforeAll(async () => {
   const coordPort = await freePort();
   const supPort = await freePort();
   coordUrl = `http://127.0.0.1:${coordPort}`;
-  const sup = await start(['supervisor', '--coord', coordUrl, '--redis', redis.url, '--listen', `127.0.0.1:${supPort}`, '--state', path.join(dir, 'sup'), '--admin-key', path.join(dir, 'admin.pub')]);
-  coordArgs = ['coord', '--supervisor', `http://127.0.0.1:${supPort}`, '--supervisor-key', String(sup.ready.publicKeyFile), '--listen', `127.0.0.1:${coordPort}`, '--state', path.join(dir, 'coord'), '--admin-key', path.join(dir, 'admin.pub')];
+  const sup = await start([
+    'supervisor',
+    '--coord',
+    coordUrl,
+    '--redis',
+    redis.url,
+    '--listen',
+    `127.0.0.1:${supPort}`,
+    '--state',
+    path.join(dir, 'sup'),
+    '--admin-key',
+    path.join(dir, 'admin.pub'),
+  ]);
+  coordArgs = [
+    'coord',
+    '--supervisor',
+    `http://127.0.0.1:${supPort}`,
+    '--supervisor-key',
+    String(sup.ready.publicKeyFile),
+    '--listen',
+    `127.0.0.1:${coordPort}`,
+    '--state',
+    path.join(dir, 'coord'),
+    '--admin-key',
+    path.join(dir, 'admin.pub'),
+  ];
   coordProc = (await start(coordArgs)).child;
 }, 60_000);
 
@@ -56,20 +95,47 @@ afterAll(async () => {
 });
 
 const api = (method: string, route: string, body?: string) =>
-  fetch(`${coordUrl}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+  fetch(`${coordUrl}${route}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    ...(body ? { body } : {}),
+  }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
 
 describe('separate processes', () => {
   it('publishes a key set, registers and accepts a runner, and runs a signed job across processes', async () => {
     const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
     const pub = await api('POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
     expect([pub.status, pub.body.version]).toEqual([201, 1]);
-    const runner = await start(['runner', '--node', 'proc-1', '--coord', coordUrl, '--redis', redis.url, '--admin-key', path.join(dir, 'admin.pub'), '--state', path.join(dir, 'r1'), '--heartbeat-ms', '500']);
+    const runner = await start([
+      'runner',
+      '--node',
+      'proc-1',
+      '--coord',
+      coordUrl,
+      '--redis',
+      redis.url,
+      '--admin-key',
+      path.join(dir, 'admin.pub'),
+      '--state',
+      path.join(dir, 'r1'),
+      '--heartbeat-ms',
+      '500',
+    ]);
     expect(runner.ready.newIdentity).toBe(true);
     for (let i = 0; i < 100 && (await api('GET', '/v1/nodes/proc-1')).body.state !== 'inspected'; i++) await new Promise((r) => setTimeout(r, 50));
     const out: string[] = [];
-    const code = await runCli(['nodes', 'accept', 'proc-1', '--coord', coordUrl], { out: (l) => out.push(l), err: (l) => out.push(l) }, { env: { ...process.env, WRIT_TOKEN: token }, now: () => Math.floor(Date.now() / 1000) });
+    const code = await runCli(
+      ['nodes', 'accept', 'proc-1', '--coord', coordUrl],
+      { out: (l) => out.push(l), err: (l) => out.push(l) },
+      { env: { ...process.env, WRIT_TOKEN: token }, now: () => Math.floor(Date.now() / 1000) },
+    );
     expect([code, out.join('')]).toEqual([0, 'node proc-1: accept → commissioned']);
-    const job = buildJobPayload({ source: 'export default async (a, ctx) => { ctx.log.info("across"); return (await ctx.sal.host.facts()).cpu.threads }', target: { node: 'proc-1' }, caps: ['host.facts'], aud: 'writ-dev' });
+    const job = buildJobPayload({
+      source: 'export default async (a, ctx) => { ctx.log.info("across"); return (await ctx.sal.host.facts()).cpu.threads }',
+      target: { node: 'proc-1' },
+      caps: ['host.facts'],
+      aud: 'writ-dev',
+    });
     let res = { status: 0, body: {} as any };
     for (let i = 0; i < 100; i++) {
       res = await api('POST', '/v1/jobs', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])));
@@ -86,7 +152,12 @@ describe('separate processes', () => {
   });
 
   it('a result reached while the coord is down is delivered when it is back, not lost', async () => {
-    const job = buildJobPayload({ source: 'export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 1500 }); return "finished while the coord was away" }', target: { node: 'proc-1' }, caps: ['time.sleep'], aud: 'writ-dev' });
+    const job = buildJobPayload({
+      source: 'export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 1500 }); return "finished while the coord was away" }',
+      target: { node: 'proc-1' },
+      caps: ['time.sleep'],
+      aud: 'writ-dev',
+    });
     expect((await api('POST', '/v1/jobs', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])))).status).toBe(202);
     coordProc!.kill('SIGTERM');
     expect(await exited(coordProc!)).toBe(0);

@@ -27,7 +27,11 @@ async function createUser(root: Redis, args: string[], pass: string): Promise<st
   const file = path.join(dir, `${args.join('-')}.pw`);
   await writeFile(file, pass + '\n', { mode: 0o600 });
   const out: string[] = [];
-  const code = await runCli(['redis', 'acl', ...args, '--password-file', file, '--json'], { out: (l) => out.push(l), err: (l) => out.push(l) }, { env: process.env, now: () => 0 });
+  const code = await runCli(
+    ['redis', 'acl', ...args, '--password-file', file, '--json'],
+    { out: (l) => out.push(l), err: (l) => out.push(l) },
+    { env: process.env, now: () => 0 },
+  );
   expect(code).toBe(0);
   const answer = JSON.parse(out.join('\n')) as { user: string; command: string[]; password?: string };
   expect(answer.password).toBeUndefined(); // given in a file: never printed
@@ -65,16 +69,34 @@ afterAll(async () => {
 });
 
 const runnerArgs = (node: string, redisUrl: string, state: string) => [
-  'runner', '--node', node, '--redis', redisUrl, '--coord', s.url, '--admin-key', path.join(dir, 'admin.pub'), '--cluster', s.clusterId, '--state', path.join(dir, state), '--heartbeat-ms', '500',
+  'runner',
+  '--node',
+  node,
+  '--redis',
+  redisUrl,
+  '--coord',
+  s.url,
+  '--admin-key',
+  path.join(dir, 'admin.pub'),
+  '--cluster',
+  s.clusterId,
+  '--state',
+  path.join(dir, state),
+  '--heartbeat-ms',
+  '500',
 ];
 
 describe('per-role Redis ACL users (R7)', () => {
   it("a runner process under its own node's user, in production mode, runs its jobs", async () => {
     const runner = await startWrit(runnerArgs('acl-1', runnerUrl('acl-1'), 'r1'), { WRIT_PRODUCTION: '1' });
     await s.waitForNode('acl-1', ['inspected', 'active']);
-    if ((await s.ledger.nodeStore.getNode('acl-1'))?.state === 'inspected') await s.service.nodes.apply('acl-1', 'accept', { actor: 'test', reason: 'test', byOperator: true });
+    if ((await s.ledger.nodeStore.getNode('acl-1'))?.state === 'inspected')
+      await s.service.nodes.apply('acl-1', 'accept', { actor: 'test', reason: 'test', byOperator: true });
     await s.waitForNode('acl-1', ['active']);
-    const { envelope, id } = s.sign('export default async (a, ctx) => { ctx.log.info("under ACL"); return (await ctx.sal.host.facts()).cpu.threads }', { caps: ['host.facts'], target: { node: 'acl-1' } });
+    const { envelope, id } = s.sign('export default async (a, ctx) => { ctx.log.info("under ACL"); return (await ctx.sal.host.facts()).cpu.threads }', {
+      caps: ['host.facts'],
+      target: { node: 'acl-1' },
+    });
     expect((await s.post(envelope)).status).toBe(202);
     const job = await s.waitFor(id, ['succeeded', 'failed', 'refused'], 30_000);
     expect({ status: job.status, result: job.result }).toEqual({ status: 'succeeded', result: os.cpus().length });
@@ -113,8 +135,18 @@ describe('per-role Redis ACL users (R7)', () => {
 
   it('in production a supervisor starts only as writ-supervisor', async () => {
     const admin = generateKeyPair();
-    const base = { id: 'sup-acl', clusterId: 'c', signingKey: generateKeyPair(), admins: { threshold: 1, keys: [{ keyid: admin.keyid, publicKey: b64url(admin.publicKey) }] }, sink: { deliver: async () => {} }, production: true };
-    await expect(Supervisor.start({ ...base, redisUrl: url('acl-admin', pw.admin) })).rejects.toMatchObject({ code: 'REDIS_MISCONFIGURED', message: expect.stringContaining('"writ-supervisor"') });
+    const base = {
+      id: 'sup-acl',
+      clusterId: 'c',
+      signingKey: generateKeyPair(),
+      admins: { threshold: 1, keys: [{ keyid: admin.keyid, publicKey: b64url(admin.publicKey) }] },
+      sink: { deliver: async () => {} },
+      production: true,
+    };
+    await expect(Supervisor.start({ ...base, redisUrl: url('acl-admin', pw.admin) })).rejects.toMatchObject({
+      code: 'REDIS_MISCONFIGURED',
+      message: expect.stringContaining('"writ-supervisor"'),
+    });
     const ok = await Supervisor.start({ ...base, redisUrl: url('writ-supervisor', pw.supervisor) });
     await ok.close();
   });

@@ -14,7 +14,10 @@ let lru: EmbeddedRedis;
 let safe: EmbeddedRedis;
 const admin = generateKeyPair();
 const base = (redisUrl: string, warnings: string[]) => ({
-  id: 'sup-check', clusterId: 'c', redisUrl, signingKey: generateKeyPair(),
+  id: 'sup-check',
+  clusterId: 'c',
+  redisUrl,
+  signingKey: generateKeyPair(),
   admins: { threshold: 1, keys: [{ keyid: admin.keyid, publicKey: b64url(admin.publicKey) }] },
   sink: { deliver: async () => {} },
   logger: { info() {}, warn: (_o: object, m?: string) => void warnings.push(m ?? ''), error() {} },
@@ -33,7 +36,10 @@ afterAll(async () => {
 
 describe('Redis checked at start (R7, eviction)', () => {
   it('refuses an evicting Redis in production mode with REDIS_MISCONFIGURED', async () => {
-    await expect(Supervisor.start({ ...base(lru.url, []), production: true })).rejects.toMatchObject({ code: 'REDIS_MISCONFIGURED', message: expect.stringContaining('allkeys-lru') });
+    await expect(Supervisor.start({ ...base(lru.url, []), production: true })).rejects.toMatchObject({
+      code: 'REDIS_MISCONFIGURED',
+      message: expect.stringContaining('allkeys-lru'),
+    });
   });
 
   it('starts with a warning outside production mode, and silently on a noeviction Redis', async () => {
@@ -47,7 +53,10 @@ describe('Redis checked at start (R7, eviction)', () => {
     const [cmd, ...args] = redisAclSetUser({ role: 'supervisor' }, 'a-supervisor-password-for-this-test');
     await root.call(cmd!, ...args);
     root.disconnect();
-    const prod = await Supervisor.start({ ...base(`redis://writ-supervisor:a-supervisor-password-for-this-test@127.0.0.1:${safe.port}`, quiet), production: true });
+    const prod = await Supervisor.start({
+      ...base(`redis://writ-supervisor:a-supervisor-password-for-this-test@127.0.0.1:${safe.port}`, quiet),
+      production: true,
+    });
     await prod.close();
     expect(quiet.filter((w) => w.includes('maxmemory-policy'))).toEqual([]);
   });

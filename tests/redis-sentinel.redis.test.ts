@@ -49,10 +49,31 @@ async function post(envelope: string): Promise<void> {
 describe.skipIf(!haveSentinel)('Redis Sentinel (R6)', () => {
   it('a failover while jobs run: every job completes and none runs twice', async () => {
     // A runner in its own process, given the Sentinel address on its command line.
-    await startWrit(['runner', '--node', 'node-p', '--redis', group.url, '--coord', s.url, '--admin-key', path.join(dir, 'admin.pub'), '--cluster', s.clusterId,
-      '--state', path.join(dir, 'node-p'), '--heartbeat-ms', '500', '--concurrency', '2'], {});
+    await startWrit(
+      [
+        'runner',
+        '--node',
+        'node-p',
+        '--redis',
+        group.url,
+        '--coord',
+        s.url,
+        '--admin-key',
+        path.join(dir, 'admin.pub'),
+        '--cluster',
+        s.clusterId,
+        '--state',
+        path.join(dir, 'node-p'),
+        '--heartbeat-ms',
+        '500',
+        '--concurrency',
+        '2',
+      ],
+      {},
+    );
     await s.waitForNode('node-p', ['inspected', 'active']);
-    if ((await s.ledger.nodeStore.getNode('node-p'))?.state === 'inspected') await s.service.nodes.apply('node-p', 'accept', { actor: 'test', reason: 'test', byOperator: true });
+    if ((await s.ledger.nodeStore.getNode('node-p'))?.state === 'inspected')
+      await s.service.nodes.apply('node-p', 'accept', { actor: 'test', reason: 'test', byOperator: true });
     await s.waitForNode('node-p', ['active']);
 
     const jobs: { id: string; i: number }[] = [];
@@ -77,8 +98,12 @@ describe.skipIf(!haveSentinel)('Redis Sentinel (R6)', () => {
     expect(done.map((j) => j.status)).toEqual(jobs.map(() => 'succeeded'));
     expect(done.map((j) => j.result)).toEqual(jobs.map((j) => j.i));
     // None twice: each script logs "ran i" once per run.
-    const runs = await Promise.all(jobs.map(async (j) => (await s.ledger.listJobEvents(j.id, 0, 1000)).filter((e) => e.type === 'log' && e.message === `ran ${j.i}`).length));
+    const runs = await Promise.all(
+      jobs.map(async (j) => (await s.ledger.listJobEvents(j.id, 0, 1000)).filter((e) => e.type === 'log' && e.message === `ran ${j.i}`).length),
+    );
     expect(runs).toEqual(jobs.map(() => 1));
-    console.log(`sentinel failover: new primary after ${failoverMs} ms; all ${jobs.length} jobs done ${recoveredMs} ms after the primary was killed; attempts ${done.map((j) => j.attempts).join(',')}`);
+    console.log(
+      `sentinel failover: new primary after ${failoverMs} ms; all ${jobs.length} jobs done ${recoveredMs} ms after the primary was killed; attempts ${done.map((j) => j.attempts).join(',')}`,
+    );
   }, 90_000);
 });

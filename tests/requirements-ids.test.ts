@@ -16,7 +16,10 @@ const CODE = /\.(ts|mts|cts|js|mjs|cjs)$/;
 const ID = /\b([TAXR])(\d{1,2})(?:\s*[–-]\s*\1(\d{1,2}))?\b/g;
 const TEST_CALLS = new Set(['describe', 'it', 'test', 'suite', 'bench']);
 
-interface Citation { id: string; where: string }
+interface Citation {
+  id: string;
+  where: string;
+}
 
 function repoFiles(dir = root, out: string[] = []): string[] {
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -130,7 +133,11 @@ describe('requirement ids (docs/requirements.md)', () => {
     const ids = new Set(cited.map((c) => c.id));
     for (const id of ['T1', 'T5', 'A3', 'X6', 'R1', 'R8']) expect(ids, id).toContain(id);
     // Markdown, code comments and test names are all read.
-    for (const where of ['docs/', 'protocol/src/', 'tests/signed-path.redis.test.ts:']) expect(cited.some((c) => c.where.startsWith(where)), where).toBe(true);
+    for (const where of ['docs/', 'protocol/src/', 'tests/signed-path.redis.test.ts:'])
+      expect(
+        cited.some((c) => c.where.startsWith(where)),
+        where,
+      ).toBe(true);
   });
 
   it('defines every cited id', () => {

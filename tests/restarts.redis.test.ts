@@ -37,13 +37,18 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const sleeper = (ms: number, result: string) => `export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: ${ms} }); return ${JSON.stringify(result)} }`;
+const sleeper = (ms: number, result: string) =>
+  `export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: ${ms} }); return ${JSON.stringify(result)} }`;
 
 /** `writ submit ...` as the CLI runs it (in this process: services are the processes here, and a CLI start costs seconds). */
 async function submit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(['submit', ...args, '--coord', c.coordUrl], { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, ...c.env }, now: () => Math.floor(Date.now() / 1000) });
+  const code = await runCli(
+    ['submit', ...args, '--coord', c.coordUrl],
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, ...c.env }, now: () => Math.floor(Date.now() / 1000) },
+  );
   return { code, stdout: out.join('\n'), stderr: err.join('\n') };
 }
 

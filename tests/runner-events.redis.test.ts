@@ -4,7 +4,15 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  PAYLOAD_TYPES, encodeEnvelope, encodeRunnerEventBatch, eventStreamFields, generateKeyPair, redisKeys, signEnvelope, type KeyPair, type RunnerEvent,
+  PAYLOAD_TYPES,
+  encodeEnvelope,
+  encodeRunnerEventBatch,
+  eventStreamFields,
+  generateKeyPair,
+  redisKeys,
+  signEnvelope,
+  type KeyPair,
+  type RunnerEvent,
 } from '@writ/protocol';
 import { NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
 
@@ -54,7 +62,10 @@ describe('signed runner events (T14)', () => {
   it('refuses forged entries in the stream while the job runs, records them, and keeps the real result', async () => {
     // The job sleeps long enough for the forgeries to be judged while it is still running, so a coord that
     // accepted them would record FORGED as the result of a live job.
-    const { envelope, id } = s.sign('export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 6000 }); return "real" }', { caps: ['time.sleep'], target: { node: 'node-a' } });
+    const { envelope, id } = s.sign('export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 6000 }); return "real" }', {
+      caps: ['time.sleep'],
+      target: { node: 'node-a' },
+    });
     expect((await s.post(envelope)).status).toBe(202);
     await s.waitFor(id, ['running']);
     const before = (await refusals()).length;
@@ -127,7 +138,8 @@ describe('signed runner events (T14)', () => {
       const entries = (await s.ledger.tailAudit(300)) as { kind: string; actor: string; subject: string; data: { error?: { message: string } } }[];
       const hit = entries.find((e) => e.kind === 'security' && e.actor === 'node:node-a' && e.data.error?.message.includes('"no such id!"'));
       if (hit) break;
-      if (Date.now() > end) throw new Error(`no node security event for the impossible id; refusals: ${JSON.stringify((await refusals()).map((r) => r.data.reason))}`);
+      if (Date.now() > end)
+        throw new Error(`no node security event for the impossible id; refusals: ${JSON.stringify((await refusals()).map((r) => r.data.reason))}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   });

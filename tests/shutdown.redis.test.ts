@@ -35,11 +35,16 @@ describe('with Redis gone', () => {
     const c = await processCluster(dir, redis.url);
     const supervisor = await c.startSupervisor();
     const [supervisor2, coord, runner, runner2] = await Promise.all([
-      c.startSupervisor({ id: 'sup-2', port: await freePort() }), c.startCoord(), c.startRunner('sd-1'), c.startRunner('sd-2'),
+      c.startSupervisor({ id: 'sup-2', port: await freePort() }),
+      c.startCoord(),
+      c.startRunner('sd-1'),
+      c.startRunner('sd-2'),
     ]);
     const services: { name: keyof typeof GRACE_MS; p: WritProcess; sig: NodeJS.Signals }[] = [
-      { name: 'runner', p: runner, sig: 'SIGTERM' }, { name: 'runner', p: runner2, sig: 'SIGINT' },
-      { name: 'supervisor', p: supervisor, sig: 'SIGTERM' }, { name: 'supervisor', p: supervisor2, sig: 'SIGINT' },
+      { name: 'runner', p: runner, sig: 'SIGTERM' },
+      { name: 'runner', p: runner2, sig: 'SIGINT' },
+      { name: 'supervisor', p: supervisor, sig: 'SIGTERM' },
+      { name: 'supervisor', p: supervisor2, sig: 'SIGINT' },
       { name: 'coord', p: coord, sig: 'SIGINT' },
     ];
     await redis.stop();
@@ -65,10 +70,13 @@ describe('past the shutdown grace', () => {
     const script = path.join(dir, 'hangs.mts');
     const services = path.resolve(import.meta.dirname, '../cli/src/commands/services.ts');
     // 'ready' goes out from inside the run, once the signal handlers are in place (as a service's ready line).
-    await writeFile(script, `import { runUntilProcessSignal } from ${JSON.stringify(services)};
+    await writeFile(
+      script,
+      `import { runUntilProcessSignal } from ${JSON.stringify(services)};
 setInterval(() => {}, 1000);
 await runUntilProcessSignal(() => new Promise(() => process.stdout.write('ready\\n')), { graceMs: 500 });
-`);
+`,
+    );
     const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: path.resolve(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     child.stderr.on('data', (d) => (err += String(d)));

@@ -6,14 +6,32 @@ import { Queue, QueueEvents } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { followEvents } from '@writ/cli';
-import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, generateKeyPair, newRedisClient, parseEnvelope, parseJobPage, parseJobView, queueJobId, queueNames, signEnvelope, utf8 } from '@writ/protocol';
+import {
+  BULL_PREFIX,
+  PAYLOAD_TYPES,
+  encodeEnvelope,
+  generateKeyPair,
+  newRedisClient,
+  parseEnvelope,
+  parseJobPage,
+  parseJobView,
+  queueJobId,
+  queueNames,
+  signEnvelope,
+  utf8,
+} from '@writ/protocol';
 import { HELLO, NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
 
 let s: TestStack;
 let redis: Redis;
 
 beforeAll(async () => {
-  s = await startTestStack({ nodes: [{ id: 'node-a', labels: { rack: 'r1' } }, { id: 'node-b', labels: { rack: 'r2' } }] });
+  s = await startTestStack({
+    nodes: [
+      { id: 'node-a', labels: { rack: 'r1' } },
+      { id: 'node-b', labels: { rack: 'r2' } },
+    ],
+  });
   redis = newRedisClient({ Redis, Cluster }, s.redisUrl, { maxRetriesPerRequest: null });
 }, 60_000);
 afterAll(async () => {
@@ -152,8 +170,14 @@ describe('signed path', () => {
   it('revocation takes effect at execution: a job queued before the revoke fails with KEY_REVOKED (T9)', async () => {
     const carol = generateKeyPair();
     await s.authorize(carol, ['time.sleep']);
-    const blocker = s.sign('export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 1500 }); return 1 }', { caps: ['time.sleep'], target: { node: 'node-b' } });
-    const blocker2 = s.sign('export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 1500 }); return 1 }', { caps: ['time.sleep'], target: { node: 'node-b' } });
+    const blocker = s.sign('export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 1500 }); return 1 }', {
+      caps: ['time.sleep'],
+      target: { node: 'node-b' },
+    });
+    const blocker2 = s.sign('export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 1500 }); return 1 }', {
+      caps: ['time.sleep'],
+      target: { node: 'node-b' },
+    });
     await s.post(blocker.envelope);
     await s.post(blocker2.envelope);
     const waiting = s.sign(NOOP, { keys: [carol], target: { node: 'node-b' } });
@@ -170,7 +194,11 @@ describe('hostile scripts through the whole path (X1–X4)', () => {
       ['catastrophic regex', 'export default async () => /(a+)+$/.test("a".repeat(40) + "!")', 'TIMEOUT'],
       ['deep recursion', 'export default async () => { const f = (n) => f(n + 1) + 1; return f(0) }', 'STACK_LIMIT'],
       ['allocation bomb', 'export default async () => { const a = []; for (;;) a.push(new Array(1e5).fill(1)) }', 'MEMORY_LIMIT'],
-      ['constructor probe', 'export default async () => { const g = (function(){}).constructor.constructor("return this")(); return [typeof g.process, typeof g.require, typeof g.postMessage].join() }', 'OK'],
+      [
+        'constructor probe',
+        'export default async () => { const g = (function(){}).constructor.constructor("return this")(); return [typeof g.process, typeof g.require, typeof g.postMessage].join() }',
+        'OK',
+      ],
     ];
     const timeoutMs = 1000;
     const hostile = cases.map(([, src]) => s.sign(src, { timeoutMs, memoryMiB: 32 }));
@@ -201,7 +229,9 @@ describe('HTTP input (A1, A2)', () => {
     const { envelope } = s.sign(NOOP);
     const doc = JSON.parse(envelope);
     const post = (body: string, headers: Record<string, string> = {}) =>
-      fetch(`${s.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}`, ...headers }, body }).then(async (r) => [r.status, ((await r.json()) as any).error?.code]);
+      fetch(`${s.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}`, ...headers }, body }).then(
+        async (r) => [r.status, ((await r.json()) as any).error?.code],
+      );
     expect(await post(JSON.stringify({ ...doc, extra: 1 }))).toEqual([400, 'UNKNOWN_FIELD']);
     expect(await post(envelope.replace('{', '{"payload":"AA==",'))).toEqual([400, 'JSON_DUPLICATE_KEY']);
     expect(await post('{"payloadType":"x","payload":"","signatures":[{"keyid":"k","sig":"\\ud800"}]}')).toEqual([400, 'JSON_LONE_SURROGATE']);
@@ -240,16 +270,55 @@ describe('HTTP input (A1, A2)', () => {
     const { ROUTES } = await import('@writ/coord');
     expect([...s.app.routeList].sort()).toEqual([...ROUTES].sort());
     // The snapshot itself: adding a route means changing this list on purpose.
-    expect([...ROUTES].sort()).toEqual([
-      'GET /healthz', 'GET /metrics', 'GET /openapi.json', 'GET /readyz', 'GET /v1/audit', 'GET /v1/audit/verify', 'GET /v1/jobs', 'GET /v1/jobs/:id', 'GET /v1/jobs/:id/events',
-      'GET /v1/keyset', 'GET /v1/nodes', 'GET /v1/nodes/:id', 'POST /v1/jobs', 'POST /v1/jobs:batch', 'POST /v1/keyset', 'POST /v1/nodes/:id/:action', 'POST /v1/nodes/challenge',
-      'GET /v1/enroll/rules', 'POST /v1/enroll/rules', 'DELETE /v1/enroll/rules/:name', 'POST /v1/enroll/test', 'GET /v1/enroll/classes', 'POST /v1/enroll/classes', 'DELETE /v1/enroll/classes/:name', 'GET /v1/enroll/nodes/:id',
-      'POST /v1/nodes/heartbeat', 'POST /v1/nodes/register', 'POST /v1/reports', 'GET /v1/supervisors', 'POST /v1/supervisors/heartbeat',
-      'GET /v1/deployments', 'GET /v1/deployments/:id', 'POST /v1/deployments', 'POST /v1/deployments/:id/:action', 'POST /v1/cluster/intent',
-      'POST /v1/flows', 'GET /v1/flows', 'GET /v1/flows/:id', 'POST /v1/flows/:id/cancel', 'GET /v1/flows/:id/events',
-      'GET /boot/ipxe', 'GET /boot/vmlinuz', 'GET /boot/initramfs.img',
-      'GET /', 'GET /ui/:file',
-    ].sort());
+    expect([...ROUTES].sort()).toEqual(
+      [
+        'GET /healthz',
+        'GET /metrics',
+        'GET /openapi.json',
+        'GET /readyz',
+        'GET /v1/audit',
+        'GET /v1/audit/verify',
+        'GET /v1/jobs',
+        'GET /v1/jobs/:id',
+        'GET /v1/jobs/:id/events',
+        'GET /v1/keyset',
+        'GET /v1/nodes',
+        'GET /v1/nodes/:id',
+        'POST /v1/jobs',
+        'POST /v1/jobs:batch',
+        'POST /v1/keyset',
+        'POST /v1/nodes/:id/:action',
+        'POST /v1/nodes/challenge',
+        'GET /v1/enroll/rules',
+        'POST /v1/enroll/rules',
+        'DELETE /v1/enroll/rules/:name',
+        'POST /v1/enroll/test',
+        'GET /v1/enroll/classes',
+        'POST /v1/enroll/classes',
+        'DELETE /v1/enroll/classes/:name',
+        'GET /v1/enroll/nodes/:id',
+        'POST /v1/nodes/heartbeat',
+        'POST /v1/nodes/register',
+        'POST /v1/reports',
+        'GET /v1/supervisors',
+        'POST /v1/supervisors/heartbeat',
+        'GET /v1/deployments',
+        'GET /v1/deployments/:id',
+        'POST /v1/deployments',
+        'POST /v1/deployments/:id/:action',
+        'POST /v1/cluster/intent',
+        'POST /v1/flows',
+        'GET /v1/flows',
+        'GET /v1/flows/:id',
+        'POST /v1/flows/:id/cancel',
+        'GET /v1/flows/:id/events',
+        'GET /boot/ipxe',
+        'GET /boot/vmlinuz',
+        'GET /boot/initramfs.img',
+        'GET /',
+        'GET /ui/:file',
+      ].sort(),
+    );
   });
 
   it('readyz reports ledger and supervisor', async () => {
@@ -270,7 +339,10 @@ describe('runner stays responsive (R4)', () => {
     let stalled = 0;
     events.on('stalled', () => stalled++);
     r4.bullWorker.on('stalled', () => stalled++);
-    const { envelope, id } = s.sign('export default async (a, ctx) => { const end = (await ctx.sal.time.now()).ms + 11000; let x = 0; for (;;) { for (let i = 0; i < 5e6; i++) { x = (x + i) % 1000003 } if ((await ctx.sal.time.now()).ms > end) return x } }', { caps: ['time.now'], timeoutMs: 80_000, target: { node: 'node-r4' } });
+    const { envelope, id } = s.sign(
+      'export default async (a, ctx) => { const end = (await ctx.sal.time.now()).ms + 11000; let x = 0; for (;;) { for (let i = 0; i < 5e6; i++) { x = (x + i) % 1000003 } if ((await ctx.sal.time.now()).ms > end) return x } }',
+      { caps: ['time.now'], timeoutMs: 80_000, target: { node: 'node-r4' } },
+    );
     await s.post(envelope);
     const job = await s.waitFor(id, ['succeeded', 'failed'], 90_000);
     await events.close();

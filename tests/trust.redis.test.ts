@@ -3,7 +3,18 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BULL_PREFIX, PAYLOAD_TYPES, encodeEnvelope, encodeKeySet, generateKeyPair, nextKeySet, queueJobId, queueNames, redisKeys, signEnvelope } from '@writ/protocol';
+import {
+  BULL_PREFIX,
+  PAYLOAD_TYPES,
+  encodeEnvelope,
+  encodeKeySet,
+  generateKeyPair,
+  nextKeySet,
+  queueJobId,
+  queueNames,
+  redisKeys,
+  signEnvelope,
+} from '@writ/protocol';
 import { NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
 
 let s: TestStack;
@@ -79,7 +90,11 @@ describe('key sets on the node (T6)', () => {
   it('a key set signed by a non-admin is refused by the coord', async () => {
     const ks = nextKeySet(s.service.currentKeySet()!.keySet, Math.floor(Date.now() / 1000));
     const raw = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [alice]));
-    const res = await fetch(`${s.url}/v1/keyset`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` }, body: raw });
+    const res = await fetch(`${s.url}/v1/keyset`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+      body: raw,
+    });
     expect([res.status, ((await res.json()) as any).error.code]).toEqual([400, 'KEYSET_INVALID']);
   });
 

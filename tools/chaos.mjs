@@ -16,7 +16,16 @@ Needs root, redis-server and redis-sentinel.`;
 
 let values;
 try {
-  ({ values } = parseArgs({ options: { jobs: { type: 'string', default: '300' }, minutes: { type: 'string', default: '10' }, faults: { type: 'string' }, 'settle-seconds': { type: 'string', default: '90' }, keep: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } } }));
+  ({ values } = parseArgs({
+    options: {
+      jobs: { type: 'string', default: '300' },
+      minutes: { type: 'string', default: '10' },
+      faults: { type: 'string' },
+      'settle-seconds': { type: 'string', default: '90' },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }));
 } catch (e) {
   process.stderr.write(`${e.message}\n${HELP}\n`);
   process.exit(2);
@@ -59,7 +68,14 @@ const total = { lost: 0, duplicated: 0, unexpected: 0 };
 const kept = [];
 for (const [i, p] of plan.entries()) {
   log(`run ${i + 1}/${plan.length}: ${p.jobs} jobs over ${p.minutes.toFixed(2)} min, faults ${p.faults.join(', ')}`);
-  const result = await runHistory({ jobs: p.jobs, durationMs: Math.round(p.minutes * 60_000), settleMs: Number(values['settle-seconds']) * 1000, keep: values.keep, faults: p.faults, log });
+  const result = await runHistory({
+    jobs: p.jobs,
+    durationMs: Math.round(p.minutes * 60_000),
+    settleMs: Number(values['settle-seconds']) * 1000,
+    keep: values.keep,
+    faults: p.faults,
+    log,
+  });
   for (const l of result.unplannedExits) process.stderr.write(`unplanned exit: ${l}\n`);
   for (const l of result.lines) process.stdout.write(`${plan.length > 1 ? `run ${i + 1}: ` : ''}${l}\n`);
   for (const k of Object.keys(total)) total[k] += result[k];

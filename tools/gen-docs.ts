@@ -20,13 +20,19 @@ export function renderErrorsDoc(): string {
   const areas = [...new Set(Object.values(ERROR_CODES).map((s) => s.area))];
   for (const area of areas) {
     lines.push(`## ${area}`, '', '| code | HTTP | retryable | meaning |', '| --- | --- | --- | --- |');
-    for (const [code, s] of Object.entries(ERROR_CODES)) if (s.area === area) lines.push(`| \`${code}\` | ${s.status} | ${s.retryable ? 'yes' : 'no'} | ${s.message} |`);
+    for (const [code, s] of Object.entries(ERROR_CODES))
+      if (s.area === area) lines.push(`| \`${code}\` | ${s.status} | ${s.retryable ? 'yes' : 'no'} | ${s.message} |`);
     lines.push('');
   }
   return lines.join('\n');
 }
 
-const hexLines = (b: Uint8Array) => (Buffer.from(b).toString('hex').match(/.{1,64}/g) ?? []).join('\n');
+const hexLines = (b: Uint8Array) =>
+  (
+    Buffer.from(b)
+      .toString('hex')
+      .match(/.{1,64}/g) ?? []
+  ).join('\n');
 
 /** A fixed example: seed 0x01..0x20, fixed nonce and times, so the bytes never change. */
 export function renderProtocolExample(): string {

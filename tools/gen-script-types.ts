@@ -31,8 +31,11 @@ export function schemaToTs(s: Schema | undefined, indent = ''): string {
       const props = (s.properties ?? {}) as Record<string, Schema>;
       const req = new Set((s.required ?? []) as string[]);
       const inner = indent + '  ';
-      const lines = Object.entries(props).map(([k, v]) => `${inner}${/^[A-Za-z_$][\w$]*$/.test(k) ? k : JSON.stringify(k)}${req.has(k) ? '' : '?'}: ${schemaToTs(v, inner)};`);
-      if (s.additionalProperties && typeof s.additionalProperties === 'object') lines.push(`${inner}[key: string]: ${schemaToTs(s.additionalProperties as Schema, inner)};`);
+      const lines = Object.entries(props).map(
+        ([k, v]) => `${inner}${/^[A-Za-z_$][\w$]*$/.test(k) ? k : JSON.stringify(k)}${req.has(k) ? '' : '?'}: ${schemaToTs(v, inner)};`,
+      );
+      if (s.additionalProperties && typeof s.additionalProperties === 'object')
+        lines.push(`${inner}[key: string]: ${schemaToTs(s.additionalProperties as Schema, inner)};`);
       return lines.length ? `{\n${lines.join('\n')}\n${indent}}` : 'Record<string, never>';
     }
     default:
@@ -75,7 +78,7 @@ export function renderScriptTypes(): string {
     '',
     'export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };',
     '',
-    '/** Host functions granted to the script. Only capabilities listed in the envelope\'s `caps` are present. */',
+    "/** Host functions granted to the script. Only capabilities listed in the envelope's `caps` are present. */",
     'export interface WritSal {',
     ...render(tree, '  '),
     '}',
@@ -89,7 +92,7 @@ export function renderScriptTypes(): string {
     'export interface WritContext {',
     '  log: WritLog;',
     '  sal: WritSal;',
-    '  /** The job this run belongs to and its attempt number (1 for the first run; a retry counts up). A flow step\'s job id is `<flow>.<step>` (and `.<node>` for a fan-out step). */',
+    "  /** The job this run belongs to and its attempt number (1 for the first run; a retry counts up). A flow step's job id is `<flow>.<step>` (and `.<node>` for a fan-out step). */",
     '  job: { readonly id: string; readonly attempt: number };',
     '}',
     '',

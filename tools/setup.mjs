@@ -6,7 +6,22 @@ import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '..');
 
-export const TEST_PACKAGES = ['redis-server', 'redis-sentinel', 'btrfs-progs', 'iproute2', 'iputils-ping', 'qemu-system-x86', 'qemu-utils', 'busybox-static', 'cpio', 'nix-bin', 'kmod', 'chromium', 'ipxe', 'ovmf'];
+export const TEST_PACKAGES = [
+  'redis-server',
+  'redis-sentinel',
+  'btrfs-progs',
+  'iproute2',
+  'iputils-ping',
+  'qemu-system-x86',
+  'qemu-utils',
+  'busybox-static',
+  'cpio',
+  'nix-bin',
+  'kmod',
+  'chromium',
+  'ipxe',
+  'ovmf',
+];
 export const QUICKSTART_PACKAGES = ['redis-server'];
 
 function log(msg) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm test`: installs what is missing, then type-checks, lints and runs every vitest suite.
+// `npm test`: installs what is missing, then type-checks, lints, checks formatting and runs every vitest suite.
 // Prints a closing line "tests: N passed, N failed, N skipped" that CI reads.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -25,6 +25,8 @@ let failed = 0;
 if (extra.length === 0) {
   failed += step('typecheck', bin('tsc'), ['-p', 'tsconfig.json']) ? 1 : 0;
   failed += step('lint', bin('eslint'), ['.']) ? 1 : 0;
+  // Formatting (.prettierrc.json; `npm run format` fixes it).
+  failed += step('format', bin('prettier'), ['--check', '--log-level', 'warn', '.']) ? 1 : 0;
 }
 const out = mkdtempSync(path.join(os.tmpdir(), 'writ-vitest-'));
 const report = path.join(out, 'report.json');

@@ -21,7 +21,10 @@ export function parse<O extends Options>(argv: string[], options: O, positionals
   }
   const help = (parsed.values as { help?: unknown }).help === true;
   if (!help && (parsed.positionals.length < positionals.min || parsed.positionals.length > positionals.max)) {
-    throw new WritError('USAGE', `expected ${positionals.min === positionals.max ? positionals.min : `${positionals.min}–${positionals.max}`} argument(s), got ${parsed.positionals.length}\nusage: ${positionals.usage}`);
+    throw new WritError(
+      'USAGE',
+      `expected ${positionals.min === positionals.max ? positionals.min : `${positionals.min}–${positionals.max}`} argument(s), got ${parsed.positionals.length}\nusage: ${positionals.usage}`,
+    );
   }
   return parsed;
 }

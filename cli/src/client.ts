@@ -22,13 +22,20 @@ export async function resolveCoord(flag: string | undefined, env: NodeJS.Process
   }
   const url = flag ?? env.WRIT_COORD ?? dev.url;
   const token = env.WRIT_TOKEN ?? dev.token;
-  if (!url) throw new WritError('NO_COORD', 'no cluster to talk to: start one with `writ dev --keep` (in another terminal), or pass --coord URL / set WRIT_COORD');
+  if (!url)
+    throw new WritError('NO_COORD', 'no cluster to talk to: start one with `writ dev --keep` (in another terminal), or pass --coord URL / set WRIT_COORD');
   if (!token) throw new WritError('USAGE', 'no API token: set WRIT_TOKEN (printed by `writ dev --keep`)');
   return { url, token, from: flag ? 'flag' : env.WRIT_COORD ? 'env' : 'dev.json' };
 }
 
 /** One request to the coord; `signal` (besides a 30 s timeout) abandons it. Unreachable: NOT_READY (retryable). */
-export async function api<T>(coord: CoordTarget, method: string, route: string, body?: string | object, signal?: AbortSignal): Promise<{ status: number; body: T }> {
+export async function api<T>(
+  coord: CoordTarget,
+  method: string,
+  route: string,
+  body?: string | object,
+  signal?: AbortSignal,
+): Promise<{ status: number; body: T }> {
   let res: Response;
   let text: string;
   try {
@@ -41,7 +48,10 @@ export async function api<T>(coord: CoordTarget, method: string, route: string, 
     text = await res.text(); // a coord stopping mid-answer is as unreachable as one that is down
   } catch (e) {
     const hint = coord.from === 'dev.json' ? ' (the address `writ dev --keep` recorded: start it again with `writ dev --keep`)' : '';
-    throw new WritError('NOT_READY', `cannot reach the coord at ${coord.url}${hint}: ${(e as Error).cause ? String((e as { cause: unknown }).cause) : (e as Error).message}`);
+    throw new WritError(
+      'NOT_READY',
+      `cannot reach the coord at ${coord.url}${hint}: ${(e as Error).cause ? String((e as { cause: unknown }).cause) : (e as Error).message}`,
+    );
   }
   const doc = readAnswer(res.status, text, (m) => new WritError('INTERNAL', `the coord ${m}`));
   return { status: res.status, body: doc as T };
@@ -60,7 +70,14 @@ export interface OutageWatcher {
  * no such job) is thrown at once. Only for requests that are safe to repeat: reads, and submissions, which
  * the job id makes idempotent (a repeat is answered as already recorded).
  */
-export async function requestUntilAnswered<T>(coord: CoordTarget, method: 'GET' | 'POST', route: string, body: string | undefined, signal?: AbortSignal, watch: OutageWatcher = {}): Promise<T> {
+export async function requestUntilAnswered<T>(
+  coord: CoordTarget,
+  method: 'GET' | 'POST',
+  route: string,
+  body: string | undefined,
+  signal?: AbortSignal,
+  watch: OutageWatcher = {},
+): Promise<T> {
   let outage = false;
   for (let delay = 200; ; delay = Math.min(delay * 2, 2000)) {
     signal?.throwIfAborted();

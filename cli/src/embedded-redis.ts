@@ -43,13 +43,36 @@ async function ping(port: number): Promise<boolean> {
   });
 }
 
-export async function startEmbeddedRedis(opts: { dataDir: string; port?: number; appendOnly?: boolean; binary?: string; /** Tests only: Writ itself always wants noeviction. */ maxmemoryPolicy?: string }): Promise<EmbeddedRedis> {
+export async function startEmbeddedRedis(opts: {
+  dataDir: string;
+  port?: number;
+  appendOnly?: boolean;
+  binary?: string;
+  /** Tests only: Writ itself always wants noeviction. */ maxmemoryPolicy?: string;
+}): Promise<EmbeddedRedis> {
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const port = opts.port ?? (await freePort());
   const args = [
-    '--port', String(port), '--bind', '127.0.0.1', '--dir', path.resolve(opts.dataDir),
-    '--appendonly', opts.appendOnly === false ? 'no' : 'yes', '--appendfsync', 'everysec', '--save', '',
-    '--maxmemory-policy', opts.maxmemoryPolicy ?? 'noeviction', '--protected-mode', 'yes', '--daemonize', 'no', '--loglevel', 'warning',
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    path.resolve(opts.dataDir),
+    '--appendonly',
+    opts.appendOnly === false ? 'no' : 'yes',
+    '--appendfsync',
+    'everysec',
+    '--save',
+    '',
+    '--maxmemory-policy',
+    opts.maxmemoryPolicy ?? 'noeviction',
+    '--protected-mode',
+    'yes',
+    '--daemonize',
+    'no',
+    '--loglevel',
+    'warning',
   ];
   const bin = opts.binary ?? 'redis-server';
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -61,7 +84,10 @@ export async function startEmbeddedRedis(opts: { dataDir: string; port?: number;
     const failed = await Promise.race([spawnError, new Promise<null>((r) => setTimeout(() => r(null), 50))]);
     if (failed) {
       const missing = (failed as NodeJS.ErrnoException).code === 'ENOENT';
-      throw new WritError(missing ? 'TOOL_MISSING' : 'REDIS_UNAVAILABLE', missing ? `${bin} is not installed: apt-get install redis-server, or set REDIS_URL` : `redis-server failed to start: ${failed.message}`);
+      throw new WritError(
+        missing ? 'TOOL_MISSING' : 'REDIS_UNAVAILABLE',
+        missing ? `${bin} is not installed: apt-get install redis-server, or set REDIS_URL` : `redis-server failed to start: ${failed.message}`,
+      );
     }
     if (child.exitCode !== null) throw new WritError('REDIS_UNAVAILABLE', `redis-server exited with ${child.exitCode}: ${stderr.trim()}`);
     if (await ping(port)) break;

@@ -23,7 +23,31 @@ import { flowCommand } from './commands/flow.ts';
 import { planCommand } from './commands/plan.ts';
 import type { CliContext, Command } from './commands/types.ts';
 
-export const COMMANDS: Command[] = [devCommand, submitCommand, jobsCommand, flowCommand, coordCommand, supervisorCommand, supervisorsCommand, runnerCommand, nodesCommand, enrollCommand, imageCommand, deployCommand, clusterCommand, redisCommand, keysCommand, keysetCommand, usersCommand, rolesCommand, auditCommand, ledgerCommand, planCommand, signCommand, verifyCommand];
+export const COMMANDS: Command[] = [
+  devCommand,
+  submitCommand,
+  jobsCommand,
+  flowCommand,
+  coordCommand,
+  supervisorCommand,
+  supervisorsCommand,
+  runnerCommand,
+  nodesCommand,
+  enrollCommand,
+  imageCommand,
+  deployCommand,
+  clusterCommand,
+  redisCommand,
+  keysCommand,
+  keysetCommand,
+  usersCommand,
+  rolesCommand,
+  auditCommand,
+  ledgerCommand,
+  planCommand,
+  signCommand,
+  verifyCommand,
+];
 
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -44,7 +68,11 @@ export function writVersion(): string {
   return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
-export async function runCli(argv: string[], io: Io = processIo, ctx: CliContext = { env: process.env, now: () => Math.floor(Date.now() / 1000) }): Promise<number> {
+export async function runCli(
+  argv: string[],
+  io: Io = processIo,
+  ctx: CliContext = { env: process.env, now: () => Math.floor(Date.now() / 1000) },
+): Promise<number> {
   const [name, ...rest] = argv;
   const json = argv.includes('--json');
   if (!name || name === '--help' || name === '-h' || name === 'help') {
@@ -58,7 +86,12 @@ export async function runCli(argv: string[], io: Io = processIo, ctx: CliContext
   }
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) {
-    io.err(`writ: USAGE: unknown command "${name}"${didYouMean(name, COMMANDS.map((c) => c.name))}\n\n${topHelp()}`);
+    io.err(
+      `writ: USAGE: unknown command "${name}"${didYouMean(
+        name,
+        COMMANDS.map((c) => c.name),
+      )}\n\n${topHelp()}`,
+    );
     return EXIT.usage;
   }
   try {

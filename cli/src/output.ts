@@ -55,7 +55,10 @@ export function serviceLogger(level: string, env: NodeJS.ProcessEnv, out: LogOut
     },
   };
   if (format === 'pretty') {
-    return pino(options, pretty({ destination: out.destination ?? 2, colorize: tty && !out.destination, sync: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' }));
+    return pino(
+      options,
+      pretty({ destination: out.destination ?? 2, colorize: tty && !out.destination, sync: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' }),
+    );
   }
   return pino(options, out.destination ?? pino.destination(2));
 }

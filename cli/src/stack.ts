@@ -5,7 +5,19 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { PAYLOAD_TYPES, b64url, errorCodeOf, bootstrapKeySet, decodeKeyFile, encodeEnvelope, encodeKeySet, encodePrivateKeyFile, generateKeyPair, signEnvelope, type KeyPair } from '@writ/protocol';
+import {
+  PAYLOAD_TYPES,
+  b64url,
+  errorCodeOf,
+  bootstrapKeySet,
+  decodeKeyFile,
+  encodeEnvelope,
+  encodeKeySet,
+  encodePrivateKeyFile,
+  generateKeyPair,
+  signEnvelope,
+  type KeyPair,
+} from '@writ/protocol';
 import { buildApp, CoordService, InProcessSupervisorClient, openLedger, type Ledger } from '@writ/coord';
 import { Supervisor, type Logger } from '@writ/supervisor';
 import { salHostTable, startNodeDaemon, type NodeDaemon, type Runner, type RunnerOptions, type SalHostConfig } from '@writ/runner';
@@ -52,7 +64,11 @@ export interface Stack {
   app: FastifyInstance;
   runners: Runner[];
   daemons: NodeDaemon[];
-  startRunner(id: string, labels?: Record<string, string>, opts?: { accept?: boolean; runner?: Partial<Omit<RunnerOptions, 'nodeId' | 'labels' | 'redisUrl'>> }): Promise<Runner>;
+  startRunner(
+    id: string,
+    labels?: Record<string, string>,
+    opts?: { accept?: boolean; runner?: Partial<Omit<RunnerOptions, 'nodeId' | 'labels' | 'redisUrl'>> },
+  ): Promise<Runner>;
   waitForNode(id: string, states: string[], timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -141,10 +157,23 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         await new Promise((r) => setTimeout(r, 20));
       }
     };
-    const startRunner = async (id: string, labels: Record<string, string> = {}, o: { accept?: boolean; runner?: Partial<Omit<RunnerOptions, 'nodeId' | 'labels' | 'redisUrl'>> } = {}) => {
+    const startRunner = async (
+      id: string,
+      labels: Record<string, string> = {},
+      o: { accept?: boolean; runner?: Partial<Omit<RunnerOptions, 'nodeId' | 'labels' | 'redisUrl'>> } = {},
+    ) => {
       const d = await startNodeDaemon({
-        ...opts.runner, ...o.runner, nodeId: id, labels, clusterId, admins, stateDir: path.join(opts.stateDir, 'nodes', id), redisUrl: redisUrl!, coordUrl: url,
-        heartbeatMs: opts.heartbeatMs ?? 5000, ...(opts.logger ? { logger: opts.logger } : {}),
+        ...opts.runner,
+        ...o.runner,
+        nodeId: id,
+        labels,
+        clusterId,
+        admins,
+        stateDir: path.join(opts.stateDir, 'nodes', id),
+        redisUrl: redisUrl!,
+        coordUrl: url,
+        heartbeatMs: opts.heartbeatMs ?? 5000,
+        ...(opts.logger ? { logger: opts.logger } : {}),
         ...(opts.sal ? { hostTable: salHostTable(opts.sal) } : {}),
       });
       daemons.push(d);
@@ -171,7 +200,22 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       return d.runner;
     };
     for (const n of opts.nodes ?? [{ id: 'dev-1', labels: { env: 'dev' } }]) await startRunner(n.id, n.labels);
-    return { url, token, clusterId, redisUrl, ...(redis ? { redis } : {}), ledger, supervisor, service, app, runners, daemons, startRunner, waitForNode, stop: release };
+    return {
+      url,
+      token,
+      clusterId,
+      redisUrl,
+      ...(redis ? { redis } : {}),
+      ledger,
+      supervisor,
+      service,
+      app,
+      runners,
+      daemons,
+      startRunner,
+      waitForNode,
+      stop: release,
+    };
   } catch (e) {
     await release();
     throw e;

@@ -14,7 +14,11 @@ let dir: string;
 async function cli(args: string[], now = Math.floor(Date.now() / 1000)) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(args, { out: (l) => out.push(l), err: (l) => err.push(l) }, { env: { ...process.env, WRIT_HOME: path.join(dir, 'home') }, now: () => now });
+  const code = await runCli(
+    args,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_HOME: path.join(dir, 'home') }, now: () => now },
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 

@@ -4,8 +4,29 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
-  ERROR_CODES, JOB_STATUSES, MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, MAX_REPORT_ENVELOPE_BYTES, TERMINAL_STATUSES, WritError, encodeEnvelope, errorAnswer, errorCodeOf, isErrorCode, isJobStatus, parseStrictJson, toErrorJSON,
-  type BatchSubmitAnswer, type Envelope, type SupervisorHeartbeatAnswer, type SupervisorList, type ErrorCode, type JobPage, type JobEventMessage, type JobView, type SubmitAnswer,
+  ERROR_CODES,
+  JOB_STATUSES,
+  MAX_BATCH_BYTES,
+  MAX_BATCH_ENVELOPES,
+  MAX_REPORT_ENVELOPE_BYTES,
+  TERMINAL_STATUSES,
+  WritError,
+  encodeEnvelope,
+  errorAnswer,
+  errorCodeOf,
+  isErrorCode,
+  isJobStatus,
+  parseStrictJson,
+  toErrorJSON,
+  type BatchSubmitAnswer,
+  type Envelope,
+  type SupervisorHeartbeatAnswer,
+  type SupervisorList,
+  type ErrorCode,
+  type JobPage,
+  type JobEventMessage,
+  type JobView,
+  type SubmitAnswer,
 } from '@writ/protocol';
 import type { JobAttempt, JobRecord } from './ledger/index.ts';
 import type { CoordService, SubmitResult } from './service.ts';
@@ -45,7 +66,6 @@ declare module 'fastify' {
 const MAX_EVENT_SEQ = 2 ** 31 - 1;
 
 const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' } as const;
-
 
 /** The explicit route list (A1). A test compares the app's routes against it. */
 export const ROUTES = [
@@ -108,8 +128,13 @@ function jobView(job: JobRecord, attempts?: JobAttempt[]): JobView {
     ...(attempts
       ? {
           attemptHistory: attempts.map((a) => ({
-            attempt: a.attempt, node: a.node, dispatchedAt: a.dispatchedAt?.toISOString() ?? null, startedAt: a.startedAt?.toISOString() ?? null, finishedAt: a.finishedAt?.toISOString() ?? null,
-            outcome: a.outcome, errorCode: a.errorCode,
+            attempt: a.attempt,
+            node: a.node,
+            dispatchedAt: a.dispatchedAt?.toISOString() ?? null,
+            startedAt: a.startedAt?.toISOString() ?? null,
+            finishedAt: a.finishedAt?.toISOString() ?? null,
+            outcome: a.outcome,
+            errorCode: a.errorCode,
           })),
         }
       : {}),
@@ -152,10 +177,19 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   // The OpenAPI document is generated from the route schemas registered after this (GET /openapi.json).
   // Every route needs the bearer token but the public ones (no security) and the signed ones (a signature in the body).
   await app.register(swagger, {
-    openapi: { openapi: '3.0.3', info: { title: 'Writ coord API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] },
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'Writ coord API', version: '1' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
     transform: ({ schema, url }) => {
       const path = url.replaceAll('::', ':');
-      if (SIGNED.has(path)) return { schema: { ...schema, security: [], description: 'Authenticated by the ed25519 signatures of the DSSE envelope in the body, not by the API token.' }, url };
+      if (SIGNED.has(path))
+        return {
+          schema: { ...schema, security: [], description: 'Authenticated by the ed25519 signatures of the DSSE envelope in the body, not by the API token.' },
+          url,
+        };
       if (PUBLIC.has(path) || isDashboardPath(path) || isDashboardPath(path.replace(/:\w+$/, 'x'))) return { schema: { ...schema, security: [] }, url };
       return { schema, url };
     },
@@ -177,7 +211,10 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     try {
       checkJsonCharset(req.headers['content-type']);
       req.rawBody = body as string;
-      done(null, body === '' ? undefined : parseStrictJson(body as string, { maxBytes: req.routeOptions.bodyLimit ?? opts.bodyLimitBytes ?? 1024 * 1024 + 4096 }));
+      done(
+        null,
+        body === '' ? undefined : parseStrictJson(body as string, { maxBytes: req.routeOptions.bodyLimit ?? opts.bodyLimitBytes ?? 1024 * 1024 + 4096 }),
+      );
     } catch (e) {
       done(e as Error, undefined);
     }
@@ -196,25 +233,40 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   app.setNotFoundHandler((req, reply) => sendError(reply, 'ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
 
-  app.setErrorHandler((err: Error & { code?: string; statusCode?: number; validation?: { keyword: string; params: Record<string, unknown>; instancePath: string; message?: string }[] }, req, reply) => {
-    const code = errorCodeOf(err);
-    if (code) return reply.code(ERROR_CODES[code].status).send({ error: toErrorJSON(err) });
-    if (err.validation) {
-      const v = err.validation[0];
-      if (v?.keyword === 'additionalProperties') return sendError(reply, 'UNKNOWN_FIELD', `unknown field ${JSON.stringify(v.params.additionalProperty)} at ${v.instancePath || '/'}`);
-      // The same codes `writ verify` and every tier's envelope parser give for these.
-      if (v?.instancePath.endsWith('/signatures') && v.keyword === 'minItems') return sendError(reply, 'ENVELOPE_MALFORMED', `${v.instancePath}: signatures must be a non-empty array`);
-      if (v?.instancePath.endsWith('/signatures') && v.keyword === 'maxItems') return sendError(reply, 'TOO_MANY_SIGNATURES', `${v.instancePath}: at most ${String(v.params.limit)} signatures`);
-      const allowed = v?.keyword === 'enum' && Array.isArray(v.params.allowedValues) ? ` (one of: ${v.params.allowedValues.join(', ')})` : '';
-      return sendError(reply, 'BAD_REQUEST', `${v?.instancePath || 'body'} ${v?.message ?? 'is invalid'}${allowed}`);
-    }
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sendError(reply, 'BODY_TOO_LARGE', `the body is larger than ${opts.bodyLimitBytes ?? 1024 * 1024 + 4096} bytes`);
-    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sendError(reply, 'UNSUPPORTED_MEDIA_TYPE', 'send Content-Type: application/json');
-    if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return sendError(reply, 'BAD_REQUEST', 'the body is empty');
-    if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) return sendError(reply, 'BAD_REQUEST', 'the request is malformed');
-    req.log.error({ err }, 'internal error');
-    return sendError(reply, 'INTERNAL', ERROR_CODES.INTERNAL.message); // never leak the internal message (A2)
-  });
+  app.setErrorHandler(
+    (
+      err: Error & {
+        code?: string;
+        statusCode?: number;
+        validation?: { keyword: string; params: Record<string, unknown>; instancePath: string; message?: string }[];
+      },
+      req,
+      reply,
+    ) => {
+      const code = errorCodeOf(err);
+      if (code) return reply.code(ERROR_CODES[code].status).send({ error: toErrorJSON(err) });
+      if (err.validation) {
+        const v = err.validation[0];
+        if (v?.keyword === 'additionalProperties')
+          return sendError(reply, 'UNKNOWN_FIELD', `unknown field ${JSON.stringify(v.params.additionalProperty)} at ${v.instancePath || '/'}`);
+        // The same codes `writ verify` and every tier's envelope parser give for these.
+        if (v?.instancePath.endsWith('/signatures') && v.keyword === 'minItems')
+          return sendError(reply, 'ENVELOPE_MALFORMED', `${v.instancePath}: signatures must be a non-empty array`);
+        if (v?.instancePath.endsWith('/signatures') && v.keyword === 'maxItems')
+          return sendError(reply, 'TOO_MANY_SIGNATURES', `${v.instancePath}: at most ${String(v.params.limit)} signatures`);
+        const allowed = v?.keyword === 'enum' && Array.isArray(v.params.allowedValues) ? ` (one of: ${v.params.allowedValues.join(', ')})` : '';
+        return sendError(reply, 'BAD_REQUEST', `${v?.instancePath || 'body'} ${v?.message ?? 'is invalid'}${allowed}`);
+      }
+      if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+        return sendError(reply, 'BODY_TOO_LARGE', `the body is larger than ${opts.bodyLimitBytes ?? 1024 * 1024 + 4096} bytes`);
+      if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sendError(reply, 'UNSUPPORTED_MEDIA_TYPE', 'send Content-Type: application/json');
+      if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return sendError(reply, 'BAD_REQUEST', 'the body is empty');
+      if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500)
+        return sendError(reply, 'BAD_REQUEST', 'the request is malformed');
+      req.log.error({ err }, 'internal error');
+      return sendError(reply, 'INTERNAL', ERROR_CODES.INTERNAL.message); // never leak the internal message (A2)
+    },
+  );
 
   app.get('/healthz', async () => ({ ok: true }));
   // The ledger is ready while its last write went through and it answers a read: a full disk fails writes
@@ -233,7 +285,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     }
     const sup = await service.federation.health();
     const ok = !ledgerError && sup.ok;
-    return reply.code(ok ? 200 : 503).send({ ok, ledger: !ledgerError, supervisor: sup.ok, redis: sup.redis, ...(ledgerError ? { ledgerError: toErrorJSON(ledgerError) } : {}) });
+    return reply
+      .code(ok ? 200 : 503)
+      .send({ ok, ledger: !ledgerError, supervisor: sup.ok, redis: sup.redis, ...(ledgerError ? { ledgerError: toErrorJSON(ledgerError) } : {}) });
   });
   app.get('/metrics', async (_req, reply) => {
     const m = service.metrics;
@@ -283,37 +337,63 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   // Up to MAX_BATCH_ENVELOPES envelopes: one group commit, one bulk enqueue, one answer per envelope in order.
   // 207-style semantics in a 200: each item is an answer or an error; the request fails only as a whole request.
-  app.post('/v1/jobs::batch', {
-    bodyLimit: MAX_BATCH_BYTES,
-    schema: { body: { type: 'object', additionalProperties: false, required: ['envelopes'], properties: { envelopes: { type: 'array', minItems: 1, maxItems: MAX_BATCH_ENVELOPES, items: envelopeSchema } } } },
-  }, async (req) => {
-    // A signature covers the payload bytes, not the envelope's JSON text, so re-encoding each parsed envelope
-    // (in the compact form `writ sign` writes) gives the verifier exactly what was signed.
-    const { envelopes } = req.body as { envelopes: Envelope[] };
-    const results = await service.submitMany(envelopes.map((e) => encodeEnvelope(e)));
-    const answer: BatchSubmitAnswer = {
-      results: results.map((r) => {
-        if ('error' in r) return { id: r.id, error: toErrorJSON(r.error, true) };
-        if (r.status === 'refused') return { id: r.id, error: { code: errorCodeOrInternal(r.errorCode), message: r.errorMessage ?? 'refused', retryable: false } };
-        return submitAnswer(r);
-      }),
-    };
-    return answer;
-  });
-
-  app.get('/v1/jobs', {
-    schema: {
-      querystring: {
-        type: 'object',
-        additionalProperties: false,
-        properties: { status: { type: 'string', enum: [...JOB_STATUSES] }, node: { type: 'string', maxLength: 63 }, cursor: { type: 'string', maxLength: 200 }, limit: { type: 'integer', minimum: 1, maximum: 500 } },
+  app.post(
+    '/v1/jobs::batch',
+    {
+      bodyLimit: MAX_BATCH_BYTES,
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['envelopes'],
+          properties: { envelopes: { type: 'array', minItems: 1, maxItems: MAX_BATCH_ENVELOPES, items: envelopeSchema } },
+        },
       },
     },
-  }, async (req) => {
-    const q = req.query as { status?: string; node?: string; cursor?: string; limit?: number };
-    const page = await service.ledger.listJobs({ ...(isJobStatus(q.status) ? { status: q.status } : {}), ...(q.node ? { node: q.node } : {}), ...(q.cursor ? { cursor: q.cursor } : {}), limit: q.limit ?? 50 });
-    return { jobs: page.jobs.map((j) => jobView(j)), nextCursor: page.nextCursor } satisfies JobPage;
-  });
+    async (req) => {
+      // A signature covers the payload bytes, not the envelope's JSON text, so re-encoding each parsed envelope
+      // (in the compact form `writ sign` writes) gives the verifier exactly what was signed.
+      const { envelopes } = req.body as { envelopes: Envelope[] };
+      const results = await service.submitMany(envelopes.map((e) => encodeEnvelope(e)));
+      const answer: BatchSubmitAnswer = {
+        results: results.map((r) => {
+          if ('error' in r) return { id: r.id, error: toErrorJSON(r.error, true) };
+          if (r.status === 'refused')
+            return { id: r.id, error: { code: errorCodeOrInternal(r.errorCode), message: r.errorMessage ?? 'refused', retryable: false } };
+          return submitAnswer(r);
+        }),
+      };
+      return answer;
+    },
+  );
+
+  app.get(
+    '/v1/jobs',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            status: { type: 'string', enum: [...JOB_STATUSES] },
+            node: { type: 'string', maxLength: 63 },
+            cursor: { type: 'string', maxLength: 200 },
+            limit: { type: 'integer', minimum: 1, maximum: 500 },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const q = req.query as { status?: string; node?: string; cursor?: string; limit?: number };
+      const page = await service.ledger.listJobs({
+        ...(isJobStatus(q.status) ? { status: q.status } : {}),
+        ...(q.node ? { node: q.node } : {}),
+        ...(q.cursor ? { cursor: q.cursor } : {}),
+        limit: q.limit ?? 50,
+      });
+      return { jobs: page.jobs.map((j) => jobView(j)), nextCursor: page.nextCursor } satisfies JobPage;
+    },
+  );
 
   app.get('/v1/jobs/:id', { schema: { params: { type: 'object', properties: { id: ID } } } }, async (req, reply) => {
     const { id } = req.params as { id: string };
@@ -322,85 +402,98 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     return jobView(job, await service.ledger.listAttempts(id));
   });
 
-  app.get('/v1/jobs/:id/events', { schema: { params: { type: 'object', properties: { id: ID } }, querystring: { type: 'object', additionalProperties: false, properties: { after: { type: 'integer', minimum: 0, maximum: MAX_EVENT_SEQ } } } } }, async (req: FastifyRequest, reply: FastifyReply) => {
-    const { id } = req.params as { id: string };
-    const job = await service.ledger.getJob(id);
-    if (!job) return sendError(reply, 'NOT_FOUND', `no job ${id}`);
-    // Checked before the stream opens: an id no event can have would otherwise hold the stream open on keep-alives (A3).
-    const givenId = String(req.headers['last-event-id'] ?? (req.query as { after?: number }).after ?? 0);
-    if (!/^\d{1,10}$/.test(givenId.trim()) || Number(givenId) > MAX_EVENT_SEQ) return sendError(reply, 'BAD_REQUEST', `Last-Event-ID must be a whole number from 0 to ${MAX_EVENT_SEQ}; got ${JSON.stringify(givenId.slice(0, 40))}`);
-    const lastId = Number(givenId);
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-    let sent = lastId;
-    let closed = false;
-    const queue: JobEventMessage[] = [];
-    const write = (ev: JobEventMessage) => {
-      if (closed || ev.seq <= sent) return;
-      sent = ev.seq;
-      res.write(`id: ${ev.seq}\nevent: ${ev.type}\ndata: ${JSON.stringify({ seq: ev.seq, type: ev.type, level: ev.level ?? null, message: ev.message, data: ev.data ?? null })}\n\n`);
-      const status = (ev.data as { status?: string } | null)?.status;
-      if (ev.type === 'status' && isJobStatus(status) && TERMINAL_STATUSES.has(status)) finish();
-    };
-    const finish = () => {
-      if (closed) return;
-      closed = true;
-      service.events.off(`job:${id}`, onLive);
-      clearInterval(keepAlive);
-      res.write(`event: end\ndata: {}\n\n`);
-      res.end();
-    };
-    let replaying = true;
-    // Live events go out in seq order. One that comes before an earlier one (recorded through another coord,
-    // whose notification is still on its way) waits while the gap is read from the ledger: every event below
-    // a seq has committed before it.
-    let filling = false;
-    const fill = async () => {
-      filling = true;
-      try {
-        while (queue.length > 0 && !closed) {
-          const next = queue.sort((a, b) => a.seq - b.seq)[0]!;
-          if (next.seq > sent + 1) {
-            for (const e of await service.ledger.listJobEvents(id, sent, Math.min(1000, next.seq - sent - 1))) write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
+  app.get(
+    '/v1/jobs/:id/events',
+    {
+      schema: {
+        params: { type: 'object', properties: { id: ID } },
+        querystring: { type: 'object', additionalProperties: false, properties: { after: { type: 'integer', minimum: 0, maximum: MAX_EVENT_SEQ } } },
+      },
+    },
+    async (req: FastifyRequest, reply: FastifyReply) => {
+      const { id } = req.params as { id: string };
+      const job = await service.ledger.getJob(id);
+      if (!job) return sendError(reply, 'NOT_FOUND', `no job ${id}`);
+      // Checked before the stream opens: an id no event can have would otherwise hold the stream open on keep-alives (A3).
+      const givenId = String(req.headers['last-event-id'] ?? (req.query as { after?: number }).after ?? 0);
+      if (!/^\d{1,10}$/.test(givenId.trim()) || Number(givenId) > MAX_EVENT_SEQ)
+        return sendError(reply, 'BAD_REQUEST', `Last-Event-ID must be a whole number from 0 to ${MAX_EVENT_SEQ}; got ${JSON.stringify(givenId.slice(0, 40))}`);
+      const lastId = Number(givenId);
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      let sent = lastId;
+      let closed = false;
+      const queue: JobEventMessage[] = [];
+      const write = (ev: JobEventMessage) => {
+        if (closed || ev.seq <= sent) return;
+        sent = ev.seq;
+        res.write(
+          `id: ${ev.seq}\nevent: ${ev.type}\ndata: ${JSON.stringify({ seq: ev.seq, type: ev.type, level: ev.level ?? null, message: ev.message, data: ev.data ?? null })}\n\n`,
+        );
+        const status = (ev.data as { status?: string } | null)?.status;
+        if (ev.type === 'status' && isJobStatus(status) && TERMINAL_STATUSES.has(status)) finish();
+      };
+      const finish = () => {
+        if (closed) return;
+        closed = true;
+        service.events.off(`job:${id}`, onLive);
+        clearInterval(keepAlive);
+        res.write(`event: end\ndata: {}\n\n`);
+        res.end();
+      };
+      let replaying = true;
+      // Live events go out in seq order. One that comes before an earlier one (recorded through another coord,
+      // whose notification is still on its way) waits while the gap is read from the ledger: every event below
+      // a seq has committed before it.
+      let filling = false;
+      const fill = async () => {
+        filling = true;
+        try {
+          while (queue.length > 0 && !closed) {
+            const next = queue.sort((a, b) => a.seq - b.seq)[0]!;
+            if (next.seq > sent + 1) {
+              for (const e of await service.ledger.listJobEvents(id, sent, Math.min(1000, next.seq - sent - 1)))
+                write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
+            }
+            queue.shift();
+            write(next);
           }
-          queue.shift();
-          write(next);
+        } catch {
+          // The ledger did not answer: the client reconnects with Last-Event-ID and reads the rest.
+          if (!closed) finish();
+        } finally {
+          filling = false;
         }
-      } catch {
-        // The ledger did not answer: the client reconnects with Last-Event-ID and reads the rest.
-        if (!closed) finish();
-      } finally {
-        filling = false;
+      };
+      const onLive = (ev: JobEventMessage) => {
+        if (!replaying && !filling && ev.seq <= sent + 1) return write(ev);
+        queue.push(ev);
+        if (!replaying && !filling) void fill();
+      };
+      service.events.on(`job:${id}`, onLive);
+      const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+      req.raw.on('close', () => {
+        closed = true;
+        service.events.off(`job:${id}`, onLive);
+        clearInterval(keepAlive);
+      });
+      // Replay what the ledger holds, then the live events that arrived meanwhile, in order.
+      for (;;) {
+        const batch = await service.ledger.listJobEvents(id, sent, 500);
+        for (const e of batch) write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
+        if (batch.length < 500 || closed) break;
       }
-    };
-    const onLive = (ev: JobEventMessage) => {
-      if (!replaying && !filling && ev.seq <= sent + 1) return write(ev);
-      queue.push(ev);
-      if (!replaying && !filling) void fill();
-    };
-    service.events.on(`job:${id}`, onLive);
-    const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-    req.raw.on('close', () => {
-      closed = true;
-      service.events.off(`job:${id}`, onLive);
-      clearInterval(keepAlive);
-    });
-    // Replay what the ledger holds, then the live events that arrived meanwhile, in order.
-    for (;;) {
-      const batch = await service.ledger.listJobEvents(id, sent, 500);
-      for (const e of batch) write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
-      if (batch.length < 500 || closed) break;
-    }
-    replaying = false;
-    await fill();
-    const fresh = await service.ledger.getJob(id);
-    if (fresh && TERMINAL_STATUSES.has(fresh.status)) {
-      const rest = await service.ledger.listJobEvents(id, sent, 1000);
-      for (const e of rest) write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
-      finish();
-    }
-  });
+      replaying = false;
+      await fill();
+      const fresh = await service.ledger.getJob(id);
+      if (fresh && TERMINAL_STATUSES.has(fresh.status)) {
+        const rest = await service.ledger.listJobEvents(id, sent, 1000);
+        for (const e of rest) write({ seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
+        finish();
+      }
+    },
+  );
 
   app.post('/v1/reports', { bodyLimit: MAX_REPORT_ENVELOPE_BYTES, schema: { body: envelopeSchema } }, async (req) => service.ingestReport(req.rawBody!));
 
@@ -415,12 +508,23 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     return reply.code(r.changed ? 201 : 200).send(r);
   });
 
-  app.post('/v1/nodes/challenge', {
-    schema: { body: { type: 'object', additionalProperties: false, required: ['nodeId', 'publicKey'], properties: { nodeId: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' }, publicKey: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } } } },
-  }, async (req) => {
-    const b = req.body as { nodeId: string; publicKey: string };
-    return service.nodes.challenge(b.nodeId, b.publicKey);
-  });
+  app.post(
+    '/v1/nodes/challenge',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['nodeId', 'publicKey'],
+          properties: { nodeId: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' }, publicKey: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
+        },
+      },
+    },
+    async (req) => {
+      const b = req.body as { nodeId: string; publicKey: string };
+      return service.nodes.challenge(b.nodeId, b.publicKey);
+    },
+  );
   app.post('/v1/nodes/register', { schema: { body: envelopeSchema } }, async (req, reply) => {
     const registered = await service.nodes.register(req.rawBody!);
     // Enrollment (issue 11): rules assign the node; the answer carries its assignment and install plan.
@@ -440,26 +544,39 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     if (!n) return sendError(reply, 'NODE_NOT_FOUND', `no node ${id}`);
     return { ...nodeView(n, service), inventory: n.inventory, transitions: await service.nodes.opts.store.listTransitions(id) };
   });
-  app.post('/v1/nodes/:id/:action', {
-    schema: {
-      params: { type: 'object', properties: { id: { type: 'string', maxLength: 63 }, action: { type: 'string', enum: [...OPERATOR_ACTIONS] } } },
-      body: { type: 'object', additionalProperties: false, properties: { reason: { type: 'string', maxLength: 500 } } },
+  app.post(
+    '/v1/nodes/:id/:action',
+    {
+      schema: {
+        params: { type: 'object', properties: { id: { type: 'string', maxLength: 63 }, action: { type: 'string', enum: [...OPERATOR_ACTIONS] } } },
+        body: { type: 'object', additionalProperties: false, properties: { reason: { type: 'string', maxLength: 500 } } },
+      },
     },
-  }, async (req) => {
-    const { id, action } = req.params as { id: string; action: (typeof OPERATOR_ACTIONS)[number] };
-    const reason = (req.body as { reason?: string } | undefined)?.reason ?? '';
-    const n = action === 'rekey' ? await service.nodes.rekey(id, 'operator', reason) : await service.nodes.apply(id, action, { actor: 'operator', reason: reason || `operator ${action}`, byOperator: true });
-    // reinstall (reprovision), install, rescue and unrescue also set what the machine's next iPXE boot does.
-    return { ...nodeView(n, service), ...(await bootAnswerAfterAction(service.ledger.db, n, action)) };
-  });
+    async (req) => {
+      const { id, action } = req.params as { id: string; action: (typeof OPERATOR_ACTIONS)[number] };
+      const reason = (req.body as { reason?: string } | undefined)?.reason ?? '';
+      const n =
+        action === 'rekey'
+          ? await service.nodes.rekey(id, 'operator', reason)
+          : await service.nodes.apply(id, action, { actor: 'operator', reason: reason || `operator ${action}`, byOperator: true });
+      // reinstall (reprovision), install, rescue and unrescue also set what the machine's next iPXE boot does.
+      return { ...nodeView(n, service), ...(await bootAnswerAfterAction(service.ledger.db, n, action)) };
+    },
+  );
 
-  app.get('/v1/audit', { schema: { querystring: { type: 'object', additionalProperties: false, properties: { tail: { type: 'integer', minimum: 1, maximum: 1000 } } } } }, async (req) => ({
-    entries: await service.ledger.tailAudit((req.query as { tail?: number }).tail ?? 50),
-  }));
+  app.get(
+    '/v1/audit',
+    { schema: { querystring: { type: 'object', additionalProperties: false, properties: { tail: { type: 'integer', minimum: 1, maximum: 1000 } } } } },
+    async (req) => ({
+      entries: await service.ledger.tailAudit((req.query as { tail?: number }).tail ?? 50),
+    }),
+  );
   app.get('/v1/audit/verify', async () => service.ledger.verifyAudit());
 
   // Federation: supervisors listed in the key set announce themselves with signed heartbeats (no token).
-  app.post('/v1/supervisors/heartbeat', { bodyLimit: 32 * 1024, schema: { body: envelopeSchema } }, async (req): Promise<SupervisorHeartbeatAnswer> => service.federation.heartbeat(req.rawBody!));
+  app.post('/v1/supervisors/heartbeat', { bodyLimit: 32 * 1024, schema: { body: envelopeSchema } }, async (req): Promise<SupervisorHeartbeatAnswer> =>
+    service.federation.heartbeat(req.rawBody!),
+  );
   app.get('/v1/supervisors', async () => ({ supervisors: await service.federation.list() }) satisfies SupervisorList);
 
   registerHostRoutes(app, service.hosts);
@@ -467,4 +584,3 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   registerDashboardRoutes(app);
   return app;
 }
-

@@ -1,7 +1,18 @@
 // The coord's configuration, read in one place: flags (as parsed) and env in; checked, defaulted and frozen
 // out. A wrong value is refused here, before the ledger opens, with the flag or env var to fix.
 import path from 'node:path';
-import { WritError, checkGraceMs, checkLogLevel, checkUrl, parseListen, pinnedAdmins, requiredInput, type ConfigEnv, type KeyRef, type LogLevel } from '@writ/protocol';
+import {
+  WritError,
+  checkGraceMs,
+  checkLogLevel,
+  checkUrl,
+  parseListen,
+  pinnedAdmins,
+  requiredInput,
+  type ConfigEnv,
+  type KeyRef,
+  type LogLevel,
+} from '@writ/protocol';
 
 /** What the caller hands over: flag values as parsed (unchecked strings), admin keys already read from --admin-key. */
 export interface CoordGiven {
@@ -47,7 +58,8 @@ export function coordConfig(given: CoordGiven, env: ConfigEnv): CoordConfig {
   // A start-up supervisor is optional: supervisors listed in the key set join by signed heartbeats.
   const supervisorUrl = given.supervisor === undefined ? null : checkUrl(given.supervisor, '--supervisor', ['http:', 'https:']);
   const supervisorKeyFile = given.supervisorKey ?? null;
-  if (supervisorUrl !== null && supervisorKeyFile === null) throw new WritError('USAGE', '--supervisor-key FILE is required with --supervisor: the public key its reports are signed with');
+  if (supervisorUrl !== null && supervisorKeyFile === null)
+    throw new WritError('USAGE', '--supervisor-key FILE is required with --supervisor: the public key its reports are signed with');
   if (supervisorUrl === null && supervisorKeyFile !== null) throw new WritError('USAGE', '--supervisor-key goes with --supervisor URL');
   if (!given.adminKeys?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) trusted to sign the first key set');
   const admins = pinnedAdmins(given.adminKeys, given.adminThreshold);

@@ -8,6 +8,16 @@ export const envelopeSchema = {
   properties: {
     payloadType: { type: 'string', maxLength: 200 },
     payload: { type: 'string' },
-    signatures: { type: 'array', minItems: 1, maxItems: 16, items: { type: 'object', additionalProperties: false, required: ['keyid', 'sig'], properties: { keyid: { type: 'string', maxLength: 200 }, sig: { type: 'string', maxLength: 200 } } } },
+    signatures: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 16,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['keyid', 'sig'],
+        properties: { keyid: { type: 'string', maxLength: 200 }, sig: { type: 'string', maxLength: 200 } },
+      },
+    },
   },
 } as const;

@@ -31,7 +31,11 @@ export async function runCoord(config: CoordConfig, run: CoordRun): Promise<bool
     // reach the SSE clients of every coord (events/relay.ts). PGlite has one coord by construction.
     let coordination: Coordination | undefined;
     if ('databaseUrl' in config.ledger) {
-      coordination = await startCoordination({ databaseUrl: config.ledger.databaseUrl, ledger, onError: (e) => logger.warn({ err: e.message }, 'coordination with the other coords') });
+      coordination = await startCoordination({
+        databaseUrl: config.ledger.databaseUrl,
+        ledger,
+        onError: (e) => logger.warn({ err: e.message }, 'coordination with the other coords'),
+      });
       releasers.push({ name: 'coordination session', release: () => coordination!.close() });
       logger.info({ coord: coordination.session.opts.name }, 'coordinating with other coords through PostgreSQL');
     }
@@ -40,7 +44,9 @@ export async function runCoord(config: CoordConfig, run: CoordRun): Promise<bool
       clusterId: config.clusterId,
       ledger,
       // The start-up supervisor (optional) serves pool `default`; the key set's supervisors join by heartbeats.
-      ...(config.supervisorUrl !== null ? { supervisor: new HttpSupervisorClient('sup-1', config.supervisorUrl, config.supervisorToken), pinnedSupervisor: { apiUrl: config.supervisorUrl } } : {}),
+      ...(config.supervisorUrl !== null
+        ? { supervisor: new HttpSupervisorClient('sup-1', config.supervisorUrl, config.supervisorToken), pinnedSupervisor: { apiUrl: config.supervisorUrl } }
+        : {}),
       supervisorKeys: supervisorKey ? [supervisorKey.publicKey] : [],
       supervisorToken: config.supervisorToken,
       nodeStore: ledger.nodeStore,

@@ -27,7 +27,9 @@ export function coordMetrics(service: CoordService): CoordMetrics {
     registers: [registry],
     async collect() {
       this.reset();
-      const rows = await service.ledger.db.query<{ node: string | null; n: number }>("SELECT node, count(*)::int AS n FROM jobs WHERE status = 'queued' GROUP BY node");
+      const rows = await service.ledger.db.query<{ node: string | null; n: number }>(
+        "SELECT node, count(*)::int AS n FROM jobs WHERE status = 'queued' GROUP BY node",
+      );
       for (const r of rows) this.set({ node: r.node ?? '' }, Number(r.n));
     },
   });

@@ -2,10 +2,42 @@
 // supervisor, apply signed supervisor reports to the ledger, stream job events, and reconcile what Redis lost.
 import { EventEmitter } from 'node:events';
 import {
-  KeyRing, KeySetHolder, isErrorCode, MAX_RUNNER_BATCH_BYTES, PAYLOAD_TYPES, WritError, authorizeJob, checkAudience, checkJobTimes, errorCodeOf,
-  isStepBundle, openJobText, stepBackoffMs, parseEnvelope, parseFailureReason, parseJobPayload, parseRunnerEventBatch, parseSupervisorReport, pickByJobId, sha256Hex, silentLogger, targetMatchesNode, toErrorJSON,
-  trustKeyB64url, verifyEnvelope, type ErrorJSON, type JobEventMessage, type JobPayload, type JobStatus, type KeyRef, type KeySet, type Logger, type NodeView,
-  type RunnerEvent, type RunnerEventBatch, type TrustedKey,
+  KeyRing,
+  KeySetHolder,
+  isErrorCode,
+  MAX_RUNNER_BATCH_BYTES,
+  PAYLOAD_TYPES,
+  WritError,
+  authorizeJob,
+  checkAudience,
+  checkJobTimes,
+  errorCodeOf,
+  isStepBundle,
+  openJobText,
+  stepBackoffMs,
+  parseEnvelope,
+  parseFailureReason,
+  parseJobPayload,
+  parseRunnerEventBatch,
+  parseSupervisorReport,
+  pickByJobId,
+  sha256Hex,
+  silentLogger,
+  targetMatchesNode,
+  toErrorJSON,
+  trustKeyB64url,
+  verifyEnvelope,
+  type ErrorJSON,
+  type JobEventMessage,
+  type JobPayload,
+  type JobStatus,
+  type KeyRef,
+  type KeySet,
+  type Logger,
+  type NodeView,
+  type RunnerEvent,
+  type RunnerEventBatch,
+  type TrustedKey,
 } from '@writ/protocol';
 import { GroupCommitter } from './ledger/group-commit.ts';
 import { batchKey, claimBatchesIn, pruneBatches } from './ledger/batches.ts';
@@ -19,7 +51,6 @@ import { SupervisorFederation, type PinnedSupervisor } from './federation/regist
 import { HttpSupervisorClient, type SupervisorClient } from './supervisor-client.ts';
 import type { DispatchItem } from '@writ/supervisor';
 import { isStoredStep, sendableEnvelope } from './flows/stored-step.ts';
-
 
 export interface CoordOptions {
   clusterId: string;
@@ -110,14 +141,28 @@ export class CoordService {
   private readonly nodeSigners = new Map<string, NodeSigner>();
   /** Admissions arriving together are recorded in one transaction and enqueued in one bulk add. */
   private readonly admissions: GroupCommitter<Admission, AdmissionOutcome>;
-  readonly metrics = { admissionGroups: 0, jobsSubmitted: 0, jobsReplayed: 0, jobsRefused: 0, reportsApplied: 0, eventsApplied: 0, eventsRefused: 0, redispatched: 0, reconcilePasses: 0, reconcileLeftToOthers: 0 };
+  readonly metrics = {
+    admissionGroups: 0,
+    jobsSubmitted: 0,
+    jobsReplayed: 0,
+    jobsRefused: 0,
+    reportsApplied: 0,
+    eventsApplied: 0,
+    eventsRefused: 0,
+    redispatched: 0,
+    reconcilePasses: 0,
+    reconcileLeftToOthers: 0,
+  };
 
   constructor(readonly opts: CoordOptions) {
     this.log = opts.logger ?? silentLogger;
     this.events.setMaxListeners(0);
     this.keySets = new KeySetHolder({ cluster: opts.clusterId, admins: opts.admins });
     this.federation = new SupervisorFederation({
-      ledger: opts.ledger, keySets: this.keySets, clusterId: opts.clusterId, logger: this.log,
+      ledger: opts.ledger,
+      keySets: this.keySets,
+      clusterId: opts.clusterId,
+      logger: this.log,
       ...(opts.clock ? { clock: opts.clock } : {}),
       ...(opts.supervisor ? { pinned: { apiUrl: 'in-process', ...opts.pinnedSupervisor, client: opts.supervisor, keys: opts.supervisorKeys } } : {}),
       connect: (id, apiUrl) => new HttpSupervisorClient(id, apiUrl, opts.supervisorToken ?? ''),
@@ -128,22 +173,40 @@ export class CoordService {
       ...(opts.heartbeatMs ? { heartbeatMs: opts.heartbeatMs } : {}),
       onTransition: async (t) => {
         this.nodeSigners.clear();
-        await this.ledger.appendAudit({ kind: 'node.transition', actor: t.actor, subject: t.nodeId, data: { from: t.from, to: t.to, event: t.event, reason: t.reason } });
+        await this.ledger.appendAudit({
+          kind: 'node.transition',
+          actor: t.actor,
+          subject: t.nodeId,
+          data: { from: t.from, to: t.to, event: t.event, reason: t.reason },
+        });
       },
     });
     this.hosts = new HostController({
-      clusterId: opts.clusterId, ledger: opts.ledger, keySets: this.keySets, events: this.events, nodes: this.nodes,
-      submit: (raw) => this.submit(raw), nowS: () => this.nowS(), logger: this.log,
+      clusterId: opts.clusterId,
+      ledger: opts.ledger,
+      keySets: this.keySets,
+      events: this.events,
+      nodes: this.nodes,
+      submit: (raw) => this.submit(raw),
+      nowS: () => this.nowS(),
+      logger: this.log,
     });
     this.flows = new FlowEngine({
-      ledger: opts.ledger, keySets: this.keySets, clusterId: opts.clusterId, log: this.log, nowS: () => this.nowS(), ...(opts.leases ? { leases: opts.leases } : {}),
+      ledger: opts.ledger,
+      keySets: this.keySets,
+      clusterId: opts.clusterId,
+      log: this.log,
+      nowS: () => this.nowS(),
+      ...(opts.leases ? { leases: opts.leases } : {}),
       workable: () => this.nodes.workable(),
       dispatch: async (items) => {
         for (const it of items) this.remember(it.jobId, it.node);
         const refusals = await this.dispatchToSupervisor(items);
-        await Promise.all(refusals.map(async (err, i) => {
-          if (err && !err.retryable) await this.refuseQueued(items[i]!.jobId, err);
-        }));
+        await Promise.all(
+          refusals.map(async (err, i) => {
+            if (err && !err.retryable) await this.refuseQueued(items[i]!.jobId, err);
+          }),
+        );
       },
       publish: (flowId, events) => this.publishFlow(flowId, events),
     });
@@ -164,10 +227,15 @@ export class CoordService {
     const current = await this.ledger.currentKeySet();
     if (current) {
       this.keySets.accept(current.envelope, 0);
-      await this.opts.supervisor?.setKeySet(current.envelope).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not hand the key set to the supervisor yet'));
+      await this.opts.supervisor
+        ?.setKeySet(current.envelope)
+        .catch((e) => this.log.warn({ err: (e as Error).message }, 'could not hand the key set to the supervisor yet'));
     }
     await this.federation.start();
-    this.reconcileTimer = setInterval(() => void this.reconcile().catch((e) => this.log.warn({ err: (e as Error).message }, 'reconcile failed')), this.opts.reconcileEveryMs ?? 2000);
+    this.reconcileTimer = setInterval(
+      () => void this.reconcile().catch((e) => this.log.warn({ err: (e as Error).message }, 'reconcile failed')),
+      this.opts.reconcileEveryMs ?? 2000,
+    );
     this.reconcileTimer.unref();
     this.sweepTimer = setInterval(() => void this.nodes.sweep().catch((e) => this.log.warn({ err: (e as Error).message }, 'node sweep failed')), 1000);
     this.sweepTimer.unref();
@@ -193,7 +261,18 @@ export class CoordService {
     const accepted = this.keySets.current!;
     if (changed) {
       await this.ledger.putKeySet({ version: accepted.keySet.version, envelope: raw, signerKeyids: accepted.signers.map((s) => s.keyid) });
-      await this.ledger.appendAudit({ kind: 'keyset.publish', actor, subject: `v${accepted.keySet.version}`, data: { from: before, signers: accepted.signers.map((s) => s.keyid), users: accepted.keySet.users.length, roles: accepted.keySet.roles.length, revoked: accepted.keySet.revoked } });
+      await this.ledger.appendAudit({
+        kind: 'keyset.publish',
+        actor,
+        subject: `v${accepted.keySet.version}`,
+        data: {
+          from: before,
+          signers: accepted.signers.map((s) => s.keyid),
+          users: accepted.keySet.users.length,
+          roles: accepted.keySet.roles.length,
+          revoked: accepted.keySet.revoked,
+        },
+      });
     }
     await this.federation.setKeySet(raw);
     return { version: accepted.keySet.version, changed };
@@ -205,7 +284,9 @@ export class CoordService {
   }
 
   /** Admission of one envelope; see submitMany. Throws the refusal (verification, policy) as a WritError. */
-  async submit(raw: string): Promise<{ id: string; status: JobStatus; node: string | null; replayed: boolean; errorCode: string | null; errorMessage: string | null }> {
+  async submit(
+    raw: string,
+  ): Promise<{ id: string; status: JobStatus; node: string | null; replayed: boolean; errorCode: string | null; errorMessage: string | null }> {
     const [r] = await this.submitMany([raw]);
     if (!r || 'error' in r) throw r?.error ?? new WritError('INTERNAL', 'no admission outcome');
     return r;
@@ -227,7 +308,11 @@ export class CoordService {
       let prepared: Prepared;
       try {
         this.keySets.ensureUsable(nowS);
-        const verified = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.job, keys: this.keySets.ring, ...(this.opts.maxEnvelopeBytes ? { maxBytes: this.opts.maxEnvelopeBytes } : {}) });
+        const verified = verifyEnvelope(raw, {
+          payloadType: PAYLOAD_TYPES.job,
+          keys: this.keySets.ring,
+          ...(this.opts.maxEnvelopeBytes ? { maxBytes: this.opts.maxEnvelopeBytes } : {}),
+        });
         const job = parseJobPayload(verified.payload);
         checkJobTimes(job, nowS);
         checkAudience(job, this.opts.clusterId);
@@ -246,7 +331,15 @@ export class CoordService {
       pending.forEach((p, k) => {
         const o = outcomes[k]!;
         if ('error' in o) results[p.index] = { id: o.id, error: o.error };
-        else if (o.created) results[p.index] = { id: o.id, status: o.status, node: o.node, replayed: false, errorCode: p.item.errorCode ?? null, errorMessage: p.item.errorMessage ?? null };
+        else if (o.created)
+          results[p.index] = {
+            id: o.id,
+            status: o.status,
+            node: o.node,
+            replayed: false,
+            errorCode: p.item.errorCode ?? null,
+            errorMessage: p.item.errorMessage ?? null,
+          };
         else results[p.index] = { id: o.id, status: o.status, node: o.node, replayed: true, errorCode: o.errorCode, errorMessage: o.errorMessage };
       });
     }
@@ -269,13 +362,24 @@ export class CoordService {
 
   private placeJob(p: Prepared, workable: readonly NodeView[], targetKnown = true): Admission {
     const base = {
-      id: p.job.id, envelope: p.raw, envelopeSha256: sha256Hex(p.raw), signerKeyids: p.signers.map((s) => s.keyid), target: p.job.target,
-      caps: p.job.caps, exp: new Date(p.job.exp * 1000), maxAttempts: this.opts.maxAttempts ?? 3,
+      id: p.job.id,
+      envelope: p.raw,
+      envelopeSha256: sha256Hex(p.raw),
+      signerKeyids: p.signers.map((s) => s.keyid),
+      target: p.job.target,
+      caps: p.job.caps,
+      exp: new Date(p.job.exp * 1000),
+      maxAttempts: this.opts.maxAttempts ?? 3,
     };
     const candidates = workable.filter((n) => targetMatchesNode(p.job.target, n));
     if (candidates.length === 0 && !targetKnown && 'node' in p.job.target) {
       // A mistyped node would otherwise wait silently until the envelope expires: refuse it at once.
-      return { ...base, status: 'refused', errorCode: 'NODE_UNKNOWN', errorMessage: `no node ${p.job.target.node} is registered with this coord (\`writ nodes list\` shows the nodes); a node that is known but down or draining makes the job wait instead` };
+      return {
+        ...base,
+        status: 'refused',
+        errorCode: 'NODE_UNKNOWN',
+        errorMessage: `no node ${p.job.target.node} is registered with this coord (\`writ nodes list\` shows the nodes); a node that is known but down or draining makes the job wait instead`,
+      };
     }
     if (candidates.length === 0) return { ...base, status: 'admitted' };
     const node = pickByJobId(p.job.id, candidates);
@@ -289,7 +393,7 @@ export class CoordService {
   }
 
   /** One group: record every admission and its audit entries in one transaction, then enqueue the queued ones. */
-  private async commitAdmissions(items: (Admission)[]): Promise<AdmissionOutcome[]> {
+  private async commitAdmissions(items: Admission[]): Promise<AdmissionOutcome[]> {
     this.metrics.admissionGroups++;
     const outcomes = await this.ledger.admitJobs(items, (outs) => {
       const audits: AuditInput[] = [];
@@ -297,7 +401,8 @@ export class CoordService {
         if (!('created' in o) || !o.created) return;
         const it = items[i]!;
         audits.push({ kind: 'job.admit', actor: it.signerKeyids.join(','), subject: it.id, data: { target: it.target, caps: it.caps } });
-        if (it.status === 'refused') audits.push({ kind: 'job.refuse', actor: 'coord', subject: it.id, data: { code: it.errorCode, message: it.errorMessage } });
+        if (it.status === 'refused')
+          audits.push({ kind: 'job.refuse', actor: 'coord', subject: it.id, data: { code: it.errorCode, message: it.errorMessage } });
       });
       return audits;
     });
@@ -320,15 +425,19 @@ export class CoordService {
       // their queue and enqueues them then (R1). A refusal by a supervisor in another process ends the job.
       try {
         const refusals = await this.dispatchToSupervisor(toQueue);
-        await Promise.all(refusals.map(async (err, i) => {
-          if (err && !err.retryable) await this.refuseQueued(toQueue[i]!.jobId, err);
-        }));
+        await Promise.all(
+          refusals.map(async (err, i) => {
+            if (err && !err.retryable) await this.refuseQueued(toQueue[i]!.jobId, err);
+          }),
+        );
       } catch (e) {
         this.log.warn({ jobs: toQueue.length, err: (e as Error).message, code: errorCodeOf(e) }, 'enqueue failed; the reconciler will enqueue these jobs');
       }
     }
     for (const id of waiting) {
-      await this.ledger.appendJobEvent(id, { type: 'status', message: 'waiting: NODE_NOT_ACTIVE: no active, reachable node matches the target; the job waits until one is' }).catch(() => {});
+      await this.ledger
+        .appendJobEvent(id, { type: 'status', message: 'waiting: NODE_NOT_ACTIVE: no active, reachable node matches the target; the job waits until one is' })
+        .catch(() => {});
     }
     return outcomes;
   }
@@ -413,14 +522,19 @@ export class CoordService {
    */
   async cancelFlow(flowId: string, actor: string): Promise<{ status: string; stopped: number }> {
     const out = await this.flows.cancel(flowId, actor);
-    await Promise.all(out.stopped.map(async (s) => {
-      if (s.attempt < 1) return;
-      try {
-        await this.federation.cancel(s.jobId, s.attempt, s.node, this.nodes.poolOf(s.node));
-      } catch (e) {
-        this.log.warn({ jobId: s.jobId, node: s.node, err: (e as Error).message, code: errorCodeOf(e) }, 'could not ask the supervisor to stop a cancelled job');
-      }
-    }));
+    await Promise.all(
+      out.stopped.map(async (s) => {
+        if (s.attempt < 1) return;
+        try {
+          await this.federation.cancel(s.jobId, s.attempt, s.node, this.nodes.poolOf(s.node));
+        } catch (e) {
+          this.log.warn(
+            { jobId: s.jobId, node: s.node, err: (e as Error).message, code: errorCodeOf(e) },
+            'could not ask the supervisor to stop a cancelled job',
+          );
+        }
+      }),
+    );
     return { status: out.status, stopped: out.stopped.length };
   }
 
@@ -478,11 +592,15 @@ export class CoordService {
         }
         const owner = this.jobNodes.get(ev.jobId);
         if (owner === undefined) {
-          if (ev.type === 'security') refusals.push({ kind: 'security', actor: `node:${ev.node}`, subject: ev.jobId, data: { error: ev.error, note: 'job unknown to the ledger' } });
+          if (ev.type === 'security')
+            refusals.push({ kind: 'security', actor: `node:${ev.node}`, subject: ev.jobId, data: { error: ev.error, note: 'job unknown to the ledger' } });
           continue;
         }
         if (owner !== ev.node) {
-          refuse(`node ${ev.node} reported a ${ev.type} event for job ${ev.jobId}, which was dispatched to ${owner ?? 'no node'}`, 'SECURITY_EVENT', { jobId: ev.jobId, node: ev.node });
+          refuse(`node ${ev.node} reported a ${ev.type} event for job ${ev.jobId}, which was dispatched to ${owner ?? 'no node'}`, 'SECURITY_EVENT', {
+            jobId: ev.jobId,
+            node: ev.node,
+          });
           continue;
         }
         events.push(ev);
@@ -490,19 +608,31 @@ export class CoordService {
     }
     const { recorded, retries, flowsToAdvance, fresh } = await this.ledger.write(async (w) => {
       for (const r of refusals) w.audit(r);
-      const firstTime = await claimBatchesIn(w.tx, batches.map((b) => ({ node: b.node, batch: b.batch })));
+      const firstTime = await claimBatchesIn(
+        w.tx,
+        batches.map((b) => ({ node: b.node, batch: b.batch })),
+      );
       const fresh = events.filter((ev) => firstTime.has(batchOf.get(ev)!));
-      const stepResults = fresh.flatMap((ev) => (ev.type === 'result' && ev.ok && ev.stepResult ? [{ jobId: ev.jobId, node: ev.node, stepResult: ev.stepResult }] : []));
+      const stepResults = fresh.flatMap((ev) =>
+        ev.type === 'result' && ev.ok && ev.stepResult ? [{ jobId: ev.jobId, node: ev.node, stepResult: ev.stepResult }] : [],
+      );
       const applied = await w.applyRunnerEvents(fresh);
       // A flow step's signed result is kept with its job, in the same commit as the job's success.
       await recordStepResultsIn(w.tx, stepResults);
-      const ended = applied.recorded.filter((e) => e.type === 'status' && typeof e.data === 'object' && e.data !== null && ['succeeded', 'failed', 'refused'].includes((e.data as { status?: string }).status ?? ''));
+      const ended = applied.recorded.filter(
+        (e) =>
+          e.type === 'status' &&
+          typeof e.data === 'object' &&
+          e.data !== null &&
+          ['succeeded', 'failed', 'refused'].includes((e.data as { status?: string }).status ?? ''),
+      );
       const retried = applied.retries.map((r) => r.jobId);
       return { ...applied, fresh: fresh.length, flowsToAdvance: await flowsOfJobs(w.tx, [...new Set([...ended.map((e) => e.jobId), ...retried])]) };
     });
     for (const e of recorded) this.publish(e.jobId, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
     if (retries.length > 0) await this.enqueueRetries(retries);
-    for (const id of flowsToAdvance) await this.flows.advance(id).catch((e) => this.log.warn({ flowId: id, err: (e as Error).message }, 'advancing a flow failed; the reconciler retries'));
+    for (const id of flowsToAdvance)
+      await this.flows.advance(id).catch((e) => this.log.warn({ flowId: id, err: (e as Error).message }, 'advancing a flow failed; the reconciler retries'));
     if (refusals.length > 0) this.log.warn({ supervisor: report.supervisor, refused: refusals.length }, 'refused runner events: security event');
     this.metrics.reportsApplied++;
     this.metrics.eventsApplied += fresh;
@@ -546,7 +676,9 @@ export class CoordService {
   private async enqueueRetries(retries: readonly Retry[]): Promise<void> {
     try {
       const items = await Promise.all(retries.map(async (r) => ({ ...r, envelope: await this.sendable(r.envelope) })));
-      await this.dispatchToSupervisor(items.map((r) => ({ jobId: r.jobId, node: r.node, envelope: r.envelope, attempt: r.attempt, delayMs: this.retryDelayMs(r.attempt, r.envelope) })));
+      await this.dispatchToSupervisor(
+        items.map((r) => ({ jobId: r.jobId, node: r.node, envelope: r.envelope, attempt: r.attempt, delayMs: this.retryDelayMs(r.attempt, r.envelope) })),
+      );
     } catch (e) {
       this.log.warn({ jobs: retries.length, err: (e as Error).message, code: errorCodeOf(e) }, 'enqueueing retries failed; the reconciler will dispatch them');
     }
@@ -584,7 +716,9 @@ export class CoordService {
     return sendableEnvelope(raw, async (sha) => {
       let env = this.flowEnvelopes.get(sha);
       if (env === undefined) {
-        [env] = (await this.ledger.db.query<{ envelope: string }>('SELECT envelope FROM flows WHERE envelope_sha256 = $1 LIMIT 1', [sha])).map((r) => r.envelope);
+        [env] = (await this.ledger.db.query<{ envelope: string }>('SELECT envelope FROM flows WHERE envelope_sha256 = $1 LIMIT 1', [sha])).map(
+          (r) => r.envelope,
+        );
         if (env === undefined) return undefined;
         if (this.flowEnvelopes.size >= 64) this.flowEnvelopes.delete(this.flowEnvelopes.keys().next().value!);
         this.flowEnvelopes.set(sha, env);
@@ -598,11 +732,17 @@ export class CoordService {
     const [refusal] = await this.dispatchToSupervisor([{ jobId: job.id, node, envelope: job.envelope, attempt: job.attempts }]);
     if (refusal && !refusal.retryable) return this.refuseQueued(job.id, refusal);
     if (refusal) {
-      this.log.warn({ jobId: job.id, node, attempt: job.attempts, code: refusal.code, reason: refusal.message }, 'could not enqueue a lost attempt again; will retry');
+      this.log.warn(
+        { jobId: job.id, node, attempt: job.attempts, code: refusal.code, reason: refusal.message },
+        'could not enqueue a lost attempt again; will retry',
+      );
       await this.ledger.touchJob(job.id);
       return;
     }
-    await this.ledger.appendJobEvent(job.id, { type: 'status', message: `attempt ${job.attempts} enqueued again on ${node}: the queue had lost it before it started` });
+    await this.ledger.appendJobEvent(job.id, {
+      type: 'status',
+      message: `attempt ${job.attempts} enqueued again on ${node}: the queue had lost it before it started`,
+    });
     this.log.info({ jobId: job.id, node, attempt: job.attempts }, 'enqueued a lost attempt again');
     this.metrics.redispatched++;
   }
@@ -633,7 +773,14 @@ export class CoordService {
     try {
       // A job that waited past its envelope's expiry will never run (every tier refuses it): settle it.
       for (const job of await this.ledger.listExpiredWaiting()) {
-        if (await this.settleFailed(job, { code: 'ENVELOPE_EXPIRED', message: `the envelope expired at ${job.exp.toISOString()} before the job could run`, retryable: false }, 'failed: ENVELOPE_EXPIRED: it expired while waiting')) settled++;
+        if (
+          await this.settleFailed(
+            job,
+            { code: 'ENVELOPE_EXPIRED', message: `the envelope expired at ${job.exp.toISOString()} before the job could run`, retryable: false },
+            'failed: ENVELOPE_EXPIRED: it expired while waiting',
+          )
+        )
+          settled++;
       }
       const jobs = await this.claimForReconcile(await this.ledger.listUnfinished({ olderThanMs: this.opts.reconcileAfterMs ?? 5000 }), claimed);
       for (const job of jobs) {
@@ -656,7 +803,11 @@ export class CoordService {
               } else if (await this.redispatch(job, node, `the queue had lost attempt ${job.attempts}`)) redispatched++;
             } else {
               // Held, or no recent heartbeat to ask (Redis lost it too, or the node is silent): look again later.
-              if (st.held === 'unknown') this.log.info({ jobId: job.id, node, attempt: job.attempts }, 'the queue lost an attempt; waiting for the node to say whether it still runs it');
+              if (st.held === 'unknown')
+                this.log.info(
+                  { jobId: job.id, node, attempt: job.attempts },
+                  'the queue lost an attempt; waiting for the node to say whether it still runs it',
+                );
               await this.ledger.touchJob(job.id);
             }
           } else if (st.state === 'failed') {
@@ -670,14 +821,16 @@ export class CoordService {
               const failedBefore = (await this.ledger.listAttempts(job.id)).filter((a) => a.outcome === 'failed' && a.attempt !== job.attempts).length;
               if (!reported.retryable || failedBefore + 1 >= job.maxAttempts) {
                 if (await this.settleFailed(job, reported, `failed: ${reported.code}: ${reported.message}`)) settled++;
-              } else if (await this.redispatch(job, node, `attempt ${job.attempts} failed: ${reported.code}`, this.retryDelayMs(job.attempts + 1))) redispatched++;
+              } else if (await this.redispatch(job, node, `attempt ${job.attempts} failed: ${reported.code}`, this.retryDelayMs(job.attempts + 1)))
+                redispatched++;
             } else if (st.held === 'yes') {
               await this.ledger.touchJob(job.id); // its runner still executes it: its report will come
             } else if ((await this.ledger.listAttempts(job.id)).filter((a) => a.outcome === 'superseded').length + 1 >= MAX_LOST_ATTEMPTS) {
               // Its runner died or stalled under it again and again: it may be what kills the runner.
               const reason = `${MAX_LOST_ATTEMPTS} attempts were lost with their runner (the last: ${st.failedReason ?? 'given up by the queue'}); the job may be what crashes it`;
               if (await this.settleFailed(job, { code: 'INTERNAL', message: reason, retryable: true }, `failed: INTERNAL: ${reason}`)) settled++;
-            } else if (await this.redispatch(job, node, `attempt ${job.attempts} was given up by the queue (${st.failedReason ?? 'no reason'})`)) redispatched++;
+            } else if (await this.redispatch(job, node, `attempt ${job.attempts} was given up by the queue (${st.failedReason ?? 'no reason'})`))
+              redispatched++;
           } else {
             // Alive in the queue (or completed, its report on the way): look again later, not in a tight loop.
             await this.ledger.touchJob(job.id);
@@ -706,7 +859,12 @@ export class CoordService {
   private async claimForReconcile(listed: JobRecord[], claimed: string[]): Promise<JobRecord[]> {
     const leases = this.opts.leases;
     if (!leases || listed.length === 0) return listed;
-    claimed.push(...(await leases.claim(LEASE_KINDS.job, listed.map((j) => j.id))));
+    claimed.push(
+      ...(await leases.claim(
+        LEASE_KINDS.job,
+        listed.map((j) => j.id),
+      )),
+    );
     this.metrics.reconcileLeftToOthers += listed.length - claimed.length;
     const mine = new Set(claimed);
     const out: JobRecord[] = [];

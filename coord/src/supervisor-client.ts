@@ -1,7 +1,14 @@
 // The one interface the coord uses to reach a supervisor: in-process for `writ dev`, HTTP when the
 // supervisor runs as its own process (`writ supervisor`).
 import {
-  WritError, parseQueueStateAnswer, parseSupervisorSubmitAnswer, readAnswer, toErrorJSON, type ErrorJSON, type HolderState, type QueueState,
+  WritError,
+  parseQueueStateAnswer,
+  parseSupervisorSubmitAnswer,
+  readAnswer,
+  toErrorJSON,
+  type ErrorJSON,
+  type HolderState,
+  type QueueState,
 } from '@writ/protocol';
 import type { DispatchItem, Supervisor } from '@writ/supervisor';
 
@@ -47,7 +54,11 @@ export class InProcessSupervisorClient implements SupervisorClient {
 }
 
 export class HttpSupervisorClient implements SupervisorClient {
-  constructor(readonly id: string, private readonly baseUrl: string, private readonly token: string) {}
+  constructor(
+    readonly id: string,
+    private readonly baseUrl: string,
+    private readonly token: string,
+  ) {}
 
   private async call(method: string, path: string, body?: unknown): Promise<unknown> {
     let res: Response;
@@ -69,14 +80,16 @@ export class HttpSupervisorClient implements SupervisorClient {
   }
   /** Another process: the supervisor verifies and authorises each envelope itself before it enqueues it. */
   async dispatchMany(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
-    return Promise.all(items.map(async (it) => {
-      try {
-        await this.submit(it);
-        return null;
-      } catch (e) {
-        return toErrorJSON(e, true);
-      }
-    }));
+    return Promise.all(
+      items.map(async (it) => {
+        try {
+          await this.submit(it);
+          return null;
+        } catch (e) {
+          return toErrorJSON(e, true);
+        }
+      }),
+    );
   }
   async jobState(jobId: string, attempt: number, node: string) {
     return parseQueueStateAnswer(await this.call('GET', `/v1/jobs/${encodeURIComponent(node)}/${encodeURIComponent(jobId)}/${attempt}`));

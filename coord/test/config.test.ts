@@ -35,7 +35,11 @@ describe('coordConfig', () => {
   });
 
   it('keeps the ledger in PostgreSQL when DATABASE_URL is set, and takes the cluster from WRIT_CLUSTER', () => {
-    expect(coordConfig({ ...GIVEN, state: '/srv/coord' }, { ...ENV, DATABASE_URL: 'postgres://db/writ', WRIT_CLUSTER: 'prod' })).toMatchObject({ ledger: { databaseUrl: 'postgres://db/writ' }, clusterId: 'prod', stateDir: '/srv/coord' });
+    expect(coordConfig({ ...GIVEN, state: '/srv/coord' }, { ...ENV, DATABASE_URL: 'postgres://db/writ', WRIT_CLUSTER: 'prod' })).toMatchObject({
+      ledger: { databaseUrl: 'postgres://db/writ' },
+      clusterId: 'prod',
+      stateDir: '/srv/coord',
+    });
   });
 
   it('is frozen all the way down', () => {
@@ -49,7 +53,10 @@ describe('coordConfig', () => {
     // Without --supervisor every supervisor joins by signed heartbeats; a key without a URL (or the reverse) is a slip.
     expect(coordConfig({ ...GIVEN, supervisor: undefined, supervisorKey: undefined }, ENV)).toMatchObject({ supervisorUrl: null, supervisorKeyFile: null });
     expect(refusal({ supervisor: undefined })).toEqual({ code: 'USAGE', message: '--supervisor-key goes with --supervisor URL' });
-    expect(refusal({ supervisorKey: undefined })).toEqual({ code: 'USAGE', message: '--supervisor-key FILE is required with --supervisor: the public key its reports are signed with' });
+    expect(refusal({ supervisorKey: undefined })).toEqual({
+      code: 'USAGE',
+      message: '--supervisor-key FILE is required with --supervisor: the public key its reports are signed with',
+    });
     expect(refusal({ adminKeys: undefined }).code).toBe('USAGE');
   });
 

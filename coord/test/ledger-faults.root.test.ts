@@ -56,7 +56,9 @@ describe.skipIf(!support.ok)('ledger storage faults (PGlite on its thread)', () 
       const filler = fillDisk(m.dir);
 
       await expect(ledger.db.query('INSERT INTO kept VALUES ($1, $2)', [100, bulky()])).rejects.toMatchObject({
-        code: 'LEDGER_UNAVAILABLE', details: { fault: 'disk-full', dataDir: path.join(m.dir, 'ledger') }, message: expect.stringContaining('disk is full'),
+        code: 'LEDGER_UNAVAILABLE',
+        details: { fault: 'disk-full', dataDir: path.join(m.dir, 'ledger') },
+        message: expect.stringContaining('disk is full'),
       });
       expect(ledger.db.health.problem?.code).toBe('LEDGER_UNAVAILABLE');
       expect(ledger.db.health.fatal).toBeNull();
@@ -76,7 +78,9 @@ describe.skipIf(!support.ok)('ledger storage faults (PGlite on its thread)', () 
       expect(await ledger.db.query('SELECT count(*)::int AS n FROM kept')).toEqual([{ n: 5 }]);
       const audit = await ledger.verifyAudit();
       expect(audit.ok).toBe(true);
-      expect((await ledger.tailAudit(10)).map((e) => e.subject).filter((s) => s !== 'while full')).toEqual(expect.arrayContaining(['before the disk filled', 'after space came back']));
+      expect((await ledger.tailAudit(10)).map((e) => e.subject).filter((s) => s !== 'while full')).toEqual(
+        expect.arrayContaining(['before the disk filled', 'after space came back']),
+      );
       // Readiness comes back once a write went through on a disk with room again.
       await until('the ledger reporting healthy again', () => ledger.db.health.problem === null, 10_000);
     } finally {
@@ -98,7 +102,10 @@ describe.skipIf(!support.ok)('ledger storage faults (PGlite on its thread)', () 
       console.log(`[ledger faults] read-only disk noticed after ${foundMs} ms`);
       expect(fatal[0]).toMatchObject({ code: 'LEDGER_UNAVAILABLE', details: { fault: 'read-only', dataDir }, message: expect.stringContaining(dataDir) });
       const t0 = Date.now();
-      await expect(ledger.appendAudit({ kind: 'test', actor: 'test', subject: 'after' })).rejects.toMatchObject({ code: 'LEDGER_UNAVAILABLE', details: { fault: 'read-only' } });
+      await expect(ledger.appendAudit({ kind: 'test', actor: 'test', subject: 'after' })).rejects.toMatchObject({
+        code: 'LEDGER_UNAVAILABLE',
+        details: { fault: 'read-only' },
+      });
       await expect(ledger.ping()).rejects.toMatchObject({ code: 'LEDGER_UNAVAILABLE' });
       expect(Date.now() - t0).toBeLessThan(1000);
     } finally {

@@ -26,14 +26,45 @@ const ENGINES: { name: string; skip?: string; open(): Promise<Ledger> }[] = [
 
 function admission(id: string, over: Partial<Admission> = {}): Admission {
   const envelope = JSON.stringify({ id, v: over.envelope ?? 1 });
-  return { id, envelope, envelopeSha256: sha256Hex(envelope), signerKeyids: ['k1'], target: { node: 'n1' }, caps: [], exp: new Date(Date.now() + 3600_000), status: 'queued', node: 'n1', ...over, ...(over.envelope ? { envelopeSha256: sha256Hex(over.envelope) } : {}) };
+  return {
+    id,
+    envelope,
+    envelopeSha256: sha256Hex(envelope),
+    signerKeyids: ['k1'],
+    target: { node: 'n1' },
+    caps: [],
+    exp: new Date(Date.now() + 3600_000),
+    status: 'queued',
+    node: 'n1',
+    ...over,
+    ...(over.envelope ? { envelopeSha256: sha256Hex(over.envelope) } : {}),
+  };
 }
 
 const ev = {
   running: (jobId: string, attempt = 1): RunnerEvent => ({ type: 'status', jobId, attempt, node: 'n1', ts: 1, status: 'running' }),
   log: (jobId: string, message: string): RunnerEvent => ({ type: 'log', jobId, attempt: 1, node: 'n1', ts: 1, level: 'info', message }),
-  ok: (jobId: string, value: unknown, attempt = 1): RunnerEvent => ({ type: 'result', jobId, attempt, node: 'n1', ts: 1, ok: true, value: value as never, durationMs: 3 }),
-  fail: (jobId: string, final: boolean, attempt = 1): RunnerEvent => ({ type: 'result', jobId, attempt, node: 'n1', ts: 1, ok: false, error: { code: 'COMMAND_FAILED', message: 'boom', retryable: true }, final, durationMs: 2 }),
+  ok: (jobId: string, value: unknown, attempt = 1): RunnerEvent => ({
+    type: 'result',
+    jobId,
+    attempt,
+    node: 'n1',
+    ts: 1,
+    ok: true,
+    value: value as never,
+    durationMs: 3,
+  }),
+  fail: (jobId: string, final: boolean, attempt = 1): RunnerEvent => ({
+    type: 'result',
+    jobId,
+    attempt,
+    node: 'n1',
+    ts: 1,
+    ok: false,
+    error: { code: 'COMMAND_FAILED', message: 'boom', retryable: true },
+    final,
+    durationMs: 2,
+  }),
 };
 
 describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
@@ -41,12 +72,27 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
     if (engine.skip) ctx.skip();
     const ledger = await engine.open();
     try {
-      const first = await ledger.admitJobs([admission('a'), admission('b', { status: 'refused', node: null, errorCode: 'CAPABILITY_NOT_GRANTED', errorMessage: 'no' }), admission('c', { status: 'admitted', node: null })], (outs) =>
-        outs.map((o) => ({ kind: 'job.admit', actor: 'k1', subject: o.id })));
-      expect(first.map((o) => ('created' in o ? [o.id, o.created, o.status] : [o.id, o.error.code]))).toEqual([['a', true, 'queued'], ['b', true, 'refused'], ['c', true, 'admitted']]);
+      const first = await ledger.admitJobs(
+        [
+          admission('a'),
+          admission('b', { status: 'refused', node: null, errorCode: 'CAPABILITY_NOT_GRANTED', errorMessage: 'no' }),
+          admission('c', { status: 'admitted', node: null }),
+        ],
+        (outs) => outs.map((o) => ({ kind: 'job.admit', actor: 'k1', subject: o.id })),
+      );
+      expect(first.map((o) => ('created' in o ? [o.id, o.created, o.status] : [o.id, o.error.code]))).toEqual([
+        ['a', true, 'queued'],
+        ['b', true, 'refused'],
+        ['c', true, 'admitted'],
+      ]);
       // Same envelope again (replay), another envelope under a used id (conflict), and a duplicate inside the group.
       const second = await ledger.admitJobs([admission('a'), admission('b', { envelope: 'other' }), admission('d'), admission('d')], () => []);
-      expect(second.map((o) => ('created' in o ? [o.id, o.created, o.status] : [o.id, o.error.code]))).toEqual([['a', false, 'queued'], ['b', 'JOB_ID_CONFLICT'], ['d', true, 'queued'], ['d', false, 'queued']]);
+      expect(second.map((o) => ('created' in o ? [o.id, o.created, o.status] : [o.id, o.error.code]))).toEqual([
+        ['a', false, 'queued'],
+        ['b', 'JOB_ID_CONFLICT'],
+        ['d', true, 'queued'],
+        ['d', false, 'queued'],
+      ]);
       expect((await ledger.listJobEvents('a', 0, 10)).map((e) => e.message)).toEqual(['admitted', 'queued for node n1']);
       expect(await ledger.getJob('b')).toMatchObject({ status: 'refused', errorCode: 'CAPABILITY_NOT_GRANTED', finishedAt: expect.any(Date) });
       expect((await ledger.listJobEvents('b', 0, 10)).map((e) => e.message)).toEqual(['admitted', 'refused: CAPABILITY_NOT_GRANTED: no']);
@@ -62,22 +108,47 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
     if (engine.skip) ctx.skip();
     const ledger = await engine.open();
     try {
-      await ledger.admitJobs(['j1', 'j2', 'j3'].map((id) => admission(id)), () => []);
-      const { recorded, retries } = await ledger.write((w) => w.applyRunnerEvents([
-        ev.running('j1'), ev.log('j1', 'one'), ev.log('j1', 'two'), ev.log('j1', 'three'), ev.log('j1', 'four'), ev.log('j1', 'five'), ev.ok('j1', { n: 1 }),
-        ev.running('j2'), ev.fail('j2', false), ev.running('j2', 2), ev.ok('j2', 'second', 2),
-        ev.running('j3'), ev.fail('j3', true),
-        // Late and duplicate reports change nothing: a running report after the result, a second result.
-        ev.running('j1'), ev.ok('j1', 'late'),
-        ev.log('nosuchjob', 'dropped'),
-      ]));
+      await ledger.admitJobs(
+        ['j1', 'j2', 'j3'].map((id) => admission(id)),
+        () => [],
+      );
+      const { recorded, retries } = await ledger.write((w) =>
+        w.applyRunnerEvents([
+          ev.running('j1'),
+          ev.log('j1', 'one'),
+          ev.log('j1', 'two'),
+          ev.log('j1', 'three'),
+          ev.log('j1', 'four'),
+          ev.log('j1', 'five'),
+          ev.ok('j1', { n: 1 }),
+          ev.running('j2'),
+          ev.fail('j2', false),
+          ev.running('j2', 2),
+          ev.ok('j2', 'second', 2),
+          ev.running('j3'),
+          ev.fail('j3', true),
+          // Late and duplicate reports change nothing: a running report after the result, a second result.
+          ev.running('j1'),
+          ev.ok('j1', 'late'),
+          ev.log('nosuchjob', 'dropped'),
+        ]),
+      );
       expect(await ledger.getJob('j1')).toMatchObject({ status: 'succeeded', attempts: 1, result: { n: 1 }, errorCode: null, finishedAt: expect.any(Date) });
       expect((await ledger.listJobEvents('j1', 0, 20)).map((e) => `${e.seq}:${e.type}:${e.message}`)).toEqual([
-        '1:status:admitted', '2:status:queued for node n1', '3:status:running on n1 (attempt 1)', '4:log:one', '5:log:two', '6:log:three',
-        '7:log:log truncated: this job wrote more than 3 log events; later ones were dropped', '8:status:succeeded in 3 ms',
+        '1:status:admitted',
+        '2:status:queued for node n1',
+        '3:status:running on n1 (attempt 1)',
+        '4:log:one',
+        '5:log:two',
+        '6:log:three',
+        '7:log:log truncated: this job wrote more than 3 log events; later ones were dropped',
+        '8:status:succeeded in 3 ms',
       ]);
       expect(await ledger.getJob('j2')).toMatchObject({ status: 'succeeded', attempts: 2, result: 'second', errorCode: null });
-      expect((await ledger.listAttempts('j2')).map((a) => [a.attempt, a.outcome, a.errorCode])).toEqual([[1, 'failed', 'COMMAND_FAILED'], [2, 'succeeded', null]]);
+      expect((await ledger.listAttempts('j2')).map((a) => [a.attempt, a.outcome, a.errorCode])).toEqual([
+        [1, 'failed', 'COMMAND_FAILED'],
+        [2, 'succeeded', null],
+      ]);
       expect(await ledger.getJob('j3')).toMatchObject({ status: 'failed', errorCode: 'COMMAND_FAILED', errorMessage: 'boom' });
       // What was recorded is what subscribers are told, in order, with the seq each row got.
       expect(recorded.filter((r) => r.jobId === 'j2').map((r) => r.seq)).toEqual([3, 4, 5, 6]);
@@ -113,11 +184,13 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
     const ledger = await engine.open();
     try {
       await ledger.admitJobs([admission('x')], () => []);
-      await expect(ledger.write(async (w) => {
-        await w.applyRunnerEvents([ev.running('x'), ev.ok('x', 1)]);
-        w.audit({ kind: 'job.effect', actor: 'n1', subject: 'x' });
-        throw new Error('the ledger failed mid-report');
-      })).rejects.toThrow('mid-report');
+      await expect(
+        ledger.write(async (w) => {
+          await w.applyRunnerEvents([ev.running('x'), ev.ok('x', 1)]);
+          w.audit({ kind: 'job.effect', actor: 'n1', subject: 'x' });
+          throw new Error('the ledger failed mid-report');
+        }),
+      ).rejects.toThrow('mid-report');
       expect(await ledger.getJob('x')).toMatchObject({ status: 'queued', attempts: 1 });
       expect((await ledger.listAttempts('x')).map((a) => [a.attempt, a.outcome, a.startedAt])).toEqual([[1, 'queued', null]]);
       expect((await ledger.verifyAudit()).count).toBe(0);

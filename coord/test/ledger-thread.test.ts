@@ -39,10 +39,12 @@ describe('the ledger thread', () => {
     try {
       await expect(ledger.recordAttempt('no-such-job', 1, 'n1', 'running')).rejects.toMatchObject({ code: 'NOT_FOUND' }); // from SQLSTATE 23503
       await ledger.db.exec('CREATE TABLE t (x int PRIMARY KEY)');
-      await expect(ledger.db.transaction(async (tx) => {
-        await tx.query('INSERT INTO t VALUES (1)');
-        await tx.query('INSERT INTO t VALUES (1)');
-      })).rejects.toMatchObject({ code: '23505' });
+      await expect(
+        ledger.db.transaction(async (tx) => {
+          await tx.query('INSERT INTO t VALUES (1)');
+          await tx.query('INSERT INTO t VALUES (1)');
+        }),
+      ).rejects.toMatchObject({ code: '23505' });
       expect(await ledger.db.query('SELECT count(*)::int AS n FROM t')).toEqual([{ n: 0 }]);
       await ledger.db.transaction(async (tx) => {
         await tx.query('INSERT INTO t VALUES (2)');

@@ -60,7 +60,16 @@ const ENGINES: Engine[] = [
 
 function job(id: string, over: Partial<NewJob> = {}): NewJob {
   const envelope = `{"payloadType":"application/vnd.writ.job+json;v=1","payload":"${id}","signatures":[]}`;
-  return { id, envelope, envelopeSha256: sha256Hex(envelope), signerKeyids: ['k1'], target: { node: 'n1' }, caps: ['vm.create'], exp: new Date(Date.now() + 3_600_000), ...over };
+  return {
+    id,
+    envelope,
+    envelopeSha256: sha256Hex(envelope),
+    signerKeyids: ['k1'],
+    target: { node: 'n1' },
+    caps: ['vm.create'],
+    exp: new Date(Date.now() + 3_600_000),
+    ...over,
+  };
 }
 
 let seqNo = 0;
@@ -141,7 +150,20 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       const rec = job(uid('new'), { signerKeyids: ['k1', 'k2'], target: { selector: { rack: 'a' } }, caps: ['vm.create', 'net.bridge'], maxAttempts: 5 });
       const { job: row, created } = await ledger.insertJob(rec);
       expect(created).toBe(true);
-      expect(row).toMatchObject({ id: rec.id, envelope: rec.envelope, envelopeSha256: rec.envelopeSha256, signerKeyids: ['k1', 'k2'], target: { selector: { rack: 'a' } }, caps: ['vm.create', 'net.bridge'], status: 'admitted', attempts: 0, maxAttempts: 5, node: null, result: null, finishedAt: null });
+      expect(row).toMatchObject({
+        id: rec.id,
+        envelope: rec.envelope,
+        envelopeSha256: rec.envelopeSha256,
+        signerKeyids: ['k1', 'k2'],
+        target: { selector: { rack: 'a' } },
+        caps: ['vm.create', 'net.bridge'],
+        status: 'admitted',
+        attempts: 0,
+        maxAttempts: 5,
+        node: null,
+        result: null,
+        finishedAt: null,
+      });
       expect(row.exp.getTime()).toBe(rec.exp.getTime());
       expect(await ledger.getJob(rec.id)).toEqual(row);
       const events = await ledger.listJobEvents(rec.id, 0, 10);
@@ -165,7 +187,10 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       const rec = job(uid('conflict'));
       await ledger.insertJob(rec);
       const other = `${rec.envelope} `;
-      await expect(ledger.insertJob({ ...rec, envelope: other, envelopeSha256: sha256Hex(other) })).rejects.toMatchObject({ code: 'JOB_ID_CONFLICT', status: 409 });
+      await expect(ledger.insertJob({ ...rec, envelope: other, envelopeSha256: sha256Hex(other) })).rejects.toMatchObject({
+        code: 'JOB_ID_CONFLICT',
+        status: 409,
+      });
       expect((await ledger.getJob(rec.id))!.envelope).toBe(rec.envelope);
     });
 
@@ -182,7 +207,9 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       for (const id of ids) await ledger.insertJob(job(id, { node }));
       // Equal creation times for four of them: the id must break the tie.
       await ledger.db.query("UPDATE jobs SET created_at = '2000-01-01T00:00:00.000Z' WHERE id = ANY($1::text[])", [ids.slice(2, 6)]);
-      const expected = (await ledger.db.query<{ id: string }>('SELECT id FROM jobs WHERE node = $1 ORDER BY created_at DESC, id DESC', [node])).map((r) => r.id);
+      const expected = (await ledger.db.query<{ id: string }>('SELECT id FROM jobs WHERE node = $1 ORDER BY created_at DESC, id DESC', [node])).map(
+        (r) => r.id,
+      );
       const seen: string[] = [];
       let cursor: string | undefined;
       let pages = 0;
@@ -211,7 +238,12 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       expect(retry).toMatchObject({ status: 'queued', attempts: 2, node: 'n1' });
       expect((await ledger.transitionJob(id, 'running', { attempt: 2 }))!.attempts).toBe(2);
       await ledger.recordAttempt(id, 2, 'n1', 'running');
-      const done = await ledger.transitionJob(id, 'succeeded', { attempt: 2, result: { vm: 'vm-1', ips: ['10.0.0.2'] }, message: 'succeeded in 5 ms', eventData: { ms: 5 } });
+      const done = await ledger.transitionJob(id, 'succeeded', {
+        attempt: 2,
+        result: { vm: 'vm-1', ips: ['10.0.0.2'] },
+        message: 'succeeded in 5 ms',
+        eventData: { ms: 5 },
+      });
       expect(done).toMatchObject({ status: 'succeeded', attempts: 2, result: { vm: 'vm-1', ips: ['10.0.0.2'] }, errorCode: null, errorMessage: null });
       expect(done!.finishedAt).toBeInstanceOf(Date);
       expect(done!.event).toMatchObject({ message: 'succeeded in 5 ms', data: { status: 'succeeded', from: 'running', detail: { ms: 5 } } });
@@ -220,7 +252,10 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       expect(events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
       // Every attempt is in the ledger with its number, node and times; the job's end closed the running one.
       const attempts = await ledger.listAttempts(id);
-      expect(attempts.map((a) => [a.attempt, a.node, a.outcome, a.errorCode])).toEqual([[1, 'n1', 'failed', 'COMMAND_FAILED'], [2, 'n1', 'succeeded', null]]);
+      expect(attempts.map((a) => [a.attempt, a.node, a.outcome, a.errorCode])).toEqual([
+        [1, 'n1', 'failed', 'COMMAND_FAILED'],
+        [2, 'n1', 'succeeded', null],
+      ]);
       for (const a of attempts) expect([a.dispatchedAt, a.startedAt, a.finishedAt].every((d) => d instanceof Date)).toBe(true);
       // A terminal job gets no new attempt.
       expect(await ledger.dispatchAttempt(id, 'n1')).toBeNull();
@@ -234,10 +269,16 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       await ledger.recordAttempt(id, 1, 'n1', 'running');
       // The queue lost attempt 1 (or it stalled): attempt 2 replaces it.
       await ledger.dispatchAttempt(id, 'n1');
-      expect((await ledger.listAttempts(id)).map((a) => [a.attempt, a.outcome])).toEqual([[1, 'superseded'], [2, 'queued']]);
+      expect((await ledger.listAttempts(id)).map((a) => [a.attempt, a.outcome])).toEqual([
+        [1, 'superseded'],
+        [2, 'queued'],
+      ]);
       await ledger.transitionJob(id, 'failed', { errorCode: 'ENVELOPE_EXPIRED', errorMessage: 'x' });
       const after = await ledger.listAttempts(id);
-      expect(after.map((a) => [a.attempt, a.outcome])).toEqual([[1, 'superseded'], [2, 'superseded']]);
+      expect(after.map((a) => [a.attempt, a.outcome])).toEqual([
+        [1, 'superseded'],
+        [2, 'superseded'],
+      ]);
       expect(after.every((a) => a.finishedAt instanceof Date)).toBe(true);
     });
 
@@ -297,7 +338,10 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       expect(late).toMatchObject({ outcome: 'failed', errorCode: 'COMMAND_FAILED' });
       await ledger.recordAttempt(id, 2, 'n2', 'succeeded');
       const list = await ledger.listAttempts(id);
-      expect(list.map((a) => [a.attempt, a.node, a.outcome])).toEqual([[1, 'n1', 'failed'], [2, 'n2', 'succeeded']]);
+      expect(list.map((a) => [a.attempt, a.node, a.outcome])).toEqual([
+        [1, 'n1', 'failed'],
+        [2, 'n2', 'succeeded'],
+      ]);
       await expect(ledger.recordAttempt(uid('missing'), 1, 'n1', 'running')).rejects.toMatchObject({ code: 'NOT_FOUND' });
     });
   });
@@ -395,7 +439,12 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
 
   // Runs after everything else in this engine's block: these tests own the audit chain of this database.
   describe('audit log', () => {
-    const tricky = { unicode: 'ünï 😀 \u2028', nested: { b: [1, 2.5, -0, 1e21, 2 ** 60, 5e-324], a: null, t: true }, __proto__key: { ['__proto__']: 1 }, nul: 'a\u0000' };
+    const tricky = {
+      unicode: 'ünï 😀 \u2028',
+      nested: { b: [1, 2.5, -0, 1e21, 2 ** 60, 5e-324], a: null, t: true },
+      __proto__key: { ['__proto__']: 1 },
+      nul: 'a\u0000',
+    };
 
     it('chains entries: each links to the previous hash and hashes its canonical encoding', async () => {
       const a = await ledger.appendAudit({ kind: 'job.admit', actor: 'k1', subject: 'j1', data: { target: { node: 'n1' } } });
@@ -450,7 +499,14 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       await tamper('DELETE FROM audit_log WHERE seq = 2');
       expect(await ledger.verifyAudit()).toMatchObject({ ok: false, firstBadSeq: 2, reason: expect.stringContaining('missing') });
       await ledger.db.query('INSERT INTO audit_log (seq, at, kind, actor, subject, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)', [
-        row2!.seq, row2!.at, row2!.kind, row2!.actor, row2!.subject, JSON.stringify(row2!.data), row2!.prev_hash, row2!.hash,
+        row2!.seq,
+        row2!.at,
+        row2!.kind,
+        row2!.actor,
+        row2!.subject,
+        JSON.stringify(row2!.data),
+        row2!.prev_hash,
+        row2!.hash,
       ]);
       expect((await ledger.verifyAudit()).ok).toBe(true);
 
@@ -458,7 +514,14 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       await tamper('DELETE FROM audit_log WHERE seq = 3');
       expect(await ledger.verifyAudit()).toMatchObject({ ok: false, firstBadSeq: 3, reason: expect.stringContaining('missing from the end') });
       await ledger.db.query('INSERT INTO audit_log (seq, at, kind, actor, subject, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)', [
-        row3!.seq, row3!.at, row3!.kind, row3!.actor, row3!.subject, JSON.stringify(row3!.data), row3!.prev_hash, row3!.hash,
+        row3!.seq,
+        row3!.at,
+        row3!.kind,
+        row3!.actor,
+        row3!.subject,
+        JSON.stringify(row3!.data),
+        row3!.prev_hash,
+        row3!.hash,
       ]);
       expect(await ledger.verifyAudit()).toMatchObject({ ok: true, count: 3 });
     });
@@ -479,7 +542,9 @@ describe.each(ENGINES)('ledger on $name', (engine) => {
       const second = engine.name === 'PostgreSQL' ? await opened.sibling!() : ledger;
       const before = (await ledger.verifyAudit()).count;
       try {
-        const writers = Array.from({ length: 40 }, (_, i) => (i % 2 ? second : ledger).appendAudit({ kind: 'job.effect', actor: `node:n${i % 3}`, subject: `j${i}`, data: { i } }));
+        const writers = Array.from({ length: 40 }, (_, i) =>
+          (i % 2 ? second : ledger).appendAudit({ kind: 'job.effect', actor: `node:n${i % 3}`, subject: `j${i}`, data: { i } }),
+        );
         const entries = await Promise.all(writers);
         expect(new Set(entries.map((e) => e.seq)).size).toBe(40);
         expect(Math.max(...entries.map((e) => e.seq))).toBe(before + 40);
@@ -510,7 +575,12 @@ describe('PGlite data folder', () => {
     const second = await openLedger({ dataDir });
     try {
       expect(await second.getJob(id)).toMatchObject({ status: 'running', attempts: 1, node: 'n1' });
-      expect((await second.listJobEvents(id, 0, 10)).map((e) => e.message)).toEqual(['admitted', 'queued for node n1 (attempt 1)', 'queued → running (attempt 1 on n1)', 'hello']);
+      expect((await second.listJobEvents(id, 0, 10)).map((e) => e.message)).toEqual([
+        'admitted',
+        'queued for node n1 (attempt 1)',
+        'queued → running (attempt 1 on n1)',
+        'hello',
+      ]);
       expect(await second.currentKeySet()).toEqual({ version: 7, envelope: 'kept' });
       expect(await second.verifyAudit()).toMatchObject({ ok: true, count: 1, head: { hash: entry.hash } });
       expect(await migrate(second.db)).toEqual([]);

@@ -3,8 +3,20 @@
 // the ledger. Real PGlite in memory, real signatures, a controllable clock; every statement is counted.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
-  HEARTBEAT_PATH, PAYLOAD_TYPES, REGISTER_PATH, b64url, canonicalJson, encodeEnvelope, errorCodeOf, generateKeyPair, sha256Hex, signEnvelope, utf8,
-  type Heartbeat, type KeyPair, type NodeRegistration,
+  HEARTBEAT_PATH,
+  PAYLOAD_TYPES,
+  REGISTER_PATH,
+  b64url,
+  canonicalJson,
+  encodeEnvelope,
+  errorCodeOf,
+  generateKeyPair,
+  sha256Hex,
+  signEnvelope,
+  utf8,
+  type Heartbeat,
+  type KeyPair,
+  type NodeRegistration,
 } from '@writ/protocol';
 import { openLedger, type Db, type Ledger, type Queryable } from '../src/ledger/index.ts';
 import { NodeRegistry } from '../src/nodes/registry.ts';
@@ -30,10 +42,21 @@ function countingDb(db: Db): Db {
   return { engine: db.engine, health: db.health, ...wrap(db), transaction: (fn) => db.transaction((tx) => fn(wrap(tx))), close: () => db.close() };
 }
 
-const newRegistry = () => new NodeRegistry({ store: new SqlNodeStore(countingDb(ledger.db)), clock: () => now, heartbeatMs: HB, flushEveryMs: FLUSH, deadlinesMs: { draining: 60_000 } });
+const newRegistry = () =>
+  new NodeRegistry({
+    store: new SqlNodeStore(countingDb(ledger.db)),
+    clock: () => now,
+    heartbeatMs: HB,
+    flushEveryMs: FLUSH,
+    deadlinesMs: { draining: 60_000 },
+  });
 const readsOfNodes = () => statements.filter((sql) => /\bSELECT\b[\s\S]*\bFROM\s+nodes\b/i.test(sql));
 const writesOfNodes = () => statements.filter((sql) => /\bUPDATE\s+nodes\b/i.test(sql));
-const codeOf = async (p: Promise<unknown>) => p.then(() => 'OK', (e) => errorCodeOf(e) ?? String(e));
+const codeOf = async (p: Promise<unknown>) =>
+  p.then(
+    () => 'OK',
+    (e) => errorCodeOf(e) ?? String(e),
+  );
 
 let reg: NodeRegistry;
 beforeAll(async () => {
@@ -50,11 +73,30 @@ beforeEach(async () => {
 
 function registration(key: KeyPair, nodeId: string, challenge: string): string {
   const inventory = { cpu: 2 };
-  const p: NodeRegistration = { nodeId, publicKey: b64url(key.publicKey), challenge, method: 'POST', path: REGISTER_PATH, inventorySha256: sha256Hex(canonicalJson(inventory)), inventory, labels: {}, version: 't', iat: Math.floor(now / 1000) };
+  const p: NodeRegistration = {
+    nodeId,
+    publicKey: b64url(key.publicKey),
+    challenge,
+    method: 'POST',
+    path: REGISTER_PATH,
+    inventorySha256: sha256Hex(canonicalJson(inventory)),
+    inventory,
+    labels: {},
+    version: 't',
+    iat: Math.floor(now / 1000),
+  };
   return encodeEnvelope(signEnvelope(PAYLOAD_TYPES.nodeRegistration, utf8.encode(JSON.stringify(p)), [key]));
 }
 function heartbeat(key: KeyPair, nodeId: string, over: Partial<Heartbeat> = {}): string {
-  const hb: Heartbeat = { nodeId, method: 'POST', path: HEARTBEAT_PATH, seq: ++seq, ts: now, health: { healthy: true, problems: [], load1: 0, memAvailableBytes: 1, diskFreeBytes: 1, runningJobs: 0 }, ...over };
+  const hb: Heartbeat = {
+    nodeId,
+    method: 'POST',
+    path: HEARTBEAT_PATH,
+    seq: ++seq,
+    ts: now,
+    health: { healthy: true, problems: [], load1: 0, memAvailableBytes: 1, diskFreeBytes: 1, runningJobs: 0 },
+    ...over,
+  };
   return encodeEnvelope(signEnvelope(PAYLOAD_TYPES.heartbeat, utf8.encode(JSON.stringify(hb)), [key]));
 }
 async function enrol(r: NodeRegistry, nodeId: string, key = generateKeyPair()): Promise<KeyPair> {
@@ -77,7 +119,12 @@ describe('heartbeats in memory', () => {
 
   it('the flush writes every pending heartbeat in one statement, and a new registry on the same ledger sees them', async () => {
     const keys = [await enrol(reg, 'lv-f1'), await enrol(reg, 'lv-f2'), await enrol(reg, 'lv-f3')];
-    for (const [i, key] of keys.entries()) await reg.heartbeat(heartbeat(key, `lv-f${i + 1}`, { health: { healthy: i !== 1, problems: i === 1 ? ['disk full'] : [], load1: i, memAvailableBytes: 1, diskFreeBytes: 1, runningJobs: 0 } }));
+    for (const [i, key] of keys.entries())
+      await reg.heartbeat(
+        heartbeat(key, `lv-f${i + 1}`, {
+          health: { healthy: i !== 1, problems: i === 1 ? ['disk full'] : [], load1: i, memAvailableBytes: 1, diskFreeBytes: 1, runningJobs: 0 },
+        }),
+      );
     const seqs = await Promise.all(['lv-f1', 'lv-f2', 'lv-f3'].map(async (id) => (await reg.getNode(id))!.lastSeq));
     statements = [];
     expect(await reg.flush()).toBe(3);
@@ -131,7 +178,7 @@ describe('heartbeats in memory', () => {
 });
 
 describe('cached node keys', () => {
-  it('refuses a rekeyed node\'s old key, even when it names the new key as its hint', async () => {
+  it("refuses a rekeyed node's old key, even when it names the new key as its hint", async () => {
     const oldKey = await enrol(reg, 'lv-rekey');
     expect(await codeOf(reg.heartbeat(heartbeat(oldKey, 'lv-rekey')))).toBe('OK'); // its key object is cached now
     await reg.rekey('lv-rekey', 'op', 'seed lost');
@@ -153,7 +200,9 @@ describe('sweep and workable from memory', () => {
     await reg.heartbeat(heartbeat(active, 'lv-active'));
     const draining = await enrol(reg, 'lv-drain');
     await reg.apply('lv-drain', 'accept', operator);
-    await reg.heartbeat(heartbeat(draining, 'lv-drain', { health: { healthy: true, problems: [], load1: 0, memAvailableBytes: 1, diskFreeBytes: 1, runningJobs: 1 } }));
+    await reg.heartbeat(
+      heartbeat(draining, 'lv-drain', { health: { healthy: true, problems: [], load1: 0, memAvailableBytes: 1, diskFreeBytes: 1, runningJobs: 1 } }),
+    );
     await reg.apply('lv-drain', 'drain', operator);
     expect((await reg.workable()).map((n) => n.id)).toContain('lv-active');
 

@@ -2,8 +2,20 @@
 // clock, using real signatures. Requirements: T13 (proof of possession), replay and staleness, deadlines.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
-  HEARTBEAT_PATH, PAYLOAD_TYPES, REGISTER_PATH, b64url, canonicalJson, encodeEnvelope, errorCodeOf, generateKeyPair, sha256Hex, signEnvelope, utf8,
-  type Heartbeat, type KeyPair, type NodeRegistration,
+  HEARTBEAT_PATH,
+  PAYLOAD_TYPES,
+  REGISTER_PATH,
+  b64url,
+  canonicalJson,
+  encodeEnvelope,
+  errorCodeOf,
+  generateKeyPair,
+  sha256Hex,
+  signEnvelope,
+  utf8,
+  type Heartbeat,
+  type KeyPair,
+  type NodeRegistration,
 } from '@writ/protocol';
 import { openLedger, type Ledger } from '../src/ledger/index.ts';
 import { NodeRegistry } from '../src/nodes/registry.ts';
@@ -24,17 +36,39 @@ beforeEach(() => {
   reg = new NodeRegistry({ store: ledger.nodeStore, clock: () => now, heartbeatMs: HB, deadlinesMs: { 'install-pending': 10_000, draining: 60_000 } });
 });
 
-const codeOf = async (p: Promise<unknown>) => p.then(() => 'OK', (e) => errorCodeOf(e) ?? String(e));
+const codeOf = async (p: Promise<unknown>) =>
+  p.then(
+    () => 'OK',
+    (e) => errorCodeOf(e) ?? String(e),
+  );
 const inventory = { cpu: 2 };
 
 function registration(key: KeyPair, nodeId: string, challenge: string, over: Partial<NodeRegistration> = {}): string {
   const p: NodeRegistration = {
-    nodeId, publicKey: b64url(key.publicKey), challenge, method: 'POST', path: REGISTER_PATH, inventorySha256: sha256Hex(canonicalJson(inventory)), inventory, labels: {}, version: 't', iat: Math.floor(now / 1000), ...over,
+    nodeId,
+    publicKey: b64url(key.publicKey),
+    challenge,
+    method: 'POST',
+    path: REGISTER_PATH,
+    inventorySha256: sha256Hex(canonicalJson(inventory)),
+    inventory,
+    labels: {},
+    version: 't',
+    iat: Math.floor(now / 1000),
+    ...over,
   };
   return encodeEnvelope(signEnvelope(PAYLOAD_TYPES.nodeRegistration, utf8.encode(JSON.stringify(p)), [key]));
 }
 function heartbeat(key: KeyPair, nodeId: string, over: Partial<Heartbeat> = {}): string {
-  const hb: Heartbeat = { nodeId, method: 'POST', path: HEARTBEAT_PATH, seq: ++seq, ts: now, health: { healthy: true, problems: [], load1: 0, memAvailableBytes: 1, diskFreeBytes: 1, runningJobs: 0 }, ...over };
+  const hb: Heartbeat = {
+    nodeId,
+    method: 'POST',
+    path: HEARTBEAT_PATH,
+    seq: ++seq,
+    ts: now,
+    health: { healthy: true, problems: [], load1: 0, memAvailableBytes: 1, diskFreeBytes: 1, runningJobs: 0 },
+    ...over,
+  };
   return encodeEnvelope(signEnvelope(PAYLOAD_TYPES.heartbeat, utf8.encode(JSON.stringify(hb)), [key]));
 }
 async function enrol(nodeId: string): Promise<KeyPair> {
@@ -116,7 +150,9 @@ describe('heartbeats', () => {
 
   it('records an unhealthy heartbeat with its health (sick, not silent)', async () => {
     const key = await enrol('n-sick');
-    await reg.heartbeat(heartbeat(key, 'n-sick', { health: { healthy: false, problems: ['disk full'], load1: 9, memAvailableBytes: 1, diskFreeBytes: 0, runningJobs: 0 } }));
+    await reg.heartbeat(
+      heartbeat(key, 'n-sick', { health: { healthy: false, problems: ['disk full'], load1: 9, memAvailableBytes: 1, diskFreeBytes: 0, runningJobs: 0 } }),
+    );
     const n = (await reg.getNode('n-sick'))!;
     expect(n.health).toMatchObject({ healthy: false, problems: ['disk full'] });
     expect(reg.reachable(n)).toBe(true);
@@ -172,7 +208,7 @@ describe('lifecycle with a controllable clock', () => {
     await reg.apply('n-g', 'drain', { actor: 'op', reason: 't', byOperator: true });
     now += 3 * HB + 1;
     await reg.sweep();
-    expect((await ledger.nodeStore.getNode('n-g'))).toMatchObject({ state: 'failed', reason: expect.stringMatching(/no heartbeat/) });
+    expect(await ledger.nodeStore.getNode('n-g')).toMatchObject({ state: 'failed', reason: expect.stringMatching(/no heartbeat/) });
   });
 
   it('a node whose runner dies while reprovisioning fails; one that never heartbeated there waits for its deadline', async () => {
@@ -190,7 +226,13 @@ describe('lifecycle with a controllable clock', () => {
 
   it('records every transition with actor, reason and time', async () => {
     const t = await ledger.nodeStore.listTransitions('n-f');
-    expect(t.map((x) => `${x.from}->${x.to}:${x.actor}`)).toEqual(['null->discovered:node:n-f', 'discovered->inspected:node:n-f', 'inspected->commissioned:op', 'commissioned->install-pending:op', 'install-pending->failed:coord']);
+    expect(t.map((x) => `${x.from}->${x.to}:${x.actor}`)).toEqual([
+      'null->discovered:node:n-f',
+      'discovered->inspected:node:n-f',
+      'inspected->commissioned:op',
+      'commissioned->install-pending:op',
+      'install-pending->failed:coord',
+    ]);
     expect(t.every((x) => typeof x.at === 'number' && x.reason.length > 0)).toBe(true);
   });
 });

@@ -27,7 +27,10 @@ describe('stored flow steps', () => {
     expect(await sendableEnvelope(job, lookup)).toBe(job);
     const full = encodeStepBundle({ flow, step: 'vm', node: 'n1', evidence });
     expect(await sendableEnvelope(full, lookup)).toBe(full);
-    const err = await sendableEnvelope(storedStepText({ flowEnvelopeSha256: '0'.repeat(64), step: 'vm', node: 'n1', evidence: [] }), async () => undefined).catch((e: unknown) => e);
+    const err = await sendableEnvelope(
+      storedStepText({ flowEnvelopeSha256: '0'.repeat(64), step: 'vm', node: 'n1', evidence: [] }),
+      async () => undefined,
+    ).catch((e: unknown) => e);
     expect(errorCodeOf(err)).toBe('INTERNAL');
   });
 });

@@ -21,7 +21,15 @@ export interface BootConfig {
 export type BootMode = 'normal' | 'install' | 'rescue';
 export const BOOT_MODES: readonly BootMode[] = ['normal', 'install', 'rescue'];
 
-const KEYS = { coordUrl: 'writ.coord', token: 'writ.token', redisUrl: 'writ.redis', clusterId: 'writ.cluster', adminKeys: 'writ.admin', adminThreshold: 'writ.admin_threshold', mode: 'writ.boot' } as const;
+const KEYS = {
+  coordUrl: 'writ.coord',
+  token: 'writ.token',
+  redisUrl: 'writ.redis',
+  clusterId: 'writ.cluster',
+  adminKeys: 'writ.admin',
+  adminThreshold: 'writ.admin_threshold',
+  mode: 'writ.boot',
+} as const;
 // A kernel command line word cannot hold spaces or quotes safely through every boot path (UKI, iPXE).
 const SAFE = /^[A-Za-z0-9._~:/?#[\]@!$&'()*+,;=%-]+$/;
 
@@ -32,16 +40,30 @@ function bad(msg: string): never {
 /** Checks a boot config and renders it as kernel command line words. */
 export function bootCmdline(c: BootConfig): string {
   checkBootConfig(c);
-  const words = [`${KEYS.coordUrl}=${c.coordUrl}`, `${KEYS.redisUrl}=${c.redisUrl}`, `${KEYS.clusterId}=${c.clusterId}`, `${KEYS.adminKeys}=${c.adminKeys.join(',')}`, `${KEYS.adminThreshold}=${c.adminThreshold}`];
+  const words = [
+    `${KEYS.coordUrl}=${c.coordUrl}`,
+    `${KEYS.redisUrl}=${c.redisUrl}`,
+    `${KEYS.clusterId}=${c.clusterId}`,
+    `${KEYS.adminKeys}=${c.adminKeys.join(',')}`,
+    `${KEYS.adminThreshold}=${c.adminThreshold}`,
+  ];
   if (c.token) words.push(`${KEYS.token}=${c.token}`);
   return words.join(' ');
 }
 
 export function checkBootConfig(c: BootConfig): void {
-  for (const [name, v] of [['coord URL', c.coordUrl], ['Redis URL', c.redisUrl], ['cluster id', c.clusterId], ['token', c.token ?? 'x']] as const) {
+  for (const [name, v] of [
+    ['coord URL', c.coordUrl],
+    ['Redis URL', c.redisUrl],
+    ['cluster id', c.clusterId],
+    ['token', c.token ?? 'x'],
+  ] as const) {
     if (!SAFE.test(v)) bad(`the ${name} ${JSON.stringify(v)} cannot go on a kernel command line (no spaces, quotes or control characters)`);
   }
-  for (const [name, v] of [['coord', c.coordUrl], ['Redis', c.redisUrl]] as const) {
+  for (const [name, v] of [
+    ['coord', c.coordUrl],
+    ['Redis', c.redisUrl],
+  ] as const) {
     let u: URL;
     try {
       u = new URL(v);
@@ -51,10 +73,12 @@ export function checkBootConfig(c: BootConfig): void {
     const ok = name === 'coord' ? ['http:', 'https:'] : ['redis:', 'rediss:'];
     if (!ok.includes(u.protocol)) bad(`the ${name} URL ${v} must use ${ok.join(' or ')}`);
   }
-  if (c.token !== null && !/^[A-Za-z0-9_-]{16,128}$/.test(c.token)) bad('an enrollment token is 16 to 128 characters of A-Z, a-z, 0-9, _ and - (writ enroll rules add prints one)');
+  if (c.token !== null && !/^[A-Za-z0-9_-]{16,128}$/.test(c.token))
+    bad('an enrollment token is 16 to 128 characters of A-Z, a-z, 0-9, _ and - (writ enroll rules add prints one)');
   if (c.adminKeys.length === 0) bad('at least one admin public key is needed (--admin-key FILE): the node accepts key sets only from them');
   for (const k of c.adminKeys) if (!/^[A-Za-z0-9_-]{43}$/.test(k)) bad(`admin key ${k} is not a base64url ed25519 public key`);
-  if (!Number.isInteger(c.adminThreshold) || c.adminThreshold < 1 || c.adminThreshold > c.adminKeys.length) bad(`the admin threshold must be 1 to ${c.adminKeys.length}`);
+  if (!Number.isInteger(c.adminThreshold) || c.adminThreshold < 1 || c.adminThreshold > c.adminKeys.length)
+    bad(`the admin threshold must be 1 to ${c.adminKeys.length}`);
 }
 
 /** Reads the `writ.*` words of a kernel command line (as in /proc/cmdline). */
@@ -79,7 +103,10 @@ export function parseBootCmdline(cmdline: string): BootConfig {
 
 /** How this boot came about, from the `writ.boot=` word of a kernel command line (`normal` without one). */
 export function bootModeOf(cmdline: string): BootMode {
-  const words = cmdline.trim().split(/\s+/).filter((w) => w.startsWith(`${KEYS.mode}=`));
+  const words = cmdline
+    .trim()
+    .split(/\s+/)
+    .filter((w) => w.startsWith(`${KEYS.mode}=`));
   const mode = (words.at(-1)?.slice(KEYS.mode.length + 1) ?? 'normal') as BootMode;
   if (!BOOT_MODES.includes(mode)) bad(`${KEYS.mode}=${mode}: expected one of ${BOOT_MODES.join(', ')}`);
   return mode;

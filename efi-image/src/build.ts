@@ -20,7 +20,27 @@ const REPO = path.resolve(HERE, '../..');
 const STUB = '/usr/lib/systemd/boot/efi/linuxx64.efi.stub';
 const DEFAULT_EPOCH = 1_704_067_200; // 2024-01-01: FAT cannot hold dates before 1980
 /** Drivers the image loads when the kernel has them as modules: virtio, common disk controllers and NICs, btrfs. */
-const MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net', 'virtio_scsi', 'virtio_rng', 'sd_mod', 'ahci', 'nvme', 'btrfs', 'e1000', 'e1000e', 'igb', 'ixgbe', 'i40e', 'ice', 'bnxt_en', 'mlx5_core', 'r8169', 'tg3'];
+const MODULES = [
+  'virtio_pci',
+  'virtio_blk',
+  'virtio_net',
+  'virtio_scsi',
+  'virtio_rng',
+  'sd_mod',
+  'ahci',
+  'nvme',
+  'btrfs',
+  'e1000',
+  'e1000e',
+  'igb',
+  'ixgbe',
+  'i40e',
+  'ice',
+  'bnxt_en',
+  'mlx5_core',
+  'r8169',
+  'tg3',
+];
 
 export interface ImageOptions {
   outDir: string;
@@ -61,13 +81,20 @@ async function tool(cmd: string, args: string[], env: Record<string, string> = {
     return (await run(cmd, args, { env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 })).stdout;
   } catch (e) {
     const err = e as { code?: string; stderr?: string; message: string };
-    if (err.code === 'ENOENT') fail(`${cmd} is not installed (apt-get install ${({ objcopy: 'binutils', objdump: 'binutils', sfdisk: 'fdisk', mkfs_vfat: 'dosfstools', 'mkfs.vfat': 'dosfstools', mmd: 'mtools', mcopy: 'mtools' } as Record<string, string>)[cmd] ?? cmd})`);
+    if (err.code === 'ENOENT')
+      fail(
+        `${cmd} is not installed (apt-get install ${({ objcopy: 'binutils', objdump: 'binutils', sfdisk: 'fdisk', mkfs_vfat: 'dosfstools', 'mkfs.vfat': 'dosfstools', mmd: 'mtools', mcopy: 'mtools' } as Record<string, string>)[cmd] ?? cmd})`,
+      );
     throw new WritError('INTERNAL', `${cmd} ${args.join(' ')} failed: ${(err.stderr ?? err.message).trim()}`);
   }
 }
 
 function newestKernel(): string {
-  const ks = existsSync('/boot') ? readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort() : [];
+  const ks = existsSync('/boot')
+    ? readdirSync('/boot')
+        .filter((f) => f.startsWith('vmlinuz-'))
+        .sort()
+    : [];
   if (ks.length === 0) fail('no kernel under /boot: apt-get install linux-image-cloud-amd64 (or pass --kernel FILE)');
   return path.join('/boot', ks.at(-1)!);
 }
@@ -80,7 +107,13 @@ function moduleOrder(modDir: string): string[] {
     const [mod, rest] = line.split(':');
     if (!mod) continue;
     deps.set(mod, (rest ?? '').trim().split(/\s+/).filter(Boolean));
-    byName.set(path.basename(mod).replace(/\.ko(\.\w+)?$/, '').replace(/-/g, '_'), mod);
+    byName.set(
+      path
+        .basename(mod)
+        .replace(/\.ko(\.\w+)?$/, '')
+        .replace(/-/g, '_'),
+      mod,
+    );
   }
   const order: string[] = [];
   const seen = new Set<string>();
@@ -113,7 +146,17 @@ async function bundleRunner(workDir: string): Promise<{ main: Buffer; worker: Bu
   const { build } = await import('esbuild');
   // CommonJS dependencies call require(); an ESM bundle gets one from createRequire.
   const banner = "import { createRequire as __writCreateRequire } from 'node:module'; const require = __writCreateRequire(import.meta.url);";
-  const common = { bundle: true, platform: 'node' as const, format: 'esm' as const, target: 'node20', minify: true, legalComments: 'none' as const, banner: { js: banner }, logLevel: 'warning' as const, absWorkingDir: REPO };
+  const common = {
+    bundle: true,
+    platform: 'node' as const,
+    format: 'esm' as const,
+    target: 'node20',
+    minify: true,
+    legalComments: 'none' as const,
+    banner: { js: banner },
+    logLevel: 'warning' as const,
+    absWorkingDir: REPO,
+  };
   await build({ ...common, entryPoints: [path.join(HERE, 'node-main.ts')], outfile: path.join(workDir, 'node.mjs') });
   await build({ ...common, entryPoints: [path.join(REPO, 'runner/src/sandbox/worker.ts')], outfile: path.join(workDir, 'worker-entry.mjs') });
   return { main: await readFile(path.join(workDir, 'node.mjs')), worker: await readFile(path.join(workDir, 'worker-entry.mjs')) };
@@ -210,7 +253,12 @@ export async function buildUki(workDir: string, kernel: string, initrd: string, 
   await writeFile(cmd, `${cmdline}\0`);
   let vma = align(await stubEnd());
   const args: string[] = [];
-  for (const [name, f] of [['.osrel', osrel], ['.cmdline', cmd], ['.linux', kernel], ['.initrd', initrd]] as const) {
+  for (const [name, f] of [
+    ['.osrel', osrel],
+    ['.cmdline', cmd],
+    ['.linux', kernel],
+    ['.initrd', initrd],
+  ] as const) {
     args.push('--add-section', `${name}=${f}`, '--change-section-vma', `${name}=0x${vma.toString(16)}`);
     vma = align(vma + statSync(f).size);
   }

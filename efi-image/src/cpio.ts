@@ -28,7 +28,20 @@ export function writeCpio(entries: readonly CpioEntry[], mtime: number): Buffer 
   const push = (name: string, mode: number, data: Uint8Array, rdev: [number, number] = [0, 0]) => {
     const nameBytes = Buffer.from(`${name}\0`);
     const header =
-      '070701' + hex8(ino++) + hex8(mode) + hex8(0) + hex8(0) + hex8(1) + hex8(mtime) + hex8(data.length) + hex8(0) + hex8(0) + hex8(rdev[0]) + hex8(rdev[1]) + hex8(nameBytes.length) + hex8(0);
+      '070701' +
+      hex8(ino++) +
+      hex8(mode) +
+      hex8(0) +
+      hex8(0) +
+      hex8(1) +
+      hex8(mtime) +
+      hex8(data.length) +
+      hex8(0) +
+      hex8(0) +
+      hex8(rdev[0]) +
+      hex8(rdev[1]) +
+      hex8(nameBytes.length) +
+      hex8(0);
     parts.push(Buffer.from(header, 'ascii'), nameBytes, Buffer.alloc(pad4(110 + nameBytes.length)), Buffer.from(data), Buffer.alloc(pad4(data.length)));
   };
   for (const e of sorted) {

@@ -15,7 +15,8 @@ export function ipxeChainScript(o: { coordUrl: string }): string {
     throw new WritError('CONFIG_INVALID', `the coord URL ${o.coordUrl} for iPXE is not a URL`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new WritError('CONFIG_INVALID', `the coord URL ${o.coordUrl} for iPXE must use http or https`);
-  if (u.search || u.hash || u.username || u.password) throw new WritError('CONFIG_INVALID', `the coord URL ${o.coordUrl} for iPXE must have no query, fragment or credentials`);
+  if (u.search || u.hash || u.username || u.password)
+    throw new WritError('CONFIG_INVALID', `the coord URL ${o.coordUrl} for iPXE must have no query, fragment or credentials`);
   // iPXE expands ${…} in script lines: a URL that holds one would be rewritten.
   if (/[${}\s]/.test(u.href)) throw new WritError('CONFIG_INVALID', `the coord URL ${o.coordUrl} for iPXE must not contain $, {, } or spaces`);
   const chain = `${u.href.replace(/\/+$/, '')}/boot/ipxe?mac=\${net0/mac}`;

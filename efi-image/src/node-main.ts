@@ -11,7 +11,12 @@ import type { JsonValue, RegistrationAnswer } from '@writ/protocol';
 import { adminKeyRefs, bootModeOf, parseBootCmdline } from './boot-config.ts';
 
 const log = (level: string, msg: string, obj: object = {}) => process.stdout.write(`${JSON.stringify({ level, t: new Date().toISOString(), msg, ...obj })}\n`);
-const logger = { info: (o: object, m?: string) => log('info', m ?? '', o), warn: (o: object, m?: string) => log('warn', m ?? '', o), error: (o: object, m?: string) => log('error', m ?? '', o), debug: () => {} };
+const logger = {
+  info: (o: object, m?: string) => log('info', m ?? '', o),
+  warn: (o: object, m?: string) => log('warn', m ?? '', o),
+  error: (o: object, m?: string) => log('error', m ?? '', o),
+  debug: () => {},
+};
 
 /** The node id this state dir belongs to, or a fresh random one for a machine that has none yet. */
 async function nodeIdFor(stateDir: string): Promise<string> {
@@ -31,7 +36,14 @@ async function main(): Promise<void> {
   const stateDir = process.env.WRIT_STATE_DIR ?? '/var/lib/writ';
   const diskless = process.env.WRIT_DISKLESS === '1';
   const identity = await loadNodeIdentity(stateDir, await nodeIdFor(stateDir));
-  log('info', 'writ-boot: identity', { node: identity.nodeId, keyid: identity.key.keyid, created: identity.created, diskless, mode: boot.mode, nodeStartS: t0 });
+  log('info', 'writ-boot: identity', {
+    node: identity.nodeId,
+    keyid: identity.key.keyid,
+    created: identity.created,
+    diskless,
+    mode: boot.mode,
+    nodeStartS: t0,
+  });
   const inventory = (await collectInventory({ diskless })) as unknown as JsonValue;
   let first: (a: RegistrationAnswer) => void = () => {};
   const registered = new Promise<RegistrationAnswer>((r) => (first = r));
@@ -53,7 +65,12 @@ async function main(): Promise<void> {
   agent.start();
   const answer = await registered;
   const assignment = answer.assignment;
-  log('info', 'writ-boot: registered', { node: identity.nodeId, state: answer.state, assignment, uptimeS: Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]) });
+  log('info', 'writ-boot: registered', {
+    node: identity.nodeId,
+    state: answer.state,
+    assignment,
+    uptimeS: Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]),
+  });
   if (assignment?.hostname) await writeFile('/proc/sys/kernel/hostname', assignment.hostname).catch(() => {});
   if (boot.mode === 'rescue') {
     // Rescue: the node stays known to the coord (heartbeats) but takes no work; the console has a shell.

@@ -64,7 +64,13 @@ export interface AuthorizeOptions {
  * Every requested capability must be granted, on this target, by at least one verified, unrevoked signer;
  * dangerous ones by as many distinct signers as their threshold asks.
  */
-export function authorizeJob(job: Pick<JobPayload, 'caps' | 'target'>, signers: TrustedKey[], grants: ReadonlyMap<string, KeyGrant | KeyGrant[]>, node?: NodeView, opts: AuthorizeOptions = {}): void {
+export function authorizeJob(
+  job: Pick<JobPayload, 'caps' | 'target'>,
+  signers: TrustedKey[],
+  grants: ReadonlyMap<string, KeyGrant | KeyGrant[]>,
+  node?: NodeView,
+  opts: AuthorizeOptions = {},
+): void {
   const active: KeyGrant[] = [];
   const revoked: string[] = [];
   for (const s of signers) {
@@ -85,10 +91,15 @@ export function authorizeJob(job: Pick<JobPayload, 'caps' | 'target'>, signers: 
   }
   for (const cap of job.caps) {
     const granting = [...new Set(inScope.filter((g) => g.caps.some((p) => grantCovers(p, cap))).map((g) => g.keyid))];
-    if (granting.length === 0) throw new WritError('CAPABILITY_NOT_GRANTED', `capability ${cap} is not granted to the signer(s) on this target`, { capability: cap });
+    if (granting.length === 0)
+      throw new WritError('CAPABILITY_NOT_GRANTED', `capability ${cap} is not granted to the signer(s) on this target`, { capability: cap });
     const need = isDangerous(cap) ? (opts.dangerousThreshold?.(cap) ?? 1) : 1;
     if (granting.length < need) {
-      throw new WritError('THRESHOLD_NOT_MET', `capability ${cap} is dangerous and needs ${need} distinct signers who hold it; got ${granting.length}`, { capability: cap, need, got: granting.length });
+      throw new WritError('THRESHOLD_NOT_MET', `capability ${cap} is dangerous and needs ${need} distinct signers who hold it; got ${granting.length}`, {
+        capability: cap,
+        need,
+        got: granting.length,
+      });
     }
   }
 }

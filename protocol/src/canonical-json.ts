@@ -25,10 +25,12 @@ export function canonicalJson(v: unknown): string {
       return JSON.stringify(v);
     case 'object': {
       if (Array.isArray(v)) {
-        return `[${v.map((x, i) => {
-          if (x === undefined) throw new TypeError(`canonical JSON has no undefined array element (index ${i})`);
-          return canonicalJson(x);
-        }).join(',')}]`;
+        return `[${v
+          .map((x, i) => {
+            if (x === undefined) throw new TypeError(`canonical JSON has no undefined array element (index ${i})`);
+            return canonicalJson(x);
+          })
+          .join(',')}]`;
       }
       const proto = Object.getPrototypeOf(v) as unknown;
       if (proto !== Object.prototype && proto !== null) {

@@ -79,18 +79,21 @@ export function parseEnvelope(raw: Uint8Array | string, maxBytes = DEFAULT_MAX_E
   const doc = parseStrictJson(raw, { maxBytes, maxDepth: 4 });
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new WritError('ENVELOPE_MALFORMED', 'envelope must be a JSON object');
   for (const k of Object.keys(doc)) {
-    if (k !== 'payloadType' && k !== 'payload' && k !== 'signatures') throw new WritError('UNKNOWN_FIELD', `envelope has unknown field ${JSON.stringify(k)}`, { field: k });
+    if (k !== 'payloadType' && k !== 'payload' && k !== 'signatures')
+      throw new WritError('UNKNOWN_FIELD', `envelope has unknown field ${JSON.stringify(k)}`, { field: k });
   }
   const { payloadType, payload, signatures } = doc as Record<string, unknown>;
   if (typeof payloadType !== 'string') throw new WritError('ENVELOPE_MALFORMED', 'payloadType must be a string');
   if (typeof payload !== 'string') throw new WritError('ENVELOPE_MALFORMED', 'payload must be a base64 string');
   // Drafts waiting for their first signature (key sets) may be unsigned; nothing verifies an unsigned envelope.
-  if (!Array.isArray(signatures) || (signatures.length === 0 && !opts.allowUnsigned)) throw new WritError('ENVELOPE_MALFORMED', 'signatures must be a non-empty array');
+  if (!Array.isArray(signatures) || (signatures.length === 0 && !opts.allowUnsigned))
+    throw new WritError('ENVELOPE_MALFORMED', 'signatures must be a non-empty array');
   if (signatures.length > MAX_SIGNATURES) throw new WritError('TOO_MANY_SIGNATURES', `envelope has ${signatures.length} signatures; at most ${MAX_SIGNATURES}`);
   const sigs: Signature[] = [];
   for (const s of signatures) {
     if (!s || typeof s !== 'object' || Array.isArray(s)) throw new WritError('ENVELOPE_MALFORMED', 'each signature must be an object');
-    for (const k of Object.keys(s)) if (k !== 'keyid' && k !== 'sig') throw new WritError('UNKNOWN_FIELD', `signature has unknown field ${JSON.stringify(k)}`, { field: k });
+    for (const k of Object.keys(s))
+      if (k !== 'keyid' && k !== 'sig') throw new WritError('UNKNOWN_FIELD', `signature has unknown field ${JSON.stringify(k)}`, { field: k });
     const { keyid, sig } = s as Record<string, unknown>;
     if (typeof keyid !== 'string' || keyid.length > 200) throw new WritError('ENVELOPE_MALFORMED', 'signature keyid must be a short string');
     if (typeof sig !== 'string') throw new WritError('ENVELOPE_MALFORMED', 'signature sig must be a base64 string');
@@ -107,7 +110,11 @@ export function verifyEnvelope(raw: Uint8Array | string, opts: VerifyEnvelopeOpt
   const env = parseEnvelope(raw, opts.maxBytes);
   if (env.payloadType !== opts.payloadType) {
     const kind = payloadKindOf(env.payloadType);
-    throw new WritError('PAYLOAD_TYPE_MISMATCH', `expected payload type ${opts.payloadType}, got ${JSON.stringify(env.payloadType.slice(0, 100))}${kind ? ` (a ${kind} message)` : ''}`, { expected: opts.payloadType, got: env.payloadType.slice(0, 100) });
+    throw new WritError(
+      'PAYLOAD_TYPE_MISMATCH',
+      `expected payload type ${opts.payloadType}, got ${JSON.stringify(env.payloadType.slice(0, 100))}${kind ? ` (a ${kind} message)` : ''}`,
+      { expected: opts.payloadType, got: env.payloadType.slice(0, 100) },
+    );
   }
   const payload = fromB64(env.payload);
   if (!payload) throw new WritError('ENVELOPE_MALFORMED', 'payload is not canonical base64');
@@ -137,8 +144,18 @@ export function verifyEnvelope(raw: Uint8Array | string, opts: VerifyEnvelopeOpt
     }
   }
   if (signers.length === 0) {
-    if (anyKnown) throw new WritError('SIGNATURE_INVALID', 'no signature verifies against its key (the payload, its type or the signature was altered, or the wrong key signed)');
-    throw new WritError('UNKNOWN_KEY', `no signature verifies against a trusted key (key ids: ${env.signatures.map((s) => s.keyid).join(', ').slice(0, 300)})`);
+    if (anyKnown)
+      throw new WritError(
+        'SIGNATURE_INVALID',
+        'no signature verifies against its key (the payload, its type or the signature was altered, or the wrong key signed)',
+      );
+    throw new WritError(
+      'UNKNOWN_KEY',
+      `no signature verifies against a trusted key (key ids: ${env.signatures
+        .map((s) => s.keyid)
+        .join(', ')
+        .slice(0, 300)})`,
+    );
   }
   return { payloadType: opts.payloadType, payload, signers, envelope: env };
 }

@@ -50,7 +50,7 @@ function smallOrderYs(): bigint[] {
   const r = sqrtMod(disc);
   if (r === null) return ys;
   for (const s of [r, mod(-r)]) {
-    const y2 = mod((mod(-1n + s)) * modInverse(D));
+    const y2 = mod(mod(-1n + s) * modInverse(D));
     const y = sqrtMod(y2);
     if (y !== null) ys.push(y, mod(-y));
   }

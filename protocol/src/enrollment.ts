@@ -94,8 +94,18 @@ const inventorySchema = {
   properties: {
     type: { const: INVENTORY_PAYLOAD_TYPE },
     diskless: { type: 'boolean' },
-    dmi: { type: 'object', additionalProperties: false, required: ['vendor', 'product', 'serial', 'uuid'], properties: { vendor: str, product: str, serial: str, uuid: str } },
-    cpu: { type: 'object', additionalProperties: false, required: ['model', 'threads'], properties: { model: { type: 'string', maxLength: 256 }, threads: { type: 'integer', minimum: 0 } } },
+    dmi: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['vendor', 'product', 'serial', 'uuid'],
+      properties: { vendor: str, product: str, serial: str, uuid: str },
+    },
+    cpu: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['model', 'threads'],
+      properties: { model: { type: 'string', maxLength: 256 }, threads: { type: 'integer', minimum: 0 } },
+    },
     memoryBytes: { type: 'integer', minimum: 0 },
     nics: {
       type: 'array',
@@ -104,7 +114,13 @@ const inventorySchema = {
         type: 'object',
         additionalProperties: false,
         required: ['name', 'mac', 'driver', 'speedMbps', 'carrier'],
-        properties: { name: { type: 'string', maxLength: 32 }, mac: { type: 'string', pattern: '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$' }, driver: str, speedMbps: { type: ['integer', 'null'] }, carrier: { type: 'boolean' } },
+        properties: {
+          name: { type: 'string', maxLength: 32 },
+          mac: { type: 'string', pattern: '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$' },
+          driver: str,
+          speedMbps: { type: ['integer', 'null'] },
+          carrier: { type: 'boolean' },
+        },
       },
     },
     disks: {
@@ -140,4 +156,9 @@ export function isNodeInventory(v: unknown): boolean {
   return typeof v === 'object' && v !== null && (v as { type?: unknown }).type === INVENTORY_PAYLOAD_TYPE;
 }
 
-export const LABELS_SCHEMA = { type: 'object', maxProperties: 32, propertyNames: { pattern: LABEL_KEY_PATTERN }, additionalProperties: { type: 'string', maxLength: 63 } };
+export const LABELS_SCHEMA = {
+  type: 'object',
+  maxProperties: 32,
+  propertyNames: { pattern: LABEL_KEY_PATTERN },
+  additionalProperties: { type: 'string', maxLength: 63 },
+};

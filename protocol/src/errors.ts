@@ -61,10 +61,18 @@ export const ERROR_CODES = Object.freeze({
     THRESHOLD_NOT_MET: { message: 'A dangerous capability needs more distinct signers', status: 403, retryable: false },
     JOB_ID_CONFLICT: { message: 'A different envelope already uses this job id', status: 409, retryable: false },
     SECURITY_EVENT: { message: 'Work reached a node without a valid envelope and was refused', status: 403, retryable: false },
-    JOB_REPLAYED: { message: 'A job attempt this node has already started reappeared in its queue; it was refused, not run again', status: 409, retryable: false },
+    JOB_REPLAYED: {
+      message: 'A job attempt this node has already started reappeared in its queue; it was refused, not run again',
+      status: 409,
+      retryable: false,
+    },
   }),
   ...area('flows', {
-    FLOW_INVALID: { message: 'The flow is not a valid graph of steps (unknown or cyclic dependency, bad input reference, duplicate step)', status: 400, retryable: false },
+    FLOW_INVALID: {
+      message: 'The flow is not a valid graph of steps (unknown or cyclic dependency, bad input reference, duplicate step)',
+      status: 400,
+      retryable: false,
+    },
     FLOW_NOT_FOUND: { message: 'No flow has this id', status: 404, retryable: false },
     FLOW_ID_CONFLICT: { message: 'A different flow envelope already uses this flow id', status: 409, retryable: false },
     FLOW_FINISHED: { message: 'The flow has already finished', status: 409, retryable: false },
@@ -84,7 +92,11 @@ export const ERROR_CODES = Object.freeze({
     HOST_CALL_DENIED: { message: 'A host call was made without its capability', status: 403, retryable: false },
     WORKER_CRASHED: { message: 'The sandbox worker died unexpectedly', status: 500, retryable: true },
     JOURNAL_UNAVAILABLE: { message: "The node's effect journal cannot be written, so no effect may be applied", status: 503, retryable: true },
-    JOURNAL_MISMATCH: { message: 'The script made other host calls than an earlier attempt of the same job journaled; it is not deterministic', status: 422, retryable: false },
+    JOURNAL_MISMATCH: {
+      message: 'The script made other host calls than an earlier attempt of the same job journaled; it is not deterministic',
+      status: 422,
+      retryable: false,
+    },
   }),
   ...area('sal', {
     SAL_INVALID_ARGUMENT: { message: 'A SAL argument is invalid', status: 400, retryable: false },
@@ -103,7 +115,11 @@ export const ERROR_CODES = Object.freeze({
     NIX_PATH_NOT_PINNED: { message: 'The store path is not pinned in the envelope', status: 403, retryable: false },
     NIX_SUBSTITUTER_NOT_ALLOWED: { message: 'The substituter is not configured or not signature-checked', status: 403, retryable: false },
     NIX_ACTIVATION_FAILED: { message: 'The new generation failed its health check and was rolled back', status: 500, retryable: false },
-    DEPLOYMENT_INVALID: { message: 'The host deployment does not hold together (its jobs, nodes, system or signers do not match)', status: 400, retryable: false },
+    DEPLOYMENT_INVALID: {
+      message: 'The host deployment does not hold together (its jobs, nodes, system or signers do not match)',
+      status: 400,
+      retryable: false,
+    },
     DEPLOYMENT_STATE: { message: 'The host deployment is not in a state that allows this action', status: 409, retryable: false },
     DEPLOYMENT_NODE_TIMEOUT: { message: 'A node did not finish its switch within the host deployment timeout', status: 504, retryable: false },
     VM_STATE_INVALID: { message: 'The VM is not in a state that allows this operation', status: 409, retryable: false },
@@ -123,7 +139,11 @@ export const ERROR_CODES = Object.freeze({
     INTERNAL: { message: 'An internal error occurred', status: 500, retryable: true },
     NOT_READY: { message: 'The service is not ready', status: 503, retryable: true },
     SUPERVISOR_UNAVAILABLE: { message: 'No supervisor is reachable for this target', status: 503, retryable: true },
-    SUPERVISOR_NOT_LISTED: { message: 'The supervisor key (or a pool it claims) is not listed in the key set in force; an admin adds it with writ keyset supervisor add', status: 403, retryable: false },
+    SUPERVISOR_NOT_LISTED: {
+      message: 'The supervisor key (or a pool it claims) is not listed in the key set in force; an admin adds it with writ keyset supervisor add',
+      status: 403,
+      retryable: false,
+    },
     REDIS_UNAVAILABLE: { message: 'Redis is not reachable', status: 503, retryable: true },
     REDIS_MISCONFIGURED: { message: 'Redis is configured unsafely for Writ (eviction on, or no ACL user)', status: 500, retryable: false },
     REDIS_URL_INVALID: { message: 'The Redis URL is not valid (details.reason says which part)', status: 500, retryable: false },
@@ -153,7 +173,11 @@ export const ERROR_CODES = Object.freeze({
     USAGE: { message: 'The command line is not valid (see --help)', status: 400, retryable: false },
     WAIT_TIMEOUT: { message: 'The job did not end within --wait-timeout (it may still end later)', status: 504, retryable: true },
     NO_COORD: { message: 'No cluster to talk to: start one with writ dev --keep, or pass --coord URL', status: 503, retryable: false },
-    PLAN_FIXTURE_INVALID: { message: 'The writ plan fixture is not a JSON object of capability names to answers (docs/plan.md)', status: 400, retryable: false },
+    PLAN_FIXTURE_INVALID: {
+      message: 'The writ plan fixture is not a JSON object of capability names to answers (docs/plan.md)',
+      status: 400,
+      retryable: false,
+    },
   }),
 });
 

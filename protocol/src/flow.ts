@@ -90,7 +90,10 @@ const stepSchema = {
         type: 'object',
         additionalProperties: false,
         required: ['from'],
-        properties: { from: { type: 'string', pattern: STEP_NAME_PATTERN }, path: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,63}(\\.[A-Za-z0-9_-]{1,63}){0,15}$' } },
+        properties: {
+          from: { type: 'string', pattern: STEP_NAME_PATTERN },
+          path: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,63}(\\.[A-Za-z0-9_-]{1,63}){0,15}$' },
+        },
       },
     },
     pins: jp.pins,
@@ -127,21 +130,33 @@ export function parseFlowPayload(bytes: Uint8Array): FlowPayload {
     if (byName.has(s.name)) throw new WritError('FLOW_INVALID', `two steps are named ${JSON.stringify(s.name)}`, { step: s.name });
     byName.set(s.name, s);
     const bytesOf = Buffer.byteLength(s.script.source, 'utf8');
-    if (bytesOf > MAX_SCRIPT_BYTES) throw new WritError('SCRIPT_TOO_LARGE', `step ${s.name}: script is ${bytesOf} bytes, over the ${MAX_SCRIPT_BYTES}-byte limit`, { limit: MAX_SCRIPT_BYTES, size: bytesOf });
+    if (bytesOf > MAX_SCRIPT_BYTES)
+      throw new WritError('SCRIPT_TOO_LARGE', `step ${s.name}: script is ${bytesOf} bytes, over the ${MAX_SCRIPT_BYTES}-byte limit`, {
+        limit: MAX_SCRIPT_BYTES,
+        size: bytesOf,
+      });
     const actual = sha256Hex(s.script.source);
-    if (actual !== s.script.sha256) throw new WritError('SCRIPT_HASH_MISMATCH', `step ${s.name}: script.sha256 is ${s.script.sha256} but the source hashes to ${actual}`, { step: s.name });
-    for (const c of s.caps) if (!CAPABILITIES.has(c)) throw new WritError('CAPABILITY_UNKNOWN', `step ${s.name} requests unknown capability ${JSON.stringify(c)}`, { capability: c });
+    if (actual !== s.script.sha256)
+      throw new WritError('SCRIPT_HASH_MISMATCH', `step ${s.name}: script.sha256 is ${s.script.sha256} but the source hashes to ${actual}`, { step: s.name });
+    for (const c of s.caps)
+      if (!CAPABILITIES.has(c)) throw new WritError('CAPABILITY_UNKNOWN', `step ${s.name} requests unknown capability ${JSON.stringify(c)}`, { capability: c });
     if (s.each && 'node' in s.target) throw new WritError('FLOW_INVALID', `step ${s.name}: "each" needs a label selector target, not a node`, { step: s.name });
-    if (!s.each && (s.maxParallel !== undefined || s.maxFailures !== undefined)) throw new WritError('FLOW_INVALID', `step ${s.name}: maxParallel and maxFailures apply only to a fan-out step ("each": true)`, { step: s.name });
-    if (s.args && 'inputs' in s.args) throw new WritError('FLOW_INVALID', `step ${s.name}: args.inputs is reserved for the step's resolved inputs`, { step: s.name });
+    if (!s.each && (s.maxParallel !== undefined || s.maxFailures !== undefined))
+      throw new WritError('FLOW_INVALID', `step ${s.name}: maxParallel and maxFailures apply only to a fan-out step ("each": true)`, { step: s.name });
+    if (s.args && 'inputs' in s.args)
+      throw new WritError('FLOW_INVALID', `step ${s.name}: args.inputs is reserved for the step's resolved inputs`, { step: s.name });
   }
   for (const s of flow.steps) {
     for (const d of s.depends) {
       if (d === s.name) throw new WritError('FLOW_INVALID', `step ${s.name} depends on itself`, { step: s.name });
-      if (!byName.has(d)) throw new WritError('FLOW_INVALID', `step ${s.name} depends on ${JSON.stringify(d)}, which is no step of this flow`, { step: s.name });
+      if (!byName.has(d))
+        throw new WritError('FLOW_INVALID', `step ${s.name} depends on ${JSON.stringify(d)}, which is no step of this flow`, { step: s.name });
     }
     for (const [k, ref] of Object.entries(s.inputs ?? {})) {
-      if (!s.depends.includes(ref.from)) throw new WritError('FLOW_INVALID', `step ${s.name}: input ${k} comes from ${JSON.stringify(ref.from)}, which the step must list in "depends"`, { step: s.name });
+      if (!s.depends.includes(ref.from))
+        throw new WritError('FLOW_INVALID', `step ${s.name}: input ${k} comes from ${JSON.stringify(ref.from)}, which the step must list in "depends"`, {
+          step: s.name,
+        });
     }
   }
   topoOrder(flow);
@@ -367,7 +382,8 @@ function resolveInputs(flow: FlowPayload, flowSha256: string, step: FlowStep, ev
   // Verify each piece of evidence once; results for steps no input names are refused (nothing unasked rides along).
   const byStep = new Map<string, Map<string, JsonValue>>();
   for (const ev of evidence) {
-    if (!needed.has(ev.step)) throw new WritError('STEP_INPUT_INVALID', `step ${step.name} takes no input from step ${ev.step}, but a result of it was attached`);
+    if (!needed.has(ev.step))
+      throw new WritError('STEP_INPUT_INVALID', `step ${step.name} takes no input from step ${ev.step}, but a result of it was attached`);
     const producer = flow.steps.find((s) => s.name === ev.step)!;
     let key: TrustedKey;
     try {
@@ -386,7 +402,10 @@ function resolveInputs(flow: FlowPayload, flowSha256: string, step: FlowStep, ev
     }
     const expectJob = stepJobId(flow.id, ev.step, producer.each ? ev.node : null);
     if (r.flow !== flow.id || r.flowSha256 !== flowSha256 || r.step !== ev.step || r.node !== ev.node || r.jobId !== expectJob) {
-      throw new WritError('STEP_INPUT_INVALID', `the signed result attached for step ${ev.step} on node ${ev.node} is for ${r.flow}/${r.step} on ${r.node} (job ${r.jobId})`);
+      throw new WritError(
+        'STEP_INPUT_INVALID',
+        `the signed result attached for step ${ev.step} on node ${ev.node} is for ${r.flow}/${r.step} on ${r.node} (job ${r.jobId})`,
+      );
     }
     if ('node' in producer.target && producer.target.node !== ev.node) {
       throw new WritError('STEP_INPUT_INVALID', `step ${ev.step} runs on node ${producer.target.node}, but its result was signed by node ${ev.node}`);
@@ -400,8 +419,10 @@ function resolveInputs(flow: FlowPayload, flowSha256: string, step: FlowStep, ev
   for (const [name, ref] of Object.entries(refs)) {
     const producer = flow.steps.find((s) => s.name === ref.from)!;
     const results = byStep.get(ref.from);
-    if (!results || results.size === 0) throw new WritError('STEP_INPUT_INVALID', `input ${name} of step ${step.name}: no signed result of step ${ref.from} was attached`);
-    if (!producer.each && results.size !== 1) throw new WritError('STEP_INPUT_INVALID', `input ${name}: step ${ref.from} runs once, but ${results.size} results were attached`);
+    if (!results || results.size === 0)
+      throw new WritError('STEP_INPUT_INVALID', `input ${name} of step ${step.name}: no signed result of step ${ref.from} was attached`);
+    if (!producer.each && results.size !== 1)
+      throw new WritError('STEP_INPUT_INVALID', `input ${name}: step ${ref.from} runs once, but ${results.size} results were attached`);
     const pick = (value: JsonValue, node: string): JsonValue => {
       if (!ref.path) return value;
       let cur: JsonValue = value;

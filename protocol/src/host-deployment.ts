@@ -52,7 +52,23 @@ export interface HostDeploymentPayload {
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['id', 'aud', 'system', 'profile', 'selector', 'nodes', 'batchSize', 'maxUnavailable', 'drain', 'healthCheck', 'timeoutS', 'jobs', 'nonce', 'iat', 'exp'],
+  required: [
+    'id',
+    'aud',
+    'system',
+    'profile',
+    'selector',
+    'nodes',
+    'batchSize',
+    'maxUnavailable',
+    'drain',
+    'healthCheck',
+    'timeoutS',
+    'jobs',
+    'nonce',
+    'iat',
+    'exp',
+  ],
   properties: {
     id: { type: 'string', pattern: DEPLOYMENT_ID_PATTERN },
     aud: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' },
@@ -68,7 +84,10 @@ const schema = {
       type: 'object',
       additionalProperties: false,
       required: ['argv', 'timeoutMs'],
-      properties: { argv: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 4096 } }, timeoutMs: { type: 'integer', minimum: 100, maximum: 3_600_000 } },
+      properties: {
+        argv: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 4096 } },
+        timeoutMs: { type: 'integer', minimum: 100, maximum: 3_600_000 },
+      },
     },
     timeoutS: { type: 'integer', minimum: 10, maximum: 3600 },
     jobs: {
@@ -78,7 +97,11 @@ const schema = {
         type: 'object',
         additionalProperties: false,
         required: ['node', 'id', 'envelopeSha256'],
-        properties: { node: { type: 'string', pattern: NODE_ID_PATTERN }, id: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' }, envelopeSha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+        properties: {
+          node: { type: 'string', pattern: NODE_ID_PATTERN },
+          id: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' },
+          envelopeSha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+        },
       },
     },
     nonce: { type: 'string', minLength: 22, maxLength: 128, pattern: '^[A-Za-z0-9_-]+$' },
@@ -166,8 +189,19 @@ export interface NewHostDeploymentInput {
 }
 
 /** Builds the switch job input for one node (to be signed like any job: buildJobPayload, signEnvelope). */
-export function hostSwitchJob(d: Pick<HostDeploymentPayload, 'id' | 'aud' | 'system' | 'profile' | 'healthCheck' | 'timeoutS' | 'iat' | 'exp'>, node: string, from?: string): NewJobInput {
-  const args: HostSwitchArgs = { deployment: d.id, node, system: d.system, profile: d.profile, healthCheck: healthCheckFor(d.healthCheck, node), ...(from ? { from } : {}) };
+export function hostSwitchJob(
+  d: Pick<HostDeploymentPayload, 'id' | 'aud' | 'system' | 'profile' | 'healthCheck' | 'timeoutS' | 'iat' | 'exp'>,
+  node: string,
+  from?: string,
+): NewJobInput {
+  const args: HostSwitchArgs = {
+    deployment: d.id,
+    node,
+    system: d.system,
+    profile: d.profile,
+    healthCheck: healthCheckFor(d.healthCheck, node),
+    ...(from ? { from } : {}),
+  };
   return {
     id: hostSwitchJobId(d.id, node),
     source: HOST_SWITCH_SCRIPT,
@@ -217,8 +251,15 @@ export function checkHostSwitchJob(d: HostDeploymentPayload, node: string, job: 
   if (pins.length !== 1 || pins[0] !== d.system) throw bad(`must pin exactly ${d.system}`);
   const a = job.args as Partial<HostSwitchArgs> | null;
   const want = healthCheckFor(d.healthCheck, node);
-  if (!a || a.system !== d.system || a.profile !== d.profile || a.node !== node || a.deployment !== d.id || JSON.stringify(a.healthCheck) !== JSON.stringify(want)) {
-    throw bad('does not carry the deployment\'s system, profile and health check');
+  if (
+    !a ||
+    a.system !== d.system ||
+    a.profile !== d.profile ||
+    a.node !== node ||
+    a.deployment !== d.id ||
+    JSON.stringify(a.healthCheck) !== JSON.stringify(want)
+  ) {
+    throw bad("does not carry the deployment's system, profile and health check");
   }
   if (job.aud !== d.aud) throw bad('is for another cluster');
 }

@@ -82,7 +82,14 @@ export const jobSchema = {
     pins: {
       type: 'object',
       additionalProperties: false,
-      properties: { nix: { type: 'array', maxItems: 256, uniqueItems: true, items: { type: 'string', pattern: '^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]{1,211}$' } } },
+      properties: {
+        nix: {
+          type: 'array',
+          maxItems: 256,
+          uniqueItems: true,
+          items: { type: 'string', pattern: '^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]{1,211}$' },
+        },
+      },
     },
   },
 } as const;
@@ -101,9 +108,14 @@ export function parseJobPayload(bytes: Uint8Array, opts: ParseJobOptions = {}): 
   const job = value as JobPayload;
   const maxScript = opts.maxScriptBytes ?? DEFAULT_MAX_SCRIPT_BYTES;
   const scriptBytes = Buffer.byteLength(job.script.source, 'utf8');
-  if (scriptBytes > maxScript) throw new WritError('SCRIPT_TOO_LARGE', `script is ${scriptBytes} bytes, over the ${maxScript}-byte limit`, { limit: maxScript, size: scriptBytes });
+  if (scriptBytes > maxScript)
+    throw new WritError('SCRIPT_TOO_LARGE', `script is ${scriptBytes} bytes, over the ${maxScript}-byte limit`, { limit: maxScript, size: scriptBytes });
   const actual = sha256Hex(job.script.source);
-  if (actual !== job.script.sha256) throw new WritError('SCRIPT_HASH_MISMATCH', `script.sha256 is ${job.script.sha256} but the source hashes to ${actual}`, { declared: job.script.sha256, actual });
+  if (actual !== job.script.sha256)
+    throw new WritError('SCRIPT_HASH_MISMATCH', `script.sha256 is ${job.script.sha256} but the source hashes to ${actual}`, {
+      declared: job.script.sha256,
+      actual,
+    });
   const nonce = fromB64url(job.nonce);
   if (!nonce || nonce.length < 16) throw new WritError('SCHEMA_INVALID', 'job payload /nonce must be base64url of at least 16 bytes (128 bits)');
   for (const c of job.caps) {
@@ -117,12 +129,24 @@ export function parseJobPayload(bytes: Uint8Array, opts: ParseJobOptions = {}): 
 
 /** Checks the signed time window against `nowS` (Unix seconds). */
 export function checkJobTimes(job: Pick<JobPayload, 'iat' | 'exp'>, nowS: number, maxSkewS = DEFAULT_MAX_CLOCK_SKEW_S): void {
-  if (job.exp <= nowS) throw new WritError('ENVELOPE_EXPIRED', `envelope expired ${nowS - job.exp} s ago (exp=${new Date(job.exp * 1000).toISOString()})`, { exp: job.exp, now: nowS });
-  if (job.iat > nowS + maxSkewS) throw new WritError('ENVELOPE_NOT_YET_VALID', `envelope iat is ${job.iat - nowS} s in the future; at most ${maxSkewS} s of clock skew is allowed`, { iat: job.iat, now: nowS });
+  if (job.exp <= nowS)
+    throw new WritError('ENVELOPE_EXPIRED', `envelope expired ${nowS - job.exp} s ago (exp=${new Date(job.exp * 1000).toISOString()})`, {
+      exp: job.exp,
+      now: nowS,
+    });
+  if (job.iat > nowS + maxSkewS)
+    throw new WritError('ENVELOPE_NOT_YET_VALID', `envelope iat is ${job.iat - nowS} s in the future; at most ${maxSkewS} s of clock skew is allowed`, {
+      iat: job.iat,
+      now: nowS,
+    });
 }
 
 export function checkAudience(job: Pick<JobPayload, 'aud'>, clusterId: string): void {
-  if (job.aud !== clusterId) throw new WritError('AUDIENCE_MISMATCH', `envelope is for cluster ${JSON.stringify(job.aud)}, this is ${JSON.stringify(clusterId)}`, { aud: job.aud, cluster: clusterId });
+  if (job.aud !== clusterId)
+    throw new WritError('AUDIENCE_MISMATCH', `envelope is for cluster ${JSON.stringify(job.aud)}, this is ${JSON.stringify(clusterId)}`, {
+      aud: job.aud,
+      cluster: clusterId,
+    });
 }
 
 export interface NewJobInput {

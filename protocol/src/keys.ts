@@ -49,7 +49,13 @@ export function keyPairFromSeed(seed: Uint8Array): KeyPair {
 }
 
 export function encodePrivateKeyFile(kp: KeyPair, comment?: string): string {
-  const file: PrivateKeyFile = { type: 'writ.ed25519.private.v1', keyid: kp.keyid, publicKey: b64url(kp.publicKey), seed: b64url(kp.signing.seed), ...(comment ? { comment } : {}) };
+  const file: PrivateKeyFile = {
+    type: 'writ.ed25519.private.v1',
+    keyid: kp.keyid,
+    publicKey: b64url(kp.publicKey),
+    seed: b64url(kp.signing.seed),
+    ...(comment ? { comment } : {}),
+  };
   return JSON.stringify(file, null, 2) + '\n';
 }
 

@@ -55,7 +55,12 @@ export interface KeySet {
 }
 
 const NAME = { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' };
-const KEYREF = { type: 'object', additionalProperties: false, required: ['keyid', 'publicKey'], properties: { keyid: { type: 'string', maxLength: 60 }, publicKey: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } } };
+const KEYREF = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['keyid', 'publicKey'],
+  properties: { keyid: { type: 'string', maxLength: 60 }, publicKey: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
+};
 const keySetSchema = {
   type: 'object',
   additionalProperties: false,
@@ -65,8 +70,22 @@ const keySetSchema = {
     version: { type: 'integer', minimum: 1 },
     issuedAt: { type: 'integer', minimum: 0 },
     expiresAt: { type: 'integer', minimum: 0 },
-    admins: { type: 'object', additionalProperties: false, required: ['threshold', 'keys'], properties: { threshold: { type: 'integer', minimum: 1, maximum: 16 }, keys: { type: 'array', minItems: 1, maxItems: 64, items: KEYREF } } },
-    users: { type: 'array', maxItems: 10_000, items: { type: 'object', additionalProperties: false, required: ['name', 'keys', 'roles'], properties: { name: NAME, keys: { type: 'array', maxItems: 16, items: KEYREF }, roles: { type: 'array', maxItems: 64, items: NAME } } } },
+    admins: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['threshold', 'keys'],
+      properties: { threshold: { type: 'integer', minimum: 1, maximum: 16 }, keys: { type: 'array', minItems: 1, maxItems: 64, items: KEYREF } },
+    },
+    users: {
+      type: 'array',
+      maxItems: 10_000,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'keys', 'roles'],
+        properties: { name: NAME, keys: { type: 'array', maxItems: 16, items: KEYREF }, roles: { type: 'array', maxItems: 64, items: NAME } },
+      },
+    },
     roles: {
       type: 'array',
       maxItems: 1000,
@@ -112,7 +131,8 @@ export function parseKeySet(bytes: Uint8Array): KeySet {
     const raw = fromB64url(r.publicKey);
     if (!raw || keyIdOf(raw) !== r.keyid) throw new WritError('KEYSET_INVALID', `key id ${r.keyid} does not match its public key`);
   }
-  if (ks.admins.threshold > new Set(ks.admins.keys.map((k) => k.keyid)).size) throw new WritError('KEYSET_INVALID', `admin threshold ${ks.admins.threshold} exceeds the number of distinct admin keys`);
+  if (ks.admins.threshold > new Set(ks.admins.keys.map((k) => k.keyid)).size)
+    throw new WritError('KEYSET_INVALID', `admin threshold ${ks.admins.threshold} exceeds the number of distinct admin keys`);
   const roleNames = new Set(ks.roles.map((r) => r.name));
   if (roleNames.size !== ks.roles.length) throw new WritError('KEYSET_INVALID', 'two roles share a name');
   for (const u of ks.users) for (const r of u.roles) if (!roleNames.has(r)) throw new WritError('KEYSET_INVALID', `user ${u.name} has unknown role ${r}`);
@@ -122,11 +142,13 @@ export function parseKeySet(bytes: Uint8Array): KeySet {
   for (const sup of ks.supervisors ?? []) {
     for (const k of sup.keys) {
       const other = supervisorKeys.get(k.keyid);
-      if (other !== undefined && other !== sup.id) throw new WritError('KEYSET_INVALID', `key ${k.keyid} is listed for supervisors ${other} and ${sup.id}: each supervisor key names one supervisor`);
+      if (other !== undefined && other !== sup.id)
+        throw new WritError('KEYSET_INVALID', `key ${k.keyid} is listed for supervisors ${other} and ${sup.id}: each supervisor key names one supervisor`);
       supervisorKeys.set(k.keyid, sup.id);
     }
   }
-  if (new Set((ks.supervisors ?? []).map((x) => x.id)).size !== (ks.supervisors ?? []).length) throw new WritError('KEYSET_INVALID', 'two supervisors share an id');
+  if (new Set((ks.supervisors ?? []).map((x) => x.id)).size !== (ks.supervisors ?? []).length)
+    throw new WritError('KEYSET_INVALID', 'two supervisors share an id');
   return ks;
 }
 
@@ -167,7 +189,8 @@ export function verifyKeySet(raw: string, trust: KeySetTrust, nowS: number): Acc
   }
   const ks = parseKeySet(v.payload);
   if (ks.cluster !== trust.cluster) throw new WritError('KEYSET_INVALID', `key set is for cluster ${ks.cluster}, this is ${trust.cluster}`);
-  if (ks.version <= trust.version) throw new WritError('KEYSET_ROLLBACK', `key set version ${ks.version} is not newer than the accepted version ${trust.version}`);
+  if (ks.version <= trust.version)
+    throw new WritError('KEYSET_ROLLBACK', `key set version ${ks.version} is not newer than the accepted version ${trust.version}`);
   if (ks.expiresAt <= nowS) throw new WritError('KEYSET_EXPIRED', `key set version ${ks.version} expired at ${new Date(ks.expiresAt * 1000).toISOString()}`);
   return { keySet: ks, signers: v.signers, raw };
 }
@@ -182,9 +205,18 @@ export function grantsFromKeySet(ks: KeySet): Map<string, KeyGrant[]> {
       const list = out.get(k.keyid) ?? [];
       for (const rn of u.roles) {
         const r = roles.get(rn)!;
-        list.push({ keyid: k.keyid, publicKey: k.publicKey, caps: r.caps, nodes: r.nodes, labels: r.labels, revoked: revoked.has(k.keyid), comment: `${u.name}/${r.name}` });
+        list.push({
+          keyid: k.keyid,
+          publicKey: k.publicKey,
+          caps: r.caps,
+          nodes: r.nodes,
+          labels: r.labels,
+          revoked: revoked.has(k.keyid),
+          comment: `${u.name}/${r.name}`,
+        });
       }
-      if (u.roles.length === 0) list.push({ keyid: k.keyid, publicKey: k.publicKey, caps: [], nodes: [], labels: {}, revoked: revoked.has(k.keyid), comment: u.name });
+      if (u.roles.length === 0)
+        list.push({ keyid: k.keyid, publicKey: k.publicKey, caps: [], nodes: [], labels: {}, revoked: revoked.has(k.keyid), comment: u.name });
       out.set(k.keyid, list);
     }
   }
@@ -252,7 +284,11 @@ export class KeySetHolder {
   /** Throws unless a current, unexpired key set is held (an expired set freezes the tier: nothing runs). */
   ensureUsable(nowS: number): KeySet {
     if (!this.current) throw new WritError('KEYSET_MISSING', 'no key set has been accepted yet (publish one: writ keyset publish)');
-    if (this.current.keySet.expiresAt <= nowS) throw new WritError('KEYSET_EXPIRED', `the key set (version ${this.version}) expired at ${new Date(this.current.keySet.expiresAt * 1000).toISOString()}; publish a newer one`);
+    if (this.current.keySet.expiresAt <= nowS)
+      throw new WritError(
+        'KEYSET_EXPIRED',
+        `the key set (version ${this.version}) expired at ${new Date(this.current.keySet.expiresAt * 1000).toISOString()}; publish a newer one`,
+      );
     return this.current.keySet;
   }
 }

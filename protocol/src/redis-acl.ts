@@ -40,7 +40,9 @@ export function redisAclRules(r: RedisRole): string[] {
   }
   const node = checkedNode(r.node);
   return [
-    'reset', 'on', 'resetchannels',
+    'reset',
+    'on',
+    'resetchannels',
     `~${BULL_PREFIX}:${queueNames.node(node)}:*`,
     `~${redisKeys.node(node)}`,
     `%R~${redisKeys.cancel(node, '*')}`,
@@ -68,10 +70,13 @@ export function redisUserProblem(r: RedisRole, whoami: string): string | null {
   if (whoami === expected) return null;
   const who = r.role === 'supervisor' ? 'a supervisor' : `the runner of node ${r.node}`;
   const create = r.role === 'supervisor' ? 'writ redis acl --role supervisor' : `writ redis acl --role runner --node ${r.node}`;
-  return `connected to Redis as ACL user ${JSON.stringify(whoami)}; in production mode ${who} must connect as ${JSON.stringify(expected)}, `
-    + `confined to its own keys. Create the user with \`${create}\` (on every Redis server) and put it in REDIS_URL: redis://${expected}:PASSWORD@HOST:PORT`;
+  return (
+    `connected to Redis as ACL user ${JSON.stringify(whoami)}; in production mode ${who} must connect as ${JSON.stringify(expected)}, ` +
+    `confined to its own keys. Create the user with \`${create}\` (on every Redis server) and put it in REDIS_URL: redis://${expected}:PASSWORD@HOST:PORT`
+  );
 }
 
 /** Production mode: a Redis that lets anyone in as the default user without a password confines nobody. */
-export const REDIS_OPEN_DEFAULT_USER_PROBLEM = 'Redis lets any client in as the "default" user without a password, so per-role ACL users confine nothing. '
-  + 'Turn it off (ACL SETUSER default off, or requirepass) on every Redis server';
+export const REDIS_OPEN_DEFAULT_USER_PROBLEM =
+  'Redis lets any client in as the "default" user without a password, so per-role ACL users confine nothing. ' +
+  'Turn it off (ACL SETUSER default off, or requirepass) on every Redis server';

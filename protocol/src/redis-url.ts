@@ -43,9 +43,7 @@ function refuse(source: string, shown: string, reason: RedisUrlProblem, why: str
 
 /** The URL with its passwords replaced, for messages and logs. */
 export function redactRedisUrl(url: string): string {
-  return url
-    .replace(/^([^:/?#]+:\/\/[^:@/?#]*:)[^@/?#]*@/, '$1***@')
-    .replace(/([?&]sentinelPassword=)[^&#]*/g, '$1***');
+  return url.replace(/^([^:/?#]+:\/\/[^:@/?#]*:)[^@/?#]*@/, '$1***@').replace(/([?&]sentinelPassword=)[^&#]*/g, '$1***');
 }
 
 function decode(part: string, source: string, shown: string, what: string): string {
@@ -86,11 +84,18 @@ export function parseRedisUrl(url: string, source = 'REDIS_URL'): RedisConnectio
   const shown = redactRedisUrl(url);
   const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/.exec(url);
   if (!m) {
-    if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(url) && url.includes('#')) refuse(source, shown, 'syntax', 'a Redis URL has no #fragment (percent-encode # in a password as %23)');
-    return refuse(source, shown, 'syntax', 'not a URL (expected redis://HOST:PORT, redis+sentinel://HOST:PORT,HOST:PORT/MASTER or redis+cluster://HOST:PORT,HOST:PORT)');
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(url) && url.includes('#'))
+      refuse(source, shown, 'syntax', 'a Redis URL has no #fragment (percent-encode # in a password as %23)');
+    return refuse(
+      source,
+      shown,
+      'syntax',
+      'not a URL (expected redis://HOST:PORT, redis+sentinel://HOST:PORT,HOST:PORT/MASTER or redis+cluster://HOST:PORT,HOST:PORT)',
+    );
   }
   const scheme = `${m[1]!.toLowerCase()}:`;
-  if (!(REDIS_URL_SCHEMES as readonly string[]).includes(scheme)) refuse(source, shown, 'scheme', 'expected a redis:, rediss:, redis+sentinel:, redis+cluster: or rediss+cluster: URL');
+  if (!(REDIS_URL_SCHEMES as readonly string[]).includes(scheme))
+    refuse(source, shown, 'scheme', 'expected a redis:, rediss:, redis+sentinel:, redis+cluster: or rediss+cluster: URL');
   const sentinel = scheme === 'redis+sentinel:';
   const cluster = scheme === 'redis+cluster:' || scheme === 'rediss+cluster:';
   const authority = m[2]!;
@@ -112,7 +117,13 @@ export function parseRedisUrl(url: string, source = 'REDIS_URL'): RedisConnectio
 
   if (hostlist === '') refuse(source, shown, 'host', 'no host');
   const hosts = hostlist.split(',');
-  if (!sentinel && !cluster && hosts.length > 1) refuse(source, shown, 'host', 'several hosts are a Sentinel group or a Redis Cluster: use redis+sentinel://HOST:PORT,HOST:PORT/MASTER or redis+cluster://HOST:PORT,HOST:PORT');
+  if (!sentinel && !cluster && hosts.length > 1)
+    refuse(
+      source,
+      shown,
+      'host',
+      'several hosts are a Sentinel group or a Redis Cluster: use redis+sentinel://HOST:PORT,HOST:PORT/MASTER or redis+cluster://HOST:PORT,HOST:PORT',
+    );
   const addresses = hosts.map((h) => parseAddress(h, sentinel ? SENTINEL_DEFAULT_PORT : REDIS_DEFAULT_PORT, source, shown));
 
   const query = new Map<string, string>();
@@ -173,8 +184,10 @@ export function checkRedisUrl(url: string, source: string): string {
 export function describeRedisTarget(o: RedisConnectionOptions): string {
   const db = o.db ? `/${o.db}` : '';
   const user = o.username ? ` as ${o.username}` : '';
-  if (o.cluster) return `${o.tls ? 'rediss' : 'redis'} cluster via ${o.cluster.map((s) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`).join(',')}${user}`;
-  if (o.sentinels) return `sentinel master ${o.name} via ${o.sentinels.map((s) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`).join(',')}${db}${user}`;
+  if (o.cluster)
+    return `${o.tls ? 'rediss' : 'redis'} cluster via ${o.cluster.map((s) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`).join(',')}${user}`;
+  if (o.sentinels)
+    return `sentinel master ${o.name} via ${o.sentinels.map((s) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`).join(',')}${db}${user}`;
   return `${o.tls ? 'rediss' : 'redis'}://${o.host?.includes(':') ? `[${o.host}]` : o.host}:${o.port}${db}${user}`;
 }
 

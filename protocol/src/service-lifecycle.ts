@@ -67,7 +67,11 @@ export async function untilAborted(signal: AbortSignal): Promise<void> {
  * of its ready line; then it waits for `run.signal` and releases everything in reverse within `graceMs`.
  * A failure while opening releases what was opened before it is rethrown. Resolves true when all released.
  */
-export async function serveUntilAborted(run: ServiceRun<LifecycleLogger>, graceMs: number, open: (releasers: Releaser[]) => Promise<Record<string, unknown>>): Promise<boolean> {
+export async function serveUntilAborted(
+  run: ServiceRun<LifecycleLogger>,
+  graceMs: number,
+  open: (releasers: Releaser[]) => Promise<Record<string, unknown>>,
+): Promise<boolean> {
   const releasers: Releaser[] = [];
   try {
     const ready = await open(releasers);

@@ -31,7 +31,8 @@ export function parseStrictJson(input: Uint8Array | string, options: StrictParse
     // A JS string may hold raw lone surrogates; UTF-8 bytes never can (the fatal decoder refuses them).
     if (!isWellFormed(text)) throw new WritError('JSON_LONE_SURROGATE', 'input holds a lone UTF-16 surrogate');
   } else {
-    if (input.byteLength > maxBytes) throw new WritError('JSON_TOO_LARGE', `input is ${input.byteLength} bytes, over the ${maxBytes}-byte limit`, { limit: maxBytes, size: input.byteLength });
+    if (input.byteLength > maxBytes)
+      throw new WritError('JSON_TOO_LARGE', `input is ${input.byteLength} bytes, over the ${maxBytes}-byte limit`, { limit: maxBytes, size: input.byteLength });
     try {
       text = decoder.decode(input);
     } catch {
@@ -54,7 +55,10 @@ function isWellFormed(s: string): boolean {
 
 class Parser {
   i = 0;
-  constructor(readonly s: string, readonly maxDepth: number) {}
+  constructor(
+    readonly s: string,
+    readonly maxDepth: number,
+  ) {}
 
   fail(what: string): never {
     throw new WritError('JSON_SYNTAX', `${what} at offset ${this.i}`, { offset: this.i });
@@ -74,12 +78,18 @@ class Parser {
   value(depth: number): JsonValue {
     const c = this.s.charCodeAt(this.i);
     switch (c) {
-      case 0x7b: return this.object(depth + 1);
-      case 0x5b: return this.array(depth + 1);
-      case 0x22: return this.string();
-      case 0x74: return this.literal('true', true);
-      case 0x66: return this.literal('false', false);
-      case 0x6e: return this.literal('null', null);
+      case 0x7b:
+        return this.object(depth + 1);
+      case 0x5b:
+        return this.array(depth + 1);
+      case 0x22:
+        return this.string();
+      case 0x74:
+        return this.literal('true', true);
+      case 0x66:
+        return this.literal('false', false);
+      case 0x6e:
+        return this.literal('null', null);
       default:
         if (c === 0x2d || (c >= 0x30 && c <= 0x39)) return this.number();
         return this.fail(Number.isNaN(c) ? 'unexpected end of input' : 'unexpected character');
@@ -100,10 +110,13 @@ class Parser {
     const start = this.i;
     this.i += raw.length;
     const n = Number(raw);
-    if (!Number.isFinite(n)) throw new WritError('JSON_NUMBER_OUT_OF_RANGE', `number ${raw.slice(0, 40)} at offset ${start} does not fit a 64-bit float`, { offset: start });
+    if (!Number.isFinite(n))
+      throw new WritError('JSON_NUMBER_OUT_OF_RANGE', `number ${raw.slice(0, 40)} at offset ${start} does not fit a 64-bit float`, { offset: start });
     // Integers written without fraction or exponent must be exact; so must fraction-free values that land on integers beyond 2^53.
     if (Number.isInteger(n) && !Number.isSafeInteger(n)) {
-      throw new WritError('JSON_UNSAFE_INTEGER', `number ${raw.slice(0, 40)} at offset ${start} is beyond 2^53 and cannot be represented exactly`, { offset: start });
+      throw new WritError('JSON_UNSAFE_INTEGER', `number ${raw.slice(0, 40)} at offset ${start} is beyond 2^53 and cannot be represented exactly`, {
+        offset: start,
+      });
     }
     return n;
   }
@@ -128,22 +141,47 @@ class Parser {
     let run = i;
     for (;;) {
       const c = s.charCodeAt(i);
-      if (Number.isNaN(c)) { this.i = i; this.fail('unterminated string'); }
+      if (Number.isNaN(c)) {
+        this.i = i;
+        this.fail('unterminated string');
+      }
       if (c === 0x22) break;
-      if (c < 0x20) { this.i = i; this.fail('control character in string'); }
-      if (c !== 0x5c) { i++; continue; }
+      if (c < 0x20) {
+        this.i = i;
+        this.fail('control character in string');
+      }
+      if (c !== 0x5c) {
+        i++;
+        continue;
+      }
       out += s.slice(run, i);
       const e = s.charCodeAt(i + 1);
       i += 2;
       switch (e) {
-        case 0x22: out += '"'; break;
-        case 0x5c: out += '\\'; break;
-        case 0x2f: out += '/'; break;
-        case 0x62: out += '\b'; break;
-        case 0x66: out += '\f'; break;
-        case 0x6e: out += '\n'; break;
-        case 0x72: out += '\r'; break;
-        case 0x74: out += '\t'; break;
+        case 0x22:
+          out += '"';
+          break;
+        case 0x5c:
+          out += '\\';
+          break;
+        case 0x2f:
+          out += '/';
+          break;
+        case 0x62:
+          out += '\b';
+          break;
+        case 0x66:
+          out += '\f';
+          break;
+        case 0x6e:
+          out += '\n';
+          break;
+        case 0x72:
+          out += '\r';
+          break;
+        case 0x74:
+          out += '\t';
+          break;
         case 0x75: {
           const unit = this.hex4(i);
           i += 4;
@@ -178,7 +216,10 @@ class Parser {
 
   hex4(at: number): number {
     const h = this.s.slice(at, at + 4);
-    if (!/^[0-9a-fA-F]{4}$/.test(h)) { this.i = at; this.fail('invalid \\u escape'); }
+    if (!/^[0-9a-fA-F]{4}$/.test(h)) {
+      this.i = at;
+      this.fail('invalid \\u escape');
+    }
     return parseInt(h, 16);
   }
 
@@ -192,13 +233,19 @@ class Parser {
     // A null-prototype object: "__proto__" is an ordinary key, never a prototype switch.
     const out: { [key: string]: JsonValue } = Object.create(null);
     this.ws();
-    if (this.s.charCodeAt(this.i) === 0x7d) { this.i++; return out; }
+    if (this.s.charCodeAt(this.i) === 0x7d) {
+      this.i++;
+      return out;
+    }
     for (;;) {
       if (this.s.charCodeAt(this.i) !== 0x22) this.fail('expected a string key');
       const keyAt = this.i;
       const key = this.string();
       if (Object.prototype.hasOwnProperty.call(out, key)) {
-        throw new WritError('JSON_DUPLICATE_KEY', `duplicate key ${JSON.stringify(key.slice(0, 64))} at offset ${keyAt}`, { key: key.slice(0, 64), offset: keyAt });
+        throw new WritError('JSON_DUPLICATE_KEY', `duplicate key ${JSON.stringify(key.slice(0, 64))} at offset ${keyAt}`, {
+          key: key.slice(0, 64),
+          offset: keyAt,
+        });
       }
       this.ws();
       if (this.s.charCodeAt(this.i) !== 0x3a) this.fail("expected ':'");
@@ -207,8 +254,15 @@ class Parser {
       out[key] = this.value(depth);
       this.ws();
       const c = this.s.charCodeAt(this.i);
-      if (c === 0x2c) { this.i++; this.ws(); continue; }
-      if (c === 0x7d) { this.i++; return out; }
+      if (c === 0x2c) {
+        this.i++;
+        this.ws();
+        continue;
+      }
+      if (c === 0x7d) {
+        this.i++;
+        return out;
+      }
       this.fail("expected ',' or '}'");
     }
   }
@@ -218,13 +272,23 @@ class Parser {
     this.i++;
     const out: JsonValue[] = [];
     this.ws();
-    if (this.s.charCodeAt(this.i) === 0x5d) { this.i++; return out; }
+    if (this.s.charCodeAt(this.i) === 0x5d) {
+      this.i++;
+      return out;
+    }
     for (;;) {
       out.push(this.value(depth));
       this.ws();
       const c = this.s.charCodeAt(this.i);
-      if (c === 0x2c) { this.i++; this.ws(); continue; }
-      if (c === 0x5d) { this.i++; return out; }
+      if (c === 0x2c) {
+        this.i++;
+        this.ws();
+        continue;
+      }
+      if (c === 0x5d) {
+        this.i++;
+        return out;
+      }
       this.fail("expected ',' or ']'");
     }
   }

@@ -3,7 +3,14 @@ import { authorizeJob, b64url, errorCodeOf, generateKeyPair, trustKey, type KeyG
 
 const alice = generateKeyPair();
 const bob = generateKeyPair();
-const grant = (kp: typeof alice, g: Partial<KeyGrant>): KeyGrant => ({ keyid: kp.keyid, publicKey: b64url(kp.publicKey), caps: [], nodes: ['*'], labels: {}, ...g });
+const grant = (kp: typeof alice, g: Partial<KeyGrant>): KeyGrant => ({
+  keyid: kp.keyid,
+  publicKey: b64url(kp.publicKey),
+  caps: [],
+  nodes: ['*'],
+  labels: {},
+  ...g,
+});
 const codeOf = (fn: () => void) => {
   try {
     fn();
@@ -30,7 +37,9 @@ describe('authorizeJob', () => {
     const byLabel = new Map([[alice.keyid, grant(alice, { caps: ['*'], labels: { rack: 'r2' } })]]);
     expect(codeOf(() => authorizeJob(job([]), signers, byLabel, n1))).toBe('TARGET_OUT_OF_SCOPE');
     expect(codeOf(() => authorizeJob(job([], { selector: { rack: 'r2' } }), signers, byLabel, { id: 'n9', labels: { rack: 'r2' } }))).toBe('OK');
-    expect(codeOf(() => authorizeJob(job([], { selector: { env: 'x' } }), signers, byLabel, { id: 'n9', labels: { rack: 'r2', env: 'x' } }))).toBe('TARGET_OUT_OF_SCOPE');
+    expect(codeOf(() => authorizeJob(job([], { selector: { env: 'x' } }), signers, byLabel, { id: 'n9', labels: { rack: 'r2', env: 'x' } }))).toBe(
+      'TARGET_OUT_OF_SCOPE',
+    );
   });
 
   it('refuses a revoked signer with KEY_REVOKED', () => {

@@ -5,21 +5,43 @@ import { canonicalJson } from '../src/index.ts';
 
 describe('canonical JSON', () => {
   it("sorts members by UTF-16 code units (RFC 8785's sorting example)", () => {
-    const v = { '\u20ac': 'Euro Sign', '\r': 'Carriage Return', '\ufb33': 'Hebrew Letter Dalet With Dagesh', '1': 'One', '\ud83d\ude00': 'Emoji: Grinning Face', '\u0080': 'Control', '\u00f6': 'Latin Small Letter O With Diaeresis' };
-    expect(Object.values(JSON.parse(canonicalJson(v)) as Record<string, string>)).toEqual(['One', 'Carriage Return', 'Control', 'Latin Small Letter O With Diaeresis', 'Euro Sign', 'Emoji: Grinning Face', 'Hebrew Letter Dalet With Dagesh']);
+    const v = {
+      '\u20ac': 'Euro Sign',
+      '\r': 'Carriage Return',
+      '\ufb33': 'Hebrew Letter Dalet With Dagesh',
+      '1': 'One',
+      '\ud83d\ude00': 'Emoji: Grinning Face',
+      '\u0080': 'Control',
+      '\u00f6': 'Latin Small Letter O With Diaeresis',
+    };
+    expect(Object.values(JSON.parse(canonicalJson(v)) as Record<string, string>)).toEqual([
+      'One',
+      'Carriage Return',
+      'Control',
+      'Latin Small Letter O With Diaeresis',
+      'Euro Sign',
+      'Emoji: Grinning Face',
+      'Hebrew Letter Dalet With Dagesh',
+    ]);
     // (JSON.parse puts the integer-like key first again; the bytes keep the code-unit order.)
     expect(canonicalJson(v).indexOf('"\r"')).toBeLessThan(canonicalJson(v).indexOf('"1"'));
     expect(canonicalJson({ '9': 0, '10': 0, b: 0, B: 0 })).toBe('{"10":0,"9":0,"B":0,"b":0}');
   });
 
   it("writes numbers, strings and literals as RFC 8785's example does", () => {
-    const v = { numbers: [333333333.33333329, 1e30, 4.5, 2e-3, 0.000000000000000000000000001], string: '\u20ac$\u000F\u000aA\'\u0042\u0022\u005c\\"/', literals: [null, true, false] };
-    expect(canonicalJson(v)).toBe('{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}');
+    const v = {
+      numbers: [333333333.33333329, 1e30, 4.5, 2e-3, 0.000000000000000000000000001],
+      string: '\u20ac$\u000F\u000aA\'\u0042\u0022\u005c\\"/',
+      literals: [null, true, false],
+    };
+    expect(canonicalJson(v)).toBe(
+      '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}',
+    );
     expect(canonicalJson(-0)).toBe('0');
   });
 
   it('is the same for a value and for what it becomes on the wire', () => {
-    const values: unknown[] = [{ a: [1, { c: 'x', b: null }], z: { '__proto__': 1 } }, [], {}, 'é', 0.1, Object.assign(Object.create(null), { k: 1 })];
+    const values: unknown[] = [{ a: [1, { c: 'x', b: null }], z: { __proto__: 1 } }, [], {}, 'é', 0.1, Object.assign(Object.create(null), { k: 1 })];
     for (const v of values) {
       const text = canonicalJson(v);
       expect(canonicalJson(JSON.parse(text))).toBe(text);
@@ -46,7 +68,12 @@ describe('canonical JSON', () => {
     ['a bigint', { n: 1n }],
     ['a Date', { at: new Date(0) }],
     ['a Map', new Map([['a', 1]])],
-    ['a class instance', new (class Point { x = 1 })()],
+    [
+      'a class instance',
+      new (class Point {
+        x = 1;
+      })(),
+    ],
   ])('refuses %s instead of hashing it like another value', (_what, v) => {
     expect(() => canonicalJson(v)).toThrow(TypeError);
   });

@@ -1,7 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import {
-  KeyRing, PAYLOAD_TYPES, buildJobPayload, encodeEnvelope, encodeJobPayload, errorCodeOf, generateKeyPair, keyIdOf, pae,
-  parseJobPayload, signEnvelope, trustKey, verifyEnvelope, type Envelope,
+  KeyRing,
+  PAYLOAD_TYPES,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  errorCodeOf,
+  generateKeyPair,
+  keyIdOf,
+  pae,
+  parseJobPayload,
+  signEnvelope,
+  trustKey,
+  verifyEnvelope,
+  type Envelope,
 } from '@writ/protocol';
 
 const alice = generateKeyPair();
@@ -90,7 +102,11 @@ describe('DSSE envelopes (T1)', () => {
     twice.signatures[1]!.keyid = 'ed25519:another-name-for-alice';
     expect(verifyJob(encodeEnvelope(twice)).signers).toHaveLength(1);
     const both = signEnvelope(PAYLOAD_TYPES.job, payload, [alice, bob]);
-    expect(verifyJob(encodeEnvelope(both)).signers.map((s) => s.keyid).sort()).toEqual([alice.keyid, bob.keyid].sort());
+    expect(
+      verifyJob(encodeEnvelope(both))
+        .signers.map((s) => s.keyid)
+        .sort(),
+    ).toEqual([alice.keyid, bob.keyid].sort());
   });
 
   it('rejects malformed envelopes with precise codes', () => {

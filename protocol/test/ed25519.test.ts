@@ -2,7 +2,15 @@ import { readFileSync } from 'node:fs';
 import { createPublicKey, verify as rawVerify } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { describe, expect, it } from 'vitest';
-import { generateKeyPair, signDetached, signDetachedPortable, verifyStrictPortable, verifyStrictRaw, publicKeyProblem, ED25519_INTERNALS_FOR_TESTS } from '@writ/protocol';
+import {
+  generateKeyPair,
+  signDetached,
+  signDetachedPortable,
+  verifyStrictPortable,
+  verifyStrictRaw,
+  publicKeyProblem,
+  ED25519_INTERNALS_FOR_TESTS,
+} from '@writ/protocol';
 
 const vectors = JSON.parse(readFileSync(new URL('./fixtures/ed25519-speccheck.json', import.meta.url), 'utf8')) as {
   libsodiumAccepts: number[];

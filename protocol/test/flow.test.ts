@@ -2,8 +2,26 @@
 // way the evidence for a step's inputs can be wrong (forged, altered, for another flow, step or node).
 import { describe, expect, it } from 'vitest';
 import {
-  KeyRing, PAYLOAD_TYPES, b64url, encodeEnvelope, encodeFlowPayload, encodeStepBundle, generateKeyPair, openJobText, openStepBundle, parseFlowPayload, sha256Hex, signEnvelope,
-  signStepResult, stepBackoffMs, stepScript, trustKey, type FlowPayload, type FlowStep, type KeyPair, type StepEvidence,
+  KeyRing,
+  PAYLOAD_TYPES,
+  b64url,
+  encodeEnvelope,
+  encodeFlowPayload,
+  encodeStepBundle,
+  generateKeyPair,
+  openJobText,
+  openStepBundle,
+  parseFlowPayload,
+  sha256Hex,
+  signEnvelope,
+  signStepResult,
+  stepBackoffMs,
+  stepScript,
+  trustKey,
+  type FlowPayload,
+  type FlowStep,
+  type KeyPair,
+  type StepEvidence,
 } from '../src/index.ts';
 
 const admin = generateKeyPair();
@@ -12,7 +30,15 @@ const nodeB = generateKeyPair();
 const ring = new KeyRing([trustKey(admin.publicKey)]);
 
 function step(name: string, more: Partial<FlowStep> = {}): FlowStep {
-  return { name, script: stepScript(`export default async () => "${name}"`), target: { node: 'a' }, caps: [], limits: { timeoutMs: 1000, memoryMiB: 64 }, depends: [], ...more };
+  return {
+    name,
+    script: stepScript(`export default async () => "${name}"`),
+    target: { node: 'a' },
+    caps: [],
+    limits: { timeoutMs: 1000, memoryMiB: 64 },
+    depends: [],
+    ...more,
+  };
 }
 function flowOf(steps: FlowStep[], id = 'f1'): FlowPayload {
   return { id, steps, aud: 'c1', nonce: b64url(new Uint8Array(16).fill(7)), iat: 1000, exp: 2000 };
@@ -25,17 +51,31 @@ const flowSha = (flow: FlowPayload) => sha256Hex(encodeFlowPayload(flow));
 const graph = flowOf([
   step('disk', { target: { node: 'a' } }),
   step('bridge', { target: { selector: { role: 'hv' } }, each: true, depends: ['disk'] }),
-  step('vm', { depends: ['disk', 'bridge'], inputs: { dev: { from: 'disk', path: 'device' }, bridges: { from: 'bridge' } }, retries: { max: 2, backoffMs: 250 } }),
+  step('vm', {
+    depends: ['disk', 'bridge'],
+    inputs: { dev: { from: 'disk', path: 'device' }, bridges: { from: 'bridge' } },
+    retries: { max: 2, backoffMs: 250 },
+  }),
 ]);
 const signedGraph = sign(graph);
 
 function result(flow: FlowPayload, stepName: string, node: string, key: KeyPair, value: unknown, jobId?: string): StepEvidence {
   const each = flow.steps.find((s) => s.name === stepName)!.each;
   const id = jobId ?? (each ? `${flow.id}.${stepName}.${node}` : `${flow.id}.${stepName}`);
-  return { step: stepName, node, publicKey: b64url(key.publicKey), result: signStepResult({ flow: flow.id, flowSha256: flowSha(flow), step: stepName, node, jobId: id, attempt: 1, value: value as never }, key) };
+  return {
+    step: stepName,
+    node,
+    publicKey: b64url(key.publicKey),
+    result: signStepResult({ flow: flow.id, flowSha256: flowSha(flow), step: stepName, node, jobId: id, attempt: 1, value: value as never }, key),
+  };
 }
-const good = (): StepEvidence[] => [result(graph, 'disk', 'a', nodeA, { device: '/dev/vdb' }), result(graph, 'bridge', 'a', nodeA, 'br-a'), result(graph, 'bridge', 'b', nodeB, 'br-b')];
-const bundle = (evidence: StepEvidence[], over: Partial<{ flow: string; step: string; node: string }> = {}) => encodeStepBundle({ flow: signedGraph, step: 'vm', node: 'a', evidence, ...over });
+const good = (): StepEvidence[] => [
+  result(graph, 'disk', 'a', nodeA, { device: '/dev/vdb' }),
+  result(graph, 'bridge', 'a', nodeA, 'br-a'),
+  result(graph, 'bridge', 'b', nodeB, 'br-b'),
+];
+const bundle = (evidence: StepEvidence[], over: Partial<{ flow: string; step: string; node: string }> = {}) =>
+  encodeStepBundle({ flow: signedGraph, step: 'vm', node: 'a', evidence, ...over });
 
 describe('flow payloads', () => {
   it('accepts a valid graph and refuses each kind of bad one with FLOW_INVALID naming the step', () => {
@@ -64,7 +104,9 @@ describe('flow payloads', () => {
 
   it('refuses a script whose hash does not match and an unknown capability', () => {
     const s = step('a');
-    expect(() => parseFlowPayload(encodeFlowPayload(flowOf([{ ...s, script: { ...s.script, source: s.script.source + ' ' } }])))).toThrow(expect.objectContaining({ code: 'SCRIPT_HASH_MISMATCH' }));
+    expect(() => parseFlowPayload(encodeFlowPayload(flowOf([{ ...s, script: { ...s.script, source: s.script.source + ' ' } }])))).toThrow(
+      expect.objectContaining({ code: 'SCRIPT_HASH_MISMATCH' }),
+    );
     expect(() => parseFlowPayload(encodeFlowPayload(flowOf([{ ...s, caps: ['nope.nope'] }])))).toThrow(expect.objectContaining({ code: 'CAPABILITY_UNKNOWN' }));
   });
 });
@@ -107,7 +149,7 @@ describe('step bundles', () => {
       ['signed by another key than the one given', [{ ...disk!, publicKey: b64url(nodeB.publicKey) }, ba!, bb!]],
       ['a result of another flow', [result(other, 'disk', 'a', nodeA, { device: '/dev/vdb' }), ba!, bb!]],
       ['a result of another step passed off as the disk', [{ ...result(graph, 'bridge', 'a', nodeA, { device: 'x' }), step: 'disk' }, ba!, bb!]],
-      ['a node-targeted step\'s result from another node', [result(graph, 'disk', 'b', nodeB, { device: '/dev/vdb' }), ba!, bb!]],
+      ["a node-targeted step's result from another node", [result(graph, 'disk', 'b', nodeB, { device: '/dev/vdb' }), ba!, bb!]],
       ['a result claiming another node than its signer', [{ ...disk!, node: 'b' }, ba!, bb!]],
       ['a result with another job id', [result(graph, 'disk', 'a', nodeA, { device: '/dev/vdb' }, 'f1.other'), ba!, bb!]],
       ['a missing input', [ba!, bb!]],

@@ -1,7 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import {
-  PAYLOAD_TYPES, authorizeJob, b64url, encodeEnvelope, encodeKeySet, errorCodeOf, generateKeyPair, grantsFromKeySet, signEnvelope, thresholdFor, trustKey,
-  verifyKeySet, type KeyPair, type KeySet,
+  PAYLOAD_TYPES,
+  authorizeJob,
+  b64url,
+  encodeEnvelope,
+  encodeKeySet,
+  errorCodeOf,
+  generateKeyPair,
+  grantsFromKeySet,
+  signEnvelope,
+  thresholdFor,
+  trustKey,
+  verifyKeySet,
+  type KeyPair,
+  type KeySet,
 } from '@writ/protocol';
 
 const [a1, a2, a3] = [generateKeyPair(), generateKeyPair(), generateKeyPair()];
@@ -67,8 +79,12 @@ describe('signed key sets (T6, T7, T8)', () => {
     const grants = grantsFromKeySet(base);
     const th = { dangerousThreshold: thresholdFor(base) };
     const node = { id: 'n1', labels: {} };
-    expect(codeOf(() => authorizeJob({ caps: ['vm.delete'], target: { node: 'n1' } }, [trustKey(alice.publicKey)], grants, node, th))).toBe('THRESHOLD_NOT_MET');
-    expect(codeOf(() => authorizeJob({ caps: ['vm.delete'], target: { node: 'n1' } }, [trustKey(alice.publicKey), trustKey(bob.publicKey)], grants, node, th))).toBe('OK');
+    expect(codeOf(() => authorizeJob({ caps: ['vm.delete'], target: { node: 'n1' } }, [trustKey(alice.publicKey)], grants, node, th))).toBe(
+      'THRESHOLD_NOT_MET',
+    );
+    expect(
+      codeOf(() => authorizeJob({ caps: ['vm.delete'], target: { node: 'n1' } }, [trustKey(alice.publicKey), trustKey(bob.publicKey)], grants, node, th)),
+    ).toBe('OK');
     expect(codeOf(() => authorizeJob({ caps: ['vm.create'], target: { node: 'n1' } }, [trustKey(alice.publicKey)], grants, node, th))).toBe('OK');
     const revoked = grantsFromKeySet({ ...base, revoked: [alice.keyid] });
     expect(codeOf(() => authorizeJob({ caps: [], target: { node: 'n1' } }, [trustKey(alice.publicKey)], revoked, node, th))).toBe('KEY_REVOKED');

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { BULL_PREFIX, queueNames, redisAclRules, redisAclSetUser, redisAclUser, redisKeys, redisUserProblem, sha256Hex } from '../src/index.ts';
 
 describe('redis ACL rules', () => {
-  it("confine a runner to its own queue and heartbeat, XADD on the events and reads of the key set", () => {
+  it('confine a runner to its own queue and heartbeat, XADD on the events and reads of the key set', () => {
     const rules = redisAclRules({ role: 'runner', node: 'n1' });
     expect(rules).toContain(`~${BULL_PREFIX}:${queueNames.node('n1')}:*`);
     expect(rules).toContain(`~${redisKeys.node('n1')}`);

@@ -7,7 +7,11 @@ function harness() {
   const lines: string[] = [];
   const errors: string[] = [];
   const ac = new AbortController();
-  const run = { logger: { info() {}, error: (o: object) => void errors.push(JSON.stringify(o)) }, io: { out: (l: string) => void lines.push(l) }, signal: ac.signal };
+  const run = {
+    logger: { info() {}, error: (o: object) => void errors.push(JSON.stringify(o)) },
+    io: { out: (l: string) => void lines.push(l) },
+    signal: ac.signal,
+  };
   return { lines, errors, ac, run };
 }
 
@@ -30,10 +34,12 @@ describe('serveUntilAborted', () => {
   it('releases what was opened when opening fails, and rethrows', async () => {
     const { lines, run } = harness();
     const released: string[] = [];
-    await expect(serveUntilAborted(run, 1000, async (r) => {
-      r.push({ name: 'ledger', release: async () => void released.push('ledger') });
-      throw new Error('port in use');
-    })).rejects.toThrow('port in use');
+    await expect(
+      serveUntilAborted(run, 1000, async (r) => {
+        r.push({ name: 'ledger', release: async () => void released.push('ledger') });
+        throw new Error('port in use');
+      }),
+    ).rejects.toThrow('port in use');
     expect(released).toEqual(['ledger']);
     expect(lines).toEqual([]);
   });

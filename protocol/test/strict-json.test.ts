@@ -45,7 +45,14 @@ describe('strict JSON parser (T2)', () => {
   });
 
   it('parses what JSON.parse parses, identically, when nothing is ambiguous', () => {
-    const samples = ['{"a":[1,2.5,-3e-2,true,false,null,"x\\"y\\\\z\\n\\u00e9\\ud83d\\ude00"],"b":{}}', '[]', '"plain"', '9007199254740991', '{"__proto__":{"x":1}}', ' { "k" : [ ] } '];
+    const samples = [
+      '{"a":[1,2.5,-3e-2,true,false,null,"x\\"y\\\\z\\n\\u00e9\\ud83d\\ude00"],"b":{}}',
+      '[]',
+      '"plain"',
+      '9007199254740991',
+      '{"__proto__":{"x":1}}',
+      ' { "k" : [ ] } ',
+    ];
     for (const s of samples) expect(JSON.stringify(parseStrictJson(s))).toBe(JSON.stringify(JSON.parse(s)));
   });
 

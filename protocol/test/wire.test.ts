@@ -3,9 +3,34 @@
 // entries, supervisor reports).
 import { describe, expect, it } from 'vitest';
 import {
-  EVENT_STREAM_FIELD, MAX_EVENTS_PER_BATCH, encodeFailureReason, encodeRunnerEventBatch, encodeSupervisorReport, eventStreamFields, parseBatchSubmitAnswer,
-  parseFailureReason, parseJobEventMessage, parseJobView, parseQueueJobData, parseQueueJobId, queueJobId, MAX_ATTEMPT_NUMBER, parseRunnerEventBatch, parseSubmitAnswer, parseSupervisorReport, queueJobData,
-  parseErrorAnswer, parseJobPage, parseQueueStateAnswer, readAnswer, parseSupervisorSubmitAnswer, errorAnswer, queueJobEnvelope, readEventStreamEntry, utf8, type RunnerEvent,
+  EVENT_STREAM_FIELD,
+  MAX_EVENTS_PER_BATCH,
+  encodeFailureReason,
+  encodeRunnerEventBatch,
+  encodeSupervisorReport,
+  eventStreamFields,
+  parseBatchSubmitAnswer,
+  parseFailureReason,
+  parseJobEventMessage,
+  parseJobView,
+  parseQueueJobData,
+  parseQueueJobId,
+  queueJobId,
+  MAX_ATTEMPT_NUMBER,
+  parseRunnerEventBatch,
+  parseSubmitAnswer,
+  parseSupervisorReport,
+  queueJobData,
+  parseErrorAnswer,
+  parseJobPage,
+  parseQueueStateAnswer,
+  readAnswer,
+  parseSupervisorSubmitAnswer,
+  errorAnswer,
+  queueJobEnvelope,
+  readEventStreamEntry,
+  utf8,
+  type RunnerEvent,
   type RunnerEventBatch,
 } from '../src/index.ts';
 
@@ -22,7 +47,11 @@ function codeOf(fn: () => unknown): string | undefined {
 describe('queue seam (BullMQ job data, failure reasons)', () => {
   it('takes exactly the envelope and the attempt, and refuses anything beside them or instead of them', () => {
     expect(parseQueueJobData(queueJobData('{"e":1}', 2))).toEqual({ envelope: '{"e":1}', attempt: 2 });
-    for (const attempt of [0, -1, 1.5, '1', null, MAX_ATTEMPT_NUMBER + 1]) expect(codeOf(() => parseQueueJobData({ envelope: 'x', attempt })), String(attempt)).toBe('SECURITY_EVENT');
+    for (const attempt of [0, -1, 1.5, '1', null, MAX_ATTEMPT_NUMBER + 1])
+      expect(
+        codeOf(() => parseQueueJobData({ envelope: 'x', attempt })),
+        String(attempt),
+      ).toBe('SECURITY_EVENT');
     expect(codeOf(() => parseQueueJobData({ envelope: 'x' }))).toBe('SECURITY_EVENT');
     // Each attempt is its own queue entry: `<job>@<attempt>`, split unambiguously (`@` is not in job ids).
     expect(queueJobId('job-1', 3)).toBe('job-1@3');
@@ -52,7 +81,17 @@ describe('runner-event seam (signed batches in the Redis stream)', () => {
     { type: 'status', jobId: 'j1', attempt: 1, node: 'n1', ts: 1, status: 'running' },
     { type: 'log', jobId: 'j1', attempt: 1, node: 'n1', ts: 2, level: 'info', message: 'hi' },
     { type: 'result', jobId: 'j1', attempt: 1, node: 'n1', ts: 3, ok: true, value: { a: [1] }, durationMs: 4 },
-    { type: 'result', jobId: 'j2', attempt: 2, node: 'n1', ts: 3, ok: false, error: { code: 'TIMEOUT', message: 'x', retryable: false }, final: true, durationMs: 4 },
+    {
+      type: 'result',
+      jobId: 'j2',
+      attempt: 2,
+      node: 'n1',
+      ts: 3,
+      ok: false,
+      error: { code: 'TIMEOUT', message: 'x', retryable: false },
+      final: true,
+      durationMs: 4,
+    },
     { type: 'security', jobId: null, attempt: 0, node: 'n1', ts: 5, error: { code: 'KEYSET_INVALID', message: 'bad', retryable: false } },
   ];
   const batch: RunnerEventBatch = { node: 'n1', batch: 'abc-1', events };
@@ -66,9 +105,13 @@ describe('runner-event seam (signed batches in the Redis stream)', () => {
     expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[0], forged: true }] })))).toBe('UNKNOWN_FIELD');
     expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[1], level: 'fatal' }] })))).toBe('SCHEMA_INVALID');
     expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[0], attempt: '1' }] })))).toBe('SCHEMA_INVALID');
-    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[2], error: { code: 'X', message: '', retryable: true } }] })))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[2], error: { code: 'X', message: '', retryable: true } }] })))).toBe(
+      'SCHEMA_INVALID',
+    );
     expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [] })))).toBe('SCHEMA_INVALID');
-    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: Array.from({ length: MAX_EVENTS_PER_BATCH + 1 }, () => events[0]) })))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: Array.from({ length: MAX_EVENTS_PER_BATCH + 1 }, () => events[0]) })))).toBe(
+      'SCHEMA_INVALID',
+    );
     expect(codeOf(() => parseRunnerEventBatch(bytes({ ...batch, events: [{ ...events[0], node: 'n2' }] })))).toBe('SCHEMA_INVALID');
     expect(codeOf(() => parseRunnerEventBatch(utf8.encode('{"node":"n1","node":"n2"}')))).toBe('JSON_DUPLICATE_KEY');
   });
@@ -93,10 +136,30 @@ describe('report seam (supervisor → coord)', () => {
 });
 
 describe('HTTP seam (answers the CLI reads)', () => {
-  const view = { id: 'j', status: 'succeeded', node: 'n', target: { node: 'n' }, caps: [], signers: ['k'], attempts: 1, result: 1, error: null, createdAt: 'a', updatedAt: 'b', finishedAt: null };
+  const view = {
+    id: 'j',
+    status: 'succeeded',
+    node: 'n',
+    target: { node: 'n' },
+    caps: [],
+    signers: ['k'],
+    attempts: 1,
+    result: 1,
+    error: null,
+    createdAt: 'a',
+    updatedAt: 'b',
+    finishedAt: null,
+  };
   it('accepts what the coord sends', () => {
     expect(parseSubmitAnswer({ id: 'j', status: 'queued', node: null, replayed: false })).toMatchObject({ id: 'j' });
-    expect(parseBatchSubmitAnswer({ results: [{ id: 'j', status: 'queued', node: 'n', replayed: true }, { id: null, error: { code: 'SIGNATURE_INVALID', message: 'x', retryable: false } }] }).results).toHaveLength(2);
+    expect(
+      parseBatchSubmitAnswer({
+        results: [
+          { id: 'j', status: 'queued', node: 'n', replayed: true },
+          { id: null, error: { code: 'SIGNATURE_INVALID', message: 'x', retryable: false } },
+        ],
+      }).results,
+    ).toHaveLength(2);
     expect(parseJobView(view)).toMatchObject({ status: 'succeeded' });
     expect(parseJobEventMessage({ seq: 1, type: 'log', level: null, message: 'm', data: null })).toMatchObject({ seq: 1 });
   });
@@ -118,18 +181,27 @@ describe('HTTP seam (answers the CLI reads)', () => {
 describe('error answers and the supervisor HTTP seam', () => {
   it('builds error answers with the registry retryable and parses only that shape', () => {
     expect(errorAnswer('NOT_READY', 'later')).toEqual({ error: { code: 'NOT_READY', message: 'later', retryable: true } });
-    expect(parseErrorAnswer(errorAnswer('NOT_FOUND', 'no job x', { id: 'x' }))).toEqual({ code: 'NOT_FOUND', message: 'no job x', retryable: false, details: { id: 'x' } });
+    expect(parseErrorAnswer(errorAnswer('NOT_FOUND', 'no job x', { id: 'x' }))).toEqual({
+      code: 'NOT_FOUND',
+      message: 'no job x',
+      retryable: false,
+      details: { id: 'x' },
+    });
     expect(parseErrorAnswer({ error: { code: 'NOT_FOUND', message: 'x' } })).toBeNull(); // retryable missing
     expect(parseErrorAnswer({ error: { code: 'NOPE', message: 'x', retryable: false } })).toBeNull();
     expect(parseErrorAnswer({ error: errorAnswer('NOT_FOUND', 'x').error, extra: 1 })).toBeNull();
     expect(parseErrorAnswer({ message: 'Internal Server Error', statusCode: 500 })).toBeNull();
   });
-  it('reads an answer: its JSON on success, the error it carries on failure, the caller\'s code otherwise', () => {
+  it("reads an answer: its JSON on success, the error it carries on failure, the caller's code otherwise", () => {
     const down = (m: string) => Object.assign(new Error(`svc ${m}`), { code: 'SUPERVISOR_UNAVAILABLE' });
     expect(readAnswer(200, '{"a":1}', down)).toEqual({ a: 1 });
     expect(readAnswer(204, '', down)).toBeNull();
-    expect(() => readAnswer(404, JSON.stringify(errorAnswer('NOT_FOUND', 'no job x')), down)).toThrow(expect.objectContaining({ code: 'NOT_FOUND', message: 'no job x' }));
-    expect(() => readAnswer(502, '<html>bad gateway</html>', down)).toThrow(expect.objectContaining({ code: 'SUPERVISOR_UNAVAILABLE', message: expect.stringContaining('not JSON') }));
+    expect(() => readAnswer(404, JSON.stringify(errorAnswer('NOT_FOUND', 'no job x')), down)).toThrow(
+      expect.objectContaining({ code: 'NOT_FOUND', message: 'no job x' }),
+    );
+    expect(() => readAnswer(502, '<html>bad gateway</html>', down)).toThrow(
+      expect.objectContaining({ code: 'SUPERVISOR_UNAVAILABLE', message: expect.stringContaining('not JSON') }),
+    );
     expect(() => readAnswer(500, '{"statusCode":500}', down)).toThrow(expect.objectContaining({ code: 'SUPERVISOR_UNAVAILABLE', message: 'svc answered 500' }));
     expect(() => readAnswer(200, '{"a":1,"a":2}', down)).toThrow(expect.objectContaining({ code: 'SUPERVISOR_UNAVAILABLE' }));
   });

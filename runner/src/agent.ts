@@ -3,8 +3,25 @@
 // backs off exponentially with jitter, capped. Time comes from a Clock so the loops are tested with a
 // controllable one (a loop whose timers never fire is a bug nobody sees otherwise).
 import {
-  HEARTBEAT_PATH, PAYLOAD_TYPES, REGISTER_PATH, WritError, b64url, canonicalJson, encodeEnvelope, errorCodeOf, readAnswer, sha256Hex, signEnvelope, utf8,
-  type ErrorJSON, type Heartbeat, type JsonValue, type Logger, type NodeHealth, type NodeRegistration, type RegistrationAnswer,
+  HEARTBEAT_PATH,
+  PAYLOAD_TYPES,
+  REGISTER_PATH,
+  WritError,
+  b64url,
+  canonicalJson,
+  encodeEnvelope,
+  errorCodeOf,
+  readAnswer,
+  sha256Hex,
+  signEnvelope,
+  utf8,
+  type ErrorJSON,
+  type Heartbeat,
+  type JsonValue,
+  type Logger,
+  type NodeHealth,
+  type NodeRegistration,
+  type RegistrationAnswer,
 } from '@writ/protocol';
 import type { NodeIdentity } from './identity.ts';
 
@@ -86,7 +103,12 @@ export class NodeAgent {
     let res: Response;
     try {
       // Only a timeout here: stop() waits at most that long for a request in flight.
-      res = await fetch(new URL(path, this.opts.coordUrl), { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(15_000) });
+      res = await fetch(new URL(path, this.opts.coordUrl), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        signal: AbortSignal.timeout(15_000),
+      });
     } catch (e) {
       throw new WritError('LEDGER_UNAVAILABLE', `coord unreachable: ${(e as Error).message}`);
     }
@@ -96,7 +118,9 @@ export class NodeAgent {
   /** One registration: challenge, then the signed registration. */
   async register(): Promise<RegistrationAnswer> {
     const { identity } = this.opts;
-    const { challenge } = (await this.post('/v1/nodes/challenge', JSON.stringify({ nodeId: identity.nodeId, publicKey: b64url(identity.key.publicKey) }))) as { challenge: string };
+    const { challenge } = (await this.post('/v1/nodes/challenge', JSON.stringify({ nodeId: identity.nodeId, publicKey: b64url(identity.key.publicKey) }))) as {
+      challenge: string;
+    };
     const inventory = await this.opts.inventory();
     const payload: NodeRegistration = {
       nodeId: identity.nodeId,

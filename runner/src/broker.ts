@@ -21,7 +21,8 @@ export class HostBroker {
   /** Throws unless this job may make this call here: capability granted, arguments valid, function present. */
   check(job: HostCallJob, name: string, args: JsonValue): void {
     checkCapabilityCall(job.caps, name, args);
-    if (!this.table.has(name)) throw new WritError('HOST_CALL_DENIED', `capability ${JSON.stringify(name)} is not available on this node`, { capability: name });
+    if (!this.table.has(name))
+      throw new WritError('HOST_CALL_DENIED', `capability ${JSON.stringify(name)} is not available on this node`, { capability: name });
   }
 
   async call(job: HostCallJob, name: string, args: JsonValue): Promise<JsonValue> {

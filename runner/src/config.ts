@@ -2,7 +2,19 @@
 // frozen out. A wrong value is refused here, before the identity is touched, with the flag or env var to fix.
 import path from 'node:path';
 import {
-  LABEL_KEY_PATTERN, NODE_ID_PATTERN, WritError, checkGraceMs, checkLogLevel, checkUrl, configInvalid, checkRedisUrl, pinnedAdmins, positiveWhole, requiredInput, type ConfigEnv, type KeyRef,
+  LABEL_KEY_PATTERN,
+  NODE_ID_PATTERN,
+  WritError,
+  checkGraceMs,
+  checkLogLevel,
+  checkUrl,
+  configInvalid,
+  checkRedisUrl,
+  pinnedAdmins,
+  positiveWhole,
+  requiredInput,
+  type ConfigEnv,
+  type KeyRef,
   type LogLevel,
 } from '@writ/protocol';
 
@@ -65,7 +77,8 @@ function parseLabels(given: readonly string[]): Record<string, string> {
 
 export function runnerConfig(given: RunnerGiven, env: RunnerEnv): RunnerConfig {
   const nodeId = requiredInput(given.node, '--node ID');
-  if (!new RegExp(NODE_ID_PATTERN).test(nodeId)) configInvalid(`--node ${nodeId}: a node id is lower-case letters, digits, '.' and '-' (at most 63, matching ${NODE_ID_PATTERN})`);
+  if (!new RegExp(NODE_ID_PATTERN).test(nodeId))
+    configInvalid(`--node ${nodeId}: a node id is lower-case letters, digits, '.' and '-' (at most 63, matching ${NODE_ID_PATTERN})`);
   const redisUrl = checkRedisUrl(requiredInput(given.redis ?? env.REDIS_URL, '--redis URL or REDIS_URL'), given.redis !== undefined ? '--redis' : 'REDIS_URL');
   const labels = parseLabels(given.labels ?? []);
   if (!given.adminKeys?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) this node trusts to sign key sets');
@@ -74,7 +87,10 @@ export function runnerConfig(given: RunnerGiven, env: RunnerEnv): RunnerConfig {
   const lockDurationMs = positiveWhole(given.lockMs, '--lock-ms');
   const stalledIntervalMs = positiveWhole(given.stalledMs, '--stalled-ms');
   const coordSource = given.coord !== undefined ? '--coord' : 'WRIT_COORD';
-  const coordUrl = checkUrl(requiredInput(given.coord ?? env.WRIT_COORD, '--coord URL (or WRIT_COORD)', 'the node registers there'), coordSource, ['http:', 'https:']);
+  const coordUrl = checkUrl(requiredInput(given.coord ?? env.WRIT_COORD, '--coord URL (or WRIT_COORD)', 'the node registers there'), coordSource, [
+    'http:',
+    'https:',
+  ]);
   const heartbeatMs = positiveWhole(given.heartbeatMs, '--heartbeat-ms');
   const clusterId = given.cluster ?? env.WRIT_CLUSTER ?? RUNNER_DEFAULTS.clusterId;
   if (!clusterId) configInvalid(`${given.cluster !== undefined ? '--cluster' : 'WRIT_CLUSTER'} must not be empty`);

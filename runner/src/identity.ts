@@ -47,7 +47,10 @@ export async function loadNodeIdentity(stateDir: string, nodeId: string): Promis
   const hasMeta = await exists(metaPath);
   if (!hasSeed) {
     if (hasMeta) {
-      throw new WritError('NODE_IDENTITY_MISSING', `${seedPath} is missing but ${metaPath} shows this node had an identity; it is not regenerated. An operator must run \`writ nodes rekey ${nodeId}\` and remove ${metaPath} to enrol a new key.`);
+      throw new WritError(
+        'NODE_IDENTITY_MISSING',
+        `${seedPath} is missing but ${metaPath} shows this node had an identity; it is not regenerated. An operator must run \`writ nodes rekey ${nodeId}\` and remove ${metaPath} to enrol a new key.`,
+      );
     }
     const kp = keyPairFromSeed(crypto.getRandomValues(new Uint8Array(32)));
     await writeExclusive(seedPath, kp.signing.seed, 0o400);
@@ -60,11 +63,16 @@ export async function loadNodeIdentity(stateDir: string, nodeId: string): Promis
   } catch (e) {
     throw new WritError('NODE_IDENTITY_CORRUPT', `cannot read ${seedPath}: ${(e as NodeJS.ErrnoException).code}`);
   }
-  if (seed.length !== 32) throw new WritError('NODE_IDENTITY_CORRUPT', `${seedPath} holds ${seed.length} bytes, not a 32-byte seed; it is not regenerated. Restore it, or rekey the node (\`writ nodes rekey ${nodeId}\`).`);
+  if (seed.length !== 32)
+    throw new WritError(
+      'NODE_IDENTITY_CORRUPT',
+      `${seedPath} holds ${seed.length} bytes, not a 32-byte seed; it is not regenerated. Restore it, or rekey the node (\`writ nodes rekey ${nodeId}\`).`,
+    );
   const kp = keyPairFromSeed(new Uint8Array(seed));
   if (hasMeta) {
     const meta = JSON.parse(await readFile(metaPath, 'utf8')) as { nodeId?: string; keyid?: string };
-    if (meta.keyid && meta.keyid !== kp.keyid) throw new WritError('NODE_IDENTITY_CORRUPT', `${seedPath} does not match the key id recorded in ${metaPath} (${meta.keyid})`);
+    if (meta.keyid && meta.keyid !== kp.keyid)
+      throw new WritError('NODE_IDENTITY_CORRUPT', `${seedPath} does not match the key id recorded in ${metaPath} (${meta.keyid})`);
     if (meta.nodeId && meta.nodeId !== nodeId) throw new WritError('NODE_IDENTITY_CORRUPT', `this state dir belongs to node ${meta.nodeId}, not ${nodeId}`);
   }
   return { nodeId, key: kp, created: false };

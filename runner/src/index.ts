@@ -9,4 +9,16 @@ export { loadNodeConfig, parseNodeConfig, type NodeConfigFile } from './node-con
 export { SandboxPool, HostBroker, checkScriptCompiles, type SandboxJob, type SandboxPoolOptions, type SandboxOutcome } from './sandbox/index.ts';
 export { runnerConfig, type RunnerConfig, type RunnerGiven, type RunnerEnv } from './config.ts';
 export { runNodeDaemon, type NodeDaemonRun } from './main.ts';
-export { planScript, parsePlanFixture, parsePlanFixtureText, PLANNED_ANSWERS, type Plan, type PlanOptions, type PlannedCall, type PlanFixture, type PlanFixtureEntry, type PlanLogLine, type PlanAnswerSource } from './plan.ts';
+export {
+  planScript,
+  parsePlanFixture,
+  parsePlanFixtureText,
+  PLANNED_ANSWERS,
+  type Plan,
+  type PlanOptions,
+  type PlannedCall,
+  type PlanFixture,
+  type PlanFixtureEntry,
+  type PlanLogLine,
+  type PlanAnswerSource,
+} from './plan.ts';

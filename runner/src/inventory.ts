@@ -80,7 +80,12 @@ export async function collectInventory(opts: InventoryOptions): Promise<NodeInve
   return {
     type: PAYLOAD_TYPES.nodeInventory,
     diskless: opts.diskless,
-    dmi: { vendor: await text(`${dmi}/sys_vendor`), product: await text(`${dmi}/product_name`), serial: await text(`${dmi}/product_serial`), uuid: await text(`${dmi}/product_uuid`) },
+    dmi: {
+      vendor: await text(`${dmi}/sys_vendor`),
+      product: await text(`${dmi}/product_name`),
+      serial: await text(`${dmi}/product_serial`),
+      uuid: await text(`${dmi}/product_uuid`),
+    },
     cpu: { model: /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? 'unknown', threads: (cpuinfo.match(/^processor\s*:/gm) ?? []).length },
     memoryBytes: Number(/^MemTotal:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0) * 1024,
     nics: await nics(root),

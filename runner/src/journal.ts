@@ -47,7 +47,10 @@ export function parseFailpoint(spec: string | undefined): { point: Failpoint; st
 }
 
 function argsHash(args: unknown): string {
-  return createHash('sha256').update(JSON.stringify(args ?? null)).digest('hex').slice(0, 32);
+  return createHash('sha256')
+    .update(JSON.stringify(args ?? null))
+    .digest('hex')
+    .slice(0, 32);
 }
 
 const RECORD_TYPES = new Set(['start', 'intent', 'done', 'failed', 'end']);
@@ -70,7 +73,10 @@ function journalRecord(line: string): JournalRecord | null {
 
 /** What the journal says of one job on this node. */
 export class JobHistory {
-  constructor(readonly jobId: string, readonly records: readonly JournalRecord[]) {}
+  constructor(
+    readonly jobId: string,
+    readonly records: readonly JournalRecord[],
+  ) {}
 
   /** The newest attempt started on this node (by any runner process), or null. */
   get newestStart(): { attempt: number; exec: string } | null {
@@ -131,7 +137,12 @@ export class EffectJournal {
       try {
         await mkdir(opts.dir, { recursive: true, mode: 0o700 });
       } catch (e) {
-        throw new WritError('JOURNAL_UNAVAILABLE', `cannot create the effect journal folder ${opts.dir}: ${(e as Error).message}`, { dir: opts.dir }, { cause: e });
+        throw new WritError(
+          'JOURNAL_UNAVAILABLE',
+          `cannot create the effect journal folder ${opts.dir}: ${(e as Error).message}`,
+          { dir: opts.dir },
+          { cause: e },
+        );
       }
     }
     return new EffectJournal(opts);
@@ -160,7 +171,12 @@ export class EffectJournal {
     lines.pop(); // after the last newline: empty, or a torn write
     for (const line of lines) {
       const rec = journalRecord(line);
-      if (!rec) throw new WritError('JOURNAL_UNAVAILABLE', `the effect journal of job ${jobId} has a corrupt record; move ${this.file(jobId)} aside only after checking what the job did`, { jobId });
+      if (!rec)
+        throw new WritError(
+          'JOURNAL_UNAVAILABLE',
+          `the effect journal of job ${jobId} has a corrupt record; move ${this.file(jobId)} aside only after checking what the job did`,
+          { jobId },
+        );
       records.push(rec);
     }
     return new JobHistory(jobId, records);
@@ -257,7 +273,13 @@ export class JobRun {
   /** Steps whose results came from the journal instead of a call. */
   replayed = 0;
 
-  constructor(private readonly journal: EffectJournal, readonly jobId: string, readonly attempt: number, readonly exec: string, history: JobHistory) {
+  constructor(
+    private readonly journal: EffectJournal,
+    readonly jobId: string,
+    readonly attempt: number,
+    readonly exec: string,
+    history: JobHistory,
+  ) {
     this.replay = history.steps();
     this.lastStep = Math.max(0, ...this.replay.keys());
   }
@@ -267,9 +289,15 @@ export class JobRun {
     if (this.fenced) throw this.fenced;
     const newest = (await this.journal.read(this.jobId)).newestStart;
     if (newest && newest.exec !== this.exec) {
-      this.fenced = new WritError('EFFECT_FENCED', `attempt ${newest.attempt} of job ${this.jobId} started after this one (attempt ${this.attempt}); this attempt applies no more effects`, {
-        jobId: this.jobId, attempt: this.attempt, newerAttempt: newest.attempt,
-      });
+      this.fenced = new WritError(
+        'EFFECT_FENCED',
+        `attempt ${newest.attempt} of job ${this.jobId} started after this one (attempt ${this.attempt}); this attempt applies no more effects`,
+        {
+          jobId: this.jobId,
+          attempt: this.attempt,
+          newerAttempt: newest.attempt,
+        },
+      );
       throw this.fenced;
     }
   }
@@ -285,7 +313,11 @@ export class JobRun {
     const prev = this.replay.get(step);
     if (prev) {
       if (prev.op !== op || prev.args !== hash) {
-        throw new WritError('JOURNAL_MISMATCH', `step ${step} of job ${this.jobId} was ${prev.op} with other arguments in an earlier attempt; now ${op}`, { step, journaled: prev.op, called: op });
+        throw new WritError('JOURNAL_MISMATCH', `step ${step} of job ${this.jobId} was ${prev.op} with other arguments in an earlier attempt; now ${op}`, {
+          step,
+          journaled: prev.op,
+          called: op,
+        });
       }
       if (prev.t === 'done') {
         this.replayed++;

@@ -3,7 +3,15 @@ import { statfs } from 'node:fs/promises';
 import os from 'node:os';
 import { Redis } from 'ioredis';
 import { hostFacts } from '@writ/sal';
-import { REDIS_OPEN_DEFAULT_USER_PROBLEM, WritError, describeRedisTarget, parseRedisUrl, redisUserProblem, type JsonValue, type NodeHealth } from '@writ/protocol';
+import {
+  REDIS_OPEN_DEFAULT_USER_PROBLEM,
+  WritError,
+  describeRedisTarget,
+  parseRedisUrl,
+  redisUserProblem,
+  type JsonValue,
+  type NodeHealth,
+} from '@writ/protocol';
 import { NodeAgent, type Clock } from './agent.ts';
 import { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 import { Runner, type RunnerOptions } from './runner.ts';
@@ -63,11 +71,21 @@ export async function assertRunnerRedisUser(redisUrl: string, nodeId: string, wa
     try {
       whoami = String(await redis.call('ACL', 'WHOAMI'));
     } catch (e) {
-      throw new WritError('REDIS_MISCONFIGURED', `cannot ask Redis which ACL user this is (${(e as Error).message}); production mode needs Redis 6 or later with ACL users`);
+      throw new WritError(
+        'REDIS_MISCONFIGURED',
+        `cannot ask Redis which ACL user this is (${(e as Error).message}); production mode needs Redis 6 or later with ACL users`,
+      );
     }
     const problem = redisUserProblem({ role: 'runner', node: nodeId }, whoami);
     if (problem) throw new WritError('REDIS_MISCONFIGURED', problem, { user: whoami, node: nodeId });
-    const anonymous = redis.duplicate({ username: undefined, password: undefined, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const anonymous = redis.duplicate({
+      username: undefined,
+      password: undefined,
+      lazyConnect: true,
+      enableReadyCheck: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
     anonymous.on('error', () => {});
     try {
       await anonymous.connect();

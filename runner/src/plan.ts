@@ -6,13 +6,61 @@
 import { createHash } from 'node:crypto';
 import { CAPABILITIES, WritError, isEffect, isErrorCode, parseStrictJson, toErrorJSON, type ErrorCode, type ErrorJSON, type JsonValue } from '@writ/protocol';
 import {
-  DEFAULT_CLONE_DIR, DEFAULT_DISK_FILE, checkLinkName, checkNetnsName, netConfig, normalizeVmSpec,
-  type NetConfig, type NormalizedVmSpec, type VmManager, type addAddress, type addRoute, type cloneDisk, type createSubvolume, type deleteAddress, type deleteBridge,
-  type deleteNetns, type deleteRoute, type deleteSubvolume, type deleteTap, type deleteVeth, type ensureBridge, type ensureNetns, type ensureTap,
-  type ensureVeth, type execInNetns, type formatPool, type limitQgroup, type listLinks, type listNetns, type listRoutes, type listSubvolumes, type mountPool,
-  type myceliumAddPeer, type myceliumInfo, type myceliumPeers, type myceliumRemovePeer, type myceliumRoutes, type myceliumStart, type myceliumStop,
-  type myceliumWorkloadAddress, type nixBuild, type nixCopyIn, type nixCopyOut, type nixGenerations, type nixProfileRollback, type nixProfileSet, type nixSwitch,
-  type poolUsage, type receiveSubvolume, type sendSubvolume, type setLink, type showQgroups, type showSubvolume, type snapshotSubvolume, type unmountPool,
+  DEFAULT_CLONE_DIR,
+  DEFAULT_DISK_FILE,
+  checkLinkName,
+  checkNetnsName,
+  netConfig,
+  normalizeVmSpec,
+  type NetConfig,
+  type NormalizedVmSpec,
+  type VmManager,
+  type addAddress,
+  type addRoute,
+  type cloneDisk,
+  type createSubvolume,
+  type deleteAddress,
+  type deleteBridge,
+  type deleteNetns,
+  type deleteRoute,
+  type deleteSubvolume,
+  type deleteTap,
+  type deleteVeth,
+  type ensureBridge,
+  type ensureNetns,
+  type ensureTap,
+  type ensureVeth,
+  type execInNetns,
+  type formatPool,
+  type limitQgroup,
+  type listLinks,
+  type listNetns,
+  type listRoutes,
+  type listSubvolumes,
+  type mountPool,
+  type myceliumAddPeer,
+  type myceliumInfo,
+  type myceliumPeers,
+  type myceliumRemovePeer,
+  type myceliumRoutes,
+  type myceliumStart,
+  type myceliumStop,
+  type myceliumWorkloadAddress,
+  type nixBuild,
+  type nixCopyIn,
+  type nixCopyOut,
+  type nixGenerations,
+  type nixProfileRollback,
+  type nixProfileSet,
+  type nixSwitch,
+  type poolUsage,
+  type receiveSubvolume,
+  type sendSubvolume,
+  type setLink,
+  type showQgroups,
+  type showSubvolume,
+  type snapshotSubvolume,
+  type unmountPool,
 } from '@writ/sal';
 import { HostBroker, defaultHostTable, type HostFunction, type HostTable } from './broker.ts';
 import type { SalHostConfig } from './sal-table.ts';
@@ -56,7 +104,8 @@ export interface PlanLogLine {
  * (calls past its end are answered as if the fixture did not name the capability), or an error every call
  * fails with.
  */
-export type PlanFixtureEntry = { answer: JsonValue } | { answers: JsonValue[] } | { error: { code: ErrorCode; message: string; details?: Record<string, unknown> } };
+export type PlanFixtureEntry =
+  { answer: JsonValue } | { answers: JsonValue[] } | { error: { code: ErrorCode; message: string; details?: Record<string, unknown> } };
 export type PlanFixture = Record<string, PlanFixtureEntry>;
 
 export interface PlanOptions {
@@ -123,10 +172,15 @@ export function parsePlanFixture(value: unknown, what = 'the fixture'): PlanFixt
   for (const [name, entry] of Object.entries(value as Record<string, unknown>)) {
     if (!CAPABILITIES.has(name)) throw fixtureInvalid(what, `${JSON.stringify(name)} is not a capability`, { capability: name });
     const at = `${what}, ${name}`;
-    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw fixtureInvalid(at, `must be an object: ${ENTRY_FORMS}`, { capability: name });
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry))
+      throw fixtureInvalid(at, `must be an object: ${ENTRY_FORMS}`, { capability: name });
     const keys = Object.keys(entry);
     if (keys.length !== 1 || !['answer', 'answers', 'error'].includes(keys[0]!)) {
-      throw fixtureInvalid(at, `must have exactly one of "answer", "answers" or "error"; it has ${keys.length ? keys.map((k) => JSON.stringify(k)).join(', ') : 'none'}`, { capability: name });
+      throw fixtureInvalid(
+        at,
+        `must have exactly one of "answer", "answers" or "error"; it has ${keys.length ? keys.map((k) => JSON.stringify(k)).join(', ') : 'none'}`,
+        { capability: name },
+      );
     }
     const e = entry as Record<string, unknown>;
     const bounded = (v: unknown, where: string) => {
@@ -140,18 +194,22 @@ export function parsePlanFixture(value: unknown, what = 'the fixture'): PlanFixt
       bounded(e.answer, 'the answer');
       out[name] = { answer: e.answer as JsonValue };
     } else if ('answers' in e) {
-      if (!Array.isArray(e.answers) || e.answers.length === 0) throw fixtureInvalid(at, '"answers" must be a non-empty array (one answer per call, in order)', { capability: name });
+      if (!Array.isArray(e.answers) || e.answers.length === 0)
+        throw fixtureInvalid(at, '"answers" must be a non-empty array (one answer per call, in order)', { capability: name });
       e.answers.forEach((a, i) => bounded(a, `answer ${i + 1}`));
       out[name] = { answers: e.answers as JsonValue[] };
     } else {
       const err = e.error as Record<string, unknown> | null;
-      if (typeof err !== 'object' || err === null || Array.isArray(err)) throw fixtureInvalid(at, '"error" must be an object {"code", "message"}', { capability: name });
-      if (!isErrorCode(err.code)) throw fixtureInvalid(at, `"error.code" must be a Writ error code (docs/errors.md); got ${JSON.stringify(err.code)}`, { capability: name });
+      if (typeof err !== 'object' || err === null || Array.isArray(err))
+        throw fixtureInvalid(at, '"error" must be an object {"code", "message"}', { capability: name });
+      if (!isErrorCode(err.code))
+        throw fixtureInvalid(at, `"error.code" must be a Writ error code (docs/errors.md); got ${JSON.stringify(err.code)}`, { capability: name });
       if (typeof err.message !== 'string') throw fixtureInvalid(at, '"error.message" must be a string', { capability: name });
       const extra = Object.keys(err).filter((k) => !['code', 'message', 'details'].includes(k));
       if (extra.length) throw fixtureInvalid(at, `"error" has unknown field(s) ${extra.join(', ')}`, { capability: name });
       const details = err.details;
-      if (details !== undefined && (typeof details !== 'object' || details === null || Array.isArray(details))) throw fixtureInvalid(at, '"error.details" must be an object', { capability: name });
+      if (details !== undefined && (typeof details !== 'object' || details === null || Array.isArray(details)))
+        throw fixtureInvalid(at, '"error.details" must be an object', { capability: name });
       bounded(err, 'the error');
       out[name] = { error: { code: err.code, message: err.message, ...(details ? { details: details as Record<string, unknown> } : {}) } };
     }
@@ -303,31 +361,68 @@ const PLANNED_TYPED: Planned = {
   'time.sleep': () => null,
 
   'btrfs.pool.format': (a, w) => ({ target: str(a.device ?? a.image), formatted: true, uuid: w.uuid(), label: strOrNull(a.label), sizeBytes: 0 }),
-  'btrfs.pool.mount': (a) => ({ mount: `<${PLANNED}: pool root>`, device: str(a.device, `<${PLANNED}: loop device>`), mounted: true, loopAttached: a.image !== undefined }),
+  'btrfs.pool.mount': (a) => ({
+    mount: `<${PLANNED}: pool root>`,
+    device: str(a.device, `<${PLANNED}: loop device>`),
+    mounted: true,
+    loopAttached: a.image !== undefined,
+  }),
   'btrfs.pool.unmount': () => ({ mount: `<${PLANNED}: pool root>`, unmounted: true, detached: null }),
   'btrfs.usage': () => ({
-    mount: `<${PLANNED}: pool root>`, deviceSizeBytes: 0, allocatedBytes: 0, unallocatedBytes: 0, usedBytes: 0, freeEstimatedBytes: 0, freeEstimatedMinBytes: null,
-    dataRatio: 1, metadataRatio: 1, globalReserveBytes: 0, data: null, metadata: null, system: null,
+    mount: `<${PLANNED}: pool root>`,
+    deviceSizeBytes: 0,
+    allocatedBytes: 0,
+    unallocatedBytes: 0,
+    usedBytes: 0,
+    freeEstimatedBytes: 0,
+    freeEstimatedMinBytes: null,
+    dataRatio: 1,
+    metadataRatio: 1,
+    globalReserveBytes: 0,
+    data: null,
+    metadata: null,
+    system: null,
   }),
   'btrfs.subvolume.create': (a) => ({ path: str(a.path), created: true }),
   'btrfs.subvolume.delete': (a) => ({ path: str(a.path), deleted: true, removed: [str(a.path)] }),
   'btrfs.subvolume.list': () => ({ subvolumes: [] }),
   'btrfs.subvolume.show': (a, w) => ({
-    path: str(a.path), name: str(a.path).split('/').pop() ?? '', uuid: w.uuid(), parentUuid: null, receivedUuid: null,
-    id: 256, generation: 1, parentId: 5, topLevelId: 5, readOnly: false, flags: [], createdAt: null, snapshots: [],
+    path: str(a.path),
+    name: str(a.path).split('/').pop() ?? '',
+    uuid: w.uuid(),
+    parentUuid: null,
+    receivedUuid: null,
+    id: 256,
+    generation: 1,
+    parentId: 5,
+    topLevelId: 5,
+    readOnly: false,
+    flags: [],
+    createdAt: null,
+    snapshots: [],
   }),
   'btrfs.snapshot': (a, w) => ({ source: str(a.source), path: str(a.dest), created: true, readOnly: a.readOnly === true, uuid: w.uuid() }),
   'btrfs.qgroup.limit': (a) => ({
     path: str(a.path),
     quotaEnabled: true,
     qgroup: {
-      qgroupid: '0/256', referencedBytes: 0, exclusiveBytes: 0, path: str(a.path),
-      maxReferencedBytes: numOrNull(a.maxReferencedBytes), maxExclusiveBytes: numOrNull(a.maxExclusiveBytes),
+      qgroupid: '0/256',
+      referencedBytes: 0,
+      exclusiveBytes: 0,
+      path: str(a.path),
+      maxReferencedBytes: numOrNull(a.maxReferencedBytes),
+      maxExclusiveBytes: numOrNull(a.maxExclusiveBytes),
     },
   }),
   'btrfs.qgroup.show': () => ({ enabled: false, qgroups: [] }),
   'btrfs.send': (a) => ({ path: str(a.path), stream: str(a.stream), written: true, sizeBytes: 0 }),
-  'btrfs.receive': (a, w) => ({ stream: str(a.stream), path: `${str(a.dir)}/<${PLANNED}: received name>`, received: true, uuid: w.uuid(), receivedUuid: w.uuid() }),
+  'btrfs.receive': (a, w) => ({
+    stream: str(a.stream),
+    path: `${str(a.dir)}/<${PLANNED}: received name>`,
+    received: true,
+    uuid: w.uuid(),
+    receivedUuid: w.uuid(),
+  }),
   // The clone lands in <dir>/<name> of the pool (sal/src/btrfs/subvolume.ts, default dir "disks").
   'btrfs.disk.clone': (a, w) => {
     const rel = `${str(a.dir, DEFAULT_CLONE_DIR)}/${str(a.name)}`;
@@ -338,7 +433,14 @@ const PLANNED_TYPED: Planned = {
   'net.bridge.delete': (a) => ({ name: str(a.name), netns: netns(a), deleted: true }),
   'net.tap.ensure': (a) => ({ name: str(a.name), netns: netns(a), created: true, changed: true, owner: null, bridge: strOrNull(a.bridge) }),
   'net.tap.delete': (a) => ({ name: str(a.name), netns: netns(a), deleted: true }),
-  'net.veth.ensure': (a) => ({ name: str(a.name), peer: str(a.peer), netns: netns(a), peerNetns: a.peerNetns === undefined ? netns(a) : strOrNull(a.peerNetns), created: true, changed: true }),
+  'net.veth.ensure': (a) => ({
+    name: str(a.name),
+    peer: str(a.peer),
+    netns: netns(a),
+    peerNetns: a.peerNetns === undefined ? netns(a) : strOrNull(a.peerNetns),
+    created: true,
+    changed: true,
+  }),
   'net.veth.delete': (a) => ({ name: str(a.name), netns: netns(a), deleted: true }),
   'net.netns.ensure': (a) => ({ name: str(a.name), created: true }),
   'net.netns.delete': (a) => ({ name: str(a.name), deleted: true }),
@@ -357,7 +459,18 @@ const PLANNED_TYPED: Planned = {
     name: str(a.name),
     netns: netns(a),
     changed: true,
-    link: { name: str(a.name), index: 0, kind: null, up: a.up !== false, operState: 'UNKNOWN', mtu: typeof a.mtu === 'number' ? a.mtu : 1500, mac: null, master: strOrNull(a.master), owner: null, addresses: [] },
+    link: {
+      name: str(a.name),
+      index: 0,
+      kind: null,
+      up: a.up !== false,
+      operState: 'UNKNOWN',
+      mtu: typeof a.mtu === 'number' ? a.mtu : 1500,
+      mac: null,
+      master: strOrNull(a.master),
+      owner: null,
+      addresses: [],
+    },
   }),
   'net.link.list': (a) => ({ netns: netns(a), links: [] }),
 
@@ -386,9 +499,20 @@ const PLANNED_TYPED: Planned = {
   'vm.device.remove': (a) => ({ name: str(a.name), id: str(a.id), removed: true, hotplugged: false }),
   'vm.resize': (a, w) => {
     const spec = w.vms.get(str(a.name))?.spec;
-    return { name: str(a.name), vcpus: numOrNull(a.vcpus) ?? spec?.vcpus ?? 1, memoryMiB: numOrNull(a.memoryMiB) ?? spec?.memoryMiB ?? 256, changed: true, live: false };
+    return {
+      name: str(a.name),
+      vcpus: numOrNull(a.vcpus) ?? spec?.vcpus ?? 1,
+      memoryMiB: numOrNull(a.memoryMiB) ?? spec?.memoryMiB ?? 256,
+      changed: true,
+      live: false,
+    };
   },
-  'vm.snapshot': (a) => ({ name: str(a.name), snapshot: str(a.snapshot), created: true, path: `<${PLANNED}: vm dir>/${str(a.name)}/snapshots/${str(a.snapshot)}` }),
+  'vm.snapshot': (a) => ({
+    name: str(a.name),
+    snapshot: str(a.snapshot),
+    created: true,
+    path: `<${PLANNED}: vm dir>/${str(a.name)}/snapshots/${str(a.snapshot)}`,
+  }),
   'vm.restore': (a) => ({ name: str(a.name), snapshot: str(a.snapshot), state: 'paused' }),
   'vm.list': (_a, w) => ({ vms: [...w.vms].map(([name, vm]) => ({ name, driver: 'cloud-hypervisor' as const, state: vm.state })) }),
   'vm.serial.wait': (a) => ({ name: str(a.name), found: true, offset: 0, elapsedMs: 0 }),
@@ -400,7 +524,12 @@ const PLANNED_TYPED: Planned = {
   'mycelium.peer-add': (a) => ({ endpoint: str(a.endpoint), added: true }),
   'mycelium.peer-remove': (a) => ({ endpoint: str(a.endpoint), removed: true }),
   'mycelium.routes': () => [],
-  'mycelium.workload-address': (a) => ({ name: str(a.name), address: `<${PLANNED}: workload address>`, subnet: `<${PLANNED}: mycelium subnet>`, prefixLength: 64 }),
+  'mycelium.workload-address': (a) => ({
+    name: str(a.name),
+    address: `<${PLANNED}: workload address>`,
+    subnet: `<${PLANNED}: mycelium subnet>`,
+    prefixLength: 64,
+  }),
 
   'nix.build': () => ({ outPaths: [] }),
   'nix.copy-out': (a) => ({ to: str(a.to), paths: strings(a.paths), signed: true }),
@@ -465,7 +594,13 @@ function salName(capability: string): string {
  * The recording SAL: a host table with an entry for every capability in the registry. Each entry records the
  * call and answers it from the fixture, this machine (HOST_READS) or a planned placeholder; none has an effect.
  */
-function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTable, available: ReadonlySet<string> | undefined, sal: SalHostConfig | undefined): HostTable {
+function recordingTable(
+  calls: PlannedCall[],
+  fixture: PlanFixture,
+  real: HostTable,
+  available: ReadonlySet<string> | undefined,
+  sal: SalHostConfig | undefined,
+): HostTable {
   const world = new PlannedWorld();
   const net = sal?.net ? netConfig(sal.net) : undefined;
   const used = new Map<string, number>();
@@ -474,7 +609,15 @@ function recordingTable(calls: PlannedCall[], fixture: PlanFixture, real: HostTa
     if (available && !available.has(name)) continue;
     const fn: HostFunction = {
       async run(args: JsonValue, job: HostCallJob) {
-        const record: PlannedCall = { seq: calls.length + 1, call: salName(name), capability: name, args, kind: isEffect(name) ? 'effect' : 'read', dangerous: spec.dangerous, answerFrom: 'planned' };
+        const record: PlannedCall = {
+          seq: calls.length + 1,
+          call: salName(name),
+          capability: name,
+          args,
+          kind: isEffect(name) ? 'effect' : 'read',
+          dangerous: spec.dangerous,
+          answerFrom: 'planned',
+        };
         calls.push(record);
         const n = used.get(name) ?? 0;
         used.set(name, n + 1);

@@ -8,13 +8,43 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
-  BULL_PREFIX, JOB_ID_PATTERN, KeySetHolder, MAX_EVENTS_PER_BATCH, PAYLOAD_TYPES, RUNNER_BATCH_TARGET_BYTES, WritError, authorizeJob, checkAudience, checkJobTimes, encodeEnvelope, encodeFailureReason,
-  encodeRunnerEventBatch, eventStreamFields, openJobText, signStepResult, parseQueueJobData, parseQueueJobId, queueJobEnvelope, queueJobId, queueNames, redisKeys, signEnvelope, targetMatchesNode, toErrorJSON,
-  type OpenedJob, type OpenedStep, type ErrorJSON, type JobPayload, type JsonValue, type KeyPair, type KeyRef, type NodeView, type RunnerEvent,
+  BULL_PREFIX,
+  JOB_ID_PATTERN,
+  KeySetHolder,
+  MAX_EVENTS_PER_BATCH,
+  PAYLOAD_TYPES,
+  RUNNER_BATCH_TARGET_BYTES,
+  WritError,
+  authorizeJob,
+  checkAudience,
+  checkJobTimes,
+  encodeEnvelope,
+  encodeFailureReason,
+  encodeRunnerEventBatch,
+  eventStreamFields,
+  openJobText,
+  signStepResult,
+  parseQueueJobData,
+  parseQueueJobId,
+  queueJobEnvelope,
+  queueJobId,
+  queueNames,
+  redisKeys,
+  signEnvelope,
+  targetMatchesNode,
+  toErrorJSON,
+  type OpenedJob,
+  type OpenedStep,
+  type ErrorJSON,
+  type JobPayload,
+  type JsonValue,
+  type KeyPair,
+  type KeyRef,
+  type NodeView,
+  type RunnerEvent,
 } from '@writ/protocol';
 import { EffectJournal, parseFailpoint, type JobRun, type JournalOutcome } from './journal.ts';
 import { HostBroker, SandboxPool, defaultHostTable, type HostCallJob, type HostTable, type SandboxJob } from './sandbox/index.ts';
-
 
 export interface RunnerOptions {
   nodeId: string;
@@ -90,7 +120,11 @@ export class Runner {
       onFailpoint: (point, step) => r.log.warn({ point, step }, 'failpoint reached: killing this process'),
     });
     if (!r.journal.durable) r.log.warn({}, 'no state dir: the effect journal is kept in memory and does not survive a restart');
-    const prune = () => void r.journal.prune(r.nowS()).then((n) => n > 0 && r.log.info({ removed: n }, 'pruned the journals of expired jobs'), () => {});
+    const prune = () =>
+      void r.journal.prune(r.nowS()).then(
+        (n) => n > 0 && r.log.info({ removed: n }, 'pruned the journals of expired jobs'),
+        () => {},
+      );
     prune();
     r.pruneTimer = setInterval(prune, 3600_000);
     r.pruneTimer.unref();
@@ -102,7 +136,10 @@ export class Runner {
       onLog: (job, level, message) => void r.emit({ type: 'log', jobId: job.jobId, attempt: job.attempt, node: r.node.id, ts: Date.now(), level, message }),
     });
     await r.heartbeat();
-    r.heartbeatTimer = setInterval(() => void r.heartbeat().catch((e) => r.log.warn({ err: (e as Error).message }, 'heartbeat failed')), opts.heartbeatMs ?? 5000);
+    r.heartbeatTimer = setInterval(
+      () => void r.heartbeat().catch((e) => r.log.warn({ err: (e as Error).message }, 'heartbeat failed')),
+      opts.heartbeatMs ?? 5000,
+    );
     r.heartbeatTimer.unref();
     r.worker = new Worker(queueNames.node(opts.nodeId), (job) => r.process(job), {
       connection: r.workerConn,
@@ -133,7 +170,13 @@ export class Runner {
       .multi()
       // `jobs` lists the attempts this process is executing: the reconciler does not re-dispatch a job a
       // runner still holds, even when Redis lost its queue entry.
-      .hset(redisKeys.node(this.node.id), { labels: JSON.stringify(this.node.labels), running: String(this.running), jobs: JSON.stringify([...this.runs.keys()]), version: this.opts.version ?? '0.1.0', seen: String(now) })
+      .hset(redisKeys.node(this.node.id), {
+        labels: JSON.stringify(this.node.labels),
+        running: String(this.running),
+        jobs: JSON.stringify([...this.runs.keys()]),
+        version: this.opts.version ?? '0.1.0',
+        seen: String(now),
+      })
       .zadd(redisKeys.nodes(), now, this.node.id)
       .exec();
   }
@@ -253,12 +296,19 @@ export class Runner {
     const opened = openJobText(raw, { keys: this.keySets.ring });
     const { job } = opened;
     const verified = { signers: opened.signers };
-    if (opened.step && opened.step.node !== this.node.id) throw new WritError('TARGET_MISMATCH', `step ${opened.step.step.name} of flow ${opened.step.flow.id} was assigned to node ${opened.step.node}, this is node ${this.node.id}`);
+    if (opened.step && opened.step.node !== this.node.id)
+      throw new WritError(
+        'TARGET_MISMATCH',
+        `step ${opened.step.step.name} of flow ${opened.step.flow.id} was assigned to node ${opened.step.node}, this is node ${this.node.id}`,
+      );
     const data = parseQueueJobData(bullJob.data);
     if (job.id !== entry.jobId) throw new WritError('SECURITY_EVENT', `queue entry ${bullJob.id} carries the envelope of job ${job.id}`);
     if (data.attempt !== entry.attempt) throw new WritError('SECURITY_EVENT', `queue entry ${bullJob.id} carries attempt ${data.attempt} in its data`);
     if (!targetMatchesNode(job.target, this.node)) {
-      throw new WritError('TARGET_MISMATCH', `job targets ${'node' in job.target ? `node ${job.target.node}` : `labels ${JSON.stringify(job.target.selector)}`}, this is node ${this.node.id}`);
+      throw new WritError(
+        'TARGET_MISMATCH',
+        `job targets ${'node' in job.target ? `node ${job.target.node}` : `labels ${JSON.stringify(job.target.selector)}`}, this is node ${this.node.id}`,
+      );
     }
     checkAudience(job, this.opts.clusterId);
     authorizeJob(job, verified.signers, this.keySets.grants, this.node, { dangerousThreshold: this.keySets.threshold });
@@ -278,7 +328,8 @@ export class Runner {
     const error = toErrorJSON(e, true);
     this.log.warn({ ...base, code: error.code, reason: error.message }, 'refused a job: security event');
     await this.emit({ type: 'security', ...base, ts: Date.now(), error });
-    if (withResult && base.jobId !== null) await this.emit({ type: 'result', ...base, jobId: base.jobId, ts: Date.now(), ok: false, error, final: true, durationMs: 0 });
+    if (withResult && base.jobId !== null)
+      await this.emit({ type: 'result', ...base, jobId: base.jobId, ts: Date.now(), ok: false, error, final: true, durationMs: 0 });
     throw new UnrecoverableError(encodeFailureReason(error));
   }
 
@@ -289,7 +340,11 @@ export class Runner {
     // results included, refused at the coord.
     if (!entry || !JOB_ID_RE.test(entry.jobId)) {
       const id = bullJob.id ?? '';
-      await this.refuse({ jobId: null, attempt: 0, node: this.node.id }, new WritError('SECURITY_EVENT', `a queue entry with id ${JSON.stringify(id.slice(0, 200))}, which no job attempt can have, was refused`), false);
+      await this.refuse(
+        { jobId: null, attempt: 0, node: this.node.id },
+        new WritError('SECURITY_EVENT', `a queue entry with id ${JSON.stringify(id.slice(0, 200))}, which no job attempt can have, was refused`),
+        false,
+      );
     }
     const { jobId, attempt } = entry!;
     const base = { jobId, attempt, node: this.node.id };
@@ -318,11 +373,25 @@ export class Runner {
     if (finished && attempt > finished.attempt) {
       // A new attempt for a job this node already finished (its result was lost, with Redis or on the way):
       // report the journaled outcome for this attempt; nothing runs again.
-      await this.emit({ type: 'log', ...base, ts: Date.now(), level: 'info', message: `attempt ${finished.attempt} finished this job on ${this.node.id}; reporting its journaled outcome instead of running it again` });
+      await this.emit({
+        type: 'log',
+        ...base,
+        ts: Date.now(),
+        level: 'info',
+        message: `attempt ${finished.attempt} finished this job on ${this.node.id}; reporting its journaled outcome instead of running it again`,
+      });
       return this.report(base, finished.outcome, finished.durationMs, step);
     }
     if (attempt <= history.highestAttempt) {
-      await this.refuse(base, new WritError('JOB_REPLAYED', `attempt ${attempt} of job ${jobId} was already started on node ${this.node.id}${finished ? ` and the job finished (attempt ${finished.attempt})` : ''}; a queue entry for it reappeared and was not run`, { attempt, started: history.highestAttempt }), false);
+      await this.refuse(
+        base,
+        new WritError(
+          'JOB_REPLAYED',
+          `attempt ${attempt} of job ${jobId} was already started on node ${this.node.id}${finished ? ` and the job finished (attempt ${finished.attempt})` : ''}; a queue entry for it reappeared and was not run`,
+          { attempt, started: history.highestAttempt },
+        ),
+        false,
+      );
     }
     let run: JobRun;
     try {
@@ -333,7 +402,14 @@ export class Runner {
     const key = queueJobId(jobId, attempt);
     this.runs.set(key, run);
     await this.emit({ type: 'status', ...base, ts: Date.now(), status: 'running' });
-    if (run.replay.size > 0) await this.emit({ type: 'log', ...base, ts: Date.now(), level: 'info', message: `resuming: ${run.replay.size} host call(s) of earlier attempts are journaled and are replayed, not made again` });
+    if (run.replay.size > 0)
+      await this.emit({
+        type: 'log',
+        ...base,
+        ts: Date.now(),
+        level: 'info',
+        message: `resuming: ${run.replay.size} host call(s) of earlier attempts are journaled and are replayed, not made again`,
+      });
     this.running++;
     const sjob: SandboxJob = { jobId, attempt, source: job.script.source, args: job.args, caps: job.caps, limits: job.limits, pins: job.pins };
     let outcome;
@@ -341,9 +417,12 @@ export class Runner {
     // runner looks for twice a second; the run is then stopped where it is.
     const cancelMark = redisKeys.cancel(this.node.id, jobId);
     const watch = setInterval(() => {
-      this.redis.exists(cancelMark).then((n) => {
-        if (n === 1 && this.pool.cancel(jobId, attempt, `job ${jobId} was cancelled by an operator`)) this.log.info({ ...base }, 'stopped a cancelled job');
-      }, () => {});
+      this.redis.exists(cancelMark).then(
+        (n) => {
+          if (n === 1 && this.pool.cancel(jobId, attempt, `job ${jobId} was cancelled by an operator`)) this.log.info({ ...base }, 'stopped a cancelled job');
+        },
+        () => {},
+      );
     }, 500);
     try {
       outcome = await this.pool.run(sjob);
@@ -363,7 +442,9 @@ export class Runner {
     // a timeout), not only a transient one: the failure is retryable for it, here and in the journal (so the
     // next attempt runs again), and the coord stops at the step's `retries.max`.
     const stepRetries = (step?.step.retries?.max ?? 0) > 0;
-    const journaled: JournalOutcome = outcome.ok ? { ok: true, value: outcome.value } : { ok: false, error: stepRetries ? { ...outcome.error, retryable: true } : outcome.error };
+    const journaled: JournalOutcome = outcome.ok
+      ? { ok: true, value: outcome.value }
+      : { ok: false, error: stepRetries ? { ...outcome.error, retryable: true } : outcome.error };
     try {
       await run.end(journaled, outcome.durationMs);
     } catch (e) {
@@ -375,11 +456,27 @@ export class Runner {
   }
 
   /** Reports an attempt's outcome and ends the queue entry accordingly. */
-  private async report(base: { jobId: string; attempt: number; node: string }, outcome: JournalOutcome, durationMs: number, step?: OpenedStep): Promise<unknown> {
+  private async report(
+    base: { jobId: string; attempt: number; node: string },
+    outcome: JournalOutcome,
+    durationMs: number,
+    step?: OpenedStep,
+  ): Promise<unknown> {
     if (outcome.ok) {
       // A flow step's value is also signed on its own, for the steps that take it as input.
       const stepResult = step
-        ? signStepResult({ flow: step.flow.id, flowSha256: step.flowSha256, step: step.step.name, node: this.node.id, jobId: base.jobId, attempt: base.attempt, value: outcome.value }, this.opts.nodeKey)
+        ? signStepResult(
+            {
+              flow: step.flow.id,
+              flowSha256: step.flowSha256,
+              step: step.step.name,
+              node: this.node.id,
+              jobId: base.jobId,
+              attempt: base.attempt,
+              value: outcome.value,
+            },
+            this.opts.nodeKey,
+          )
         : undefined;
       await this.emit({ type: 'result', ...base, ts: Date.now(), ok: true, value: outcome.value, durationMs, ...(stepResult ? { stepResult } : {}) });
       return { ok: true, durationMs };
@@ -409,7 +506,13 @@ export class Runner {
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), Math.max(0, deadline - Date.now()))));
       try {
-        return await Promise.race([p.then(() => true, () => true), late]);
+        return await Promise.race([
+          p.then(
+            () => true,
+            () => true,
+          ),
+          late,
+        ]);
       } finally {
         clearTimeout(timer);
       }
@@ -435,4 +538,3 @@ export class Runner {
     }
   }
 }
-

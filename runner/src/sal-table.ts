@@ -3,8 +3,23 @@
 // one of its capabilities gets HOST_CALL_DENIED from the broker even when its envelope was granted it.
 import type { JsonValue } from '@writ/protocol';
 import {
-  BTRFS_OPERATIONS, MYCELIUM_OPERATIONS, NET_OPERATIONS, NIX_OPERATIONS, VM_OPERATIONS, btrfsConfig, myceliumConfig, netConfig, nixConfig, resolveVmConfig,
-  type BtrfsConfig, type MyceliumConfigInput, type NetConfig, type NixConfigInput, type SalJob, type SalOperation, type VmConfig,
+  BTRFS_OPERATIONS,
+  MYCELIUM_OPERATIONS,
+  NET_OPERATIONS,
+  NIX_OPERATIONS,
+  VM_OPERATIONS,
+  btrfsConfig,
+  myceliumConfig,
+  netConfig,
+  nixConfig,
+  resolveVmConfig,
+  type BtrfsConfig,
+  type MyceliumConfigInput,
+  type NetConfig,
+  type NixConfigInput,
+  type SalJob,
+  type SalOperation,
+  type VmConfig,
 } from '@writ/sal';
 import { defaultHostTable, type HostFunction, type HostTable } from './broker.ts';
 import type { HostCallJob } from './sandbox/types.ts';

@@ -7,7 +7,15 @@ import { describe, expect, it } from 'vitest';
 import { HostBroker, SandboxPool, defaultHostTable, type HostCallJob, type HostTable } from '../src/sandbox/index.ts';
 
 function job(caps: string[], extra: Partial<HostCallJob> = {}): HostCallJob {
-  return { jobId: `broker-${Math.random().toString(16).slice(2, 6)}`, attempt: 1, source: '', args: null, caps, limits: { timeoutMs: 1000, memoryMiB: 16 }, ...extra };
+  return {
+    jobId: `broker-${Math.random().toString(16).slice(2, 6)}`,
+    attempt: 1,
+    source: '',
+    args: null,
+    caps,
+    limits: { timeoutMs: 1000, memoryMiB: 16 },
+    ...extra,
+  };
 }
 
 function spyTable(): { table: HostTable; calls: string[] } {
@@ -61,7 +69,11 @@ describe('HostBroker refuses forged calls', () => {
   it('a compromised worker that posts an ungranted host call gets HOST_CALL_DENIED from the broker', async () => {
     const { table, calls } = spyTable();
     const broker = new HostBroker(table);
-    const pool = new SandboxPool({ size: 1, hostCall: (j, name, args) => broker.call(j, name, args), workerEntry: new URL('./fixtures/forging-worker.mjs', import.meta.url) });
+    const pool = new SandboxPool({
+      size: 1,
+      hostCall: (j, name, args) => broker.call(j, name, args),
+      workerEntry: new URL('./fixtures/forging-worker.mjs', import.meta.url),
+    });
     try {
       const outcome = await pool.run(job(['time.now']));
       expect(outcome).toMatchObject({ ok: true, value: { refused: 'HOST_CALL_DENIED' } });

@@ -37,8 +37,20 @@ describe('runnerConfig', () => {
   });
 
   it('reads labels, numbers in ms, and Redis, coord and cluster from the env when no flag gives them', () => {
-    const c = runnerConfig({ ...GIVEN, redis: undefined, coord: undefined, labels: ['rack=r1', 'env='], concurrency: '4', heartbeatMs: '500', lockMs: '2000', stalledMs: '1000' }, { REDIS_URL: 'rediss://r', WRIT_COORD: 'https://c', WRIT_CLUSTER: 'prod' });
-    expect(c).toMatchObject({ labels: { rack: 'r1', env: '' }, concurrency: 4, heartbeatMs: 500, lockDurationMs: 2000, stalledIntervalMs: 1000, redisUrl: 'rediss://r', coordUrl: 'https://c', clusterId: 'prod' });
+    const c = runnerConfig(
+      { ...GIVEN, redis: undefined, coord: undefined, labels: ['rack=r1', 'env='], concurrency: '4', heartbeatMs: '500', lockMs: '2000', stalledMs: '1000' },
+      { REDIS_URL: 'rediss://r', WRIT_COORD: 'https://c', WRIT_CLUSTER: 'prod' },
+    );
+    expect(c).toMatchObject({
+      labels: { rack: 'r1', env: '' },
+      concurrency: 4,
+      heartbeatMs: 500,
+      lockDurationMs: 2000,
+      stalledIntervalMs: 1000,
+      redisUrl: 'rediss://r',
+      coordUrl: 'https://c',
+      clusterId: 'prod',
+    });
   });
 
   it('is frozen all the way down', () => {
@@ -55,7 +67,12 @@ describe('runnerConfig', () => {
 
   it.each([
     ['a --node id registration would refuse', { node: 'Node_7' }, {}, /^--node Node_7: /],
-    ['--redis that is not redis://', { redis: 'http://r' }, {}, /^--redis .*expected a redis:, rediss:, redis\+sentinel:, redis\+cluster: or rediss\+cluster: URL/],
+    [
+      '--redis that is not redis://',
+      { redis: 'http://r' },
+      {},
+      /^--redis .*expected a redis:, rediss:, redis\+sentinel:, redis\+cluster: or rediss\+cluster: URL/,
+    ],
     ['REDIS_URL without a scheme', { redis: undefined }, { REDIS_URL: '127.0.0.1:6379' }, /^REDIS_URL 127.0.0.1:6379: not a URL/],
     ['--coord that is not http(s)://', { coord: 'ftp://c' }, {}, /^--coord .*http: or https: URL/],
     ['WRIT_COORD without a scheme', { coord: undefined }, { WRIT_COORD: '10.0.0.1:7340' }, /^WRIT_COORD 10.0.0.1:7340: not a URL/],

@@ -12,7 +12,11 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-const codeOf = async (p: Promise<unknown>) => p.then(() => 'OK', (e) => errorCodeOf(e) ?? String(e));
+const codeOf = async (p: Promise<unknown>) =>
+  p.then(
+    () => 'OK',
+    (e) => errorCodeOf(e) ?? String(e),
+  );
 
 describe('node identity', () => {
   it('creates a seed with mode 0400 on first start and loads the same key afterwards', async () => {

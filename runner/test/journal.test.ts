@@ -56,9 +56,13 @@ describe('effect journal', () => {
 
   it('calls a step journaled with an intent and no result again, once, and replays it after that', async () => {
     // The process "dies" right after the intent: the failpoint hook throws instead of killing the test.
-    const crashing = await EffectJournal.open({ dir, failpoint: parseFailpoint('after-intent:1'), onFailpoint: () => {
-      throw new Error('killed after the intent');
-    } });
+    const crashing = await EffectJournal.open({
+      dir,
+      failpoint: parseFailpoint('after-intent:1'),
+      onFailpoint: () => {
+        throw new Error('killed after the intent');
+      },
+    });
     let applied = 0;
     const first = await crashing.begin('job-3', 1, exp);
     await expect(first.call('net.netns.ensure', { name: 'a' }, async () => ++applied)).rejects.toThrow('killed after the intent');
@@ -75,13 +79,17 @@ describe('effect journal', () => {
   it('replays a failure the script went on from, and calls again the failure that ended an attempt', async () => {
     const j = await EffectJournal.open({ dir });
     const first = await j.begin('job-7', 1, exp);
-    await expect(first.call('net.netns.ensure', { name: 'a' }, async () => {
-      throw new Error('transient');
-    })).rejects.toThrow('transient');
+    await expect(
+      first.call('net.netns.ensure', { name: 'a' }, async () => {
+        throw new Error('transient');
+      }),
+    ).rejects.toThrow('transient');
     await first.call('net.netns.ensure', { name: 'b' }, async () => 'b made');
-    await expect(first.call('net.netns.ensure', { name: 'c' }, async () => {
-      throw new Error('transient again');
-    })).rejects.toThrow();
+    await expect(
+      first.call('net.netns.ensure', { name: 'c' }, async () => {
+        throw new Error('transient again');
+      }),
+    ).rejects.toThrow();
     const second = await j.begin('job-7', 2, exp);
     const live: string[] = [];
     // Step 1 failed and the script went on: the same failure again. Step 2 is replayed. Step 3 ended the attempt: called.
@@ -142,6 +150,7 @@ describe('effect journal', () => {
     expect(parseFailpoint(undefined)).toBeNull();
     expect(parseFailpoint('after-effect:2')).toEqual({ point: 'after-effect', step: 2 });
     expect(parseFailpoint('after-start')).toEqual({ point: 'after-start', step: null });
-    for (const bad of ['nowhere', 'after-effect:0', 'after-effect:x']) expect(() => parseFailpoint(bad), bad).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }));
+    for (const bad of ['nowhere', 'after-effect:0', 'after-effect:x'])
+      expect(() => parseFailpoint(bad), bad).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }));
   });
 });

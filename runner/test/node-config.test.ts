@@ -6,10 +6,13 @@ const F = '/etc/writ/node.json';
 
 describe('node config', () => {
   it('enables the configured SAL areas and keeps the labels', () => {
-    const cfg = parseNodeConfig(JSON.stringify({
-      labels: { role: 'hv', rack: 'r1' },
-      sal: { btrfs: { mount: '/srv/pool', imageDir: '/srv/images' }, net: { prefix: 'wx' }, nix: { profilesRoot: '/nix/var/nix/profiles/writ' } },
-    }), F);
+    const cfg = parseNodeConfig(
+      JSON.stringify({
+        labels: { role: 'hv', rack: 'r1' },
+        sal: { btrfs: { mount: '/srv/pool', imageDir: '/srv/images' }, net: { prefix: 'wx' }, nix: { profilesRoot: '/nix/var/nix/profiles/writ' } },
+      }),
+      F,
+    );
     expect(cfg.labels).toEqual({ role: 'hv', rack: 'r1' });
     for (const cap of ['btrfs.disk.clone', 'net.bridge.ensure', 'net.tap.ensure', 'host.facts', 'time.sleep']) expect(cfg.hostTable.has(cap), cap).toBe(true);
     expect(cfg.hostTable.has('vm.create')).toBe(false);

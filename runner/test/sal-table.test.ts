@@ -26,7 +26,11 @@ let all: SalHostConfig;
 function job(caps: string[], extra: Partial<HostCallJob> = {}): HostCallJob {
   return { jobId: `sal-${hex}`, attempt: 1, source: '', args: null, caps, limits: { timeoutMs: 10_000, memoryMiB: 16 }, ...extra };
 }
-const codeOf = (p: Promise<unknown>): Promise<string | undefined> => p.then(() => undefined, (e: unknown) => errorCodeOf(e) ?? String(e));
+const codeOf = (p: Promise<unknown>): Promise<string | undefined> =>
+  p.then(
+    () => undefined,
+    (e: unknown) => errorCodeOf(e) ?? String(e),
+  );
 
 beforeAll(async () => {
   root = await mkdtemp(path.join(os.tmpdir(), 'writ-saltable-'));
@@ -35,7 +39,10 @@ beforeAll(async () => {
   await writeFile(path.join(root, 'images', 'root.img'), Buffer.alloc(4096));
   // The cloud-hypervisor double stands in for the VMM binary, as in sal/test/vm.test.ts.
   const binary = path.join(root, 'cloud-hypervisor');
-  await writeFile(binary, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(`file://${TSX_LOADER}`)} ${JSON.stringify(DOUBLE)} "$@"\n`);
+  await writeFile(
+    binary,
+    `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(`file://${TSX_LOADER}`)} ${JSON.stringify(DOUBLE)} "$@"\n`,
+  );
   await chmod(binary, 0o755);
   const requestLog = path.join(root, 'requests.jsonl');
   await appendFile(requestLog, '');
@@ -43,7 +50,14 @@ beforeAll(async () => {
   all = {
     btrfs: { mount: path.join(root, 'pool') },
     net: {},
-    vm: { driver: 'cloud-hypervisor', stateDir: path.join(root, 'state'), imagesRoot: path.join(root, 'images'), bootRoot: path.join(root, 'boot'), cloudHypervisorBinary: binary, apiTimeoutMs: 5000 },
+    vm: {
+      driver: 'cloud-hypervisor',
+      stateDir: path.join(root, 'state'),
+      imagesRoot: path.join(root, 'images'),
+      bootRoot: path.join(root, 'boot'),
+      cloudHypervisorBinary: binary,
+      apiTimeoutMs: 5000,
+    },
     mycelium: { binary: path.join(root, 'mycelium', 'bin'), keyFile: path.join(root, 'mycelium', 'key'), stateDir: path.join(root, 'mycelium') },
     nix: { profilesRoot: path.join(root, 'profiles') },
   };

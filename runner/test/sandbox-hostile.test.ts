@@ -75,10 +75,12 @@ describe('hostile scripts', () => {
     const timeoutMs = 1000;
     const started = Date.now();
     let floodDone = false;
-    const flood = pool.run(job(`export default async function (args, ctx) { for (let i = 0; ; i++) ctx.log.info('flood ' + i) }`, { timeoutMs, memoryMiB: 32 })).then((o) => {
-      floodDone = true;
-      return o;
-    });
+    const flood = pool
+      .run(job(`export default async function (args, ctx) { for (let i = 0; ; i++) ctx.log.info('flood ' + i) }`, { timeoutMs, memoryMiB: 32 }))
+      .then((o) => {
+        floodDone = true;
+        return o;
+      });
     const completedMeanwhile: SandboxOutcome[] = [];
     while (!floodDone) {
       const outcome = await pool.run({ ...quick, args: { n: completedMeanwhile.length } });

@@ -9,7 +9,14 @@ const warnings: string[] = [];
 const hooks = { boundary: DEFAULT_BOUNDARY_LIMITS, log() {}, warn: (m: string) => warnings.push(m), hostCall: async () => 'null' };
 
 function job(body: string): SandboxJob {
-  return { jobId: 'quickjs-unit', attempt: 1, source: `export default async function () { ${body} }`, args: null, caps: [], limits: { timeoutMs: 3000, memoryMiB: 32 } };
+  return {
+    jobId: 'quickjs-unit',
+    attempt: 1,
+    source: `export default async function () { ${body} }`,
+    args: null,
+    caps: [],
+    limits: { timeoutMs: 3000, memoryMiB: 32 },
+  };
 }
 
 const recursions: Record<string, string> = {

@@ -14,7 +14,14 @@ const suffix = Math.random().toString(16).slice(2, 6);
 let seq = 0;
 
 function job(body: string, limits: Partial<SandboxJob['limits']> = {}): SandboxJob {
-  return { jobId: `warm-${suffix}-${++seq}`, attempt: 1, source: `export default async function (args, ctx) {\n${body}\n}`, args: null, caps: [], limits: { timeoutMs: 3000, memoryMiB: 64, ...limits } };
+  return {
+    jobId: `warm-${suffix}-${++seq}`,
+    attempt: 1,
+    source: `export default async function (args, ctx) {\n${body}\n}`,
+    args: null,
+    caps: [],
+    limits: { timeoutMs: 3000, memoryMiB: 64, ...limits },
+  };
 }
 
 const quick = (memoryMiB = 64) => job('return 1', { memoryMiB });
@@ -79,7 +86,12 @@ async function runInSequence(pool: SandboxPool, jobs: SandboxJob[]): Promise<{ o
 }
 
 describe('isolation between jobs in one instance', () => {
-  const pool = new SandboxPool({ size: 1, hostCall: async () => null, workerEntry: scanningEntry, onLog: (j, _level, message) => logs.push({ jobId: j.jobId, message }) });
+  const pool = new SandboxPool({
+    size: 1,
+    hostCall: async () => null,
+    workerEntry: scanningEntry,
+    onLog: (j, _level, message) => logs.push({ jobId: j.jobId, message }),
+  });
   afterAll(async () => {
     await pool.close();
     rmSync(entryDir, { recursive: true, force: true });

@@ -4,7 +4,16 @@
 import { readFileSync } from 'node:fs';
 import { WritError, type JsonValue } from '@writ/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HostBroker, SandboxPool, defaultHostTable, type HostCallJob, type HostTable, type LogLevel, type SandboxJob, type SandboxOutcome } from '../src/sandbox/index.ts';
+import {
+  HostBroker,
+  SandboxPool,
+  defaultHostTable,
+  type HostCallJob,
+  type HostTable,
+  type LogLevel,
+  type SandboxJob,
+  type SandboxOutcome,
+} from '../src/sandbox/index.ts';
 
 const suffix = Math.random().toString(16).slice(2, 6);
 let seq = 0;
@@ -119,7 +128,10 @@ describe('failure codes', () => {
     expect(code(await pool.run(job('export default (')))).toBe('SCRIPT_INVALID');
     // The message and details say where: line and column, as `writ sign` reports them before signing.
     const placed = await pool.run(job('export default async function (args, ctx) {\n  const x = { a: 1 b: 2 };\n}'));
-    expect(placed).toMatchObject({ ok: false, error: { code: 'SCRIPT_INVALID', message: "the script does not parse at line 2, column 20: expecting '}'", details: { line: 2, column: 20 } } });
+    expect(placed).toMatchObject({
+      ok: false,
+      error: { code: 'SCRIPT_INVALID', message: "the script does not parse at line 2, column 20: expecting '}'", details: { line: 2, column: 20 } },
+    });
     expect(code(await pool.run(job('export const notDefault = 1')))).toBe('SCRIPT_INVALID');
     expect(code(await pool.run(job('export default 42')))).toBe('SCRIPT_INVALID');
     expect(code(await pool.run(job(`import fs from 'fs';\n${script('return 1')}`)))).toBe('SCRIPT_INVALID');
@@ -151,7 +163,10 @@ describe('failure codes', () => {
 
     it(`SCRIPT_ERROR naming the ${key} getter and what it threw when that getter throws`, async () => {
       const outcome = await pool.run(job(withGetter(`throw new TypeError('getter says no')`)));
-      expect(outcome).toMatchObject({ ok: false, error: { code: 'SCRIPT_ERROR', message: `the thrown error's ${key} getter threw TypeError: getter says no` } });
+      expect(outcome).toMatchObject({
+        ok: false,
+        error: { code: 'SCRIPT_ERROR', message: `the thrown error's ${key} getter threw TypeError: getter says no` },
+      });
     });
   }
 
@@ -162,7 +177,9 @@ describe('failure codes', () => {
 
   it('TIMEOUT for a time.sleep that would outlast the deadline, at once', async () => {
     const started = Date.now();
-    const outcome = await pool.run(job(script('await ctx.sal.time.sleep({ ms: 60000 })'), { caps: ['time.sleep'], limits: { timeoutMs: 1000, memoryMiB: 32 } }));
+    const outcome = await pool.run(
+      job(script('await ctx.sal.time.sleep({ ms: 60000 })'), { caps: ['time.sleep'], limits: { timeoutMs: 1000, memoryMiB: 32 } }),
+    );
     expect(code(outcome)).toBe('TIMEOUT');
     expect(Date.now() - started).toBeLessThan(500);
   });
@@ -183,9 +200,17 @@ describe('host errors cross as plain guest errors carrying code (X3)', () => {
       throw new WritError('RESOURCE_CONFLICT', 'vm web-1 exists with another definition', { name: 'web-1' });
     };
     const caught = await pool.run(
-      job(script(`try { await ctx.sal.host.facts() } catch (e) { return { isError: e instanceof Error, proto: Object.getPrototypeOf(e) === Error.prototype, code: e.code, message: e.message, details: e.details } }`), { caps: ['host.facts'] }),
+      job(
+        script(
+          `try { await ctx.sal.host.facts() } catch (e) { return { isError: e instanceof Error, proto: Object.getPrototypeOf(e) === Error.prototype, code: e.code, message: e.message, details: e.details } }`,
+        ),
+        { caps: ['host.facts'] },
+      ),
     );
-    expect(caught).toMatchObject({ ok: true, value: { isError: true, proto: true, code: 'RESOURCE_CONFLICT', message: 'vm web-1 exists with another definition', details: { name: 'web-1' } } });
+    expect(caught).toMatchObject({
+      ok: true,
+      value: { isError: true, proto: true, code: 'RESOURCE_CONFLICT', message: 'vm web-1 exists with another definition', details: { name: 'web-1' } },
+    });
     const uncaught = await pool.run(job(script('await ctx.sal.host.facts()'), { caps: ['host.facts'] }));
     expect(uncaught).toMatchObject({ ok: false, error: { code: 'RESOURCE_CONFLICT', message: 'vm web-1 exists with another definition' } });
   });
@@ -194,7 +219,9 @@ describe('host errors cross as plain guest errors carrying code (X3)', () => {
     hostReply = () => {
       throw new Error('secret path /var/lib/writ/key');
     };
-    const outcome = await pool.run(job(script(`try { await ctx.sal.host.facts() } catch (e) { return { code: e.code, message: e.message } }`), { caps: ['host.facts'] }));
+    const outcome = await pool.run(
+      job(script(`try { await ctx.sal.host.facts() } catch (e) { return { code: e.code, message: e.message } }`), { caps: ['host.facts'] }),
+    );
     expect(outcome).toMatchObject({ ok: true, value: { code: 'INTERNAL' } });
     expect(JSON.stringify(outcome)).not.toMatch(/secret/);
   });
@@ -268,10 +295,15 @@ describe('capabilities, first check in the worker (X5)', () => {
     const uncaught = await pool.run(job(script('const f = await ctx.sal.host.facts(); return f.hostname')));
     expect(uncaught).toMatchObject({ ok: false, error: { code: 'CAPABILITY_NOT_GRANTED', message: 'host.facts (sign with --caps host.facts)' } });
     // A namespace partly granted: the granted member works, the other one says what to sign.
-    const partly = await pool.run(job(script(`
+    const partly = await pool.run(
+      job(
+        script(`
       const now = await ctx.sal.time.now();
       try { await ctx.sal.time.sleep({ ms: 1 }) } catch (e) { return [typeof now.ms, e.code, e.message] }
-    `), { caps: ['time.now'] }));
+    `),
+        { caps: ['time.now'] },
+      ),
+    );
     expect(partly).toMatchObject({ ok: true, value: ['number', 'CAPABILITY_NOT_GRANTED', 'time.sleep (sign with --caps time.sleep)'] });
     // The stand-ins cannot be replaced by the script.
     const replace = await pool.run(job(script(`try { ctx.sal.host.facts = async () => 1; return 'replaced' } catch (e) { return e.name }`)));
@@ -281,7 +313,9 @@ describe('capabilities, first check in the worker (X5)', () => {
 
   it('arguments that do not match the schema are refused with HOST_CALL_INVALID before they leave the worker', async () => {
     hostCalls.length = 0;
-    const outcome = await pool.run(job(script(`try { await ctx.sal.time.sleep({ ms: -1 }) } catch (e) { return [e.code, e.message] }`), { caps: ['time.sleep'] }));
+    const outcome = await pool.run(
+      job(script(`try { await ctx.sal.time.sleep({ ms: -1 }) } catch (e) { return [e.code, e.message] }`), { caps: ['time.sleep'] }),
+    );
     expect(outcome).toMatchObject({ ok: true, value: ['HOST_CALL_INVALID', expect.stringMatching(/ms/)] });
     const extra = await pool.run(job(script(`try { await ctx.sal.time.now({ sneaky: 1 }) } catch (e) { return e.code }`), { caps: ['time.now'] }));
     expect(extra).toMatchObject({ ok: true, value: 'HOST_CALL_INVALID' });
@@ -299,7 +333,9 @@ describe('capabilities, first check in the worker (X5)', () => {
 describe('no ambient authority (X4)', () => {
   it('the guest global object holds exactly the committed allowlist', async () => {
     const expected = JSON.parse(readFileSync(new URL('./fixtures/guest-globals.json', import.meta.url), 'utf8')) as string[];
-    const outcome = await pool.run(job(script('return { names: Object.getOwnPropertyNames(globalThis).sort(), symbols: Object.getOwnPropertySymbols(globalThis).length }')));
+    const outcome = await pool.run(
+      job(script('return { names: Object.getOwnPropertyNames(globalThis).sort(), symbols: Object.getOwnPropertySymbols(globalThis).length }')),
+    );
     expect(outcome).toMatchObject({ ok: true, value: { names: [...expected].sort(), symbols: 0 } });
   });
 
@@ -337,7 +373,15 @@ describe('no ambient authority (X4)', () => {
     );
     expect(outcome).toMatchObject({
       ok: true,
-      value: { now: 'refused', call: 'refused', construct: 'refused', viaProto: 'refused', viaReflect: 'refused', explicit: '1970-01-02T00:00:00.000Z', utc: Date.UTC(2020, 0, 1) },
+      value: {
+        now: 'refused',
+        call: 'refused',
+        construct: 'refused',
+        viaProto: 'refused',
+        viaReflect: 'refused',
+        explicit: '1970-01-02T00:00:00.000Z',
+        utc: Date.UTC(2020, 0, 1),
+      },
     });
   });
 
@@ -345,11 +389,15 @@ describe('no ambient authority (X4)', () => {
     const outcome = await pool.run(job(script(`try { Math.random(); return 'ran' } catch (e) { return e.message }`)));
     expect(outcome).toMatchObject({ ok: true, value: expect.stringMatching(/random\.bytes/) });
     hostCalls.length = 0;
-    const ungranted = await pool.run(job(script(`
+    const ungranted = await pool.run(
+      job(
+        script(`
       const codes = [];
       for (const f of [() => ctx.sal.time.now(), () => ctx.sal.random.bytes({ n: 4 })]) { try { await f(); codes.push('ran') } catch (e) { codes.push(e.code) } }
       return [codes, Object.keys(ctx.sal)];
-    `)));
+    `),
+      ),
+    );
     expect(ungranted).toMatchObject({ ok: true, value: [['CAPABILITY_NOT_GRANTED', 'CAPABILITY_NOT_GRANTED'], []] });
     expect(hostCalls).toEqual([]);
   });

@@ -10,7 +10,8 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export function checkName(name: unknown, what = 'name'): string {
   if (typeof name !== 'string') throw new WritError('SAL_INVALID_ARGUMENT', `${what} must be a string`);
   if (name.includes('\0')) throw new WritError('PATH_ESCAPE', `${what} contains a NUL byte`);
-  if (name.includes('/') || name === '.' || name === '..') throw new WritError('PATH_ESCAPE', `${what} ${JSON.stringify(name)} must be a plain name, not a path`);
+  if (name.includes('/') || name === '.' || name === '..')
+    throw new WritError('PATH_ESCAPE', `${what} ${JSON.stringify(name)} must be a plain name, not a path`);
   if (!NAME.test(name)) throw new WritError('SAL_INVALID_ARGUMENT', `${what} ${JSON.stringify(name)} must match ${NAME.source}`);
   return name;
 }

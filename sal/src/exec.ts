@@ -60,7 +60,11 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   }
   if (res.timedOut) throw new WritError('COMMAND_TIMEOUT', `${file} did not finish within ${opts.timeoutMs ?? 60_000} ms`, details);
   const firstLine = stderr.trim().split('\n').slice(-1)[0] ?? '';
-  throw new WritError('COMMAND_FAILED', `${file} ${args.slice(0, 3).join(' ')} failed (exit ${exitCode}${res.signal ? `, signal ${res.signal}` : ''})${firstLine ? `: ${firstLine.slice(0, 300)}` : ''}`, details);
+  throw new WritError(
+    'COMMAND_FAILED',
+    `${file} ${args.slice(0, 3).join(' ')} failed (exit ${exitCode}${res.signal ? `, signal ${res.signal}` : ''})${firstLine ? `: ${firstLine.slice(0, 300)}` : ''}`,
+    details,
+  );
 }
 
 /** Is a command on PATH? */

@@ -28,7 +28,10 @@ import { assertSchema, capability, compileSchema, WritError } from '@writ/protoc
  * Pairs a registered capability with a plain SAL function: the argument schema comes from the protocol's
  * registry and is checked before the function runs (SAL_INVALID_ARGUMENT), whoever calls it.
  */
-export function defineOperation<Config, Args, Result>(name: string, fn: (config: Config, args: Args, ctx: SalContext<Config>) => Promise<Result>): SalOperation<Config, Args, Result> {
+export function defineOperation<Config, Args, Result>(
+  name: string,
+  fn: (config: Config, args: Args, ctx: SalContext<Config>) => Promise<Result>,
+): SalOperation<Config, Args, Result> {
   const spec = capability(name);
   if (!spec) throw new WritError('CAPABILITY_UNKNOWN', `capability ${name} is not in the registry`);
   const validate = compileSchema<Args>(spec.args);

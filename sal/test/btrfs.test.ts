@@ -22,7 +22,10 @@ describe('btrfs operation table', () => {
   });
 
   it('marks deleting storage and taking the pool away as dangerous, and nothing else', () => {
-    const dangerous = [...CAPABILITIES.values()].filter((c) => c.name.startsWith('btrfs.') && c.dangerous).map((c) => c.name).sort();
+    const dangerous = [...CAPABILITIES.values()]
+      .filter((c) => c.name.startsWith('btrfs.') && c.dangerous)
+      .map((c) => c.name)
+      .sort();
     expect(dangerous).toEqual(['btrfs.pool.format', 'btrfs.pool.unmount', 'btrfs.subvolume.delete']);
   });
 });
@@ -43,7 +46,16 @@ describe('btrfs parsers', () => {
       'ID 257 gen 7 parent 5 top level 5 parent_uuid 2ae124ea-d879-7042-af52-6283b2df092e received_uuid -                                    uuid cc011ccf-d724-914d-a1bd-ea0c0c969cdb path s\n';
     expect(parseSubvolumeList(out)).toEqual([
       { id: 256, generation: 7, parentId: 5, topLevelId: 5, parentUuid: null, receivedUuid: null, uuid: '2ae124ea-d879-7042-af52-6283b2df092e', path: 'a' },
-      { id: 257, generation: 7, parentId: 5, topLevelId: 5, parentUuid: '2ae124ea-d879-7042-af52-6283b2df092e', receivedUuid: null, uuid: 'cc011ccf-d724-914d-a1bd-ea0c0c969cdb', path: 's' },
+      {
+        id: 257,
+        generation: 7,
+        parentId: 5,
+        topLevelId: 5,
+        parentUuid: '2ae124ea-d879-7042-af52-6283b2df092e',
+        receivedUuid: null,
+        uuid: 'cc011ccf-d724-914d-a1bd-ea0c0c969cdb',
+        path: 's',
+      },
     ]);
     expect(codeOf(() => parseSubvolumeList('garbage line\n'))).toBe('COMMAND_FAILED');
   });
@@ -146,7 +158,9 @@ describe('btrfs parsers', () => {
 
   it('reads mountinfo, unescaping spaces in mount points', () => {
     const out = '44 27 0:39 / /tmp/my\\040pool rw,relatime - btrfs /dev/loop0 rw,space_cache=v2,subvolid=5,subvol=/\n';
-    expect(parseMountInfo(out)).toEqual([{ root: '/', mountPoint: '/tmp/my pool', fsType: 'btrfs', source: '/dev/loop0', options: 'rw,space_cache=v2,subvolid=5,subvol=/' }]);
+    expect(parseMountInfo(out)).toEqual([
+      { root: '/', mountPoint: '/tmp/my pool', fsType: 'btrfs', source: '/dev/loop0', options: 'rw,space_cache=v2,subvolid=5,subvol=/' },
+    ]);
   });
 
   it('reads the subvolume name and uuid from a send stream header, and refuses other files', () => {

@@ -39,7 +39,7 @@ describe('host.facts against the machine', () => {
     expect(facts.nics.map((n) => n.name).sort()).toEqual(links.map((l) => l.ifname.split('@')[0]).sort());
     for (const l of links) {
       const nic = facts.nics.find((n) => n.name === l.ifname.split('@')[0]);
-      expect(nic?.mac ?? null, l.ifname).toBe(l.link_type === 'none' ? nic?.mac ?? null : l.address ?? null);
+      expect(nic?.mac ?? null, l.ifname).toBe(l.link_type === 'none' ? (nic?.mac ?? null) : (l.address ?? null));
       expect(nic?.mtu, l.ifname).toBe(l.mtu);
       expect(nic?.state.toUpperCase(), l.ifname).toBe(l.operstate);
     }
@@ -47,7 +47,9 @@ describe('host.facts against the machine', () => {
   });
 
   it('lists the whole disks lsblk lists, with sizes and /dev/disk/by-id names', () => {
-    const disks = JSON.parse(sh('lsblk', ['-J', '-d', '-b', '-o', 'NAME,SIZE,TYPE,ROTA'])) as { blockdevices: { name: string; size: number | string; type: string; rota: boolean | string }[] };
+    const disks = JSON.parse(sh('lsblk', ['-J', '-d', '-b', '-o', 'NAME,SIZE,TYPE,ROTA'])) as {
+      blockdevices: { name: string; size: number | string; type: string; rota: boolean | string }[];
+    };
     const whole = disks.blockdevices.filter((d) => d.type === 'disk' && !/^(zram|ram)/.test(d.name));
     expect(facts.disks.map((d) => d.name).sort()).toEqual(whole.map((d) => d.name).sort());
     for (const d of whole) {
@@ -57,7 +59,11 @@ describe('host.facts against the machine', () => {
     }
     const byIdDir = '/dev/disk/by-id';
     for (const fact of facts.disks) {
-      const expected = existsSync(byIdDir) ? readdirSync(byIdDir).filter((l) => path.basename(readlinkSync(path.join(byIdDir, l))) === fact.name).sort() : [];
+      const expected = existsSync(byIdDir)
+        ? readdirSync(byIdDir)
+            .filter((l) => path.basename(readlinkSync(path.join(byIdDir, l))) === fact.name)
+            .sort()
+        : [];
       expect(fact.byId).toEqual(expected);
     }
   });
@@ -68,7 +74,19 @@ describe('host.facts against the machine', () => {
     expect({ x86_64: 'x64', aarch64: 'arm64' }[sh('uname', ['-m'])] ?? sh('uname', ['-m'])).toBe(facts.kernel.arch);
     expect(facts.hostname).toBe(sh('hostname', []));
     const dmi = (f: string) => (existsSync(`/sys/class/dmi/id/${f}`) ? readFileSync(`/sys/class/dmi/id/${f}`, 'utf8').trim() : null);
-    expect(facts.dmi).toEqual({ vendor: dmi('sys_vendor'), product: dmi('product_name'), serial: (() => { try { return dmi('product_serial'); } catch { return null; } })(), biosVersion: dmi('bios_version'), boardName: dmi('board_name') });
+    expect(facts.dmi).toEqual({
+      vendor: dmi('sys_vendor'),
+      product: dmi('product_name'),
+      serial: (() => {
+        try {
+          return dmi('product_serial');
+        } catch {
+          return null;
+        }
+      })(),
+      biosVersion: dmi('bios_version'),
+      boardName: dmi('board_name'),
+    });
   });
 
   it('agrees with systemd-detect-virt where it is installed, and with /dev/kvm', () => {

@@ -36,9 +36,21 @@ beforeAll(async () => {
   await run(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
   tmp = await mkdtemp(path.join(os.tmpdir(), `writ-mycns-${suffix}-`));
   const binary = path.join(tmp, 'mycelium');
-  await writeFile(binary, `#!/bin/sh\nexec '${process.execPath}' --import '${path.resolve(here, '../../node_modules/tsx/dist/loader.mjs')}' '${path.join(here, 'doubles/mycelium-double.ts')}' "$@"\n`);
+  await writeFile(
+    binary,
+    `#!/bin/sh\nexec '${process.execPath}' --import '${path.resolve(here, '../../node_modules/tsx/dist/loader.mjs')}' '${path.join(here, 'doubles/mycelium-double.ts')}' "$@"\n`,
+  );
   await chmod(binary, 0o755);
-  config = myceliumConfig({ binary, keyFile: path.join(tmp, 'key.bin'), stateDir: path.join(tmp, 'state'), apiAddr: '127.0.0.1:8989', tcpListenPort: 9651, peerDiscoveryPort: null, netns: ns, tunName: `myc-${suffix}` });
+  config = myceliumConfig({
+    binary,
+    keyFile: path.join(tmp, 'key.bin'),
+    stateDir: path.join(tmp, 'state'),
+    apiAddr: '127.0.0.1:8989',
+    tcpListenPort: 9651,
+    peerDiscoveryPort: null,
+    netns: ns,
+    tunName: `myc-${suffix}`,
+  });
 });
 
 afterAll(async () => {

@@ -260,7 +260,9 @@ describe('mycelium daemon (double)', () => {
     const toA = `tcp://127.0.0.1:${a.tcpListenPort}`;
     expect(await myceliumAddPeer(a, { endpoint: toB })).toEqual({ endpoint: toB, added: true });
     expect(await myceliumAddPeer(a, { endpoint: toB })).toEqual({ endpoint: toB, added: false });
-    const peer = await until('A to see B alive', async () => (await myceliumPeers(a)).find((p) => p.endpoint.socketAddr === `127.0.0.1:${b.tcpListenPort}` && p.connectionState === 'alive'));
+    const peer = await until('A to see B alive', async () =>
+      (await myceliumPeers(a)).find((p) => p.endpoint.socketAddr === `127.0.0.1:${b.tcpListenPort}` && p.connectionState === 'alive'),
+    );
     expect(peer).toMatchObject({ type: 'static', endpoint: { proto: 'tcp' } });
     const selected = await myceliumRoutes(a);
     expect(selected).toEqual([expect.objectContaining({ subnet: bInfo.nodeSubnet })]);
@@ -285,9 +287,20 @@ describe('mycelium daemon (double)', () => {
     const info = (await op('mycelium.info')?.run({}, { config: a })) as { nodeSubnet: string; nodeIp: string };
     const w = (await op('mycelium.workload-address')?.run({ name: 'vm-7' }, { config: a })) as { address: string };
     expect(w).toEqual(workloadAddress(info.nodeSubnet, 'vm-7', info.nodeIp));
-    await expect(op('mycelium.peer-add')?.run({ endpoint: 'tcp://127.0.0.1:1; rm -rf /' }, { config: a })).rejects.toMatchObject({ code: 'SAL_INVALID_ARGUMENT' });
+    await expect(op('mycelium.peer-add')?.run({ endpoint: 'tcp://127.0.0.1:1; rm -rf /' }, { config: a })).rejects.toMatchObject({
+      code: 'SAL_INVALID_ARGUMENT',
+    });
     await expect(op('mycelium.routes')?.run({ kind: 'queried' }, { config: a })).rejects.toMatchObject({ code: 'SAL_INVALID_ARGUMENT' });
-    expect(MYCELIUM_OPERATIONS.map((o) => o.capability).sort()).toEqual(['mycelium.info', 'mycelium.peer-add', 'mycelium.peer-remove', 'mycelium.peers', 'mycelium.routes', 'mycelium.start', 'mycelium.stop', 'mycelium.workload-address']);
+    expect(MYCELIUM_OPERATIONS.map((o) => o.capability).sort()).toEqual([
+      'mycelium.info',
+      'mycelium.peer-add',
+      'mycelium.peer-remove',
+      'mycelium.peers',
+      'mycelium.routes',
+      'mycelium.start',
+      'mycelium.stop',
+      'mycelium.workload-address',
+    ]);
   });
 
   it('reports API refusals with their body, and a silent API as unreachable', async () => {
@@ -338,7 +351,10 @@ describe('mycelium daemon (double)', () => {
     const spec = parseYaml(await readFile(SPEC_FILE, 'utf8')) as { paths: Record<string, Record<string, unknown>>; components: unknown };
     for (const { method, path: p } of Object.values(MYCELIUM_API)) expect(spec.paths[p]?.[method.toLowerCase()], `${method} ${p}`).toBeDefined();
 
-    const log = (await readFile(requestLog(), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { method: string; path: string; contentType: string | null; body: string });
+    const log = (await readFile(requestLog(), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { method: string; path: string; contentType: string | null; body: string });
     expect(log.length).toBeGreaterThan(10);
     const templates = Object.keys(spec.paths).map((t) => ({ t, re: new RegExp(`^${t.replace(/\{[^}]+\}/g, '[^/]+')}$`) }));
     for (const req of log) {
@@ -356,7 +372,9 @@ describe('mycelium daemon (double)', () => {
     // the structure (types, enums, required fields, bounds) is checked.
     const Ajv = (AjvModule as unknown as { default?: typeof AjvModule }).default ?? AjvModule;
     const major = Number(createRequire(import.meta.url)('ajv/package.json').version.split('.')[0]);
-    const ajv = new Ajv((major >= 8 ? { strict: false, validateFormats: false, logger: false } : { format: false, unknownFormats: 'ignore', logger: false }) as never);
+    const ajv = new Ajv(
+      (major >= 8 ? { strict: false, validateFormats: false, logger: false } : { format: false, unknownFormats: 'ignore', logger: false }) as never,
+    );
     ajv.addSchema({ $id: 'mycelium', components: spec.components }, 'mycelium');
     const check = (schema: object, value: unknown) => {
       const v = ajv.compile(schema);
@@ -372,11 +390,20 @@ describe('mycelium daemon (double)', () => {
     check({ allOf: [{ $ref: 'mycelium#/components/schemas/Info' }, { required: ['nodeSubnet', 'nodeIp', 'nodePubkey', 'nodeStartTime'] }] }, info);
     const peers = await myceliumPeers(c);
     expect(peers.length).toBe(2);
-    check({ type: 'array', items: { allOf: [{ $ref: 'mycelium#/components/schemas/PeerStats' }, { required: ['endpoint', 'type', 'connectionState', 'txBytes', 'rxBytes'] }] } }, peers);
+    check(
+      {
+        type: 'array',
+        items: { allOf: [{ $ref: 'mycelium#/components/schemas/PeerStats' }, { required: ['endpoint', 'type', 'connectionState', 'txBytes', 'rxBytes'] }] },
+      },
+      peers,
+    );
     for (const kind of ['selected', 'fallback'] as const) {
       const routes = await myceliumRoutes(c, { kind });
       expect(routes.length).toBe(1);
-      check({ type: 'array', items: { allOf: [{ $ref: 'mycelium#/components/schemas/Route' }, { required: ['subnet', 'nextHop', 'metric', 'seqno'] }] } }, routes);
+      check(
+        { type: 'array', items: { allOf: [{ $ref: 'mycelium#/components/schemas/Route' }, { required: ['subnet', 'nextHop', 'metric', 'seqno'] }] } },
+        routes,
+      );
     }
     await myceliumStop(c);
     await myceliumStop(peerC);

@@ -81,7 +81,10 @@ describe.skipIf(!isRoot)('net: two namespaces over a bridge', () => {
     if (skipReason) ctx.skip();
     for (const ns of [A, B, C]) expect(await ensureNetns(config, { name: ns })).toEqual({ name: ns, created: true });
     expect(await ensureBridge(config, { name: `${P}br`, netns: C })).toMatchObject({ created: true });
-    for (const [ns, end] of [[A, 'va'], [B, 'vb']] as const) {
+    for (const [ns, end] of [
+      [A, 'va'],
+      [B, 'vb'],
+    ] as const) {
       const made = await ensureVeth(config, { name: `${P}${end}`, netns: ns, peer: `${P}${end}p`, peerNetns: C });
       expect(made).toMatchObject({ created: true, netns: ns, peerNetns: C });
     }
@@ -117,7 +120,12 @@ describe.skipIf(!isRoot)('net: ensure twice leaves one thing', () => {
     const links = (await listLinks(config, { netns: C })).links;
     expect(links.filter((l) => l.name === `${P}br`)).toHaveLength(1);
     expect(links.find((l) => l.name === `${P}br`)).toMatchObject({ kind: 'bridge', up: true });
-    expect(links.filter((l) => l.master === `${P}br`).map((l) => l.name).sort()).toEqual([`${P}vap`, `${P}vbp`]);
+    expect(
+      links
+        .filter((l) => l.master === `${P}br`)
+        .map((l) => l.name)
+        .sort(),
+    ).toEqual([`${P}vap`, `${P}vbp`]);
     const va = (await listLinks(config, { netns: A })).links.find((l) => l.name === `${P}va`);
     expect(va?.addresses.filter((a) => a.family === 'inet')).toEqual([{ family: 'inet', address: `${net}.1/24`, scope: 'global' }]);
   });
@@ -233,10 +241,10 @@ describe.skipIf(!isRoot)('net: names are confined (X6 and the prefix)', () => {
 describe.skipIf(!isRoot)('net: teardown', () => {
   it('deleting the namespaces removes their links; deleting again says deleted:false', async (ctx) => {
     if (skipReason) ctx.skip();
-    expect((await op('net.netns.list')({}) as { namespaces: string[] }).namespaces).toEqual(expect.arrayContaining([A, B, C]));
+    expect(((await op('net.netns.list')({})) as { namespaces: string[] }).namespaces).toEqual(expect.arrayContaining([A, B, C]));
     for (const ns of [A, B, C]) expect(await deleteNetns(config, { name: ns })).toEqual({ name: ns, deleted: true });
     for (const ns of [A, B, C]) expect(await op('net.netns.delete')({ name: ns })).toEqual({ name: ns, deleted: false });
-    expect((await op('net.netns.list')({}) as { namespaces: string[] }).namespaces.filter((n) => n.startsWith(P))).toEqual([]);
+    expect(((await op('net.netns.list')({})) as { namespaces: string[] }).namespaces.filter((n) => n.startsWith(P))).toEqual([]);
     expect(hostLinks().filter((n) => n.startsWith(P))).toEqual([]);
   });
 });

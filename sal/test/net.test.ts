@@ -41,8 +41,14 @@ describe('net names', () => {
 
   it('refuses traversal and NUL bytes with PATH_ESCAPE, and over-long names', () => {
     for (const bad of ['../wr', 'wr/x', 'wr\0x', '..', '.']) {
-      expect(codeOf(() => checkLinkName(config, bad, undefined)), bad).toBe('PATH_ESCAPE');
-      expect(codeOf(() => checkNetnsName(config, bad)), bad).toBe('PATH_ESCAPE');
+      expect(
+        codeOf(() => checkLinkName(config, bad, undefined)),
+        bad,
+      ).toBe('PATH_ESCAPE');
+      expect(
+        codeOf(() => checkNetnsName(config, bad)),
+        bad,
+      ).toBe('PATH_ESCAPE');
     }
     expect(codeOf(() => checkLinkName(config, 'wr0123456789abcd', 'wrns'))).toBe('SAL_INVALID_ARGUMENT');
     expect(checkLinkName(config, 'wr0123456789abc', 'wrns')).toHaveLength(15);

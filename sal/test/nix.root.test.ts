@@ -6,7 +6,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCodeOf, type WritError } from '@writ/protocol';
-import { NIX_OPERATIONS, nixBuild, nixConfig, nixCopyIn, nixCopyOut, nixGenerations, nixProfileRollback, nixProfileSet, nixSwitch, type NixConfig } from '../src/index.ts';
+import {
+  NIX_OPERATIONS,
+  nixBuild,
+  nixConfig,
+  nixCopyIn,
+  nixCopyOut,
+  nixGenerations,
+  nixProfileRollback,
+  nixProfileSet,
+  nixSwitch,
+  type NixConfig,
+} from '../src/index.ts';
 import { run } from '../src/exec.ts';
 import { ensurePackages, isRoot } from './helpers/system.ts';
 
@@ -29,7 +40,12 @@ async function codeOf(p: Promise<unknown>): Promise<{ code: string | undefined; 
 // its health check passes only when it is the active one and `healthy` says so.
 function systemExpr(name: string, state: string, health: 'ok' | 'fail' | 'hang'): string {
   const activate = `#!/bin/sh\\nprintf %s ${name} > ${state}\\n`;
-  const check = health === 'ok' ? `#!/bin/sh\\nread active < ${state}\\n[ \\"$active\\" = ${name} ]\\n` : health === 'fail' ? `#!/bin/sh\\necho service ${name} is down >&2\\nexit 1\\n` : `#!/bin/sh\\nexec /bin/sleep 30\\n`;
+  const check =
+    health === 'ok'
+      ? `#!/bin/sh\\nread active < ${state}\\n[ \\"$active\\" = ${name} ]\\n`
+      : health === 'fail'
+        ? `#!/bin/sh\\necho service ${name} is down >&2\\nexit 1\\n`
+        : `#!/bin/sh\\nexec /bin/sleep 30\\n`;
   return `derivation {
     name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh";
     activate = "${activate}"; health = "${check}";
@@ -123,7 +139,9 @@ describe('nix on the real nix-bin', () => {
     if (skipReason) return ctx.skip();
     const { code } = await codeOf(nixBuild(config, { file: 'default.nix', attr: 'plain', substituters: ['https://cache.example.org'] }));
     expect(code).toBe('NIX_SUBSTITUTER_NOT_ALLOWED');
-    expect((await codeOf(nixCopyIn(config, { paths: [built.plain ?? ''], from: `file://${tmp}/elsewhere` }, [built.plain ?? '']))).code).toBe('NIX_SUBSTITUTER_NOT_ALLOWED');
+    expect((await codeOf(nixCopyIn(config, { paths: [built.plain ?? ''], from: `file://${tmp}/elsewhere` }, [built.plain ?? '']))).code).toBe(
+      'NIX_SUBSTITUTER_NOT_ALLOWED',
+    );
   });
 
   it('copies a signed closure out and into another store, only for pinned paths; unsigned closures are refused', async (ctx) => {
@@ -187,7 +205,7 @@ describe('nix on the real nix-bin', () => {
     expect(res).toMatchObject({ changed: true, path: a, generation: 1, previous: null });
     expect(await readFile(path.join(tmp, 'active'), 'utf8')).toBe(`sys-a-${suffix}`);
     expect(await op?.run(args, ctxFor)).toMatchObject({ changed: false, generation: 1 });
-    expect((await codeOf(op?.run(args, { config, job: { id: 'j', attempt: 1 } }) ?? Promise.resolve()))).toMatchObject({ code: 'NIX_PATH_NOT_PINNED' });
+    expect(await codeOf(op?.run(args, { config, job: { id: 'j', attempt: 1 } }) ?? Promise.resolve())).toMatchObject({ code: 'NIX_PATH_NOT_PINNED' });
   });
 
   it('rolls back a generation whose health check fails: a failure, the old generation re-activated and still the default', async (ctx) => {
@@ -210,7 +228,9 @@ describe('nix on the real nix-bin', () => {
     const a = built.sysA ?? '';
     const hanging = built.hanging ?? '';
     const t0 = Date.now();
-    const { code, err } = await codeOf(nixSwitch(config, { profile: 'system', path: hanging, healthCheck: { argv: [`${hanging}/bin/health`], timeoutMs: 500 } }, [hanging]));
+    const { code, err } = await codeOf(
+      nixSwitch(config, { profile: 'system', path: hanging, healthCheck: { argv: [`${hanging}/bin/health`], timeoutMs: 500 } }, [hanging]),
+    );
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect(code).toBe('NIX_ACTIVATION_FAILED');
     expect(err.details).toMatchObject({ stage: 'health', rolledBackTo: a, failure: { code: 'COMMAND_TIMEOUT' } });
@@ -222,8 +242,14 @@ describe('nix on the real nix-bin', () => {
     const a = built.sysA ?? '';
     const b = built.sysB ?? '';
     expect((await codeOf(nixSwitch(config, { profile: 'system', path: b, healthCheck: { argv: ['/bin/true'] } }, [b]))).code).toBe('SAL_INVALID_ARGUMENT');
-    expect((await codeOf(nixSwitch(config, { profile: 'system', path: b, healthCheck: { argv: [`${b}/../${path.basename(a)}/bin/health`] } }, [b]))).code).toBe('SAL_INVALID_ARGUMENT');
-    expect(await nixSwitch(config, { profile: 'system', path: b, healthCheck: { argv: [`${b}/bin/health`] } }, [b])).toMatchObject({ changed: true, generation: 2, previous: a });
+    expect((await codeOf(nixSwitch(config, { profile: 'system', path: b, healthCheck: { argv: [`${b}/../${path.basename(a)}/bin/health`] } }, [b]))).code).toBe(
+      'SAL_INVALID_ARGUMENT',
+    );
+    expect(await nixSwitch(config, { profile: 'system', path: b, healthCheck: { argv: [`${b}/bin/health`] } }, [b])).toMatchObject({
+      changed: true,
+      generation: 2,
+      previous: a,
+    });
     expect(await readFile(path.join(tmp, 'active'), 'utf8')).toBe(`sys-b-${suffix}`);
   });
 });

@@ -39,8 +39,13 @@ const call = async (capability: string, args: Record<string, unknown>): Promise<
   if (!op) throw new Error(`no operation ${capability}`);
   return op.run(args, { config });
 };
-const codeOf = async (p: Promise<unknown>): Promise<string | undefined> => p.then(() => undefined, (e: unknown) => errorCodeOf(e) ?? String(e));
-const ping = async (count = 1): Promise<boolean> => (await run(['ip', 'netns', 'exec', ns, 'ping', '-c', String(count), '-W', '1', guestIp], { reject: false, timeoutMs: 10_000 })).exitCode === 0;
+const codeOf = async (p: Promise<unknown>): Promise<string | undefined> =>
+  p.then(
+    () => undefined,
+    (e: unknown) => errorCodeOf(e) ?? String(e),
+  );
+const ping = async (count = 1): Promise<boolean> =>
+  (await run(['ip', 'netns', 'exec', ns, 'ping', '-c', String(count), '-W', '1', guestIp], { reject: false, timeoutMs: 10_000 })).exitCode === 0;
 async function pingWithin(ms: number): Promise<number> {
   const started = Date.now();
   while (Date.now() - started < ms) {
@@ -95,7 +100,9 @@ describe.skipIf(skipReason !== null)('vm SAL on real qemu', () => {
     if (config) {
       // Stop the qemu this file started (found by its own pid file) even if a test failed midway.
       const pid = await findLivePid(path.join(config.stateDir, vmName, 'vmm.pid'), path.join(config.stateDir, vmName, 'api.sock')).catch(() => null);
-      await vmManagerFor(config).delete({ name: vmName }).catch(() => undefined);
+      await vmManagerFor(config)
+        .delete({ name: vmName })
+        .catch(() => undefined);
       if (pid !== null) {
         try {
           process.kill(pid, 'SIGKILL');

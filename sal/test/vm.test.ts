@@ -57,7 +57,16 @@ function openApiValidators(): { bodySchemaFor: (endpoint: string) => string | nu
     return out;
   };
   const ajv = new Ajv({ strict: false, allErrors: true });
-  const ranges: Record<string, [number, number]> = { int8: [-128, 127], uint8: [0, 255], int16: [-32768, 32767], uint16: [0, 65535], int32: [-(2 ** 31), 2 ** 31 - 1], uint32: [0, 2 ** 32 - 1], int64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER], uint64: [0, Number.MAX_SAFE_INTEGER] };
+  const ranges: Record<string, [number, number]> = {
+    int8: [-128, 127],
+    uint8: [0, 255],
+    int16: [-32768, 32767],
+    uint16: [0, 65535],
+    int32: [-(2 ** 31), 2 ** 31 - 1],
+    uint32: [0, 2 ** 32 - 1],
+    int64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+    uint64: [0, Number.MAX_SAFE_INTEGER],
+  };
   for (const [name, [lo, hi]] of Object.entries(ranges)) ajv.addFormat(name, { type: 'number', validate: (n: number) => n >= lo && n <= hi });
   ajv.addSchema({ $id: 'ch', components: { schemas: strict(doc.components.schemas) } });
   return {
@@ -85,12 +94,22 @@ beforeAll(async () => {
   await symlink('/etc', path.join(root, 'images', 'escape'));
   // The driver runs this like the real binary; the request log reaches the double through the environment.
   const binary = path.join(root, 'cloud-hypervisor');
-  await writeFile(binary, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(`file://${TSX_LOADER}`)} ${JSON.stringify(DOUBLE)} "$@"\n`);
+  await writeFile(
+    binary,
+    `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(`file://${TSX_LOADER}`)} ${JSON.stringify(DOUBLE)} "$@"\n`,
+  );
   await chmod(binary, 0o755);
   requestLog = path.join(root, 'requests.jsonl');
   await appendFile(requestLog, '');
   process.env.CH_DOUBLE_REQUEST_LOG = requestLog;
-  config = { driver: 'cloud-hypervisor', stateDir: path.join(root, 'state'), imagesRoot: path.join(root, 'images'), bootRoot: path.join(root, 'boot'), cloudHypervisorBinary: binary, apiTimeoutMs: 5000 };
+  config = {
+    driver: 'cloud-hypervisor',
+    stateDir: path.join(root, 'state'),
+    imagesRoot: path.join(root, 'images'),
+    bootRoot: path.join(root, 'boot'),
+    cloudHypervisorBinary: binary,
+    apiTimeoutMs: 5000,
+  };
 });
 
 afterAll(async () => {
@@ -151,8 +170,18 @@ describe('vm SAL with the cloud-hypervisor driver (against the API double)', () 
   });
 
   it('hot-plugs a disk and a NIC once each and removes a device by id', async () => {
-    expect(await call('vm.disk.add', { name, disk: { id: 'data', path: 'data.img', readonly: true } })).toEqual({ name, id: 'data', added: true, hotplugged: true });
-    expect(await call('vm.disk.add', { name, disk: { id: 'data', path: 'data.img', readonly: true } })).toEqual({ name, id: 'data', added: false, hotplugged: false });
+    expect(await call('vm.disk.add', { name, disk: { id: 'data', path: 'data.img', readonly: true } })).toEqual({
+      name,
+      id: 'data',
+      added: true,
+      hotplugged: true,
+    });
+    expect(await call('vm.disk.add', { name, disk: { id: 'data', path: 'data.img', readonly: true } })).toEqual({
+      name,
+      id: 'data',
+      added: false,
+      hotplugged: false,
+    });
     expect(await codeOf(call('vm.disk.add', { name, disk: { id: 'data', path: 'root.img' } }))).toBe('RESOURCE_CONFLICT');
     expect(await call('vm.net.add', { name, nic: { tap: `tap2-${hex}`, mac: '52:54:00:ab:cd:02' } })).toMatchObject({ added: true, hotplugged: true });
     expect(await call('vm.net.add', { name, nic: { tap: `tap2-${hex}`, mac: '52:54:00:ab:cd:02' } })).toMatchObject({ added: false });
@@ -205,7 +234,19 @@ describe('vm SAL with the cloud-hypervisor driver (against the API double)', () 
     const resolved = resolveVmConfig(config);
     const paths = vmPaths(resolved, `bad-${hex}`);
     await mkdir(paths.dir, { recursive: true });
-    const vmSpec: ResolvedVmSpec = { name: `bad-${hex}`, vcpus: 1, maxVcpus: 1, memoryMiB: 64, maxMemoryMiB: 64, kernel: path.join(root, 'boot', 'vmlinux'), initramfs: null, cmdline: null, firmware: null, disks: [], nics: [] };
+    const vmSpec: ResolvedVmSpec = {
+      name: `bad-${hex}`,
+      vcpus: 1,
+      maxVcpus: 1,
+      memoryMiB: 64,
+      maxMemoryMiB: 64,
+      kernel: path.join(root, 'boot', 'vmlinux'),
+      initramfs: null,
+      cmdline: null,
+      firmware: null,
+      disks: [],
+      nics: [],
+    };
     const driver = new CloudHypervisorDriver();
     const unreachable = await failure(driver.pause({ spec: vmSpec, paths, config: resolved }));
     expect(unreachable.code).toBe('HYPERVISOR_UNREACHABLE');
@@ -223,7 +264,10 @@ describe('vm SAL with the cloud-hypervisor driver (against the API double)', () 
     // The validator is not vacuous: a misspelt field and a wrong type are refused.
     expect(api.validate('VmConfig', { payload: {}, cpus: { boot_vcpu: 1, max_vcpus: 1 } })).not.toBeNull();
     expect(api.validate('VmResize', { desired_vcpus: '2' })).not.toBeNull();
-    const requests = (await readFile(requestLog, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { method: string; endpoint: string; body: unknown; hasBody: boolean });
+    const requests = (await readFile(requestLog, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { method: string; endpoint: string; body: unknown; hasBody: boolean });
     const seen = new Set<string>();
     for (const r of requests) {
       seen.add(r.endpoint);
@@ -234,7 +278,25 @@ describe('vm SAL with the cloud-hypervisor driver (against the API double)', () 
       }
       expect(api.validate(schema, r.body), `${r.method} ${r.endpoint} ${JSON.stringify(r.body)}`).toBeNull();
     }
-    for (const e of ['vmm.ping', 'vm.create', 'vm.boot', 'vm.info', 'vm.pause', 'vm.resume', 'vm.add-disk', 'vm.add-net', 'vm.remove-device', 'vm.resize', 'vm.snapshot', 'vm.restore', 'vm.reboot', 'vm.power-button', 'vm.shutdown', 'vm.delete', 'vmm.shutdown']) {
+    for (const e of [
+      'vmm.ping',
+      'vm.create',
+      'vm.boot',
+      'vm.info',
+      'vm.pause',
+      'vm.resume',
+      'vm.add-disk',
+      'vm.add-net',
+      'vm.remove-device',
+      'vm.resize',
+      'vm.snapshot',
+      'vm.restore',
+      'vm.reboot',
+      'vm.power-button',
+      'vm.shutdown',
+      'vm.delete',
+      'vmm.shutdown',
+    ]) {
       expect(seen, `the driver never called ${e}`).toContain(e);
     }
   });
@@ -255,7 +317,18 @@ describe('vm SAL arguments (X6) and failures before any VMM starts', () => {
     expect(await codeOf(call('vm.create', { ...spec(), name: `y-${hex}`, firmware: 'vmlinux' }))).toBe('SAL_INVALID_ARGUMENT');
     expect(await codeOf(call('vm.create', { ...spec(), name: `y-${hex}`, kernel: 'missing' }))).toBe('RESOURCE_NOT_FOUND');
     expect(await codeOf(call('vm.create', { ...spec(), name: `y-${hex}`, nics: [{ tap: 't0', mac: '01:00:5e:00:00:01' }] }))).toBe('SAL_INVALID_ARGUMENT');
-    expect(await codeOf(call('vm.create', { ...spec(), name: `y-${hex}`, disks: [{ id: 'a', path: 'root.img' }, { id: 'a', path: 'data.img' }] }))).toBe('SAL_INVALID_ARGUMENT');
+    expect(
+      await codeOf(
+        call('vm.create', {
+          ...spec(),
+          name: `y-${hex}`,
+          disks: [
+            { id: 'a', path: 'root.img' },
+            { id: 'a', path: 'data.img' },
+          ],
+        }),
+      ),
+    ).toBe('SAL_INVALID_ARGUMENT');
     expect(existsSync(path.join(config.stateDir, `y-${hex}`))).toBe(false);
   });
 
@@ -272,7 +345,24 @@ describe('vm SAL arguments (X6) and failures before any VMM starts', () => {
 
   it('has one operation per vm capability, each with a registered schema', () => {
     const caps = VM_OPERATIONS.map((o) => o.capability);
-    expect(caps).toEqual(['vm.create', 'vm.boot', 'vm.shutdown', 'vm.reboot', 'vm.pause', 'vm.resume', 'vm.info', 'vm.delete', 'vm.disk.add', 'vm.net.add', 'vm.device.remove', 'vm.resize', 'vm.snapshot', 'vm.restore', 'vm.list', 'vm.serial.wait']);
+    expect(caps).toEqual([
+      'vm.create',
+      'vm.boot',
+      'vm.shutdown',
+      'vm.reboot',
+      'vm.pause',
+      'vm.resume',
+      'vm.info',
+      'vm.delete',
+      'vm.disk.add',
+      'vm.net.add',
+      'vm.device.remove',
+      'vm.resize',
+      'vm.snapshot',
+      'vm.restore',
+      'vm.list',
+      'vm.serial.wait',
+    ]);
     for (const c of caps) expect(capability(c), c).toBeDefined();
     expect(capability('vm.delete')?.dangerous).toBe(true);
     expect(caps.filter((c) => capability(c)?.dangerous)).toEqual(['vm.delete']);
@@ -284,7 +374,19 @@ describe('qemu argv and serial markers (no VM needed)', () => {
     const resolved = resolveVmConfig({ driver: 'qemu', stateDir: '/var/lib/writ/vms', imagesRoot: '/var/lib/writ/images' });
     const paths = vmPaths(resolved, 'web1');
     const argv = qemuCommandLine(
-      { name: 'web1', vcpus: 2, maxVcpus: 2, memoryMiB: 512, maxMemoryMiB: 512, kernel: '/boot/k', initramfs: '/boot/i', cmdline: 'console=ttyS0', firmware: null, disks: [{ id: 'root', path: '/img/a,b.img', readonly: true }], nics: [{ id: 'net0', tap: 'tap0', mac: '52:54:00:00:00:01' }] },
+      {
+        name: 'web1',
+        vcpus: 2,
+        maxVcpus: 2,
+        memoryMiB: 512,
+        maxMemoryMiB: 512,
+        kernel: '/boot/k',
+        initramfs: '/boot/i',
+        cmdline: 'console=ttyS0',
+        firmware: null,
+        disks: [{ id: 'root', path: '/img/a,b.img', readonly: true }],
+        nics: [{ id: 'net0', tap: 'tap0', mac: '52:54:00:00:00:01' }],
+      },
       paths,
       { accel: 'tcg' },
     );
@@ -296,9 +398,30 @@ describe('qemu argv and serial markers (no VM needed)', () => {
     expect(after('-pidfile')).toEqual(['/var/lib/writ/vms/web1/vmm.pid']);
     expect(argv).toContain('-daemonize');
     expect(argv).toContain('-S');
-    expect(JSON.parse(after('-blockdev')[0]!)).toEqual({ driver: 'raw', 'node-name': 'root-blk', 'read-only': true, file: { driver: 'file', filename: '/img/a,b.img' } });
+    expect(JSON.parse(after('-blockdev')[0]!)).toEqual({
+      driver: 'raw',
+      'node-name': 'root-blk',
+      'read-only': true,
+      file: { driver: 'file', filename: '/img/a,b.img' },
+    });
     expect(JSON.parse(after('-netdev')[0]!)).toEqual({ type: 'tap', id: 'net0-net', ifname: 'tap0', script: 'no', downscript: 'no' });
-    const direct = qemuCommandLine({ name: 'web1', vcpus: 1, maxVcpus: 1, memoryMiB: 128, maxMemoryMiB: 128, kernel: '/boot/k', initramfs: null, cmdline: null, firmware: null, disks: [], nics: [] }, paths, { accel: 'kvm', daemonize: false, startPaused: false });
+    const direct = qemuCommandLine(
+      {
+        name: 'web1',
+        vcpus: 1,
+        maxVcpus: 1,
+        memoryMiB: 128,
+        maxMemoryMiB: 128,
+        kernel: '/boot/k',
+        initramfs: null,
+        cmdline: null,
+        firmware: null,
+        disks: [],
+        nics: [],
+      },
+      paths,
+      { accel: 'kvm', daemonize: false, startPaused: false },
+    );
     expect(direct).not.toContain('-daemonize');
     expect(direct).not.toContain('-S');
   });

@@ -2,8 +2,16 @@
 // audience, resolve the target to a node and authorise the signers for it (capabilities, scope, k-of-n for
 // dangerous capabilities, revocation). Every refusal is a permanent WritError and never reaches Redis.
 import {
-  WritError, authorizeJob, checkAudience, checkJobTimes, openJobText, targetMatchesNode,
-  type JobPayload, type KeySetHolder, type NodeView, type TrustedKey,
+  WritError,
+  authorizeJob,
+  checkAudience,
+  checkJobTimes,
+  openJobText,
+  targetMatchesNode,
+  type JobPayload,
+  type KeySetHolder,
+  type NodeView,
+  type TrustedKey,
 } from '@writ/protocol';
 
 export interface Admitted {
@@ -28,7 +36,11 @@ export function admitEnvelope(raw: string | Uint8Array, keySets: KeySetHolder, o
   checkAudience(job, opts.clusterId);
   const node = opts.pickNode(job);
   if (!targetMatchesNode(job.target, node)) throw new WritError('TARGET_MISMATCH', `node ${node.id} does not match the job's target`);
-  if (verified.step && verified.step.node !== node.id) throw new WritError('TARGET_MISMATCH', `step ${verified.step.step.name} of flow ${verified.step.flow.id} was assigned to node ${verified.step.node}, not ${node.id}`);
+  if (verified.step && verified.step.node !== node.id)
+    throw new WritError(
+      'TARGET_MISMATCH',
+      `step ${verified.step.step.name} of flow ${verified.step.flow.id} was assigned to node ${verified.step.node}, not ${node.id}`,
+    );
   authorizeJob(job, verified.signers, keySets.grants, node, { dangerousThreshold: keySets.threshold });
   return { job, signers: verified.signers, node };
 }

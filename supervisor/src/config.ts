@@ -2,8 +2,20 @@
 // frozen out. A wrong value is refused here, before anything opens, with the flag or env var to fix.
 import path from 'node:path';
 import {
-  POOL_PATTERN, checkGraceMs, checkLogLevel, checkUrl, configInvalid, parseListen, checkRedisUrl, WritError, pinnedAdmins, positiveWhole, requiredInput, type ConfigEnv,
-  type KeyRef, type LogLevel,
+  POOL_PATTERN,
+  checkGraceMs,
+  checkLogLevel,
+  checkUrl,
+  configInvalid,
+  parseListen,
+  checkRedisUrl,
+  WritError,
+  pinnedAdmins,
+  positiveWhole,
+  requiredInput,
+  type ConfigEnv,
+  type KeyRef,
+  type LogLevel,
 } from '@writ/protocol';
 
 /** What the caller hands over: flag values as parsed (unchecked strings), admin keys already read from --admin-key. */
@@ -30,7 +42,6 @@ export interface SupervisorGiven {
   claimIdleMs?: string | undefined;
 }
 
-
 export interface SupervisorConfig {
   readonly id: string;
   /** Bearer token the coord presents ($WRIT_SUPERVISOR_TOKEN). */
@@ -51,24 +62,40 @@ export interface SupervisorConfig {
   /** Runner events a peer left unacknowledged this long are claimed (ms). */
   readonly claimIdleMs: number;
   /** Federation (with --pool): what its signed heartbeats to the coord say; null: it sends none. */
-  readonly federation: { readonly pools: readonly string[]; readonly apiUrl: string | null; readonly intervalMs: number; readonly runnerRedis: string | null } | null;
+  readonly federation: {
+    readonly pools: readonly string[];
+    readonly apiUrl: string | null;
+    readonly intervalMs: number;
+    readonly runnerRedis: string | null;
+  } | null;
 }
 
-
-export const SUPERVISOR_DEFAULTS = Object.freeze({ id: 'sup-1', listen: '127.0.0.1:7341', clusterId: 'writ-dev', logLevel: 'info' as LogLevel, shutdownGraceMs: 10_000, heartbeatMs: 5000, claimIdleMs: 30_000 });
+export const SUPERVISOR_DEFAULTS = Object.freeze({
+  id: 'sup-1',
+  listen: '127.0.0.1:7341',
+  clusterId: 'writ-dev',
+  logLevel: 'info' as LogLevel,
+  shutdownGraceMs: 10_000,
+  heartbeatMs: 5000,
+  claimIdleMs: 30_000,
+});
 
 /** The Redis URL runners are told, without user name or password (each node has its own credentials). */
 function withoutCredentials(url: string): string {
   // Not `new URL()`: a Sentinel or Cluster address lists several hosts, which WHATWG URLs cannot hold.
-  return url
-    .replace(/^([^:/?#]+:\/\/)[^@/?#]*@/, '$1')
-    .replace(/([?&])sentinelPassword=[^&#]*(&|$)/, (_m, pre: string, post: string) => (post ? pre : ''));
+  return url.replace(/^([^:/?#]+:\/\/)[^@/?#]*@/, '$1').replace(/([?&])sentinelPassword=[^&#]*(&|$)/, (_m, pre: string, post: string) => (post ? pre : ''));
 }
 
 export function supervisorConfig(given: SupervisorGiven, env: ConfigEnv): SupervisorConfig {
   const apiToken = requiredInput(env.WRIT_SUPERVISOR_TOKEN, 'WRIT_SUPERVISOR_TOKEN');
-  const redisUrl = checkRedisUrl(requiredInput(given.redis ?? env.REDIS_URL, '--redis URL (or REDIS_URL)'), given.redis !== undefined ? '--redis' : 'REDIS_URL');
-  const coordUrl = checkUrl(requiredInput(given.coord ?? env.WRIT_COORD, '--coord URL (or WRIT_COORD)'), given.coord !== undefined ? '--coord' : 'WRIT_COORD', ['http:', 'https:']);
+  const redisUrl = checkRedisUrl(
+    requiredInput(given.redis ?? env.REDIS_URL, '--redis URL (or REDIS_URL)'),
+    given.redis !== undefined ? '--redis' : 'REDIS_URL',
+  );
+  const coordUrl = checkUrl(requiredInput(given.coord ?? env.WRIT_COORD, '--coord URL (or WRIT_COORD)'), given.coord !== undefined ? '--coord' : 'WRIT_COORD', [
+    'http:',
+    'https:',
+  ]);
   if (!given.adminKeys?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) trusted to sign the first key set');
   const admins = pinnedAdmins(given.adminKeys, given.adminThreshold);
   const id = given.id ?? SUPERVISOR_DEFAULTS.id;
@@ -80,14 +107,23 @@ export function supervisorConfig(given: SupervisorGiven, env: ConfigEnv): Superv
   if (!['', '0', '1'].includes(productionEnv)) configInvalid(`WRIT_PRODUCTION ${productionEnv}: expected 1 (production) or 0`);
   const stateDir = given.state ?? path.join(given.home, 'supervisor');
   const pools = given.pools ?? [];
-  for (const p of pools) if (!new RegExp(POOL_PATTERN).test(p)) configInvalid(`--pool ${p}: a pool name is lower-case letters, digits, '.', '_' and '-' (matching ${POOL_PATTERN})`);
+  for (const p of pools)
+    if (!new RegExp(POOL_PATTERN).test(p)) configInvalid(`--pool ${p}: a pool name is lower-case letters, digits, '.', '_' and '-' (matching ${POOL_PATTERN})`);
   if (new Set(pools).size !== pools.length) configInvalid('--pool names a pool twice');
   const apiUrl = given.advertise === undefined ? null : checkUrl(given.advertise, '--advertise', ['http:', 'https:']);
   const runnerRedis = given.runnerRedis === undefined ? withoutCredentials(redisUrl) : withoutCredentials(checkRedisUrl(given.runnerRedis, '--runner-redis'));
   if (pools.length === 0 && (given.advertise !== undefined || given.heartbeatMs !== undefined || given.runnerRedis !== undefined)) {
     configInvalid('--advertise, --heartbeat-ms and --runner-redis belong to federation: name the pools it serves with --pool');
   }
-  const federation = pools.length === 0 ? null : Object.freeze({ pools: Object.freeze([...pools]), apiUrl, intervalMs: positiveWhole(given.heartbeatMs, '--heartbeat-ms') ?? SUPERVISOR_DEFAULTS.heartbeatMs, runnerRedis });
+  const federation =
+    pools.length === 0
+      ? null
+      : Object.freeze({
+          pools: Object.freeze([...pools]),
+          apiUrl,
+          intervalMs: positiveWhole(given.heartbeatMs, '--heartbeat-ms') ?? SUPERVISOR_DEFAULTS.heartbeatMs,
+          runnerRedis,
+        });
   return Object.freeze({
     federation,
     claimIdleMs: positiveWhole(given.claimIdleMs, '--claim-idle-ms') ?? SUPERVISOR_DEFAULTS.claimIdleMs,

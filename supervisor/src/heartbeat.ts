@@ -2,8 +2,17 @@
 // (id, API URL, pools, queue depth, capacity, Redis health). The coord accepts it only when the key set in
 // force lists this supervisor's key for those pools; one silent for three intervals is marked gone.
 import {
-  PAYLOAD_TYPES, SUPERVISOR_HEARTBEAT_PATH, WritError, encodeEnvelope, encodeSupervisorHeartbeat, errorCodeOf, parseSupervisorHeartbeatAnswer, readAnswer, signEnvelope,
-  type KeyPair, type SupervisorHeartbeat,
+  PAYLOAD_TYPES,
+  SUPERVISOR_HEARTBEAT_PATH,
+  WritError,
+  encodeEnvelope,
+  encodeSupervisorHeartbeat,
+  errorCodeOf,
+  parseSupervisorHeartbeatAnswer,
+  readAnswer,
+  signEnvelope,
+  type KeyPair,
+  type SupervisorHeartbeat,
 } from '@writ/protocol';
 import type { Logger, Supervisor } from './supervisor.ts';
 
@@ -32,8 +41,19 @@ export interface HeartbeatLoop {
 export async function signedSupervisorHeartbeat(o: Omit<HeartbeatOptions, 'coordUrl' | 'logger'>, ts: number): Promise<string> {
   const stats = await o.supervisor.stats();
   const hb: SupervisorHeartbeat = {
-    supervisor: o.supervisor.opts.id, cluster: o.clusterId, method: 'POST', path: SUPERVISOR_HEARTBEAT_PATH, apiUrl: o.apiUrl, pools: [...o.pools],
-    queueDepth: stats.queueDepth, capacity: stats.capacity, redisOk: stats.redisOk, redisError: stats.redisError, runnerRedis: o.runnerRedis, intervalMs: o.intervalMs, ts,
+    supervisor: o.supervisor.opts.id,
+    cluster: o.clusterId,
+    method: 'POST',
+    path: SUPERVISOR_HEARTBEAT_PATH,
+    apiUrl: o.apiUrl,
+    pools: [...o.pools],
+    queueDepth: stats.queueDepth,
+    capacity: stats.capacity,
+    redisOk: stats.redisOk,
+    redisError: stats.redisError,
+    runnerRedis: o.runnerRedis,
+    intervalMs: o.intervalMs,
+    ts,
   };
   return encodeEnvelope(signEnvelope(PAYLOAD_TYPES.supervisorHeartbeat, encodeSupervisorHeartbeat(hb), [o.signingKey]));
 }
@@ -50,7 +70,12 @@ export function startSupervisorHeartbeats(o: HeartbeatOptions): HeartbeatLoop {
     const body = await signedSupervisorHeartbeat(o, lastTs);
     let res: Response;
     try {
-      res = await fetch(new URL(SUPERVISOR_HEARTBEAT_PATH, o.coordUrl), { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.any([ac.signal, AbortSignal.timeout(10_000)]) });
+      res = await fetch(new URL(SUPERVISOR_HEARTBEAT_PATH, o.coordUrl), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        signal: AbortSignal.any([ac.signal, AbortSignal.timeout(10_000)]),
+      });
     } catch (e) {
       throw new WritError('LEDGER_UNAVAILABLE', `coord unreachable: ${(e as Error).message}`);
     }

@@ -24,12 +24,16 @@ function writErrorBody(code: ErrorCode, message: string): string {
 function answerClientError(err: Error & { code?: string }, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
   const [status, code, message] =
-    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'REQUEST_TIMEOUT', 'the request (headers and body) did not arrive in time'] as const
-    : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'HEADERS_TOO_LARGE', 'the request line and headers are larger than allowed'] as const
-    : [400, 'BAD_REQUEST', `the request is not valid HTTP (${err.code ?? 'parse error'})`] as const;
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? ([408, 'REQUEST_TIMEOUT', 'the request (headers and body) did not arrive in time'] as const)
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? ([431, 'HEADERS_TOO_LARGE', 'the request line and headers are larger than allowed'] as const)
+        : ([400, 'BAD_REQUEST', `the request is not valid HTTP (${err.code ?? 'parse error'})`] as const);
   const body = writErrorBody(code, message);
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${ERROR_CODES[code].message}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    socket.write(
+      `HTTP/1.1 ${status} ${ERROR_CODES[code].message}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
   }
   socket.destroy();
 }

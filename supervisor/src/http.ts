@@ -2,7 +2,17 @@
 // Every route needs the bearer token the coord was given, except /healthz and /readyz.
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { errorAnswer, errorCodeOf, parseStrictJson, toErrorJSON, ERROR_CODES, MAX_ATTEMPT_NUMBER, WritError, type QueueStateAnswer, type SupervisorSubmitAnswer } from '@writ/protocol';
+import {
+  errorAnswer,
+  errorCodeOf,
+  parseStrictJson,
+  toErrorJSON,
+  ERROR_CODES,
+  MAX_ATTEMPT_NUMBER,
+  WritError,
+  type QueueStateAnswer,
+  type SupervisorSubmitAnswer,
+} from '@writ/protocol';
 import type { Supervisor } from './supervisor.ts';
 import { checkJsonCharset, guardedServerOptions, installRequestGuards, type HttpGuardOptions } from './http-guards.ts';
 
@@ -10,7 +20,10 @@ export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submi
 
 export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guards: HttpGuardOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: false, bodyLimit: 1024 * 1024 + 4096, requestIdHeader: false, ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } },
+    logger: false,
+    bodyLimit: 1024 * 1024 + 4096,
+    requestIdHeader: false,
+    ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } },
     ...guardedServerOptions(guards),
   });
   installRequestGuards(app);
@@ -30,7 +43,8 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
     if (p === '/healthz' || p === '/readyz') return;
     const h = req.headers.authorization ?? '';
     const given = Buffer.from(h.startsWith('Bearer ') ? h.slice(7) : '');
-    if (given.length !== token.length || !timingSafeEqual(given, token)) return reply.code(401).send(errorAnswer('UNAUTHENTICATED', 'bad or missing bearer token'));
+    if (given.length !== token.length || !timingSafeEqual(given, token))
+      return reply.code(401).send(errorAnswer('UNAUTHENTICATED', 'bad or missing bearer token'));
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorAnswer('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`)));
   app.setErrorHandler((err: Error & { code?: string; statusCode?: number; validation?: unknown[] }, _req, reply) => {
@@ -38,7 +52,8 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
     if (code) return reply.code(ERROR_CODES[code].status).send({ error: toErrorJSON(err) });
     if (err.validation) return reply.code(400).send(errorAnswer('BAD_REQUEST', err.message));
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send(errorAnswer('BODY_TOO_LARGE', 'body too large'));
-    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply.code(415).send(errorAnswer('UNSUPPORTED_MEDIA_TYPE', 'send Content-Type: application/json'));
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+      return reply.code(415).send(errorAnswer('UNSUPPORTED_MEDIA_TYPE', 'send Content-Type: application/json'));
     if (typeof err.statusCode === 'number' && err.statusCode < 500) return reply.code(400).send(errorAnswer('BAD_REQUEST', 'the request is malformed'));
     return reply.code(500).send(errorAnswer('INTERNAL', ERROR_CODES.INTERNAL.message));
   });
@@ -48,29 +63,44 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
     const h = await sup.health();
     return reply.code(h.redis ? 200 : 503).send({ ok: h.redis, redis: h.redis });
   });
-  app.post('/v1/submit', {
-    schema: {
-      querystring: {
-        type: 'object', additionalProperties: false,
-        properties: { node: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' }, attempt: { type: 'integer', minimum: 1, maximum: MAX_ATTEMPT_NUMBER }, delayMs: { type: 'integer', minimum: 0, maximum: 3_600_000 } },
+  app.post(
+    '/v1/submit',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            node: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' },
+            attempt: { type: 'integer', minimum: 1, maximum: MAX_ATTEMPT_NUMBER },
+            delayMs: { type: 'integer', minimum: 0, maximum: 3_600_000 },
+          },
+        },
       },
     },
-  }, async (req) => {
-    const q = req.query as { node?: string; attempt?: number; delayMs?: number };
-    const r = await sup.submit((req as { rawBody?: string }).rawBody!, { ...(q.node ? { node: q.node } : {}), attempt: q.attempt ?? 1, ...(q.delayMs ? { delayMs: q.delayMs } : {}) });
-    return { jobId: r.jobId, node: r.node } satisfies SupervisorSubmitAnswer;
-  });
+    async (req) => {
+      const q = req.query as { node?: string; attempt?: number; delayMs?: number };
+      const r = await sup.submit((req as { rawBody?: string }).rawBody!, {
+        ...(q.node ? { node: q.node } : {}),
+        attempt: q.attempt ?? 1,
+        ...(q.delayMs ? { delayMs: q.delayMs } : {}),
+      });
+      return { jobId: r.jobId, node: r.node } satisfies SupervisorSubmitAnswer;
+    },
+  );
   app.get('/v1/jobs/:node/:id/:attempt', async (req) => {
     const { node, id, attempt } = req.params as { node: string; id: string; attempt: string };
     const n = Number(attempt);
-    if (!Number.isSafeInteger(n) || n < 1 || n > MAX_ATTEMPT_NUMBER) throw new WritError('BAD_REQUEST', `attempt must be a whole number from 1 to ${MAX_ATTEMPT_NUMBER}`);
+    if (!Number.isSafeInteger(n) || n < 1 || n > MAX_ATTEMPT_NUMBER)
+      throw new WritError('BAD_REQUEST', `attempt must be a whole number from 1 to ${MAX_ATTEMPT_NUMBER}`);
     const st = await sup.jobState(id, n, node);
     return { state: st.state, held: st.held, ...(st.failedReason ? { failedReason: st.failedReason } : {}) } satisfies QueueStateAnswer;
   });
   app.post('/v1/jobs/:node/:id/:attempt/cancel', async (req) => {
     const { node, id, attempt } = req.params as { node: string; id: string; attempt: string };
     const n = Number(attempt);
-    if (!Number.isSafeInteger(n) || n < 1 || n > MAX_ATTEMPT_NUMBER) throw new WritError('BAD_REQUEST', `attempt must be a whole number from 1 to ${MAX_ATTEMPT_NUMBER}`);
+    if (!Number.isSafeInteger(n) || n < 1 || n > MAX_ATTEMPT_NUMBER)
+      throw new WritError('BAD_REQUEST', `attempt must be a whole number from 1 to ${MAX_ATTEMPT_NUMBER}`);
     return sup.cancel(id, n, node);
   });
   // The body is a signed key set envelope; it is verified against the key set held (or the pinned admins).
@@ -82,7 +112,12 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
 export function httpReportSink(coordUrl: string): { deliver(report: string): Promise<void> } {
   return {
     async deliver(report: string) {
-      const res = await fetch(new URL('/v1/reports', coordUrl), { method: 'POST', headers: { 'content-type': 'application/json' }, body: report, signal: AbortSignal.timeout(15_000) });
+      const res = await fetch(new URL('/v1/reports', coordUrl), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: report,
+        signal: AbortSignal.timeout(15_000),
+      });
       if (!res.ok) throw new Error(`coord refused the report: ${res.status} ${(await res.text()).slice(0, 300)}`);
     },
   };

@@ -15,7 +15,18 @@ export interface SupervisorRun extends ServiceRun<Logger> {
 export async function runSupervisor(config: SupervisorConfig, run: SupervisorRun): Promise<boolean> {
   const { logger, signingKey } = run;
   return serveUntilAborted(run, config.shutdownGraceMs, async (releasers) => {
-    const sup = await Supervisor.start({ admins: { threshold: config.admins.threshold, keys: [...config.admins.keys] }, production: config.production, id: config.id, clusterId: config.clusterId, redisUrl: config.redisUrl, signingKey, sink: httpReportSink(config.coordUrl), logger, claimIdleMs: config.claimIdleMs, collectEvents: config.federation === null });
+    const sup = await Supervisor.start({
+      admins: { threshold: config.admins.threshold, keys: [...config.admins.keys] },
+      production: config.production,
+      id: config.id,
+      clusterId: config.clusterId,
+      redisUrl: config.redisUrl,
+      signingKey,
+      sink: httpReportSink(config.coordUrl),
+      logger,
+      claimIdleMs: config.claimIdleMs,
+      collectEvents: config.federation === null,
+    });
     releasers.push({ name: 'supervisor', release: () => sup.close() });
     const app = await buildSupervisorApp(sup, config.apiToken);
     releasers.push({ name: 'http server', release: () => app.close() });
@@ -23,7 +34,17 @@ export async function runSupervisor(config: SupervisorConfig, run: SupervisorRun
     const fed = config.federation;
     if (fed) {
       // Federation: announce this supervisor to the coord (it must be listed in the key set for these pools).
-      const beats = startSupervisorHeartbeats({ supervisor: sup, coordUrl: config.coordUrl, apiUrl: fed.apiUrl ?? url, pools: fed.pools, intervalMs: fed.intervalMs, runnerRedis: fed.runnerRedis, clusterId: config.clusterId, signingKey, logger });
+      const beats = startSupervisorHeartbeats({
+        supervisor: sup,
+        coordUrl: config.coordUrl,
+        apiUrl: fed.apiUrl ?? url,
+        pools: fed.pools,
+        intervalMs: fed.intervalMs,
+        runnerRedis: fed.runnerRedis,
+        clusterId: config.clusterId,
+        signingKey,
+        logger,
+      });
       releasers.push({ name: 'heartbeats', release: () => beats.stop() });
     }
     return { url, keyid: signingKey.keyid, publicKeyFile: config.publicKeyFile, ...(fed ? { pools: fed.pools } : {}) };

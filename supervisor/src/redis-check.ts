@@ -29,7 +29,15 @@ async function defaultUserOpen(redis: Redis): Promise<boolean> {
   // A Cluster client duplicates with other arguments, and each node has its own users: not probed there
   // (docs/operations.md, Redis Cluster).
   if ((redis as { isCluster?: boolean }).isCluster) return false;
-  const probe = redis.duplicate({ username: undefined, password: undefined, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, reconnectOnError: null });
+  const probe = redis.duplicate({
+    username: undefined,
+    password: undefined,
+    lazyConnect: true,
+    enableReadyCheck: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    reconnectOnError: null,
+  });
   probe.on('error', () => {});
   try {
     await probe.connect();
@@ -56,7 +64,10 @@ export async function assertRedisSafe(redis: Redis, production: boolean, warn: (
   try {
     whoami = String(await redis.call('ACL', 'WHOAMI'));
   } catch (e) {
-    throw new WritError('REDIS_MISCONFIGURED', `cannot ask Redis which ACL user this is (${(e as Error).message}); production mode needs Redis 6 or later with ACL users`);
+    throw new WritError(
+      'REDIS_MISCONFIGURED',
+      `cannot ask Redis which ACL user this is (${(e as Error).message}); production mode needs Redis 6 or later with ACL users`,
+    );
   }
   const problem = redisUserProblem({ role: 'supervisor' }, whoami);
   if (problem) throw new WritError('REDIS_MISCONFIGURED', problem, { user: whoami });

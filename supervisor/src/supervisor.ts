@@ -4,9 +4,30 @@ import { Queue } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
 import { newRedisClient, silentLogger, type Logger } from '@writ/protocol'; // REDIS_URL: plain, Sentinel or Cluster
 import {
-  BULL_PREFIX, KeySetHolder, PAYLOAD_TYPES, QUEUE_JOB_NAME, WritError, encodeEnvelope, encodeSupervisorReport, pickByJobId, queueJobData, queueJobId, queueNames,
-  REPORT_TARGET_BYTES, readEventStreamEntry, redisKeys, signEnvelope, targetMatchesNode, type HolderState, type JobPayload, type QueueState, type ReportEntry, type SupervisorReport, type KeyPair,
-  type KeyRef, type NodeView,
+  BULL_PREFIX,
+  KeySetHolder,
+  PAYLOAD_TYPES,
+  QUEUE_JOB_NAME,
+  WritError,
+  encodeEnvelope,
+  encodeSupervisorReport,
+  pickByJobId,
+  queueJobData,
+  queueJobId,
+  queueNames,
+  REPORT_TARGET_BYTES,
+  readEventStreamEntry,
+  redisKeys,
+  signEnvelope,
+  targetMatchesNode,
+  type HolderState,
+  type JobPayload,
+  type QueueState,
+  type ReportEntry,
+  type SupervisorReport,
+  type KeyPair,
+  type KeyRef,
+  type NodeView,
 } from '@writ/protocol';
 import { admitEnvelope, type Admitted } from './admission.ts';
 import { assertRedisSafe } from './redis-check.ts';
@@ -182,10 +203,11 @@ export class Supervisor {
       nowS: this.nowS(),
       pickNode: (job) => pickNode(job, nodes, opts.node),
     });
-    await this.enqueueMany([{ jobId: admitted.job.id, node: admitted.node.id, envelope: raw, attempt: opts.attempt ?? 1, ...(opts.delayMs ? { delayMs: opts.delayMs } : {}) }]);
+    await this.enqueueMany([
+      { jobId: admitted.job.id, node: admitted.node.id, envelope: raw, attempt: opts.attempt ?? 1, ...(opts.delayMs ? { delayMs: opts.delayMs } : {}) },
+    ]);
     return { jobId: admitted.job.id, node: admitted.node.id, admitted };
   }
-
 
   /**
    * Enqueues envelopes admitted elsewhere in this process (the coord verified and authorised them against
@@ -199,18 +221,24 @@ export class Supervisor {
       list.push(it);
       byNode.set(it.node, list);
     }
-    await Promise.all([...byNode].map(([node, list]) => this.queue(node).addBulk(list.map((it) => ({
-      name: QUEUE_JOB_NAME,
-      data: queueJobData(it.envelope, it.attempt),
-      opts: {
-        // One entry per attempt, run at most once: retries are new attempts from the ledger.
-        jobId: queueJobId(it.jobId, it.attempt),
-        attempts: 1,
-        ...(it.delayMs ? { delay: it.delayMs } : {}),
-        removeOnComplete: { age: 24 * 3600, count: 10_000 },
-        removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
-      },
-    })))));
+    await Promise.all(
+      [...byNode].map(([node, list]) =>
+        this.queue(node).addBulk(
+          list.map((it) => ({
+            name: QUEUE_JOB_NAME,
+            data: queueJobData(it.envelope, it.attempt),
+            opts: {
+              // One entry per attempt, run at most once: retries are new attempts from the ledger.
+              jobId: queueJobId(it.jobId, it.attempt),
+              attempts: 1,
+              ...(it.delayMs ? { delay: it.delayMs } : {}),
+              removeOnComplete: { age: 24 * 3600, count: 10_000 },
+              removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+            },
+          })),
+        ),
+      ),
+    );
   }
 
   /**
@@ -284,7 +312,8 @@ export class Supervisor {
           lastClaimAt = Date.now();
           if ((await this.claimIdleEntries(claimIdleMs)) > 0) cursor = '0';
         }
-        const res = (await this.reader.xreadgroup('GROUP', group, consumer, 'COUNT', 200, 'BLOCK', cursor === '>' ? 1000 : 1, 'STREAMS', stream, cursor)) as [string, [string, string[]][]][] | null;
+        const res = (await this.reader.xreadgroup('GROUP', group, consumer, 'COUNT', 200, 'BLOCK', cursor === '>' ? 1000 : 1, 'STREAMS', stream, cursor)) as
+          [string, [string, string[]][]][] | null;
         const entries = res?.[0]?.[1] ?? [];
         if (entries.length === 0) {
           if (cursor === '0') cursor = '>';
@@ -334,7 +363,17 @@ export class Supervisor {
     let start = '0-0';
     let claimed = 0;
     for (let round = 0; round < 50; round++) {
-      const res = (await this.reader.call('XAUTOCLAIM', redisKeys.events(), redisKeys.eventsGroup(), this.opts.id, String(minIdleMs), start, 'COUNT', '500', 'JUSTID')) as [string, string[], string[]?];
+      const res = (await this.reader.call(
+        'XAUTOCLAIM',
+        redisKeys.events(),
+        redisKeys.eventsGroup(),
+        this.opts.id,
+        String(minIdleMs),
+        start,
+        'COUNT',
+        '500',
+        'JUSTID',
+      )) as [string, string[], string[]?];
       const ids = res[1] ?? [];
       claimed += ids.length;
       start = res[0];
@@ -349,7 +388,8 @@ export class Supervisor {
 
   /** Starts or pauses reading the runner-event stream (federation: only while the coord accepts this supervisor). */
   setCollecting(on: boolean): void {
-    if (on !== this.collecting) this.log.info({ collecting: on }, on ? 'collecting runner events' : 'paused collecting runner events: the coord does not accept this supervisor');
+    if (on !== this.collecting)
+      this.log.info({ collecting: on }, on ? 'collecting runner events' : 'paused collecting runner events: the coord does not accept this supervisor');
     this.collecting = on;
   }
 
@@ -365,11 +405,14 @@ export class Supervisor {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('Redis did not answer within 2 s')), 2000)));
     try {
-      return await Promise.race([deadline, (async () => {
-        const live = await this.liveNodes();
-        const counts = await Promise.all(live.slice(0, 1000).map((n) => this.queue(n.id).count()));
-        return { queueDepth: counts.reduce((x, y) => x + y, 0), capacity: live.length, redisOk: true, redisError: null };
-      })()]);
+      return await Promise.race([
+        deadline,
+        (async () => {
+          const live = await this.liveNodes();
+          const counts = await Promise.all(live.slice(0, 1000).map((n) => this.queue(n.id).count()));
+          return { queueDepth: counts.reduce((x, y) => x + y, 0), capacity: live.length, redisOk: true, redisError: null };
+        })(),
+      ]);
     } catch (e) {
       return { queueDepth: 0, capacity: 0, redisOk: false, redisError: (e as Error).message.slice(0, 400) };
     } finally {
@@ -385,7 +428,10 @@ export class Supervisor {
     // The pump finishes what it delivers while Redis is there. With Redis gone, a command waits for it as long
     // as it takes (maxRetriesPerRequest: null; disconnecting while ioredis reconnects does not fail what is
     // queued): then the pump is left behind, and disconnecting ends the reconnecting that holds the process.
-    const pumped = (this.pump ?? Promise.resolve()).then(() => true, () => true);
+    const pumped = (this.pump ?? Promise.resolve()).then(
+      () => true,
+      () => true,
+    );
     while (!(await Promise.race([pumped, new Promise<false>((r) => setTimeout(() => r(false), 100))])) && this.redis.status === 'ready');
     for (const q of this.queues.values()) await q.close();
     if (this.redis.status === 'ready') await this.redis.quit().catch(() => {});

@@ -41,7 +41,12 @@ describe('supervisorConfig', () => {
 
   it('takes Redis, coord, cluster and production from the env when no flag gives them, and a flag over the env', () => {
     const env = { ...ENV, REDIS_URL: 'redis://r:6379', WRIT_COORD: 'https://c', WRIT_CLUSTER: 'prod', WRIT_PRODUCTION: '1' };
-    expect(supervisorConfig({ home: HOME, adminKeys: [ADMIN] }, env)).toMatchObject({ redisUrl: 'redis://r:6379', coordUrl: 'https://c', clusterId: 'prod', production: true });
+    expect(supervisorConfig({ home: HOME, adminKeys: [ADMIN] }, env)).toMatchObject({
+      redisUrl: 'redis://r:6379',
+      coordUrl: 'https://c',
+      clusterId: 'prod',
+      production: true,
+    });
     expect(supervisorConfig({ ...GIVEN, cluster: 'mine' }, env).clusterId).toBe('mine');
   });
 
@@ -61,7 +66,12 @@ describe('supervisorConfig', () => {
     ['--listen without a port', { listen: 'localhost' }, {}, /^--listen localhost: expected HOST:PORT$/],
     ['--listen with a port past 65535', { listen: '127.0.0.1:70000' }, {}, /^--listen .*0 to 65535/],
     ['--redis without a scheme', { redis: '127.0.0.1:6379' }, {}, /^--redis 127.0.0.1:6379: not a URL/],
-    ['--redis that is not redis://', { redis: 'http://r:6379' }, {}, /^--redis .*expected a redis:, rediss:, redis\+sentinel:, redis\+cluster: or rediss\+cluster: URL/],
+    [
+      '--redis that is not redis://',
+      { redis: 'http://r:6379' },
+      {},
+      /^--redis .*expected a redis:, rediss:, redis\+sentinel:, redis\+cluster: or rediss\+cluster: URL/,
+    ],
     ['REDIS_URL that is not redis://', { redis: undefined }, { REDIS_URL: 'http://r' }, /^REDIS_URL /],
     ['--coord that is not http(s)://', { coord: 'redis://c' }, {}, /^--coord .*http: or https: URL/],
     ['WRIT_COORD that is not a URL', { coord: undefined }, { WRIT_COORD: '10.0.0.1:7340' }, /^WRIT_COORD 10.0.0.1:7340: not a URL/],

@@ -57,9 +57,10 @@ export async function startBalancer(mode: 'failover' | 'roundrobin', backends: n
       ports = [...p];
     },
     served,
-    close: () => new Promise<void>((r) => {
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }

@@ -5,7 +5,16 @@
 // step output altered in the ledger.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  PAYLOAD_TYPES, b64url, encodeEnvelope, encodeFlowPayload, generateKeyPair, signEnvelope, stepScript, utf8, type FlowPayload, type FlowStep,
+  PAYLOAD_TYPES,
+  b64url,
+  encodeEnvelope,
+  encodeFlowPayload,
+  generateKeyPair,
+  signEnvelope,
+  stepScript,
+  utf8,
+  type FlowPayload,
+  type FlowStep,
 } from '@writ/protocol';
 import { Cluster, Redis } from 'ioredis';
 import { newRedisClient, redisKeys } from '@writ/protocol';
@@ -36,10 +45,14 @@ async function post(route: string, body: string): Promise<{ status: number; body
 
 async function waitFlow(id: string, statuses = ['succeeded', 'failed', 'cancelled'], timeoutMs = 120_000): Promise<any> {
   let view: any;
-  await waitUntil(`flow ${id} to reach ${statuses.join('|')}`, async () => {
-    view = (await s.get(`/v1/flows/${id}`)).body;
-    return statuses.includes(view.status);
-  }, timeoutMs);
+  await waitUntil(
+    `flow ${id} to reach ${statuses.join('|')}`,
+    async () => {
+      view = (await s.get(`/v1/flows/${id}`)).body;
+      return statuses.includes(view.status);
+    },
+    timeoutMs,
+  );
   return view;
 }
 
@@ -65,13 +78,21 @@ function defineScenarios(): void {
     const steps: FlowStep[] = [
       step('disk', 'export default async () => ({ device: "/dev/vdb", sizeGiB: 20 })'),
       step('bridge', 'export default async (args, ctx) => ({ bridge: "br0", device: args.inputs.device, job: ctx.job.id })', {
-        target: { selector: { role: 'hv' } }, each: true, maxParallel: 2, depends: ['disk'], inputs: { device: { from: 'disk', path: 'device' } },
+        target: { selector: { role: 'hv' } },
+        each: true,
+        maxParallel: 2,
+        depends: ['disk'],
+        inputs: { device: { from: 'disk', path: 'device' } },
       }),
       step('count', 'export default async (args) => Object.keys(args.inputs.bridges).sort()', { depends: ['bridge'], inputs: { bridges: { from: 'bridge' } } }),
       step('vm', 'export default async (args) => ({ vm: "vm-1", disk: args.inputs.disk, bridges: args.inputs.n.length })', {
-        target: { node: 'hv-2' }, depends: ['disk', 'count'], inputs: { disk: { from: 'disk', path: 'device' }, n: { from: 'count' } },
+        target: { node: 'hv-2' },
+        depends: ['disk', 'count'],
+        inputs: { disk: { from: 'disk', path: 'device' }, n: { from: 'count' } },
       }),
-      ...['s5', 's6', 's7', 's8', 's9'].map((n, i) => step(n, `export default async () => ${i}`, { depends: i === 0 ? ['disk'] : [`s${i + 4}`], target: { node: NODES[i % 3]! } })),
+      ...['s5', 's6', 's7', 's8', 's9'].map((n, i) =>
+        step(n, `export default async () => ${i}`, { depends: i === 0 ? ['disk'] : [`s${i + 4}`], target: { node: NODES[i % 3]! } }),
+      ),
       step('done', 'export default async (args) => args.inputs', { depends: ['vm', 's9'], inputs: { vm: { from: 'vm' }, last: { from: 's9' } } }),
     ];
     expect(steps).toHaveLength(10);
@@ -93,9 +114,13 @@ function defineScenarios(): void {
   }, 240_000);
 
   it('retries a step that fails twice with its backoff, then succeeds', async () => {
-    const flaky = step('flaky', 'export default async (args, ctx) => { if (ctx.job.attempt < 3) throw new Error("not yet: attempt " + ctx.job.attempt); return ctx.job.attempt }', {
-      retries: { max: 3, backoffMs: 400 },
-    });
+    const flaky = step(
+      'flaky',
+      'export default async (args, ctx) => { if (ctx.job.attempt < 3) throw new Error("not yet: attempt " + ctx.job.attempt); return ctx.job.attempt }',
+      {
+        retries: { max: 3, backoffMs: 400 },
+      },
+    );
     const r = await post('/v1/flows', signFlow('retry', [flaky]));
     expect(r.status).toBe(202);
     const view = await waitFlow('retry');
@@ -112,12 +137,15 @@ function defineScenarios(): void {
   }, 120_000);
 
   it('fails the dependants of a step that keeps failing, and not its siblings', async () => {
-    const r = await post('/v1/flows', signFlow('fails', [
-      step('root', 'export default async () => "ok"'),
-      step('bad', 'export default async () => { throw new Error("always") }', { depends: ['root'], retries: { max: 1, backoffMs: 50 } }),
-      step('after-bad', 'export default async () => "never"', { depends: ['bad'] }),
-      step('sibling', 'export default async () => "fine"', { depends: ['root'], target: { node: 'hv-3' } }),
-    ]));
+    const r = await post(
+      '/v1/flows',
+      signFlow('fails', [
+        step('root', 'export default async () => "ok"'),
+        step('bad', 'export default async () => { throw new Error("always") }', { depends: ['root'], retries: { max: 1, backoffMs: 50 } }),
+        step('after-bad', 'export default async () => "never"', { depends: ['bad'] }),
+        step('sibling', 'export default async () => "fine"', { depends: ['root'], target: { node: 'hv-3' } }),
+      ]),
+    );
     expect(r.status).toBe(202);
     const view = await waitFlow('fails');
     expect(view.status).toBe('failed');
@@ -131,10 +159,16 @@ function defineScenarios(): void {
 
   it('cancels a running flow: the running script is stopped, running and pending steps end cancelled, nothing after them starts', async () => {
     // A minute of sleeping: without the stop it would still run long after the check below gives up.
-    const r = await post('/v1/flows', signFlow('cancel-me', [
-      step('slow', 'export default async (a, ctx) => { for (let i = 0; i < 60; i++) await ctx.sal.time.sleep({ ms: 1000 }); return "slept" }', { caps: ['time.sleep'], limits: { timeoutMs: 90_000, memoryMiB: 64 } }),
-      step('next', 'export default async () => "next"', { depends: ['slow'] }),
-    ]));
+    const r = await post(
+      '/v1/flows',
+      signFlow('cancel-me', [
+        step('slow', 'export default async (a, ctx) => { for (let i = 0; i < 60; i++) await ctx.sal.time.sleep({ ms: 1000 }); return "slept" }', {
+          caps: ['time.sleep'],
+          limits: { timeoutMs: 90_000, memoryMiB: 64 },
+        }),
+        step('next', 'export default async () => "next"', { depends: ['slow'] }),
+      ]),
+    );
     expect(r.status).toBe(202);
     await waitUntil('the slow step to run', async () => (await s.ledger.getJob('cancel-me.slow'))?.status === 'running', 60_000);
     const redis = newRedisClient<Redis | Cluster>({ Redis, Cluster }, s.redisUrl);
@@ -154,7 +188,7 @@ function defineScenarios(): void {
     } finally {
       redis.disconnect();
     }
-    expect((await s.ledger.listJobEvents('cancel-me.next', 0, 10))).toEqual([]);
+    expect(await s.ledger.listJobEvents('cancel-me.next', 0, 10)).toEqual([]);
     // Cancelling again is an error with its own code.
     const again = await post('/v1/flows/cancel-me/cancel', '{}');
     expect(again.status).toBe(409);
@@ -162,18 +196,31 @@ function defineScenarios(): void {
   }, 120_000);
 
   it('refuses a step whose input was altered in the ledger after it was signed by the producing node', async () => {
-    const r = await post('/v1/flows', signFlow('tamper', [
-      step('produce', 'export default async () => ({ device: "/dev/vdb" })'),
-      step('gate', 'export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 3000 }); return 1 }', { caps: ['time.sleep'], target: { node: 'hv-2' } }),
-      step('consume', 'export default async (args) => args.inputs.device', { depends: ['produce', 'gate'], inputs: { device: { from: 'produce', path: 'device' } } }),
-    ]));
+    const r = await post(
+      '/v1/flows',
+      signFlow('tamper', [
+        step('produce', 'export default async () => ({ device: "/dev/vdb" })'),
+        step('gate', 'export default async (a, ctx) => { await ctx.sal.time.sleep({ ms: 3000 }); return 1 }', {
+          caps: ['time.sleep'],
+          target: { node: 'hv-2' },
+        }),
+        step('consume', 'export default async (args) => args.inputs.device', {
+          depends: ['produce', 'gate'],
+          inputs: { device: { from: 'produce', path: 'device' } },
+        }),
+      ]),
+    );
     expect(r.status).toBe(202);
     let signed = '';
-    await waitUntil('the produce step to be signed', async () => {
-      const rows = await s.ledger.db.query<{ step_result: string | null }>("SELECT step_result FROM flow_jobs WHERE job_id = 'tamper.produce'");
-      signed = rows[0]?.step_result ?? '';
-      return signed !== '';
-    }, 60_000);
+    await waitUntil(
+      'the produce step to be signed',
+      async () => {
+        const rows = await s.ledger.db.query<{ step_result: string | null }>("SELECT step_result FROM flow_jobs WHERE job_id = 'tamper.produce'");
+        signed = rows[0]?.step_result ?? '';
+        return signed !== '';
+      },
+      60_000,
+    );
     // Change the value inside the signed result, keep the node's signature: the consumer must refuse it.
     const env = JSON.parse(signed);
     const payload = JSON.parse(Buffer.from(env.payload, 'base64').toString('utf8'));
@@ -192,10 +239,20 @@ function defineScenarios(): void {
   it('refuses a flow signed by an unknown key, a cyclic flow, and a replay with another envelope under the same id', async () => {
     const stranger = generateKeyPair();
     const nowS = Math.floor(Date.now() / 1000);
-    const flow: FlowPayload = { id: 'stranger', steps: [step('a', 'export default async () => 1')], aud: s.clusterId, nonce: b64url(crypto.getRandomValues(new Uint8Array(16))), iat: nowS, exp: nowS + 600 };
+    const flow: FlowPayload = {
+      id: 'stranger',
+      steps: [step('a', 'export default async () => 1')],
+      aud: s.clusterId,
+      nonce: b64url(crypto.getRandomValues(new Uint8Array(16))),
+      iat: nowS,
+      exp: nowS + 600,
+    };
     const bad = await post('/v1/flows', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.flow, encodeFlowPayload(flow), [stranger])));
     expect(bad.status).toBe(401);
-    const cyclic = await post('/v1/flows', signFlow('cyclic', [step('a', 'export default async () => 1', { depends: ['b'] }), step('b', 'export default async () => 1', { depends: ['a'] })]));
+    const cyclic = await post(
+      '/v1/flows',
+      signFlow('cyclic', [step('a', 'export default async () => 1', { depends: ['b'] }), step('b', 'export default async () => 1', { depends: ['a'] })]),
+    );
     expect(cyclic.status).toBe(400);
     expect(cyclic.body.error.code).toBe('FLOW_INVALID');
     const first = signFlow('twice', [step('a', 'export default async () => 1')]);

@@ -114,7 +114,21 @@ async function startLocalServer(): Promise<TestPostgres> {
   const port = await freePort();
   // fsync off: a throwaway server whose durability is PostgreSQL's business, not these tests'; it makes
   // CREATE DATABASE per test cheap. Every other setting is the server's default.
-  const argv = cmd([join(PG_BIN, 'postgres'), '-D', data, '-p', String(port), '-k', sockets, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'max_connections=60']);
+  const argv = cmd([
+    join(PG_BIN, 'postgres'),
+    '-D',
+    data,
+    '-p',
+    String(port),
+    '-k',
+    sockets,
+    '-c',
+    'listen_addresses=127.0.0.1',
+    '-c',
+    'fsync=off',
+    '-c',
+    'max_connections=60',
+  ]);
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-4000)));

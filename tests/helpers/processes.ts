@@ -5,7 +5,18 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { freePort } from '@writ/cli';
 import {
-  PAYLOAD_TYPES, b64url, bootstrapKeySet, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePrivateKeyFile, encodePublicKeyFile, generateKeyPair, signEnvelope, type KeyPair,
+  PAYLOAD_TYPES,
+  b64url,
+  bootstrapKeySet,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  encodeKeySet,
+  encodePrivateKeyFile,
+  encodePublicKeyFile,
+  generateKeyPair,
+  signEnvelope,
+  type KeyPair,
 } from '@writ/protocol';
 
 export const WRIT_BIN = path.resolve(import.meta.dirname, '../../bin/writ.mjs');
@@ -28,7 +39,9 @@ export function startWrit(args: string[], env: NodeJS.ProcessEnv): Promise<WritP
   let out = '';
   let err = '';
   child.stderr!.on('data', (d) => (err += String(d)));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((r) => child.once('exit', (code, signal) => r({ code, signal, at: Date.now() })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((r) =>
+    child.once('exit', (code, signal) => r({ code, signal, at: Date.now() })),
+  );
   const proc = (ready: Record<string, unknown>): WritProcess => ({
     child,
     ready,
@@ -49,7 +62,11 @@ export function startWrit(args: string[], env: NodeJS.ProcessEnv): Promise<WritP
 }
 
 /** Runs `writ ...args` to its end (a CLI command, not a service): its exit code and output. */
-export function runWrit(args: string[], env: NodeJS.ProcessEnv, onStart?: (child: ChildProcess) => void): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+export function runWrit(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  onStart?: (child: ChildProcess) => void,
+): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
   const t0 = Date.now();
   const child = spawn(process.execPath, [WRIT_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRIT_LOG_LEVEL: 'warn', ...env } });
   all.push(child);
@@ -103,7 +120,11 @@ export async function processCluster(dir: string, redisUrl: string): Promise<Pro
   const coordUrl = `http://127.0.0.1:${coordPort}`;
   const adminPub = path.join(dir, 'admin.pub');
   const api = async (method: string, route: string, body?: string) => {
-    const r = await fetch(`${coordUrl}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}) });
+    const r = await fetch(`${coordUrl}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body } : {}),
+    });
     const text = await r.text();
     return { status: r.status, body: text.startsWith('{') ? JSON.parse(text) : text };
   };
@@ -112,21 +133,79 @@ export async function processCluster(dir: string, redisUrl: string): Promise<Pro
     token,
     admin,
     env,
-    startSupervisor: (as) => startWrit(['supervisor', '--coord', coordUrl, '--redis', redisUrl, '--listen', `127.0.0.1:${as?.port ?? supPort}`, '--state', path.join(dir, as ? as.id : 'sup'),
-      ...(as ? ['--id', as.id] : []), '--admin-key', adminPub], env),
-    startCoord: () => startWrit(['coord', '--supervisor', `http://127.0.0.1:${supPort}`, '--supervisor-key', path.join(dir, 'sup', 'supervisor.key.pub'), '--listen', `127.0.0.1:${coordPort}`,
-      '--state', path.join(dir, 'coord'), '--admin-key', adminPub], env),
-    startRunner: (node, extra = []) => startWrit(['runner', '--node', node, '--coord', coordUrl, '--redis', redisUrl, '--admin-key', adminPub, '--state', path.join(dir, `runner-${node}`), '--heartbeat-ms', '500', ...extra], env),
+    startSupervisor: (as) =>
+      startWrit(
+        [
+          'supervisor',
+          '--coord',
+          coordUrl,
+          '--redis',
+          redisUrl,
+          '--listen',
+          `127.0.0.1:${as?.port ?? supPort}`,
+          '--state',
+          path.join(dir, as ? as.id : 'sup'),
+          ...(as ? ['--id', as.id] : []),
+          '--admin-key',
+          adminPub,
+        ],
+        env,
+      ),
+    startCoord: () =>
+      startWrit(
+        [
+          'coord',
+          '--supervisor',
+          `http://127.0.0.1:${supPort}`,
+          '--supervisor-key',
+          path.join(dir, 'sup', 'supervisor.key.pub'),
+          '--listen',
+          `127.0.0.1:${coordPort}`,
+          '--state',
+          path.join(dir, 'coord'),
+          '--admin-key',
+          adminPub,
+        ],
+        env,
+      ),
+    startRunner: (node, extra = []) =>
+      startWrit(
+        [
+          'runner',
+          '--node',
+          node,
+          '--coord',
+          coordUrl,
+          '--redis',
+          redisUrl,
+          '--admin-key',
+          adminPub,
+          '--state',
+          path.join(dir, `runner-${node}`),
+          '--heartbeat-ms',
+          '500',
+          ...extra,
+        ],
+        env,
+      ),
     async publishKeySet() {
-      const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
+      const ks = bootstrapKeySet({
+        cluster: 'writ-dev',
+        admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) },
+        nowS: Math.floor(Date.now() / 1000),
+      });
       const res = await api('POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
       if (res.status !== 201 && res.status !== 200) throw new Error(`publishing the key set answered ${res.status}: ${JSON.stringify(res.body)}`);
     },
     async acceptNode(node) {
-      const state = await until(`node ${node} registering`, async () => {
-        const s = (await api('GET', `/v1/nodes/${node}`)).body?.state as string | undefined;
-        return s === 'inspected' || s === 'active' ? s : undefined;
-      }, 20_000);
+      const state = await until(
+        `node ${node} registering`,
+        async () => {
+          const s = (await api('GET', `/v1/nodes/${node}`)).body?.state as string | undefined;
+          return s === 'inspected' || s === 'active' ? s : undefined;
+        },
+        20_000,
+      );
       if (state === 'inspected') {
         const res = await api('POST', `/v1/nodes/${node}/accept`, JSON.stringify({ reason: 'test' }));
         if (res.status >= 300) throw new Error(`accepting ${node} answered ${res.status}: ${JSON.stringify(res.body)}`);
@@ -138,10 +217,15 @@ export async function processCluster(dir: string, redisUrl: string): Promise<Pro
       const job = buildJobPayload({ source, target: { node }, caps, aud: 'writ-dev' });
       return { id: job.id, envelope: encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin])) };
     },
-    waitForJob: (id, statuses, timeoutMs = 30_000) => until(`job ${id} reaching ${statuses.join('|')}`, async () => {
-      const view = (await api('GET', `/v1/jobs/${id}`)).body;
-      return statuses.includes(view?.status) ? view : undefined;
-    }, timeoutMs),
+    waitForJob: (id, statuses, timeoutMs = 30_000) =>
+      until(
+        `job ${id} reaching ${statuses.join('|')}`,
+        async () => {
+          const view = (await api('GET', `/v1/jobs/${id}`)).body;
+          return statuses.includes(view?.status) ? view : undefined;
+        },
+        timeoutMs,
+      ),
   };
 }
 

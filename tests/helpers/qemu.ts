@@ -29,15 +29,39 @@ export function pickAccel(kernel: string): Promise<Accel> {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'writ-kvm-probe-'));
     try {
       const init = Buffer.from('#!/bin/busybox sh\n/bin/busybox echo WRIT-KVM-PROBE-OK\n/bin/busybox poweroff -f\n');
-      const cpio = writeCpio([
-        { path: 'bin', kind: 'dir', mode: 0o755 },
-        { path: 'bin/busybox', kind: 'file', mode: 0o755, data: readFileSync('/bin/busybox') },
-        { path: 'dev', kind: 'dir', mode: 0o755 },
-        { path: 'dev/console', kind: 'chardev', mode: 0o600, major: 5, minor: 1 },
-        { path: 'init', kind: 'file', mode: 0o755, data: init },
-      ], 0);
+      const cpio = writeCpio(
+        [
+          { path: 'bin', kind: 'dir', mode: 0o755 },
+          { path: 'bin/busybox', kind: 'file', mode: 0o755, data: readFileSync('/bin/busybox') },
+          { path: 'dev', kind: 'dir', mode: 0o755 },
+          { path: 'dev/console', kind: 'chardev', mode: 0o600, major: 5, minor: 1 },
+          { path: 'init', kind: 'file', mode: 0o755, data: init },
+        ],
+        0,
+      );
       writeFileSync(path.join(dir, 'probe.img'), gzipSync(cpio));
-      const r = spawnSync('qemu-system-x86_64', ['-machine', 'q35', '-accel', 'kvm', '-cpu', 'max', '-m', '256', '-nographic', '-no-reboot', '-kernel', kernel, '-initrd', path.join(dir, 'probe.img'), '-append', 'console=ttyS0 panic=-1'], { timeout: 15_000, encoding: 'utf8' });
+      const r = spawnSync(
+        'qemu-system-x86_64',
+        [
+          '-machine',
+          'q35',
+          '-accel',
+          'kvm',
+          '-cpu',
+          'max',
+          '-m',
+          '256',
+          '-nographic',
+          '-no-reboot',
+          '-kernel',
+          kernel,
+          '-initrd',
+          path.join(dir, 'probe.img'),
+          '-append',
+          'console=ttyS0 panic=-1',
+        ],
+        { timeout: 15_000, encoding: 'utf8' },
+      );
       return r.stdout?.includes('WRIT-KVM-PROBE-OK') ? 'kvm' : 'tcg';
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -78,16 +102,41 @@ export function startMachine(o: MachineOptions): Machine {
   const vars = path.join(o.workDir, `${o.name}.vars.fd`);
   copyFileSync(OVMF_VARS, vars);
   const args = [
-    '-machine', 'q35', '-accel', o.accel, '-m', String(o.memMiB ?? 1024), '-smp', '2', '-nographic', '-no-reboot', '-name', o.name,
-    '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${vars}`,
+    '-machine',
+    'q35',
+    '-accel',
+    o.accel,
+    '-m',
+    String(o.memMiB ?? 1024),
+    '-smp',
+    '2',
+    '-nographic',
+    '-no-reboot',
+    '-name',
+    o.name,
+    '-drive',
+    `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`,
+    '-drive',
+    `if=pflash,format=raw,file=${vars}`,
     // QEMU option values escape a comma by doubling it.
-    '-netdev', `user,id=n0${o.tftp ? `,tftp=${o.tftp.dir.replace(/,/g, ',,')},bootfile=${o.tftp.bootfile.replace(/,/g, ',,')}` : ''}`, '-device', `virtio-net-pci,netdev=n0,mac=${o.mac}`,
-    '-serial', 'stdio', '-monitor', 'none',
+    '-netdev',
+    `user,id=n0${o.tftp ? `,tftp=${o.tftp.dir.replace(/,/g, ',,')},bootfile=${o.tftp.bootfile.replace(/,/g, ',,')}` : ''}`,
+    '-device',
+    `virtio-net-pci,netdev=n0,mac=${o.mac}`,
+    '-serial',
+    'stdio',
+    '-monitor',
+    'none',
   ];
   // `max` under TCG too: QEMU's default qemu64 model lacks what Node's V8 expects of an x86-64 today.
   args.push('-cpu', process.env.WRIT_QEMU_CPU ?? 'max');
   o.disks.forEach((d, i) => {
-    args.push('-drive', `if=none,id=d${i},format=raw,file=${d.file}${d.persist ? '' : ',snapshot=on'}`, '-device', `virtio-blk-pci,drive=d${i},serial=${d.serial}${i === 0 ? ',bootindex=0' : ''}`);
+    args.push(
+      '-drive',
+      `if=none,id=d${i},format=raw,file=${d.file}${d.persist ? '' : ',snapshot=on'}`,
+      '-device',
+      `virtio-blk-pci,drive=d${i},serial=${d.serial}${i === 0 ? ',bootindex=0' : ''}`,
+    );
   });
   const startedAt = Date.now();
   const proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -114,10 +163,13 @@ export function startMachine(o: MachineOptions): Machine {
       return new Promise((resolve, reject) => {
         const check = () => {
           const m = out.match(re);
-          if (m) return done(), resolve(m);
-          if (exited) return done(), reject(new Error(`${o.name} exited before ${re} appeared; console tail:\n${out.slice(-3000)}`));
+          if (m) return (done(), resolve(m));
+          if (exited) return (done(), reject(new Error(`${o.name} exited before ${re} appeared; console tail:\n${out.slice(-3000)}`)));
         };
-        const timer = setTimeout(() => (done(), reject(new Error(`${o.name}: ${re} did not appear within ${timeoutMs} ms; console tail:\n${out.slice(-3000)}`))), timeoutMs);
+        const timer = setTimeout(
+          () => (done(), reject(new Error(`${o.name}: ${re} did not appear within ${timeoutMs} ms; console tail:\n${out.slice(-3000)}`))),
+          timeoutMs,
+        );
         const done = () => {
           clearTimeout(timer);
           waiters.delete(check);

@@ -38,12 +38,17 @@ export async function startRedisCluster(primaries = 3): Promise<RedisCluster> {
   const ports: number[] = [];
   const children: ChildProcess[] = [];
   const stop = async () => {
-    await Promise.all(children.map((c) => new Promise<void>((r) => {
-      if (c.exitCode !== null || c.signalCode !== null) return r();
-      c.once('exit', () => r());
-      c.kill('SIGTERM');
-      setTimeout(() => c.kill('SIGKILL'), 5000).unref();
-    })));
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((r) => {
+            if (c.exitCode !== null || c.signalCode !== null) return r();
+            c.once('exit', () => r());
+            c.kill('SIGTERM');
+            setTimeout(() => c.kill('SIGKILL'), 5000).unref();
+          }),
+      ),
+    );
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -51,8 +56,30 @@ export async function startRedisCluster(primaries = 3): Promise<RedisCluster> {
       const port = await freePort();
       const d = path.join(dir, String(port));
       mkdirSync(d);
-      const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', d, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
-        '--cluster-node-timeout', '5000', '--appendonly', 'no', '--save', '', '--protected-mode', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(
+        'redis-server',
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--dir',
+          d,
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          '5000',
+          '--appendonly',
+          'no',
+          '--save',
+          '',
+          '--protected-mode',
+          'no',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
       children.push(child);
       ports.push(port);
     }

@@ -54,37 +54,67 @@ export async function startSentinelGroup(dir: string, opts: { downAfterMs?: numb
   const primaryPort = await freePort();
   const replicaPort = await freePort();
   const sentinelPorts = [await freePort(), await freePort(), await freePort()];
-  for (const [port, replicaOf] of [[primaryPort, null], [replicaPort, primaryPort]] as const) {
+  for (const [port, replicaOf] of [
+    [primaryPort, null],
+    [replicaPort, primaryPort],
+  ] as const) {
     const data = path.join(dir, `redis-${port}`);
     await mkdir(data, { recursive: true });
     spawnLogged(port, 'redis-server', [
-      '--port', String(port), '--bind', '127.0.0.1', '--dir', data, '--appendonly', 'yes', '--save', '', '--maxmemory-policy', 'noeviction', '--loglevel', 'warning',
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      data,
+      '--appendonly',
+      'yes',
+      '--save',
+      '',
+      '--maxmemory-policy',
+      'noeviction',
+      '--loglevel',
+      'warning',
       ...(replicaOf ? ['--replicaof', '127.0.0.1', String(replicaOf)] : []),
     ]);
   }
-  await waitUntil('the replica syncing with the primary', () => ask(replicaPort, async (r) => /master_link_status:up/.test(await r.info('replication'))), 15_000);
+  await waitUntil(
+    'the replica syncing with the primary',
+    () => ask(replicaPort, async (r) => /master_link_status:up/.test(await r.info('replication'))),
+    15_000,
+  );
   const downAfterMs = opts.downAfterMs ?? 1000;
   for (const port of sentinelPorts) {
     const conf = path.join(dir, `sentinel-${port}.conf`);
     // Sentinel rewrites its own config file as it learns the group, so each gets a writable one.
-    await writeFile(conf, [
-      `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
-      `sentinel monitor ${SENTINEL_MASTER} 127.0.0.1 ${primaryPort} 2`,
-      `sentinel down-after-milliseconds ${SENTINEL_MASTER} ${downAfterMs}`,
-      `sentinel failover-timeout ${SENTINEL_MASTER} 10000`,
-      `sentinel parallel-syncs ${SENTINEL_MASTER} 1`,
-      '',
-    ].join('\n'));
+    await writeFile(
+      conf,
+      [
+        `port ${port}`,
+        'bind 127.0.0.1',
+        `dir ${dir}`,
+        `sentinel monitor ${SENTINEL_MASTER} 127.0.0.1 ${primaryPort} 2`,
+        `sentinel down-after-milliseconds ${SENTINEL_MASTER} ${downAfterMs}`,
+        `sentinel failover-timeout ${SENTINEL_MASTER} 10000`,
+        `sentinel parallel-syncs ${SENTINEL_MASTER} 1`,
+        '',
+      ].join('\n'),
+    );
     spawnLogged(port, 'redis-sentinel', [conf, '--loglevel', 'warning']);
   }
   // Failover needs every sentinel to know the replica and a majority of the others (they find each other
   // through the primary's hello channel).
   for (const port of sentinelPorts) {
-    await waitUntil(`sentinel ${port} knowing the replica and the other sentinels`, () => ask(port, async (r) => {
-      const replicas = (await r.call('SENTINEL', 'REPLICAS', SENTINEL_MASTER)) as unknown[];
-      const others = (await r.call('SENTINEL', 'SENTINELS', SENTINEL_MASTER)) as unknown[];
-      return replicas.length === 1 && others.length === 2;
-    }), 20_000);
+    await waitUntil(
+      `sentinel ${port} knowing the replica and the other sentinels`,
+      () =>
+        ask(port, async (r) => {
+          const replicas = (await r.call('SENTINEL', 'REPLICAS', SENTINEL_MASTER)) as unknown[];
+          const others = (await r.call('SENTINEL', 'SENTINELS', SENTINEL_MASTER)) as unknown[];
+          return replicas.length === 1 && others.length === 2;
+        }),
+      20_000,
+    );
   }
   const currentPrimaryPort = async () => {
     for (const port of sentinelPorts) {
@@ -112,19 +142,25 @@ export async function startSentinelGroup(dir: string, opts: { downAfterMs?: numb
     },
     async waitForFailover(oldPort, timeoutMs = 30_000) {
       let port = oldPort;
-      await waitUntil('a sentinel failover', async () => {
-        port = await currentPrimaryPort();
-        return port !== oldPort && (await ask(port, async (r) => /role:master/.test(await r.info('replication'))));
-      }, timeoutMs);
+      await waitUntil(
+        'a sentinel failover',
+        async () => {
+          port = await currentPrimaryPort();
+          return port !== oldPort && (await ask(port, async (r) => /role:master/.test(await r.info('replication'))));
+        },
+        timeoutMs,
+      );
       return port;
     },
     async stop() {
-      await Promise.all([...procs.values()].map(async (c) => {
-        if (c.exitCode !== null || c.signalCode !== null) return;
-        const exited = new Promise((r) => c.once('exit', r));
-        c.kill('SIGKILL');
-        await exited;
-      }));
+      await Promise.all(
+        [...procs.values()].map(async (c) => {
+          if (c.exitCode !== null || c.signalCode !== null) return;
+          const exited = new Promise((r) => c.once('exit', r));
+          c.kill('SIGKILL');
+          await exited;
+        }),
+      );
     },
   };
 }

@@ -4,12 +4,38 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { startStack, type Stack, type StackOptions } from '@writ/cli';
-import { PAYLOAD_TYPES, b64url, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, generateKeyPair, nextKeySet, signEnvelope, type JobTarget, type KeyPair, type KeySet } from '@writ/protocol';
+import {
+  PAYLOAD_TYPES,
+  b64url,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  encodeKeySet,
+  generateKeyPair,
+  nextKeySet,
+  signEnvelope,
+  type JobTarget,
+  type KeyPair,
+  type KeySet,
+} from '@writ/protocol';
 
 export interface TestStack extends Stack {
   admin: KeyPair;
   stateDir: string;
-  sign(source: string, opts?: { target?: JobTarget; caps?: string[]; id?: string; args?: unknown; timeoutMs?: number; memoryMiB?: number; keys?: KeyPair[]; ttlS?: number; nowS?: number }): { envelope: string; id: string };
+  sign(
+    source: string,
+    opts?: {
+      target?: JobTarget;
+      caps?: string[];
+      id?: string;
+      args?: unknown;
+      timeoutMs?: number;
+      memoryMiB?: number;
+      keys?: KeyPair[];
+      ttlS?: number;
+      nowS?: number;
+    },
+  ): { envelope: string; id: string };
   post(envelope: string, token?: string): Promise<{ status: number; body: any }>;
   get(route: string): Promise<{ status: number; body: any }>;
   waitFor(id: string, statuses?: string[], timeoutMs?: number): Promise<any>;
@@ -57,7 +83,11 @@ export async function startTestStack(opts: Partial<StackOptions> = {}): Promise<
       return { envelope: encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), o.keys ?? [admin])), id: job.id };
     },
     async post(envelope: string, token = stack.token) {
-      const res = await fetch(`${stack.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: envelope });
+      const res = await fetch(`${stack.url}/v1/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: envelope,
+      });
       return { status: res.status, body: await res.json() };
     },
     async get(route: string) {

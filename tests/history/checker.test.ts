@@ -5,7 +5,15 @@ import { checkHistory, type HistoryInput, type JournalRec, type LedgerJob } from
 
 const start = (attempt: number, exec: string, ts = 1): JournalRec => ({ t: 'start', attempt, exec, ts });
 const intent = (attempt: number, exec: string, step: number): JournalRec => ({ t: 'intent', attempt, exec, step, op: 'net.netns.ensure', ts: 2 });
-const done = (attempt: number, exec: string, step: number, name: string, created: boolean): JournalRec => ({ t: 'done', attempt, exec, step, op: 'net.netns.ensure', result: { name, created }, ts: 3 });
+const done = (attempt: number, exec: string, step: number, name: string, created: boolean): JournalRec => ({
+  t: 'done',
+  attempt,
+  exec,
+  step,
+  op: 'net.netns.ensure',
+  result: { name, created },
+  ts: 3,
+});
 
 function clean(): HistoryInput {
   const ledger = new Map<string, LedgerJob>([['j1', { id: 'j1', status: 'succeeded', result: 'ok:a:1', finishedAt: new Date(5000).toISOString() }]]);

@@ -115,7 +115,11 @@ export function checkHistory(h: HistoryInput): HistoryReport {
   for (const s of h.submissions) {
     const job = h.ledger.get(s.id);
     if (s.acceptedAt !== null && job?.status !== 'succeeded') {
-      add('lost', s.id, `accepted at ${new Date(s.acceptedAt).toISOString()} but ${job ? `${job.status} in the ledger (attempts ${job.attempts ?? '?'}${job.error ? `, ${job.error.code}: ${job.error.message}` : ''})` : 'absent from the ledger'}`);
+      add(
+        'lost',
+        s.id,
+        `accepted at ${new Date(s.acceptedAt).toISOString()} but ${job ? `${job.status} in the ledger (attempts ${job.attempts ?? '?'}${job.error ? `, ${job.error.code}: ${job.error.message}` : ''})` : 'absent from the ledger'}`,
+      );
     }
     if (job?.status === 'succeeded' && JSON.stringify(job.result) !== JSON.stringify(s.expected)) {
       add('unexpected', s.id, `result ${JSON.stringify(job.result)}, expected ${JSON.stringify(s.expected)}`);
@@ -132,16 +136,28 @@ export function checkHistory(h: HistoryInput): HistoryReport {
       for (let step = 1; step <= s.steps; step++) {
         const name = h.netns.find((n) => h.netnsOwner(n)?.jobId === s.id && h.netnsOwner(n)?.step === step);
         // The journal numbers every host call; an effect step is found by the namespace its result names.
-        const done = recs.some((r) => r.t === 'done' && r.op === 'net.netns.ensure' && (r.result as { name?: string } | null)?.name !== undefined
-          && h.netnsOwner((r.result as { name: string }).name)?.jobId === s.id && h.netnsOwner((r.result as { name: string }).name)?.step === step);
-        if (!done || !name) add('unexpected', s.id, `succeeded but step ${step} has ${done ? '' : 'no journal done record'}${!done && !name ? ' and ' : ''}${name ? '' : 'no namespace'}`);
+        const done = recs.some(
+          (r) =>
+            r.t === 'done' &&
+            r.op === 'net.netns.ensure' &&
+            (r.result as { name?: string } | null)?.name !== undefined &&
+            h.netnsOwner((r.result as { name: string }).name)?.jobId === s.id &&
+            h.netnsOwner((r.result as { name: string }).name)?.step === step,
+        );
+        if (!done || !name)
+          add(
+            'unexpected',
+            s.id,
+            `succeeded but step ${step} has ${done ? '' : 'no journal done record'}${!done && !name ? ' and ' : ''}${name ? '' : 'no namespace'}`,
+          );
       }
     }
   }
 
   for (const [jobId, files] of h.journals) {
     if (!byId.has(jobId) || !h.ledger.has(jobId)) {
-      if (files.some((f) => f.records.some((r) => r.t === 'intent' || r.t === 'done'))) add('unexpected', jobId, 'effect records in a journal for a job the ledger does not have');
+      if (files.some((f) => f.records.some((r) => r.t === 'intent' || r.t === 'done')))
+        add('unexpected', jobId, 'effect records in a journal for a job the ledger does not have');
     }
     for (const { node, records } of files) {
       if (records.some((r) => r.exec === 'corrupt')) add('unexpected', jobId, `unreadable journal record on ${node}`);
@@ -170,7 +186,10 @@ export function checkHistory(h: HistoryInput): HistoryReport {
     if (!owner || !h.ledger.has(owner.jobId)) add('unexpected', owner?.jobId ?? null, `namespace ${name} exists with no ledger job`);
   }
 
-  const finishes = [...h.ledger.values()].map((j) => (j.finishedAt ? Date.parse(j.finishedAt) : NaN)).filter((t) => Number.isFinite(t)).sort((a, b) => a - b);
+  const finishes = [...h.ledger.values()]
+    .map((j) => (j.finishedAt ? Date.parse(j.finishedAt) : NaN))
+    .filter((t) => Number.isFinite(t))
+    .sort((a, b) => a - b);
   const recoveries = h.faults.map((f) => {
     const next = finishes.find((t) => t > f.at);
     return { kind: f.kind, at: f.at, recoveryMs: next === undefined ? null : next - f.at };
@@ -193,7 +212,9 @@ export function formatReport(r: HistoryReport): string[] {
   return [
     r.summary,
     `submitted=${r.accepted + r.neverAccepted} accepted=${r.accepted} never-accepted=${r.neverAccepted}`,
-    ...r.recoveries.map((x) => `recovery ${x.kind} at ${new Date(x.at).toISOString()}: ${x.recoveryMs === null ? 'no job finished after it' : `${x.recoveryMs} ms`}`),
+    ...r.recoveries.map(
+      (x) => `recovery ${x.kind} at ${new Date(x.at).toISOString()}: ${x.recoveryMs === null ? 'no job finished after it' : `${x.recoveryMs} ms`}`,
+    ),
     ...r.findings.map((f) => `${f.count}: job ${f.jobId ?? '-'}: ${f.what}`),
   ];
 }

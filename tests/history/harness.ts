@@ -10,7 +10,17 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, startEmbeddedRedis, type EmbeddedRedis } from '@writ/cli';
 import {
-  PAYLOAD_TYPES, b64url, bootstrapKeySet, buildJobPayload, encodeEnvelope, encodeJobPayload, encodeKeySet, encodePrivateKeyFile, encodePublicKeyFile, generateKeyPair, signEnvelope,
+  PAYLOAD_TYPES,
+  b64url,
+  bootstrapKeySet,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  encodeKeySet,
+  encodePrivateKeyFile,
+  encodePublicKeyFile,
+  generateKeyPair,
+  signEnvelope,
 } from '@writ/protocol';
 import { checkHistory, formatReport, readJournals, type FaultRecord, type HistoryReport, type LedgerJob, type Submission } from './checker.ts';
 import { Service, type Log } from './procs.ts';
@@ -33,7 +43,16 @@ interface SentinelGroup {
   stop(): Promise<void>;
 }
 
-export const FAULT_KINDS = ['kill-runner', 'kill-supervisor', 'kill-coord', 'stop-runner', 'redis-restart', 'redis-wipe', 'disk-full', 'sentinel-failover'] as const;
+export const FAULT_KINDS = [
+  'kill-runner',
+  'kill-supervisor',
+  'kill-coord',
+  'stop-runner',
+  'redis-restart',
+  'redis-wipe',
+  'disk-full',
+  'sentinel-failover',
+] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export interface HistoryOptions {
@@ -85,7 +104,10 @@ async function until<T>(what: string, get: () => Promise<T | undefined>, timeout
 
 async function netnsNames(prefix: string): Promise<string[]> {
   const { stdout } = await run('ip', ['netns', 'list']);
-  return stdout.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter((n) => n.startsWith(prefix));
+  return stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter((n) => n.startsWith(prefix));
 }
 
 export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
@@ -120,35 +142,84 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
   const services: Service[] = [];
   let stopping = false;
 
-  const supervisor = new Service({
-    name: 'supervisor',
-    logFile: path.join(dir, 'supervisor.log'),
-    argv: () => [WRIT_BIN, 'supervisor', '--coord', coordUrl, '--redis', redisUrl, '--listen', `127.0.0.1:${supPort}`, '--state', path.join(dir, 'sup'), '--admin-key', adminPub],
-    env: () => env,
-  }, log);
-  const coord = new Service({
-    name: 'coord',
-    logFile: path.join(dir, 'coord.log'),
-    argv: () => [WRIT_BIN, 'coord', '--supervisor', `http://127.0.0.1:${supPort}`, '--supervisor-key', path.join(dir, 'sup', 'supervisor.key.pub'), '--listen', `127.0.0.1:${coordPort}`, '--state', coordDir, '--admin-key', adminPub],
-    env: () => env,
-  }, log);
-  const runner = new Service({
-    name: 'runner',
-    logFile: path.join(dir, 'runner.log'),
-    argv: () => [EFFECT_RUNNER],
-    env: () => ({
-      ...env,
-      WRIT_TEST_NET_PREFIX: prefix,
-      WRIT_TEST_RUNNER: JSON.stringify({
-        nodeId: NODE, clusterId: CLUSTER, admins: { threshold: 1, keys: [{ keyid: admin.keyid, publicKey: b64url(admin.publicKey) }] }, stateDir: runnerDir, redisUrl, coordUrl,
-        heartbeatMs: 500, lockDurationMs: lockMs, stalledIntervalMs: 500, concurrency: 4, graceMs: 3000,
+  const supervisor = new Service(
+    {
+      name: 'supervisor',
+      logFile: path.join(dir, 'supervisor.log'),
+      argv: () => [
+        WRIT_BIN,
+        'supervisor',
+        '--coord',
+        coordUrl,
+        '--redis',
+        redisUrl,
+        '--listen',
+        `127.0.0.1:${supPort}`,
+        '--state',
+        path.join(dir, 'sup'),
+        '--admin-key',
+        adminPub,
+      ],
+      env: () => env,
+    },
+    log,
+  );
+  const coord = new Service(
+    {
+      name: 'coord',
+      logFile: path.join(dir, 'coord.log'),
+      argv: () => [
+        WRIT_BIN,
+        'coord',
+        '--supervisor',
+        `http://127.0.0.1:${supPort}`,
+        '--supervisor-key',
+        path.join(dir, 'sup', 'supervisor.key.pub'),
+        '--listen',
+        `127.0.0.1:${coordPort}`,
+        '--state',
+        coordDir,
+        '--admin-key',
+        adminPub,
+      ],
+      env: () => env,
+    },
+    log,
+  );
+  const runner = new Service(
+    {
+      name: 'runner',
+      logFile: path.join(dir, 'runner.log'),
+      argv: () => [EFFECT_RUNNER],
+      env: () => ({
+        ...env,
+        WRIT_TEST_NET_PREFIX: prefix,
+        WRIT_TEST_RUNNER: JSON.stringify({
+          nodeId: NODE,
+          clusterId: CLUSTER,
+          admins: { threshold: 1, keys: [{ keyid: admin.keyid, publicKey: b64url(admin.publicKey) }] },
+          stateDir: runnerDir,
+          redisUrl,
+          coordUrl,
+          heartbeatMs: 500,
+          lockDurationMs: lockMs,
+          stalledIntervalMs: 500,
+          concurrency: 4,
+          graceMs: 3000,
+        }),
       }),
-    }),
-  }, log);
+    },
+    log,
+  );
   services.push(supervisor, coord, runner);
 
   const api = async (method: string, route: string, body?: string) => {
-    const r = await fetch(`${coordUrl}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}), signal: AbortSignal.timeout(10_000) });
+    const r = await fetch(`${coordUrl}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body } : {}),
+      signal: AbortSignal.timeout(10_000),
+    });
     const text = await r.text();
     return { status: r.status, body: (text.startsWith('{') ? JSON.parse(text) : text) as any };
   };
@@ -177,10 +248,14 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
     const pub = await api('POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
     if (pub.status >= 300) throw new Error(`publishing the key set answered ${pub.status}: ${JSON.stringify(pub.body)}`);
     await runner.start();
-    const state = await until('the node registering', async () => {
-      const s = (await api('GET', `/v1/nodes/${NODE}`)).body?.state as string | undefined;
-      return s === 'inspected' || s === 'active' ? s : undefined;
-    }, 30_000);
+    const state = await until(
+      'the node registering',
+      async () => {
+        const s = (await api('GET', `/v1/nodes/${NODE}`)).body?.state as string | undefined;
+        return s === 'inspected' || s === 'active' ? s : undefined;
+      },
+      30_000,
+    );
     if (state === 'inspected') {
       const res = await api('POST', `/v1/nodes/${NODE}/accept`, JSON.stringify({ reason: 'history check' }));
       if (res.status >= 300) throw new Error(`accepting ${NODE} answered ${res.status}: ${JSON.stringify(res.body)}`);
@@ -199,7 +274,15 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
       const tag = i.toString(36);
       const steps = 1 + (i % 2);
       const args = { prefix, tag, steps, sleepMs: 300 + (i % 5) * 200 };
-      const job = buildJobPayload({ source: SCRIPT, target: { node: NODE }, caps: ['net.netns.ensure', 'time.sleep'], aud: CLUSTER, args, limits: { timeoutMs: 60_000, memoryMiB: 64 }, ttlS: 3600 });
+      const job = buildJobPayload({
+        source: SCRIPT,
+        target: { node: NODE },
+        caps: ['net.netns.ensure', 'time.sleep'],
+        aud: CLUSTER,
+        args,
+        limits: { timeoutMs: 60_000, memoryMiB: 64 },
+        ttlS: 3600,
+      });
       const envelope = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(job), [admin]));
       const sub: Submission = { id: job.id, tag, steps, expected: `ok:${tag}:${steps}`, acceptedAt: null, lastAnswer: '' };
       submissions.push(sub);
@@ -264,7 +347,9 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
     const gapMs = Math.max(1000, Math.floor(opts.durationMs / (schedule.length + 1)));
     const pickedRunning = async () => {
       // Faults land better while a job runs: wait (a little) for one.
-      await until('a running job', async () => ([...observed.values()].some((s) => s[s.length - 1] === 'running') ? true : undefined), 3000, 100).catch(() => {});
+      await until('a running job', async () => ([...observed.values()].some((s) => s[s.length - 1] === 'running') ? true : undefined), 3000, 100).catch(
+        () => {},
+      );
     };
     const fault = async (kind: FaultKind) => {
       const rec: FaultRecord = { kind, at: Date.now(), restoredAt: null };
@@ -317,7 +402,12 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
         case 'sentinel-failover': {
           // Move the cluster to a Sentinel group: drain, restart supervisor and runner on the sentinel URL.
           if (!sentinel) {
-            await until('every accepted job terminal before the move to Sentinel', async () => (submissions.every((s) => s.acceptedAt === null || TERMINAL.has(observed.get(s.id)?.at(-1) ?? '')) ? true : undefined), 60_000, 250).catch(() => log('moving to Sentinel with jobs unfinished'));
+            await until(
+              'every accepted job terminal before the move to Sentinel',
+              async () => (submissions.every((s) => s.acceptedAt === null || TERMINAL.has(observed.get(s.id)?.at(-1) ?? '')) ? true : undefined),
+              60_000,
+              250,
+            ).catch(() => log('moving to Sentinel with jobs unfinished'));
             const helper = (await import(SENTINEL_HELPER)) as { startSentinelGroup(dir: string): Promise<SentinelGroup> };
             sentinel = await helper.startSentinelGroup(path.join(dir, 'sentinel'));
             await runner.signal('SIGTERM');
@@ -330,8 +420,12 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
           const before = submissions.length;
           for (let i = plainJobs; i < opts.jobs; i++) inflight.push(submitOne(i));
           // Fail over while a job runs on the Sentinel group: wait (bounded) until one does.
-          const ranHere = await until('a job running on the Sentinel group', async () => (submissions.slice(before).some((x) => ['running', 'succeeded'].includes(observed.get(x.id)?.at(-1) ?? '')) ? true : undefined), 60_000, 100)
-            .catch(() => false);
+          const ranHere = await until(
+            'a job running on the Sentinel group',
+            async () => (submissions.slice(before).some((x) => ['running', 'succeeded'].includes(observed.get(x.id)?.at(-1) ?? '')) ? true : undefined),
+            60_000,
+            100,
+          ).catch(() => false);
           if (!ranHere) log('  no job ran on the Sentinel group within 60 s of its submission (before any failover)');
           const old = await group.currentPrimaryPort();
           rec.at = Date.now();
@@ -346,7 +440,9 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
       // The next fault waits for this one's recovery: a job reaching a terminal state after it (or nothing
       // left to finish), so each fault is measured on its own.
       const idle = () => submissions.every((s) => s.acceptedAt === null || TERMINAL.has(observed.get(s.id)?.at(-1) ?? ''));
-      await until(`recovery from ${kind}`, async () => (lastFinish > rec.at || idle() ? true : undefined), 90_000, 250).catch(() => log(`  no job finished within 90 s of ${kind}`));
+      await until(`recovery from ${kind}`, async () => (lastFinish > rec.at || idle() ? true : undefined), 90_000, 250).catch(() =>
+        log(`  no job finished within 90 s of ${kind}`),
+      );
     };
     for (let i = 0; i < schedule.length; i++) {
       const due = t0 + (i + 1) * gapMs;
@@ -372,10 +468,14 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
     // The ledger's final word on each job, with its attempts.
     const ledger = new Map<string, LedgerJob>();
     for (const s of submissions) {
-      const r = await until(`the ledger view of ${s.id}`, async () => {
-        const x = await api('GET', `/v1/jobs/${s.id}`);
-        return x.status === 200 || x.status === 404 ? x : undefined;
-      }, 30_000);
+      const r = await until(
+        `the ledger view of ${s.id}`,
+        async () => {
+          const x = await api('GET', `/v1/jobs/${s.id}`);
+          return x.status === 200 || x.status === 404 ? x : undefined;
+        },
+        30_000,
+      );
       if (r.status === 200) ledger.set(s.id, r.body as LedgerJob);
     }
     const report = checkHistory({
@@ -393,7 +493,9 @@ export async function runHistory(opts: HistoryOptions): Promise<HistoryResult> {
       lines,
       faults,
       dir,
-      unplannedExits: services.flatMap((s) => s.unplannedExits.map((e) => `${s.spec.name} at ${new Date(e.at).toISOString()} (${e.code ?? e.signal}): ${e.stderr.slice(-600)}`)),
+      unplannedExits: services.flatMap((s) =>
+        s.unplannedExits.map((e) => `${s.spec.name} at ${new Date(e.at).toISOString()} (${e.code ?? e.signal}): ${e.stderr.slice(-600)}`),
+      ),
     };
     return result;
   } finally {

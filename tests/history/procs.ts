@@ -26,7 +26,10 @@ export class Service {
   private err = '';
   private restarting: Promise<void> | null = null;
 
-  constructor(readonly spec: ServiceSpec, private readonly log: Log) {}
+  constructor(
+    readonly spec: ServiceSpec,
+    private readonly log: Log,
+  ) {}
 
   get pid(): number | undefined {
     return this.child?.pid;
@@ -39,14 +42,18 @@ export class Service {
   /** Starts the process; resolves at its ready line, rejects when it exits first. */
   start(timeoutMs = 60_000): Promise<void> {
     this.planned = false;
-    const child = spawn(process.execPath, this.spec.argv(), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRIT_LOG_LEVEL: 'warn', ...this.spec.env() } });
+    const child = spawn(process.execPath, this.spec.argv(), {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, WRIT_LOG_LEVEL: 'warn', ...this.spec.env() },
+    });
     this.child = child;
     this.err = '';
     child.stderr!.on('data', (d) => {
       this.err = (this.err + String(d)).slice(-20_000);
       if (this.spec.logFile) appendFileSync(this.spec.logFile, String(d));
     });
-    if (this.spec.logFile) appendFileSync(this.spec.logFile, `--- ${new Date().toISOString()} start pid ${child.pid} ${this.spec.argv().slice(1, 2).join(' ')}\n`);
+    if (this.spec.logFile)
+      appendFileSync(this.spec.logFile, `--- ${new Date().toISOString()} start pid ${child.pid} ${this.spec.argv().slice(1, 2).join(' ')}\n`);
     let out = '';
     const ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${this.spec.name} not ready within ${timeoutMs} ms: ${this.stderrTail()}`)), timeoutMs);

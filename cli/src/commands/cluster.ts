@@ -20,7 +20,15 @@ export interface ClusterSpec {
   diskPolicies: { name: string; hints: Record<string, unknown> }[];
   /** In the ledger's own shape (coord/src/enroll/rules.ts), fixed nodes' rules (priority 0) included. */
   enrollmentRules: ClusterRule[];
-  nodes: { name: string; mac: string; serial: string | null; assign: ClusterRule['assign']; tokenSha256: string | null; autoAccept: boolean; maxUses: number | null }[];
+  nodes: {
+    name: string;
+    mac: string;
+    serial: string | null;
+    assign: ClusterRule['assign'];
+    tokenSha256: string | null;
+    autoAccept: boolean;
+    maxUses: number | null;
+  }[];
   installPlans: InstallPlan[];
   deployments: ClusterDeployment[];
 }
@@ -51,12 +59,21 @@ export interface ClusterDeployment {
 function runNixInstantiate(file: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     // Offline and hermetic: no NIX_PATH, no user nix.conf overrides; Debian's nix has no nixbld group.
-    const child = spawn('nix-instantiate', ['--option', 'build-users-group', '', '--eval', '--strict', '--json', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NIX_PATH: '', NIX_CONFIG: '' } });
+    const child = spawn('nix-instantiate', ['--option', 'build-users-group', '', '--eval', '--strict', '--json', file], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NIX_PATH: '', NIX_CONFIG: '' },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += String(d)));
     child.stderr.on('data', (d) => (stderr += String(d)));
-    child.on('error', (e) => reject((e as NodeJS.ErrnoException).code === 'ENOENT' ? new WritError('TOOL_MISSING', 'nix-instantiate is not installed (apt-get install nix-bin), or evaluate the file elsewhere and pass the .json') : e));
+    child.on('error', (e) =>
+      reject(
+        (e as NodeJS.ErrnoException).code === 'ENOENT'
+          ? new WritError('TOOL_MISSING', 'nix-instantiate is not installed (apt-get install nix-bin), or evaluate the file elsewhere and pass the .json')
+          : e,
+      ),
+    );
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
@@ -68,7 +85,15 @@ export async function loadClusterFile(file: string): Promise<ClusterSpec> {
     const r = await runNixInstantiate(path.resolve(file));
     if (r.code !== 0) {
       const schema = /cluster-schema: [^\n]*/.exec(r.stderr)?.[0];
-      throw new WritError('SCHEMA_INVALID', schema ?? `nix-instantiate failed on ${file}: ${r.stderr.replace(/^warning:.*\n/gm, '').trim().slice(-2000)}`, { file });
+      throw new WritError(
+        'SCHEMA_INVALID',
+        schema ??
+          `nix-instantiate failed on ${file}: ${r.stderr
+            .replace(/^warning:.*\n/gm, '')
+            .trim()
+            .slice(-2000)}`,
+        { file },
+      );
     }
     text = r.stdout;
   } else {
@@ -114,7 +139,11 @@ example:
   writ cluster diff nix/examples/lab.nix && writ cluster apply nix/examples/lab.nix`;
 
 /** The ledger intent of a cluster: its rules, and its classes with their install plans. */
-export function clusterIntent(spec: ClusterSpec): { cluster: string; rules: ClusterRule[]; classes: { name: string; description: string; installPlan: InstallPlan | null }[] } {
+export function clusterIntent(spec: ClusterSpec): {
+  cluster: string;
+  rules: ClusterRule[];
+  classes: { name: string; description: string; installPlan: InstallPlan | null }[];
+} {
   return {
     cluster: spec.name,
     rules: spec.enrollmentRules,
@@ -130,20 +159,26 @@ function printAnswer(io: Io, a: IntentAnswer, file: string): void {
     for (const c of a.changes) io.out(`  ${sign[c.action]} ${c.kind.padEnd(5)} ${c.name}${c.fields ? `  (${c.fields.join(', ')})` : ''}`);
   }
   if (a.unmanaged.rules.length + a.unmanaged.classes.length > 0) {
-    io.out(`unmanaged (in the ledger, not in ${file}; kept without --prune): ${[...a.unmanaged.rules.map((r) => `rule ${r}`), ...a.unmanaged.classes.map((c) => `class ${c}`)].join(', ')}`);
+    io.out(
+      `unmanaged (in the ledger, not in ${file}; kept without --prune): ${[...a.unmanaged.rules.map((r) => `rule ${r}`), ...a.unmanaged.classes.map((c) => `class ${c}`)].join(', ')}`,
+    );
   }
 }
 
 function intentCommand(dryRun: boolean) {
   return async (argv: string[], io: Io, ctx: CliContext): Promise<number> => {
     const name = dryRun ? 'diff' : 'apply';
-    const { values, positionals } = parse(argv, { coord: { type: 'string' }, prune: { type: 'boolean', default: false } }, { min: 1, max: 1, usage: `writ cluster ${name} FILE [--prune]` });
-    if (values.help) return io.out(HELP), EXIT.ok;
+    const { values, positionals } = parse(
+      argv,
+      { coord: { type: 'string' }, prune: { type: 'boolean', default: false } },
+      { min: 1, max: 1, usage: `writ cluster ${name} FILE [--prune]` },
+    );
+    if (values.help) return (io.out(HELP), EXIT.ok);
     const file = positionals[0]!;
     const spec = await loadClusterFile(file);
     const coord = await resolveCoord(values.coord, ctx.env);
     const { body } = await api<IntentAnswer>(coord, 'POST', '/v1/cluster/intent', { ...clusterIntent(spec), prune: values.prune ?? false, dryRun });
-    if (values.json) return printJson(io, body), EXIT.ok;
+    if (values.json) return (printJson(io, body), EXIT.ok);
     printAnswer(io, body, file);
     return EXIT.ok;
   };

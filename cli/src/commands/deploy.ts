@@ -4,8 +4,21 @@
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  HOST_DEPLOYMENT_PAYLOAD_TYPE, PAYLOAD_TYPES, STORE_PATH_PATTERN, WritError, buildHostDeploymentPayload, buildJobPayload, encodeEnvelope, encodeHostDeploymentPayload, encodeJobPayload,
-  hostSwitchJob, sha256Hex, signEnvelope, type DeploymentStepView, type DeploymentView, type HostDeploymentPayload,
+  HOST_DEPLOYMENT_PAYLOAD_TYPE,
+  PAYLOAD_TYPES,
+  STORE_PATH_PATTERN,
+  WritError,
+  buildHostDeploymentPayload,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeHostDeploymentPayload,
+  encodeJobPayload,
+  hostSwitchJob,
+  sha256Hex,
+  signEnvelope,
+  type DeploymentStepView,
+  type DeploymentView,
+  type HostDeploymentPayload,
 } from '@writ/protocol';
 import { parse, parseDurationS } from '../args.ts';
 import { api, resolveCoord, type CoordTarget } from '../client.ts';
@@ -69,7 +82,8 @@ function parseHealthCheck(s: string): string[] {
     } catch (e) {
       throw new WritError('USAGE', `--health-check is not a JSON array: ${(e as Error).message}`);
     }
-    if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string' && a !== '')) throw new WritError('USAGE', '--health-check must be a non-empty JSON array of strings');
+    if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string' && a !== ''))
+      throw new WritError('USAGE', '--health-check must be a non-empty JSON array of strings');
     return argv as string[];
   }
   if (!s.startsWith('/')) throw new WritError('USAGE', '--health-check must be an absolute program path or a JSON argv array');
@@ -89,21 +103,44 @@ interface NodeListing {
 }
 
 async function create(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values, positionals } = parse(argv, {
-    coord: { type: 'string' }, system: { type: 'string' }, selector: { type: 'string', multiple: true }, node: { type: 'string', multiple: true },
-    'batch-size': { type: 'string' }, 'max-unavailable': { type: 'string' }, drain: { type: 'boolean' }, 'health-check': { type: 'string' }, 'health-timeout': { type: 'string' },
-    timeout: { type: 'string' }, profile: { type: 'string' }, from: { type: 'string' }, cluster: { type: 'string' }, deployment: { type: 'string' },
-    key: { type: 'string', multiple: true }, ttl: { type: 'string' }, follow: { type: 'boolean', default: false },
-  }, { min: 1, max: 1, usage: 'writ deploy create ID --system PATH (--selector k=v | --node ID) --health-check CMD' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values, positionals } = parse(
+    argv,
+    {
+      coord: { type: 'string' },
+      system: { type: 'string' },
+      selector: { type: 'string', multiple: true },
+      node: { type: 'string', multiple: true },
+      'batch-size': { type: 'string' },
+      'max-unavailable': { type: 'string' },
+      drain: { type: 'boolean' },
+      'health-check': { type: 'string' },
+      'health-timeout': { type: 'string' },
+      timeout: { type: 'string' },
+      profile: { type: 'string' },
+      from: { type: 'string' },
+      cluster: { type: 'string' },
+      deployment: { type: 'string' },
+      key: { type: 'string', multiple: true },
+      ttl: { type: 'string' },
+      follow: { type: 'boolean', default: false },
+    },
+    { min: 1, max: 1, usage: 'writ deploy create ID --system PATH (--selector k=v | --node ID) --health-check CMD' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const id = positionals[0]!;
   const fromCluster = values.cluster ? await fromClusterFile(values.cluster, values.deployment) : undefined;
   if (!values.cluster && values.deployment) throw new WritError('USAGE', '--deployment needs --cluster FILE');
   const system = values.system ?? fromCluster?.system ?? undefined;
   if (!system) {
-    throw new WritError('USAGE', fromCluster?.flake ? `deployment ${values.deployment} names a flake (${fromCluster.flake}): build it (nix build) and pass the result's store path as --system` : '--system /nix/store/... is required');
+    throw new WritError(
+      'USAGE',
+      fromCluster?.flake
+        ? `deployment ${values.deployment} names a flake (${fromCluster.flake}): build it (nix build) and pass the result's store path as --system`
+        : '--system /nix/store/... is required',
+    );
   }
-  if (!new RegExp(STORE_PATH_PATTERN).test(system)) throw new WritError('USAGE', `--system must be a store path (/nix/store/<hash>-<name>), got ${JSON.stringify(system)}`);
+  if (!new RegExp(STORE_PATH_PATTERN).test(system))
+    throw new WritError('USAGE', `--system must be a store path (/nix/store/<hash>-<name>), got ${JSON.stringify(system)}`);
   const healthArgv = values['health-check'] ? parseHealthCheck(values['health-check']) : fromCluster?.healthCheck.argv;
   if (!healthArgv) throw new WritError('USAGE', '--health-check is required: a deployment without a health gate could not roll back');
   if (values.selector && values.node) throw new WritError('USAGE', 'give --selector or --node, not both');
@@ -118,13 +155,25 @@ async function create(argv: string[], io: Io, ctx: CliContext): Promise<number> 
   if (!aud) throw new WritError('KEYSET_MISSING', 'the coord has no key set yet: publish one first');
   const ttlS = values.ttl ? parseDurationS(values.ttl, '--ttl') : 24 * 3600;
   const base = buildHostDeploymentPayload({
-    id, aud, system, ...(fromCluster?.flake ? { source: fromCluster.flake } : {}), profile: values.profile ?? fromCluster?.profile ?? 'system', selector, nodes,
+    id,
+    aud,
+    system,
+    ...(fromCluster?.flake ? { source: fromCluster.flake } : {}),
+    profile: values.profile ?? fromCluster?.profile ?? 'system',
+    selector,
+    nodes,
     batchSize: positiveInt(values['batch-size'], '--batch-size', fromCluster?.batchSize ?? 1),
     maxUnavailable: positiveInt(values['max-unavailable'], '--max-unavailable', fromCluster?.maxUnavailable ?? 1),
     drain: values.drain ?? fromCluster?.drain ?? false,
-    healthCheck: { argv: healthArgv, timeoutMs: values['health-timeout'] ? parseDurationS(values['health-timeout'], '--health-timeout') * 1000 : (fromCluster?.healthCheck.timeoutMs ?? 30_000) },
+    healthCheck: {
+      argv: healthArgv,
+      timeoutMs: values['health-timeout']
+        ? parseDurationS(values['health-timeout'], '--health-timeout') * 1000
+        : (fromCluster?.healthCheck.timeoutMs ?? 30_000),
+    },
     timeoutS: values.timeout ? parseDurationS(values.timeout, '--timeout') : (fromCluster?.timeoutS ?? 600),
-    ttlS, nowS: ctx.now(),
+    ttlS,
+    nowS: ctx.now(),
   });
   const jobs: string[] = [];
   const bindings: HostDeploymentPayload['jobs'] = [];
@@ -137,8 +186,11 @@ async function create(argv: string[], io: Io, ctx: CliContext): Promise<number> 
   const payload: HostDeploymentPayload = { ...base, jobs: bindings };
   const deployment = encodeEnvelope(signEnvelope(HOST_DEPLOYMENT_PAYLOAD_TYPE, encodeHostDeploymentPayload(payload), keys));
   const { body: view } = await api<DeploymentView & { created: boolean }>(coord, 'POST', '/v1/deployments', { deployment, jobs });
-  if (values.json && !values.follow) return printJson(io, view), EXIT.ok;
-  if (!values.json) io.out(`deployment ${view.id}: ${view.created ? 'created' : 'exists already'}; ${nodes.length} node(s) in ${view.batches} batch(es) of ${view.batchSize}, maxUnavailable ${view.maxUnavailable}; system ${system}`);
+  if (values.json && !values.follow) return (printJson(io, view), EXIT.ok);
+  if (!values.json)
+    io.out(
+      `deployment ${view.id}: ${view.created ? 'created' : 'exists already'}; ${nodes.length} node(s) in ${view.batches} batch(es) of ${view.batchSize}, maxUnavailable ${view.maxUnavailable}; system ${system}`,
+    );
   if (!values.follow) return EXIT.ok;
   return follow(coord, view.id, io, values.json ?? false);
 }
@@ -147,7 +199,8 @@ async function fromClusterFile(file: string, name: string | undefined) {
   if (!name) throw new WritError('USAGE', '--cluster FILE needs --deployment NAME');
   const spec = await loadClusterFile(file);
   const d = spec.deployments.find((x) => x.name === name);
-  if (!d) throw new WritError('USAGE', `${file} has no deployment ${JSON.stringify(name)} (it has: ${spec.deployments.map((x) => x.name).join(', ') || 'none'})`);
+  if (!d)
+    throw new WritError('USAGE', `${file} has no deployment ${JSON.stringify(name)} (it has: ${spec.deployments.map((x) => x.name).join(', ') || 'none'})`);
   return d;
 }
 
@@ -161,8 +214,12 @@ async function resolveNodes(coord: CoordTarget, selector: Record<string, string>
   if (Object.keys(selector).length === 0) throw new WritError('USAGE', 'select nodes with --selector k=v or --node ID');
   const matching = body.nodes.filter((n) => Object.entries(selector).every(([k, v]) => n.labels[k] === v));
   const inactive = matching.filter((n) => n.state !== 'active');
-  if (inactive.length > 0) io.err(`note: ${inactive.length} matching node(s) are not active and are left out: ${inactive.map((n) => `${n.id} (${n.state})`).join(', ')}`);
-  const active = matching.filter((n) => n.state === 'active').map((n) => n.id).sort();
+  if (inactive.length > 0)
+    io.err(`note: ${inactive.length} matching node(s) are not active and are left out: ${inactive.map((n) => `${n.id} (${n.state})`).join(', ')}`);
+  const active = matching
+    .filter((n) => n.state === 'active')
+    .map((n) => n.id)
+    .sort();
   if (active.length === 0) throw new WritError('USAGE', `no active node matches ${JSON.stringify(selector)}`);
   return active;
 }
@@ -170,20 +227,32 @@ async function resolveNodes(coord: CoordTarget, selector: Record<string, string>
 function printStep(io: Io, s: DeploymentStepView): void {
   const d = s.data as Record<string, unknown>;
   const detail =
-    s.kind === 'batch' ? `batch ${Number(d.batch) + 1}/${String(d.of)}: ${(d.nodes as string[]).join(', ')}`
-    : s.kind === 'failed' ? `${String(d.code)}: ${String(d.message)}`
-    : s.kind === 'switched' ? `generation ${String((d.result as { generation?: number } | null)?.generation ?? '?')}`
-    : s.kind === 'paused' ? `by ${String(d.by)}${d.failed ? ` (failed: ${(d.failed as string[]).join(', ')})` : ''}`
-    : '';
+    s.kind === 'batch'
+      ? `batch ${Number(d.batch) + 1}/${String(d.of)}: ${(d.nodes as string[]).join(', ')}`
+      : s.kind === 'failed'
+        ? `${String(d.code)}: ${String(d.message)}`
+        : s.kind === 'switched'
+          ? `generation ${String((d.result as { generation?: number } | null)?.generation ?? '?')}`
+          : s.kind === 'paused'
+            ? `by ${String(d.by)}${d.failed ? ` (failed: ${(d.failed as string[]).join(', ')})` : ''}`
+            : '';
   io.out(`${s.at}  ${String(s.seq).padStart(4)}  ${s.kind.padEnd(9)} ${(s.node ?? '').padEnd(16)} ${detail}`);
 }
 
 function printView(io: Io, v: DeploymentView): void {
   io.out(`deployment ${v.id}: ${v.state}${v.reason ? ` (${v.reason})` : ''}`);
   io.out(`system     ${v.system}${v.source ? `  (from ${v.source})` : ''}\nprofile    ${v.profile}\nselector   ${JSON.stringify(v.selector)}`);
-  io.out(`rollout    batch ${Math.min(v.batch + 1, v.batches)}/${v.batches}, batch size ${v.batchSize}, maxUnavailable ${v.maxUnavailable}, drain ${v.drain ? 'yes' : 'no'}, timeout ${v.timeoutS} s per node`);
-  io.out(`nodes      ${Object.entries(v.counts).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(', ')}`);
-  for (const n of v.nodes) io.out(`  ${n.node.padEnd(16)} batch ${String(n.batch + 1).padEnd(3)} ${n.state.padEnd(10)}${n.error ? ` ${n.error.code}: ${n.error.message}` : ''}`);
+  io.out(
+    `rollout    batch ${Math.min(v.batch + 1, v.batches)}/${v.batches}, batch size ${v.batchSize}, maxUnavailable ${v.maxUnavailable}, drain ${v.drain ? 'yes' : 'no'}, timeout ${v.timeoutS} s per node`,
+  );
+  io.out(
+    `nodes      ${Object.entries(v.counts)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${n} ${k}`)
+      .join(', ')}`,
+  );
+  for (const n of v.nodes)
+    io.out(`  ${n.node.padEnd(16)} batch ${String(n.batch + 1).padEnd(3)} ${n.state.padEnd(10)}${n.error ? ` ${n.error.code}: ${n.error.message}` : ''}`);
 }
 
 const FINAL = new Set(['succeeded', 'failed', 'aborted']);
@@ -210,23 +279,32 @@ async function follow(coord: CoordTarget, id: string, io: Io, json: boolean): Pr
 
 async function list(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values } = parse(argv, { coord: { type: 'string' } }, { min: 0, max: 0, usage: 'writ deploy list' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const { body } = await api<{ deployments: DeploymentView[] }>(await resolveCoord(values.coord, ctx.env), 'GET', '/v1/deployments');
-  if (values.json) return printJson(io, body), EXIT.ok;
+  if (values.json) return (printJson(io, body), EXIT.ok);
   io.out(`${'DEPLOYMENT'.padEnd(24)} ${'STATE'.padEnd(10)} ${'BATCH'.padEnd(7)} NODES`);
   for (const d of body.deployments) {
-    io.out(`${d.id.padEnd(24)} ${d.state.padEnd(10)} ${`${Math.min(d.batch + 1, d.batches)}/${d.batches}`.padEnd(7)} ${Object.entries(d.counts).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(', ')}`);
+    io.out(
+      `${d.id.padEnd(24)} ${d.state.padEnd(10)} ${`${Math.min(d.batch + 1, d.batches)}/${d.batches}`.padEnd(7)} ${Object.entries(d.counts)
+        .filter(([, n]) => n > 0)
+        .map(([k, n]) => `${n} ${k}`)
+        .join(', ')}`,
+    );
   }
   return EXIT.ok;
 }
 
 async function status(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values, positionals } = parse(argv, { coord: { type: 'string' }, follow: { type: 'boolean', default: false } }, { min: 1, max: 1, usage: 'writ deploy status ID [--follow]' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values, positionals } = parse(
+    argv,
+    { coord: { type: 'string' }, follow: { type: 'boolean', default: false } },
+    { min: 1, max: 1, usage: 'writ deploy status ID [--follow]' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const coord = await resolveCoord(values.coord, ctx.env);
   if (values.follow) return follow(coord, positionals[0]!, io, values.json ?? false);
   const { body: v } = await api<DeploymentView>(coord, 'GET', `/v1/deployments/${encodeURIComponent(positionals[0]!)}`);
-  if (values.json) return printJson(io, v), EXIT.ok;
+  if (values.json) return (printJson(io, v), EXIT.ok);
   printView(io, v);
   io.out('steps:');
   for (const s of v.steps ?? []) printStep(io, s);
@@ -236,9 +314,14 @@ async function status(argv: string[], io: Io, ctx: CliContext): Promise<number> 
 function action(name: 'pause' | 'resume' | 'abort') {
   return async (argv: string[], io: Io, ctx: CliContext): Promise<number> => {
     const { values, positionals } = parse(argv, { coord: { type: 'string' } }, { min: 1, max: 1, usage: `writ deploy ${name} ID` });
-    if (values.help) return io.out(HELP), EXIT.ok;
-    const { body: v } = await api<DeploymentView>(await resolveCoord(values.coord, ctx.env), 'POST', `/v1/deployments/${encodeURIComponent(positionals[0]!)}/${name}`, {});
-    if (values.json) return printJson(io, v), EXIT.ok;
+    if (values.help) return (io.out(HELP), EXIT.ok);
+    const { body: v } = await api<DeploymentView>(
+      await resolveCoord(values.coord, ctx.env),
+      'POST',
+      `/v1/deployments/${encodeURIComponent(positionals[0]!)}/${name}`,
+      {},
+    );
+    if (values.json) return (printJson(io, v), EXIT.ok);
     io.out(`deployment ${v.id}: ${name} → ${v.state}`);
     return EXIT.ok;
   };

@@ -38,8 +38,18 @@ example:
 const HELLO = path.resolve(import.meta.dirname, '../../../scripts/examples/hello.js');
 
 async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, { keep: { type: 'boolean', default: false }, port: { type: 'string' }, state: { type: 'string' }, node: { type: 'string', default: 'dev-1' }, config: { type: 'string' } }, { min: 0, max: 0, usage: 'writ dev [--keep]' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values } = parse(
+    argv,
+    {
+      keep: { type: 'boolean', default: false },
+      port: { type: 'string' },
+      state: { type: 'string' },
+      node: { type: 'string', default: 'dev-1' },
+      config: { type: 'string' },
+    },
+    { min: 0, max: 0, usage: 'writ dev [--keep]' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   // Checked before anything starts: a bad node config stops here with CONFIG_INVALID naming the field.
   const nodeConfig = values.config ? await loadNodeConfig(values.config) : undefined;
   const labels = { env: 'dev', ...nodeConfig?.labels };
@@ -60,19 +70,33 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
     logger,
     ...(ctx.env.WRIT_TOKEN ? { apiToken: ctx.env.WRIT_TOKEN } : {}),
   });
-  await writeNewFile(path.join(keyringDir(ctx.env), 'admin.key.pub'), JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, null, 2) + '\n', 0o644, true);
+  await writeNewFile(
+    path.join(keyringDir(ctx.env), 'admin.key.pub'),
+    JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, null, 2) + '\n',
+    0o644,
+    true,
+  );
   const coord: CoordTarget = { url: stack.url, token: stack.token };
   const startedMs = Date.now() - t0;
 
   if (values.keep) {
     const devFile = path.join(home, 'dev.json');
-    await writeNewFile(devFile, JSON.stringify({ url: stack.url, token: stack.token, clusterId: stack.clusterId, node: values.node, pid: process.pid }, null, 2) + '\n', 0o600, true);
+    await writeNewFile(
+      devFile,
+      JSON.stringify({ url: stack.url, token: stack.token, clusterId: stack.clusterId, node: values.node, pid: process.pid }, null, 2) + '\n',
+      0o600,
+      true,
+    );
     await chmod(devFile, 0o600);
     io.out(`writ dev is up in ${startedMs} ms`);
     io.out(`  coord     ${stack.url}   (token in ${devFile}; export WRIT_TOKEN=${stack.token})`);
     io.out(`  redis     ${redactRedisUrl(stack.redisUrl)}${stack.redis ? ' (embedded)' : ''}`);
     io.out(`  ledger    ${ctx.env.DATABASE_URL ? 'DATABASE_URL' : `PGlite in ${path.join(stateDir, 'ledger')}`}`);
-    io.out(`  runner    node ${values.node} (labels ${Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')}; SAL ${areas.length ? `host, time, random, ${areas.join(', ')}` : 'host, time, random only (--config adds areas)'})`);
+    io.out(
+      `  runner    node ${values.node} (labels ${Object.entries(labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',')}; SAL ${areas.length ? `host, time, random, ${areas.join(', ')}` : 'host, time, random only (--config adds areas)'})`,
+    );
     io.out(`  admin key ${path.join(keyringDir(ctx.env), 'admin.key')} (${admin.keyid})`);
     io.out(`try: writ submit scripts/examples/hello.js --target node=${values.node} --caps host.facts --follow`);
     await runUntilProcessSignal(async (signal) => {
@@ -85,13 +109,22 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   }
 
   try {
-    io.out(`writ dev: coord, supervisor and runner ${values.node} up in ${startedMs} ms (redis ${stack.redis ? 'embedded' : redactRedisUrl(stack.redisUrl)}, ledger ${ctx.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`);
-    const signed = await signScriptFile(HELLO, [admin], { target: [`node=${values.node}`], caps: 'host.facts', args: '{"name":"Writ"}', aud: stack.clusterId }, ctx);
+    io.out(
+      `writ dev: coord, supervisor and runner ${values.node} up in ${startedMs} ms (redis ${stack.redis ? 'embedded' : redactRedisUrl(stack.redisUrl)}, ledger ${ctx.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`,
+    );
+    const signed = await signScriptFile(
+      HELLO,
+      [admin],
+      { target: [`node=${values.node}`], caps: 'host.facts', args: '{"name":"Writ"}', aud: stack.clusterId },
+      ctx,
+    );
     io.out(`signed ${path.relative(process.cwd(), HELLO)} as job ${signed.jobId} with ${admin.keyid}`);
     const accepted = (await api<{ id: string; status: string }>(coord, 'POST', '/v1/jobs', signed.envelope)).body;
     io.out(`submitted: ${accepted.status}`);
     await followEvents(coord, accepted.id, (e) => printEvent(io, e));
-    const job = (await api<{ status: string; result: unknown; attempts: number; error: { code: string; message: string } | null }>(coord, 'GET', `/v1/jobs/${accepted.id}`)).body;
+    const job = (
+      await api<{ status: string; result: unknown; attempts: number; error: { code: string; message: string } | null }>(coord, 'GET', `/v1/jobs/${accepted.id}`)
+    ).body;
     if (job.status !== 'succeeded') {
       io.err(`writ dev: the job ${job.status}: ${job.error?.code}: ${job.error?.message}`);
       return EXIT.failure;

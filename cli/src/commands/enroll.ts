@@ -83,7 +83,7 @@ interface RuleView {
 
 async function add(argv: string[], io: Io, ctx: CliContext) {
   const { values: v, positionals } = parse(argv, RULE_OPTIONS, { min: 1, max: 1, usage: 'writ enroll rules add NAME [criteria] [assignment]' });
-  if (v.help) return io.out(HELP), EXIT.ok;
+  if (v.help) return (io.out(HELP), EXIT.ok);
   const GiB = 2 ** 30;
   const labels: Record<string, string> = {};
   for (const l of v.label ?? []) {
@@ -117,7 +117,7 @@ async function add(argv: string[], io: Io, ctx: CliContext) {
     ...(v.token ? { token: true } : {}),
   };
   const r = (await api<{ rule: RuleView; token?: string }>(await resolveCoord(v.coord, ctx.env), 'POST', '/v1/enroll/rules', body)).body;
-  if (v.json) return printJson(io, r), EXIT.ok;
+  if (v.json) return (printJson(io, r), EXIT.ok);
   io.out(`rule ${r.rule.name} saved (priority ${r.rule.priority}${r.rule.autoAccept ? ', auto-accepts nodes presenting its token' : ''})`);
   if (r.token) io.out(`token: ${r.token}\n(shown once: build images with writ image build --token ${r.token})`);
   return EXIT.ok;
@@ -125,28 +125,35 @@ async function add(argv: string[], io: Io, ctx: CliContext) {
 
 async function list(argv: string[], io: Io, ctx: CliContext) {
   const { values } = parse(argv, { coord: { type: 'string' } }, { min: 0, max: 0, usage: 'writ enroll rules list' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const { rules } = (await api<{ rules: RuleView[] }>(await resolveCoord(values.coord, ctx.env), 'GET', '/v1/enroll/rules')).body;
-  if (values.json) return printJson(io, { rules }), EXIT.ok;
+  if (values.json) return (printJson(io, { rules }), EXIT.ok);
   if (rules.length === 0) io.out('no enrollment rules: every new node stays pending until writ nodes accept');
   for (const r of rules) {
-    io.out(`${String(r.priority).padStart(5)}  ${r.name.padEnd(20)} match ${JSON.stringify(r.match)}  →  class ${r.assign.class ?? '-'} pool ${r.assign.pool ?? '-'} labels ${JSON.stringify(r.assign.labels)} hostname ${r.assign.hostname ?? '-'}${r.hasToken ? ' [token]' : ''}${r.autoAccept ? ' [auto-accept]' : ''}`);
+    io.out(
+      `${String(r.priority).padStart(5)}  ${r.name.padEnd(20)} match ${JSON.stringify(r.match)}  →  class ${r.assign.class ?? '-'} pool ${r.assign.pool ?? '-'} labels ${JSON.stringify(r.assign.labels)} hostname ${r.assign.hostname ?? '-'}${r.hasToken ? ' [token]' : ''}${r.autoAccept ? ' [auto-accept]' : ''}`,
+    );
   }
   return EXIT.ok;
 }
 
 async function rm(argv: string[], io: Io, ctx: CliContext) {
   const { values, positionals } = parse(argv, { coord: { type: 'string' } }, { min: 1, max: 1, usage: 'writ enroll rules rm NAME' });
-  if (values.help) return io.out(HELP), EXIT.ok;
-  const r = (await api<{ deleted: string }>(await resolveCoord(values.coord, ctx.env), 'DELETE', `/v1/enroll/rules/${encodeURIComponent(positionals[0]!)}`)).body;
-  if (values.json) return printJson(io, r), EXIT.ok;
+  if (values.help) return (io.out(HELP), EXIT.ok);
+  const r = (await api<{ deleted: string }>(await resolveCoord(values.coord, ctx.env), 'DELETE', `/v1/enroll/rules/${encodeURIComponent(positionals[0]!)}`))
+    .body;
+  if (values.json) return (printJson(io, r), EXIT.ok);
   io.out(`rule ${r.deleted} deleted`);
   return EXIT.ok;
 }
 
 async function test(argv: string[], io: Io, ctx: CliContext) {
-  const { values, positionals } = parse(argv, { coord: { type: 'string' }, token: { type: 'string' } }, { min: 1, max: 1, usage: 'writ enroll rules test INVENTORY.json [--token TOKEN]' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values, positionals } = parse(
+    argv,
+    { coord: { type: 'string' }, token: { type: 'string' } },
+    { min: 1, max: 1, usage: 'writ enroll rules test INVENTORY.json [--token TOKEN]' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   let inventory: unknown;
   try {
     const doc = JSON.parse(await readFile(positionals[0]!, 'utf8')) as { inventory?: unknown };
@@ -155,15 +162,24 @@ async function test(argv: string[], io: Io, ctx: CliContext) {
   } catch (e) {
     throw new WritError('USAGE', `cannot read ${positionals[0]} as JSON: ${(e as Error).message}`);
   }
-  const r = (await api<{ matched: string | null; autoAccept: boolean; assign: RuleView['assign'] | null; verdicts: { rule: string; matched: boolean; criteria: { criterion: string; ok: boolean; detail: string }[] }[] }>(
-    await resolveCoord(values.coord, ctx.env), 'POST', '/v1/enroll/test', { inventory, ...(values.token ? { token: values.token } : {}) },
-  )).body;
-  if (values.json) return printJson(io, r), EXIT.ok;
+  const r = (
+    await api<{
+      matched: string | null;
+      autoAccept: boolean;
+      assign: RuleView['assign'] | null;
+      verdicts: { rule: string; matched: boolean; criteria: { criterion: string; ok: boolean; detail: string }[] }[];
+    }>(await resolveCoord(values.coord, ctx.env), 'POST', '/v1/enroll/test', { inventory, ...(values.token ? { token: values.token } : {}) })
+  ).body;
+  if (values.json) return (printJson(io, r), EXIT.ok);
   for (const v of r.verdicts) {
     io.out(`${v.matched ? 'MATCH' : 'no   '}  ${v.rule}`);
     for (const c of v.criteria) io.out(`         ${c.ok ? 'ok ' : 'NO '} ${c.criterion}: ${c.detail}`);
   }
-  io.out(r.matched ? `→ rule ${r.matched}: ${JSON.stringify(r.assign)}${r.autoAccept ? ' (accepted automatically)' : ' (waits for writ nodes accept)'}` : '→ no rule matches: the node stays pending (inspected) until writ nodes accept');
+  io.out(
+    r.matched
+      ? `→ rule ${r.matched}: ${JSON.stringify(r.assign)}${r.autoAccept ? ' (accepted automatically)' : ' (waits for writ nodes accept)'}`
+      : '→ no rule matches: the node stays pending (inspected) until writ nodes accept',
+  );
   return EXIT.ok;
 }
 
@@ -175,9 +191,9 @@ export const enrollCommand: Command = {
   help: HELP,
   async run(argv, io, ctx) {
     const [group, sub, ...rest] = argv;
-    if (group === undefined || group === '--help' || group === '-h') return io.out(HELP), group === undefined ? EXIT.usage : EXIT.ok;
+    if (group === undefined || group === '--help' || group === '-h') return (io.out(HELP), group === undefined ? EXIT.usage : EXIT.ok);
     if (group !== 'rules') throw new WritError('USAGE', `unknown subcommand "enroll ${group}"; try: enroll rules add|list|rm|test`);
-    if (sub === undefined || sub === '--help' || sub === '-h') return io.out(HELP), sub === undefined ? EXIT.usage : EXIT.ok;
+    if (sub === undefined || sub === '--help' || sub === '-h') return (io.out(HELP), sub === undefined ? EXIT.usage : EXIT.ok);
     const fn = RULES[sub];
     if (!fn) throw new WritError('USAGE', `unknown subcommand "enroll rules ${sub}"; try: ${Object.keys(RULES).join(', ')}`);
     return fn(rest, io, ctx);

@@ -5,8 +5,21 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  DEFAULT_LIMITS, PAYLOAD_TYPES, WritError, addSignature, b64url, encodeEnvelope, encodeFlowPayload, parseEnvelope, parseFlowPayload, parseStrictJson, signEnvelope, stepScript,
-  type FlowPayload, type FlowStep, type JobTarget,
+  DEFAULT_LIMITS,
+  PAYLOAD_TYPES,
+  WritError,
+  addSignature,
+  b64url,
+  encodeEnvelope,
+  encodeFlowPayload,
+  parseEnvelope,
+  parseFlowPayload,
+  parseStrictJson,
+  signEnvelope,
+  stepScript,
+  type FlowPayload,
+  type FlowStep,
+  type JobTarget,
 } from '@writ/protocol';
 import { randomBytes } from 'node:crypto';
 import { parse, parseDurationS } from '../args.ts';
@@ -63,7 +76,23 @@ interface StepFile {
   pins?: FlowStep['pins'];
 }
 
-const STEP_FILE_KEYS = new Set(['name', 'script', 'target', 'each', 'maxParallel', 'maxFailures', 'caps', 'depends', 'retries', 'inputs', 'args', 'timeout', 'timeoutMs', 'memoryMiB', 'pins']);
+const STEP_FILE_KEYS = new Set([
+  'name',
+  'script',
+  'target',
+  'each',
+  'maxParallel',
+  'maxFailures',
+  'caps',
+  'depends',
+  'retries',
+  'inputs',
+  'args',
+  'timeout',
+  'timeoutMs',
+  'memoryMiB',
+  'pins',
+]);
 
 /** Reads a flow file and the scripts it names into an unsigned flow payload (checked as the coord will). */
 export async function loadFlowFile(file: string, opts: { aud: string; nowS: number; ttlS: number; id?: string }): Promise<FlowPayload> {
@@ -76,7 +105,8 @@ export async function loadFlowFile(file: string, opts: { aud: string; nowS: numb
   }
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new WritError('FLOW_INVALID', `${file}: a flow file is a JSON object with "steps"`);
   const d = doc as { id?: string; steps?: StepFile[] };
-  for (const k of Object.keys(d)) if (k !== 'id' && k !== 'steps') throw new WritError('FLOW_INVALID', `${file}: unknown field ${JSON.stringify(k)} (a flow file has "id" and "steps")`);
+  for (const k of Object.keys(d))
+    if (k !== 'id' && k !== 'steps') throw new WritError('FLOW_INVALID', `${file}: unknown field ${JSON.stringify(k)} (a flow file has "id" and "steps")`);
   if (!Array.isArray(d.steps) || d.steps.length === 0) throw new WritError('FLOW_INVALID', `${file}: "steps" must be a non-empty array`);
   const dir = path.dirname(file);
   const steps: FlowStep[] = [];
@@ -93,9 +123,19 @@ export async function loadFlowFile(file: string, opts: { aud: string; nowS: numb
     }
     const timeoutMs = s.timeoutMs ?? (s.timeout ? parseDurationS(s.timeout, `${where} timeout`) * 1000 : DEFAULT_LIMITS.timeoutMs);
     steps.push({
-      name: s.name, script: stepScript(source), target: s.target, caps: s.caps ?? [], depends: s.depends ?? [], limits: { timeoutMs, memoryMiB: s.memoryMiB ?? DEFAULT_LIMITS.memoryMiB },
-      ...(s.each !== undefined ? { each: s.each } : {}), ...(s.maxParallel !== undefined ? { maxParallel: s.maxParallel } : {}), ...(s.maxFailures !== undefined ? { maxFailures: s.maxFailures } : {}),
-      ...(s.retries ? { retries: s.retries } : {}), ...(s.inputs ? { inputs: s.inputs } : {}), ...(s.args ? { args: s.args } : {}), ...(s.pins ? { pins: s.pins } : {}),
+      name: s.name,
+      script: stepScript(source),
+      target: s.target,
+      caps: s.caps ?? [],
+      depends: s.depends ?? [],
+      limits: { timeoutMs, memoryMiB: s.memoryMiB ?? DEFAULT_LIMITS.memoryMiB },
+      ...(s.each !== undefined ? { each: s.each } : {}),
+      ...(s.maxParallel !== undefined ? { maxParallel: s.maxParallel } : {}),
+      ...(s.maxFailures !== undefined ? { maxFailures: s.maxFailures } : {}),
+      ...(s.retries ? { retries: s.retries } : {}),
+      ...(s.inputs ? { inputs: s.inputs } : {}),
+      ...(s.args ? { args: s.args } : {}),
+      ...(s.pins ? { pins: s.pins } : {}),
     });
   }
   const id = opts.id ?? d.id ?? `flow-${b64url(randomBytes(9)).replace(/_/g, '-')}`;
@@ -118,7 +158,11 @@ async function loadKeys(given: string[] | undefined, ctx: CliContext) {
 }
 
 /** A signed flow envelope from a flow file, or a flow envelope as given (with more signatures when keys are given). */
-async function signedFlow(file: string, values: { key?: string[] | undefined; ttl?: string | undefined; id?: string | undefined; coord?: string | undefined; aud?: string | undefined }, ctx: CliContext): Promise<string> {
+async function signedFlow(
+  file: string,
+  values: { key?: string[] | undefined; ttl?: string | undefined; id?: string | undefined; coord?: string | undefined; aud?: string | undefined },
+  ctx: CliContext,
+): Promise<string> {
   const text = await readFile(file, 'utf8').catch(() => {
     throw new WritError('USAGE', `cannot read ${file}`);
   });
@@ -131,22 +175,41 @@ async function signedFlow(file: string, values: { key?: string[] | undefined; tt
     return encodeEnvelope(out);
   }
   const aud = values.aud ?? (await clusterId(await resolveCoord(values.coord, ctx.env)));
-  const flow = await loadFlowFile(file, { aud, nowS: ctx.now(), ttlS: values.ttl ? parseDurationS(values.ttl, '--ttl') : 3600, ...(values.id ? { id: values.id } : {}) });
+  const flow = await loadFlowFile(file, {
+    aud,
+    nowS: ctx.now(),
+    ttlS: values.ttl ? parseDurationS(values.ttl, '--ttl') : 3600,
+    ...(values.id ? { id: values.id } : {}),
+  });
   return encodeEnvelope(signEnvelope(PAYLOAD_TYPES.flow, encodeFlowPayload(flow), await loadKeys(values.key, ctx)));
 }
 
 async function sign(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values, positionals } = parse(argv, {
-    out: { type: 'string', short: 'o' }, key: { type: 'string', multiple: true }, ttl: { type: 'string' }, id: { type: 'string' }, coord: { type: 'string' }, aud: { type: 'string' }, force: { type: 'boolean', default: false },
-  }, { min: 1, max: 1, usage: 'writ flow sign FLOW.json [--out FILE]' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values, positionals } = parse(
+    argv,
+    {
+      out: { type: 'string', short: 'o' },
+      key: { type: 'string', multiple: true },
+      ttl: { type: 'string' },
+      id: { type: 'string' },
+      coord: { type: 'string' },
+      aud: { type: 'string' },
+      force: { type: 'boolean', default: false },
+    },
+    { min: 1, max: 1, usage: 'writ flow sign FLOW.json [--out FILE]' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const raw = await signedFlow(positionals[0]!, values, ctx);
   if (values.out) {
     await writeNewFile(values.out, raw + '\n', 0o644, values.force ?? false);
   }
   const env = parseEnvelope(raw, 8 * 1024 * 1024);
   const flow = parseFlowPayload(Buffer.from(env.payload, 'base64'));
-  if (values.json) return printJson(io, values.out ? { out: values.out, id: flow.id, steps: flow.steps.length, signatures: env.signatures.length } : JSON.parse(raw)), EXIT.ok;
+  if (values.json)
+    return (
+      printJson(io, values.out ? { out: values.out, id: flow.id, steps: flow.steps.length, signatures: env.signatures.length } : JSON.parse(raw)),
+      EXIT.ok
+    );
   if (values.out) io.out(`signed flow ${flow.id} (${flow.steps.length} steps, ${env.signatures.length} signature(s)) → ${values.out}`);
   else io.out(raw);
   return EXIT.ok;
@@ -177,14 +240,22 @@ async function follow(coord: CoordTarget, id: string, io: Io, json: boolean): Pr
 }
 
 async function run(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values, positionals } = parse(argv, {
-    follow: { type: 'boolean', default: false }, key: { type: 'string', multiple: true }, ttl: { type: 'string' }, id: { type: 'string' }, coord: { type: 'string' },
-  }, { min: 1, max: 1, usage: 'writ flow run FLOW.json|FLOW.env.json [--follow]' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values, positionals } = parse(
+    argv,
+    {
+      follow: { type: 'boolean', default: false },
+      key: { type: 'string', multiple: true },
+      ttl: { type: 'string' },
+      id: { type: 'string' },
+      coord: { type: 'string' },
+    },
+    { min: 1, max: 1, usage: 'writ flow run FLOW.json|FLOW.env.json [--follow]' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const coord = await resolveCoord(values.coord, ctx.env);
   const raw = await signedFlow(positionals[0]!, { ...values, aud: await clusterId(coord) }, ctx);
   const { body } = await api<{ id: string; status: string; replayed: boolean }>(coord, 'POST', '/v1/flows', raw);
-  if (values.json && !values.follow) return printJson(io, body), EXIT.ok;
+  if (values.json && !values.follow) return (printJson(io, body), EXIT.ok);
   if (!values.json) io.out(`flow ${body.id}: ${body.replayed ? 'already submitted' : 'accepted'} (${body.status})`);
   if (!values.follow) return EXIT.ok;
   return follow(coord, body.id, io, values.json ?? false);
@@ -196,17 +267,29 @@ interface FlowViewBody {
   error: { code: string; message: string } | null;
   createdAt: string;
   finishedAt: string | null;
-  stepList: { name: string; status: string; nodes: string[]; error: { code: string; message: string } | null; jobs: { id: string; node: string; status: string; attempts: number; error: { code: string } | null }[] }[];
+  stepList: {
+    name: string;
+    status: string;
+    nodes: string[];
+    error: { code: string; message: string } | null;
+    jobs: { id: string; node: string; status: string; attempts: number; error: { code: string } | null }[];
+  }[];
 }
 
 async function show(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values, positionals } = parse(argv, { coord: { type: 'string' }, follow: { type: 'boolean', default: false } }, { min: 1, max: 1, usage: 'writ flow show ID [--follow]' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values, positionals } = parse(
+    argv,
+    { coord: { type: 'string' }, follow: { type: 'boolean', default: false } },
+    { min: 1, max: 1, usage: 'writ flow show ID [--follow]' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const coord = await resolveCoord(values.coord, ctx.env);
   if (values.follow) return follow(coord, positionals[0]!, io, values.json ?? false);
   const { body: v } = await api<FlowViewBody>(coord, 'GET', `/v1/flows/${encodeURIComponent(positionals[0]!)}`);
-  if (values.json) return printJson(io, v), EXIT.ok;
-  io.out(`flow ${v.id}: ${v.status}${v.error ? ` (${v.error.code}: ${v.error.message})` : ''}  created ${v.createdAt}${v.finishedAt ? `, finished ${v.finishedAt}` : ''}`);
+  if (values.json) return (printJson(io, v), EXIT.ok);
+  io.out(
+    `flow ${v.id}: ${v.status}${v.error ? ` (${v.error.code}: ${v.error.message})` : ''}  created ${v.createdAt}${v.finishedAt ? `, finished ${v.finishedAt}` : ''}`,
+  );
   for (const s of v.stepList) {
     io.out(`  ${s.name.padEnd(24)} ${s.status.padEnd(10)} ${s.nodes.join(',')}${s.error ? `  ${s.error.code}: ${s.error.message}` : ''}`);
     for (const j of s.jobs) io.out(`      ${j.id.padEnd(40)} ${j.status.padEnd(10)} attempts ${j.attempts}${j.error ? `  ${j.error.code}` : ''}`);
@@ -215,23 +298,37 @@ async function show(argv: string[], io: Io, ctx: CliContext): Promise<number> {
 }
 
 async function list(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, { coord: { type: 'string' }, status: { type: 'string' }, limit: { type: 'string' } }, { min: 0, max: 0, usage: 'writ flow list [--status S]' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values } = parse(
+    argv,
+    { coord: { type: 'string' }, status: { type: 'string' }, limit: { type: 'string' } },
+    { min: 0, max: 0, usage: 'writ flow list [--status S]' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const q = new URLSearchParams();
   if (values.status) q.set('status', values.status);
   if (values.limit) q.set('limit', values.limit);
-  const { body } = await api<{ flows: { id: string; status: string; steps: number; createdAt: string; error: { code: string } | null }[] }>(await resolveCoord(values.coord, ctx.env), 'GET', `/v1/flows${q.size ? `?${q}` : ''}`);
-  if (values.json) return printJson(io, body), EXIT.ok;
+  const { body } = await api<{ flows: { id: string; status: string; steps: number; createdAt: string; error: { code: string } | null }[] }>(
+    await resolveCoord(values.coord, ctx.env),
+    'GET',
+    `/v1/flows${q.size ? `?${q}` : ''}`,
+  );
+  if (values.json) return (printJson(io, body), EXIT.ok);
   io.out(`${'FLOW'.padEnd(40)} ${'STATUS'.padEnd(10)} ${'STEPS'.padEnd(6)} CREATED`);
-  for (const f of body.flows) io.out(`${f.id.padEnd(40)} ${f.status.padEnd(10)} ${String(f.steps).padEnd(6)} ${f.createdAt}${f.error ? `  ${f.error.code}` : ''}`);
+  for (const f of body.flows)
+    io.out(`${f.id.padEnd(40)} ${f.status.padEnd(10)} ${String(f.steps).padEnd(6)} ${f.createdAt}${f.error ? `  ${f.error.code}` : ''}`);
   return EXIT.ok;
 }
 
 async function cancel(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values, positionals } = parse(argv, { coord: { type: 'string' } }, { min: 1, max: 1, usage: 'writ flow cancel ID' });
-  if (values.help) return io.out(HELP), EXIT.ok;
-  const { body } = await api<{ id: string; status: string; stopped: number }>(await resolveCoord(values.coord, ctx.env), 'POST', `/v1/flows/${encodeURIComponent(positionals[0]!)}/cancel`, {});
-  if (values.json) return printJson(io, body), EXIT.ok;
+  if (values.help) return (io.out(HELP), EXIT.ok);
+  const { body } = await api<{ id: string; status: string; stopped: number }>(
+    await resolveCoord(values.coord, ctx.env),
+    'POST',
+    `/v1/flows/${encodeURIComponent(positionals[0]!)}/cancel`,
+    {},
+  );
+  if (values.json) return (printJson(io, body), EXIT.ok);
   io.out(`flow ${body.id}: ${body.status}; ${body.stopped} running job(s) stopped`);
   return EXIT.ok;
 }

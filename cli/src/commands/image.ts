@@ -66,7 +66,7 @@ function required(v: string | undefined, flag: string): string {
 function sub(kind: Kind) {
   return async (argv: string[], io: Io, ctx: CliContext): Promise<number> => {
     const { values } = parse(argv, OPTIONS, { min: 0, max: 0, usage: `writ image ${kind} --out DIR --coord URL --redis URL --admin-key FILE` });
-    if (values.help) return io.out(HELP), EXIT.ok;
+    if (values.help) return (io.out(HELP), EXIT.ok);
     const out = path.resolve(required(values.out, '--out DIR'));
     const admins = await adminKeyRefs(values['admin-key'], ctx.env);
     const t0 = Date.now();
@@ -100,10 +100,12 @@ function sub(kind: Kind) {
       manifest.artifacts.ipxe = await writeArtifact(out, 'boot.ipxe', Buffer.from(chain));
       await writeManifest(out, manifest);
     }
-    if (values.json) return printJson(io, { out, ...manifest }), EXIT.ok;
+    if (values.json) return (printJson(io, { out, ...manifest }), EXIT.ok);
     for (const a of Object.values(manifest.artifacts)) io.out(`${path.join(out, a.file)}  ${(a.bytes / 2 ** 20).toFixed(1)} MiB  sha256:${a.sha256}`);
     if (kind === 'ipxe') io.out(`the coord serves this image's kernel and initramfs when started with WRIT_BOOT_IMAGE=${out}`);
-    io.out(`manifest: ${path.join(out, 'manifest.json')} (kernel ${manifest.kernel.version}, node ${manifest.node.version}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    io.out(
+      `manifest: ${path.join(out, 'manifest.json')} (kernel ${manifest.kernel.version}, node ${manifest.node.version}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
     return EXIT.ok;
   };
 }

@@ -23,8 +23,12 @@ example:
   writ keys show alice.key`;
 
 async function generate(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, { out: { type: 'string' }, force: { type: 'boolean', default: false }, comment: { type: 'string' } }, { min: 0, max: 0, usage: 'writ keys generate [--out FILE] [--force]' });
-  if (values.help) return io.out(GENERATE_HELP), EXIT.ok;
+  const { values } = parse(
+    argv,
+    { out: { type: 'string' }, force: { type: 'boolean', default: false }, comment: { type: 'string' } },
+    { min: 0, max: 0, usage: 'writ keys generate [--out FILE] [--force]' },
+  );
+  if (values.help) return (io.out(GENERATE_HELP), EXIT.ok);
   const out = values.out ?? path.join(keyringDir(ctx.env), 'default.key');
   const kp = generateKeyPair();
   await writeNewFile(out, encodePrivateKeyFile(kp, values.comment), 0o600, values.force === true);
@@ -41,7 +45,7 @@ async function generate(argv: string[], io: Io, ctx: CliContext): Promise<number
 
 async function show(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values, positionals } = parse(argv, {}, { min: 1, max: 1, usage: 'writ keys show FILE|KEYID' });
-  if (values.help) return io.out(SHOW_HELP), EXIT.ok;
+  if (values.help) return (io.out(SHOW_HELP), EXIT.ok);
   const k = await resolvePublicKey(positionals[0]!, ctx.env);
   if (values.json) printJson(io, { ok: true, keyid: k.keyid, publicKey: b64url(k.publicKey), from: k.from });
   else {

@@ -4,8 +4,19 @@
 import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  CAPABILITIES, PAYLOAD_TYPES, WritError, addSignature, b64url, encodeEnvelope, encodeKeySet, fromB64, nextKeySet, parseEnvelope, parseKeySet,
-  type Envelope, type KeySet,
+  CAPABILITIES,
+  PAYLOAD_TYPES,
+  WritError,
+  addSignature,
+  b64url,
+  encodeEnvelope,
+  encodeKeySet,
+  fromB64,
+  nextKeySet,
+  parseEnvelope,
+  parseKeySet,
+  type Envelope,
+  type KeySet,
 } from '@writ/protocol';
 import { humanDuration, parse, parseDurationS } from '../args.ts';
 import { api, resolveCoord, type CoordTarget } from '../client.ts';
@@ -67,13 +78,25 @@ function summary(ks: KeySet, nowS: number): string[] {
     `key set version ${ks.version} for cluster ${ks.cluster}; expires in ${humanDuration(ks.expiresAt - nowS)} (${new Date(ks.expiresAt * 1000).toISOString()})`,
     `admins (${ks.admins.threshold} of ${ks.admins.keys.length} must sign the next version): ${ks.admins.keys.map((k) => k.keyid).join(', ')}`,
     'roles:',
-    ...ks.roles.map((r) => `  ${r.name.padEnd(16)} caps=${r.caps.join(',')} nodes=${r.nodes.join(',')}${Object.keys(r.labels).length ? ` labels=${JSON.stringify(r.labels)}` : ''}`),
+    ...ks.roles.map(
+      (r) =>
+        `  ${r.name.padEnd(16)} caps=${r.caps.join(',')} nodes=${r.nodes.join(',')}${Object.keys(r.labels).length ? ` labels=${JSON.stringify(r.labels)}` : ''}`,
+    ),
     'users:',
-    ...ks.users.map((u) => `  ${u.name.padEnd(16)} roles=${u.roles.join(',') || '-'} keys=${u.keys.map((k) => k.keyid + (ks.revoked.includes(k.keyid) ? ' (REVOKED)' : '')).join(', ')}`),
+    ...ks.users.map(
+      (u) =>
+        `  ${u.name.padEnd(16)} roles=${u.roles.join(',') || '-'} keys=${u.keys.map((k) => k.keyid + (ks.revoked.includes(k.keyid) ? ' (REVOKED)' : '')).join(', ')}`,
+    ),
   ];
-  if (Object.keys(ks.thresholds).length) lines.push(`thresholds: ${Object.entries(ks.thresholds).map(([c, k]) => `${c} needs ${k} signers`).join('; ')}`);
+  if (Object.keys(ks.thresholds).length)
+    lines.push(
+      `thresholds: ${Object.entries(ks.thresholds)
+        .map(([c, k]) => `${c} needs ${k} signers`)
+        .join('; ')}`,
+    );
   if (ks.revoked.length) lines.push(`revoked keys: ${ks.revoked.join(', ')}`);
-  if (ks.supervisors?.length) lines.push('supervisors:', ...ks.supervisors.map((s) => `  ${s.id.padEnd(16)} pools=${s.pools.join(',')} keys=${s.keys.map((k) => k.keyid).join(', ')}`));
+  if (ks.supervisors?.length)
+    lines.push('supervisors:', ...ks.supervisors.map((s) => `  ${s.id.padEnd(16)} pools=${s.pools.join(',')} keys=${s.keys.map((k) => k.keyid).join(', ')}`));
   return lines;
 }
 
@@ -102,7 +125,7 @@ example (one admin):
 
 async function show(argv: string[], io: Io, ctx: CliContext) {
   const { values } = parse(argv, COMMON, { min: 0, max: 0, usage: 'writ keyset show [--draft FILE]' });
-  if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+  if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
   const ks = values.draft ? (await readDraft(values.draft)).ks : (await fetchKeySet(await resolveCoord(values.coord, ctx.env))).keySet;
   if (values.json) printJson(io, ks);
   else for (const l of summary(ks, ctx.now())) io.out(l);
@@ -111,7 +134,7 @@ async function show(argv: string[], io: Io, ctx: CliContext) {
 
 async function propose(argv: string[], io: Io, ctx: CliContext) {
   const { values } = parse(argv, { ...COMMON, ttl: { type: 'string', default: '90d' } }, { min: 0, max: 0, usage: 'writ keyset propose [--ttl 90d]' });
-  if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+  if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
   const current = await fetchKeySet(await resolveCoord(values.coord, ctx.env));
   const ks = nextKeySet(current.keySet, ctx.now(), parseDurationS(values.ttl!, '--ttl'));
   const file = draftPath(ctx, values.draft);
@@ -123,7 +146,7 @@ async function propose(argv: string[], io: Io, ctx: CliContext) {
 
 async function sign(argv: string[], io: Io, ctx: CliContext) {
   const { values } = parse(argv, { ...COMMON, key: { type: 'string', multiple: true } }, { min: 0, max: 0, usage: 'writ keyset sign --key ADMIN.key' });
-  if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+  if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
   if (!values.key?.length) throw new WritError('USAGE', '--key ADMIN.key is required');
   const file = draftPath(ctx, values.draft);
   let { env } = await readDraft(file);
@@ -135,12 +158,17 @@ async function sign(argv: string[], io: Io, ctx: CliContext) {
 }
 
 async function publish(argv: string[], io: Io, ctx: CliContext) {
-  const { values } = parse(argv, { ...COMMON, 'sign-with': { type: 'string', multiple: true } }, { min: 0, max: 0, usage: 'writ keyset publish [--sign-with ADMIN.key]' });
-  if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+  const { values } = parse(
+    argv,
+    { ...COMMON, 'sign-with': { type: 'string', multiple: true } },
+    { min: 0, max: 0, usage: 'writ keyset publish [--sign-with ADMIN.key]' },
+  );
+  if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
   const file = draftPath(ctx, values.draft);
   let { env } = await readDraft(file);
   for (const k of await Promise.all((values['sign-with'] ?? []).map(loadPrivateKey))) env = addSignature(env, k);
-  if (env.signatures.length === 0) throw new WritError('USAGE', `${file} has no admin signature yet: sign it with \`writ keyset sign --key ADMIN.key\`, or pass --sign-with ADMIN.key`);
+  if (env.signatures.length === 0)
+    throw new WritError('USAGE', `${file} has no admin signature yet: sign it with \`writ keyset sign --key ADMIN.key\`, or pass --sign-with ADMIN.key`);
   const coord = await resolveCoord(values.coord, ctx.env);
   const r = (await api<{ version: number; changed: boolean }>(coord, 'POST', '/v1/keyset', encodeEnvelope(env))).body;
   // The draft is spent: the next change starts from what is now published. Keep it beside for the record.
@@ -152,7 +180,7 @@ async function publish(argv: string[], io: Io, ctx: CliContext) {
 
 async function threshold(argv: string[], io: Io, ctx: CliContext) {
   const { values, positionals } = parse(argv, COMMON, { min: 2, max: 2, usage: 'writ keyset threshold CAP K' });
-  if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+  if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
   const [cap, kText] = positionals as [string, string];
   const k = Number(kText);
   if (!CAPABILITIES.get(cap)?.dangerous) throw new WritError('USAGE', `${cap} is not a dangerous capability (thresholds apply to dangerous ones)`);
@@ -165,8 +193,12 @@ async function threshold(argv: string[], io: Io, ctx: CliContext) {
 }
 
 async function admins(argv: string[], io: Io, ctx: CliContext) {
-  const { values } = parse(argv, { ...COMMON, add: { type: 'string', multiple: true }, remove: { type: 'string', multiple: true }, threshold: { type: 'string' } }, { min: 0, max: 0, usage: 'writ keyset admins [--add FILE] [--remove KEYID] [--threshold K]' });
-  if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+  const { values } = parse(
+    argv,
+    { ...COMMON, add: { type: 'string', multiple: true }, remove: { type: 'string', multiple: true }, threshold: { type: 'string' } },
+    { min: 0, max: 0, usage: 'writ keyset admins [--add FILE] [--remove KEYID] [--threshold K]' },
+  );
+  if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
   const adds = await Promise.all((values.add ?? []).map((f) => resolvePublicKey(f, ctx.env)));
   const ks = await editDraft(ctx, values, io, (ks) => {
     for (const a of adds) if (!ks.admins.keys.some((k) => k.keyid === a.keyid)) ks.admins.keys.push({ keyid: a.keyid, publicKey: b64url(a.publicKey) });
@@ -182,17 +214,22 @@ async function supervisor(argv: string[], io: Io, ctx: CliContext) {
   const [action, ...rest] = argv;
   if (action === 'list') {
     const { values } = parse(rest, COMMON, { min: 0, max: 0, usage: 'writ keyset supervisor list [--draft FILE]' });
-    if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+    if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
     const ks = values.draft ? (await readDraft(values.draft)).ks : (await fetchKeySet(await resolveCoord(values.coord, ctx.env))).keySet;
-    if (values.json) return printJson(io, ks.supervisors ?? []), EXIT.ok;
+    if (values.json) return (printJson(io, ks.supervisors ?? []), EXIT.ok);
     for (const s of ks.supervisors ?? []) io.out(`${s.id.padEnd(16)} pools=${s.pools.join(',')} keys=${s.keys.map((k) => k.keyid).join(', ')}`);
     return EXIT.ok;
   }
   if (action === 'add') {
-    const { values, positionals } = parse(rest, { ...COMMON, key: { type: 'string', multiple: true }, pool: { type: 'string', multiple: true } }, { min: 1, max: 1, usage: 'writ keyset supervisor add ID --key FILE --pool NAME' });
-    if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
-    if (!values.key?.length) throw new WritError('USAGE', '--key FILE|KEYID is required: the supervisor\'s public key (its state dir holds supervisor.key.pub)');
-    if (!values.pool?.length) throw new WritError('USAGE', '--pool NAME is required: the node pool(s) it may serve (nodes are in pool default unless enrollment assigns another)');
+    const { values, positionals } = parse(
+      rest,
+      { ...COMMON, key: { type: 'string', multiple: true }, pool: { type: 'string', multiple: true } },
+      { min: 1, max: 1, usage: 'writ keyset supervisor add ID --key FILE --pool NAME' },
+    );
+    if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
+    if (!values.key?.length) throw new WritError('USAGE', "--key FILE|KEYID is required: the supervisor's public key (its state dir holds supervisor.key.pub)");
+    if (!values.pool?.length)
+      throw new WritError('USAGE', '--pool NAME is required: the node pool(s) it may serve (nodes are in pool default unless enrollment assigns another)');
     const keys = await Promise.all(values.key.map((f) => resolvePublicKey(f, ctx.env)));
     const id = positionals[0]!;
     await editDraft(ctx, values, io, (ks) => {
@@ -203,12 +240,13 @@ async function supervisor(argv: string[], io: Io, ctx: CliContext) {
       for (const p of values.pool ?? []) if (!entry.pools.includes(p)) entry.pools.push(p);
       if (!existing) list.push(entry);
     });
-    if (!values.json) io.out(`draft: supervisor ${id} with ${keys.map((k) => k.keyid).join(', ')} for pool(s) ${values.pool.join(', ')} (publish to take effect)`);
+    if (!values.json)
+      io.out(`draft: supervisor ${id} with ${keys.map((k) => k.keyid).join(', ')} for pool(s) ${values.pool.join(', ')} (publish to take effect)`);
     return EXIT.ok;
   }
   if (action === 'remove') {
     const { values, positionals } = parse(rest, COMMON, { min: 1, max: 1, usage: 'writ keyset supervisor remove ID' });
-    if (values.help) return io.out(KEYSET_HELP), EXIT.ok;
+    if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
     await editDraft(ctx, values, io, (ks) => {
       if (!ks.supervisors?.some((s) => s.id === positionals[0])) throw new WritError('NOT_FOUND', `no supervisor ${positionals[0]} in the draft`);
       ks.supervisors = ks.supervisors.filter((s) => s.id !== positionals[0]);
@@ -216,11 +254,19 @@ async function supervisor(argv: string[], io: Io, ctx: CliContext) {
     if (!values.json) io.out(`draft: supervisor ${positionals[0]} removed (publish to take effect)`);
     return EXIT.ok;
   }
-  if (action === undefined || action === '--help' || action === '-h') return io.out(KEYSET_HELP), action === undefined ? EXIT.usage : EXIT.ok;
+  if (action === undefined || action === '--help' || action === '-h') return (io.out(KEYSET_HELP), action === undefined ? EXIT.usage : EXIT.ok);
   throw new WritError('USAGE', `unknown subcommand "keyset supervisor ${action}"; try: add, remove, list`);
 }
 
-export const keysetCommand: Command = { name: 'keyset', summary: 'show, draft, sign and publish the signed key set', help: KEYSET_HELP, subcommands: { show, propose, sign, publish, threshold, admins, supervisor }, run(a, io, c) { return dispatchSubcommand(this, a, io, c); } };
+export const keysetCommand: Command = {
+  name: 'keyset',
+  summary: 'show, draft, sign and publish the signed key set',
+  help: KEYSET_HELP,
+  subcommands: { show, propose, sign, publish, threshold, admins, supervisor },
+  run(a, io, c) {
+    return dispatchSubcommand(this, a, io, c);
+  },
+};
 
 const USERS_HELP = `usage: writ users <add|remove|revoke|list> ...   (edits the key set draft)
 
@@ -233,8 +279,12 @@ example:
   writ users add alice --key alice.key.pub --role operator && writ keyset publish --sign-with admin.key`;
 
 async function usersAdd(argv: string[], io: Io, ctx: CliContext) {
-  const { values, positionals } = parse(argv, { ...COMMON, key: { type: 'string', multiple: true }, role: { type: 'string', multiple: true } }, { min: 1, max: 1, usage: 'writ users add NAME --key FILE [--role R]' });
-  if (values.help) return io.out(USERS_HELP), EXIT.ok;
+  const { values, positionals } = parse(
+    argv,
+    { ...COMMON, key: { type: 'string', multiple: true }, role: { type: 'string', multiple: true } },
+    { min: 1, max: 1, usage: 'writ users add NAME --key FILE [--role R]' },
+  );
+  if (values.help) return (io.out(USERS_HELP), EXIT.ok);
   if (!values.key?.length) throw new WritError('USAGE', '--key FILE|KEYID is required');
   const keys = await Promise.all(values.key.map((f) => resolvePublicKey(f, ctx.env)));
   const name = positionals[0]!;
@@ -251,7 +301,7 @@ async function usersAdd(argv: string[], io: Io, ctx: CliContext) {
 
 async function usersRemove(argv: string[], io: Io, ctx: CliContext) {
   const { values, positionals } = parse(argv, COMMON, { min: 1, max: 1, usage: 'writ users remove NAME' });
-  if (values.help) return io.out(USERS_HELP), EXIT.ok;
+  if (values.help) return (io.out(USERS_HELP), EXIT.ok);
   await editDraft(ctx, values, io, (ks) => {
     if (!ks.users.some((u) => u.name === positionals[0])) throw new WritError('NOT_FOUND', `no user ${positionals[0]}`);
     ks.users = ks.users.filter((u) => u.name !== positionals[0]);
@@ -262,7 +312,7 @@ async function usersRemove(argv: string[], io: Io, ctx: CliContext) {
 
 async function usersRevoke(argv: string[], io: Io, ctx: CliContext) {
   const { values, positionals } = parse(argv, COMMON, { min: 1, max: 1, usage: 'writ users revoke KEYID' });
-  if (values.help) return io.out(USERS_HELP), EXIT.ok;
+  if (values.help) return (io.out(USERS_HELP), EXIT.ok);
   await editDraft(ctx, values, io, (ks) => {
     if (!ks.revoked.includes(positionals[0]!)) ks.revoked.push(positionals[0]!);
   });
@@ -272,14 +322,25 @@ async function usersRevoke(argv: string[], io: Io, ctx: CliContext) {
 
 async function usersList(argv: string[], io: Io, ctx: CliContext) {
   const { values } = parse(argv, COMMON, { min: 0, max: 0, usage: 'writ users list' });
-  if (values.help) return io.out(USERS_HELP), EXIT.ok;
+  if (values.help) return (io.out(USERS_HELP), EXIT.ok);
   const ks = values.draft ? (await readDraft(values.draft)).ks : (await fetchKeySet(await resolveCoord(values.coord, ctx.env))).keySet;
-  if (values.json) return printJson(io, ks.users), EXIT.ok;
-  for (const u of ks.users) io.out(`${u.name.padEnd(16)} roles=${u.roles.join(',') || '-'} keys=${u.keys.map((k) => k.keyid + (ks.revoked.includes(k.keyid) ? ' (REVOKED)' : '')).join(', ')}`);
+  if (values.json) return (printJson(io, ks.users), EXIT.ok);
+  for (const u of ks.users)
+    io.out(
+      `${u.name.padEnd(16)} roles=${u.roles.join(',') || '-'} keys=${u.keys.map((k) => k.keyid + (ks.revoked.includes(k.keyid) ? ' (REVOKED)' : '')).join(', ')}`,
+    );
   return EXIT.ok;
 }
 
-export const usersCommand: Command = { name: 'users', summary: 'manage users and their keys in the key set draft', help: USERS_HELP, subcommands: { add: usersAdd, remove: usersRemove, revoke: usersRevoke, list: usersList }, run(a, io, c) { return dispatchSubcommand(this, a, io, c); } };
+export const usersCommand: Command = {
+  name: 'users',
+  summary: 'manage users and their keys in the key set draft',
+  help: USERS_HELP,
+  subcommands: { add: usersAdd, remove: usersRemove, revoke: usersRevoke, list: usersList },
+  run(a, io, c) {
+    return dispatchSubcommand(this, a, io, c);
+  },
+};
 
 const ROLES_HELP = `usage: writ roles <add|remove|list> ...   (edits the key set draft)
 
@@ -293,8 +354,12 @@ example:
   writ roles add vm-operator --caps "vm.*,btrfs.snapshot" --label rack=r1`;
 
 async function rolesAdd(argv: string[], io: Io, ctx: CliContext) {
-  const { values, positionals } = parse(argv, { ...COMMON, caps: { type: 'string' }, node: { type: 'string', multiple: true }, label: { type: 'string', multiple: true } }, { min: 1, max: 1, usage: 'writ roles add NAME --caps a,b' });
-  if (values.help) return io.out(ROLES_HELP), EXIT.ok;
+  const { values, positionals } = parse(
+    argv,
+    { ...COMMON, caps: { type: 'string' }, node: { type: 'string', multiple: true }, label: { type: 'string', multiple: true } },
+    { min: 1, max: 1, usage: 'writ roles add NAME --caps a,b' },
+  );
+  if (values.help) return (io.out(ROLES_HELP), EXIT.ok);
   if (!values.caps) throw new WritError('USAGE', '--caps is required');
   const labels: Record<string, string> = {};
   for (const l of values.label ?? []) {
@@ -303,17 +368,28 @@ async function rolesAdd(argv: string[], io: Io, ctx: CliContext) {
     labels[m[1]!] = m[2]!;
   }
   const name = positionals[0]!;
-  const role = { name, caps: values.caps.split(',').map((c) => c.trim()).filter(Boolean), nodes: values.node?.length ? values.node : ['*'], labels };
+  const role = {
+    name,
+    caps: values.caps
+      .split(',')
+      .map((c) => c.trim())
+      .filter(Boolean),
+    nodes: values.node?.length ? values.node : ['*'],
+    labels,
+  };
   await editDraft(ctx, values, io, (ks) => {
     ks.roles = [...ks.roles.filter((r) => r.name !== name), role];
   });
-  if (!values.json) io.out(`draft: role ${name}: caps ${role.caps.join(', ')} on ${role.nodes.join(', ')}${Object.keys(labels).length ? ` with ${JSON.stringify(labels)}` : ''}`);
+  if (!values.json)
+    io.out(
+      `draft: role ${name}: caps ${role.caps.join(', ')} on ${role.nodes.join(', ')}${Object.keys(labels).length ? ` with ${JSON.stringify(labels)}` : ''}`,
+    );
   return EXIT.ok;
 }
 
 async function rolesRemove(argv: string[], io: Io, ctx: CliContext) {
   const { values, positionals } = parse(argv, COMMON, { min: 1, max: 1, usage: 'writ roles remove NAME' });
-  if (values.help) return io.out(ROLES_HELP), EXIT.ok;
+  if (values.help) return (io.out(ROLES_HELP), EXIT.ok);
   await editDraft(ctx, values, io, (ks) => {
     if (ks.users.some((u) => u.roles.includes(positionals[0]!))) throw new WritError('USAGE', `role ${positionals[0]} is still given to a user`);
     ks.roles = ks.roles.filter((r) => r.name !== positionals[0]);
@@ -324,11 +400,22 @@ async function rolesRemove(argv: string[], io: Io, ctx: CliContext) {
 
 async function rolesList(argv: string[], io: Io, ctx: CliContext) {
   const { values } = parse(argv, COMMON, { min: 0, max: 0, usage: 'writ roles list' });
-  if (values.help) return io.out(ROLES_HELP), EXIT.ok;
+  if (values.help) return (io.out(ROLES_HELP), EXIT.ok);
   const ks = values.draft ? (await readDraft(values.draft)).ks : (await fetchKeySet(await resolveCoord(values.coord, ctx.env))).keySet;
-  if (values.json) return printJson(io, ks.roles), EXIT.ok;
-  for (const r of ks.roles) io.out(`${r.name.padEnd(16)} caps=${r.caps.join(',')} nodes=${r.nodes.join(',')}${Object.keys(r.labels).length ? ` labels=${JSON.stringify(r.labels)}` : ''}`);
+  if (values.json) return (printJson(io, ks.roles), EXIT.ok);
+  for (const r of ks.roles)
+    io.out(
+      `${r.name.padEnd(16)} caps=${r.caps.join(',')} nodes=${r.nodes.join(',')}${Object.keys(r.labels).length ? ` labels=${JSON.stringify(r.labels)}` : ''}`,
+    );
   return EXIT.ok;
 }
 
-export const rolesCommand: Command = { name: 'roles', summary: 'manage roles (capabilities over target scopes) in the key set draft', help: ROLES_HELP, subcommands: { add: rolesAdd, remove: rolesRemove, list: rolesList }, run(a, io, c) { return dispatchSubcommand(this, a, io, c); } };
+export const rolesCommand: Command = {
+  name: 'roles',
+  summary: 'manage roles (capabilities over target scopes) in the key set draft',
+  help: ROLES_HELP,
+  subcommands: { add: rolesAdd, remove: rolesRemove, list: rolesList },
+  run(a, io, c) {
+    return dispatchSubcommand(this, a, io, c);
+  },
+};

@@ -42,7 +42,7 @@ function ledgerFolder(values: { ledger?: string | undefined; state?: string | un
 }
 
 function printReport(io: Io, r: LedgerCheckReport, json: boolean): number {
-  if (json) return printJson(io, r), r.ok ? EXIT.ok : EXIT.failure;
+  if (json) return (printJson(io, r), r.ok ? EXIT.ok : EXIT.failure);
   for (const c of r.checks) io.out(`${c.ok ? 'ok  ' : 'FAIL'}  ${c.name.padEnd(32)} ${c.detail}`);
   if (r.ok) io.out(`${r.ledger}: sound (${r.checks.length} checks)`);
   else io.err(`writ: ${r.error!.code}: ${r.error!.message}`);
@@ -50,8 +50,12 @@ function printReport(io: Io, r: LedgerCheckReport, json: boolean): number {
 }
 
 async function check(argv: string[], io: Io, ctx: CliContext) {
-  const { values } = parse(argv, { ...FOLDER_OPTIONS, backup: { type: 'string' } }, { min: 0, max: 0, usage: 'writ ledger check [--ledger DIR | --backup FILE]' });
-  if (values.help) return io.out(LEDGER_HELP), EXIT.ok;
+  const { values } = parse(
+    argv,
+    { ...FOLDER_OPTIONS, backup: { type: 'string' } },
+    { min: 0, max: 0, usage: 'writ ledger check [--ledger DIR | --backup FILE]' },
+  );
+  if (values.help) return (io.out(LEDGER_HELP), EXIT.ok);
   let src: LedgerSource;
   if (values.backup) {
     if (values.ledger || values.state) throw new WritError('USAGE', 'give --backup FILE or a ledger folder, not both');
@@ -65,30 +69,39 @@ async function check(argv: string[], io: Io, ctx: CliContext) {
 }
 
 async function backup(argv: string[], io: Io, ctx: CliContext) {
-  const { values, positionals } = parse(argv, { ...FOLDER_OPTIONS, force: { type: 'boolean', default: false } }, { min: 1, max: 1, usage: 'writ ledger backup DEST [--ledger DIR] [--force]' });
-  if (values.help) return io.out(LEDGER_HELP), EXIT.ok;
-  if (ctx.env.DATABASE_URL && !values.ledger && !values.state) throw new WritError('USAGE', 'DATABASE_URL is set: back up PostgreSQL with pg_dump (writ ledger backup copies an embedded PGlite folder)');
+  const { values, positionals } = parse(
+    argv,
+    { ...FOLDER_OPTIONS, force: { type: 'boolean', default: false } },
+    { min: 1, max: 1, usage: 'writ ledger backup DEST [--ledger DIR] [--force]' },
+  );
+  if (values.help) return (io.out(LEDGER_HELP), EXIT.ok);
+  if (ctx.env.DATABASE_URL && !values.ledger && !values.state)
+    throw new WritError('USAGE', 'DATABASE_URL is set: back up PostgreSQL with pg_dump (writ ledger backup copies an embedded PGlite folder)');
   const dataDir = ledgerFolder(values, ctx.env);
   const dest = path.resolve(positionals[0]!);
   const r = await backupLedger(dataDir, dest, { force: values.force });
-  if (values.json) return printJson(io, { ok: true, ledger: dataDir, dest: r.dest, bytes: r.bytes, checks: r.report.checks }), EXIT.ok;
+  if (values.json) return (printJson(io, { ok: true, ledger: dataDir, dest: r.dest, bytes: r.bytes, checks: r.report.checks }), EXIT.ok);
   io.out(`backup of ${dataDir} written to ${r.dest} (${(r.bytes / 2 ** 20).toFixed(1)} MiB); it passed ${r.report.checks.length} checks`);
   return EXIT.ok;
 }
 
 async function restore(argv: string[], io: Io, ctx: CliContext) {
   const { values, positionals } = parse(argv, FOLDER_OPTIONS, { min: 1, max: 1, usage: 'writ ledger restore FILE [--ledger DIR]' });
-  if (values.help) return io.out(LEDGER_HELP), EXIT.ok;
+  if (values.help) return (io.out(LEDGER_HELP), EXIT.ok);
   const dataDir = ledgerFolder(values, ctx.env);
   const file = path.resolve(positionals[0]!);
   const r = await restoreLedger(file, dataDir);
-  if (values.json) return printJson(io, { ok: true, ledger: dataDir, backup: file, checks: r.checks }), EXIT.ok;
+  if (values.json) return (printJson(io, { ok: true, ledger: dataDir, backup: file, checks: r.checks }), EXIT.ok);
   io.out(`restored ${file} into ${dataDir}; it passed ${r.checks.length} checks. Start the coord.`);
   return EXIT.ok;
 }
 
 export const ledgerCommand: Command = {
-  name: 'ledger', summary: 'check, back up and restore the embedded ledger', help: LEDGER_HELP, subcommands: { check, backup, restore }, run(a, io, c) {
+  name: 'ledger',
+  summary: 'check, back up and restore the embedded ledger',
+  help: LEDGER_HELP,
+  subcommands: { check, backup, restore },
+  run(a, io, c) {
     return dispatchSubcommand(this, a, io, c);
   },
 };

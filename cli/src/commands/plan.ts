@@ -2,7 +2,18 @@
 // before anyone signs it. Runs it in the runner's sandbox against a recording SAL (runner/src/plan.ts).
 import { readFile } from 'node:fs/promises';
 import {
-  CAPABILITIES, JOB_ID_PATTERN, PAYLOAD_TYPES, WritError, errorCodeOf, fromB64, fromErrorJSON, parseEnvelope, parseJobPayload, payloadKindOf, type JobPayload, type JsonValue,
+  CAPABILITIES,
+  JOB_ID_PATTERN,
+  PAYLOAD_TYPES,
+  WritError,
+  errorCodeOf,
+  fromB64,
+  fromErrorJSON,
+  parseEnvelope,
+  parseJobPayload,
+  payloadKindOf,
+  type JobPayload,
+  type JsonValue,
 } from '@writ/protocol';
 import { checkScriptCompiles, loadNodeConfig, parsePlanFixtureText, planScript, type Plan, type PlanFixture, type PlannedCall } from '@writ/runner';
 import { didYouMean, parse, parseDurationS } from '../args.ts';
@@ -88,7 +99,9 @@ function envelopeJob(text: string, file: string): EnvelopeJob | undefined {
   if (env.payloadType !== PAYLOAD_TYPES.job) {
     const kind = payloadKindOf(env.payloadType);
     const carries = kind ? `a ${kind}` : JSON.stringify(env.payloadType.slice(0, 100));
-    throw new WritError('PAYLOAD_TYPE_MISMATCH', `${file} carries ${carries}, not a job: writ plan plans job envelopes and scripts`, { expected: PAYLOAD_TYPES.job });
+    throw new WritError('PAYLOAD_TYPE_MISMATCH', `${file} carries ${carries}, not a job: writ plan plans job envelopes and scripts`, {
+      expected: PAYLOAD_TYPES.job,
+    });
   }
   const payload = fromB64(env.payload);
   if (!payload) throw new WritError('ENVELOPE_MALFORMED', `${file}: payload is not canonical base64`);
@@ -115,9 +128,15 @@ async function readFixture(file: string): Promise<PlanFixture> {
 
 function parseCaps(value: string | undefined): string[] | undefined {
   if (value === undefined) return undefined;
-  const caps = value.split(',').map((c) => c.trim()).filter(Boolean);
+  const caps = value
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean);
   for (const c of caps) {
-    if (!CAPABILITIES.has(c)) throw new WritError('CAPABILITY_UNKNOWN', `--caps ${c} is not a capability${didYouMean(c, CAPABILITIES.keys())} (the list: docs/sal.md)`, { capability: c });
+    if (!CAPABILITIES.has(c))
+      throw new WritError('CAPABILITY_UNKNOWN', `--caps ${c} is not a capability${didYouMean(c, CAPABILITIES.keys())} (the list: docs/sal.md)`, {
+        capability: c,
+      });
   }
   return caps;
 }
@@ -162,20 +181,29 @@ function printPlan(io: Io, script: string, plan: Plan, config: string | undefine
 }
 
 async function plan(argv: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(argv, OPTIONS, { min: 1, max: 1, usage: 'writ plan SCRIPT.js|ENVELOPE.json [--args JSON|@FILE] [--caps a,b] [--fixture FILE.json] [--config node.json]' });
-  if (values.help) return io.out(PLAN_HELP), EXIT.ok;
+  const { values, positionals } = parse(argv, OPTIONS, {
+    min: 1,
+    max: 1,
+    usage: 'writ plan SCRIPT.js|ENVELOPE.json [--args JSON|@FILE] [--caps a,b] [--fixture FILE.json] [--config node.json]',
+  });
+  if (values.help) return (io.out(PLAN_HELP), EXIT.ok);
   const script = positionals[0]!;
   const text = await readScript(script);
   const signed = envelopeJob(text, script);
   if (signed) {
     const given = (['args', 'caps', 'target', 'id', 'timeout', 'memory', 'nix-pin'] as const).filter((o) => values[o] !== undefined);
-    if (given.length) throw new WritError('USAGE', `${script} is a signed envelope: it carries its own ${given.map((o) => `--${o}`).join(', ')}; plan the script file to choose them`);
+    if (given.length)
+      throw new WritError(
+        'USAGE',
+        `${script} is a signed envelope: it carries its own ${given.map((o) => `--${o}`).join(', ')}; plan the script file to choose them`,
+      );
   }
   const source = signed ? signed.job.script.source : text;
   const caps = signed ? signed.job.caps : parseCaps(values.caps);
   const target = signed ? signed.job.target : values.target?.length ? parseTarget(values.target) : undefined;
   const memory = values.memory === undefined ? undefined : Number(values.memory);
-  if (memory !== undefined && (!Number.isInteger(memory) || memory < 1 || memory > 1024)) throw new WritError('USAGE', '--memory must be a whole number of MiB from 1 to 1024');
+  if (memory !== undefined && (!Number.isInteger(memory) || memory < 1 || memory > 1024))
+    throw new WritError('USAGE', '--memory must be a whole number of MiB from 1 to 1024');
   const timeoutMs = values.timeout === undefined ? undefined : parseDurationS(values.timeout, '--timeout') * 1000;
   if (timeoutMs === 0) throw new WritError('USAGE', '--timeout must be longer than 0s');
   if (values.id !== undefined && !new RegExp(JOB_ID_PATTERN).test(values.id)) {
@@ -195,11 +223,13 @@ async function plan(argv: string[], io: Io): Promise<number> {
     ...(caps ? { caps } : {}),
     ...(fixture ? { fixture } : {}),
     ...(node ? { available: new Set(node.hostTable.keys()), salConfig: node.sal } : {}),
-    ...(signed ? { jobId: signed.job.id, limits: signed.job.limits, ...(signed.job.pins ? { pins: signed.job.pins } : {}) } : {
-      ...(values.id ? { jobId: values.id } : {}),
-      limits: { ...(timeoutMs ? { timeoutMs } : {}), ...(memory ? { memoryMiB: memory } : {}) },
-      ...(values['nix-pin']?.length ? { pins: { nix: values['nix-pin'] } } : {}),
-    }),
+    ...(signed
+      ? { jobId: signed.job.id, limits: signed.job.limits, ...(signed.job.pins ? { pins: signed.job.pins } : {}) }
+      : {
+          ...(values.id ? { jobId: values.id } : {}),
+          limits: { ...(timeoutMs ? { timeoutMs } : {}), ...(memory ? { memoryMiB: memory } : {}) },
+          ...(values['nix-pin']?.length ? { pins: { nix: values['nix-pin'] } } : {}),
+        }),
   });
   if (values.json) {
     printJson(io, {
@@ -210,21 +240,32 @@ async function plan(argv: string[], io: Io): Promise<number> {
       caps: result.caps,
       ...(values.config ? { config: values.config } : {}),
       ...(target ? { target } : {}),
-      ...(signed ? { envelope: { jobId: signed.job.id, keyids: signed.keyids, signaturesChecked: false, aud: signed.job.aud, iat: signed.job.iat, exp: signed.job.exp } } : {}),
+      ...(signed
+        ? { envelope: { jobId: signed.job.id, keyids: signed.keyids, signaturesChecked: false, aud: signed.job.aud, iat: signed.job.iat, exp: signed.job.exp } }
+        : {}),
       effects: result.calls,
       capabilitiesUsed: result.capabilitiesUsed,
       logs: result.logs,
       ...(result.outcome.ok ? { result: result.outcome.result } : { error: result.outcome.error }),
     });
   } else {
-    if (signed) io.out(`${script}: job ${signed.job.id} for ${JSON.stringify(signed.job.target)}, signed by ${signed.keyids.join(', ')} (signatures not checked here: writ verify)`);
+    if (signed)
+      io.out(
+        `${script}: job ${signed.job.id} for ${JSON.stringify(signed.job.target)}, signed by ${signed.keyids.join(', ')} (signatures not checked here: writ verify)`,
+      );
     printPlan(io, script, result, values.config);
     if (!result.outcome.ok) {
-      const hint = result.calls.length === 0 && values.args === undefined && result.outcome.error.code === 'SCRIPT_ERROR' ? ' (the script was given no --args)' : '';
+      const hint =
+        result.calls.length === 0 && values.args === undefined && result.outcome.error.code === 'SCRIPT_ERROR' ? ' (the script was given no --args)' : '';
       io.err(`writ: ${result.outcome.error.code}: ${result.outcome.error.message}${hint}`);
     }
   }
   return result.outcome.ok ? EXIT.ok : EXIT.failure;
 }
 
-export const planCommand: Command = { name: 'plan', summary: 'dry-run a script: list the effects it would have, with capabilities and arguments', help: PLAN_HELP, run: plan };
+export const planCommand: Command = {
+  name: 'plan',
+  summary: 'dry-run a script: list the effects it would have, with capabilities and arguments',
+  help: PLAN_HELP,
+  run: plan,
+};

@@ -30,8 +30,12 @@ function cliArg(a: string): string {
 }
 
 async function acl(argv: string[], io: Io, _ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, { role: { type: 'string' }, node: { type: 'string' }, 'password-file': { type: 'string' } }, { min: 0, max: 0, usage: 'writ redis acl --role supervisor|runner [--node ID]' });
-  if (values.help) return io.out(ACL_HELP), EXIT.ok;
+  const { values } = parse(
+    argv,
+    { role: { type: 'string' }, node: { type: 'string' }, 'password-file': { type: 'string' } },
+    { min: 0, max: 0, usage: 'writ redis acl --role supervisor|runner [--node ID]' },
+  );
+  if (values.help) return (io.out(ACL_HELP), EXIT.ok);
   let role: RedisRole;
   if (values.role === 'supervisor') {
     if (values.node !== undefined) throw new WritError('USAGE', '--node is for --role runner');
@@ -40,7 +44,10 @@ async function acl(argv: string[], io: Io, _ctx: CliContext): Promise<number> {
     if (!values.node) throw new WritError('USAGE', '--role runner needs --node ID\nusage: writ redis acl --role runner --node ID');
     role = { role: 'runner', node: values.node };
   } else {
-    throw new WritError('USAGE', `--role must be supervisor or runner${values.role === undefined ? '' : `, not ${JSON.stringify(values.role)}`}\nusage: writ redis acl --role supervisor|runner [--node ID]`);
+    throw new WritError(
+      'USAGE',
+      `--role must be supervisor or runner${values.role === undefined ? '' : `, not ${JSON.stringify(values.role)}`}\nusage: writ redis acl --role supervisor|runner [--node ID]`,
+    );
   }
   let password: string;
   let generated = false;
@@ -61,7 +68,10 @@ async function acl(argv: string[], io: Io, _ctx: CliContext): Promise<number> {
     return EXIT.ok;
   }
   io.out(command.map(cliArg).join(' '));
-  if (generated) io.err(`writ: made a new password for ${user}: ${password}\n  REDIS_URL=redis://${user}:${password}@HOST:PORT (or redis+sentinel://${user}:${password}@SENTINEL:PORT,.../MASTER)`);
+  if (generated)
+    io.err(
+      `writ: made a new password for ${user}: ${password}\n  REDIS_URL=redis://${user}:${password}@HOST:PORT (or redis+sentinel://${user}:${password}@SENTINEL:PORT,.../MASTER)`,
+    );
   return EXIT.ok;
 }
 

@@ -33,21 +33,51 @@ example:
   writ runner --node node-7 --label rack=r1 --coord http://10.0.0.1:7340 --redis redis://10.0.0.2:6379 --admin-key admin.key.pub`;
 
 async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, {
-    node: { type: 'string' }, label: { type: 'string', multiple: true }, redis: { type: 'string' }, concurrency: { type: 'string' },
-    'admin-key': { type: 'string', multiple: true }, coord: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, 'admin-threshold': { type: 'string', default: '1' }, cluster: { type: 'string' }, state: { type: 'string' },
-    'lock-ms': { type: 'string' }, 'stalled-ms': { type: 'string' }, production: { type: 'boolean', default: false }, config: { type: 'string' },
-  }, { min: 0, max: 0, usage: 'writ runner --node ID' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values } = parse(
+    argv,
+    {
+      node: { type: 'string' },
+      label: { type: 'string', multiple: true },
+      redis: { type: 'string' },
+      concurrency: { type: 'string' },
+      'admin-key': { type: 'string', multiple: true },
+      coord: { type: 'string' },
+      'heartbeat-ms': { type: 'string' },
+      'admin-threshold': { type: 'string', default: '1' },
+      cluster: { type: 'string' },
+      state: { type: 'string' },
+      'lock-ms': { type: 'string' },
+      'stalled-ms': { type: 'string' },
+      production: { type: 'boolean', default: false },
+      config: { type: 'string' },
+    },
+    { min: 0, max: 0, usage: 'writ runner --node ID' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const nodeConfig = values.config ? await loadNodeConfig(values.config) : undefined;
-  const config = runnerConfig({
-    home: writHome(ctx.env), node: values.node, labels: [...Object.entries(nodeConfig?.labels ?? {}).map(([k, v]) => `${k}=${v}`), ...(values.label ?? [])], redis: values.redis, coord: values.coord, cluster: values.cluster, state: values.state,
-    adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'],
-    concurrency: values.concurrency, heartbeatMs: values['heartbeat-ms'], lockMs: values['lock-ms'], stalledMs: values['stalled-ms'],
-    ...(values.production ? { production: true } : {}),
-  }, ctx.env);
+  const config = runnerConfig(
+    {
+      home: writHome(ctx.env),
+      node: values.node,
+      labels: [...Object.entries(nodeConfig?.labels ?? {}).map(([k, v]) => `${k}=${v}`), ...(values.label ?? [])],
+      redis: values.redis,
+      coord: values.coord,
+      cluster: values.cluster,
+      state: values.state,
+      adminKeys: await adminKeyRefs(values['admin-key'], ctx.env),
+      adminThreshold: values['admin-threshold'],
+      concurrency: values.concurrency,
+      heartbeatMs: values['heartbeat-ms'],
+      lockMs: values['lock-ms'],
+      stalledMs: values['stalled-ms'],
+      ...(values.production ? { production: true } : {}),
+    },
+    ctx.env,
+  );
   const logger = serviceLogger(config.logLevel, ctx.env);
-  await runUntilProcessSignal((signal) => runNodeDaemon(config, { logger, io, signal }, nodeConfig ? { hostTable: nodeConfig.hostTable } : {}), { graceMs: config.shutdownGraceMs });
+  await runUntilProcessSignal((signal) => runNodeDaemon(config, { logger, io, signal }, nodeConfig ? { hostTable: nodeConfig.hostTable } : {}), {
+    graceMs: config.shutdownGraceMs,
+  });
   return EXIT.ok;
 }
 

@@ -45,7 +45,11 @@ export async function runUntilProcessSignal<T>(run: (stop: AbortSignal) => Promi
   const onSignal = (sig: NodeJS.Signals) => {
     detach();
     stop.abort(sig);
-    if (opts.graceMs !== undefined) exitIfStillRunning(opts.graceMs + EXIT_AFTER_GRACE_MS, `still running ${EXIT_AFTER_GRACE_MS} ms after the shutdown grace (${opts.graceMs} ms) since ${sig}`);
+    if (opts.graceMs !== undefined)
+      exitIfStillRunning(
+        opts.graceMs + EXIT_AFTER_GRACE_MS,
+        `still running ${EXIT_AFTER_GRACE_MS} ms after the shutdown grace (${opts.graceMs} ms) since ${sig}`,
+      );
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -87,14 +91,54 @@ example:
   WRIT_SUPERVISOR_TOKEN=... writ supervisor --coord http://127.0.0.1:7340 --redis redis://127.0.0.1:6379`;
 
 async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, {
-    id: { type: 'string', default: 'sup-1' }, redis: { type: 'string' }, coord: { type: 'string' }, cluster: { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:7341' }, state: { type: 'string' }, 'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string' }, production: { type: 'boolean', default: false },
-    pool: { type: 'string', multiple: true }, advertise: { type: 'string' }, 'heartbeat-ms': { type: 'string' }, 'runner-redis': { type: 'string' }, 'claim-idle-ms': { type: 'string' },
-  }, { min: 0, max: 0, usage: 'writ supervisor --coord URL --admin-key FILE' });
-  if (values.help) return io.out(SUP_HELP), EXIT.ok;
-  const config = supervisorConfig({ home: writHome(ctx.env), id: values.id, redis: values.redis, coord: values.coord, cluster: values.cluster, listen: values.listen, state: values.state, adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'], production: values.production, pools: values.pool, advertise: values.advertise, heartbeatMs: values['heartbeat-ms'], runnerRedis: values['runner-redis'], claimIdleMs: values['claim-idle-ms'] }, ctx.env);
+  const { values } = parse(
+    argv,
+    {
+      id: { type: 'string', default: 'sup-1' },
+      redis: { type: 'string' },
+      coord: { type: 'string' },
+      cluster: { type: 'string' },
+      listen: { type: 'string', default: '127.0.0.1:7341' },
+      state: { type: 'string' },
+      'admin-key': { type: 'string', multiple: true },
+      'admin-threshold': { type: 'string' },
+      production: { type: 'boolean', default: false },
+      pool: { type: 'string', multiple: true },
+      advertise: { type: 'string' },
+      'heartbeat-ms': { type: 'string' },
+      'runner-redis': { type: 'string' },
+      'claim-idle-ms': { type: 'string' },
+    },
+    { min: 0, max: 0, usage: 'writ supervisor --coord URL --admin-key FILE' },
+  );
+  if (values.help) return (io.out(SUP_HELP), EXIT.ok);
+  const config = supervisorConfig(
+    {
+      home: writHome(ctx.env),
+      id: values.id,
+      redis: values.redis,
+      coord: values.coord,
+      cluster: values.cluster,
+      listen: values.listen,
+      state: values.state,
+      adminKeys: await adminKeyRefs(values['admin-key'], ctx.env),
+      adminThreshold: values['admin-threshold'],
+      production: values.production,
+      pools: values.pool,
+      advertise: values.advertise,
+      heartbeatMs: values['heartbeat-ms'],
+      runnerRedis: values['runner-redis'],
+      claimIdleMs: values['claim-idle-ms'],
+    },
+    ctx.env,
+  );
   const signingKey = await loadOrCreateKey(config.signingKeyFile);
-  await writeNewFile(config.publicKeyFile, JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: signingKey.keyid, publicKey: b64url(signingKey.publicKey) }, null, 2) + '\n', 0o644, true);
+  await writeNewFile(
+    config.publicKeyFile,
+    JSON.stringify({ type: 'writ.ed25519.public.v1', keyid: signingKey.keyid, publicKey: b64url(signingKey.publicKey) }, null, 2) + '\n',
+    0o644,
+    true,
+  );
   const logger = serviceLogger(config.logLevel, ctx.env);
   const clean = await runUntilProcessSignal((signal) => runSupervisor(config, { signingKey, logger, io, signal }), { graceMs: config.shutdownGraceMs });
   return clean ? EXIT.ok : EXIT.failure;
@@ -112,9 +156,33 @@ example:
   WRIT_TOKEN=... WRIT_SUPERVISOR_TOKEN=... writ coord --supervisor http://127.0.0.1:7341 --supervisor-key sup.pub`;
 
 async function coord(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values } = parse(argv, { supervisor: { type: 'string' }, 'supervisor-key': { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:7340' }, cluster: { type: 'string' }, state: { type: 'string' }, 'admin-key': { type: 'string', multiple: true }, 'admin-threshold': { type: 'string' } }, { min: 0, max: 0, usage: 'writ coord --supervisor URL --supervisor-key FILE --admin-key FILE' });
-  if (values.help) return io.out(COORD_HELP), EXIT.ok;
-  const config = coordConfig({ home: writHome(ctx.env), supervisor: values.supervisor, supervisorKey: values['supervisor-key'], listen: values.listen, cluster: values.cluster, state: values.state, adminKeys: await adminKeyRefs(values['admin-key'], ctx.env), adminThreshold: values['admin-threshold'] }, ctx.env);
+  const { values } = parse(
+    argv,
+    {
+      supervisor: { type: 'string' },
+      'supervisor-key': { type: 'string' },
+      listen: { type: 'string', default: '127.0.0.1:7340' },
+      cluster: { type: 'string' },
+      state: { type: 'string' },
+      'admin-key': { type: 'string', multiple: true },
+      'admin-threshold': { type: 'string' },
+    },
+    { min: 0, max: 0, usage: 'writ coord --supervisor URL --supervisor-key FILE --admin-key FILE' },
+  );
+  if (values.help) return (io.out(COORD_HELP), EXIT.ok);
+  const config = coordConfig(
+    {
+      home: writHome(ctx.env),
+      supervisor: values.supervisor,
+      supervisorKey: values['supervisor-key'],
+      listen: values.listen,
+      cluster: values.cluster,
+      state: values.state,
+      adminKeys: await adminKeyRefs(values['admin-key'], ctx.env),
+      adminThreshold: values['admin-threshold'],
+    },
+    ctx.env,
+  );
   const logger = serviceLogger(config.logLevel, ctx.env);
   const clean = await runUntilProcessSignal((signal) => runCoord(config, { logger, io, signal }), { graceMs: config.shutdownGraceMs });
   return clean ? EXIT.ok : EXIT.failure;

@@ -1,8 +1,22 @@
 // writ sign SCRIPT.js --key FILE ... | writ sign --add-signature ENVELOPE --key FILE
 import { readFile } from 'node:fs/promises';
 import {
-  CAPABILITIES, PAYLOAD_TYPES, WritError, addSignature, errorCodeOf, fromErrorJSON, buildJobPayload, encodeEnvelope, encodeJobPayload, parseEnvelope, parseJobPayload, parseStrictJson, signEnvelope,
-  type JobTarget, type JsonValue, type KeyPair,
+  CAPABILITIES,
+  PAYLOAD_TYPES,
+  WritError,
+  addSignature,
+  errorCodeOf,
+  fromErrorJSON,
+  buildJobPayload,
+  encodeEnvelope,
+  encodeJobPayload,
+  parseEnvelope,
+  parseJobPayload,
+  parseStrictJson,
+  signEnvelope,
+  type JobTarget,
+  type JsonValue,
+  type KeyPair,
 } from '@writ/protocol';
 import { checkScriptCompiles } from '@writ/runner';
 import { didYouMean, parse, parseDurationS } from '../args.ts';
@@ -107,15 +121,25 @@ export async function signScriptFile(scriptPath: string, keys: KeyPair[], values
   } catch (e) {
     throw new WritError('USAGE', `cannot read script ${scriptPath} (${(e as NodeJS.ErrnoException).code})`);
   }
-  const caps = typeof values.caps === 'string' ? values.caps.split(',').map((c) => c.trim()).filter(Boolean) : [];
+  const caps =
+    typeof values.caps === 'string'
+      ? values.caps
+          .split(',')
+          .map((c) => c.trim())
+          .filter(Boolean)
+      : [];
   for (const c of caps) {
-    if (!CAPABILITIES.has(c)) throw new WritError('CAPABILITY_UNKNOWN', `--caps ${c} is not a capability${didYouMean(c, CAPABILITIES.keys())} (the list: docs/sal.md)`, { capability: c });
+    if (!CAPABILITIES.has(c))
+      throw new WritError('CAPABILITY_UNKNOWN', `--caps ${c} is not a capability${didYouMean(c, CAPABILITIES.keys())} (the list: docs/sal.md)`, {
+        capability: c,
+      });
   }
   // Compiled as the runner will: a script that does not parse is refused here, with its line and column.
   const problem = await checkScriptCompiles(source);
   if (problem) throw fromErrorJSON({ ...problem, message: `${scriptPath}: ${problem.message}` });
   const memory = values.memory === undefined ? undefined : Number(values.memory);
-  if (memory !== undefined && (!Number.isInteger(memory) || memory < 1 || memory > 1024)) throw new WritError('USAGE', '--memory must be a whole number of MiB from 1 to 1024');
+  if (memory !== undefined && (!Number.isInteger(memory) || memory < 1 || memory > 1024))
+    throw new WritError('USAGE', '--memory must be a whole number of MiB from 1 to 1024');
   const payload = buildJobPayload({
     ...(typeof values.id === 'string' ? { id: values.id } : {}),
     source,
@@ -139,7 +163,7 @@ export async function signScriptFile(scriptPath: string, keys: KeyPair[], values
 
 async function sign(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values, positionals } = parse(argv, OPTIONS, { min: 0, max: 1, usage: 'writ sign SCRIPT.js --key FILE --target node=ID' });
-  if (values.help) return io.out(SIGN_HELP), EXIT.ok;
+  if (values.help) return (io.out(SIGN_HELP), EXIT.ok);
   if (!values.key?.length) throw new WritError('USAGE', '--key FILE is required (create one with: writ keys generate --out FILE)');
   const keys = await Promise.all(values.key.map(loadPrivateKey));
   let envelope: string;
@@ -167,7 +191,10 @@ async function sign(argv: string[], io: Io, ctx: CliContext): Promise<number> {
       await writeNewFile(values.out, envelope + '\n', 0o644, values.force === true || !!values['add-signature']);
     } catch (e) {
       if (errorCodeOf(e) !== 'KEY_FILE_EXISTS') throw e;
-      throw new WritError('ENVELOPE_FILE_EXISTS', `${values.out} exists already (an envelope signed earlier?); nothing was written: pass --force to overwrite it, or choose another --out`);
+      throw new WritError(
+        'ENVELOPE_FILE_EXISTS',
+        `${values.out} exists already (an envelope signed earlier?); nothing was written: pass --force to overwrite it, or choose another --out`,
+      );
     }
     if (values.json) printJson(io, { ok: true, out: values.out, jobId, keyids: keys.map((k) => k.keyid) });
     else io.out(`wrote ${values.out}${jobId ? ` (job ${jobId})` : ''}, signed by ${keys.map((k) => k.keyid).join(', ')}`);

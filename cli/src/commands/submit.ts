@@ -3,7 +3,17 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES, TERMINAL_STATUSES, WritError, errorCodeOf, parseBatchSubmitAnswer, parseEnvelope, parseJobView, parseSubmitAnswer, type BatchSubmitItem, type JobView,
+  MAX_BATCH_BYTES,
+  MAX_BATCH_ENVELOPES,
+  TERMINAL_STATUSES,
+  WritError,
+  errorCodeOf,
+  parseBatchSubmitAnswer,
+  parseEnvelope,
+  parseJobView,
+  parseSubmitAnswer,
+  type BatchSubmitItem,
+  type JobView,
 } from '@writ/protocol';
 import { humanDuration, parse, parseDurationS } from '../args.ts';
 import { api, followEvents, requestUntilAnswered, resolveCoord, type CoordTarget, type OutageWatcher, type StreamedEvent } from '../client.ts';
@@ -59,7 +69,11 @@ function waitLimit(value: string | undefined): WaitLimit {
 }
 
 function waitTimedOut(limit: WaitLimit, what: string, lastStatus: string | null, id: string | null): WritError {
-  return new WritError('WAIT_TIMEOUT', `${what} did not end within --wait-timeout ${limit.given}${lastStatus ? ` (last seen ${lastStatus})` : ''}; it goes on${id ? `: \`writ jobs show ${id}\`` : ''}`, { job: id, status: lastStatus });
+  return new WritError(
+    'WAIT_TIMEOUT',
+    `${what} did not end within --wait-timeout ${limit.given}${lastStatus ? ` (last seen ${lastStatus})` : ''}; it goes on${id ? `: \`writ jobs show ${id}\`` : ''}`,
+    { job: id, status: lastStatus },
+  );
 }
 
 /** Tells the user once per outage that the coord is away and that the wait goes on. */
@@ -118,10 +132,15 @@ export async function explainWait(coord: CoordTarget, job: JobView): Promise<str
     const selector = job.target.selector;
     const { status, body } = await api<{ nodes: NodeSeen[] }>(coord, 'GET', '/v1/nodes');
     if (status !== 200) return null;
-    const labels = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(',');
+    const labels = Object.entries(selector)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(',');
     const matching = body.nodes.filter((n) => Object.entries(selector).every(([k, v]) => n.labels[k] === v));
     if (matching.length === 0) return `no node has the labels ${labels}; the job waits until one registers`;
-    return `no active, reachable node has the labels ${labels} (${matching.slice(0, 5).map((n) => describeNode(n, nowMs)).join('; ')}); the job waits until one is`;
+    return `no active, reachable node has the labels ${labels} (${matching
+      .slice(0, 5)
+      .map((n) => describeNode(n, nowMs))
+      .join('; ')}); the job waits until one is`;
   } catch {
     return null;
   }
@@ -131,11 +150,19 @@ export async function explainWait(coord: CoordTarget, job: JobView): Promise<str
  * Waits until job `id` ends and returns its view. Connection failures and retryable answers (a coord
  * restarting) are waited out; past `limit` it throws WAIT_TIMEOUT, naming the job's last known status.
  */
-export async function waitForJob(coord: CoordTarget, id: string, follow: boolean, io: Io, json: boolean, limit: WaitLimit = { signal: undefined, given: '' }): Promise<JobView> {
+export async function waitForJob(
+  coord: CoordTarget,
+  id: string,
+  follow: boolean,
+  io: Io,
+  json: boolean,
+  limit: WaitLimit = { signal: undefined, given: '' },
+): Promise<JobView> {
   const { signal } = limit;
   const watch = outageNotices(io, `job ${id}`);
   let last: JobView | null = null;
-  const getJob = async () => (last = parseJobView(await requestUntilAnswered<unknown>(coord, 'GET', `/v1/jobs/${encodeURIComponent(id)}`, undefined, signal, watch)));
+  const getJob = async () =>
+    (last = parseJobView(await requestUntilAnswered<unknown>(coord, 'GET', `/v1/jobs/${encodeURIComponent(id)}`, undefined, signal, watch)));
   try {
     if (follow) {
       await followEvents(coord, id, (e) => (json ? io.out(JSON.stringify(e.data)) : printEvent(io, e)), signal);
@@ -174,7 +201,10 @@ async function readEnvelopes(files: string[]): Promise<{ source: string; envelop
     } catch (e) {
       throw new WritError('USAGE', `cannot read ${file} (${(e as NodeJS.ErrnoException).code})`);
     }
-    const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+    const lines = text
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '');
     const oneEach = lines.length > 1 && lines.every((l) => l.startsWith('{') && l.endsWith('}'));
     const pieces = oneEach ? lines.map((l, i) => ({ source: `${file}:${i + 1}`, envelope: l })) : [{ source: file, envelope: text }];
     for (const p of pieces) {
@@ -191,7 +221,12 @@ async function readEnvelopes(files: string[]): Promise<{ source: string; envelop
   return out;
 }
 
-async function submitBatch(files: string[], values: { wait?: boolean; json?: boolean; coord?: string; 'wait-timeout'?: string }, io: Io, ctx: CliContext): Promise<number> {
+async function submitBatch(
+  files: string[],
+  values: { wait?: boolean; json?: boolean; coord?: string; 'wait-timeout'?: string },
+  io: Io,
+  ctx: CliContext,
+): Promise<number> {
   const items = await readEnvelopes(files);
   const coord = await resolveCoord(values.coord, ctx.env);
   const limit = waitLimit(values['wait-timeout']);
@@ -212,7 +247,11 @@ async function submitBatch(files: string[], values: { wait?: boolean; json?: boo
   }
   for (const chunk of chunks) {
     const body = `{"envelopes":[${chunk.map((c) => c.envelope).join(',')}]}`;
-    const answer = parseBatchSubmitAnswer(values.wait ? await submitWaiting(coord, '/v1/jobs:batch', body, io, limit, `${chunk.length} envelope(s)`) : (await api<unknown>(coord, 'POST', '/v1/jobs:batch', body)).body);
+    const answer = parseBatchSubmitAnswer(
+      values.wait
+        ? await submitWaiting(coord, '/v1/jobs:batch', body, io, limit, `${chunk.length} envelope(s)`)
+        : (await api<unknown>(coord, 'POST', '/v1/jobs:batch', body)).body,
+    );
     answer.results.forEach((a, k) => results.push({ source: chunk[k]!.source, answer: a }));
   }
   let ok = true;
@@ -240,13 +279,21 @@ async function submitBatch(files: string[], values: { wait?: boolean; json?: boo
 
 async function submit(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const batch = argv.includes('--batch');
-  const { values, positionals } = parse(argv, OPTIONS, batch ? { min: 1, max: 100_000, usage: 'writ submit --batch FILE... [--wait]' } : { min: 1, max: 1, usage: 'writ submit ENVELOPE.json|SCRIPT.js [--follow]' });
-  if (values.help) return io.out(HELP), EXIT.ok;
-  if (values['wait-timeout'] !== undefined && !values.wait && !values.follow) throw new WritError('USAGE', '--wait-timeout limits --wait or --follow; give one of them');
+  const { values, positionals } = parse(
+    argv,
+    OPTIONS,
+    batch
+      ? { min: 1, max: 100_000, usage: 'writ submit --batch FILE... [--wait]' }
+      : { min: 1, max: 1, usage: 'writ submit ENVELOPE.json|SCRIPT.js [--follow]' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
+  if (values['wait-timeout'] !== undefined && !values.wait && !values.follow)
+    throw new WritError('USAGE', '--wait-timeout limits --wait or --follow; give one of them');
   waitLimit(values['wait-timeout']); // a bad duration is refused before anything is submitted
   if (values.batch) {
     if (values.follow) throw new WritError('USAGE', '--follow streams one job; with --batch use --wait\nusage: writ submit --batch FILE... [--wait]');
-    if (positionals.some((f) => f.endsWith('.js') || f.endsWith('.mjs'))) throw new WritError('USAGE', '--batch submits signed envelopes; sign scripts first with `writ sign SCRIPT --out FILE`');
+    if (positionals.some((f) => f.endsWith('.js') || f.endsWith('.mjs')))
+      throw new WritError('USAGE', '--batch submits signed envelopes; sign scripts first with `writ sign SCRIPT --out FILE`');
     return submitBatch(positionals, values, io, ctx);
   }
   const file = positionals[0]!;
@@ -255,14 +302,19 @@ async function submit(argv: string[], io: Io, ctx: CliContext): Promise<number> 
   let envelope: string;
   if (file.endsWith('.js') || file.endsWith('.mjs')) {
     const keyFiles = values.key?.length ? values.key : [path.join(keyringDir(ctx.env), 'admin.key')];
-    const keys = await Promise.all(keyFiles.map(async (f) => {
-      try {
-        return await loadPrivateKey(f);
-      } catch (e) {
-        if (values.key?.length || errorCodeOf(e) !== 'KEY_FILE_NOT_FOUND') throw e;
-        throw new WritError('KEY_FILE_NOT_FOUND', `no --key given, and the default ${f} does not exist: pass --key FILE, or start \`writ dev --keep\`, which creates it`);
-      }
-    }));
+    const keys = await Promise.all(
+      keyFiles.map(async (f) => {
+        try {
+          return await loadPrivateKey(f);
+        } catch (e) {
+          if (values.key?.length || errorCodeOf(e) !== 'KEY_FILE_NOT_FOUND') throw e;
+          throw new WritError(
+            'KEY_FILE_NOT_FOUND',
+            `no --key given, and the default ${f} does not exist: pass --key FILE, or start \`writ dev --keep\`, which creates it`,
+          );
+        }
+      }),
+    );
     envelope = (await signScriptFile(file, keys, values, ctx)).envelope;
   } else {
     try {
@@ -272,8 +324,13 @@ async function submit(argv: string[], io: Io, ctx: CliContext): Promise<number> 
     }
   }
   const limit = waitLimit(values['wait-timeout']);
-  const accepted = parseSubmitAnswer(values.wait || values.follow ? await submitWaiting(coord, '/v1/jobs', envelope, io, limit, 'the job') : (await api<unknown>(coord, 'POST', '/v1/jobs', envelope)).body);
-  if (!values.json) io.out(`job ${accepted.id} ${accepted.replayed ? 'was already recorded' : 'accepted'}: ${accepted.status}${accepted.node ? ` on ${accepted.node}` : ''}`);
+  const accepted = parseSubmitAnswer(
+    values.wait || values.follow
+      ? await submitWaiting(coord, '/v1/jobs', envelope, io, limit, 'the job')
+      : (await api<unknown>(coord, 'POST', '/v1/jobs', envelope)).body,
+  );
+  if (!values.json)
+    io.out(`job ${accepted.id} ${accepted.replayed ? 'was already recorded' : 'accepted'}: ${accepted.status}${accepted.node ? ` on ${accepted.node}` : ''}`);
   if (!values.wait && !values.follow) {
     if (values.json) printJson(io, { ok: true, ...accepted });
     return EXIT.ok;

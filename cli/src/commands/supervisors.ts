@@ -20,17 +20,35 @@ example:
 
 async function list(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   const { values } = parse(argv, { coord: { type: 'string' } }, { min: 0, max: 0, usage: 'writ supervisors list' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  if (values.help) return (io.out(HELP), EXIT.ok);
   const { supervisors } = parseSupervisorList((await api<unknown>(await resolveCoord(values.coord, ctx.env), 'GET', '/v1/supervisors')).body);
-  if (values.json) return printJson(io, { supervisors }), EXIT.ok;
-  io.out(`${'SUPERVISOR'.padEnd(16)} ${'STATE'.padEnd(6)} ${'HEALTHY'.padEnd(8)} ${'POOLS'.padEnd(20)} ${'QUEUED'.padEnd(7)} ${'RUNNERS'.padEnd(8)} ${'LAST HEARTBEAT'.padEnd(15)} API`);
+  if (values.json) return (printJson(io, { supervisors }), EXIT.ok);
+  io.out(
+    `${'SUPERVISOR'.padEnd(16)} ${'STATE'.padEnd(6)} ${'HEALTHY'.padEnd(8)} ${'POOLS'.padEnd(20)} ${'QUEUED'.padEnd(7)} ${'RUNNERS'.padEnd(8)} ${'LAST HEARTBEAT'.padEnd(15)} API`,
+  );
   const now = Date.now();
   for (const s of supervisors) {
     const hb = s.pinned ? 'pinned' : `${humanDuration((now - Date.parse(s.lastHeartbeatAt)) / 1000)} ago`;
-    const why = s.healthy ? '' : !s.listed && !s.pinned ? '  (key not listed in the key set)' : !s.redisOk ? `  (Redis: ${s.redisError ?? 'not answering'})` : '';
-    io.out(`${s.id.padEnd(16)} ${s.state.padEnd(6)} ${(s.healthy ? 'yes' : 'NO').padEnd(8)} ${s.pools.join(',').padEnd(20)} ${String(s.queueDepth).padEnd(7)} ${String(s.capacity).padEnd(8)} ${hb.padEnd(15)} ${s.apiUrl}${why}`);
+    const why = s.healthy
+      ? ''
+      : !s.listed && !s.pinned
+        ? '  (key not listed in the key set)'
+        : !s.redisOk
+          ? `  (Redis: ${s.redisError ?? 'not answering'})`
+          : '';
+    io.out(
+      `${s.id.padEnd(16)} ${s.state.padEnd(6)} ${(s.healthy ? 'yes' : 'NO').padEnd(8)} ${s.pools.join(',').padEnd(20)} ${String(s.queueDepth).padEnd(7)} ${String(s.capacity).padEnd(8)} ${hb.padEnd(15)} ${s.apiUrl}${why}`,
+    );
   }
   return EXIT.ok;
 }
 
-export const supervisorsCommand: Command = { name: 'supervisors', summary: 'list the supervisors the coord knows (federation)', help: HELP, subcommands: { list }, run(a, io, c) { return dispatchSubcommand(this, a, io, c); } };
+export const supervisorsCommand: Command = {
+  name: 'supervisors',
+  summary: 'list the supervisors the coord knows (federation)',
+  help: HELP,
+  subcommands: { list },
+  run(a, io, c) {
+    return dispatchSubcommand(this, a, io, c);
+  },
+};

@@ -1,8 +1,20 @@
 // writ verify ENVELOPE --pubkey FILE|KEYID: says in words what holds and, on failure, exactly what failed.
 import { readFile } from 'node:fs/promises';
 import {
-  KeyRing, PAYLOAD_TYPES, WritError, checkAudience, checkJobTimes, parseEnvelope, parseJobPayload, payloadKindOf, toErrorJSON, trustKey, verifyEnvelope,
-  type ErrorJSON, type JobPayload, type PayloadType,
+  KeyRing,
+  PAYLOAD_TYPES,
+  WritError,
+  checkAudience,
+  checkJobTimes,
+  parseEnvelope,
+  parseJobPayload,
+  payloadKindOf,
+  toErrorJSON,
+  trustKey,
+  verifyEnvelope,
+  type ErrorJSON,
+  type JobPayload,
+  type PayloadType,
 } from '@writ/protocol';
 import { humanDuration, parse } from '../args.ts';
 import { resolvePublicKey } from '../keyfiles.ts';
@@ -29,8 +41,12 @@ interface Check {
 }
 
 async function verify(argv: string[], io: Io, ctx: CliContext): Promise<number> {
-  const { values, positionals } = parse(argv, { pubkey: { type: 'string', multiple: true }, aud: { type: 'string' }, type: { type: 'string', default: 'job' } }, { min: 1, max: 1, usage: 'writ verify ENVELOPE --pubkey FILE|KEYID' });
-  if (values.help) return io.out(HELP), EXIT.ok;
+  const { values, positionals } = parse(
+    argv,
+    { pubkey: { type: 'string', multiple: true }, aud: { type: 'string' }, type: { type: 'string', default: 'job' } },
+    { min: 1, max: 1, usage: 'writ verify ENVELOPE --pubkey FILE|KEYID' },
+  );
+  if (values.help) return (io.out(HELP), EXIT.ok);
   if (!values.pubkey?.length) throw new WritError('USAGE', '--pubkey FILE|KEYID is required');
   const kind = values.type as keyof typeof PAYLOAD_TYPES;
   const expectedType: PayloadType | undefined = PAYLOAD_TYPES[kind];
@@ -70,7 +86,9 @@ async function verify(argv: string[], io: Io, ctx: CliContext): Promise<number> 
         v = verifyEnvelope(new Uint8Array(raw), { payloadType: expectedType, keys: new KeyRing(keys.map((k) => trustKey(k.publicKey))) });
       } catch (e) {
         if ((e as WritError).code !== 'UNKNOWN_KEY') throw e;
-        const hints = parseEnvelope(new Uint8Array(raw)).signatures.map((s) => s.keyid).join(', ');
+        const hints = parseEnvelope(new Uint8Array(raw))
+          .signatures.map((s) => s.keyid)
+          .join(', ');
         throw new WritError('UNKNOWN_KEY', `not signed by ${keys.map((k) => k.keyid).join(' or ')} (the envelope names ${hints}; key ids are hints only)`);
       }
       payload = v.payload;
@@ -92,11 +110,20 @@ async function verify(argv: string[], io: Io, ctx: CliContext): Promise<number> 
         })));
 
   if (values.json) {
-    printJson(io, { ok, checks, ...(job ? { job: { id: job.id, target: job.target, caps: job.caps, limits: job.limits, aud: job.aud, iat: job.iat, exp: job.exp } } : {}) });
+    printJson(io, {
+      ok,
+      checks,
+      ...(job ? { job: { id: job.id, target: job.target, caps: job.caps, limits: job.limits, aud: job.aud, iat: job.iat, exp: job.exp } } : {}),
+    });
   } else {
     for (const c of checks) io.out(`${c.ok ? '✓' : '✗'} ${c.check.padEnd(9)} ${c.ok ? c.detail : `${c.error!.code}: ${c.detail}`}`);
     if (ok && job) {
-      const target = 'node' in job.target ? `node ${job.target.node}` : `labels ${Object.entries(job.target.selector).map(([k, v]) => `${k}=${v}`).join(',')}`;
+      const target =
+        'node' in job.target
+          ? `node ${job.target.node}`
+          : `labels ${Object.entries(job.target.selector)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(',')}`;
       io.out(`job ${job.id} → ${target}; caps: ${job.caps.join(', ') || '(none)'}; limits: ${job.limits.timeoutMs} ms, ${job.limits.memoryMiB} MiB`);
     }
     if (!ok) io.err(`writ: verification failed: ${checks.at(-1)!.error!.code}`);

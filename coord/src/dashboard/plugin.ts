@@ -28,7 +28,12 @@ export const DASHBOARD_CSP = [
 ].join('; ');
 
 const UI_DIR = path.join(import.meta.dirname, 'ui');
-const TYPES: Record<string, string> = { '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml', '.html': 'text/html; charset=utf-8' };
+const TYPES: Record<string, string> = {
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.html': 'text/html; charset=utf-8',
+};
 const FILE = { type: 'string', pattern: '^[a-z0-9-]{1,40}\\.(js|css|svg)$' } as const;
 
 /** The dashboard's paths need no token: the static files hold no data (the API they call does). */
@@ -51,7 +56,8 @@ export function loadDashboardAssets(): Map<string, Asset> {
   add('preact.js', read(require.resolve('preact')));
   const hooks = read(require.resolve('preact/hooks'));
   const pointed = hooks.replace(/from\s*"preact"/g, 'from"./preact.js"');
-  if (pointed === hooks || /from\s*"preact"/.test(pointed)) throw new Error('preact/hooks no longer imports "preact" as expected: the dashboard cannot serve it');
+  if (pointed === hooks || /from\s*"preact"/.test(pointed))
+    throw new Error('preact/hooks no longer imports "preact" as expected: the dashboard cannot serve it');
   add('hooks.js', pointed);
   add('htm.js', read(path.join(path.dirname(require.resolve('htm')), 'htm.module.js')));
   return assets;
@@ -72,13 +78,22 @@ export function registerDashboardRoutes(app: FastifyInstance): void {
   const assets = loadDashboardAssets();
   const index = assets.get('index.html')!;
   const described = { tags: ['dashboard'], security: [] };
-  app.get('/', { schema: { ...described, summary: 'The web dashboard (HTML; no token: it asks for one and keeps it in memory)' } }, async (_req, reply) => send(reply, index));
-  app.get('/ui/:file', { schema: { ...described, summary: "The dashboard's scripts and styles (no token)", params: { type: 'object', properties: { file: FILE } } } }, async (req, reply) => {
-    const { file } = req.params as { file: string };
-    const asset = file === 'index.html' ? undefined : assets.get(file);
-    if (!asset) {
-      return reply.code(ERROR_CODES.ROUTE_NOT_FOUND.status).header('x-content-type-options', 'nosniff').send(errorAnswer('ROUTE_NOT_FOUND', `no dashboard file ${file}`));
-    }
-    return send(reply, asset);
-  });
+  app.get('/', { schema: { ...described, summary: 'The web dashboard (HTML; no token: it asks for one and keeps it in memory)' } }, async (_req, reply) =>
+    send(reply, index),
+  );
+  app.get(
+    '/ui/:file',
+    { schema: { ...described, summary: "The dashboard's scripts and styles (no token)", params: { type: 'object', properties: { file: FILE } } } },
+    async (req, reply) => {
+      const { file } = req.params as { file: string };
+      const asset = file === 'index.html' ? undefined : assets.get(file);
+      if (!asset) {
+        return reply
+          .code(ERROR_CODES.ROUTE_NOT_FOUND.status)
+          .header('x-content-type-options', 'nosniff')
+          .send(errorAnswer('ROUTE_NOT_FOUND', `no dashboard file ${file}`));
+      }
+      return send(reply, asset);
+    },
+  );
 }

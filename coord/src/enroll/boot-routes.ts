@@ -30,7 +30,12 @@ export const BOOT_MODE_WORD = 'writ.boot';
 export const MENU_TIMEOUT_MS = 3000;
 
 /** Operator actions that change what a machine's next iPXE boot does (app.ts calls bootAnswerAfterAction). */
-const ACTION_ANSWERS: Readonly<Partial<Record<string, BootAnswer>>> = Object.freeze({ install: 'install', reprovision: 'install', rescue: 'rescue', unrescue: 'local' });
+const ACTION_ANSWERS: Readonly<Partial<Record<string, BootAnswer>>> = Object.freeze({
+  install: 'install',
+  reprovision: 'install',
+  rescue: 'rescue',
+  unrescue: 'local',
+});
 /** Operator actions that cancel an answer still pending (the machine's default applies again). */
 const CLEARING_ACTIONS: ReadonlySet<string> = new Set(['accept', 'reject', 'retire']);
 
@@ -40,7 +45,9 @@ const MAC_FORMS = [/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i, /^[0-9a-f]{2}(-[0-9a-f]{2}
 export function parseMac(v: unknown): string {
   if (typeof v !== 'string' || !MAC_FORMS.some((re) => re.test(v))) {
     const given = v === undefined ? 'nothing' : JSON.stringify(String(v).slice(0, 40));
-    throw new WritError('BAD_REQUEST', `mac must be a MAC address, six hex bytes separated by ':' or '-' (in an iPXE script: mac=\${net0/mac}); got ${given}`, { field: 'mac' });
+    throw new WritError('BAD_REQUEST', `mac must be a MAC address, six hex bytes separated by ':' or '-' (in an iPXE script: mac=\${net0/mac}); got ${given}`, {
+      field: 'mac',
+    });
   }
   const hex = v.toLowerCase().replace(/[:-]/g, '');
   return hex.match(/../g)!.join(':');
@@ -102,7 +109,8 @@ async function checkFile(dir: string, a: BootImageFile): Promise<void> {
   const seen = verified.get(file);
   if (seen && seen.size === st.size && seen.mtimeMs === st.mtimeMs && seen.sha256 === a.sha256) return;
   const sha = await sha256File(file);
-  if (sha !== a.sha256 || st.size !== a.bytes) badImage(dir, `${a.file} has sha256 ${sha} (${st.size} bytes); manifest.json says ${a.sha256} (${a.bytes} bytes): rebuild the image with writ image ipxe`);
+  if (sha !== a.sha256 || st.size !== a.bytes)
+    badImage(dir, `${a.file} has sha256 ${sha} (${st.size} bytes); manifest.json says ${a.sha256} (${a.bytes} bytes): rebuild the image with writ image ipxe`);
   verified.set(file, { size: st.size, mtimeMs: st.mtimeMs, sha256: sha });
 }
 
@@ -116,10 +124,20 @@ export async function loadBootImage(dir: string): Promise<BootImage> {
   }
   if (m?.image !== 'writ-node' || typeof m.cmdline !== 'string') badImage(dir, 'manifest.json is not a Writ node image manifest');
   // The command line goes into an iPXE script line: no line breaks, and no `${`, which iPXE would expand.
-  if (/[\u0000-\u001f\u007f]/.test(m.cmdline) || m.cmdline.includes('${')) badImage(dir, 'the kernel command line holds control characters or "${", which an iPXE script cannot carry');
+  if (/[\u0000-\u001f\u007f]/.test(m.cmdline) || m.cmdline.includes('${'))
+    badImage(dir, 'the kernel command line holds control characters or "${", which an iPXE script cannot carry');
   const artifact = (name: string): BootImageFile => {
     const a = m.artifacts?.[name];
-    if (!a || typeof a.file !== 'string' || a.file.includes('/') || a.file.startsWith('.') || typeof a.bytes !== 'number' || typeof a.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(a.sha256)) badImage(dir, `manifest.json has no valid ${name} artifact`);
+    if (
+      !a ||
+      typeof a.file !== 'string' ||
+      a.file.includes('/') ||
+      a.file.startsWith('.') ||
+      typeof a.bytes !== 'number' ||
+      typeof a.sha256 !== 'string' ||
+      !/^[0-9a-f]{64}$/.test(a.sha256)
+    )
+      badImage(dir, `manifest.json has no valid ${name} artifact`);
     return { file: a.file, bytes: a.bytes, sha256: a.sha256 };
   };
   const image: BootImage = { dir, cmdline: m.cmdline, kernel: artifact('kernel'), initramfs: artifact('initramfs') };
@@ -130,7 +148,11 @@ export async function loadBootImage(dir: string): Promise<BootImage> {
 
 async function configuredImage(): Promise<BootImage> {
   const dir = bootImageDir();
-  if (!dir) throw new WritError('NOT_READY', 'this coord serves no boot image: build one with writ image ipxe --out DIR … and start the coord with WRIT_BOOT_IMAGE=DIR');
+  if (!dir)
+    throw new WritError(
+      'NOT_READY',
+      'this coord serves no boot image: build one with writ image ipxe --out DIR … and start the coord with WRIT_BOOT_IMAGE=DIR',
+    );
   return loadBootImage(dir);
 }
 
@@ -222,7 +244,12 @@ export async function bootAnswerAfterAction(db: Queryable, node: NodeRecord, act
  * on its next healthy heartbeat). A different identity on that MAC (the state partition was blanked) is a new
  * node: the old one stays `installing` until its deadline fails it.
  */
-export async function settleInstallBoot(db: Queryable, nodes: NodeRegistry, node: NodeRecord, log?: { warn(o: object, m?: string): void }): Promise<NodeRecord> {
+export async function settleInstallBoot(
+  db: Queryable,
+  nodes: NodeRegistry,
+  node: NodeRecord,
+  log?: { warn(o: object, m?: string): void },
+): Promise<NodeRecord> {
   let finished = false;
   for (const row of await listBootAnswers(db, macsOf(node.inventory))) {
     if (row.answer !== 'install' || !row.nodeId) continue;
@@ -232,10 +259,12 @@ export async function settleInstallBoot(db: Queryable, nodes: NodeRegistry, node
     if (owner.id === node.id) finished = true;
   }
   if (!finished) return node;
-  return nodes.apply(node.id, 'install-done', { actor: `node:${node.id}`, reason: 'registered again after its install boot', byOperator: false }).catch((e: unknown) => {
-    log?.warn({ node: node.id, err: (e as Error).message }, 'install-done refused');
-    return node;
-  });
+  return nodes
+    .apply(node.id, 'install-done', { actor: `node:${node.id}`, reason: 'registered again after its install boot', byOperator: false })
+    .catch((e: unknown) => {
+      log?.warn({ node: node.id, err: (e as Error).message }, 'install-done refused');
+      return node;
+    });
 }
 
 /**
@@ -249,7 +278,11 @@ async function installStarted(nodes: NodeRegistry, row: BootAnswerRow, mac: stri
   if (!n) return;
   if (n.state === 'failed' && row.setBy.startsWith('operator:') && n.stateSince >= row.setAt) {
     const ordered = `${row.setBy.slice('operator:'.length)} ordered at ${new Date(row.setAt).toISOString()}`;
-    n = await nodes.apply(n.id, 'install', { actor: row.setBy, reason: `the ${ordered} resumes: the machine fetched its install boot after it had failed (${n.reason ?? 'no reason recorded'})`, byOperator: true });
+    n = await nodes.apply(n.id, 'install', {
+      actor: row.setBy,
+      reason: `the ${ordered} resumes: the machine fetched its install boot after it had failed (${n.reason ?? 'no reason recorded'})`,
+      byOperator: true,
+    });
   }
   if (n.state === 'install-pending' || n.state === 'reprovisioning') {
     await nodes.apply(n.id, 'install-started', { actor: `ipxe:${mac}`, reason: 'the machine fetched its install boot (iPXE)', byOperator: false });
@@ -258,33 +291,45 @@ async function installStarted(nodes: NodeRegistry, row: BootAnswerRow, mac: stri
 
 export function registerBootRoutes(app: FastifyInstance, db: Queryable, nodes: NodeRegistry | undefined): void {
   const security: never[] = [];
-  app.get('/boot/ipxe', {
-    schema: {
-      summary: 'the iPXE script for the machine with this MAC (no token: firmware asks)',
-      security,
-      querystring: { type: 'object', additionalProperties: false, properties: { mac: { type: 'string', maxLength: 64 } } },
+  app.get(
+    '/boot/ipxe',
+    {
+      schema: {
+        summary: 'the iPXE script for the machine with this MAC (no token: firmware asks)',
+        security,
+        querystring: { type: 'object', additionalProperties: false, properties: { mac: { type: 'string', maxLength: 64 } } },
+      },
     },
-  }, async (req, reply) => {
-    const mac = parseMac((req.query as { mac?: string }).mac);
-    const answer = await answerFor(db, mac);
-    // A machine that boots locally needs no image; the menu offers the netboot items only when one is served.
-    const dir = bootImageDir();
-    const image = answer.answer !== 'local' ? await configuredImage() : dir ? await loadBootImage(dir).catch(() => null) : null;
-    // Serving the install answer of a node an operator ordered (re)installed is the install starting.
-    const row = answer.answer === 'install' ? answer.row : null;
-    if (row?.nodeId && nodes) await installStarted(nodes, row, mac).catch((e: unknown) => req.log.warn({ node: row.nodeId, err: (e as Error).message }, 'install-started refused'));
-    return reply.header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store').send(ipxeAnswerScript({ mac, answer, image }));
-  });
-  for (const [route, which] of [['/boot/vmlinuz', 'kernel'], ['/boot/initramfs.img', 'initramfs']] as const) {
-    app.get(route, { schema: { summary: `the boot image's ${which} (no token: iPXE fetches it), checked against manifest.json`, security } }, async (_req, reply) => {
-      const image = await configuredImage();
-      const f = image[which];
-      return reply
-        .header('content-type', 'application/octet-stream')
-        .header('content-length', f.bytes)
-        .header('etag', `"${f.sha256}"`)
-        .header('x-writ-sha256', f.sha256)
-        .send(createReadStream(path.join(image.dir, f.file)));
-    });
+    async (req, reply) => {
+      const mac = parseMac((req.query as { mac?: string }).mac);
+      const answer = await answerFor(db, mac);
+      // A machine that boots locally needs no image; the menu offers the netboot items only when one is served.
+      const dir = bootImageDir();
+      const image = answer.answer !== 'local' ? await configuredImage() : dir ? await loadBootImage(dir).catch(() => null) : null;
+      // Serving the install answer of a node an operator ordered (re)installed is the install starting.
+      const row = answer.answer === 'install' ? answer.row : null;
+      if (row?.nodeId && nodes)
+        await installStarted(nodes, row, mac).catch((e: unknown) => req.log.warn({ node: row.nodeId, err: (e as Error).message }, 'install-started refused'));
+      return reply.header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store').send(ipxeAnswerScript({ mac, answer, image }));
+    },
+  );
+  for (const [route, which] of [
+    ['/boot/vmlinuz', 'kernel'],
+    ['/boot/initramfs.img', 'initramfs'],
+  ] as const) {
+    app.get(
+      route,
+      { schema: { summary: `the boot image's ${which} (no token: iPXE fetches it), checked against manifest.json`, security } },
+      async (_req, reply) => {
+        const image = await configuredImage();
+        const f = image[which];
+        return reply
+          .header('content-type', 'application/octet-stream')
+          .header('content-length', f.bytes)
+          .header('etag', `"${f.sha256}"`)
+          .header('x-writ-sha256', f.sha256)
+          .send(createReadStream(path.join(image.dir, f.file)));
+      },
+    );
   }
 }

@@ -5,8 +5,18 @@
 // A node already assigned keeps its assignment across reboots (same key, same node id). A node registering
 // after the install answer its iPXE boot got finishes that install (boot-routes.ts, settleInstallBoot).
 import {
-  DEFAULT_POOL, canonicalJson, isNodeInventory, parseEnvelope, parseNodeInventory, parseNodeRegistration, type NodeAssignment, type NodeInventory, type NodeRegistration,
-  type InstallPlan, PAYLOAD_TYPES, fromB64,
+  DEFAULT_POOL,
+  canonicalJson,
+  isNodeInventory,
+  parseEnvelope,
+  parseNodeInventory,
+  parseNodeRegistration,
+  type NodeAssignment,
+  type NodeInventory,
+  type NodeRegistration,
+  type InstallPlan,
+  PAYLOAD_TYPES,
+  fromB64,
 } from '@writ/protocol';
 import type { Db } from '../ledger/db.ts';
 import type { NodeRecord, NodeRegistry } from '../nodes/registry.ts';
@@ -47,11 +57,22 @@ export class Enroller {
       const { rule } = matchRules(await listRules(db), inv, presented);
       if (rule) {
         let accept = rule.autoAccept && presented !== null && presented === rule.tokenSha256;
-        if (accept && !(await recordBootstrap(db, { nodeId: node.id, keyid: node.keyid, tokenSha256: presented!, rule: rule.name, maxUses: rule.maxUses, at: Date.now() }))) {
+        if (
+          accept &&
+          !(await recordBootstrap(db, { nodeId: node.id, keyid: node.keyid, tokenSha256: presented!, rule: rule.name, maxUses: rule.maxUses, at: Date.now() }))
+        ) {
           this.opts.log?.warn({ node: node.id, rule: rule.name }, 'enrollment token used up: the node waits for an operator');
           accept = false;
         }
-        assignment = { type: PAYLOAD_TYPES.nodeAssignment, nodeId: node.id, hostname: hostnameFor(rule.assign.hostname, inv, node.id), class: rule.assign.class, pool: rule.assign.pool, labels: { ...rule.assign.labels }, rule: rule.name };
+        assignment = {
+          type: PAYLOAD_TYPES.nodeAssignment,
+          nodeId: node.id,
+          hostname: hostnameFor(rule.assign.hostname, inv, node.id),
+          class: rule.assign.class,
+          pool: rule.assign.pool,
+          labels: { ...rule.assign.labels },
+          rule: rule.name,
+        };
         await putAssignment(db, assignment, `rule:${rule.name}`);
         if (accept) autoAccept = rule.name;
         this.opts.log?.info({ node: node.id, rule: rule.name, autoAccept: accept }, 'enrollment rule matched');
@@ -65,7 +86,11 @@ export class Enroller {
       if (canonicalJson(labels) !== canonicalJson(node.labels) || pool !== node.pool) current = await nodes.assign(node.id, { labels, pool });
     }
     if (autoAccept && current.state === 'inspected') {
-      current = await nodes.apply(node.id, 'accept', { actor: `rule:${autoAccept}`, reason: `enrollment rule ${autoAccept} accepts nodes presenting its token`, byOperator: true });
+      current = await nodes.apply(node.id, 'accept', {
+        actor: `rule:${autoAccept}`,
+        reason: `enrollment rule ${autoAccept} accepts nodes presenting its token`,
+        byOperator: true,
+      });
     }
     const cls = assignment?.class ? await getClass(db, assignment.class) : null;
     return { node: current, assignment, installPlan: cls?.installPlan ?? null };

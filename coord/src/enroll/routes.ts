@@ -7,12 +7,40 @@ import type { Db } from '../ledger/db.ts';
 import type { NodeRegistry } from '../nodes/registry.ts';
 import { BOOT_ROUTES, macsOf, registerBootRoutes } from './boot-routes.ts';
 import { checkRule, matchRules, type EnrollmentRule } from './rules.ts';
-import { deleteClass, deleteRule, getAssignment, listBootAnswers, listBootstraps, listClasses, listRules, newEnrollmentToken, putClass, putRule, tokenSha256, type NodeClass } from './store.ts';
+import {
+  deleteClass,
+  deleteRule,
+  getAssignment,
+  listBootAnswers,
+  listBootstraps,
+  listClasses,
+  listRules,
+  newEnrollmentToken,
+  putClass,
+  putRule,
+  tokenSha256,
+  type NodeClass,
+} from './store.ts';
 
-export const ENROLL_ROUTES = ['GET /v1/enroll/rules', 'POST /v1/enroll/rules', 'DELETE /v1/enroll/rules/:name', 'POST /v1/enroll/test', 'GET /v1/enroll/classes', 'POST /v1/enroll/classes', 'DELETE /v1/enroll/classes/:name', 'GET /v1/enroll/nodes/:id', ...BOOT_ROUTES] as const;
+export const ENROLL_ROUTES = [
+  'GET /v1/enroll/rules',
+  'POST /v1/enroll/rules',
+  'DELETE /v1/enroll/rules/:name',
+  'POST /v1/enroll/test',
+  'GET /v1/enroll/classes',
+  'POST /v1/enroll/classes',
+  'DELETE /v1/enroll/classes/:name',
+  'GET /v1/enroll/nodes/:id',
+  ...BOOT_ROUTES,
+] as const;
 
 /** A rule as an operator gives it: `token: true` makes a fresh token, shown once in the answer. */
-type RuleInput = Omit<EnrollmentRule, 'tokenSha256' | 'maxUses' | 'priority' | 'autoAccept'> & { priority?: number; autoAccept?: boolean; maxUses?: number | null; token?: boolean | string };
+type RuleInput = Omit<EnrollmentRule, 'tokenSha256' | 'maxUses' | 'priority' | 'autoAccept'> & {
+  priority?: number;
+  autoAccept?: boolean;
+  maxUses?: number | null;
+  token?: boolean | string;
+};
 
 const ruleView = (r: EnrollmentRule) => ({ ...r, hasToken: r.tokenSha256 !== null });
 
@@ -24,7 +52,8 @@ export function registerEnrollRoutes(app: FastifyInstance, db: Db, opts: { nodes
     if (!b || typeof b !== 'object') throw new WritError('BAD_REQUEST', 'send a rule as a JSON object');
     const { token: wantToken, ...rest } = b;
     const token = wantToken === true ? newEnrollmentToken() : typeof wantToken === 'string' ? wantToken : null;
-    if (token !== null && !/^[A-Za-z0-9_-]{16,128}$/.test(token)) throw new WritError('CONFIG_INVALID', 'an enrollment token is 16 to 128 characters of A-Z, a-z, 0-9, _ and -');
+    if (token !== null && !/^[A-Za-z0-9_-]{16,128}$/.test(token))
+      throw new WritError('CONFIG_INVALID', 'an enrollment token is 16 to 128 characters of A-Z, a-z, 0-9, _ and -');
     const rule = checkRule({ priority: 100, autoAccept: false, maxUses: null, ...rest, tokenSha256: token === null ? null : tokenSha256(token) });
     await putRule(db, rule);
     return reply.code(201).send({ rule: ruleView(rule), ...(wantToken === true ? { token } : {}) });

@@ -106,15 +106,23 @@ const validateRule = compileSchema<EnrollmentRule>(ruleSchema);
 export function checkRule(v: unknown): EnrollmentRule {
   assertSchema(validateRule, v, 'enrollment rule', 'CONFIG_INVALID');
   const r = v as EnrollmentRule;
-  if (r.autoAccept && !r.tokenSha256) throw new WritError('CONFIG_INVALID', `rule ${r.name}: auto-accept needs a token (a node is accepted only for presenting it)`);
+  if (r.autoAccept && !r.tokenSha256)
+    throw new WritError('CONFIG_INVALID', `rule ${r.name}: auto-accept needs a token (a node is accepted only for presenting it)`);
   if (r.match.requireToken && !r.tokenSha256) throw new WritError('CONFIG_INVALID', `rule ${r.name}: requireToken needs a token`);
-  if (Object.keys(r.match).length === 0 && !r.tokenSha256) throw new WritError('CONFIG_INVALID', `rule ${r.name} matches nothing in particular: give a criterion or a token`);
+  if (Object.keys(r.match).length === 0 && !r.tokenSha256)
+    throw new WritError('CONFIG_INVALID', `rule ${r.name} matches nothing in particular: give a criterion or a token`);
   return r;
 }
 
 /** A shell-style glob (`*` any run, `?` one character), whole string, case-sensitive. */
 export function globMatch(pattern: string, s: string): boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 's');
+  const re = new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+    's',
+  );
   return re.test(s);
 }
 
@@ -128,8 +136,10 @@ export function judgeRule(rule: EnrollmentRule, inv: NodeInventory, tokenSha256:
     const hit = inv.nics.find((n) => m.macs!.includes(n.mac));
     add('macs', !!hit, hit ? `${hit.name} has ${hit.mac}` : `no NIC has ${m.macs.join(', ')} (has ${inv.nics.map((n) => n.mac).join(', ') || 'none'})`);
   }
-  if (m.dmiSerial !== undefined) add('dmiSerial', globMatch(m.dmiSerial, inv.dmi.serial ?? ''), `DMI serial ${JSON.stringify(inv.dmi.serial)} against ${m.dmiSerial}`);
-  if (m.dmiProduct !== undefined) add('dmiProduct', globMatch(m.dmiProduct, inv.dmi.product ?? ''), `DMI product ${JSON.stringify(inv.dmi.product)} against ${m.dmiProduct}`);
+  if (m.dmiSerial !== undefined)
+    add('dmiSerial', globMatch(m.dmiSerial, inv.dmi.serial ?? ''), `DMI serial ${JSON.stringify(inv.dmi.serial)} against ${m.dmiSerial}`);
+  if (m.dmiProduct !== undefined)
+    add('dmiProduct', globMatch(m.dmiProduct, inv.dmi.product ?? ''), `DMI product ${JSON.stringify(inv.dmi.product)} against ${m.dmiProduct}`);
   const diskTraits = m.diskSerial !== undefined || m.diskModel !== undefined || m.diskMinBytes !== undefined || m.diskMaxBytes !== undefined;
   if (diskTraits) {
     const hit = inv.disks.find(
@@ -139,15 +149,36 @@ export function judgeRule(rule: EnrollmentRule, inv: NodeInventory, tokenSha256:
         (m.diskMinBytes === undefined || d.sizeBytes >= m.diskMinBytes) &&
         (m.diskMaxBytes === undefined || d.sizeBytes <= m.diskMaxBytes),
     );
-    const want = [m.diskSerial && `serial ${m.diskSerial}`, m.diskModel && `model ${m.diskModel}`, m.diskMinBytes !== undefined && `>= ${m.diskMinBytes} B`, m.diskMaxBytes !== undefined && `<= ${m.diskMaxBytes} B`].filter(Boolean).join(', ');
-    add('disk', !!hit, hit ? `${hit.name} (serial ${hit.serial}, ${hit.sizeBytes} B) has ${want}` : `no disk has ${want} (disks: ${inv.disks.map((d) => `${d.name} serial ${d.serial} ${d.sizeBytes} B`).join('; ') || 'none'})`);
+    const want = [
+      m.diskSerial && `serial ${m.diskSerial}`,
+      m.diskModel && `model ${m.diskModel}`,
+      m.diskMinBytes !== undefined && `>= ${m.diskMinBytes} B`,
+      m.diskMaxBytes !== undefined && `<= ${m.diskMaxBytes} B`,
+    ]
+      .filter(Boolean)
+      .join(', ');
+    add(
+      'disk',
+      !!hit,
+      hit
+        ? `${hit.name} (serial ${hit.serial}, ${hit.sizeBytes} B) has ${want}`
+        : `no disk has ${want} (disks: ${inv.disks.map((d) => `${d.name} serial ${d.serial} ${d.sizeBytes} B`).join('; ') || 'none'})`,
+    );
   }
   if (m.nicDriver !== undefined || m.nicMinSpeedMbps !== undefined) {
-    const hit = inv.nics.find((n) => (m.nicDriver === undefined || globMatch(m.nicDriver, n.driver ?? '')) && (m.nicMinSpeedMbps === undefined || (n.speedMbps ?? 0) >= m.nicMinSpeedMbps));
-    add('nic', !!hit, hit ? `${hit.name} (${hit.driver}, ${hit.speedMbps ?? '?'} Mb/s)` : `no NIC has driver ${m.nicDriver ?? '*'} at ${m.nicMinSpeedMbps ?? 0}+ Mb/s`);
+    const hit = inv.nics.find(
+      (n) =>
+        (m.nicDriver === undefined || globMatch(m.nicDriver, n.driver ?? '')) && (m.nicMinSpeedMbps === undefined || (n.speedMbps ?? 0) >= m.nicMinSpeedMbps),
+    );
+    add(
+      'nic',
+      !!hit,
+      hit ? `${hit.name} (${hit.driver}, ${hit.speedMbps ?? '?'} Mb/s)` : `no NIC has driver ${m.nicDriver ?? '*'} at ${m.nicMinSpeedMbps ?? 0}+ Mb/s`,
+    );
   }
   if (m.diskless !== undefined) add('diskless', inv.diskless === m.diskless, `the node is ${inv.diskless ? '' : 'not '}diskless`);
-  if (m.requireToken) add('token', tokenOk, tokenOk ? 'the node presented this rule’s token' : tokenSha256 ? 'the node presented another token' : 'the node presented no token');
+  if (m.requireToken)
+    add('token', tokenOk, tokenOk ? 'the node presented this rule’s token' : tokenSha256 ? 'the node presented another token' : 'the node presented no token');
   const matched = c.every((x) => x.ok);
   return { rule: rule.name, matched, autoAccept: matched && rule.autoAccept && tokenOk, criteria: c };
 }
@@ -158,7 +189,11 @@ export function ruleOrder(rules: readonly EnrollmentRule[]): EnrollmentRule[] {
 }
 
 /** The first matching rule (by priority), with every rule's verdict up to it. */
-export function matchRules(rules: readonly EnrollmentRule[], inv: NodeInventory, tokenSha256: string | null): { rule: EnrollmentRule | null; verdicts: RuleVerdict[] } {
+export function matchRules(
+  rules: readonly EnrollmentRule[],
+  inv: NodeInventory,
+  tokenSha256: string | null,
+): { rule: EnrollmentRule | null; verdicts: RuleVerdict[] } {
   const verdicts: RuleVerdict[] = [];
   for (const r of ruleOrder(rules)) {
     const v = judgeRule(r, inv, tokenSha256);
@@ -171,7 +206,11 @@ export function matchRules(rules: readonly EnrollmentRule[], inv: NodeInventory,
 /** The hostname a pattern gives this node: `{serial}`, `{mac}` and `{id}` filled in, lower-cased, trimmed to 63. */
 export function hostnameFor(pattern: string | null, inv: NodeInventory, nodeId: string): string | null {
   if (!pattern) return null;
-  const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '');
+  const clean = (s: string) =>
+    s
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '');
   const h = pattern
     .replace(/\{serial\}/g, clean(inv.dmi.serial ?? 'noserial'))
     .replace(/\{mac\}/g, (inv.nics[0]?.mac ?? '000000000000').replace(/:/g, ''))

@@ -77,7 +77,15 @@ interface RuleRow {
   max_uses: number | null;
 }
 
-const ruleOf = (r: RuleRow): EnrollmentRule => ({ name: r.name, priority: Number(r.priority), match: r.match, assign: r.assign, tokenSha256: r.token_sha256, autoAccept: r.auto_accept, maxUses: r.max_uses === null ? null : Number(r.max_uses) });
+const ruleOf = (r: RuleRow): EnrollmentRule => ({
+  name: r.name,
+  priority: Number(r.priority),
+  match: r.match,
+  assign: r.assign,
+  tokenSha256: r.token_sha256,
+  autoAccept: r.auto_accept,
+  maxUses: r.max_uses === null ? null : Number(r.max_uses),
+});
 
 export async function putRule(db: Queryable, rule: EnrollmentRule, at = Date.now()): Promise<void> {
   const r = checkRule(rule);
@@ -107,7 +115,14 @@ const planSchema = {
       type: 'object',
       additionalProperties: false,
       minProperties: 1,
-      properties: { serial: { type: 'string', maxLength: 128 }, wwn: { type: 'string', maxLength: 128 }, byId: { type: 'string', maxLength: 256 }, model: { type: 'string', maxLength: 128 }, minBytes: { type: 'integer', minimum: 0 }, maxBytes: { type: 'integer', minimum: 0 } },
+      properties: {
+        serial: { type: 'string', maxLength: 128 },
+        wwn: { type: 'string', maxLength: 128 },
+        byId: { type: 'string', maxLength: 256 },
+        model: { type: 'string', maxLength: 128 },
+        minBytes: { type: 'integer', minimum: 0 },
+        maxBytes: { type: 'integer', minimum: 0 },
+      },
     },
     subvolumes: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^@?[A-Za-z0-9._-]{1,63}$' } },
     jobs: { type: 'array', maxItems: 16, items: { type: 'string', maxLength: 1024 * 1024 } },
@@ -135,7 +150,11 @@ export async function getClass(db: Queryable, name: string): Promise<NodeClass |
 }
 
 export async function listClasses(db: Queryable): Promise<NodeClass[]> {
-  return (await db.query<{ name: string; description: string; install_plan: InstallPlan | null }>('SELECT * FROM node_classes ORDER BY name')).map((r) => ({ name: r.name, description: r.description, installPlan: r.install_plan }));
+  return (await db.query<{ name: string; description: string; install_plan: InstallPlan | null }>('SELECT * FROM node_classes ORDER BY name')).map((r) => ({
+    name: r.name,
+    description: r.description,
+    installPlan: r.install_plan,
+  }));
 }
 
 export async function deleteClass(db: Queryable, name: string): Promise<boolean> {
@@ -153,7 +172,9 @@ interface AssignmentRow {
 
 export async function getAssignment(db: Queryable, nodeId: string): Promise<NodeAssignment | null> {
   const r = (await db.query<AssignmentRow>('SELECT * FROM node_assignments WHERE node_id = $1', [nodeId]))[0];
-  return r ? { type: PAYLOAD_TYPES.nodeAssignment, nodeId: r.node_id, hostname: r.hostname, class: r.class, pool: r.pool, labels: r.labels, rule: r.rule } : null;
+  return r
+    ? { type: PAYLOAD_TYPES.nodeAssignment, nodeId: r.node_id, hostname: r.hostname, class: r.class, pool: r.pool, labels: r.labels, rule: r.rule }
+    : null;
 }
 
 export async function putAssignment(db: Queryable, a: NodeAssignment, by: string, at = Date.now()): Promise<void> {
@@ -168,16 +189,27 @@ export async function putAssignment(db: Queryable, a: NodeAssignment, by: string
  * Records a node key's exchange of a token. Returns false (and records nothing) when the token's rule allows
  * `maxUses` keys and that many other keys have exchanged it already.
  */
-export async function recordBootstrap(db: Queryable, b: { nodeId: string; keyid: string; tokenSha256: string; rule: string | null; maxUses: number | null; at: number }): Promise<boolean> {
+export async function recordBootstrap(
+  db: Queryable,
+  b: { nodeId: string; keyid: string; tokenSha256: string; rule: string | null; maxUses: number | null; at: number },
+): Promise<boolean> {
   const seen = await db.query<{ node_id: string; keyid: string }>('SELECT node_id, keyid FROM node_bootstraps WHERE token_sha256 = $1', [b.tokenSha256]);
   if (seen.some((s) => s.node_id === b.nodeId && s.keyid === b.keyid)) return true;
   if (b.maxUses !== null && seen.length >= b.maxUses) return false;
-  await db.query('INSERT INTO node_bootstraps (node_id, keyid, token_sha256, rule, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING', [b.nodeId, b.keyid, b.tokenSha256, b.rule, b.at]);
+  await db.query('INSERT INTO node_bootstraps (node_id, keyid, token_sha256, rule, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING', [
+    b.nodeId,
+    b.keyid,
+    b.tokenSha256,
+    b.rule,
+    b.at,
+  ]);
   return true;
 }
 
 export async function listBootstraps(db: Queryable, nodeId: string): Promise<{ keyid: string; rule: string | null; at: number }[]> {
-  return (await db.query<{ keyid: string; rule: string | null; at: string }>('SELECT keyid, rule, at FROM node_bootstraps WHERE node_id = $1 ORDER BY at', [nodeId])).map((r) => ({ keyid: r.keyid, rule: r.rule, at: Number(r.at) }));
+  return (
+    await db.query<{ keyid: string; rule: string | null; at: string }>('SELECT keyid, rule, at FROM node_bootstraps WHERE node_id = $1 ORDER BY at', [nodeId])
+  ).map((r) => ({ keyid: r.keyid, rule: r.rule, at: Number(r.at) }));
 }
 
 export async function setBootAnswer(db: Queryable, mac: string, answer: BootAnswer, nodeId: string | null, by: string, at = Date.now()): Promise<void> {
@@ -215,13 +247,16 @@ export async function getBootAnswer(db: Queryable, mac: string): Promise<BootAns
 /** The answers set for any of these MACs (a node's NICs). */
 export async function listBootAnswers(db: Queryable, macs: readonly string[]): Promise<BootAnswerRow[]> {
   if (macs.length === 0) return [];
-  return (await db.query<BootAnswerDbRow>('SELECT * FROM boot_answers WHERE mac = ANY($1::text[]) ORDER BY mac', [macs.map((m) => m.toLowerCase())])).map(bootRowOf);
+  return (await db.query<BootAnswerDbRow>('SELECT * FROM boot_answers WHERE mac = ANY($1::text[]) ORDER BY mac', [macs.map((m) => m.toLowerCase())])).map(
+    bootRowOf,
+  );
 }
 
 /** Forgets the answers set for this node on these MACs (the machine's default applies again). */
 export async function clearBootAnswers(db: Queryable, nodeId: string, macs: readonly string[]): Promise<number> {
   if (macs.length === 0) return 0;
-  return (await db.query('DELETE FROM boot_answers WHERE node_id = $1 AND mac = ANY($2::text[]) RETURNING mac', [nodeId, macs.map((m) => m.toLowerCase())])).length;
+  return (await db.query('DELETE FROM boot_answers WHERE node_id = $1 AND mac = ANY($2::text[]) RETURNING mac', [nodeId, macs.map((m) => m.toLowerCase())]))
+    .length;
 }
 
 /**
@@ -229,7 +264,10 @@ export async function clearBootAnswers(db: Queryable, nodeId: string, macs: read
  * inventory the node signed at registration.
  */
 export async function nodesWithMac(db: Queryable, mac: string): Promise<{ id: string; state: string }[]> {
-  return db.query<{ id: string; state: string }>(`SELECT id, state FROM nodes WHERE state <> 'retired' AND inventory -> 'nics' @> $1::jsonb ORDER BY registered_at`, [JSON.stringify([{ mac: mac.toLowerCase() }])]);
+  return db.query<{ id: string; state: string }>(
+    `SELECT id, state FROM nodes WHERE state <> 'retired' AND inventory -> 'nics' @> $1::jsonb ORDER BY registered_at`,
+    [JSON.stringify([{ mac: mac.toLowerCase() }])],
+  );
 }
 
 /** Cluster intent (e.g. evaluated from Nix): the rules and classes it lists replace those with the same names. */
@@ -241,7 +279,10 @@ export interface EnrollmentIntent {
 }
 
 /** Applies intent in one transaction; returns what it changed. */
-export async function applyEnrollmentIntent(db: { transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> }, intent: EnrollmentIntent): Promise<{ rules: number; classes: number; removedRules: string[]; removedClasses: string[] }> {
+export async function applyEnrollmentIntent(
+  db: { transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> },
+  intent: EnrollmentIntent,
+): Promise<{ rules: number; classes: number; removedRules: string[]; removedClasses: string[] }> {
   const rules = (intent.rules ?? []).map((r) => checkRule(r));
   return db.transaction(async (tx) => {
     for (const c of intent.classes ?? []) await putClass(tx, c);

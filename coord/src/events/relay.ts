@@ -131,7 +131,11 @@ export class EventRelay {
     }
   }
 
-  private emit(emitter: EventEmitter, jobId: string, events: readonly { seq: number; type: JobEventMessage['type']; level: string | null; message: string; data: unknown }[]): void {
+  private emit(
+    emitter: EventEmitter,
+    jobId: string,
+    events: readonly { seq: number; type: JobEventMessage['type']; level: string | null; message: string; data: unknown }[],
+  ): void {
     for (const e of events) {
       if (this.seen.has(jobId)) this.seen.set(jobId, Math.max(this.seen.get(jobId)!, e.seq));
       emitter.emit(`job:${jobId}`, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data } satisfies JobEventMessage);
@@ -143,7 +147,10 @@ export class EventRelay {
     const emitter = this.emitter;
     if (!emitter || this.closed) return;
     this.metrics.catchUpPasses++;
-    const followed = emitter.eventNames().filter((n): n is string => typeof n === 'string' && n.startsWith('job:') && emitter.listenerCount(n) > 0).map((n) => n.slice(4));
+    const followed = emitter
+      .eventNames()
+      .filter((n): n is string => typeof n === 'string' && n.startsWith('job:') && emitter.listenerCount(n) > 0)
+      .map((n) => n.slice(4));
     for (const id of this.seen.keys()) if (!followed.includes(id)) this.seen.delete(id);
     if (followed.length === 0) return;
     const rows = await this.opts.ledger.db.query<{ id: string; event_seq: number }>('SELECT id, event_seq FROM jobs WHERE id = ANY($1::text[])', [followed]);
@@ -186,13 +193,32 @@ export function coordName(): string {
  * Opens the coordination session on `databaseUrl` and starts leases and the relay on it. `emitter` is the
  * service's event emitter; hand `relay.published` to the service so what it records reaches the others.
  */
-export async function startCoordination(o: { databaseUrl: string; ledger: Ledger; emitter?: EventEmitter; name?: string; expireAfterMs?: number; onError?: (err: Error) => void }): Promise<Coordination> {
-  const session = new PgSession({ databaseUrl: o.databaseUrl, name: o.name ?? coordName(), ...(o.expireAfterMs ? { expireAfterMs: o.expireAfterMs } : {}), ...(o.onError ? { onError: o.onError } : {}) });
+export async function startCoordination(o: {
+  databaseUrl: string;
+  ledger: Ledger;
+  emitter?: EventEmitter;
+  name?: string;
+  expireAfterMs?: number;
+  onError?: (err: Error) => void;
+}): Promise<Coordination> {
+  const session = new PgSession({
+    databaseUrl: o.databaseUrl,
+    name: o.name ?? coordName(),
+    ...(o.expireAfterMs ? { expireAfterMs: o.expireAfterMs } : {}),
+    ...(o.onError ? { onError: o.onError } : {}),
+  });
   try {
     const leases = new SessionLeases(session, o.onError);
-    const relay = await EventRelay.start({ session, ledger: o.ledger, ...(o.emitter ? { emitter: o.emitter } : {}), ...(o.onError ? { onError: o.onError } : {}) });
+    const relay = await EventRelay.start({
+      session,
+      ledger: o.ledger,
+      ...(o.emitter ? { emitter: o.emitter } : {}),
+      ...(o.onError ? { onError: o.onError } : {}),
+    });
     return {
-      session, leases, relay,
+      session,
+      leases,
+      relay,
       async close() {
         await relay.close();
         await leases.close();

@@ -5,9 +5,27 @@
 // The supervisor wired in at start-up (`writ dev`'s in-process one, `writ coord --supervisor`) is pinned by the
 // operator's configuration: it serves pool `default` and sends no heartbeats.
 import {
-  DEFAULT_POOL, KeyRing, MAX_REPORT_ENVELOPE_BYTES, PAYLOAD_TYPES, SUPERVISOR_HEARTBEAT_PATH, SUPERVISOR_MISSED_BEATS, WritError, errorCodeOf, parseEnvelope,
-  parseSupervisorHeartbeat, toErrorJSON, trustKey, verifyEnvelope, type ErrorJSON, type HolderState, type KeySetHolder, type QueueState, type SupervisorHeartbeatAnswer,
-  type SupervisorView, type Logger, silentLogger,
+  DEFAULT_POOL,
+  KeyRing,
+  MAX_REPORT_ENVELOPE_BYTES,
+  PAYLOAD_TYPES,
+  SUPERVISOR_HEARTBEAT_PATH,
+  SUPERVISOR_MISSED_BEATS,
+  WritError,
+  errorCodeOf,
+  parseEnvelope,
+  parseSupervisorHeartbeat,
+  toErrorJSON,
+  trustKey,
+  verifyEnvelope,
+  type ErrorJSON,
+  type HolderState,
+  type KeySetHolder,
+  type QueueState,
+  type SupervisorHeartbeatAnswer,
+  type SupervisorView,
+  type Logger,
+  silentLogger,
 } from '@writ/protocol';
 import type { DispatchItem } from '@writ/supervisor';
 import type { AuditInput, Ledger } from '../ledger/index.ts';
@@ -82,7 +100,10 @@ export class SupervisorFederation {
 
   async start(): Promise<void> {
     await this.refresh();
-    this.timer = setInterval(() => void this.sweep().catch((e) => this.log.warn({ err: (e as Error).message }, 'supervisor sweep failed')), this.opts.sweepEveryMs ?? 1000);
+    this.timer = setInterval(
+      () => void this.sweep().catch((e) => this.log.warn({ err: (e as Error).message }, 'supervisor sweep failed')),
+      this.opts.sweepEveryMs ?? 1000,
+    );
     this.timer.unref();
   }
 
@@ -100,7 +121,12 @@ export class SupervisorFederation {
       try {
         for (const r of await this.store.markGone(this.now(), SUPERVISOR_MISSED_BEATS)) {
           this.log.warn({ supervisor: r.id, pools: r.pools, lastHeartbeatAt: r.lastHeartbeatAt }, 'supervisor gone: its pools go to their other supervisors');
-          await this.opts.ledger.appendAudit({ kind: 'supervisor.gone', actor: 'coord', subject: r.id, data: { pools: r.pools, lastHeartbeatAt: new Date(r.lastHeartbeatAt).toISOString(), missedBeats: SUPERVISOR_MISSED_BEATS } });
+          await this.opts.ledger.appendAudit({
+            kind: 'supervisor.gone',
+            actor: 'coord',
+            subject: r.id,
+            data: { pools: r.pools, lastHeartbeatAt: new Date(r.lastHeartbeatAt).toISOString(), missedBeats: SUPERVISOR_MISSED_BEATS },
+          });
         }
         await this.refresh();
       } finally {
@@ -121,7 +147,9 @@ export class SupervisorFederation {
   /** Listed in the key set in force under its last key, heard from within its missed-beat window, its Redis answering. */
   private healthy(r: SupervisorRecord, at = this.now()): boolean {
     const listing = this.listing(r.id);
-    return r.state === 'live' && r.redisOk && at - r.lastHeartbeatAt <= SUPERVISOR_MISSED_BEATS * r.intervalMs && listing !== null && listing.keyids.has(r.keyid);
+    return (
+      r.state === 'live' && r.redisOk && at - r.lastHeartbeatAt <= SUPERVISOR_MISSED_BEATS * r.intervalMs && listing !== null && listing.keyids.has(r.keyid)
+    );
   }
 
   private clientOf(r: SupervisorRecord): SupervisorClient {
@@ -153,7 +181,12 @@ export class SupervisorFederation {
     if ((this.refusalsAudited.get(key) ?? -Infinity) + REFUSAL_AUDIT_EVERY_MS <= at) {
       if (this.refusalsAudited.size > 10_000) this.refusalsAudited.clear();
       this.refusalsAudited.set(key, at);
-      const entry: AuditInput = { kind: 'security', actor: `supervisor-key:${keyid.slice(0, 80)}`, subject: supervisor ?? '', data: { code: 'SUPERVISOR_NOT_LISTED', refused: what, reason: message } };
+      const entry: AuditInput = {
+        kind: 'security',
+        actor: `supervisor-key:${keyid.slice(0, 80)}`,
+        subject: supervisor ?? '',
+        data: { code: 'SUPERVISOR_NOT_LISTED', refused: what, reason: message },
+      };
       await this.opts.ledger.appendAudit(entry).catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'could not audit a refused supervisor'));
     }
     this.log.warn({ keyid, what, supervisor, reason: message }, 'refused a supervisor that is not listed in the key set');
@@ -168,32 +201,67 @@ export class SupervisorFederation {
   async heartbeat(raw: string): Promise<SupervisorHeartbeatAnswer> {
     const env = parseEnvelope(raw, 32 * 1024);
     const keyid = env.signatures.map((s) => s.keyid).find((k) => this.opts.keySets.supervisors.has(k));
-    if (!keyid) return this.refuse(env.signatures[0]?.keyid ?? '', 'heartbeat', `signed by ${env.signatures.map((s) => s.keyid).join(', ').slice(0, 200)}, which the key set in force (version ${this.opts.keySets.version}) lists for no supervisor`);
+    if (!keyid)
+      return this.refuse(
+        env.signatures[0]?.keyid ?? '',
+        'heartbeat',
+        `signed by ${env.signatures
+          .map((s) => s.keyid)
+          .join(', ')
+          .slice(0, 200)}, which the key set in force (version ${this.opts.keySets.version}) lists for no supervisor`,
+      );
     const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.supervisorHeartbeat, keys: this.opts.keySets.supervisorRing, maxBytes: 32 * 1024 });
     const signer = v.signers.map((s) => this.opts.keySets.supervisors.get(s.keyid)).find((e) => e !== undefined)!;
     const hb = parseSupervisorHeartbeat(v.payload);
-    if (hb.supervisor !== signer.id) return this.refuse(keyid, 'heartbeat', `the key set lists key ${keyid} for supervisor ${signer.id}, not ${hb.supervisor}`, hb.supervisor);
+    if (hb.supervisor !== signer.id)
+      return this.refuse(keyid, 'heartbeat', `the key set lists key ${keyid} for supervisor ${signer.id}, not ${hb.supervisor}`, hb.supervisor);
     const unlisted = hb.pools.filter((p) => !signer.pools.includes(p));
-    if (unlisted.length > 0) return this.refuse(keyid, 'heartbeat', `supervisor ${hb.supervisor} claims pool(s) ${unlisted.join(', ')}; the key set lists ${signer.pools.join(', ')} for it`, hb.supervisor);
-    if (hb.cluster !== this.opts.clusterId) throw new WritError('AUDIENCE_MISMATCH', `the heartbeat is for cluster ${hb.cluster}; this is ${this.opts.clusterId}`);
+    if (unlisted.length > 0)
+      return this.refuse(
+        keyid,
+        'heartbeat',
+        `supervisor ${hb.supervisor} claims pool(s) ${unlisted.join(', ')}; the key set lists ${signer.pools.join(', ')} for it`,
+        hb.supervisor,
+      );
+    if (hb.cluster !== this.opts.clusterId)
+      throw new WritError('AUDIENCE_MISMATCH', `the heartbeat is for cluster ${hb.cluster}; this is ${this.opts.clusterId}`);
     if (hb.path !== SUPERVISOR_HEARTBEAT_PATH) throw new WritError('HEARTBEAT_STALE', 'the heartbeat is bound to another path');
     const at = this.now();
     const skew = this.opts.maxSkewMs ?? 60_000;
-    if (Math.abs(at - hb.ts) > skew) throw new WritError('HEARTBEAT_STALE', `the heartbeat is ${Math.round((at - hb.ts) / 1000)} s off our clock (at most ${skew / 1000} s)`);
+    if (Math.abs(at - hb.ts) > skew)
+      throw new WritError('HEARTBEAT_STALE', `the heartbeat is ${Math.round((at - hb.ts) / 1000)} s off our clock (at most ${skew / 1000} s)`);
     const recorded = await this.store.recordHeartbeat({
-      id: hb.supervisor, keyid: v.signers.find((s) => this.opts.keySets.supervisors.get(s.keyid)?.id === signer.id)!.keyid, apiUrl: hb.apiUrl, pools: hb.pools, queueDepth: hb.queueDepth,
-      capacity: hb.capacity, redisOk: hb.redisOk, redisError: hb.redisError, runnerRedis: hb.runnerRedis, intervalMs: hb.intervalMs, lastTs: hb.ts, lastHeartbeatAt: at,
+      id: hb.supervisor,
+      keyid: v.signers.find((s) => this.opts.keySets.supervisors.get(s.keyid)?.id === signer.id)!.keyid,
+      apiUrl: hb.apiUrl,
+      pools: hb.pools,
+      queueDepth: hb.queueDepth,
+      capacity: hb.capacity,
+      redisOk: hb.redisOk,
+      redisError: hb.redisError,
+      runnerRedis: hb.runnerRedis,
+      intervalMs: hb.intervalMs,
+      lastTs: hb.ts,
+      lastHeartbeatAt: at,
     });
     if (!recorded) throw new WritError('HEARTBEAT_REPLAYED', `a heartbeat of supervisor ${hb.supervisor} at least as new (ts ${hb.ts}) was accepted already`);
     const { before, after } = recorded;
     this.records.set(after.id, after);
     const joined = !before || before.state === 'gone' || before.apiUrl !== after.apiUrl;
     if (joined) {
-      await this.opts.ledger.appendAudit({ kind: before?.state === 'gone' ? 'supervisor.return' : 'supervisor.join', actor: `supervisor:${after.id}`, subject: after.id, data: { keyid: after.keyid, apiUrl: after.apiUrl, pools: after.pools } });
+      await this.opts.ledger.appendAudit({
+        kind: before?.state === 'gone' ? 'supervisor.return' : 'supervisor.join',
+        actor: `supervisor:${after.id}`,
+        subject: after.id,
+        data: { keyid: after.keyid, apiUrl: after.apiUrl, pools: after.pools },
+      });
       this.log.info({ supervisor: after.id, pools: after.pools, apiUrl: after.apiUrl }, before?.state === 'gone' ? 'supervisor is back' : 'supervisor joined');
       const current = this.opts.keySets.current;
       // Its Redis may hold no key set yet (a new pool): hand it over, as the coord does at start.
-      if (current) await this.clientOf(after).setKeySet(current.raw).catch((e: unknown) => this.log.warn({ supervisor: after.id, err: (e as Error).message }, 'could not hand the key set to a joining supervisor yet'));
+      if (current)
+        await this.clientOf(after)
+          .setKeySet(current.raw)
+          .catch((e: unknown) => this.log.warn({ supervisor: after.id, err: (e as Error).message }, 'could not hand the key set to a joining supervisor yet'));
     }
     return { state: 'live', keySetVersion: this.opts.keySets.version };
   }
@@ -206,17 +274,26 @@ export class SupervisorFederation {
     const env = parseEnvelope(raw, MAX_REPORT_ENVELOPE_BYTES);
     const keyids = env.signatures.map((s) => s.keyid);
     if (keyids.some((k) => this.pinnedRing.get(k) !== undefined)) {
-      return { payload: verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.result, keys: this.pinnedRing, maxBytes: MAX_REPORT_ENVELOPE_BYTES }).payload, listedAs: null };
+      return {
+        payload: verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.result, keys: this.pinnedRing, maxBytes: MAX_REPORT_ENVELOPE_BYTES }).payload,
+        listedAs: null,
+      };
     }
     const keyid = keyids.find((k) => this.opts.keySets.supervisors.has(k));
-    if (!keyid) return this.refuse(keyids[0] ?? '', 'report', `a report signed by ${keyids.join(', ').slice(0, 200)}, which is neither the pinned supervisor's key nor listed for a supervisor in the key set in force (version ${this.opts.keySets.version})`);
+    if (!keyid)
+      return this.refuse(
+        keyids[0] ?? '',
+        'report',
+        `a report signed by ${keyids.join(', ').slice(0, 200)}, which is neither the pinned supervisor's key nor listed for a supervisor in the key set in force (version ${this.opts.keySets.version})`,
+      );
     const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.result, keys: this.opts.keySets.supervisorRing, maxBytes: MAX_REPORT_ENVELOPE_BYTES });
     return { payload: v.payload, listedAs: this.opts.keySets.supervisors.get(v.signers[0]!.keyid)!.id };
   }
 
   /** Refuses a report whose body names another supervisor than the key set lists for its signing key. */
   async checkReportCarrier(listedAs: string | null, named: string): Promise<void> {
-    if (listedAs !== null && listedAs !== named) await this.refuse('', 'report', `a report names supervisor ${named} but is signed with the key the key set lists for ${listedAs}`, named);
+    if (listedAs !== null && listedAs !== named)
+      await this.refuse('', 'report', `a report names supervisor ${named} but is signed with the key the key set lists for ${listedAs}`, named);
   }
 
   /**
@@ -232,32 +309,40 @@ export class SupervisorFederation {
       const pool = poolOf(it.node);
       byPool.set(pool, [...(byPool.get(pool) ?? []), i]);
     });
-    await Promise.all([...byPool].map(async ([pool, indexes]) => {
-      const cands = this.candidates(pool);
-      if (cands.length === 0) {
-        for (const i of indexes) out[i] = { code: 'SUPERVISOR_UNAVAILABLE', message: `no healthy supervisor serves pool ${pool} (writ supervisors list)`, retryable: true };
-        return;
-      }
-      // Each item's preferred supervisor first, then the others of the pool in order.
-      let pending = indexes.map((i) => ({ i, tried: 0, start: jobHash(items[i]!.jobId) % cands.length }));
-      while (pending.length > 0) {
-        const bySup = new Map<number, typeof pending>();
-        for (const p of pending) {
-          const k = (p.start + p.tried) % cands.length;
-          bySup.set(k, [...(bySup.get(k) ?? []), p]);
+    await Promise.all(
+      [...byPool].map(async ([pool, indexes]) => {
+        const cands = this.candidates(pool);
+        if (cands.length === 0) {
+          for (const i of indexes)
+            out[i] = { code: 'SUPERVISOR_UNAVAILABLE', message: `no healthy supervisor serves pool ${pool} (writ supervisors list)`, retryable: true };
+          return;
         }
-        const next: typeof pending = [];
-        await Promise.all([...bySup].map(async ([k, list]) => {
-          const results = await this.dispatchTo(cands[k]!, list.map((p) => items[p.i]!));
-          list.forEach((p, j) => {
-            const r = results[j] ?? null;
-            out[p.i] = r;
-            if (r?.code === 'SUPERVISOR_UNAVAILABLE' && p.tried + 1 < cands.length) next.push({ ...p, tried: p.tried + 1 });
-          });
-        }));
-        pending = next;
-      }
-    }));
+        // Each item's preferred supervisor first, then the others of the pool in order.
+        let pending = indexes.map((i) => ({ i, tried: 0, start: jobHash(items[i]!.jobId) % cands.length }));
+        while (pending.length > 0) {
+          const bySup = new Map<number, typeof pending>();
+          for (const p of pending) {
+            const k = (p.start + p.tried) % cands.length;
+            bySup.set(k, [...(bySup.get(k) ?? []), p]);
+          }
+          const next: typeof pending = [];
+          await Promise.all(
+            [...bySup].map(async ([k, list]) => {
+              const results = await this.dispatchTo(
+                cands[k]!,
+                list.map((p) => items[p.i]!),
+              );
+              list.forEach((p, j) => {
+                const r = results[j] ?? null;
+                out[p.i] = r;
+                if (r?.code === 'SUPERVISOR_UNAVAILABLE' && p.tried + 1 < cands.length) next.push({ ...p, tried: p.tried + 1 });
+              });
+            }),
+          );
+          pending = next;
+        }
+      }),
+    );
     return out;
   }
 
@@ -267,11 +352,15 @@ export class SupervisorFederation {
       out = await c.client.dispatchMany(items);
     } catch (e) {
       const err = toErrorJSON(e, true);
-      return items.map(() => (errorCodeOf(e) ? err : { code: 'SUPERVISOR_UNAVAILABLE', message: `supervisor ${c.id}: ${(e as Error).message}`, retryable: true }));
+      return items.map(() =>
+        errorCodeOf(e) ? err : { code: 'SUPERVISOR_UNAVAILABLE', message: `supervisor ${c.id}: ${(e as Error).message}`, retryable: true },
+      );
     }
     // The link to it is broken (wrong token, an older supervisor without the route, a fault inside it): not a
     // verdict on the job, so the item goes to the pool's next supervisor, or waits for the reconciler.
-    out = out.map((r) => (r && LINK_FAULTS.has(r.code) ? { code: 'SUPERVISOR_UNAVAILABLE', message: `supervisor ${c.id} answered ${r.code}: ${r.message}`, retryable: true } : r));
+    out = out.map((r) =>
+      r && LINK_FAULTS.has(r.code) ? { code: 'SUPERVISOR_UNAVAILABLE', message: `supervisor ${c.id} answered ${r.code}: ${r.message}`, retryable: true } : r,
+    );
     this.countDispatched(c.id, out);
     const missing = out.flatMap((r, i) => (r?.code === 'KEYSET_MISSING' ? [i] : []));
     const current = this.opts.keySets.current;
@@ -321,7 +410,13 @@ export class SupervisorFederation {
    */
   async setKeySet(raw: string): Promise<void> {
     const others = [...this.records.values()].filter((r) => this.healthy(r));
-    await Promise.all(others.map((r) => this.clientOf(r).setKeySet(raw).catch((e: unknown) => this.log.warn({ supervisor: r.id, err: (e as Error).message }, 'could not hand the key set to a supervisor'))));
+    await Promise.all(
+      others.map((r) =>
+        this.clientOf(r)
+          .setKeySet(raw)
+          .catch((e: unknown) => this.log.warn({ supervisor: r.id, err: (e as Error).message }, 'could not hand the key set to a supervisor')),
+      ),
+    );
     if (this.opts.pinned) await this.opts.pinned.client.setKeySet(raw);
   }
 
@@ -350,16 +445,47 @@ export class SupervisorFederation {
       const h = await pinned.client.health();
       const iso = new Date(at).toISOString();
       views.push({
-        id: pinned.client.id, keyid: [...this.pinnedRing.all()][0]?.keyid ?? '', apiUrl: pinned.apiUrl, pools: pinned.pools ?? [DEFAULT_POOL], state: 'live', healthy: h.ok, listed: false, pinned: true,
-        queueDepth: 0, capacity: 0, dispatched: this.dispatched.get(pinned.client.id) ?? 0, redisOk: h.redis, redisError: null, runnerRedis: pinned.runnerRedis ?? null, intervalMs: 0, firstSeenAt: iso, lastHeartbeatAt: iso, stateSince: iso,
+        id: pinned.client.id,
+        keyid: [...this.pinnedRing.all()][0]?.keyid ?? '',
+        apiUrl: pinned.apiUrl,
+        pools: pinned.pools ?? [DEFAULT_POOL],
+        state: 'live',
+        healthy: h.ok,
+        listed: false,
+        pinned: true,
+        queueDepth: 0,
+        capacity: 0,
+        dispatched: this.dispatched.get(pinned.client.id) ?? 0,
+        redisOk: h.redis,
+        redisError: null,
+        runnerRedis: pinned.runnerRedis ?? null,
+        intervalMs: 0,
+        firstSeenAt: iso,
+        lastHeartbeatAt: iso,
+        stateSince: iso,
       });
     }
     for (const r of this.records.values()) {
       const silent = at - r.lastHeartbeatAt > SUPERVISOR_MISSED_BEATS * r.intervalMs;
       views.push({
-        id: r.id, keyid: r.keyid, apiUrl: r.apiUrl, pools: r.pools, state: r.state === 'gone' || silent ? 'gone' : 'live', healthy: this.healthy(r, at), listed: this.listing(r.id)?.keyids.has(r.keyid) ?? false,
-        pinned: false, queueDepth: r.queueDepth, capacity: r.capacity, dispatched: this.dispatched.get(r.id) ?? 0, redisOk: r.redisOk, redisError: r.redisError, runnerRedis: r.runnerRedis, intervalMs: r.intervalMs,
-        firstSeenAt: new Date(r.firstSeenAt).toISOString(), lastHeartbeatAt: new Date(r.lastHeartbeatAt).toISOString(), stateSince: new Date(r.stateSince).toISOString(),
+        id: r.id,
+        keyid: r.keyid,
+        apiUrl: r.apiUrl,
+        pools: r.pools,
+        state: r.state === 'gone' || silent ? 'gone' : 'live',
+        healthy: this.healthy(r, at),
+        listed: this.listing(r.id)?.keyids.has(r.keyid) ?? false,
+        pinned: false,
+        queueDepth: r.queueDepth,
+        capacity: r.capacity,
+        dispatched: this.dispatched.get(r.id) ?? 0,
+        redisOk: r.redisOk,
+        redisError: r.redisError,
+        runnerRedis: r.runnerRedis,
+        intervalMs: r.intervalMs,
+        firstSeenAt: new Date(r.firstSeenAt).toISOString(),
+        lastHeartbeatAt: new Date(r.lastHeartbeatAt).toISOString(),
+        stateSince: new Date(r.stateSince).toISOString(),
       });
     }
     return views;

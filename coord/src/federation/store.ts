@@ -105,7 +105,9 @@ export class SqlSupervisorStore {
    * Records a heartbeat when it is newer than the last one accepted (`last_ts`), whichever coord took that one.
    * Returns the row before and after, or null when the heartbeat was not newer (a replay, or one overtaken).
    */
-  async recordHeartbeat(s: Omit<SupervisorRecord, 'firstSeenAt' | 'state' | 'stateSince'>): Promise<{ before: SupervisorRecord | null; after: SupervisorRecord } | null> {
+  async recordHeartbeat(
+    s: Omit<SupervisorRecord, 'firstSeenAt' | 'state' | 'stateSince'>,
+  ): Promise<{ before: SupervisorRecord | null; after: SupervisorRecord } | null> {
     const before = await this.get(s.id);
     const rows = await this.db.query<SupervisorRow>(
       `INSERT INTO supervisors AS s (id, keyid, api_url, pools, queue_depth, capacity, redis_ok, redis_error, runner_redis, interval_ms, last_ts, first_seen_at, last_heartbeat_at, state, state_since)

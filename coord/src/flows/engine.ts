@@ -6,8 +6,27 @@
 // runs, so one coord drives it and the others skip it, until that coord dies and its session with it. A step starts when its dependencies succeeded; it runs as one job, or one per
 // matching node for a fan-out step; its retries are its job's attempts; a failed step fails its dependants.
 import {
-  WritError, authorizeJob, checkAudience, checkJobTimes, encodeStepBundle, errorCodeOf, parseFlowPayload, pickByJobId, sha256Hex, stepJobId, targetMatchesNode,
-  toErrorJSON, topoOrder, verifyEnvelope, MAX_FLOW_ENVELOPE_BYTES, PAYLOAD_TYPES, type FlowPayload, type FlowStep, type KeySetHolder, type NodeView, type StepEvidence,
+  WritError,
+  authorizeJob,
+  checkAudience,
+  checkJobTimes,
+  encodeStepBundle,
+  errorCodeOf,
+  parseFlowPayload,
+  pickByJobId,
+  sha256Hex,
+  stepJobId,
+  targetMatchesNode,
+  toErrorJSON,
+  topoOrder,
+  verifyEnvelope,
+  MAX_FLOW_ENVELOPE_BYTES,
+  PAYLOAD_TYPES,
+  type FlowPayload,
+  type FlowStep,
+  type KeySetHolder,
+  type NodeView,
+  type StepEvidence,
   type TrustedKey,
 } from '@writ/protocol';
 import type { DispatchItem } from '@writ/supervisor';
@@ -18,8 +37,21 @@ import { nodePublicKeysIn } from '../nodes/sql-store.ts';
 import { appendAuditIn } from '../ledger/audit.ts';
 import type { Leases } from '../ledger/leases.ts';
 import {
-  appendFlowEventsIn, getFlow, insertFlowIn, lockFlowHead, insertStepJobsIn, listStepJobs, listSteps, runningFlowIds, setFlowIn, setStepIn, touchFlowIn,
-  type FlowEvent, type FlowRecord, type StepJobRecord, type StepRecord,
+  appendFlowEventsIn,
+  getFlow,
+  insertFlowIn,
+  lockFlowHead,
+  insertStepJobsIn,
+  listStepJobs,
+  listSteps,
+  runningFlowIds,
+  setFlowIn,
+  setStepIn,
+  touchFlowIn,
+  type FlowEvent,
+  type FlowRecord,
+  type StepJobRecord,
+  type StepRecord,
 } from './store.ts';
 import { storedStepText } from './stored-step.ts';
 
@@ -87,7 +119,14 @@ export class FlowEngine {
     if (hit) return hit;
     const v = verifyEnvelope(f.envelope, { payloadType: PAYLOAD_TYPES.flow, keys: this.opts.keySets.ring, maxBytes: MAX_FLOW_ENVELOPE_BYTES });
     const flow = parseFlowPayload(v.payload);
-    const o: OpenedFlow = { envelope: f.envelope, envelopeSha256: f.envelopeSha256, flow, signers: v.signers, order: topoOrder(flow), byName: new Map(flow.steps.map((s) => [s.name, s])) };
+    const o: OpenedFlow = {
+      envelope: f.envelope,
+      envelopeSha256: f.envelopeSha256,
+      flow,
+      signers: v.signers,
+      order: topoOrder(flow),
+      byName: new Map(flow.steps.map((s) => [s.name, s])),
+    };
     if (this.opened.size >= 1000) this.opened.delete(this.opened.keys().next().value!);
     this.opened.set(key, o);
     return o;
@@ -118,17 +157,35 @@ export class FlowEngine {
     const envelopeSha256 = sha256Hex(raw);
     const signerKeyids = v.signers.map((s) => s.keyid);
     const created = await this.opts.ledger.db.transaction(async (tx) => {
-      const ok = await insertFlowIn(tx, { id: flow.id, envelope: raw, envelopeSha256, payloadSha256: sha256Hex(v.payload), signerKeyids, steps: flow.steps.map((s) => s.name), exp: new Date(flow.exp * 1000) });
+      const ok = await insertFlowIn(tx, {
+        id: flow.id,
+        envelope: raw,
+        envelopeSha256,
+        payloadSha256: sha256Hex(v.payload),
+        signerKeyids,
+        steps: flow.steps.map((s) => s.name),
+        exp: new Date(flow.exp * 1000),
+      });
       if (ok) {
-        await appendFlowEventsIn(tx, flow.id, [{ type: 'flow', message: `flow admitted: ${flow.steps.length} step(s)`, data: { status: 'running', steps: flow.steps.length } }]);
-        await appendAuditIn(tx, [{ kind: 'flow.admit', actor: signerKeyids.join(','), subject: flow.id, data: { steps: flow.steps.map((s) => ({ name: s.name, target: s.target, caps: s.caps, each: s.each ?? false })) } }]);
+        await appendFlowEventsIn(tx, flow.id, [
+          { type: 'flow', message: `flow admitted: ${flow.steps.length} step(s)`, data: { status: 'running', steps: flow.steps.length } },
+        ]);
+        await appendAuditIn(tx, [
+          {
+            kind: 'flow.admit',
+            actor: signerKeyids.join(','),
+            subject: flow.id,
+            data: { steps: flow.steps.map((s) => ({ name: s.name, target: s.target, caps: s.caps, each: s.each ?? false })) },
+          },
+        ]);
       }
       return ok;
     });
     if (!created) {
       const existing = await getFlow(this.opts.ledger.db, flow.id);
       if (!existing) throw new WritError('INTERNAL', `flow ${flow.id} conflicted on insert but cannot be read`);
-      if (existing.envelopeSha256 !== envelopeSha256) throw new WritError('FLOW_ID_CONFLICT', `flow id ${flow.id} is already used by a different envelope`, { id: flow.id });
+      if (existing.envelopeSha256 !== envelopeSha256)
+        throw new WritError('FLOW_ID_CONFLICT', `flow id ${flow.id} is already used by a different envelope`, { id: flow.id });
       return { id: flow.id, status: existing.status, replayed: true };
     }
     this.metrics.flowsSubmitted++;
@@ -171,7 +228,11 @@ export class FlowEngine {
       for (const id of ended) this.leased.delete(id);
       await leases.release(FLOW_LEASE, ended);
     }
-    for (const id of await leases.claim(FLOW_LEASE, running.filter((id) => !this.leased.has(id)))) this.leased.add(id);
+    for (const id of await leases.claim(
+      FLOW_LEASE,
+      running.filter((id) => !this.leased.has(id)),
+    ))
+      this.leased.add(id);
     const mine = running.filter((id) => this.leased.has(id));
     this.metrics.flowsLeftToOthers += running.length - mine.length;
     return mine;
@@ -203,15 +264,39 @@ export class FlowEngine {
       const jobsOf = (step: string) => jobs.filter((j) => j.step === step);
       const out: { type: 'flow' | 'step'; step?: string; message: string; data?: unknown }[] = [];
       const audits: AuditInput[] = [];
-      const setStep = async (name: string, patch: { status: StepRecord['status']; nodes?: string[]; errorCode?: string; errorMessage?: string }, message: string) => {
+      const setStep = async (
+        name: string,
+        patch: { status: StepRecord['status']; nodes?: string[]; errorCode?: string; errorMessage?: string },
+        message: string,
+      ) => {
         await setStepIn(tx, flowId, name, patch);
         const cur = steps.get(name)!;
-        steps.set(name, { ...cur, status: patch.status, nodes: patch.nodes ?? cur.nodes, errorCode: patch.errorCode ?? cur.errorCode, errorMessage: patch.errorMessage ?? cur.errorMessage });
-        out.push({ type: 'step', step: name, message, data: { status: patch.status, ...(patch.nodes ? { nodes: patch.nodes } : {}), ...(patch.errorCode ? { error: { code: patch.errorCode, message: patch.errorMessage } } : {}) } });
+        steps.set(name, {
+          ...cur,
+          status: patch.status,
+          nodes: patch.nodes ?? cur.nodes,
+          errorCode: patch.errorCode ?? cur.errorCode,
+          errorMessage: patch.errorMessage ?? cur.errorMessage,
+        });
+        out.push({
+          type: 'step',
+          step: name,
+          message,
+          data: {
+            status: patch.status,
+            ...(patch.nodes ? { nodes: patch.nodes } : {}),
+            ...(patch.errorCode ? { error: { code: patch.errorCode, message: patch.errorMessage } } : {}),
+          },
+        });
       };
       if (o.flow.exp <= this.opts.nowS()) {
         for (const [name, st] of steps) {
-          if (st.status === 'pending' || st.status === 'running') await setStep(name, { status: 'failed', errorCode: 'ENVELOPE_EXPIRED', errorMessage: 'the flow expired before this step finished' }, `step ${name} failed: ENVELOPE_EXPIRED`);
+          if (st.status === 'pending' || st.status === 'running')
+            await setStep(
+              name,
+              { status: 'failed', errorCode: 'ENVELOPE_EXPIRED', errorMessage: 'the flow expired before this step finished' },
+              `step ${name} failed: ENVELOPE_EXPIRED`,
+            );
         }
       }
       for (const name of o.order) {
@@ -221,13 +306,19 @@ export class FlowEngine {
           const deps = def.depends.map((d) => steps.get(d)!);
           const bad = deps.find((d) => d.status === 'failed' || d.status === 'cancelled');
           if (bad) {
-            await setStep(name, { status: 'failed', errorCode: 'STEP_DEPENDENCY_FAILED', errorMessage: `step ${bad.step} ${bad.status}` }, `step ${name} failed: its dependency ${bad.step} ${bad.status}`);
+            await setStep(
+              name,
+              { status: 'failed', errorCode: 'STEP_DEPENDENCY_FAILED', errorMessage: `step ${bad.step} ${bad.status}` },
+              `step ${name} failed: its dependency ${bad.step} ${bad.status}`,
+            );
             continue;
           }
           if (!deps.every((d) => d.status === 'succeeded')) continue;
           const nodes = this.chooseNodes(o.flow.id, def, workable);
           if (nodes.length === 0) continue; // no node matches yet: the next pass looks again
-          const what = def.each ? `step ${name} runs on ${nodes.length} node(s): ${nodes.join(', ')}${def.maxParallel ? `, at most ${def.maxParallel} at once` : ''}` : `step ${name} started on ${nodes[0]}`;
+          const what = def.each
+            ? `step ${name} runs on ${nodes.length} node(s): ${nodes.join(', ')}${def.maxParallel ? `, at most ${def.maxParallel} at once` : ''}`
+            : `step ${name} started on ${nodes[0]}`;
           await setStep(name, { status: 'running', nodes }, what);
           st = steps.get(name)!;
         }
@@ -239,7 +330,9 @@ export class FlowEngine {
         const maxFailures = def.maxFailures ?? 0;
         if (failed.length > maxFailures) {
           const first = failed[0]!;
-          const what = def.each ? `${failed.length} of ${nodes.length} node(s) failed it (maxFailures ${maxFailures}); first: ${first.node}: ${first.errorCode}` : `${first.errorCode}: ${first.errorMessage ?? ''}`;
+          const what = def.each
+            ? `${failed.length} of ${nodes.length} node(s) failed it (maxFailures ${maxFailures}); first: ${first.node}: ${first.errorCode}`
+            : `${first.errorCode}: ${first.errorMessage ?? ''}`;
           await setStep(name, { status: 'failed', errorCode: first.errorCode ?? 'INTERNAL', errorMessage: what }, `step ${name} failed: ${what}`);
           continue;
         }
@@ -250,7 +343,13 @@ export class FlowEngine {
           const created = await this.createInstances(tx, o, def, notStarted.slice(0, room), jobs, workable);
           toDispatch.push(...created.dispatch);
           for (const j of created.records) jobs.push(j);
-          if (def.each && created.records.length > 0) out.push({ type: 'step', step: name, message: `step ${name}: started on ${created.records.map((j) => j.node).join(', ')}`, data: { status: 'running', jobs: created.records.map((j) => ({ id: j.jobId, node: j.node, status: j.status })) } });
+          if (def.each && created.records.length > 0)
+            out.push({
+              type: 'step',
+              step: name,
+              message: `step ${name}: started on ${created.records.map((j) => j.node).join(', ')}`,
+              data: { status: 'running', jobs: created.records.map((j) => ({ id: j.jobId, node: j.node, status: j.status })) },
+            });
           continue;
         }
         if (notStarted.length === 0 && active.length === 0) {
@@ -262,8 +361,16 @@ export class FlowEngine {
       if (all.every((s) => s.status === 'succeeded' || s.status === 'failed' || s.status === 'cancelled')) {
         const failedStep = o.order.map((n) => steps.get(n)!).find((s) => s.status !== 'succeeded');
         if (failedStep) {
-          await setFlowIn(tx, flowId, { status: 'failed', errorCode: failedStep.errorCode ?? 'INTERNAL', errorMessage: `step ${failedStep.step} ${failedStep.status}: ${failedStep.errorMessage ?? ''}` });
-          out.push({ type: 'flow', message: `flow failed: step ${failedStep.step} ${failedStep.status}`, data: { status: 'failed', error: { code: failedStep.errorCode, message: failedStep.errorMessage } } });
+          await setFlowIn(tx, flowId, {
+            status: 'failed',
+            errorCode: failedStep.errorCode ?? 'INTERNAL',
+            errorMessage: `step ${failedStep.step} ${failedStep.status}: ${failedStep.errorMessage ?? ''}`,
+          });
+          out.push({
+            type: 'flow',
+            message: `flow failed: step ${failedStep.step} ${failedStep.status}`,
+            data: { status: 'failed', error: { code: failedStep.errorCode, message: failedStep.errorMessage } },
+          });
         } else {
           await setFlowIn(tx, flowId, { status: 'succeeded' });
           out.push({ type: 'flow', message: 'flow succeeded', data: { status: 'succeeded' } });
@@ -278,7 +385,9 @@ export class FlowEngine {
     if (events.length > 0) this.opts.publish(flowId, events);
     if (toDispatch.length > 0) {
       this.metrics.stepJobsCreated += toDispatch.length;
-      await this.opts.dispatch(toDispatch).catch((e) => this.opts.log.warn({ flowId, jobs: toDispatch.length, err: (e as Error).message }, 'enqueueing step jobs failed; the reconciler will'));
+      await this.opts
+        .dispatch(toDispatch)
+        .catch((e) => this.opts.log.warn({ flowId, jobs: toDispatch.length, err: (e as Error).message }, 'enqueueing step jobs failed; the reconciler will'));
     }
   }
 
@@ -295,7 +404,14 @@ export class FlowEngine {
    * Records the jobs of a step on these nodes, each carrying the signed flow and the signed results its
    * inputs come from, authorised for its node as any job is. Returns the records and what to enqueue.
    */
-  private async createInstances(tx: Queryable, o: OpenedFlow, def: FlowStep, nodes: readonly string[], jobs: readonly StepJobRecord[], workable: readonly NodeView[]): Promise<{ records: StepJobRecord[]; dispatch: DispatchItem[] }> {
+  private async createInstances(
+    tx: Queryable,
+    o: OpenedFlow,
+    def: FlowStep,
+    nodes: readonly string[],
+    jobs: readonly StepJobRecord[],
+    workable: readonly NodeView[],
+  ): Promise<{ records: StepJobRecord[]; dispatch: DispatchItem[] }> {
     const producers = new Set(Object.values(def.inputs ?? {}).map((r) => r.from));
     const results = jobs.filter((j) => producers.has(j.step) && j.status === 'succeeded' && j.stepResult);
     // The producing nodes' registered keys, read in this transaction (only when the step takes inputs).
@@ -315,8 +431,14 @@ export class FlowEngine {
       const id = stepJobId(o.flow.id, def.name, def.each ? node : null);
       const view = workable.find((n) => n.id === node);
       const base = {
-        id, envelope: stored, envelopeSha256: sha256Hex(stored), signerKeyids: o.signers.map((s) => s.keyid), target: def.target, caps: def.caps,
-        exp: new Date(o.flow.exp * 1000), maxAttempts: (def.retries?.max ?? 0) + 1,
+        id,
+        envelope: stored,
+        envelopeSha256: sha256Hex(stored),
+        signerKeyids: o.signers.map((s) => s.keyid),
+        target: def.target,
+        caps: def.caps,
+        exp: new Date(o.flow.exp * 1000),
+        maxAttempts: (def.retries?.max ?? 0) + 1,
       };
       if (!view) {
         items.push({ ...base, status: 'admitted' });
@@ -339,7 +461,16 @@ export class FlowEngine {
       const node = nodes[i]!;
       rows.push({ jobId: it.id, flowId: o.flow.id, step: def.name, node });
       const status = 'error' in out ? 'failed' : out.status;
-      records.push({ jobId: it.id, step: def.name, node, stepResult: null, status, attempts: it.status === 'queued' ? 1 : 0, errorCode: it.errorCode ?? null, errorMessage: it.errorMessage ?? null });
+      records.push({
+        jobId: it.id,
+        step: def.name,
+        node,
+        stepResult: null,
+        status,
+        attempts: it.status === 'queued' ? 1 : 0,
+        errorCode: it.errorCode ?? null,
+        errorMessage: it.errorMessage ?? null,
+      });
       if ('created' in out && out.created && it.status === 'queued') dispatch.push({ jobId: it.id, node, envelope: bundles[i]!, attempt: 1 });
     });
     await insertStepJobsIn(tx, rows);
@@ -365,7 +496,11 @@ export class FlowEngine {
       }
       for (const j of await listStepJobs(tx, flowId)) {
         if (TERMINAL_JOB.has(j.status)) continue;
-        const t = await transitionJobIn(tx, this.opts.ledger.jobLimits, j.jobId, 'failed', { errorCode: 'JOB_CANCELLED', errorMessage: `flow ${flowId} was cancelled by ${actor}`, message: `failed: JOB_CANCELLED: flow ${flowId} was cancelled` });
+        const t = await transitionJobIn(tx, this.opts.ledger.jobLimits, j.jobId, 'failed', {
+          errorCode: 'JOB_CANCELLED',
+          errorMessage: `flow ${flowId} was cancelled by ${actor}`,
+          message: `failed: JOB_CANCELLED: flow ${flowId} was cancelled`,
+        });
         if (t) stopped.push({ jobId: j.jobId, node: j.node, attempt: j.attempts });
       }
       await setFlowIn(tx, flowId, { status: 'cancelled', errorCode: 'JOB_CANCELLED', errorMessage: `cancelled by ${actor}` });

@@ -123,28 +123,40 @@ interface FlowRow {
   finished_at: Date | string | null;
 }
 
-const FLOW_COLUMNS = 'id, envelope, envelope_sha256, payload_sha256, signer_keyids, status, step_count, error_code, error_message, exp, created_at, updated_at, finished_at';
+const FLOW_COLUMNS =
+  'id, envelope, envelope_sha256, payload_sha256, signer_keyids, status, step_count, error_code, error_message, exp, created_at, updated_at, finished_at';
 const date = (v: Date | string): Date => (v instanceof Date ? v : new Date(v));
 
 function flowFromRow(r: FlowRow): FlowRecord {
   return {
-    id: r.id, envelope: r.envelope, envelopeSha256: r.envelope_sha256, payloadSha256: r.payload_sha256, signerKeyids: r.signer_keyids, status: r.status, stepCount: Number(r.step_count),
-    errorCode: r.error_code, errorMessage: r.error_message, exp: date(r.exp), createdAt: date(r.created_at), updatedAt: date(r.updated_at), finishedAt: r.finished_at === null ? null : date(r.finished_at),
+    id: r.id,
+    envelope: r.envelope,
+    envelopeSha256: r.envelope_sha256,
+    payloadSha256: r.payload_sha256,
+    signerKeyids: r.signer_keyids,
+    status: r.status,
+    stepCount: Number(r.step_count),
+    errorCode: r.error_code,
+    errorMessage: r.error_message,
+    exp: date(r.exp),
+    createdAt: date(r.created_at),
+    updatedAt: date(r.updated_at),
+    finishedAt: r.finished_at === null ? null : date(r.finished_at),
   };
 }
 
 /** Records a new flow and its steps (all pending). Returns false when the id exists (the caller compares hashes). */
-export async function insertFlowIn(tx: Queryable, f: { id: string; envelope: string; envelopeSha256: string; payloadSha256: string; signerKeyids: string[]; steps: string[]; exp: Date }): Promise<boolean> {
+export async function insertFlowIn(
+  tx: Queryable,
+  f: { id: string; envelope: string; envelopeSha256: string; payloadSha256: string; signerKeyids: string[]; steps: string[]; exp: Date },
+): Promise<boolean> {
   const rows = await tx.query<{ id: string }>(
     `INSERT INTO flows (id, envelope, envelope_sha256, payload_sha256, signer_keyids, status, step_count, exp, created_at, updated_at)
      VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, ${NOW_MS}, ${NOW_MS}) ON CONFLICT (id) DO NOTHING RETURNING id`,
     [f.id, f.envelope, f.envelopeSha256, f.payloadSha256, f.signerKeyids, f.steps.length, f.exp.toISOString()],
   );
   if (rows.length === 0) return false;
-  await tx.query(
-    `INSERT INTO flow_steps (flow_id, step, status) SELECT $1, s, 'pending' FROM unnest($2::text[]) AS s`,
-    [f.id, f.steps],
-  );
+  await tx.query(`INSERT INTO flow_steps (flow_id, step, status) SELECT $1, s, 'pending' FROM unnest($2::text[]) AS s`, [f.id, f.steps]);
   return true;
 }
 
@@ -155,7 +167,10 @@ export async function getFlow(db: Queryable, id: string, opts: { lock?: boolean 
 
 /** Locks a flow's row for this transaction and reads what decides whether to drive it (not its envelope). */
 export async function lockFlowHead(tx: Queryable, id: string): Promise<{ id: string; status: FlowStatus; envelopeSha256: string } | null> {
-  const [r] = await tx.query<{ id: string; status: FlowStatus; envelope_sha256: string }>('SELECT id, status, envelope_sha256 FROM flows WHERE id = $1 FOR UPDATE', [id]);
+  const [r] = await tx.query<{ id: string; status: FlowStatus; envelope_sha256: string }>(
+    'SELECT id, status, envelope_sha256 FROM flows WHERE id = $1 FOR UPDATE',
+    [id],
+  );
   return r ? { id: r.id, status: r.status, envelopeSha256: r.envelope_sha256 } : null;
 }
 
@@ -173,23 +188,51 @@ export async function runningFlowIds(db: Queryable, limit = 1000): Promise<strin
 }
 
 export async function listSteps(db: Queryable, flowId: string): Promise<StepRecord[]> {
-  const rows = await db.query<{ step: string; status: StepStatus; nodes: string[] | null; error_code: string | null; error_message: string | null; started_at: Date | string | null; finished_at: Date | string | null }>(
-    'SELECT step, status, nodes, error_code, error_message, started_at, finished_at FROM flow_steps WHERE flow_id = $1',
-    [flowId],
-  );
+  const rows = await db.query<{
+    step: string;
+    status: StepStatus;
+    nodes: string[] | null;
+    error_code: string | null;
+    error_message: string | null;
+    started_at: Date | string | null;
+    finished_at: Date | string | null;
+  }>('SELECT step, status, nodes, error_code, error_message, started_at, finished_at FROM flow_steps WHERE flow_id = $1', [flowId]);
   return rows.map((r) => ({
-    step: r.step, status: r.status, nodes: r.nodes, errorCode: r.error_code, errorMessage: r.error_message,
-    startedAt: r.started_at === null ? null : date(r.started_at), finishedAt: r.finished_at === null ? null : date(r.finished_at),
+    step: r.step,
+    status: r.status,
+    nodes: r.nodes,
+    errorCode: r.error_code,
+    errorMessage: r.error_message,
+    startedAt: r.started_at === null ? null : date(r.started_at),
+    finishedAt: r.finished_at === null ? null : date(r.finished_at),
   }));
 }
 
 export async function listStepJobs(db: Queryable, flowId: string): Promise<StepJobRecord[]> {
-  const rows = await db.query<{ job_id: string; step: string; node: string; step_result: string | null; status: string; attempts: number; error_code: string | null; error_message: string | null }>(
+  const rows = await db.query<{
+    job_id: string;
+    step: string;
+    node: string;
+    step_result: string | null;
+    status: string;
+    attempts: number;
+    error_code: string | null;
+    error_message: string | null;
+  }>(
     `SELECT fj.job_id, fj.step, fj.node, fj.step_result, j.status, j.attempts, j.error_code, j.error_message
      FROM flow_jobs fj JOIN jobs j ON j.id = fj.job_id WHERE fj.flow_id = $1 ORDER BY fj.step, fj.node`,
     [flowId],
   );
-  return rows.map((r) => ({ jobId: r.job_id, step: r.step, node: r.node, stepResult: r.step_result, status: r.status, attempts: Number(r.attempts), errorCode: r.error_code, errorMessage: r.error_message }));
+  return rows.map((r) => ({
+    jobId: r.job_id,
+    step: r.step,
+    node: r.node,
+    stepResult: r.step_result,
+    status: r.status,
+    attempts: Number(r.attempts),
+    errorCode: r.error_code,
+    errorMessage: r.error_message,
+  }));
 }
 
 export async function insertStepJobsIn(tx: Queryable, rows: readonly { jobId: string; flowId: string; step: string; node: string }[]): Promise<void> {
@@ -225,14 +268,27 @@ export async function flowsOfJobs(db: Queryable, jobIds: readonly string[]): Pro
   return rows.map((r) => r.flow_id);
 }
 
-export async function setStepIn(tx: Queryable, flowId: string, step: string, patch: { status: StepStatus; nodes?: string[]; errorCode?: string; errorMessage?: string }): Promise<void> {
+export async function setStepIn(
+  tx: Queryable,
+  flowId: string,
+  step: string,
+  patch: { status: StepStatus; nodes?: string[]; errorCode?: string; errorMessage?: string },
+): Promise<void> {
   const terminal = patch.status !== 'pending' && patch.status !== 'running';
   await tx.query(
     `UPDATE flow_steps SET status = $3, nodes = COALESCE($4::text[], nodes), error_code = COALESCE($5, error_code), error_message = COALESCE($6, error_message),
        started_at = CASE WHEN $3 = 'running' AND started_at IS NULL THEN ${NOW_MS} ELSE started_at END,
        finished_at = CASE WHEN $7 THEN ${NOW_MS} ELSE finished_at END
      WHERE flow_id = $1 AND step = $2`,
-    [flowId, step, patch.status, patch.nodes ?? null, patch.errorCode ?? null, patch.errorMessage === undefined ? null : storableText(patch.errorMessage), terminal],
+    [
+      flowId,
+      step,
+      patch.status,
+      patch.nodes ?? null,
+      patch.errorCode ?? null,
+      patch.errorMessage === undefined ? null : storableText(patch.errorMessage),
+      terminal,
+    ],
   );
 }
 
@@ -250,11 +306,21 @@ export async function touchFlowIn(tx: Queryable, flowId: string): Promise<void> 
 }
 
 /** Appends flow events (step and flow transitions) with consecutive sequence numbers. */
-export async function appendFlowEventsIn(tx: Queryable, flowId: string, events: readonly { type: 'flow' | 'step'; step?: string; message: string; data?: unknown }[]): Promise<FlowEvent[]> {
+export async function appendFlowEventsIn(
+  tx: Queryable,
+  flowId: string,
+  events: readonly { type: 'flow' | 'step'; step?: string; message: string; data?: unknown }[],
+): Promise<FlowEvent[]> {
   if (events.length === 0) return [];
   const [r] = await tx.query<{ event_seq: number }>('UPDATE flows SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq', [flowId, events.length]);
   const first = Number(r!.event_seq) - events.length + 1;
-  const rows = events.map((e, i) => ({ seq: first + i, type: e.type, step: e.step ?? null, message: storableText(e.message), data: e.data === undefined ? null : storableJson(e.data) }));
+  const rows = events.map((e, i) => ({
+    seq: first + i,
+    type: e.type,
+    step: e.step ?? null,
+    message: storableText(e.message),
+    data: e.data === undefined ? null : storableJson(e.data),
+  }));
   const out = await tx.query<{ seq: number; at: Date | string }>(
     `INSERT INTO flow_events (flow_id, seq, at, type, step, message, data)
      SELECT $1, e.seq, ${NOW_MS}, e.type, e.step, e.message, e.data FROM jsonb_to_recordset($2::jsonb) AS e(seq integer, type text, step text, message text, data jsonb)

@@ -38,7 +38,8 @@ export async function sendableEnvelope(raw: string, lookup: FlowEnvelopeLookup):
   if (!isStoredStep(raw)) return raw;
   const s = (JSON.parse(raw) as StoredStep).storedFlowStep;
   const flow = await lookup(s.flowEnvelopeSha256);
-  if (flow === undefined) throw new WritError('INTERNAL', `the ledger holds no flow whose envelope has sha256 ${s.flowEnvelopeSha256} (step ${s.step} on ${s.node})`);
+  if (flow === undefined)
+    throw new WritError('INTERNAL', `the ledger holds no flow whose envelope has sha256 ${s.flowEnvelopeSha256} (step ${s.step} on ${s.node})`);
   const bundle = encodeStepBundle({ flow, step: s.step, node: s.node, evidence: s.evidence });
   if (!isStepBundle(bundle)) throw new WritError('INTERNAL', 'an expanded step is not a step bundle');
   return bundle;

@@ -7,8 +7,26 @@
 // The controller holds no key: it can only submit jobs the admin signed (T10).
 import type { EventEmitter } from 'node:events';
 import {
-  HOST_DEPLOYMENT_PAYLOAD_TYPE, PAYLOAD_TYPES, TERMINAL_STATUSES, WritError, authorizeJob, checkAudience, checkHostSwitchJob, checkJobTimes, errorCodeOf, parseHostDeploymentPayload,
-  parseJobPayload, sha256Hex, toErrorJSON, verifyEnvelope, type DeploymentNodeState, type DeploymentState, type DeploymentView, type HostDeploymentPayload, type KeySetHolder, type NodeView,
+  HOST_DEPLOYMENT_PAYLOAD_TYPE,
+  PAYLOAD_TYPES,
+  TERMINAL_STATUSES,
+  WritError,
+  authorizeJob,
+  checkAudience,
+  checkHostSwitchJob,
+  checkJobTimes,
+  errorCodeOf,
+  parseHostDeploymentPayload,
+  parseJobPayload,
+  sha256Hex,
+  toErrorJSON,
+  verifyEnvelope,
+  type DeploymentNodeState,
+  type DeploymentState,
+  type DeploymentView,
+  type HostDeploymentPayload,
+  type KeySetHolder,
+  type NodeView,
 } from '@writ/protocol';
 import type { Db } from '../ledger/db.ts';
 import type { JobRecord, Ledger } from '../ledger/index.ts';
@@ -51,7 +69,10 @@ export class HostController {
   /** Job ids of switches in flight, mapped to the listener that wakes the controller when one ends. */
   private readonly watching = new Map<string, () => void>();
 
-  constructor(private readonly deps: HostControllerDeps, private readonly opts: HostControllerOptions = {}) {
+  constructor(
+    private readonly deps: HostControllerDeps,
+    private readonly opts: HostControllerOptions = {},
+  ) {
     this.store = new HostDeploymentStore(deps.ledger.db);
     this.db = deps.ledger.db;
   }
@@ -114,10 +135,12 @@ export class HostController {
     const envelopeSha256 = sha256Hex(body.deployment);
     const existing = await this.store.get(spec.id);
     if (existing) {
-      if (existing.envelopeSha256 !== envelopeSha256) throw new WritError('RESOURCE_CONFLICT', `host deployment ${spec.id} exists with another envelope`, { id: spec.id });
+      if (existing.envelopeSha256 !== envelopeSha256)
+        throw new WritError('RESOURCE_CONFLICT', `host deployment ${spec.id} exists with another envelope`, { id: spec.id });
       return { deployment: await this.view(existing), created: false };
     }
-    if (body.jobs.length !== spec.nodes.length) throw new WritError('DEPLOYMENT_INVALID', `the deployment names ${spec.nodes.length} nodes but ${body.jobs.length} switch jobs came with it`);
+    if (body.jobs.length !== spec.nodes.length)
+      throw new WritError('DEPLOYMENT_INVALID', `the deployment names ${spec.nodes.length} nodes but ${body.jobs.length} switch jobs came with it`);
     const signers = v.signers.map((s) => s.keyid).sort();
     const nodes: { node: string; jobId: string; jobEnvelope: string }[] = [];
     for (const [i, raw] of body.jobs.entries()) {
@@ -127,7 +150,10 @@ export class HostController {
       checkHostSwitchJob(spec, node, job, sha256Hex(raw));
       const jobSigners = jv.signers.map((s) => s.keyid).sort();
       if (JSON.stringify(jobSigners) !== JSON.stringify(signers)) {
-        throw new WritError('DEPLOYMENT_INVALID', `the switch job for node ${node} is signed by ${jobSigners.join(', ')}, the deployment by ${signers.join(', ')}: both must carry the same signatures`);
+        throw new WritError(
+          'DEPLOYMENT_INVALID',
+          `the switch job for node ${node} is signed by ${jobSigners.join(', ')}, the deployment by ${signers.join(', ')}: both must carry the same signatures`,
+        );
       }
       const known = await this.deps.nodes.getNode(node);
       if (!known) throw new WritError('DEPLOYMENT_INVALID', `node ${node} is not known to the ledger`, { node });
@@ -135,13 +161,21 @@ export class HostController {
       authorizeJob(job, jv.signers, this.deps.keySets.grants, view, { dangerousThreshold: this.deps.keySets.threshold });
       nodes.push({ node, jobId: job.id, jobEnvelope: raw });
     }
-    const created = await this.store.create(
-      { id: spec.id, envelope: body.deployment, envelopeSha256, signerKeyids: signers, spec, nodes },
-      [
-        { kind: 'created', actor: signers.join(','), data: { system: spec.system, source: spec.source ?? null, nodes: spec.nodes, batchSize: spec.batchSize, maxUnavailable: spec.maxUnavailable, drain: spec.drain } },
-        { kind: 'batch', actor: ACTOR, data: { batch: 0, of: Math.ceil(spec.nodes.length / spec.batchSize), nodes: spec.nodes.slice(0, spec.batchSize) } },
-      ],
-    );
+    const created = await this.store.create({ id: spec.id, envelope: body.deployment, envelopeSha256, signerKeyids: signers, spec, nodes }, [
+      {
+        kind: 'created',
+        actor: signers.join(','),
+        data: {
+          system: spec.system,
+          source: spec.source ?? null,
+          nodes: spec.nodes,
+          batchSize: spec.batchSize,
+          maxUnavailable: spec.maxUnavailable,
+          drain: spec.drain,
+        },
+      },
+      { kind: 'batch', actor: ACTOR, data: { batch: 0, of: Math.ceil(spec.nodes.length / spec.batchSize), nodes: spec.nodes.slice(0, spec.batchSize) } },
+    ]);
     const rec = await this.store.get(spec.id);
     if (!rec) throw new WritError('INTERNAL', `host deployment ${spec.id} vanished after it was recorded`);
     if (created) this.wake();
@@ -160,20 +194,39 @@ export class HostController {
   async resume(id: string, actor: string): Promise<DeploymentView> {
     const nodes = await this.store.nodes(id);
     const failed = nodes.filter((n) => n.state === 'failed').length;
-    return this.operatorChange(id, ['paused'], { state: 'running', reason: null, failuresAccepted: failed }, { kind: 'resumed', actor, data: { failedNodesAccepted: failed } });
+    return this.operatorChange(
+      id,
+      ['paused'],
+      { state: 'running', reason: null, failuresAccepted: failed },
+      { kind: 'resumed', actor, data: { failedNodesAccepted: failed } },
+    );
   }
 
   /** Aborts: no further node is touched (pending ones are skipped); switches in flight end and are recorded. */
   async abort(id: string, actor: string): Promise<DeploymentView> {
-    return this.operatorChange(id, ['running', 'paused'], { state: 'aborted', reason: `aborted by ${actor}`, finished: true, skipPending: true }, { kind: 'aborted', actor, data: {} });
+    return this.operatorChange(
+      id,
+      ['running', 'paused'],
+      { state: 'aborted', reason: `aborted by ${actor}`, finished: true, skipPending: true },
+      { kind: 'aborted', actor, data: {} },
+    );
   }
 
-  private async operatorChange(id: string, from: readonly DeploymentState[], patch: Parameters<HostDeploymentStore['update']>[2], step: StepInput): Promise<DeploymentView> {
+  private async operatorChange(
+    id: string,
+    from: readonly DeploymentState[],
+    patch: Parameters<HostDeploymentStore['update']>[2],
+    step: StepInput,
+  ): Promise<DeploymentView> {
     const d = await this.store.get(id);
     if (!d) throw new WritError('NOT_FOUND', `no host deployment ${id}`);
     if (!(await this.store.update(id, { state: from }, patch, [step]))) {
       const now = await this.store.get(id);
-      throw new WritError('DEPLOYMENT_STATE', `host deployment ${id} is ${now?.state ?? d.state}; ${step.kind === 'resumed' ? 'resume' : step.kind === 'paused' ? 'pause' : 'abort'} needs it ${from.join(' or ')}`, { state: now?.state ?? d.state });
+      throw new WritError(
+        'DEPLOYMENT_STATE',
+        `host deployment ${id} is ${now?.state ?? d.state}; ${step.kind === 'resumed' ? 'resume' : step.kind === 'paused' ? 'pause' : 'abort'} needs it ${from.join(' or ')}`,
+        { state: now?.state ?? d.state },
+      );
     }
     this.wake();
     return this.view((await this.store.get(id))!);
@@ -196,12 +249,36 @@ export class HostController {
     const counts = { pending: 0, draining: 0, switching: 0, switched: 0, failed: 0, skipped: 0 };
     for (const n of nodes) counts[n.state]++;
     return {
-      id: d.id, state: d.state, reason: d.reason, system: d.spec.system, source: d.spec.source ?? null, profile: d.spec.profile, selector: d.spec.selector,
-      batchSize: d.spec.batchSize, maxUnavailable: d.spec.maxUnavailable, drain: d.spec.drain, timeoutS: d.spec.timeoutS,
-      batch: d.batch, batches: Math.ceil(d.spec.nodes.length / d.spec.batchSize), signers: d.signerKeyids, counts,
-      nodes: nodes.map((n) => ({ node: n.node, batch: n.batch, state: n.state, job: n.jobId, error: n.errorCode ? { code: n.errorCode, message: n.errorMessage ?? '' } : null, startedAt: n.startedAt?.toISOString() ?? null, finishedAt: n.finishedAt?.toISOString() ?? null })),
-      ...(withSteps ? { steps: (await this.store.steps(d.id)).map((s) => ({ seq: s.seq, at: s.at.toISOString(), kind: s.kind, node: s.node, data: s.data })) } : {}),
-      createdAt: d.createdAt.toISOString(), updatedAt: d.updatedAt.toISOString(), finishedAt: d.finishedAt?.toISOString() ?? null,
+      id: d.id,
+      state: d.state,
+      reason: d.reason,
+      system: d.spec.system,
+      source: d.spec.source ?? null,
+      profile: d.spec.profile,
+      selector: d.spec.selector,
+      batchSize: d.spec.batchSize,
+      maxUnavailable: d.spec.maxUnavailable,
+      drain: d.spec.drain,
+      timeoutS: d.spec.timeoutS,
+      batch: d.batch,
+      batches: Math.ceil(d.spec.nodes.length / d.spec.batchSize),
+      signers: d.signerKeyids,
+      counts,
+      nodes: nodes.map((n) => ({
+        node: n.node,
+        batch: n.batch,
+        state: n.state,
+        job: n.jobId,
+        error: n.errorCode ? { code: n.errorCode, message: n.errorMessage ?? '' } : null,
+        startedAt: n.startedAt?.toISOString() ?? null,
+        finishedAt: n.finishedAt?.toISOString() ?? null,
+      })),
+      ...(withSteps
+        ? { steps: (await this.store.steps(d.id)).map((s) => ({ seq: s.seq, at: s.at.toISOString(), kind: s.kind, node: s.node, data: s.data })) }
+        : {}),
+      createdAt: d.createdAt.toISOString(),
+      updatedAt: d.updatedAt.toISOString(),
+      finishedAt: d.finishedAt?.toISOString() ?? null,
     };
   }
 
@@ -242,9 +319,15 @@ export class HostController {
     // 2. Failed nodes filled the budget: pause; nothing further is touched.
     if (budgetUsed >= spec.maxUnavailable) {
       const names = nodes.filter((n) => n.state === 'failed').map((n) => n.node);
-      await this.store.update(d.id, { state: ['running'] }, { state: 'paused', reason: `${budgetUsed} failed node(s) (${names.join(', ')}) reached maxUnavailable ${spec.maxUnavailable}; no further node is touched` }, [
-        { kind: 'paused', actor: ACTOR, data: { by: 'budget', failed: names, maxUnavailable: spec.maxUnavailable } },
-      ]);
+      await this.store.update(
+        d.id,
+        { state: ['running'] },
+        {
+          state: 'paused',
+          reason: `${budgetUsed} failed node(s) (${names.join(', ')}) reached maxUnavailable ${spec.maxUnavailable}; no further node is touched`,
+        },
+        [{ kind: 'paused', actor: ACTOR, data: { by: 'budget', failed: names, maxUnavailable: spec.maxUnavailable } }],
+      );
       return;
     }
     const batches = Math.ceil(spec.nodes.length / spec.batchSize);
@@ -254,13 +337,27 @@ export class HostController {
     if (current.every((n) => ENDED.includes(n.state))) {
       if (batch + 1 >= batches) {
         const state: DeploymentState = failed > 0 ? 'failed' : 'succeeded';
-        await this.store.update(d.id, { state: ['running'], batch }, { state, reason: failed > 0 ? `${failed} node(s) failed and kept their previous system` : null, finished: true }, [
-          { kind: state, actor: ACTOR, data: { switched: nodes.filter((n) => n.state === 'switched').length, failed, skipped: nodes.filter((n) => n.state === 'skipped').length } },
-        ]);
+        await this.store.update(
+          d.id,
+          { state: ['running'], batch },
+          { state, reason: failed > 0 ? `${failed} node(s) failed and kept their previous system` : null, finished: true },
+          [
+            {
+              kind: state,
+              actor: ACTOR,
+              data: { switched: nodes.filter((n) => n.state === 'switched').length, failed, skipped: nodes.filter((n) => n.state === 'skipped').length },
+            },
+          ],
+        );
         return;
       }
       batch++;
-      if (!(await this.store.update(d.id, { state: ['running'], batch: d.batch }, { batch }, [{ kind: 'batch', actor: ACTOR, data: { batch, of: batches, nodes: nodes.filter((n) => n.batch === batch).map((n) => n.node) } }]))) return;
+      if (
+        !(await this.store.update(d.id, { state: ['running'], batch: d.batch }, { batch }, [
+          { kind: 'batch', actor: ACTOR, data: { batch, of: batches, nodes: nodes.filter((n) => n.batch === batch).map((n) => n.node) } },
+        ]))
+      )
+        return;
       current = nodes.filter((n) => n.batch === batch);
     }
     // 4. Start nodes of this batch while the budget has room.
@@ -268,7 +365,16 @@ export class HostController {
     for (const n of current.filter((x) => x.state === 'pending')) {
       if (room <= 0) break;
       if (spec.drain) {
-        if (await this.store.moveNode(d.id, n.node, ['pending'], 'draining', { started: true }, { kind: 'drain', node: n.node, actor: ACTOR, data: { job: n.jobId } })) {
+        if (
+          await this.store.moveNode(
+            d.id,
+            n.node,
+            ['pending'],
+            'draining',
+            { started: true },
+            { kind: 'drain', node: n.node, actor: ACTOR, data: { job: n.jobId } },
+          )
+        ) {
           room--;
           await this.settle(d, { ...n, state: 'draining', startedAt: new Date() });
         }
@@ -280,7 +386,17 @@ export class HostController {
 
   /** Hands the node's signed switch job to the coord's ordinary admission; the node is `switching` from then on. */
   private async dispatch(d: DeploymentRecord, n: DeploymentNodeRecord, from: readonly DeploymentNodeState[]): Promise<boolean> {
-    if (!(await this.store.moveNode(d.id, n.node, from, 'switching', { started: true }, { kind: 'dispatch', node: n.node, actor: ACTOR, data: { job: n.jobId, batch: n.batch } }))) return false;
+    if (
+      !(await this.store.moveNode(
+        d.id,
+        n.node,
+        from,
+        'switching',
+        { started: true },
+        { kind: 'dispatch', node: n.node, actor: ACTOR, data: { job: n.jobId, batch: n.batch } },
+      ))
+    )
+      return false;
     this.watch(n.jobId);
     try {
       const r = await this.deps.submit(n.jobEnvelope);
@@ -288,7 +404,14 @@ export class HostController {
     } catch (e) {
       const err = toErrorJSON(e, true);
       this.unwatch(n.jobId);
-      await this.store.moveNode(d.id, n.node, ['switching'], 'failed', { errorCode: err.code, errorMessage: err.message, finished: true }, { kind: 'failed', node: n.node, actor: ACTOR, data: { job: n.jobId, code: err.code, message: err.message, stage: 'admission' } });
+      await this.store.moveNode(
+        d.id,
+        n.node,
+        ['switching'],
+        'failed',
+        { errorCode: err.code, errorMessage: err.message, finished: true },
+        { kind: 'failed', node: n.node, actor: ACTOR, data: { job: n.jobId, code: err.code, message: err.message, stage: 'admission' } },
+      );
       this.wake();
     }
     return true;
@@ -301,14 +424,28 @@ export class HostController {
     if (n.state === 'draining') {
       const others = await this.store.otherUnfinishedJobs(n.node, n.jobId);
       if (others === 0) return this.dispatch(d, n, ['draining']);
-      if (late) return this.fail(d, n, 'DEPLOYMENT_NODE_TIMEOUT', `node ${n.node} still ran ${others} other job(s) after ${d.spec.timeoutS} s of draining; its system was not touched`, 'drain');
+      if (late)
+        return this.fail(
+          d,
+          n,
+          'DEPLOYMENT_NODE_TIMEOUT',
+          `node ${n.node} still ran ${others} other job(s) after ${d.spec.timeoutS} s of draining; its system was not touched`,
+          'drain',
+        );
       return false;
     }
     const job: JobRecord | null = await this.deps.ledger.getJob(n.jobId);
     if (job && TERMINAL_STATUSES.has(job.status)) {
       this.unwatch(n.jobId);
       if (job.status === 'succeeded') {
-        return this.store.moveNode(d.id, n.node, ['switching'], 'switched', { result: job.result ?? null, finished: true }, { kind: 'switched', node: n.node, actor: ACTOR, data: { job: n.jobId, result: job.result ?? null } });
+        return this.store.moveNode(
+          d.id,
+          n.node,
+          ['switching'],
+          'switched',
+          { result: job.result ?? null, finished: true },
+          { kind: 'switched', node: n.node, actor: ACTOR, data: { job: n.jobId, result: job.result ?? null } },
+        );
       }
       // NIX_ACTIVATION_FAILED: the SAL re-activated the previous generation and left the profile as it was.
       const code = job.errorCode ?? 'INTERNAL';
@@ -316,16 +453,32 @@ export class HostController {
     }
     if (late) {
       this.unwatch(n.jobId);
-      return this.fail(d, n, 'DEPLOYMENT_NODE_TIMEOUT', `node ${n.node} did not finish its switch within ${d.spec.timeoutS} s (job ${n.jobId} is ${job?.status ?? 'unrecorded'}; it may still end, and its outcome stays in the job's record)`, 'timeout');
+      return this.fail(
+        d,
+        n,
+        'DEPLOYMENT_NODE_TIMEOUT',
+        `node ${n.node} did not finish its switch within ${d.spec.timeoutS} s (job ${n.jobId} is ${job?.status ?? 'unrecorded'}; it may still end, and its outcome stays in the job's record)`,
+        'timeout',
+      );
     }
     return false;
   }
 
   private async fail(d: DeploymentRecord, n: DeploymentNodeRecord, code: string, message: string, stage: string): Promise<boolean> {
     const rolledBack = code === 'NIX_ACTIVATION_FAILED';
-    return this.store.moveNode(d.id, n.node, ['draining', 'switching'], 'failed', { errorCode: code, errorMessage: message, finished: true }, {
-      kind: 'failed', node: n.node, actor: ACTOR, data: { job: n.jobId, code, message, stage, rolledBack },
-    });
+    return this.store.moveNode(
+      d.id,
+      n.node,
+      ['draining', 'switching'],
+      'failed',
+      { errorCode: code, errorMessage: message, finished: true },
+      {
+        kind: 'failed',
+        node: n.node,
+        actor: ACTOR,
+        data: { job: n.jobId, code, message, stage, rolledBack },
+      },
+    );
   }
 }
 

@@ -41,7 +41,10 @@ function changedFields(a: Record<string, unknown>, b: Record<string, unknown>): 
 }
 
 /** What applying `intent` would change in the ledger, as rules and classes stand now. */
-async function diffIntent(db: Db, intent: Pick<ClusterIntent, 'rules' | 'classes' | 'prune'>): Promise<{ changes: IntentChange[]; unmanaged: IntentAnswer['unmanaged'] }> {
+async function diffIntent(
+  db: Db,
+  intent: Pick<ClusterIntent, 'rules' | 'classes' | 'prune'>,
+): Promise<{ changes: IntentChange[]; unmanaged: IntentAnswer['unmanaged'] }> {
   const changes: IntentChange[] = [];
   const haveRules = new Map((await listRules(db)).map((r) => [r.name, r]));
   const haveClasses = new Map((await listClasses(db)).map((c) => [c.name, c]));
@@ -84,36 +87,53 @@ export async function applyClusterIntent(db: Db, intent: ClusterIntent, actor: s
   const { changes, unmanaged } = await diffIntent(db, { rules, classes: intent.classes, prune: intent.prune });
   if (intent.dryRun || changes.length === 0) return { cluster: intent.cluster, applied: false, changes, unmanaged };
   await applyEnrollmentIntent(db, { rules, classes: intent.classes, prune: intent.prune });
-  await db.transaction((tx) => appendAuditIn(tx, [{ kind: 'cluster.apply', actor, subject: intent.cluster, data: { changes: changes.map((c) => `${c.action} ${c.kind} ${c.name}`) } }]));
+  await db.transaction((tx) =>
+    appendAuditIn(tx, [{ kind: 'cluster.apply', actor, subject: intent.cluster, data: { changes: changes.map((c) => `${c.action} ${c.kind} ${c.name}`) } }]),
+  );
   return { cluster: intent.cluster, applied: true, changes, unmanaged };
 }
 
 const planSchema = { type: ['object', 'null'] } as const;
 
 export function registerIntentRoutes(app: FastifyInstance, db: Db): void {
-  app.post('/v1/cluster/intent', {
-    bodyLimit: 4 * 1024 * 1024,
-    schema: {
-      body: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['cluster', 'rules', 'classes'],
-        properties: {
-          cluster: { type: 'string', minLength: 1, maxLength: 63 },
-          // Each rule is checked by the enrollment module's own schema (checkRule), each class by putClass.
-          rules: { type: 'array', maxItems: 10_000, items: { type: 'object' } },
-          classes: {
-            type: 'array',
-            maxItems: 1000,
-            items: { type: 'object', additionalProperties: false, required: ['name', 'description', 'installPlan'], properties: { name: { type: 'string', maxLength: 63 }, description: { type: 'string', maxLength: 1000 }, installPlan: planSchema } },
+  app.post(
+    '/v1/cluster/intent',
+    {
+      bodyLimit: 4 * 1024 * 1024,
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['cluster', 'rules', 'classes'],
+          properties: {
+            cluster: { type: 'string', minLength: 1, maxLength: 63 },
+            // Each rule is checked by the enrollment module's own schema (checkRule), each class by putClass.
+            rules: { type: 'array', maxItems: 10_000, items: { type: 'object' } },
+            classes: {
+              type: 'array',
+              maxItems: 1000,
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['name', 'description', 'installPlan'],
+                properties: { name: { type: 'string', maxLength: 63 }, description: { type: 'string', maxLength: 1000 }, installPlan: planSchema },
+              },
+            },
+            prune: { type: 'boolean' },
+            dryRun: { type: 'boolean' },
           },
-          prune: { type: 'boolean' },
-          dryRun: { type: 'boolean' },
         },
       },
     },
-  }, async (req) => {
-    const b = req.body as { cluster: string; rules: EnrollmentRule[]; classes: { name: string; description: string; installPlan: InstallPlan | null }[]; prune?: boolean; dryRun?: boolean };
-    return applyClusterIntent(db, { cluster: b.cluster, rules: b.rules, classes: b.classes, prune: b.prune ?? false, dryRun: b.dryRun ?? false }, 'operator');
-  });
+    async (req) => {
+      const b = req.body as {
+        cluster: string;
+        rules: EnrollmentRule[];
+        classes: { name: string; description: string; installPlan: InstallPlan | null }[];
+        prune?: boolean;
+        dryRun?: boolean;
+      };
+      return applyClusterIntent(db, { cluster: b.cluster, rules: b.rules, classes: b.classes, prune: b.prune ?? false, dryRun: b.dryRun ?? false }, 'operator');
+    },
+  );
 }

@@ -132,15 +132,35 @@ const dateOrNull = (v: Date | string | null): Date | null => (v === null ? null 
 
 function deploymentOf(r: DeploymentRow): DeploymentRecord {
   return {
-    id: r.id, envelope: r.envelope, envelopeSha256: r.envelope_sha256, signerKeyids: r.signer_keyids, spec: json(r.spec), state: r.state, reason: r.reason,
-    batch: Number(r.batch), failuresAccepted: Number(r.failures_accepted), createdAt: date(r.created_at), updatedAt: date(r.updated_at), finishedAt: dateOrNull(r.finished_at),
+    id: r.id,
+    envelope: r.envelope,
+    envelopeSha256: r.envelope_sha256,
+    signerKeyids: r.signer_keyids,
+    spec: json(r.spec),
+    state: r.state,
+    reason: r.reason,
+    batch: Number(r.batch),
+    failuresAccepted: Number(r.failures_accepted),
+    createdAt: date(r.created_at),
+    updatedAt: date(r.updated_at),
+    finishedAt: dateOrNull(r.finished_at),
   };
 }
 
 function nodeOf(r: NodeRow): DeploymentNodeRecord {
   return {
-    deploymentId: r.deployment_id, node: r.node, position: Number(r.position), batch: Number(r.batch), jobId: r.job_id, jobEnvelope: r.job_envelope, state: r.state,
-    errorCode: r.error_code, errorMessage: r.error_message, result: r.result === null ? null : json(r.result), startedAt: dateOrNull(r.started_at), finishedAt: dateOrNull(r.finished_at),
+    deploymentId: r.deployment_id,
+    node: r.node,
+    position: Number(r.position),
+    batch: Number(r.batch),
+    jobId: r.job_id,
+    jobEnvelope: r.job_envelope,
+    state: r.state,
+    errorCode: r.error_code,
+    errorMessage: r.error_message,
+    result: r.result === null ? null : json(r.result),
+    startedAt: dateOrNull(r.started_at),
+    finishedAt: dateOrNull(r.finished_at),
   };
 }
 
@@ -155,14 +175,35 @@ export class HostDeploymentStore {
     const [row] = await tx.query<{ seq: number | null }>('SELECT max(seq) AS seq FROM host_deployment_steps WHERE deployment_id = $1', [deploymentId]);
     let seq = Number(row?.seq ?? 0);
     for (const s of steps) {
-      await tx.query(`INSERT INTO host_deployment_steps (deployment_id, seq, at, kind, node, data) VALUES ($1, $2, ${NOW}, $3, $4, $5)`, [deploymentId, ++seq, s.kind, s.node ?? null, JSON.stringify(s.data ?? {})]);
+      await tx.query(`INSERT INTO host_deployment_steps (deployment_id, seq, at, kind, node, data) VALUES ($1, $2, ${NOW}, $3, $4, $5)`, [
+        deploymentId,
+        ++seq,
+        s.kind,
+        s.node ?? null,
+        JSON.stringify(s.data ?? {}),
+      ]);
     }
-    const audits: AuditInput[] = steps.map((s) => ({ kind: `deploy.${s.kind}`, actor: s.actor, subject: s.node ? `${deploymentId}/${s.node}` : deploymentId, data: s.data ?? {} }));
+    const audits: AuditInput[] = steps.map((s) => ({
+      kind: `deploy.${s.kind}`,
+      actor: s.actor,
+      subject: s.node ? `${deploymentId}/${s.node}` : deploymentId,
+      data: s.data ?? {},
+    }));
     await appendAuditIn(tx, audits);
   }
 
   /** Records a new deployment with its nodes and the `created` step; false when the id exists already. */
-  async create(d: { id: string; envelope: string; envelopeSha256: string; signerKeyids: string[]; spec: HostDeploymentPayload; nodes: { node: string; jobId: string; jobEnvelope: string }[] }, steps: readonly StepInput[]): Promise<boolean> {
+  async create(
+    d: {
+      id: string;
+      envelope: string;
+      envelopeSha256: string;
+      signerKeyids: string[];
+      spec: HostDeploymentPayload;
+      nodes: { node: string; jobId: string; jobEnvelope: string }[];
+    },
+    steps: readonly StepInput[],
+  ): Promise<boolean> {
     return this.db.transaction(async (tx) => {
       const inserted = await tx.query(
         `INSERT INTO host_deployments (id, envelope, envelope_sha256, signer_keyids, spec, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'running', ${NOW}, ${NOW}) ON CONFLICT (id) DO NOTHING RETURNING id`,
@@ -171,7 +212,10 @@ export class HostDeploymentStore {
       if (inserted.length === 0) return false;
       const size = d.spec.batchSize;
       for (const [i, n] of d.nodes.entries()) {
-        await tx.query("INSERT INTO host_deployment_nodes (deployment_id, node, position, batch, job_id, job_envelope, state) VALUES ($1, $2, $3, $4, $5, $6, 'pending')", [d.id, n.node, i, Math.floor(i / size), n.jobId, n.jobEnvelope]);
+        await tx.query(
+          "INSERT INTO host_deployment_nodes (deployment_id, node, position, batch, job_id, job_envelope, state) VALUES ($1, $2, $3, $4, $5, $6, 'pending')",
+          [d.id, n.node, i, Math.floor(i / size), n.jobId, n.jobEnvelope],
+        );
       }
       await this.stepsIn(tx, d.id, steps);
       return true;
@@ -213,13 +257,30 @@ export class HostDeploymentStore {
    * Moves one node from `from` to `to` (compare-and-set) with its step; false when it was not in `from`
    * (another coord, or an earlier tick, moved it first).
    */
-  async moveNode(id: string, node: string, from: readonly DeploymentNodeState[], to: DeploymentNodeState, patch: { errorCode?: string | null; errorMessage?: string | null; result?: unknown; started?: boolean; finished?: boolean }, step: StepInput): Promise<boolean> {
+  async moveNode(
+    id: string,
+    node: string,
+    from: readonly DeploymentNodeState[],
+    to: DeploymentNodeState,
+    patch: { errorCode?: string | null; errorMessage?: string | null; result?: unknown; started?: boolean; finished?: boolean },
+    step: StepInput,
+  ): Promise<boolean> {
     return this.db.transaction(async (tx) => {
       const moved = await tx.query(
         `UPDATE host_deployment_nodes SET state = $3, error_code = COALESCE($5, error_code), error_message = COALESCE($6, error_message), result = COALESCE($7, result),
            started_at = CASE WHEN $8::boolean THEN ${NOW} ELSE started_at END, finished_at = CASE WHEN $9::boolean THEN ${NOW} ELSE finished_at END
          WHERE deployment_id = $1 AND node = $2 AND state = ANY($4::text[]) RETURNING node`,
-        [id, node, to, [...from], patch.errorCode ?? null, patch.errorMessage ?? null, patch.result === undefined ? null : JSON.stringify(patch.result), patch.started ?? false, patch.finished ?? false],
+        [
+          id,
+          node,
+          to,
+          [...from],
+          patch.errorCode ?? null,
+          patch.errorMessage ?? null,
+          patch.result === undefined ? null : JSON.stringify(patch.result),
+          patch.started ?? false,
+          patch.finished ?? false,
+        ],
       );
       if (moved.length === 0) return false;
       await tx.query(`UPDATE host_deployments SET updated_at = ${NOW} WHERE id = $1`, [id]);
@@ -232,16 +293,32 @@ export class HostDeploymentStore {
    * Changes the deployment (compare-and-set on its state and batch) with its steps; false when it was not
    * as expected. `skipPending` marks every pending node skipped (abort).
    */
-  async update(id: string, expect: { state: readonly DeploymentState[]; batch?: number }, patch: { state?: DeploymentState; reason?: string | null; batch?: number; failuresAccepted?: number; finished?: boolean; skipPending?: boolean }, steps: readonly StepInput[]): Promise<boolean> {
+  async update(
+    id: string,
+    expect: { state: readonly DeploymentState[]; batch?: number },
+    patch: { state?: DeploymentState; reason?: string | null; batch?: number; failuresAccepted?: number; finished?: boolean; skipPending?: boolean },
+    steps: readonly StepInput[],
+  ): Promise<boolean> {
     return this.db.transaction(async (tx) => {
       const updated = await tx.query(
         `UPDATE host_deployments SET state = COALESCE($3, state), reason = CASE WHEN $4::boolean THEN $5 ELSE reason END, batch = COALESCE($6, batch),
            failures_accepted = COALESCE($7, failures_accepted), finished_at = CASE WHEN $8::boolean THEN ${NOW} ELSE finished_at END, updated_at = ${NOW}
          WHERE id = $1 AND state = ANY($2::text[]) AND ($9::integer IS NULL OR batch = $9) RETURNING id`,
-        [id, [...expect.state], patch.state ?? null, patch.reason !== undefined, patch.reason ?? null, patch.batch ?? null, patch.failuresAccepted ?? null, patch.finished ?? false, expect.batch ?? null],
+        [
+          id,
+          [...expect.state],
+          patch.state ?? null,
+          patch.reason !== undefined,
+          patch.reason ?? null,
+          patch.batch ?? null,
+          patch.failuresAccepted ?? null,
+          patch.finished ?? false,
+          expect.batch ?? null,
+        ],
       );
       if (updated.length === 0) return false;
-      if (patch.skipPending) await tx.query(`UPDATE host_deployment_nodes SET state = 'skipped', finished_at = ${NOW} WHERE deployment_id = $1 AND state = 'pending'`, [id]);
+      if (patch.skipPending)
+        await tx.query(`UPDATE host_deployment_nodes SET state = 'skipped', finished_at = ${NOW} WHERE deployment_id = $1 AND state = 'pending'`, [id]);
       await this.stepsIn(tx, id, steps);
       return true;
     });
@@ -249,7 +326,10 @@ export class HostDeploymentStore {
 
   /** Jobs other than `exceptJob` that the ledger still has unfinished on `node` (what draining waits for). */
   async otherUnfinishedJobs(node: string, exceptJob: string): Promise<number> {
-    const [r] = await this.db.query<{ n: number | string }>("SELECT count(*) AS n FROM jobs WHERE node = $1 AND id <> $2 AND status IN ('queued', 'running')", [node, exceptJob]);
+    const [r] = await this.db.query<{ n: number | string }>("SELECT count(*) AS n FROM jobs WHERE node = $1 AND id <> $2 AND status IN ('queued', 'running')", [
+      node,
+      exceptJob,
+    ]);
     return Number(r?.n ?? 0);
   }
 }

@@ -79,14 +79,22 @@ export async function appendAuditIn(tx: Queryable, inputs: readonly AuditInput[]
   if (inputs.length === 0) return [];
   // The head row lock serialises appends across connections and coords: the second waits, then reads
   // the head the first one wrote, so the chain never forks. The time is taken after the lock so times follow seq order.
-  const [head] = await tx.query<{ seq: number | string; hash: string; at: Date }>("SELECT seq, hash, date_trunc('milliseconds', clock_timestamp()) AS at FROM audit_head WHERE id FOR UPDATE");
+  const [head] = await tx.query<{ seq: number | string; hash: string; at: Date }>(
+    "SELECT seq, hash, date_trunc('milliseconds', clock_timestamp()) AS at FROM audit_head WHERE id FOR UPDATE",
+  );
   if (!head) throw new Error('audit_head is missing: the ledger schema is damaged');
   const at = new Date(head.at);
   let seq = Number(head.seq);
   let prevHash = head.hash;
   const entries: AuditEntry[] = inputs.map((input) => {
     const entry: Omit<AuditEntry, 'hash'> = {
-      seq: ++seq, at, kind: storableText(input.kind), actor: storableText(input.actor), subject: storableText(input.subject), data: storableJson(input.data ?? {}), prevHash,
+      seq: ++seq,
+      at,
+      kind: storableText(input.kind),
+      actor: storableText(input.actor),
+      subject: storableText(input.subject),
+      data: storableJson(input.data ?? {}),
+      prevHash,
     };
     prevHash = auditHash(entry);
     return { ...entry, hash: prevHash };
@@ -95,7 +103,20 @@ export async function appendAuditIn(tx: Queryable, inputs: readonly AuditInput[]
     `INSERT INTO audit_log (${COLUMNS})
      SELECT e.seq, e.at, e.kind, e.actor, e.subject, e.data, e.prev_hash, e.hash
      FROM jsonb_to_recordset($1::jsonb) AS e(seq bigint, at timestamptz, kind text, actor text, subject text, data jsonb, prev_hash text, hash text)`,
-    [JSON.stringify(entries.map((e) => ({ seq: e.seq, at: e.at.toISOString(), kind: e.kind, actor: e.actor, subject: e.subject, data: e.data, prev_hash: e.prevHash, hash: e.hash })))],
+    [
+      JSON.stringify(
+        entries.map((e) => ({
+          seq: e.seq,
+          at: e.at.toISOString(),
+          kind: e.kind,
+          actor: e.actor,
+          subject: e.subject,
+          data: e.data,
+          prev_hash: e.prevHash,
+          hash: e.hash,
+        })),
+      ),
+    ],
   );
   await tx.query('UPDATE audit_head SET seq = $1, hash = $2 WHERE id', [seq, prevHash]);
   return entries;

@@ -34,6 +34,8 @@ export function batchKey(b: { node: string; batch: string }): string {
 
 /** Forgets batches applied more than `olderThanMs` ago (default a week); returns how many. */
 export async function pruneBatches(db: Db, olderThanMs = 7 * 24 * 3600_000): Promise<number> {
-  const rows = await db.query('DELETE FROM runner_batches WHERE at < clock_timestamp() - $1::double precision * interval \'1 millisecond\' RETURNING 1', [olderThanMs]);
+  const rows = await db.query("DELETE FROM runner_batches WHERE at < clock_timestamp() - $1::double precision * interval '1 millisecond' RETURNING 1", [
+    olderThanMs,
+  ]);
   return rows.length;
 }

@@ -71,14 +71,24 @@ export async function prepareFolder(dataDir: string): Promise<boolean> {
   try {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   } catch (e) {
-    throw ledgerFault(faultKindOf(e) === 'disk-full' ? 'disk-full' : faultKindOf(e) === 'read-only' ? 'read-only' : 'vanished', place, `it cannot be created: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, e);
+    throw ledgerFault(
+      faultKindOf(e) === 'disk-full' ? 'disk-full' : faultKindOf(e) === 'read-only' ? 'read-only' : 'vanished',
+      place,
+      `it cannot be created: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      e,
+    );
   }
   const st = await probeFolder(dataDir, { write: true });
   if (!st.ok) throw ledgerFault(st.kind, place, st.detail);
   if (existsSync(join(dataDir, 'PG_VERSION'))) return true;
   // lost+found: the folder is the root of its own file system (a disk of its own for the ledger).
   const others = readdirSync(dataDir).filter((n) => n !== LOCK_FILE && n !== 'lost+found' && !n.startsWith('.writ-probe-'));
-  if (others.length > 0) throw ledgerFault('corrupt', place, `it holds ${others.length} entries (${others.slice(0, 4).join(', ')}${others.length > 4 ? ', …' : ''}) but no PG_VERSION, so it is not a whole ledger`);
+  if (others.length > 0)
+    throw ledgerFault(
+      'corrupt',
+      place,
+      `it holds ${others.length} entries (${others.slice(0, 4).join(', ')}${others.length > 4 ? ', …' : ''}) but no PG_VERSION, so it is not a whole ledger`,
+    );
   return false;
 }
 
@@ -121,7 +131,10 @@ export function lockDataDir(dataDir: string): () => void {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
         const holder = Number(readFileSync(path, 'utf8').trim());
         if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) {
-          throw new WritError('CONFIG_INVALID', `the ledger folder ${dataDir} is in use by process ${holder}${holder === process.pid ? ' (this one)' : ''}`, { dataDir, pid: holder });
+          throw new WritError('CONFIG_INVALID', `the ledger folder ${dataDir} is in use by process ${holder}${holder === process.pid ? ' (this one)' : ''}`, {
+            dataDir,
+            pid: holder,
+          });
         }
         rmSync(path, { force: true });
       }
@@ -129,7 +142,12 @@ export function lockDataDir(dataDir: string): () => void {
   } catch (e) {
     if (errorCodeOf(e)) throw e;
     const kind = faultKindOf(e);
-    throw ledgerFault(kind === 'disk-full' || kind === 'read-only' || kind === 'io' ? kind : 'vanished', { dataDir }, `its lock file cannot be taken: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, e);
+    throw ledgerFault(
+      kind === 'disk-full' || kind === 'read-only' || kind === 'io' ? kind : 'vanished',
+      { dataDir },
+      `its lock file cannot be taken: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      e,
+    );
   }
   throw new WritError('CONFIG_INVALID', `could not lock the ledger folder ${dataDir}`, { dataDir });
 }
@@ -158,7 +176,9 @@ async function openPglite(dataDir: string | undefined): Promise<Db> {
     pg = await createPglite({ ...(dataDir ? { dataDir } : {}), relaxedDurability: false });
   } catch (e) {
     unlock();
-    throw dataDir ? await openFailure(e, dataDir, hadLedger) : new WritError('LEDGER_UNAVAILABLE', `PGlite could not open an in-memory database: ${(e as Error).message}`, undefined, { cause: e });
+    throw dataDir
+      ? await openFailure(e, dataDir, hadLedger)
+      : new WritError('LEDGER_UNAVAILABLE', `PGlite could not open an in-memory database: ${(e as Error).message}`, undefined, { cause: e });
   }
   let closed = false;
   type PgliteQueryable = Pick<PGlite, 'query' | 'exec'>;
@@ -202,7 +222,10 @@ async function openPglite(dataDir: string | undefined): Promise<Db> {
     transaction: async (fn) => {
       open();
       // PGlite serialises transactions with an internal mutex; statements inside must use `tx`.
-      const out = await guard(pg.transaction((tx) => fn(on(tx as unknown as PgliteQueryable, true))), true);
+      const out = await guard(
+        pg.transaction((tx) => fn(on(tx as unknown as PgliteQueryable, true))),
+        true,
+      );
       // PGlite 0.5 syncs its file system after each query outside a transaction but skips it for the
       // COMMIT inside transaction(). A no-op for a Node folder (NODEFS writes through); it matters for
       // backends that buffer (IndexedDB, OPFS), so the commit is synced before the caller hears of it.

@@ -36,17 +36,42 @@ export function ledgerFault(kind: LedgerFaultKind, place: LedgerPlace, detail: s
   const check = dir ? `writ ledger check --ledger ${dir}` : 'writ ledger check';
   switch (kind) {
     case 'disk-full':
-      return new WritError('LEDGER_UNAVAILABLE', `${where}: its disk is full (${detail}); writes are refused until space is freed, and nothing is acknowledged meanwhile`, details, { cause });
+      return new WritError(
+        'LEDGER_UNAVAILABLE',
+        `${where}: its disk is full (${detail}); writes are refused until space is freed, and nothing is acknowledged meanwhile`,
+        details,
+        { cause },
+      );
     case 'read-only':
-      return new WritError('LEDGER_UNAVAILABLE', `${where} is on a read-only file system (${detail}); the coord stops. Make the disk writable again and start the coord`, details, { cause });
+      return new WritError(
+        'LEDGER_UNAVAILABLE',
+        `${where} is on a read-only file system (${detail}); the coord stops. Make the disk writable again and start the coord`,
+        details,
+        { cause },
+      );
     case 'vanished':
-      return new WritError('LEDGER_UNAVAILABLE', `${where} is gone (${detail}): its disk was unmounted or the folder removed; the coord stops. Mount the disk again (or restore a backup) and start the coord`, details, { cause });
+      return new WritError(
+        'LEDGER_UNAVAILABLE',
+        `${where} is gone (${detail}): its disk was unmounted or the folder removed; the coord stops. Mount the disk again (or restore a backup) and start the coord`,
+        details,
+        { cause },
+      );
     case 'io':
-      return new WritError('LEDGER_UNAVAILABLE', `${where}: its disk reports I/O errors (${detail}); the coord stops. Check the disk, then run \`${check}\``, details, { cause });
+      return new WritError(
+        'LEDGER_UNAVAILABLE',
+        `${where}: its disk reports I/O errors (${detail}); the coord stops. Check the disk, then run \`${check}\``,
+        details,
+        { cause },
+      );
     case 'engine':
       return new WritError('LEDGER_UNAVAILABLE', `${where}: the ledger engine stopped answering (${detail})`, details, { cause });
     case 'corrupt':
-      return new WritError('LEDGER_CORRUPT', `${where} is corrupt (${detail}). Stop the coord, keep the folder for inspection, restore the newest backup (docs/operations.md, "Backups") and run \`${check}\``, details, { cause });
+      return new WritError(
+        'LEDGER_CORRUPT',
+        `${where} is corrupt (${detail}). Stop the coord, keep the folder for inspection, restore the newest backup (docs/operations.md, "Backups") and run \`${check}\``,
+        details,
+        { cause },
+      );
   }
 }
 
@@ -65,11 +90,19 @@ export function faultKindOf(e: unknown): LedgerFaultKind | null {
   const err = e as { code?: unknown; message?: unknown; name?: unknown } | null;
   const code = typeof err?.code === 'string' ? err.code : '';
   const m = (typeof err?.message === 'string' ? err.message : String(e)).toLowerCase();
-  if (code === 'ENOSPC' || code === 'EDQUOT' || code === '53100' || m.includes('no space left on device') || m.includes('disk quota exceeded')) return 'disk-full';
+  if (code === 'ENOSPC' || code === 'EDQUOT' || code === '53100' || m.includes('no space left on device') || m.includes('disk quota exceeded'))
+    return 'disk-full';
   if (code === 'EROFS' || m.includes('read-only file system')) return 'read-only';
   // Before "corrupt": PostgreSQL says "could not read block …: Input/output error" for a failing disk.
   if (code === 'EIO' || code === '58030' || m.includes('input/output error')) return 'io';
-  if (code === 'XX001' || code === 'XX002' || /invalid page in block|could not read block|unexpected zero page|invalid (magic number|checkpoint record|primary checkpoint|resource manager|record length)|valid checkpoint record|files are incompatible|missing chunk number|could not access status of transaction|corrupt/.test(m)) return 'corrupt';
+  if (
+    code === 'XX001' ||
+    code === 'XX002' ||
+    /invalid page in block|could not read block|unexpected zero page|invalid (magic number|checkpoint record|primary checkpoint|resource manager|record length)|valid checkpoint record|files are incompatible|missing chunk number|could not access status of transaction|corrupt/.test(
+      m,
+    )
+  )
+    return 'corrupt';
   // A file PostgreSQL had, gone: the folder vanished (or, if it is still there, a damaged ledger: the caller probes).
   if (code === 'ENOENT' || code === 'ESTALE' || code === '58P01' || code === '58P02') return 'vanished';
   if (m.startsWith('aborted(') || m.includes('failed to initialize properly') || err?.name === 'RuntimeError') return 'engine';
@@ -78,9 +111,7 @@ export function faultKindOf(e: unknown): LedgerFaultKind | null {
 
 // ---------------------------------------------------------------- the folder itself
 
-export type FolderState =
-  | { ok: true; freeBytes: number }
-  | { ok: false; kind: Exclude<LedgerFaultKind, 'engine' | 'corrupt'>; detail: string };
+export type FolderState = { ok: true; freeBytes: number } | { ok: false; kind: Exclude<LedgerFaultKind, 'engine' | 'corrupt'>; detail: string };
 
 /** The folder's device and inode when it was opened: a different one later means its disk went away. */
 export interface FolderIdentity {
@@ -108,10 +139,14 @@ function errnoState(e: unknown, what: string): FolderState {
  * the only reliable way to tell a full disk (statfs counts reserved blocks differently for root), and a disk
  * that ext4 made read-only after an error (its "emergency_ro" passes access(2); only a write is refused).
  */
-export async function probeFolder(dataDir: string, opts: { identity?: FolderIdentity; write?: boolean | number; expectLedger?: boolean; minFreeBytes?: number } = {}): Promise<FolderState> {
+export async function probeFolder(
+  dataDir: string,
+  opts: { identity?: FolderIdentity; write?: boolean | number; expectLedger?: boolean; minFreeBytes?: number } = {},
+): Promise<FolderState> {
   try {
     const s = await stat(dataDir);
-    if (opts.identity && (s.dev !== opts.identity.dev || s.ino !== opts.identity.ino)) return { ok: false, kind: 'vanished', detail: 'the folder at that path is not the one the coord opened' };
+    if (opts.identity && (s.dev !== opts.identity.dev || s.ino !== opts.identity.ino))
+      return { ok: false, kind: 'vanished', detail: 'the folder at that path is not the one the coord opened' };
   } catch (e) {
     return errnoState(e, 'the folder');
   }
@@ -150,7 +185,11 @@ export async function probeFolder(dataDir: string, opts: { identity?: FolderIden
     /* not every file system answers statfs; the write probe above is what decides */
   }
   if (opts.minFreeBytes !== undefined && freeBytes < opts.minFreeBytes) {
-    return { ok: false, kind: 'disk-full', detail: `${(freeBytes / 2 ** 20).toFixed(1)} MiB free, and PGlite needs ${(opts.minFreeBytes / 2 ** 20).toFixed(0)} MiB to start` };
+    return {
+      ok: false,
+      kind: 'disk-full',
+      detail: `${(freeBytes / 2 ** 20).toFixed(1)} MiB free, and PGlite needs ${(opts.minFreeBytes / 2 ** 20).toFixed(0)} MiB to start`,
+    };
   }
   return { ok: true, freeBytes };
 }

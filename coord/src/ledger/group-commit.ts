@@ -46,13 +46,15 @@ export class GroupCommitter<I, O> {
     while (this.waiting.length > 0 && this.inFlight < (this.opts.maxInFlight ?? 1)) {
       const group = this.waiting.splice(0, this.opts.maxItems);
       this.inFlight++;
-      this.writeGroup(group.map((w) => w.item)).then(
-        (outs) => group.forEach((w, i) => w.resolve(outs[i]!)),
-        (err: unknown) => group.forEach((w) => w.reject(err)),
-      ).finally(() => {
-        this.inFlight--;
-        this.pump();
-      });
+      this.writeGroup(group.map((w) => w.item))
+        .then(
+          (outs) => group.forEach((w, i) => w.resolve(outs[i]!)),
+          (err: unknown) => group.forEach((w) => w.reject(err)),
+        )
+        .finally(() => {
+          this.inFlight--;
+          this.pump();
+        });
     }
   }
 }

@@ -5,9 +5,34 @@ import type { RunnerEvent } from '@writ/protocol';
 import { openDb, type Db, type Queryable } from './db.ts';
 import { appendAudit, appendAuditIn, tailAudit, verifyAudit, type AuditEntry, type AuditInput, type AuditVerification } from './audit.ts';
 import {
-  DEFAULT_JOB_LIMITS, admitJobsIn, appendJobEvent, getJob, insertJob, listAttempts, listExpiredWaiting, listJobEvents, listJobs, listUnfinished,
-  dispatchAttemptIn, recordAttempt, touchJob, transitionJob, transitionJobIn, type Admission, type AdmissionOutcome, type AttemptOutcome, type JobAttempt, type JobEvent, type JobEventInput, type JobLimits, type JobRecord, type JobStatus, type ListJobsQuery,
-  type NewJob, type TransitionPatch, type TransitionedJob,
+  DEFAULT_JOB_LIMITS,
+  admitJobsIn,
+  appendJobEvent,
+  getJob,
+  insertJob,
+  listAttempts,
+  listExpiredWaiting,
+  listJobEvents,
+  listJobs,
+  listUnfinished,
+  dispatchAttemptIn,
+  recordAttempt,
+  touchJob,
+  transitionJob,
+  transitionJobIn,
+  type Admission,
+  type AdmissionOutcome,
+  type AttemptOutcome,
+  type JobAttempt,
+  type JobEvent,
+  type JobEventInput,
+  type JobLimits,
+  type JobRecord,
+  type JobStatus,
+  type ListJobsQuery,
+  type NewJob,
+  type TransitionPatch,
+  type TransitionedJob,
 } from './jobs.ts';
 import { migrate, schemaVersion } from './migrations.ts';
 import { applyRunnerEventsIn, type AppliedEvents } from './runner-events.ts';
@@ -17,7 +42,20 @@ export type { Db, Queryable } from './db.ts';
 export type { AuditEntry, AuditInput, AuditVerification } from './audit.ts';
 export { auditHash, auditPreimage, GENESIS_HASH } from './audit.ts';
 export type {
-  Admission, AdmissionOutcome, AttemptOutcome, JobAttempt, JobEvent, JobEventInput, JobEventType, JobLimits, JobRecord, JobStatus, ListJobsQuery, NewJob, TransitionPatch, TransitionedJob,
+  Admission,
+  AdmissionOutcome,
+  AttemptOutcome,
+  JobAttempt,
+  JobEvent,
+  JobEventInput,
+  JobEventType,
+  JobLimits,
+  JobRecord,
+  JobStatus,
+  ListJobsQuery,
+  NewJob,
+  TransitionPatch,
+  TransitionedJob,
 } from './jobs.ts';
 export { DEFAULT_JOB_LIMITS, JOB_STATUSES, TERMINAL_STATUSES, decideTransition } from './jobs.ts';
 export { MIGRATIONS, migrate, schemaVersion, type Migration } from './migrations.ts';

@@ -126,7 +126,8 @@ interface JobRow {
   finished_at: Date | null;
 }
 
-const JOB_COLUMNS = 'id, envelope, envelope_sha256, signer_keyids, target, node, caps, status, attempts, max_attempts, result, error_code, error_message, exp, created_at, updated_at, finished_at';
+const JOB_COLUMNS =
+  'id, envelope, envelope_sha256, signer_keyids, target, node, caps, status, attempts, max_attempts, result, error_code, error_message, exp, created_at, updated_at, finished_at';
 
 function jobFromRow(r: JobRow): JobRecord {
   return {
@@ -181,14 +182,24 @@ export async function insertJob(db: Db, rec: NewJob): Promise<{ job: JobRecord; 
        VALUES ($1, $2, $3, $4::text[], $5::jsonb, $6, $7::text[], 'admitted', 0, $8, $9::timestamptz, ${NOW_MS}, ${NOW_MS}, 1)
        ON CONFLICT (id) DO NOTHING
        RETURNING ${JOB_COLUMNS}`,
-      [rec.id, rec.envelope, rec.envelopeSha256, rec.signerKeyids, JSON.stringify(storableJson(rec.target)), rec.node ?? null, rec.caps, rec.maxAttempts ?? 3, rec.exp.toISOString()],
+      [
+        rec.id,
+        rec.envelope,
+        rec.envelopeSha256,
+        rec.signerKeyids,
+        JSON.stringify(storableJson(rec.target)),
+        rec.node ?? null,
+        rec.caps,
+        rec.maxAttempts ?? 3,
+        rec.exp.toISOString(),
+      ],
     );
     const row = inserted[0];
     if (row) {
-      await tx.query(
-        `INSERT INTO job_events (job_id, seq, at, type, level, message, data) VALUES ($1, 1, ${NOW_MS}, 'status', NULL, 'admitted', $2::jsonb)`,
-        [rec.id, JSON.stringify({ status: 'admitted' })],
-      );
+      await tx.query(`INSERT INTO job_events (job_id, seq, at, type, level, message, data) VALUES ($1, 1, ${NOW_MS}, 'status', NULL, 'admitted', $2::jsonb)`, [
+        rec.id,
+        JSON.stringify({ status: 'admitted' }),
+      ]);
       return { job: jobFromRow(row), created: true };
     }
     const [existing] = await tx.query<JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1`, [rec.id]);
@@ -277,11 +288,21 @@ export async function transitionJob(db: Db, limits: JobLimits, id: string, to: J
 }
 
 /** transitionJob inside a transaction the caller owns. */
-export async function transitionJobIn(tx: Queryable, limits: JobLimits, id: string, to: JobStatus, patch: TransitionPatch = {}): Promise<TransitionedJob | null> {
+export async function transitionJobIn(
+  tx: Queryable,
+  limits: JobLimits,
+  id: string,
+  to: JobStatus,
+  patch: TransitionPatch = {},
+): Promise<TransitionedJob | null> {
   if (!JOB_STATUSES.includes(to)) throw new WritError('BAD_REQUEST', `unknown job status ${String(to)}`);
-  if (patch.attempt !== undefined && (!Number.isInteger(patch.attempt) || patch.attempt < 1)) throw new WritError('BAD_REQUEST', 'attempt must be a positive integer');
+  if (patch.attempt !== undefined && (!Number.isInteger(patch.attempt) || patch.attempt < 1))
+    throw new WritError('BAD_REQUEST', 'attempt must be a positive integer');
   {
-    const [cur] = await tx.query<{ status: JobStatus; attempts: number; node: string | null }>('SELECT status, attempts, node FROM jobs WHERE id = $1 FOR UPDATE', [id]);
+    const [cur] = await tx.query<{ status: JobStatus; attempts: number; node: string | null }>(
+      'SELECT status, attempts, node FROM jobs WHERE id = $1 FOR UPDATE',
+      [id],
+    );
     if (!cur) return null;
     const decision = decideTransition(cur.status, Number(cur.attempts), to, patch.attempt);
     if (!decision) return null;
@@ -300,7 +321,16 @@ export async function transitionJobIn(tx: Queryable, limits: JobLimits, id: stri
          event_seq = event_seq + 1
        WHERE id = $1
        RETURNING ${JOB_COLUMNS}, event_seq`,
-      [id, to, decision.attempts, patch.node ?? null, terminal, terminal ? jsonParam(patch.result) : null, patch.errorCode ?? null, patch.errorMessage === undefined ? null : storableText(patch.errorMessage)],
+      [
+        id,
+        to,
+        decision.attempts,
+        patch.node ?? null,
+        terminal,
+        terminal ? jsonParam(patch.result) : null,
+        patch.errorCode ?? null,
+        patch.errorMessage === undefined ? null : storableText(patch.errorMessage),
+      ],
     );
     const job = jobFromRow(row!);
     if (terminal) await closeOpenAttempts(tx, [id]);
@@ -334,7 +364,13 @@ export async function closeOpenAttempts(tx: Queryable, jobIds: readonly string[]
  * lost, or stalled; the node's journal fences it). Returns the job with its status event, or null when
  * the job is unknown or already terminal. The caller enqueues the attempt after the commit.
  */
-export async function dispatchAttemptIn(tx: Queryable, limits: JobLimits, id: string, node: string, message?: (attempt: number) => string): Promise<TransitionedJob | null> {
+export async function dispatchAttemptIn(
+  tx: Queryable,
+  limits: JobLimits,
+  id: string,
+  node: string,
+  message?: (attempt: number) => string,
+): Promise<TransitionedJob | null> {
   const [cur] = await tx.query<{ status: JobStatus; attempts: number }>('SELECT status, attempts FROM jobs WHERE id = $1 FOR UPDATE', [id]);
   if (!cur || TERMINAL_STATUSES.has(cur.status)) return null;
   const [row] = await tx.query<JobRow & { event_seq: number }>(
@@ -343,10 +379,17 @@ export async function dispatchAttemptIn(tx: Queryable, limits: JobLimits, id: st
     [id, node],
   );
   const job = jobFromRow(row!);
-  await tx.query(`UPDATE job_attempts SET outcome = 'superseded', finished_at = ${NOW_MS} WHERE job_id = $1 AND attempt < $2 AND outcome IN ('queued', 'running')`, [id, job.attempts]);
+  await tx.query(
+    `UPDATE job_attempts SET outcome = 'superseded', finished_at = ${NOW_MS} WHERE job_id = $1 AND attempt < $2 AND outcome IN ('queued', 'running')`,
+    [id, job.attempts],
+  );
   await tx.query(`INSERT INTO job_attempts (job_id, attempt, node, dispatched_at, outcome) VALUES ($1, $2, $3, ${NOW_MS}, 'queued')`, [id, job.attempts, node]);
   const text = message?.(job.attempts) ?? `queued for node ${node} (attempt ${job.attempts})`;
-  const event = await insertEvent(tx, limits, id, Number(row!.event_seq), { type: 'status', message: text, data: { status: 'queued', from: cur.status, attempt: job.attempts, node } });
+  const event = await insertEvent(tx, limits, id, Number(row!.event_seq), {
+    type: 'status',
+    message: text,
+    data: { status: 'queued', from: cur.status, attempt: job.attempts, node },
+  });
   return { ...job, event };
 }
 
@@ -362,7 +405,12 @@ export function statusEvent(from: JobStatus, to: JobStatus, attempts: number, no
 
 /** What replaces the first log event past the per-job cap. */
 export function logTruncatedEvent(limits: JobLimits): JobEventInput {
-  return { type: 'log', level: 'warn', message: `log truncated: this job wrote more than ${limits.maxLogEventsPerJob} log events; later ones were dropped`, data: { truncated: true, limit: limits.maxLogEventsPerJob } };
+  return {
+    type: 'log',
+    level: 'warn',
+    message: `log truncated: this job wrote more than ${limits.maxLogEventsPerJob} log events; later ones were dropped`,
+    data: { truncated: true, limit: limits.maxLogEventsPerJob },
+  };
 }
 
 /** An event as stored: storable text, message cut to its limit, oversized data replaced by a note. */
@@ -421,10 +469,11 @@ async function appendJobEventIn(tx: Queryable, limits: JobLimits, jobId: string,
 
 /** Events after `afterSeq` (the SSE Last-Event-ID), oldest first. */
 export async function listJobEvents(db: Queryable, jobId: string, afterSeq: number, limit: number): Promise<JobEvent[]> {
-  const rows = await db.query<EventRow>(
-    'SELECT seq, at, type, level, message, data FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
-    [jobId, Math.max(0, Math.floor(afterSeq) || 0), Math.max(1, Math.min(Math.floor(limit) || 1, 1000))],
-  );
+  const rows = await db.query<EventRow>('SELECT seq, at, type, level, message, data FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3', [
+    jobId,
+    Math.max(0, Math.floor(afterSeq) || 0),
+    Math.max(1, Math.min(Math.floor(limit) || 1, 1000)),
+  ]);
   return rows.map(eventFromRow);
 }
 
@@ -432,22 +481,31 @@ export async function listJobEvents(db: Queryable, jobId: string, afterSeq: numb
  * Records what one attempt did. A finished attempt (succeeded/failed) is never reopened by a late
  * `running` report; the first report fixes node and start time.
  */
-export async function recordAttempt(db: Queryable, jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt> {
+export async function recordAttempt(
+  db: Queryable,
+  jobId: string,
+  attempt: number,
+  node: string,
+  outcome: AttemptOutcome,
+  errorCode?: string,
+): Promise<JobAttempt> {
   if (!Number.isInteger(attempt) || attempt < 1) throw new WritError('BAD_REQUEST', 'attempt must be a positive integer');
   if (!ATTEMPT_OUTCOMES.includes(outcome)) throw new WritError('BAD_REQUEST', `unknown attempt outcome ${String(outcome)}`);
   const finished = outcome !== 'running' && outcome !== 'queued';
-  const rows = await db.query<AttemptRow>(
-    `INSERT INTO job_attempts AS a (job_id, attempt, node, started_at, finished_at, outcome, error_code)
+  const rows = await db
+    .query<AttemptRow>(
+      `INSERT INTO job_attempts AS a (job_id, attempt, node, started_at, finished_at, outcome, error_code)
      VALUES ($1, $2, $3, CASE WHEN $5 <> 'queued' THEN ${NOW_MS} END, CASE WHEN $4 THEN ${NOW_MS} END, $5, $6)
      ON CONFLICT (job_id, attempt) DO UPDATE SET
        ${ATTEMPT_UPSERT}
      RETURNING ${ATTEMPT_COLUMNS}`,
-    [jobId, attempt, node, finished, outcome, errorCode ?? null],
-  ).catch((e: unknown) => {
-    // 23503: foreign key violation, i.e. no such job.
-    if ((e as { code?: string }).code === '23503') throw new WritError('NOT_FOUND', `no job ${jobId}`, { id: jobId });
-    throw e;
-  });
+      [jobId, attempt, node, finished, outcome, errorCode ?? null],
+    )
+    .catch((e: unknown) => {
+      // 23503: foreign key violation, i.e. no such job.
+      if ((e as { code?: string }).code === '23503') throw new WritError('NOT_FOUND', `no job ${jobId}`, { id: jobId });
+      throw e;
+    });
   return attemptFromRow(rows[0]!);
 }
 
@@ -475,8 +533,14 @@ const ATTEMPT_COLUMNS = 'job_id, attempt, node, dispatched_at, started_at, finis
 
 function attemptFromRow(r: AttemptRow): JobAttempt {
   return {
-    jobId: r.job_id, attempt: Number(r.attempt), node: r.node, dispatchedAt: r.dispatched_at ? new Date(r.dispatched_at) : null, startedAt: r.started_at ? new Date(r.started_at) : null,
-    finishedAt: r.finished_at ? new Date(r.finished_at) : null, outcome: r.outcome, errorCode: r.error_code,
+    jobId: r.job_id,
+    attempt: Number(r.attempt),
+    node: r.node,
+    dispatchedAt: r.dispatched_at ? new Date(r.dispatched_at) : null,
+    startedAt: r.started_at ? new Date(r.started_at) : null,
+    finishedAt: r.finished_at ? new Date(r.finished_at) : null,
+    outcome: r.outcome,
+    errorCode: r.error_code,
   };
 }
 
@@ -567,10 +631,16 @@ export async function admitJobsIn(tx: Queryable, limits: JobLimits, items: reado
   for (const it of firsts) {
     if (!created.has(it.id)) continue;
     events.push({ job_id: it.id, seq: 1, message: 'admitted', data: { status: 'admitted' } });
-    if (it.status === 'queued') events.push({ job_id: it.id, seq: 2, message: `queued for node ${it.node}`, data: { status: 'queued', from: 'admitted', attempt: 1, node: it.node } });
+    if (it.status === 'queued')
+      events.push({ job_id: it.id, seq: 2, message: `queued for node ${it.node}`, data: { status: 'queued', from: 'admitted', attempt: 1, node: it.node } });
     if (it.status === 'refused') {
       const error = { code: it.errorCode ?? 'INTERNAL', message: it.errorMessage ?? '' };
-      events.push({ job_id: it.id, seq: 2, message: truncateUtf8(storableText(`refused: ${error.code}: ${error.message}`), limits.maxEventMessageBytes), data: storableJson({ status: 'refused', from: 'admitted', attempt: 0, error }) });
+      events.push({
+        job_id: it.id,
+        seq: 2,
+        message: truncateUtf8(storableText(`refused: ${error.code}: ${error.message}`), limits.maxEventMessageBytes),
+        data: storableJson({ status: 'refused', from: 'admitted', attempt: 0, error }),
+      });
     }
   }
   if (events.length > 0) {
@@ -590,19 +660,27 @@ export async function admitJobsIn(tx: Queryable, limits: JobLimits, items: reado
     );
   }
   const replayIds = [...new Set(items.filter((it) => !created.has(it.id) || firstById.get(it.id) !== it).map((it) => it.id))];
-  const existing = new Map<string, { envelope_sha256: string; status: JobStatus; node: string | null; error_code: string | null; error_message: string | null }>();
+  const existing = new Map<
+    string,
+    { envelope_sha256: string; status: JobStatus; node: string | null; error_code: string | null; error_message: string | null }
+  >();
   if (replayIds.length > 0) {
-    const found = await tx.query<{ id: string; envelope_sha256: string; status: JobStatus; node: string | null; error_code: string | null; error_message: string | null }>(
-      'SELECT id, envelope_sha256, status, node, error_code, error_message FROM jobs WHERE id = ANY($1::text[])',
-      [replayIds],
-    );
+    const found = await tx.query<{
+      id: string;
+      envelope_sha256: string;
+      status: JobStatus;
+      node: string | null;
+      error_code: string | null;
+      error_message: string | null;
+    }>('SELECT id, envelope_sha256, status, node, error_code, error_message FROM jobs WHERE id = ANY($1::text[])', [replayIds]);
     for (const r of found) existing.set(r.id, r);
   }
   return items.map((it): AdmissionOutcome => {
     if (created.has(it.id) && firstById.get(it.id) === it) return { id: it.id, created: true, status: it.status, node: it.node ?? null };
     const row = existing.get(it.id);
     if (!row) return { id: it.id, error: new WritError('INTERNAL', `job ${it.id} conflicted on insert but cannot be read`) };
-    if (row.envelope_sha256 !== it.envelopeSha256) return { id: it.id, error: new WritError('JOB_ID_CONFLICT', `job id ${it.id} is already used by a different envelope`, { id: it.id }) };
+    if (row.envelope_sha256 !== it.envelopeSha256)
+      return { id: it.id, error: new WritError('JOB_ID_CONFLICT', `job id ${it.id} is already used by a different envelope`, { id: it.id }) };
     return { id: it.id, created: false, status: row.status, node: row.node, errorCode: row.error_code, errorMessage: row.error_message };
   });
 }

@@ -94,10 +94,10 @@ export class SessionLeases extends BaseLeases {
     const generation = this.session.generation;
     let got: string[];
     try {
-      const rows = await this.session.query<{ k: string }>(
-        'SELECT k FROM unnest($2::text[]) AS k WHERE pg_try_advisory_lock(hashtext($1), hashtext(k))',
-        [kind, wanted],
-      );
+      const rows = await this.session.query<{ k: string }>('SELECT k FROM unnest($2::text[]) AS k WHERE pg_try_advisory_lock(hashtext($1), hashtext(k))', [
+        kind,
+        wanted,
+      ]);
       got = rows.map((r) => r.k);
     } catch (e) {
       for (const k of wanted) this.held.delete(K(kind, k));

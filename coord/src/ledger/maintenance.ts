@@ -42,7 +42,10 @@ function describe(src: LedgerSource): string {
 function report(ledger: string, checks: LedgerCheckItem[], place: { dataDir: string } | { engine: 'postgres' } | { inMemory: true }): LedgerCheckReport {
   const bad = checks.find((c) => !c.ok);
   if (!bad) return { ok: true, ledger, checks };
-  const error = bad.code === 'LEDGER_CORRUPT' || !bad.code ? ledgerFault('corrupt', place, `${bad.name}: ${bad.detail}`) : new WritError(bad.code, `${ledger}: ${bad.name}: ${bad.detail}`);
+  const error =
+    bad.code === 'LEDGER_CORRUPT' || !bad.code
+      ? ledgerFault('corrupt', place, `${bad.name}: ${bad.detail}`)
+      : new WritError(bad.code, `${ledger}: ${bad.name}: ${bad.detail}`);
   return { ok: false, ledger, checks, error: toErrorJSON(error) };
 }
 
@@ -56,7 +59,10 @@ export async function checkLedger(src: LedgerSource): Promise<LedgerCheckReport>
   if ('databaseUrl' in src) {
     const db = await openDb({ databaseUrl: src.databaseUrl, poolMax: 1 });
     try {
-      const hasAmcheck = await db.exec('CREATE EXTENSION IF NOT EXISTS amcheck').then(() => true, () => false);
+      const hasAmcheck = await db.exec('CREATE EXTENSION IF NOT EXISTS amcheck').then(
+        () => true,
+        () => false,
+      );
       return report(ledger, await examine(db, hasAmcheck), { engine: 'postgres' });
     } finally {
       await db.close();
@@ -77,7 +83,11 @@ export async function checkLedger(src: LedgerSource): Promise<LedgerCheckReport>
  * running one holds the lock and is refused with CONFIG_INVALID), the copy is recovered and checkpointed,
  * checked, and dumped. `dest` appears only complete and synced (written beside it, then renamed).
  */
-export async function backupLedger(dataDir: string, dest: string, opts: { force?: boolean } = {}): Promise<{ dest: string; bytes: number; report: LedgerCheckReport }> {
+export async function backupLedger(
+  dataDir: string,
+  dest: string,
+  opts: { force?: boolean } = {},
+): Promise<{ dest: string; bytes: number; report: LedgerCheckReport }> {
   if (!opts.force && existsSync(dest)) throw new WritError('CONFIG_INVALID', `${dest} exists already; choose another name or pass --force`, { dest });
   const opened = await openCopy(dataDir);
   if ('failed' in opened) throw ledgerFault('corrupt', { dataDir }, `${opened.failed.name}: ${opened.failed.detail}`);
@@ -106,7 +116,8 @@ export async function restoreLedger(backupFile: string, dataDir: string): Promis
     if (e.code === 'ENOENT') return [] as string[];
     throw ledgerFault('vanished', { dataDir }, e.code ?? e.message, e);
   });
-  if (entries.length > 0) throw new WritError('CONFIG_INVALID', `${dataDir} is not empty; move it aside first (e.g. mv ${dataDir} ${dataDir}.damaged), then restore`, { dataDir });
+  if (entries.length > 0)
+    throw new WritError('CONFIG_INVALID', `${dataDir} is not empty; move it aside first (e.g. mv ${dataDir} ${dataDir}.damaged), then restore`, { dataDir });
   const unlock = lockDataDir(dataDir);
   try {
     const pg = await PGlite.create({ dataDir, loadDataDir: new Blob([await readBytes(backupFile)]) });
@@ -247,10 +258,12 @@ async function examine(q: Queryable, amcheckAvailable: boolean): Promise<LedgerC
 
   if (amcheckAvailable) {
     await q.exec('CREATE EXTENSION IF NOT EXISTS amcheck').catch(() => {});
-    const indexes = await q.query<{ name: string }>(
-      `SELECT c.relname AS name FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+    const indexes = await q
+      .query<{ name: string }>(
+        `SELECT c.relname AS name FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.amname = 'btree' AND n.nspname = 'public' ORDER BY c.relname`,
-    ).catch(() => []);
+      )
+      .catch(() => []);
     for (const { name } of indexes) {
       // heapallindexed: every row of the table is in the index, not only the index's own structure.
       await attempt(`index ${name}`, async () => {
@@ -262,11 +275,15 @@ async function examine(q: Queryable, amcheckAvailable: boolean): Promise<LedgerC
     checks.push({ name: 'indexes', ok: true, detail: 'not checked: the amcheck extension is not available to this role' });
   }
 
-  await attempt('audit chain', async () => {
-    const v = await verifyAudit(q);
-    if (!v.ok) throw new WritError('AUDIT_CHAIN_BROKEN', `${v.reason} (first bad entry ${v.firstBadSeq})`);
-    return `${v.count} entries, head ${v.head.hash.slice(0, 16)}…`;
-  }, 'AUDIT_CHAIN_BROKEN');
+  await attempt(
+    'audit chain',
+    async () => {
+      const v = await verifyAudit(q);
+      if (!v.ok) throw new WritError('AUDIT_CHAIN_BROKEN', `${v.reason} (first bad entry ${v.firstBadSeq})`);
+      return `${v.count} entries, head ${v.head.hash.slice(0, 16)}…`;
+    },
+    'AUDIT_CHAIN_BROKEN',
+  );
 
   return checks;
 }

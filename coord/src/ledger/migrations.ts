@@ -166,12 +166,18 @@ export async function migrate(db: Db, migrations: readonly Migration[] = MIGRATI
     const applied = await tx.query<{ version: number; checksum: string }>('SELECT version, checksum FROM schema_migrations ORDER BY version');
     const newest = applied.at(-1)?.version ?? 0;
     if (newest > known) {
-      throw new WritError('CONFIG_INVALID', `the ledger schema is at version ${newest}, newer than this coord knows (${known}); upgrade the coord or use another database`, { schemaVersion: newest, knownVersion: known });
+      throw new WritError(
+        'CONFIG_INVALID',
+        `the ledger schema is at version ${newest}, newer than this coord knows (${known}); upgrade the coord or use another database`,
+        { schemaVersion: newest, knownVersion: known },
+      );
     }
     for (const row of applied) {
       const m = migrations.find((x) => x.version === row.version);
       if (!m || checksumOf(m) !== row.checksum) {
-        throw new WritError('CONFIG_INVALID', `ledger migration ${row.version} as applied differs from this coord's copy; the schema history was edited`, { version: row.version });
+        throw new WritError('CONFIG_INVALID', `ledger migration ${row.version} as applied differs from this coord's copy; the schema history was edited`, {
+          version: row.version,
+        });
       }
     }
     const done: number[] = [];

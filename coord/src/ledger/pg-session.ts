@@ -92,7 +92,12 @@ export class PgSession {
 
   private async open(): Promise<PgClient> {
     const pg = createRequire(import.meta.url)('pg') as PgModule;
-    const c = new pg.Client({ connectionString: this.opts.databaseUrl, application_name: this.opts.name.slice(0, 63), connectionTimeoutMillis: 5000, keepAlive: true });
+    const c = new pg.Client({
+      connectionString: this.opts.databaseUrl,
+      application_name: this.opts.name.slice(0, 63),
+      connectionTimeoutMillis: 5000,
+      keepAlive: true,
+    });
     c.on('error', (e) => {
       this.opts.onError?.(e);
       this.lost(c);

@@ -11,7 +11,18 @@
 import { Worker } from 'node:worker_threads';
 import { WritError, errorCodeOf } from '@writ/protocol';
 import type { Db, Queryable } from './db.ts';
-import { PGLITE_START_FREE_BYTES, faultKindOf, folderIdentity, isFatalFault, ledgerFault, probeFolder, type FolderIdentity, type LedgerFaultKind, type LedgerHealth, type LedgerPlace } from './faults.ts';
+import {
+  PGLITE_START_FREE_BYTES,
+  faultKindOf,
+  folderIdentity,
+  isFatalFault,
+  ledgerFault,
+  probeFolder,
+  type FolderIdentity,
+  type LedgerFaultKind,
+  type LedgerHealth,
+  type LedgerPlace,
+} from './faults.ts';
 
 export type ThreadRequest =
   | { id: number; op: 'query'; sql: string; params?: unknown[]; tx?: number }
@@ -22,9 +33,7 @@ export type ThreadRequest =
   | { id: number; op: 'close' };
 
 /** id 0 is the thread's own: ready (ok) or could not open (error). */
-export type ThreadReply =
-  | { id: number; ok: true; rows?: unknown[]; tx?: number }
-  | { id: number; ok: false; error: { message: string; code?: string } };
+export type ThreadReply = { id: number; ok: true; rows?: unknown[]; tx?: number } | { id: number; ok: false; error: { message: string; code?: string } };
 
 type Request = ThreadRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
@@ -165,7 +174,8 @@ export async function openPgliteThread(o: ThreadLedgerOptions): Promise<Db> {
           if (isFatalFault(f.kind)) return failFatally(f.error);
           refusal = f.error;
           // PGlite that cannot start on a folder with space to spare will not start by waiting.
-          if (f.kind !== 'disk-full' && ++failures >= 5) return failFatally(ledgerFault('corrupt', place, `PGlite could not reopen it: ${(e as Error).message}`, e));
+          if (f.kind !== 'disk-full' && ++failures >= 5)
+            return failFatally(ledgerFault('corrupt', place, `PGlite could not reopen it: ${(e as Error).message}`, e));
         }
       }
     })();
@@ -258,9 +268,11 @@ export async function openPgliteThread(o: ThreadLedgerOptions): Promise<Db> {
       const full = health.problem?.details?.fault === 'disk-full' || (probe?.ok === false && probe.kind === 'disk-full');
       if (full) restart(ledgerFault('disk-full', place, `the ledger thread has not answered for ${age} ms; it is restarted once there is space`));
       else if (age >= hungAfterMs) restart(ledgerFault('engine', place, `the ledger thread has not answered for ${age} ms; it is restarted`));
-    })().catch(() => {}).finally(() => {
-      watching = false;
-    });
+    })()
+      .catch(() => {})
+      .finally(() => {
+        watching = false;
+      });
   }, o.watchEveryMs ?? 1000);
   watch.unref();
 

@@ -32,7 +32,11 @@ export async function createPglite(options: PGliteOptions): Promise<PGlite> {
       await second.close();
       return PGlite.create(options);
     }
-    const reasons = lines.flatMap((l) => l.split('\n')).map((l) => /\b(FATAL|PANIC):\s+(.*)$/.exec(l)).filter((m): m is RegExpExecArray => m !== null).map((m) => `${m[1]}: ${m[2]}`);
+    const reasons = lines
+      .flatMap((l) => l.split('\n'))
+      .map((l) => /\b(FATAL|PANIC):\s+(.*)$/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => `${m[1]}: ${m[2]}`);
     if (reasons.length === 0) throw first;
     throw new Error(`PostgreSQL stopped: ${[...new Set(reasons)].join('; ')}`, { cause: first });
   }

@@ -23,7 +23,11 @@ let nextTx = 0;
 
 function errorOf(e: unknown): ThreadReply & { ok: false } {
   const err = e as { message?: unknown; code?: unknown; detail?: unknown };
-  return { id: 0, ok: false, error: { message: typeof err?.message === 'string' ? err.message : String(e), ...(typeof err?.code === 'string' ? { code: err.code } : {}) } };
+  return {
+    id: 0,
+    ok: false,
+    error: { message: typeof err?.message === 'string' ? err.message : String(e), ...(typeof err?.code === 'string' ? { code: err.code } : {}) },
+  };
 }
 
 let pg!: PGlite;

@@ -6,8 +6,20 @@
 import type { RunnerEvent } from '@writ/protocol';
 import type { Queryable } from './db.ts';
 import {
-  ATTEMPT_UPSERT, NOW_MS, TERMINAL_STATUSES, closeOpenAttempts, decideTransition, logTruncatedEvent, statusEvent, storableEvent, type AttemptOutcome, type JobEventInput, type JobEventType,
-  type JobLimits, type JobStatus, type TransitionPatch,
+  ATTEMPT_UPSERT,
+  NOW_MS,
+  TERMINAL_STATUSES,
+  closeOpenAttempts,
+  decideTransition,
+  logTruncatedEvent,
+  statusEvent,
+  storableEvent,
+  type AttemptOutcome,
+  type JobEventInput,
+  type JobEventType,
+  type JobLimits,
+  type JobStatus,
+  type TransitionPatch,
 } from './jobs.ts';
 import { storableJson, storableText } from './json.ts';
 import type { AuditInput } from './audit.ts';
@@ -77,21 +89,45 @@ interface AttemptWrite {
  * newest attempt, with attempts left, assigns the next attempt on the same node (the node's journal
  * replays what the failed one did) and returns it for the caller to enqueue.
  */
-export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, events: readonly RunnerEvent[], audit: (a: AuditInput) => void): Promise<AppliedEvents> {
+export async function applyRunnerEventsIn(
+  tx: Queryable,
+  limits: JobLimits,
+  events: readonly RunnerEvent[],
+  audit: (a: AuditInput) => void,
+): Promise<AppliedEvents> {
   const ids = [...new Set(events.map((e) => e.jobId).filter((x): x is string => x !== null))].sort();
   const jobs = new Map<string, JobState>();
   if (ids.length > 0) {
     // Locked in id order, so that two reports touching the same jobs (PostgreSQL, several coords) never deadlock.
     // The envelope is not read here: only a retry needs it (read below for those jobs alone). A flow step's
     // envelope carries its whole signed flow, tens of KB, which every report would otherwise carry back.
-    const rows = await tx.query<{ id: string; status: JobStatus; attempts: number; max_attempts: number; node: string | null; event_seq: number; log_events: number }>(
-      'SELECT id, status, attempts, max_attempts, node, event_seq, log_events FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE',
-      [ids],
-    );
+    const rows = await tx.query<{
+      id: string;
+      status: JobStatus;
+      attempts: number;
+      max_attempts: number;
+      node: string | null;
+      event_seq: number;
+      log_events: number;
+    }>('SELECT id, status, attempts, max_attempts, node, event_seq, log_events FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE', [ids]);
     for (const r of rows) {
       jobs.set(r.id, {
-        id: r.id, status: r.status, attempts: Number(r.attempts), maxAttempts: Number(r.max_attempts), failedAttempts: 0, node: r.node, eventSeq: Number(r.event_seq), logEvents: Number(r.log_events),
-        transitioned: false, terminal: false, setResult: false, result: null, setError: false, errorCode: null, errorMessage: null, touched: false,
+        id: r.id,
+        status: r.status,
+        attempts: Number(r.attempts),
+        maxAttempts: Number(r.max_attempts),
+        failedAttempts: 0,
+        node: r.node,
+        eventSeq: Number(r.event_seq),
+        logEvents: Number(r.log_events),
+        transitioned: false,
+        terminal: false,
+        setResult: false,
+        result: null,
+        setError: false,
+        errorCode: null,
+        errorMessage: null,
+        touched: false,
       });
     }
   }
@@ -160,22 +196,37 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
     job.errorMessage = storableText(ev.error.message);
     attempts.set(`${job.id}\u0000${job.attempts}`, { jobId: job.id, attempt: job.attempts, node, outcome: 'queued', errorCode: null, dispatched: true });
     retries.push({ jobId: job.id, node, attempt: job.attempts, envelope: '' });
-    append(job, statusEvent(from, 'queued', job.attempts, node, {
-      errorCode: ev.error.code, errorMessage: ev.error.message,
-      message: `attempt ${ev.attempt} failed, will retry as attempt ${job.attempts}: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
-    }));
+    append(
+      job,
+      statusEvent(from, 'queued', job.attempts, node, {
+        errorCode: ev.error.code,
+        errorMessage: ev.error.message,
+        message: `attempt ${ev.attempt} failed, will retry as attempt ${job.attempts}: ${ev.error.code}: ${ev.error.message}`,
+        eventData: { error: ev.error, durationMs: ev.durationMs },
+      }),
+    );
   };
 
   for (const ev of events) {
     if (ev.jobId === null) {
-      audit({ kind: 'security', actor: `node:${ev.node}`, subject: '', data: { type: ev.type, attempt: ev.attempt, ts: ev.ts, ...(ev.type === 'security' ? { error: ev.error } : {}) } });
+      audit({
+        kind: 'security',
+        actor: `node:${ev.node}`,
+        subject: '',
+        data: { type: ev.type, attempt: ev.attempt, ts: ev.ts, ...(ev.type === 'security' ? { error: ev.error } : {}) },
+      });
       continue;
     }
     const job = jobs.get(ev.jobId);
     if (!job) continue;
     if (ev.attempt > job.attempts || (ev.attempt < 1 && ev.type !== 'security')) {
       // Not an attempt the ledger assigned: a queue entry written into Redis by something else.
-      audit({ kind: 'security', actor: `node:${ev.node}`, subject: job.id, data: { type: ev.type, attempt: ev.attempt, assigned: job.attempts, note: 'an event about an attempt the ledger never assigned' } });
+      audit({
+        kind: 'security',
+        actor: `node:${ev.node}`,
+        subject: job.id,
+        data: { type: ev.type, attempt: ev.attempt, assigned: job.attempts, note: 'an event about an attempt the ledger never assigned' },
+      });
       continue;
     }
     switch (ev.type) {
@@ -188,7 +239,12 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
         // Log events past the per-job cap are dropped; the first one over becomes a single notice.
         if (job.logEvents > limits.maxLogEventsPerJob) break;
         job.logEvents++;
-        append(job, job.logEvents > limits.maxLogEventsPerJob ? logTruncatedEvent(limits) : { type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } });
+        append(
+          job,
+          job.logEvents > limits.maxLogEventsPerJob
+            ? logTruncatedEvent(limits)
+            : { type: 'log', level: ev.level, message: ev.message, data: { attempt: ev.attempt } },
+        );
         break;
       case 'security':
         audit({ kind: 'security', actor: `node:${ev.node}`, subject: job.id, data: { error: ev.error, attempt: ev.attempt } });
@@ -200,7 +256,13 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
           attempt(job.id, ev.attempt, ev.node, 'succeeded');
           // What the node said is audited even when it moves nothing (a late or repeated result).
           audit({ kind: 'job.effect', actor: `node:${ev.node}`, subject: job.id, data: { attempt: ev.attempt, ok: true } });
-          if (current) transition(job, 'succeeded', { result: ev.value, attempt: ev.attempt, message: `succeeded in ${ev.durationMs} ms`, eventData: { result: ev.value, durationMs: ev.durationMs } });
+          if (current)
+            transition(job, 'succeeded', {
+              result: ev.value,
+              attempt: ev.attempt,
+              message: `succeeded in ${ev.durationMs} ms`,
+              eventData: { result: ev.value, durationMs: ev.durationMs },
+            });
           break;
         }
         // An execution fenced by a newer one did not fail: it was replaced.
@@ -212,8 +274,11 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
         // with a runner or a queue do not count: the reconciler bounds those).
         if ((ev.final && !fenced) || job.failedAttempts >= job.maxAttempts) {
           transition(job, 'failed', {
-            errorCode: ev.error.code, errorMessage: ev.error.message, attempt: ev.attempt,
-            message: `failed: ${ev.error.code}: ${ev.error.message}`, eventData: { error: ev.error, durationMs: ev.durationMs },
+            errorCode: ev.error.code,
+            errorMessage: ev.error.message,
+            attempt: ev.attempt,
+            message: `failed: ${ev.error.code}: ${ev.error.message}`,
+            eventData: { error: ev.error, durationMs: ev.durationMs },
           });
           audit({ kind: 'job.fail', actor: `node:${ev.node}`, subject: job.id, data: { attempt: ev.attempt, code: ev.error.code } });
         } else {
@@ -241,10 +306,25 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
        FROM jsonb_to_recordset($1::jsonb) AS u(id text, status text, attempts integer, node text, set_result boolean, result jsonb, set_error boolean,
                                                error_code text, error_message text, transitioned boolean, terminal boolean, event_seq integer, log_events integer)
        WHERE j.id = u.id`,
-      [JSON.stringify(changed.map((j) => ({
-        id: j.id, status: j.status, attempts: j.attempts, node: j.node, set_result: j.setResult, result: j.result, set_error: j.setError, error_code: j.errorCode,
-        error_message: j.errorMessage, transitioned: j.transitioned, terminal: j.terminal, event_seq: j.eventSeq, log_events: j.logEvents,
-      })))],
+      [
+        JSON.stringify(
+          changed.map((j) => ({
+            id: j.id,
+            status: j.status,
+            attempts: j.attempts,
+            node: j.node,
+            set_result: j.setResult,
+            result: j.result,
+            set_error: j.setError,
+            error_code: j.errorCode,
+            error_message: j.errorMessage,
+            transitioned: j.transitioned,
+            terminal: j.terminal,
+            event_seq: j.eventSeq,
+            log_events: j.logEvents,
+          })),
+        ),
+      ],
     );
   }
   if (recorded.length > 0) {
@@ -261,7 +341,18 @@ export async function applyRunnerEventsIn(tx: Queryable, limits: JobLimits, even
               CASE WHEN w.outcome NOT IN ('queued', 'running') THEN ${NOW_MS} END, w.outcome, w.error_code
        FROM jsonb_to_recordset($1::jsonb) AS w(job_id text, attempt integer, node text, outcome text, error_code text, dispatched boolean)
        ON CONFLICT (job_id, attempt) DO UPDATE SET ${ATTEMPT_UPSERT}`,
-      [JSON.stringify([...attempts.values()].map((w) => ({ job_id: w.jobId, attempt: w.attempt, node: w.node, outcome: w.outcome, error_code: w.errorCode, dispatched: w.dispatched === true })))],
+      [
+        JSON.stringify(
+          [...attempts.values()].map((w) => ({
+            job_id: w.jobId,
+            attempt: w.attempt,
+            node: w.node,
+            outcome: w.outcome,
+            error_code: w.errorCode,
+            dispatched: w.dispatched === true,
+          })),
+        ),
+      ],
     );
   }
   // Close attempts a terminal job leaves open. The common case has none: one attempt, closed just above.

@@ -2,7 +2,20 @@
 // the ledger records each one with actor, reason and time. Only `active` nodes that are reachable get work.
 import { WritError } from '@writ/protocol';
 
-export const NODE_STATES = ['discovered', 'inspected', 'commissioned', 'install-pending', 'installing', 'installed', 'active', 'draining', 'reprovisioning', 'rescue', 'failed', 'retired'] as const;
+export const NODE_STATES = [
+  'discovered',
+  'inspected',
+  'commissioned',
+  'install-pending',
+  'installing',
+  'installed',
+  'active',
+  'draining',
+  'reprovisioning',
+  'rescue',
+  'failed',
+  'retired',
+] as const;
 export type NodeState = (typeof NODE_STATES)[number];
 
 /** States a node passes through while something is being done to it; each has a deadline. */
@@ -85,7 +98,11 @@ export function transition(state: NodeState, event: NodeEvent, ctx: { byOperator
       const r = RULES[e];
       return (r.from === '*' || r.from.includes(state)) && (!r.operator || ctx.byOperator);
     });
-    throw new WritError('TRANSITION_NOT_ALLOWED', `cannot ${event} a node that is ${state}; allowed from ${state}: ${allowed.join(', ') || 'nothing'}`, { state, event, allowed });
+    throw new WritError('TRANSITION_NOT_ALLOWED', `cannot ${event} a node that is ${state}; allowed from ${state}: ${allowed.join(', ') || 'nothing'}`, {
+      state,
+      event,
+      allowed,
+    });
   }
   if (rule.to === 'previous') {
     const back = ctx.rescuedFrom;

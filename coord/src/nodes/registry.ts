@@ -4,8 +4,24 @@
 // memory and reaches the ledger in one batched statement every few seconds (issue 8): see docs/operations.md.
 import { randomBytes } from 'node:crypto';
 import {
-  DEFAULT_POOL, HEARTBEAT_PATH, KeyRing, PAYLOAD_TYPES, REGISTER_PATH, WritError, canonicalJson, keyIdOf, parseEnvelope, parseHeartbeat, parseNodeRegistration, sha256Hex,
-  trustKeyB64url, verifyEnvelope, type NodeHealth, type NodeView, type JsonValue, type TrustedKey,
+  DEFAULT_POOL,
+  HEARTBEAT_PATH,
+  KeyRing,
+  PAYLOAD_TYPES,
+  REGISTER_PATH,
+  WritError,
+  canonicalJson,
+  keyIdOf,
+  parseEnvelope,
+  parseHeartbeat,
+  parseNodeRegistration,
+  sha256Hex,
+  trustKeyB64url,
+  verifyEnvelope,
+  type NodeHealth,
+  type NodeView,
+  type JsonValue,
+  type TrustedKey,
 } from '@writ/protocol';
 import { DEFAULT_DEADLINES_MS, IN_PROGRESS, takesWork, transition, type NodeEvent, type NodeState } from './lifecycle.ts';
 
@@ -71,7 +87,13 @@ export interface NodeStore {
    */
   recordHeartbeats(beats: readonly HeartbeatRecord[]): Promise<number>;
   /** Compare-and-set of the state; records the transition. False when the node was not in `from`. */
-  setState(id: string, from: NodeState, to: NodeState, patch: { rescuedFrom: NodeState | null; deadlineAt: number | null; reason: string | null; at: number }, t: NodeTransitionRecord): Promise<boolean>;
+  setState(
+    id: string,
+    from: NodeState,
+    to: NodeState,
+    patch: { rescuedFrom: NodeState | null; deadlineAt: number | null; reason: string | null; at: number },
+    t: NodeTransitionRecord,
+  ): Promise<boolean>;
   /** Forgets the node's key so that it can register again with a new one (the node's history stays). */
   clearKey(id: string): Promise<void>;
   /** Enrollment: sets the labels and pool the node's assignment gives it. */
@@ -244,7 +266,10 @@ export class NodeRegistry {
     await this.start();
     const existing = this.live.get(nodeId)?.node;
     if (existing && existing.keyid && existing.keyid !== key.keyid) {
-      throw new WritError('NODE_KEY_MISMATCH', `node ${nodeId} is registered with key ${existing.keyid}; an operator must run \`writ nodes rekey ${nodeId}\` before it can enrol ${key.keyid}`);
+      throw new WritError(
+        'NODE_KEY_MISMATCH',
+        `node ${nodeId} is registered with key ${existing.keyid}; an operator must run \`writ nodes rekey ${nodeId}\` before it can enrol ${key.keyid}`,
+      );
     }
     const challenge = randomBytes(32).toString('base64url');
     const expiresAt = this.now() + (this.opts.challengeTtlMs ?? 60_000);
@@ -268,15 +293,29 @@ export class NodeRegistry {
     const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.nodeRegistration, keys: new KeyRing([key]), maxBytes: 2 * 1024 * 1024 });
     const reg = parseNodeRegistration(v.payload);
     if (reg.challenge !== pending.challenge) throw new WritError('CHALLENGE_INVALID', 'the registration signs another challenge');
-    if (reg.nodeId !== pending.nodeId || reg.publicKey !== pending.publicKey) throw new WritError('CHALLENGE_INVALID', 'the registration names another node or key than the challenge was issued for');
+    if (reg.nodeId !== pending.nodeId || reg.publicKey !== pending.publicKey)
+      throw new WritError('CHALLENGE_INVALID', 'the registration names another node or key than the challenge was issued for');
     if (reg.method !== 'POST' || reg.path !== REGISTER_PATH) throw new WritError('CHALLENGE_INVALID', 'the registration is bound to another method or path');
-    if (sha256Hex(canonicalJson(reg.inventory)) !== reg.inventorySha256) throw new WritError('CHALLENGE_INVALID', 'the inventory does not match its signed hash');
+    if (sha256Hex(canonicalJson(reg.inventory)) !== reg.inventorySha256)
+      throw new WritError('CHALLENGE_INVALID', 'the inventory does not match its signed hash');
     const at = this.now();
     const existing = this.live.get(reg.nodeId)?.node;
     if (existing) {
       if (existing.keyid && existing.keyid !== key.keyid) throw new WritError('NODE_KEY_MISMATCH', `node ${reg.nodeId} is registered with another key`);
       await this.store.updateRegistration(reg.nodeId, { labels: reg.labels, inventory: reg.inventory, version: reg.version });
-      if (!existing.keyid) await this.store.insertNode({ ...existing, inventory: reg.inventory, keyid: key.keyid, publicKey: reg.publicKey }, { nodeId: reg.nodeId, from: existing.state, to: existing.state, event: 'rekeyed', actor: `node:${reg.nodeId}`, reason: `enrolled key ${key.keyid}`, at });
+      if (!existing.keyid)
+        await this.store.insertNode(
+          { ...existing, inventory: reg.inventory, keyid: key.keyid, publicKey: reg.publicKey },
+          {
+            nodeId: reg.nodeId,
+            from: existing.state,
+            to: existing.state,
+            event: 'rekeyed',
+            actor: `node:${reg.nodeId}`,
+            reason: `enrolled key ${key.keyid}`,
+            at,
+          },
+        );
       // Re-read: the ledger is the judge of what was written when two registrations race.
       const row = (await this.store.getNode(reg.nodeId))!;
       return { ...this.refresh(row).node, inventory: row.inventory };
@@ -284,8 +323,22 @@ export class NodeRegistry {
     // It came with its inventory, so it is inspected at once: both steps recorded in one transaction.
     const inspected = transition('discovered', 'inspect', { byOperator: false }).to;
     const node: NodeRecord = {
-      id: reg.nodeId, keyid: keyIdOf(key.publicKey), publicKey: reg.publicKey, state: inspected, rescuedFrom: null, labels: reg.labels, pool: DEFAULT_POOL, inventory: reg.inventory,
-      version: reg.version, registeredAt: at, stateSince: at, deadlineAt: null, reason: 'inventory received', lastHeartbeatAt: null, lastSeq: 0, health: null,
+      id: reg.nodeId,
+      keyid: keyIdOf(key.publicKey),
+      publicKey: reg.publicKey,
+      state: inspected,
+      rescuedFrom: null,
+      labels: reg.labels,
+      pool: DEFAULT_POOL,
+      inventory: reg.inventory,
+      version: reg.version,
+      registeredAt: at,
+      stateSince: at,
+      deadlineAt: null,
+      reason: 'inventory received',
+      lastHeartbeatAt: null,
+      lastSeq: 0,
+      health: null,
     };
     const ts: NodeTransitionRecord[] = [
       { nodeId: node.id, from: null, to: 'discovered', event: 'register', actor: `node:${node.id}`, reason: 'registered with a signed challenge', at },
@@ -322,7 +375,8 @@ export class NodeRegistry {
     if (hb.path !== HEARTBEAT_PATH) throw new WritError('HEARTBEAT_STALE', 'the heartbeat is bound to another path');
     const at = this.now();
     const skew = this.opts.maxSkewMs ?? 60_000;
-    if (Math.abs(at - hb.ts) > skew) throw new WritError('HEARTBEAT_STALE', `the heartbeat is ${Math.round((at - hb.ts) / 1000)} s off our clock (at most ${skew / 1000} s)`);
+    if (Math.abs(at - hb.ts) > skew)
+      throw new WritError('HEARTBEAT_STALE', `the heartbeat is ${Math.round((at - hb.ts) / 1000)} s off our clock (at most ${skew / 1000} s)`);
     // No await since the node was looked up: the check and the update below cannot interleave with another heartbeat.
     if (hb.seq <= node.lastSeq) throw new WritError('HEARTBEAT_REPLAYED', `heartbeat sequence ${hb.seq} is not above the last one seen (${node.lastSeq})`);
     node.lastSeq = hb.seq;
@@ -330,7 +384,11 @@ export class NodeRegistry {
     node.health = hb.health;
     this.unflushed.add(node.id);
     if (hb.health.healthy && (node.state === 'commissioned' || node.state === 'installed') && (await this.wantsActivation(entry))) {
-      await this.transitionNode(node.id, 'activate', { actor: `node:${node.id}`, reason: 'healthy heartbeat after an operator accept', byOperator: false }).catch(() => {});
+      await this.transitionNode(node.id, 'activate', {
+        actor: `node:${node.id}`,
+        reason: 'healthy heartbeat after an operator accept',
+        byOperator: false,
+      }).catch(() => {});
     }
     if (node.state === 'draining' && hb.health.runningJobs === 0) {
       await this.transitionNode(node.id, 'drained', { actor: `node:${node.id}`, reason: 'no running jobs left', byOperator: false }).catch(() => {});
@@ -412,7 +470,12 @@ export class NodeRegistry {
         due.push({ id: n.id, state: n.state, event: 'deadline', reason: `${n.state} ran past its deadline (${new Date(n.deadlineAt).toISOString()})` });
       } else if (!this.reachable(n, at) && (n.state === 'draining' || (n.lastHeartbeatAt !== null && n.lastHeartbeatAt >= n.stateSince))) {
         // Its runner was alive in this state (or, draining, was serving work) and has gone silent.
-        due.push({ id: n.id, state: n.state, event: 'runner-lost', reason: `no heartbeat for ${Math.round((at - (n.lastHeartbeatAt ?? n.stateSince)) / 1000)} s while ${n.state}` });
+        due.push({
+          id: n.id,
+          state: n.state,
+          event: 'runner-lost',
+          reason: `no heartbeat for ${Math.round((at - (n.lastHeartbeatAt ?? n.stateSince)) / 1000)} s while ${n.state}`,
+        });
       }
     }
     for (const d of due) {
@@ -441,7 +504,14 @@ export class NodeRegistry {
     for (const row of await this.store.listNodes()) {
       const prev = this.live.get(row.id)?.node;
       if (prev && prev.stateSince > row.stateSince) continue;
-      if (prev && prev.state === row.state && prev.stateSince === row.stateSince && prev.keyid === row.keyid && JSON.stringify([prev.labels, (prev as { pool?: unknown }).pool]) === JSON.stringify([row.labels, (row as { pool?: unknown }).pool])) continue;
+      if (
+        prev &&
+        prev.state === row.state &&
+        prev.stateSince === row.stateSince &&
+        prev.keyid === row.keyid &&
+        JSON.stringify([prev.labels, (prev as { pool?: unknown }).pool]) === JSON.stringify([row.labels, (row as { pool?: unknown }).pool])
+      )
+        continue;
       const entry = this.refresh(row);
       if (prev?.state !== row.state) entry.awaitsActivation = null;
     }
@@ -506,7 +576,15 @@ export class NodeRegistry {
     // The old key stops working now; its sequence numbers go with it (a new key starts from 0, as in the ledger).
     this.remember({ ...old, keyid: '', publicKey: '', lastSeq: 0 });
     this.unflushed.delete(id);
-    const t: NodeTransitionRecord = { nodeId: id, from: old.state, to: old.state, event: 'rekey', actor, reason: reason || `key ${old.keyid} forgotten`, at: this.now() };
+    const t: NodeTransitionRecord = {
+      nodeId: id,
+      from: old.state,
+      to: old.state,
+      event: 'rekey',
+      actor,
+      reason: reason || `key ${old.keyid} forgotten`,
+      at: this.now(),
+    };
     await this.opts.onTransition?.(t);
     return (await this.getNode(id))!;
   }

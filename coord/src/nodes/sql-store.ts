@@ -104,7 +104,10 @@ export class SqlNodeStore implements NodeStore {
   }
 
   async takeChallenge(keyid: string) {
-    const rows = await this.db.query<{ challenge: string; node_id: string; public_key: string; expires_at: string }>('DELETE FROM node_challenges WHERE keyid = $1 RETURNING challenge, node_id, public_key, expires_at', [keyid]);
+    const rows = await this.db.query<{ challenge: string; node_id: string; public_key: string; expires_at: string }>(
+      'DELETE FROM node_challenges WHERE keyid = $1 RETURNING challenge, node_id, public_key, expires_at',
+      [keyid],
+    );
     const r = rows[0];
     return r ? { challenge: r.challenge, nodeId: r.node_id, publicKey: r.public_key, expiresAt: Number(r.expires_at) } : null;
   }
@@ -130,20 +133,55 @@ export class SqlNodeStore implements NodeStore {
         `INSERT INTO nodes (id, keyid, public_key, state, rescued_from, labels, inventory, version, registered_at, state_since, deadline_at, reason, last_heartbeat_at, last_seq, health, pool)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          ON CONFLICT (id) DO UPDATE SET keyid = EXCLUDED.keyid, public_key = EXCLUDED.public_key`,
-        [n.id, n.keyid, n.publicKey, n.state, n.rescuedFrom, JSON.stringify(n.labels), JSON.stringify(n.inventory), n.version, n.registeredAt, n.stateSince, n.deadlineAt, n.reason, n.lastHeartbeatAt, n.lastSeq, n.health === null ? null : JSON.stringify(n.health), n.pool],
+        [
+          n.id,
+          n.keyid,
+          n.publicKey,
+          n.state,
+          n.rescuedFrom,
+          JSON.stringify(n.labels),
+          JSON.stringify(n.inventory),
+          n.version,
+          n.registeredAt,
+          n.stateSince,
+          n.deadlineAt,
+          n.reason,
+          n.lastHeartbeatAt,
+          n.lastSeq,
+          n.health === null ? null : JSON.stringify(n.health),
+          n.pool,
+        ],
       );
       for (const x of Array.isArray(t) ? t : [t]) {
-        await tx.query('INSERT INTO node_transitions (node_id, from_state, to_state, event, actor, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [x.nodeId, x.from, x.to, x.event, x.actor, x.reason, x.at]);
+        await tx.query('INSERT INTO node_transitions (node_id, from_state, to_state, event, actor, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+          x.nodeId,
+          x.from,
+          x.to,
+          x.event,
+          x.actor,
+          x.reason,
+          x.at,
+        ]);
       }
     });
   }
 
   async updateRegistration(id: string, patch: { labels: Record<string, string>; inventory: JsonValue; version: string }): Promise<void> {
-    await this.db.query('UPDATE nodes SET labels = $2, inventory = $3, version = $4 WHERE id = $1', [id, JSON.stringify(patch.labels), JSON.stringify(patch.inventory), patch.version]);
+    await this.db.query('UPDATE nodes SET labels = $2, inventory = $3, version = $4 WHERE id = $1', [
+      id,
+      JSON.stringify(patch.labels),
+      JSON.stringify(patch.inventory),
+      patch.version,
+    ]);
   }
 
   async recordHeartbeat(id: string, seq: number, at: number, health: NodeHealth): Promise<boolean> {
-    const rows = await this.db.query('UPDATE nodes SET last_seq = $2, last_heartbeat_at = $3, health = $4 WHERE id = $1 AND last_seq < $2 RETURNING id', [id, seq, at, JSON.stringify(health)]);
+    const rows = await this.db.query('UPDATE nodes SET last_seq = $2, last_heartbeat_at = $3, health = $4 WHERE id = $1 AND last_seq < $2 RETURNING id', [
+      id,
+      seq,
+      at,
+      JSON.stringify(health),
+    ]);
     return rows.length === 1;
   }
 
@@ -159,7 +197,13 @@ export class SqlNodeStore implements NodeStore {
     return rows.length;
   }
 
-  async setState(id: string, from: NodeState, to: NodeState, patch: { rescuedFrom: NodeState | null; deadlineAt: number | null; reason: string | null; at: number }, t: NodeTransitionRecord): Promise<boolean> {
+  async setState(
+    id: string,
+    from: NodeState,
+    to: NodeState,
+    patch: { rescuedFrom: NodeState | null; deadlineAt: number | null; reason: string | null; at: number },
+    t: NodeTransitionRecord,
+  ): Promise<boolean> {
     return this.db.transaction(async (tx) => {
       const rows = await tx.query(
         `UPDATE nodes SET state = $3, rescued_from = CASE WHEN $3 = 'rescue' THEN $4 ELSE NULL END, deadline_at = $5, reason = $6, state_since = $7
@@ -167,7 +211,15 @@ export class SqlNodeStore implements NodeStore {
         [id, from, to, patch.rescuedFrom, patch.deadlineAt, patch.reason, patch.at],
       );
       if (rows.length !== 1) return false;
-      await tx.query('INSERT INTO node_transitions (node_id, from_state, to_state, event, actor, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [t.nodeId, t.from, t.to, t.event, t.actor, t.reason, t.at]);
+      await tx.query('INSERT INTO node_transitions (node_id, from_state, to_state, event, actor, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+        t.nodeId,
+        t.from,
+        t.to,
+        t.event,
+        t.actor,
+        t.reason,
+        t.at,
+      ]);
       return true;
     });
   }
@@ -175,7 +227,10 @@ export class SqlNodeStore implements NodeStore {
   async clearKey(id: string): Promise<void> {
     await this.db.transaction(async (tx) => {
       await tx.query("UPDATE nodes SET keyid = '', public_key = '', last_seq = 0 WHERE id = $1", [id]);
-      await tx.query("INSERT INTO node_transitions (node_id, from_state, to_state, event, actor, reason, at) SELECT id, state, state, 'rekey', 'operator', 'key forgotten; awaiting a new identity', $2 FROM nodes WHERE id = $1", [id, Date.now()]);
+      await tx.query(
+        "INSERT INTO node_transitions (node_id, from_state, to_state, event, actor, reason, at) SELECT id, state, state, 'rekey', 'operator', 'key forgotten; awaiting a new identity', $2 FROM nodes WHERE id = $1",
+        [id, Date.now()],
+      );
     });
   }
 
@@ -184,8 +239,24 @@ export class SqlNodeStore implements NodeStore {
   }
 
   async listTransitions(id: string): Promise<NodeTransitionRecord[]> {
-    const rows = await this.db.query<{ node_id: string; from_state: string | null; to_state: string; event: string; actor: string; reason: string; at: string }>('SELECT * FROM node_transitions WHERE node_id = $1 ORDER BY n', [id]);
-    return rows.map((r) => ({ nodeId: r.node_id, from: r.from_state as NodeState | null, to: r.to_state as NodeState, event: r.event, actor: r.actor, reason: r.reason, at: Number(r.at) }));
+    const rows = await this.db.query<{
+      node_id: string;
+      from_state: string | null;
+      to_state: string;
+      event: string;
+      actor: string;
+      reason: string;
+      at: string;
+    }>('SELECT * FROM node_transitions WHERE node_id = $1 ORDER BY n', [id]);
+    return rows.map((r) => ({
+      nodeId: r.node_id,
+      from: r.from_state as NodeState | null,
+      to: r.to_state as NodeState,
+      event: r.event,
+      actor: r.actor,
+      reason: r.reason,
+      at: Number(r.at),
+    }));
   }
 }
 
@@ -206,7 +277,11 @@ export class SqlKeySetStore {
     return rows[0] ? { version: Number(rows[0].version), envelope: rows[0].envelope } : null;
   }
   async put(k: { version: number; envelope: string; signerKeyids: string[] }): Promise<void> {
-    await this.db.query('INSERT INTO keysets (version, envelope, signer_keyids) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING', [k.version, k.envelope, k.signerKeyids]);
+    await this.db.query('INSERT INTO keysets (version, envelope, signer_keyids) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING', [
+      k.version,
+      k.envelope,
+      k.signerKeyids,
+    ]);
   }
 }
 

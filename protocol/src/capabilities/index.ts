@@ -11,7 +11,14 @@ import { VM_CAPABILITIES } from './vm.ts';
 export type { CapabilitySpec } from './types.ts';
 export { argsObject, NAME_SCHEMA } from './types.ts';
 
-const ALL: CapabilitySpec[] = [...HOST_CAPABILITIES, ...BTRFS_CAPABILITIES, ...NET_CAPABILITIES, ...VM_CAPABILITIES, ...MYCELIUM_CAPABILITIES, ...NIX_CAPABILITIES];
+const ALL: CapabilitySpec[] = [
+  ...HOST_CAPABILITIES,
+  ...BTRFS_CAPABILITIES,
+  ...NET_CAPABILITIES,
+  ...VM_CAPABILITIES,
+  ...MYCELIUM_CAPABILITIES,
+  ...NIX_CAPABILITIES,
+];
 
 export const CAPABILITIES: ReadonlyMap<string, CapabilitySpec> = new Map(ALL.map((c) => [c.name, Object.freeze(c)]));
 if (CAPABILITIES.size !== ALL.length) throw new Error('capability registry has a duplicate name');

@@ -58,7 +58,12 @@ export const VM_SPEC_SCHEMA: JsonSchema = argsObject(
 const BY_NAME = argsObject({ name: NAME_SCHEMA }, ['name']);
 
 export const VM_CAPABILITIES: CapabilitySpec[] = [
-  { name: 'vm.create', dangerous: false, summary: 'Create a VM from a spec (idempotent by name; a different spec under the same name is a conflict)', args: VM_SPEC_SCHEMA },
+  {
+    name: 'vm.create',
+    dangerous: false,
+    summary: 'Create a VM from a spec (idempotent by name; a different spec under the same name is a conflict)',
+    args: VM_SPEC_SCHEMA,
+  },
   { name: 'vm.boot', dangerous: false, summary: 'Boot a created or shut-down VM (no-op when running)', args: BY_NAME },
   {
     name: 'vm.shutdown',
@@ -71,9 +76,24 @@ export const VM_CAPABILITIES: CapabilitySpec[] = [
   { name: 'vm.resume', dangerous: false, summary: 'Resume a paused VM (no-op when running)', args: BY_NAME },
   { name: 'vm.info', dangerous: false, readOnly: true, summary: "Read a VM's state, spec, devices and paths", args: BY_NAME },
   { name: 'vm.delete', dangerous: true, summary: 'Stop a VM and remove its state directory (disk images are left to their owner)', args: BY_NAME },
-  { name: 'vm.disk.add', dangerous: false, summary: 'Attach a disk image (hot-plugged when the VM runs, kept in the spec for later boots)', args: argsObject({ name: NAME_SCHEMA, disk: VM_DISK_SCHEMA }, ['name', 'disk']) },
-  { name: 'vm.net.add', dangerous: false, summary: 'Attach a NIC on an existing tap (hot-plugged when the VM runs, kept in the spec)', args: argsObject({ name: NAME_SCHEMA, nic: VM_NIC_SCHEMA }, ['name', 'nic']) },
-  { name: 'vm.device.remove', dangerous: false, summary: 'Detach a disk or NIC by id (no-op when absent)', args: argsObject({ name: NAME_SCHEMA, id: DEVICE_ID }, ['name', 'id']) },
+  {
+    name: 'vm.disk.add',
+    dangerous: false,
+    summary: 'Attach a disk image (hot-plugged when the VM runs, kept in the spec for later boots)',
+    args: argsObject({ name: NAME_SCHEMA, disk: VM_DISK_SCHEMA }, ['name', 'disk']),
+  },
+  {
+    name: 'vm.net.add',
+    dangerous: false,
+    summary: 'Attach a NIC on an existing tap (hot-plugged when the VM runs, kept in the spec)',
+    args: argsObject({ name: NAME_SCHEMA, nic: VM_NIC_SCHEMA }, ['name', 'nic']),
+  },
+  {
+    name: 'vm.device.remove',
+    dangerous: false,
+    summary: 'Detach a disk or NIC by id (no-op when absent)',
+    args: argsObject({ name: NAME_SCHEMA, id: DEVICE_ID }, ['name', 'id']),
+  },
   {
     name: 'vm.resize',
     dangerous: false,
@@ -81,8 +101,18 @@ export const VM_CAPABILITIES: CapabilitySpec[] = [
     // name plus at least one of vcpus / memoryMiB.
     args: { ...argsObject({ name: NAME_SCHEMA, vcpus: VCPUS, memoryMiB: MEMORY_MIB }, ['name']), minProperties: 2 },
   },
-  { name: 'vm.snapshot', dangerous: false, summary: "Save a VM's running state under its state directory (idempotent by snapshot name)", args: argsObject({ name: NAME_SCHEMA, snapshot: SNAPSHOT_NAME }, ['name', 'snapshot']) },
-  { name: 'vm.restore', dangerous: false, summary: "Replace a VM's running state with a saved snapshot, optionally resuming it", args: argsObject({ name: NAME_SCHEMA, snapshot: SNAPSHOT_NAME, resume: { type: 'boolean' } }, ['name', 'snapshot']) },
+  {
+    name: 'vm.snapshot',
+    dangerous: false,
+    summary: "Save a VM's running state under its state directory (idempotent by snapshot name)",
+    args: argsObject({ name: NAME_SCHEMA, snapshot: SNAPSHOT_NAME }, ['name', 'snapshot']),
+  },
+  {
+    name: 'vm.restore',
+    dangerous: false,
+    summary: "Replace a VM's running state with a saved snapshot, optionally resuming it",
+    args: argsObject({ name: NAME_SCHEMA, snapshot: SNAPSHOT_NAME, resume: { type: 'boolean' } }, ['name', 'snapshot']),
+  },
   { name: 'vm.list', dangerous: false, readOnly: true, summary: 'List VMs on this node with their states', args: argsObject({}) },
   {
     name: 'vm.serial.wait',
@@ -90,7 +120,12 @@ export const VM_CAPABILITIES: CapabilitySpec[] = [
     readOnly: true,
     summary: "Wait until a marker string appears on the VM's serial log since its last boot (or since the log began)",
     args: argsObject(
-      { name: NAME_SCHEMA, marker: { type: 'string', minLength: 1, maxLength: 256 }, timeoutMs: { type: 'integer', minimum: 1, maximum: 600_000 }, fromStart: { type: 'boolean' } },
+      {
+        name: NAME_SCHEMA,
+        marker: { type: 'string', minLength: 1, maxLength: 256 },
+        timeoutMs: { type: 'integer', minimum: 1, maximum: 600_000 },
+        fromStart: { type: 'boolean' },
+      },
       ['name', 'marker', 'timeoutMs'],
     ),
   },

@@ -85,7 +85,12 @@ const submitAnswerProps = {
   node: { type: ['string', 'null'] },
   replayed: { type: 'boolean' },
 } as const;
-const submitAnswerSchema = { type: 'object', additionalProperties: false, required: ['id', 'status', 'node', 'replayed'], properties: submitAnswerProps } as const;
+const submitAnswerSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'status', 'node', 'replayed'],
+  properties: submitAnswerProps,
+} as const;
 
 const batchAnswerSchema = {
   type: 'object',
@@ -116,7 +121,12 @@ const jobViewSchema = {
     signers: { type: 'array', items: { type: 'string' } },
     attempts: { type: 'integer', minimum: 0 },
     result: {},
-    error: { anyOf: [{ type: 'null' }, { type: 'object', additionalProperties: false, required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' } } }] },
+    error: {
+      anyOf: [
+        { type: 'null' },
+        { type: 'object', additionalProperties: false, required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' } } },
+      ],
+    },
     createdAt: { type: 'string' },
     updatedAt: { type: 'string' },
     finishedAt: { type: ['string', 'null'] },
@@ -127,8 +137,13 @@ const jobViewSchema = {
         additionalProperties: false,
         required: ['attempt', 'node', 'dispatchedAt', 'startedAt', 'finishedAt', 'outcome', 'errorCode'],
         properties: {
-          attempt: { type: 'integer', minimum: 1 }, node: { type: 'string' }, dispatchedAt: { type: ['string', 'null'] }, startedAt: { type: ['string', 'null'] }, finishedAt: { type: ['string', 'null'] },
-          outcome: { enum: [...ATTEMPT_OUTCOMES] }, errorCode: { type: ['string', 'null'] },
+          attempt: { type: 'integer', minimum: 1 },
+          node: { type: 'string' },
+          dispatchedAt: { type: ['string', 'null'] },
+          startedAt: { type: ['string', 'null'] },
+          finishedAt: { type: ['string', 'null'] },
+          outcome: { enum: [...ATTEMPT_OUTCOMES] },
+          errorCode: { type: ['string', 'null'] },
         },
       },
     },
@@ -136,7 +151,10 @@ const jobViewSchema = {
 } as const;
 
 const jobPageSchema = {
-  type: 'object', additionalProperties: false, required: ['jobs', 'nextCursor'], properties: { jobs: { type: 'array', items: jobViewSchema }, nextCursor: { type: ['string', 'null'] } },
+  type: 'object',
+  additionalProperties: false,
+  required: ['jobs', 'nextCursor'],
+  properties: { jobs: { type: 'array', items: jobViewSchema }, nextCursor: { type: ['string', 'null'] } },
 } as const;
 
 const eventMessageSchema = {

@@ -61,7 +61,11 @@ export function queueJobEnvelope(data: unknown): string {
 export function parseQueueJobData(data: unknown): QueueJobData {
   const envelope = queueJobEnvelope(data);
   const extra = Object.keys(data as object).filter((k) => k !== 'envelope' && k !== 'attempt');
-  if (extra.length > 0) throw new WritError('SECURITY_EVENT', `job data has fields beside the envelope and attempt (${extra.slice(0, 5).join(', ').slice(0, 200)}); nothing but the signed envelope and the attempt number is taken from Redis`);
+  if (extra.length > 0)
+    throw new WritError(
+      'SECURITY_EVENT',
+      `job data has fields beside the envelope and attempt (${extra.slice(0, 5).join(', ').slice(0, 200)}); nothing but the signed envelope and the attempt number is taken from Redis`,
+    );
   const attempt = (data as { attempt?: unknown }).attempt;
   if (typeof attempt !== 'number' || !Number.isSafeInteger(attempt) || attempt < 1 || attempt > MAX_ATTEMPT_NUMBER) {
     throw new WritError('SECURITY_EVENT', `job data carries no valid attempt number (got ${JSON.stringify(attempt)?.slice(0, 40)})`);

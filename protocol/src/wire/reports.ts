@@ -37,7 +37,12 @@ const reportSchema = {
       maxItems: MAX_REPORT_ENTRIES,
       items: {
         oneOf: [
-          { type: 'object', additionalProperties: false, required: ['envelope'], properties: { envelope: { type: 'string', maxLength: MAX_RUNNER_BATCH_BYTES } } },
+          {
+            type: 'object',
+            additionalProperties: false,
+            required: ['envelope'],
+            properties: { envelope: { type: 'string', maxLength: MAX_RUNNER_BATCH_BYTES } },
+          },
           { type: 'object', additionalProperties: false, required: ['malformed'], properties: { malformed: { type: 'string', maxLength: 1024 } } },
         ],
       },

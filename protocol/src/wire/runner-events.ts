@@ -45,22 +45,55 @@ const base = ['type', 'jobId', 'attempt', 'node', 'ts'];
 
 const eventSchema = {
   oneOf: [
-    { type: 'object', additionalProperties: false, required: [...base, 'status'], properties: { type: { const: 'status' }, ...common, status: { const: 'running' } } },
     {
-      type: 'object', additionalProperties: false, required: [...base, 'level', 'message'],
+      type: 'object',
+      additionalProperties: false,
+      required: [...base, 'status'],
+      properties: { type: { const: 'status' }, ...common, status: { const: 'running' } },
+    },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: [...base, 'level', 'message'],
       properties: { type: { const: 'log' }, ...common, level: { enum: ['info', 'warn', 'error'] }, message: { type: 'string', maxLength: 65536 } },
     },
     {
-      type: 'object', additionalProperties: false, required: [...base, 'ok', 'value', 'durationMs'],
-      properties: { type: { const: 'result' }, ...common, ok: { const: true }, value: {}, durationMs: { type: 'integer', minimum: 0 }, stepResult: { type: 'string', maxLength: 1024 * 1024 } },
+      type: 'object',
+      additionalProperties: false,
+      required: [...base, 'ok', 'value', 'durationMs'],
+      properties: {
+        type: { const: 'result' },
+        ...common,
+        ok: { const: true },
+        value: {},
+        durationMs: { type: 'integer', minimum: 0 },
+        stepResult: { type: 'string', maxLength: 1024 * 1024 },
+      },
     },
     {
-      type: 'object', additionalProperties: false, required: [...base, 'ok', 'error', 'final', 'durationMs'],
-      properties: { type: { const: 'result' }, ...common, ok: { const: false }, error: errorJsonSchema, final: { type: 'boolean' }, durationMs: { type: 'integer', minimum: 0 } },
+      type: 'object',
+      additionalProperties: false,
+      required: [...base, 'ok', 'error', 'final', 'durationMs'],
+      properties: {
+        type: { const: 'result' },
+        ...common,
+        ok: { const: false },
+        error: errorJsonSchema,
+        final: { type: 'boolean' },
+        durationMs: { type: 'integer', minimum: 0 },
+      },
     },
     {
-      type: 'object', additionalProperties: false, required: [...base, 'error'],
-      properties: { type: { const: 'security' }, ...common, attempt: { type: 'integer', minimum: 0, maximum: 1_000_000 }, jobId: { anyOf: [common.jobId, { type: 'null' }] }, error: errorJsonSchema },
+      type: 'object',
+      additionalProperties: false,
+      required: [...base, 'error'],
+      properties: {
+        type: { const: 'security' },
+        ...common,
+        attempt: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+        jobId: { anyOf: [common.jobId, { type: 'null' }] },
+        error: errorJsonSchema,
+      },
     },
   ],
 } as const;
@@ -107,8 +140,15 @@ export function eventStreamFields(envelope: string): [typeof EVENT_STREAM_FIELD,
  */
 export function readEventStreamEntry(fields: readonly string[]): { envelope: string } | { malformed: string } {
   if (fields.length !== 2 || fields[0] !== EVENT_STREAM_FIELD) {
-    return { malformed: `stream entry has fields [${fields.filter((_, i) => i % 2 === 0).slice(0, 5).join(', ').slice(0, 200)}], expected [${EVENT_STREAM_FIELD}]` };
+    return {
+      malformed: `stream entry has fields [${fields
+        .filter((_, i) => i % 2 === 0)
+        .slice(0, 5)
+        .join(', ')
+        .slice(0, 200)}], expected [${EVENT_STREAM_FIELD}]`,
+    };
   }
-  if (fields[1]!.length > MAX_RUNNER_BATCH_BYTES) return { malformed: `stream entry of ${fields[1]!.length} characters is over the ${MAX_RUNNER_BATCH_BYTES}-byte limit` };
+  if (fields[1]!.length > MAX_RUNNER_BATCH_BYTES)
+    return { malformed: `stream entry of ${fields[1]!.length} characters is over the ${MAX_RUNNER_BATCH_BYTES}-byte limit` };
   return { envelope: fields[1]! };
 }

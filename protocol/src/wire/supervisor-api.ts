@@ -30,10 +30,16 @@ export interface QueueStateAnswer {
 }
 
 const validateSubmit = compileSchema<SupervisorSubmitAnswer>({
-  type: 'object', additionalProperties: false, required: ['jobId', 'node'], properties: { jobId: { type: 'string' }, node: { type: 'string' } },
+  type: 'object',
+  additionalProperties: false,
+  required: ['jobId', 'node'],
+  properties: { jobId: { type: 'string' }, node: { type: 'string' } },
 });
 const validateState = compileSchema<QueueStateAnswer>({
-  type: 'object', additionalProperties: false, required: ['state', 'held'], properties: { state: { enum: [...QUEUE_STATES] }, failedReason: { type: 'string' }, held: { enum: [...HOLDER_STATES] } },
+  type: 'object',
+  additionalProperties: false,
+  required: ['state', 'held'],
+  properties: { state: { enum: [...QUEUE_STATES] }, failedReason: { type: 'string' }, held: { enum: [...HOLDER_STATES] } },
 });
 
 export function parseSupervisorSubmitAnswer(v: unknown): SupervisorSubmitAnswer {

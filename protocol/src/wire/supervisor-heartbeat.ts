@@ -41,7 +41,21 @@ export interface SupervisorHeartbeat {
 const heartbeatSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['supervisor', 'cluster', 'method', 'path', 'apiUrl', 'pools', 'queueDepth', 'capacity', 'redisOk', 'redisError', 'runnerRedis', 'intervalMs', 'ts'],
+  required: [
+    'supervisor',
+    'cluster',
+    'method',
+    'path',
+    'apiUrl',
+    'pools',
+    'queueDepth',
+    'capacity',
+    'redisOk',
+    'redisError',
+    'runnerRedis',
+    'intervalMs',
+    'ts',
+  ],
   properties: {
     supervisor: { type: 'string', pattern: SUPERVISOR_ID_PATTERN },
     cluster: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' },
@@ -113,7 +127,26 @@ const ISO = { type: 'string', maxLength: 40 } as const;
 const viewSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['id', 'keyid', 'apiUrl', 'pools', 'state', 'healthy', 'listed', 'pinned', 'queueDepth', 'capacity', 'dispatched', 'redisOk', 'redisError', 'runnerRedis', 'intervalMs', 'firstSeenAt', 'lastHeartbeatAt', 'stateSince'],
+  required: [
+    'id',
+    'keyid',
+    'apiUrl',
+    'pools',
+    'state',
+    'healthy',
+    'listed',
+    'pinned',
+    'queueDepth',
+    'capacity',
+    'dispatched',
+    'redisOk',
+    'redisError',
+    'runnerRedis',
+    'intervalMs',
+    'firstSeenAt',
+    'lastHeartbeatAt',
+    'stateSince',
+  ],
   properties: {
     id: { type: 'string' },
     keyid: { type: 'string' },
@@ -135,9 +168,17 @@ const viewSchema = {
     stateSince: ISO,
   },
 } as const;
-const validateList = compileSchema<SupervisorList>({ type: 'object', additionalProperties: false, required: ['supervisors'], properties: { supervisors: { type: 'array', items: viewSchema } } });
+const validateList = compileSchema<SupervisorList>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['supervisors'],
+  properties: { supervisors: { type: 'array', items: viewSchema } },
+});
 const validateAnswer = compileSchema<SupervisorHeartbeatAnswer>({
-  type: 'object', additionalProperties: false, required: ['state', 'keySetVersion'], properties: { state: { const: 'live' }, keySetVersion: { type: 'integer', minimum: 0 } },
+  type: 'object',
+  additionalProperties: false,
+  required: ['state', 'keySetVersion'],
+  properties: { state: { const: 'live' }, keySetVersion: { type: 'integer', minimum: 0 } },
 });
 
 export function parseSupervisorList(v: unknown): SupervisorList {

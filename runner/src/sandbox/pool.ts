@@ -5,8 +5,15 @@ import { Worker } from 'node:worker_threads';
 import { ERROR_CODES, silentLogger, toErrorJSON, type ErrorCode, type ErrorJSON, type JsonValue, type Logger } from '@writ/protocol';
 import { decodeBounded, encodeBounded } from './boundary.ts';
 import {
-  DEFAULT_BOUNDARY_LIMITS, DEFAULT_RECYCLE_AFTER_JOBS, type BoundaryLimits, type FromWorker, type HostCallJob, type LogLevel, type SandboxJob,
-  type SandboxOutcome, type ToWorker,
+  DEFAULT_BOUNDARY_LIMITS,
+  DEFAULT_RECYCLE_AFTER_JOBS,
+  type BoundaryLimits,
+  type FromWorker,
+  type HostCallJob,
+  type LogLevel,
+  type SandboxJob,
+  type SandboxOutcome,
+  type ToWorker,
 } from './types.ts';
 import type { SandboxWorkerData } from './worker.ts';
 
@@ -99,14 +106,21 @@ export class SandboxPool {
    * is unchanged between two jobs on a one-thread pool, the second ran in the first one's instance.
    */
   stats(): { size: number; busy: number; queued: number; restarts: number; instancesCreated: number } {
-    return { size: this.slots.length, busy: this.slots.filter((s) => s.run).length, queued: this.queue.length, restarts: this.restarts, instancesCreated: this.instancesCreated };
+    return {
+      size: this.slots.length,
+      busy: this.slots.filter((s) => s.run).length,
+      queued: this.queue.length,
+      restarts: this.restarts,
+      instancesCreated: this.instancesCreated,
+    };
   }
 
   /** Terminates every thread; queued and running jobs fail with WORKER_CRASHED (retryable). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const q of this.queue.splice(0)) q.resolve({ ok: false, error: errorOf('WORKER_CRASHED', 'the sandbox pool closed before the job ran'), durationMs: 0 });
+    for (const q of this.queue.splice(0))
+      q.resolve({ ok: false, error: errorOf('WORKER_CRASHED', 'the sandbox pool closed before the job ran'), durationMs: 0 });
     const exits = this.slots.map(async (slot) => {
       slot.retired = true;
       slot.run?.finish(this.failed(slot.run, 'WORKER_CRASHED', 'the sandbox pool closed while the job ran'));

@@ -8,12 +8,24 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import RELEASE_SYNC from '@jitl/quickjs-wasmfile-release-sync';
 import {
-  newQuickJSWASMModuleFromVariant, newVariant, Scope, type QuickJSContext, type QuickJSDeferredPromise, type QuickJSHandle, type QuickJSWASMModule,
+  newQuickJSWASMModuleFromVariant,
+  newVariant,
+  Scope,
+  type QuickJSContext,
+  type QuickJSDeferredPromise,
+  type QuickJSHandle,
+  type QuickJSWASMModule,
 } from 'quickjs-emscripten-core';
 import { CAPABILITIES, ERROR_CODES, isErrorCode, type ErrorCode, type ErrorJSON } from '@writ/protocol';
 import { GUEST_GLOBALS, PRELUDE_SOURCE } from './prelude.ts';
 import {
-  DEFAULT_RECYCLE_AFTER_JOBS, LOG_LIMITS, MAX_HOST_CALLS_IN_FLIGHT, type BoundaryLimits, type GuestResult, type LogLevel, type SandboxJob,
+  DEFAULT_RECYCLE_AFTER_JOBS,
+  LOG_LIMITS,
+  MAX_HOST_CALLS_IN_FLIGHT,
+  type BoundaryLimits,
+  type GuestResult,
+  type LogLevel,
+  type SandboxJob,
 } from './types.ts';
 
 const MIB = 1024 * 1024;
@@ -150,7 +162,8 @@ async function acquireInstance(memoryMiB: number): Promise<Instance> {
  */
 function releaseInstance(instance: Instance, reusable: boolean): void {
   instance.dirty = true;
-  const keep = reusable && instance.pristine !== undefined && instance.jobsRun < settings.recycleAfterJobs && instance.memory.buffer.byteLength === INITIAL_BYTES;
+  const keep =
+    reusable && instance.pristine !== undefined && instance.jobsRun < settings.recycleAfterJobs && instance.memory.buffer.byteLength === INITIAL_BYTES;
   if (keep && !warm) warm = instance;
 }
 
@@ -253,44 +266,52 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
     }
   };
 
-  const hostLog = scope.manage(context.newFunction('hostLog', (levelH, messageH) => {
-    if (finished || linesLogged > LOG_LIMITS.maxLines) return;
-    const level = context.getString(levelH) as LogLevel;
-    if (++linesLogged > LOG_LIMITS.maxLines) {
-      hooks.log('warn', `log limit of ${LOG_LIMITS.maxLines} lines reached; further lines are dropped`);
-      return;
-    }
-    const length = lengthOf(messageH);
-    const message = context.getString(messageH);
-    hooks.log(level, length > LOG_LIMITS.maxLineChars + 32 ? message.slice(0, LOG_LIMITS.maxLineChars) : message);
-  }));
+  const hostLog = scope.manage(
+    context.newFunction('hostLog', (levelH, messageH) => {
+      if (finished || linesLogged > LOG_LIMITS.maxLines) return;
+      const level = context.getString(levelH) as LogLevel;
+      if (++linesLogged > LOG_LIMITS.maxLines) {
+        hooks.log('warn', `log limit of ${LOG_LIMITS.maxLines} lines reached; further lines are dropped`);
+        return;
+      }
+      const length = lengthOf(messageH);
+      const message = context.getString(messageH);
+      hooks.log(level, length > LOG_LIMITS.maxLineChars + 32 ? message.slice(0, LOG_LIMITS.maxLineChars) : message);
+    }),
+  );
 
-  const hostCall = scope.manage(context.newFunction('hostCall', (nameH, argsH) => {
-    const deferred = context.newPromise();
-    pending.add(deferred);
-    const reject = (error: ErrorJSON) => settle(deferred, { ok: false, error });
-    if (pending.size > MAX_HOST_CALLS_IN_FLIGHT) {
-      reject(errorOf('HOST_CALL_DENIED', `more than ${MAX_HOST_CALLS_IN_FLIGHT} host calls in flight`));
+  const hostCall = scope.manage(
+    context.newFunction('hostCall', (nameH, argsH) => {
+      const deferred = context.newPromise();
+      pending.add(deferred);
+      const reject = (error: ErrorJSON) => settle(deferred, { ok: false, error });
+      if (pending.size > MAX_HOST_CALLS_IN_FLIGHT) {
+        reject(errorOf('HOST_CALL_DENIED', `more than ${MAX_HOST_CALLS_IN_FLIGHT} host calls in flight`));
+        return deferred.handle;
+      }
+      // The prelude caps the text; measure it anyway before copying it out of the guest.
+      const length = lengthOf(argsH);
+      if (context.typeof(nameH) !== 'string' || context.typeof(argsH) !== 'string' || !(length <= hooks.boundary.maxBytes)) {
+        reject(errorOf('BOUNDARY_INVALID', 'host call arguments are not bounded JSON text'));
+        return deferred.handle;
+      }
+      hooks.hostCall(context.getString(nameH), context.getString(argsH)).then(
+        (json) => settle(deferred, { ok: true, json }),
+        (err: ErrorJSON) => settle(deferred, { ok: false, error: err }),
+      );
       return deferred.handle;
-    }
-    // The prelude caps the text; measure it anyway before copying it out of the guest.
-    const length = lengthOf(argsH);
-    if (context.typeof(nameH) !== 'string' || context.typeof(argsH) !== 'string' || !(length <= hooks.boundary.maxBytes)) {
-      reject(errorOf('BOUNDARY_INVALID', 'host call arguments are not bounded JSON text'));
-      return deferred.handle;
-    }
-    hooks.hostCall(context.getString(nameH), context.getString(argsH)).then(
-      (json) => settle(deferred, { ok: true, json }),
-      (err: ErrorJSON) => settle(deferred, { ok: false, error: err }),
-    );
-    return deferred.handle;
-  }));
+    }),
+  );
 
   const settle = (deferred: QuickJSDeferredPromise, outcome: GuestResult) => {
     if (finished || !pending.delete(deferred)) return;
     const made = outcome.ok
       ? callPrivate('parse', [context.newString(outcome.json)])
-      : callPrivate('makeHostError', [context.newString(outcome.error.code), context.newString(outcome.error.message), ...(outcome.error.details ? [context.newString(JSON.stringify(outcome.error.details))] : [])]);
+      : callPrivate('makeHostError', [
+          context.newString(outcome.error.code),
+          context.newString(outcome.error.message),
+          ...(outcome.error.details ? [context.newString(JSON.stringify(outcome.error.details))] : []),
+        ]);
     if (made.error) {
       deferred.reject(made.error);
       made.error.dispose();
@@ -302,7 +323,15 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
   };
 
   const prelude = scope.manage(context.unwrapResult(context.evalCode(PRELUDE_SOURCE, 'writ:prelude')));
-  const limits = scope.manage(jsonHandle(context, { ...boundary, maxLineChars: LOG_LIMITS.maxLineChars, maxLines: LOG_LIMITS.maxLines, globals: GUEST_GLOBALS, capabilities: [...CAPABILITIES.keys()] }));
+  const limits = scope.manage(
+    jsonHandle(context, {
+      ...boundary,
+      maxLineChars: LOG_LIMITS.maxLineChars,
+      maxLines: LOG_LIMITS.maxLines,
+      globals: GUEST_GLOBALS,
+      capabilities: [...CAPABILITIES.keys()],
+    }),
+  );
   const privates = scope.manage(context.unwrapResult(context.callFunction(prelude, context.undefined, hostCall, hostLog, limits)));
   const callPrivate = (name: 'runMain' | 'makeHostError' | 'describeThrown' | 'parse', args: QuickJSHandle[]) => {
     const fn = context.getProp(privates, name);
@@ -318,7 +347,11 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
     if (interrupted) return failure('TIMEOUT', `the script ran past its ${job.limits.timeoutMs} ms deadline and was interrupted`);
     interruptAt = Date.now() + DESCRIBE_BUDGET_MS;
     const described = callPrivate('describeThrown', [errorHandle.dup()]);
-    let name = '', message = '', stack = '', hostCode = '', getterFault = '';
+    let name = '',
+      message = '',
+      stack = '',
+      hostCode = '',
+      getterFault = '';
     if (described.error) {
       described.error.dispose();
       // A getter on the thrown value (name, message, stack) that does not return is guest code running out
@@ -328,7 +361,16 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
       [name, message, stack, hostCode, getterFault] = context.dump(described.value) as [string, string, string, string, string];
       described.value.dispose();
     }
-    return classifyThrown({ name, message, stack, hostCode, getterFault, stage, importAttempted, memoryExhausted: memoryExhausted() || described.error !== undefined });
+    return classifyThrown({
+      name,
+      message,
+      stack,
+      hostCode,
+      getterFault,
+      stage,
+      importAttempted,
+      memoryExhausted: memoryExhausted() || described.error !== undefined,
+    });
   };
 
   const dispose = () => {
@@ -364,7 +406,12 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
           result = classify(scope.manage(loaded.error), 'load');
         } else {
           const namespace = scope.manage(loaded.value);
-          const started = callPrivate('runMain', [namespace.dup(), context.newString(JSON.stringify(job.args)), jsonHandle(context, job.caps), context.newString(JSON.stringify({ id: job.jobId, attempt: job.attempt }))]);
+          const started = callPrivate('runMain', [
+            namespace.dup(),
+            context.newString(JSON.stringify(job.args)),
+            jsonHandle(context, job.caps),
+            context.newString(JSON.stringify({ id: job.jobId, attempt: job.attempt })),
+          ]);
           if (started.error) {
             result = classify(scope.manage(started.error), 'run');
           } else {
@@ -385,7 +432,8 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
                 if (state.type === 'fulfilled') {
                   const value = scope.manage(state.value);
                   if (context.typeof(value) === 'string') {
-                    if (lengthOf(value) > hooks.boundary.maxBytes) return failure('OUTPUT_TOO_LARGE', `the result is larger than ${hooks.boundary.maxBytes} bytes`);
+                    if (lengthOf(value) > hooks.boundary.maxBytes)
+                      return failure('OUTPUT_TOO_LARGE', `the result is larger than ${hooks.boundary.maxBytes} bytes`);
                     return { ok: true, json: context.getString(value) };
                   }
                   const [code, message] = context.dump(value) as [string, string];
@@ -461,8 +509,14 @@ export async function checkScriptCompiles(source: string): Promise<ErrorJSON | n
     const name = typeof thrown?.name === 'string' ? thrown.name : '';
     const message = typeof thrown?.message === 'string' ? thrown.message : String(thrown);
     const at = syntaxErrorPosition(typeof thrown?.stack === 'string' ? thrown.stack : '');
-    if (name !== 'SyntaxError' && /could not load module/.test(message)) return { code: 'SCRIPT_INVALID', message: 'scripts cannot import modules', retryable: false };
-    return { code: 'SCRIPT_INVALID', message: `the script does not parse${at ? ` at line ${at.line}, column ${at.column}` : ''}: ${message}`, retryable: false, ...(at ? { details: at } : {}) };
+    if (name !== 'SyntaxError' && /could not load module/.test(message))
+      return { code: 'SCRIPT_INVALID', message: 'scripts cannot import modules', retryable: false };
+    return {
+      code: 'SCRIPT_INVALID',
+      message: `the script does not parse${at ? ` at line ${at.line}, column ${at.column}` : ''}: ${message}`,
+      retryable: false,
+      ...(at ? { details: at } : {}),
+    };
   } finally {
     context.dispose();
     runtime.dispose();
@@ -472,7 +526,6 @@ export async function checkScriptCompiles(source: string): Promise<ErrorJSON | n
 function jsonHandle(context: QuickJSContext, value: unknown): QuickJSHandle {
   return context.unwrapResult(context.evalCode(`(${JSON.stringify(value)})`, 'writ:value'));
 }
-
 
 interface Thrown {
   name: string;
@@ -491,7 +544,9 @@ function classifyThrown(t: Thrown): GuestResult {
   if (t.hostCode && isErrorCode(t.hostCode)) return failure(t.hostCode, t.message, { stack: t.stack });
   if (t.name === 'InternalError' && t.message === 'stack overflow') return failure('STACK_LIMIT', 'the script exceeded its stack limit', details);
   // 'string too long' and 'invalid array length' are the engine refusing an allocation of that size.
-  const refusedAllocation = (t.name === 'InternalError' && (t.message === 'out of memory' || t.message === 'string too long')) || (t.name === 'RangeError' && t.message === 'invalid array length');
+  const refusedAllocation =
+    (t.name === 'InternalError' && (t.message === 'out of memory' || t.message === 'string too long')) ||
+    (t.name === 'RangeError' && t.message === 'invalid array length');
   if (refusedAllocation || t.memoryExhausted) return failure('MEMORY_LIMIT', 'the script exceeded its memory limit', details);
   if (t.importAttempted) return failure('SCRIPT_INVALID', 'scripts cannot import modules', details);
   if (t.stage === 'load' && t.name === 'SyntaxError') {

@@ -22,7 +22,8 @@ export function btrfsConfig(input: BtrfsConfig): Readonly<BtrfsConfig> {
     if (typeof dir !== 'string' || !path.isAbsolute(dir) || dir.includes('\0')) throw new WritError('CONFIG_INVALID', `btrfs ${key} must be an absolute path`);
   }
   for (const d of input.devices ?? []) {
-    if (typeof d !== 'string' || !d.startsWith('/dev/') || d.includes('\0')) throw new WritError('CONFIG_INVALID', `btrfs device ${JSON.stringify(d)} must be a path under /dev`);
+    if (typeof d !== 'string' || !d.startsWith('/dev/') || d.includes('\0'))
+      throw new WritError('CONFIG_INVALID', `btrfs device ${JSON.stringify(d)} must be a path under /dev`);
   }
   return Object.freeze({ ...input, devices: Object.freeze([...(input.devices ?? [])]) });
 }

@@ -3,9 +3,21 @@
 import { defineOperation, type SalOperation } from '../operation.ts';
 import type { BtrfsConfig } from './config.ts';
 import { formatPool, mountPool, poolUsage, unmountPool } from './pool.ts';
-import { cloneDisk, createSubvolume, deleteSubvolume, limitQgroup, listSubvolumes, receiveSubvolume, sendSubvolume, showQgroups, showSubvolume, snapshotSubvolume } from './subvolume.ts';
+import {
+  cloneDisk,
+  createSubvolume,
+  deleteSubvolume,
+  limitQgroup,
+  listSubvolumes,
+  receiveSubvolume,
+  sendSubvolume,
+  showQgroups,
+  showSubvolume,
+  snapshotSubvolume,
+} from './subvolume.ts';
 
-const btrfsOperation = <Args, Result>(name: string, fn: (config: BtrfsConfig, args: Args) => Promise<Result>) => defineOperation<BtrfsConfig, Args, Result>(name, fn);
+const btrfsOperation = <Args, Result>(name: string, fn: (config: BtrfsConfig, args: Args) => Promise<Result>) =>
+  defineOperation<BtrfsConfig, Args, Result>(name, fn);
 
 export const BTRFS_OPERATIONS: readonly SalOperation<BtrfsConfig>[] = Object.freeze([
   btrfsOperation('btrfs.pool.format', formatPool),

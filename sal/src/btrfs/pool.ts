@@ -32,7 +32,8 @@ async function resolveSource(config: BtrfsConfig, src: PoolSource): Promise<Reso
   }
   const device = src.device as string;
   if (device.includes('\0')) throw new WritError('PATH_ESCAPE', 'device contains a NUL byte');
-  if (!(config.devices ?? []).includes(device)) throw new WritError('PATH_ESCAPE', `device ${JSON.stringify(device)} is not one of the configured btrfs devices`);
+  if (!(config.devices ?? []).includes(device))
+    throw new WritError('PATH_ESCAPE', `device ${JSON.stringify(device)} is not one of the configured btrfs devices`);
   try {
     return { kind: 'device', path: await realpath(device) };
   } catch {
@@ -98,10 +99,14 @@ export async function formatPool(config: BtrfsConfig, args: FormatPoolArgs): Pro
     return { target: src.path, formatted: false, uuid: found.uuid, label: found.label, sizeBytes };
   }
   if (found && !args.force) {
-    throw new WritError('RESOURCE_CONFLICT', `${src.path} already holds a ${found.type} filesystem${found.label ? ` labelled ${found.label}` : ''}; pass force to overwrite it`, {
-      type: found.type,
-      label: found.label,
-    });
+    throw new WritError(
+      'RESOURCE_CONFLICT',
+      `${src.path} already holds a ${found.type} filesystem${found.label ? ` labelled ${found.label}` : ''}; pass force to overwrite it`,
+      {
+        type: found.type,
+        label: found.label,
+      },
+    );
   }
   await run(['mkfs.btrfs', '-q', ...(args.label ? ['-L', args.label] : []), ...(found ? ['-f'] : []), src.path], { timeoutMs: 300_000 });
   const made = await probeFilesystem(src.path);
@@ -190,7 +195,8 @@ export async function mountPool(config: BtrfsConfig, args: PoolSource): Promise<
   const src = await resolveSource(config, args);
   if (!(await exists(src.path))) throw new WritError('RESOURCE_NOT_FOUND', `${src.path} does not exist`);
   const fs = await probeFilesystem(src.path);
-  if (fs?.type !== 'btrfs') throw new WritError('RESOURCE_CONFLICT', `${src.path} holds ${fs ? `a ${fs.type} filesystem` : 'no filesystem'}, not btrfs; format it first`);
+  if (fs?.type !== 'btrfs')
+    throw new WritError('RESOURCE_CONFLICT', `${src.path} holds ${fs ? `a ${fs.type} filesystem` : 'no filesystem'}, not btrfs; format it first`);
   const current = await mountAt(config.mount);
   const loop = src.kind === 'image' ? await loopDevicesFor(src.path) : [];
   if (current) {

@@ -138,7 +138,17 @@ async function virtFacts(flags: string[]): Promise<HostFacts['virtualization']> 
   let hypervisor: string | null = null;
   if (flags.includes('hypervisor')) {
     const hint = `${vendor} ${product} ${(await text('/sys/hypervisor/type')) ?? ''}`.toLowerCase();
-    hypervisor = /qemu|kvm/.test(hint) ? 'kvm' : /vmware/.test(hint) ? 'vmware' : /microsoft/.test(hint) ? 'hyperv' : /xen/.test(hint) ? 'xen' : /cloud hypervisor|cloud-hypervisor/.test(hint) ? 'cloud-hypervisor' : 'unknown';
+    hypervisor = /qemu|kvm/.test(hint)
+      ? 'kvm'
+      : /vmware/.test(hint)
+        ? 'vmware'
+        : /microsoft/.test(hint)
+          ? 'hyperv'
+          : /xen/.test(hint)
+            ? 'xen'
+            : /cloud hypervisor|cloud-hypervisor/.test(hint)
+              ? 'cloud-hypervisor'
+              : 'unknown';
   }
   return { kvm, hypervisor, container: await containerFact() };
 }

@@ -26,7 +26,7 @@ export function formatIpv6(bytes: Uint8Array): string {
   const b = Buffer.from(bytes);
   const groups = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(i * 2));
   let best = { start: -1, len: 0 };
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     let j = i;
     while (j < 8 && groups[j] === 0) j++;
     if (j - i >= 2 && j - i > best.len) best = { start: i, len: j - i };

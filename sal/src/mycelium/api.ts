@@ -51,7 +51,10 @@ async function viaNetns(config: MyceliumConfig, method: string, url: string, bod
   const r = await run(argv, { input: body ?? '', reject: false, timeoutMs: config.requestTimeoutMs + 5_000 });
   if (r.exitCode !== 0) {
     const code = CURL_UNREACHABLE.has(r.exitCode) || r.exitCode === -1 ? 'MYCELIUM_UNREACHABLE' : 'COMMAND_FAILED';
-    throw new WritError(code, `mycelium API at ${config.apiAddr} in netns ${config.netns} did not answer: ${r.stderr.trim().slice(0, 300)}`, { netns: config.netns, exitCode: r.exitCode });
+    throw new WritError(code, `mycelium API at ${config.apiAddr} in netns ${config.netns} did not answer: ${r.stderr.trim().slice(0, 300)}`, {
+      netns: config.netns,
+      exitCode: r.exitCode,
+    });
   }
   const nl = r.stdout.lastIndexOf('\n');
   return { status: Number(r.stdout.slice(nl + 1)), body: r.stdout.slice(0, nl) };
@@ -81,7 +84,12 @@ export async function myceliumRequest(config: MyceliumConfig, method: string, ap
   const payload = body === undefined ? undefined : JSON.stringify(body);
   const res = config.netns ? await viaNetns(config, method, url, payload) : await direct(config, method, url, payload);
   if ((res.status >= 200 && res.status < 300) || tolerated.includes(res.status)) return res;
-  throw new WritError('MYCELIUM_API_ERROR', `mycelium API ${method} ${apiPath} answered ${res.status}${res.body ? `: ${res.body.slice(0, 300)}` : ''}`, { method, path: apiPath, status: res.status, body: res.body.slice(0, 4000) });
+  throw new WritError('MYCELIUM_API_ERROR', `mycelium API ${method} ${apiPath} answered ${res.status}${res.body ? `: ${res.body.slice(0, 300)}` : ''}`, {
+    method,
+    path: apiPath,
+    status: res.status,
+    body: res.body.slice(0, 4000),
+  });
 }
 
 export async function myceliumJson<T>(config: MyceliumConfig, method: string, apiPath: string): Promise<T> {
@@ -89,6 +97,11 @@ export async function myceliumJson<T>(config: MyceliumConfig, method: string, ap
   try {
     return JSON.parse(res.body) as T;
   } catch {
-    throw new WritError('MYCELIUM_API_ERROR', `mycelium API ${method} ${apiPath} answered ${res.status} with a body that is not JSON`, { method, path: apiPath, status: res.status, body: res.body.slice(0, 4000) });
+    throw new WritError('MYCELIUM_API_ERROR', `mycelium API ${method} ${apiPath} answered ${res.status} with a body that is not JSON`, {
+      method,
+      path: apiPath,
+      status: res.status,
+      body: res.body.slice(0, 4000),
+    });
   }
 }

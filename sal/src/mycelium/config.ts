@@ -70,7 +70,8 @@ function isLoopback(host: string): boolean {
 /** Validates a peer endpoint beyond its schema pattern (a real IP, a real port); returns it unchanged. */
 export function checkEndpoint(endpoint: string): string {
   const m = /^(tcp|quic):\/\/(.+)$/.exec(endpoint);
-  if (!m || !parseSocketAddr(m[2] ?? '')) throw new WritError('SAL_INVALID_ARGUMENT', `peer endpoint ${JSON.stringify(endpoint)} must be tcp://IP:PORT or quic://IP:PORT`);
+  if (!m || !parseSocketAddr(m[2] ?? ''))
+    throw new WritError('SAL_INVALID_ARGUMENT', `peer endpoint ${JSON.stringify(endpoint)} must be tcp://IP:PORT or quic://IP:PORT`);
   return endpoint;
 }
 
@@ -78,7 +79,8 @@ export function myceliumConfig(input: unknown): MyceliumConfig {
   assertSchema(validateConfig, input, 'mycelium config', 'CONFIG_INVALID');
   const apiAddr = input.apiAddr ?? '127.0.0.1:8989';
   const parsed = parseSocketAddr(apiAddr);
-  if (!parsed || !isLoopback(parsed.host)) throw new WritError('CONFIG_INVALID', `mycelium apiAddr ${JSON.stringify(apiAddr)} must be a loopback socket address (127.0.0.1:PORT or [::1]:PORT)`);
+  if (!parsed || !isLoopback(parsed.host))
+    throw new WritError('CONFIG_INVALID', `mycelium apiAddr ${JSON.stringify(apiAddr)} must be a loopback socket address (127.0.0.1:PORT or [::1]:PORT)`);
   for (const p of input.peers ?? []) checkEndpoint(p);
   return Object.freeze({
     binary: input.binary,
@@ -102,7 +104,17 @@ export function myceliumConfig(input: unknown): MyceliumConfig {
  * called again. Peers follow `--peers`, which takes every following value, so it goes last.
  */
 export function daemonBaseArgv(config: MyceliumConfig): string[] {
-  const argv = [config.binary, '--key-file', config.keyFile, '--api-addr', config.apiAddr, '--tcp-listen-port', String(config.tcpListenPort), '--quic-listen-port', String(config.quicListenPort)];
+  const argv = [
+    config.binary,
+    '--key-file',
+    config.keyFile,
+    '--api-addr',
+    config.apiAddr,
+    '--tcp-listen-port',
+    String(config.tcpListenPort),
+    '--quic-listen-port',
+    String(config.quicListenPort),
+  ];
   if (config.peerDiscoveryPort === null) argv.push('--disable-peer-discovery');
   else argv.push('--peer-discovery-port', String(config.peerDiscoveryPort));
   if (config.noTun) argv.push('--no-tun');

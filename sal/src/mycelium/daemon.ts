@@ -102,7 +102,11 @@ async function waitForApi(config: MyceliumConfig, pid: number): Promise<Mycelium
         throw new WritError('COMMAND_FAILED', `mycelium exited during start-up`, { log: await logTail(config) });
       }
       if (Date.now() > deadline) {
-        throw new WritError('MYCELIUM_UNREACHABLE', `mycelium started (pid ${pid}) but its API at ${config.apiAddr} did not answer within ${config.startTimeoutMs} ms`, { log: await logTail(config) });
+        throw new WritError(
+          'MYCELIUM_UNREACHABLE',
+          `mycelium started (pid ${pid}) but its API at ${config.apiAddr} did not answer within ${config.startTimeoutMs} ms`,
+          { log: await logTail(config) },
+        );
       }
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -138,7 +142,10 @@ export async function myceliumStart(config: MyceliumConfig, args: { peers?: stri
   const running = await runningDaemon(config);
   if (running) {
     if (JSON.stringify(running.baseArgv) !== JSON.stringify(baseArgv) || running.netns !== config.netns) {
-      throw new WritError('RESOURCE_CONFLICT', `mycelium runs (pid ${running.pid}) with other settings; stop it first`, { running: running.baseArgv, wanted: baseArgv });
+      throw new WritError('RESOURCE_CONFLICT', `mycelium runs (pid ${running.pid}) with other settings; stop it first`, {
+        running: running.baseArgv,
+        wanted: baseArgv,
+      });
     }
     const info = await waitForApi(config, running.pid);
     const peersAdded: string[] = [];
@@ -149,7 +156,10 @@ export async function myceliumStart(config: MyceliumConfig, args: { peers?: stri
   await rm(f.pid, { force: true });
   const argv = [...baseArgv, ...(peers.length > 0 ? ['--peers', ...peers] : [])];
   const full = config.netns ? [await ipBinary(), 'netns', 'exec', config.netns, ...argv] : argv;
-  await run(['start-stop-daemon', '--start', '--background', '--make-pidfile', '--pidfile', f.pid, '--output', f.log, '--exec', full[0] ?? '', '--', ...full.slice(1)], { timeoutMs: 10_000 });
+  await run(
+    ['start-stop-daemon', '--start', '--background', '--make-pidfile', '--pidfile', f.pid, '--output', f.log, '--exec', full[0] ?? '', '--', ...full.slice(1)],
+    { timeoutMs: 10_000 },
+  );
   const pid = Number((await readFile(f.pid, 'utf8')).trim());
   const record: DaemonRecord = { pid, baseArgv, netns: config.netns, startedAt: new Date().toISOString() };
   await writeFile(f.record, JSON.stringify(record), { mode: 0o600 });

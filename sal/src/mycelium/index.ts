@@ -29,7 +29,8 @@ export async function myceliumWorkloadAddress(config: MyceliumConfig, args: { na
   return workloadAddress(info.nodeSubnet, args.name, info.nodeIp);
 }
 
-const operation = <Args, Result>(name: string, fn: (config: MyceliumConfig, args: Args) => Promise<Result>) => defineOperation<MyceliumConfig, Args, Result>(name, fn);
+const operation = <Args, Result>(name: string, fn: (config: MyceliumConfig, args: Args) => Promise<Result>) =>
+  defineOperation<MyceliumConfig, Args, Result>(name, fn);
 
 export const MYCELIUM_OPERATIONS: readonly SalOperation<MyceliumConfig>[] = Object.freeze([
   operation('mycelium.start', myceliumStart),

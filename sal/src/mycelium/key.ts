@@ -75,18 +75,29 @@ export async function ensureMyceliumKey(config: MyceliumConfig): Promise<KeyStat
     secret = await readFile(config.keyFile);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT') throw new WritError('MYCELIUM_KEY_INVALID', `mycelium key file ${config.keyFile} cannot be read (${code ?? 'error'})`, { keyFile: config.keyFile });
+    if (code !== 'ENOENT')
+      throw new WritError('MYCELIUM_KEY_INVALID', `mycelium key file ${config.keyFile} cannot be read (${code ?? 'error'})`, { keyFile: config.keyFile });
     if (recorded) {
-      throw new WritError('MYCELIUM_KEY_INVALID', `mycelium key file ${config.keyFile} is missing, but this node has used identity ${recorded.publicKey}; restore the key or rekey the node deliberately`, { keyFile: config.keyFile, publicKey: recorded.publicKey });
+      throw new WritError(
+        'MYCELIUM_KEY_INVALID',
+        `mycelium key file ${config.keyFile} is missing, but this node has used identity ${recorded.publicKey}; restore the key or rekey the node deliberately`,
+        { keyFile: config.keyFile, publicKey: recorded.publicKey },
+      );
     }
     return createKey(config);
   }
   if (secret.length !== KEY_BYTES) {
-    throw new WritError('MYCELIUM_KEY_INVALID', `mycelium key file ${config.keyFile} holds ${secret.length} bytes, not ${KEY_BYTES}`, { keyFile: config.keyFile });
+    throw new WritError('MYCELIUM_KEY_INVALID', `mycelium key file ${config.keyFile} holds ${secret.length} bytes, not ${KEY_BYTES}`, {
+      keyFile: config.keyFile,
+    });
   }
   const publicKey = myceliumPublicKey(secret);
   if (recorded && recorded.publicKey !== publicKey) {
-    throw new WritError('MYCELIUM_KEY_INVALID', `mycelium key file ${config.keyFile} is not the identity this node has used (${recorded.publicKey})`, { keyFile: config.keyFile, expected: recorded.publicKey, found: publicKey });
+    throw new WritError('MYCELIUM_KEY_INVALID', `mycelium key file ${config.keyFile} is not the identity this node has used (${recorded.publicKey})`, {
+      keyFile: config.keyFile,
+      expected: recorded.publicKey,
+      found: publicKey,
+    });
   }
   if (!recorded) await writeDurably(identityFile(config), JSON.stringify({ publicKey, createdAt: new Date().toISOString() }), 0o600, false);
   return { created: false, keyFile: config.keyFile, publicKey };

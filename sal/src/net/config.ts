@@ -18,7 +18,8 @@ export const DEFAULT_EXEC_ALLOW: readonly string[] = Object.freeze(['ping']);
 export function netConfig(input: Partial<NetConfig> = {}): Readonly<NetConfig> {
   const prefix = input.prefix ?? DEFAULT_NET_PREFIX;
   // Short enough that prefixed names still fit the kernel's 15-byte interface names.
-  if (!/^[a-z][a-z0-9]{0,9}$/.test(prefix)) throw new WritError('CONFIG_INVALID', `net prefix ${JSON.stringify(prefix)} must be 1-10 lowercase letters/digits starting with a letter`);
+  if (!/^[a-z][a-z0-9]{0,9}$/.test(prefix))
+    throw new WritError('CONFIG_INVALID', `net prefix ${JSON.stringify(prefix)} must be 1-10 lowercase letters/digits starting with a letter`);
   const execAllow = input.execAllow ?? DEFAULT_EXEC_ALLOW;
   for (const p of execAllow) {
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(p)) throw new WritError('CONFIG_INVALID', `net execAllow entry ${JSON.stringify(p)} must be a bare program name`);

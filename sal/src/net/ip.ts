@@ -11,7 +11,8 @@ const IFNAME_MAX = 15;
 /** A namespace name: a plain file name under /run/netns that starts with the prefix. */
 export function checkNetnsName(config: NetConfig, name: unknown, what = 'netns'): string {
   const n = checkName(name, what);
-  if (!n.startsWith(config.prefix)) throw new WritError('PATH_ESCAPE', `${what} ${JSON.stringify(n)} must start with the configured prefix ${JSON.stringify(config.prefix)}`);
+  if (!n.startsWith(config.prefix))
+    throw new WritError('PATH_ESCAPE', `${what} ${JSON.stringify(n)} must start with the configured prefix ${JSON.stringify(config.prefix)}`);
   return n;
 }
 

@@ -6,7 +6,9 @@ import type { NetConfig } from './config.ts';
 import { checkLinkName, findLink, ip, listLinksIn, optionalNetns, requireNamespace, type Link } from './ip.ts';
 
 function conflict(link: Link, want: string, netns: string | undefined): WritError {
-  return new WritError('RESOURCE_CONFLICT', `${link.name}${netns ? ` in ${netns}` : ''} exists as ${link.kind ?? 'a plain link'}, not ${want}`, { kind: link.kind });
+  return new WritError('RESOURCE_CONFLICT', `${link.name}${netns ? ` in ${netns}` : ''} exists as ${link.kind ?? 'a plain link'}, not ${want}`, {
+    kind: link.kind,
+  });
 }
 
 async function ensureUp(netns: string | undefined, link: Link, up: boolean): Promise<boolean> {

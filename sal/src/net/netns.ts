@@ -49,7 +49,10 @@ export async function execInNetns(config: NetConfig, args: NetnsExecArgs): Promi
   const [program] = args.argv;
   const allowed = config.execAllow ?? DEFAULT_EXEC_ALLOW;
   if (typeof program !== 'string' || !allowed.includes(program)) {
-    throw new WritError('SAL_INVALID_ARGUMENT', `${JSON.stringify(program)} is not a program net.netns.exec may run (allowed: ${allowed.join(', ') || 'none'})`);
+    throw new WritError(
+      'SAL_INVALID_ARGUMENT',
+      `${JSON.stringify(program)} is not a program net.netns.exec may run (allowed: ${allowed.join(', ') || 'none'})`,
+    );
   }
   await requireNetns(name);
   const r = await run(['ip', 'netns', 'exec', name, ...args.argv], { timeoutMs: args.timeoutMs ?? 10_000, reject: false });

@@ -128,11 +128,22 @@ export async function addRoute(config: NetConfig, args: RouteArgs): Promise<{ ro
   const existing = (await routesIn(netns, spec.family, spec.destination)).find((r) => sameMetric(r.metric, args.metric));
   if (existing) {
     if (existing.dev !== name || existing.via !== spec.via) {
-      throw new WritError('RESOURCE_CONFLICT', `a route to ${spec.destination} already goes ${existing.via ? `via ${existing.via} ` : ''}dev ${existing.dev}`, { route: existing });
+      throw new WritError('RESOURCE_CONFLICT', `a route to ${spec.destination} already goes ${existing.via ? `via ${existing.via} ` : ''}dev ${existing.dev}`, {
+        route: existing,
+      });
     }
     return { route: existing, netns: netns ?? null, added: false };
   }
-  await ip(netns, [`-${spec.family}`, 'route', 'add', spec.destination, ...(spec.via ? ['via', spec.via] : []), 'dev', name, ...(args.metric !== undefined ? ['metric', String(args.metric)] : [])]);
+  await ip(netns, [
+    `-${spec.family}`,
+    'route',
+    'add',
+    spec.destination,
+    ...(spec.via ? ['via', spec.via] : []),
+    'dev',
+    name,
+    ...(args.metric !== undefined ? ['metric', String(args.metric)] : []),
+  ]);
   return { route: want, netns: netns ?? null, added: true };
 }
 
@@ -143,11 +154,23 @@ export async function deleteRoute(config: NetConfig, args: RouteArgs): Promise<{
     (r) => r.dev === name && sameMetric(r.metric, args.metric) && (spec.via === null || r.via === spec.via),
   );
   if (!match) return { destination: spec.destination, netns: netns ?? null, deleted: false };
-  await ip(netns, [`-${spec.family}`, 'route', 'del', spec.destination, ...(match.via ? ['via', match.via] : []), 'dev', name, ...(match.metric !== null ? ['metric', String(match.metric)] : [])]);
+  await ip(netns, [
+    `-${spec.family}`,
+    'route',
+    'del',
+    spec.destination,
+    ...(match.via ? ['via', match.via] : []),
+    'dev',
+    name,
+    ...(match.metric !== null ? ['metric', String(match.metric)] : []),
+  ]);
   return { destination: spec.destination, netns: netns ?? null, deleted: true };
 }
 
-export async function listRoutes(config: NetConfig, args: { netns?: string; family?: 'inet' | 'inet6' } = {}): Promise<{ netns: string | null; routes: Route[] }> {
+export async function listRoutes(
+  config: NetConfig,
+  args: { netns?: string; family?: 'inet' | 'inet6' } = {},
+): Promise<{ netns: string | null; routes: Route[] }> {
   const netns = optionalNetns(config, args.netns);
   await requireNamespace(netns);
   const families: (4 | 6)[] = args.family === 'inet' ? [4] : args.family === 'inet6' ? [6] : [4, 6];

@@ -58,7 +58,8 @@ export class CloudHypervisorDriver implements Hypervisor {
     if (res.status === 404) return null;
     const info = expectSuccess(res, 'vm.info') as { state?: string };
     const state = STATES[info.state ?? ''];
-    if (!state) throw new WritError('HYPERVISOR_API_ERROR', `vm.info reported an unknown state ${JSON.stringify(info.state)}`, { endpoint: 'vm.info', messages: [] });
+    if (!state)
+      throw new WritError('HYPERVISOR_API_ERROR', `vm.info reported an unknown state ${JSON.stringify(info.state)}`, { endpoint: 'vm.info', messages: [] });
     return state;
   }
 
@@ -89,7 +90,10 @@ export class CloudHypervisorDriver implements Hypervisor {
       await sleep(50);
     }
     await ensureExited(pid, vm.paths.apiSocket, 0);
-    throw new WritError('HYPERVISOR_UNREACHABLE', `cloud-hypervisor did not answer vmm.ping on ${vm.paths.apiSocket}`, { socket: vm.paths.apiSocket, cause: String((last as Error | undefined)?.message ?? '') });
+    throw new WritError('HYPERVISOR_UNREACHABLE', `cloud-hypervisor did not answer vmm.ping on ${vm.paths.apiSocket}`, {
+      socket: vm.paths.apiSocket,
+      cause: String((last as Error | undefined)?.message ?? ''),
+    });
   }
 
   async define(vm: VmHandle): Promise<void> {

@@ -10,7 +10,19 @@ import { checkName, confine } from '../confine.ts';
 import { CloudHypervisorDriver } from './cloud-hypervisor.ts';
 import { QemuDriver } from './qemu.ts';
 import { waitForSerialMarker, type SerialWaitResult } from './serial.ts';
-import type { Hypervisor, NormalizedVmSpec, ResolvedVmConfig, ResolvedVmSpec, VmConfig, VmDiskSpec, VmHandle, VmNicSpec, VmPaths, VmSpec, VmState } from './types.ts';
+import type {
+  Hypervisor,
+  NormalizedVmSpec,
+  ResolvedVmConfig,
+  ResolvedVmSpec,
+  VmConfig,
+  VmDiskSpec,
+  VmHandle,
+  VmNicSpec,
+  VmPaths,
+  VmSpec,
+  VmState,
+} from './types.ts';
 
 // ---- configuration ------------------------------------------------------------------------------
 
@@ -149,7 +161,8 @@ export function vmPaths(config: ResolvedVmConfig, name: string): VmPaths {
   checkName(name, 'VM name');
   const dir = path.join(config.stateDir, name);
   const apiSocket = path.join(dir, 'api.sock');
-  if (Buffer.byteLength(apiSocket) > SOCKET_PATH_MAX) throw invalid(`VM name ${name} makes the API socket path longer than ${SOCKET_PATH_MAX} bytes under ${config.stateDir}`);
+  if (Buffer.byteLength(apiSocket) > SOCKET_PATH_MAX)
+    throw invalid(`VM name ${name} makes the API socket path longer than ${SOCKET_PATH_MAX} bytes under ${config.stateDir}`);
   return {
     dir,
     apiSocket,
@@ -188,13 +201,16 @@ async function fileSize(file: string): Promise<number> {
 
 /** Confines every path of a spec under its root and checks that the files exist. */
 export async function resolveVmSpec(config: ResolvedVmConfig, spec: NormalizedVmSpec): Promise<ResolvedVmSpec> {
-  const boot = async (rel: string | null, what: string): Promise<string | null> => (rel === null ? null : mustExist(await confine(config.bootRoot, rel, what), what));
+  const boot = async (rel: string | null, what: string): Promise<string | null> =>
+    rel === null ? null : mustExist(await confine(config.bootRoot, rel, what), what);
   return {
     ...spec,
     kernel: await boot(spec.kernel, 'kernel'),
     initramfs: await boot(spec.initramfs, 'initramfs'),
     firmware: await boot(spec.firmware, 'firmware'),
-    disks: await Promise.all(spec.disks.map(async (d) => ({ ...d, path: mustExist(await confine(config.imagesRoot, d.path, `disk ${d.id}`), `disk ${d.id}`) }))),
+    disks: await Promise.all(
+      spec.disks.map(async (d) => ({ ...d, path: mustExist(await confine(config.imagesRoot, d.path, `disk ${d.id}`), `disk ${d.id}`) })),
+    ),
     nics: spec.nics.map((n) => ({ ...n, tap: checkName(n.tap, 'tap name') })),
   };
 }
@@ -258,7 +274,10 @@ export class VmManager {
     const paths = vmPaths(this.config, name);
     const record = await readRecord(paths);
     if (!record) throw new WritError('RESOURCE_NOT_FOUND', `VM ${name} does not exist`, { name });
-    if (record.driver !== this.config.driver) throw new WritError('RESOURCE_CONFLICT', `VM ${name} was created with the ${record.driver} driver, this node is configured for ${this.config.driver}`, { name });
+    if (record.driver !== this.config.driver)
+      throw new WritError('RESOURCE_CONFLICT', `VM ${name} was created with the ${record.driver} driver, this node is configured for ${this.config.driver}`, {
+        name,
+      });
     return { record, paths };
   }
 
@@ -277,7 +296,9 @@ export class VmManager {
       const existing = await readRecord(paths);
       if (existing) {
         if (existing.driver !== this.config.driver || !sameJson(existing.created, spec)) {
-          const differing = Object.keys(spec).filter((k) => !sameJson((spec as unknown as Record<string, unknown>)[k], (existing.created as unknown as Record<string, unknown>)[k]));
+          const differing = Object.keys(spec).filter(
+            (k) => !sameJson((spec as unknown as Record<string, unknown>)[k], (existing.created as unknown as Record<string, unknown>)[k]),
+          );
           throw new WritError('RESOURCE_CONFLICT', `VM ${spec.name} exists with a different spec`, { name: spec.name, differing, driver: existing.driver });
         }
         const { state } = await this.hypervisor.state(await this.handle(existing.current, paths));
@@ -350,7 +371,13 @@ export class VmManager {
     return this.transition('vm.resume', args, 'running', 'paused', (vm) => this.hypervisor.resume(vm));
   }
 
-  private async transition(cap: string, args: unknown, target: VmState, from: VmState, act: (vm: VmHandle) => Promise<void>): Promise<{ name: string; changed: boolean; state: VmState }> {
+  private async transition(
+    cap: string,
+    args: unknown,
+    target: VmState,
+    from: VmState,
+    act: (vm: VmHandle) => Promise<void>,
+  ): Promise<{ name: string; changed: boolean; state: VmState }> {
     const { name } = checkVmArgs<{ name: string }>(cap, args);
     return this.lock(name, async () => {
       const { record, paths } = await this.load(name);
@@ -394,14 +421,21 @@ export class VmManager {
       const readonly = disk.readonly ?? false;
       const samePath = cur.disks.find((d) => d.path === disk.path);
       if (samePath && (disk.id === undefined || disk.id === samePath.id)) {
-        if (samePath.readonly !== readonly) throw new WritError('RESOURCE_CONFLICT', `disk ${samePath.id} is attached with readonly=${samePath.readonly}`, { name, id: samePath.id });
+        if (samePath.readonly !== readonly)
+          throw new WritError('RESOURCE_CONFLICT', `disk ${samePath.id} is attached with readonly=${samePath.readonly}`, { name, id: samePath.id });
         return { name, id: samePath.id, added: false, hotplugged: false };
       }
       const taken = new Set([...cur.disks.map((d) => d.id), ...cur.nics.map((n) => n.id)]);
       const id = disk.id ?? freeId('disk', taken);
-      if (taken.has(id) || samePath) throw new WritError('RESOURCE_CONFLICT', `VM ${name} already has a device ${samePath ? `using ${disk.path}` : `with id ${id}`}`, { name, id });
+      if (taken.has(id) || samePath)
+        throw new WritError('RESOURCE_CONFLICT', `VM ${name} already has a device ${samePath ? `using ${disk.path}` : `with id ${id}`}`, { name, id });
       const next = { ...cur, disks: [...cur.disks, { id, path: disk.path, readonly }] };
-      const hotplugged = await this.applyDeviceChange(record, paths, next, (vm) => this.hypervisor.hotAddDisk(vm, vm.spec.disks.find((d) => d.id === id)!));
+      const hotplugged = await this.applyDeviceChange(record, paths, next, (vm) =>
+        this.hypervisor.hotAddDisk(
+          vm,
+          vm.spec.disks.find((d) => d.id === id)!,
+        ),
+      );
       return { name, id, added: true, hotplugged };
     });
   }
@@ -414,14 +448,21 @@ export class VmManager {
       const mac = normalizeMac(nic.mac);
       const sameTap = cur.nics.find((n) => n.tap === nic.tap);
       if (sameTap && (nic.id === undefined || nic.id === sameTap.id)) {
-        if (sameTap.mac !== mac) throw new WritError('RESOURCE_CONFLICT', `tap ${nic.tap} is attached as ${sameTap.id} with MAC ${sameTap.mac}`, { name, id: sameTap.id });
+        if (sameTap.mac !== mac)
+          throw new WritError('RESOURCE_CONFLICT', `tap ${nic.tap} is attached as ${sameTap.id} with MAC ${sameTap.mac}`, { name, id: sameTap.id });
         return { name, id: sameTap.id, added: false, hotplugged: false };
       }
       const taken = new Set([...cur.disks.map((d) => d.id), ...cur.nics.map((n) => n.id)]);
       const id = nic.id ?? freeId('net', taken);
-      if (taken.has(id) || sameTap || cur.nics.some((n) => n.mac === mac)) throw new WritError('RESOURCE_CONFLICT', `VM ${name} already has a NIC with that id, tap or MAC`, { name, id });
+      if (taken.has(id) || sameTap || cur.nics.some((n) => n.mac === mac))
+        throw new WritError('RESOURCE_CONFLICT', `VM ${name} already has a NIC with that id, tap or MAC`, { name, id });
       const next = { ...cur, nics: [...cur.nics, { id, tap: nic.tap, mac }] };
-      const hotplugged = await this.applyDeviceChange(record, paths, next, (vm) => this.hypervisor.hotAddNic(vm, vm.spec.nics.find((n) => n.id === id)!));
+      const hotplugged = await this.applyDeviceChange(record, paths, next, (vm) =>
+        this.hypervisor.hotAddNic(
+          vm,
+          vm.spec.nics.find((n) => n.id === id)!,
+        ),
+      );
       return { name, id, added: true, hotplugged };
     });
   }
@@ -483,7 +524,8 @@ export class VmManager {
       if (existsSync(path.join(dir, 'writ-spec.json'))) return { name, snapshot, created: false, path: dir };
       const vm = await this.handle(record.current, paths);
       const { state } = await this.hypervisor.state(vm);
-      if (state !== 'running' && state !== 'paused') throw new WritError('VM_STATE_INVALID', `VM ${name} is ${state}; only a running or paused VM can be snapshotted`, { name, state });
+      if (state !== 'running' && state !== 'paused')
+        throw new WritError('VM_STATE_INVALID', `VM ${name} is ${state}; only a running or paused VM can be snapshotted`, { name, state });
       // Written under a temporary name and renamed, so a half-written snapshot is never mistaken for one.
       const partial = path.join(paths.snapshotsDir, `.${snapshot}.partial`);
       await rm(partial, { recursive: true, force: true });
@@ -524,7 +566,10 @@ export class VmManager {
     checkVmArgs('vm.list', args);
     let names: string[];
     try {
-      names = (await readdir(this.config.stateDir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+      names = (await readdir(this.config.stateDir, { withFileTypes: true }))
+        .filter((d) => d.isDirectory())
+        .map((d) => d.name)
+        .sort();
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { vms: [] };
       throw e;
@@ -550,7 +595,12 @@ export class VmManager {
   }
 
   async waitSerial(args: unknown): Promise<SerialWaitResult & { name: string }> {
-    const { name, marker, timeoutMs, fromStart = false } = checkVmArgs<{ name: string; marker: string; timeoutMs: number; fromStart?: boolean }>('vm.serial.wait', args);
+    const {
+      name,
+      marker,
+      timeoutMs,
+      fromStart = false,
+    } = checkVmArgs<{ name: string; marker: string; timeoutMs: number; fromStart?: boolean }>('vm.serial.wait', args);
     const { record, paths } = await this.load(name);
     const r = await waitForSerialMarker(paths.serialLog, marker, { fromOffset: fromStart ? 0 : record.serialOffset, timeoutMs });
     return { name, ...r };

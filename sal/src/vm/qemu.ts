@@ -96,7 +96,10 @@ export async function probeKvm(binary: string, kernel: string, timeoutMs: number
     const elapsedMs = Date.now() - started;
     const serial = existsSync(log) ? await readFile(log, 'utf8') : '';
     if (serial.includes('Kernel panic')) return { usable: true, reason: `a KVM guest reached the kernel's root mount in ${elapsedMs} ms`, elapsedMs };
-    const why = res.failed && elapsedMs >= timeoutMs ? `no kernel panic within ${timeoutMs} ms (the guest hung)` : `qemu exited ${res.exitCode} without reaching the root mount: ${res.stderr.trim().split('\n').slice(-1)[0] ?? ''}`;
+    const why =
+      res.failed && elapsedMs >= timeoutMs
+        ? `no kernel panic within ${timeoutMs} ms (the guest hung)`
+        : `qemu exited ${res.exitCode} without reaching the root mount: ${res.stderr.trim().split('\n').slice(-1)[0] ?? ''}`;
     return { usable: false, reason: why, elapsedMs };
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -113,7 +116,8 @@ export async function chooseAccel(config: ResolvedVmConfig, kernel: string | nul
   const probe = (async (): Promise<AccelChoice> => {
     try {
       const cached = JSON.parse(await readFile(cacheFile, 'utf8')) as { qemuBinary?: string; accel?: string; reason?: string };
-      if (cached.qemuBinary === key && (cached.accel === 'kvm' || cached.accel === 'tcg')) return { accel: cached.accel, source: 'cache', reason: cached.reason ?? '' };
+      if (cached.qemuBinary === key && (cached.accel === 'kvm' || cached.accel === 'tcg'))
+        return { accel: cached.accel, source: 'cache', reason: cached.reason ?? '' };
     } catch {
       // no cache yet
     }
@@ -122,7 +126,9 @@ export async function chooseAccel(config: ResolvedVmConfig, kernel: string | nul
     const r = await probeKvm(config.qemuBinary, probeKernel, config.kvmProbeTimeoutMs);
     const choice: AccelChoice = { accel: r.usable ? 'kvm' : 'tcg', source: 'probe', reason: r.reason };
     await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
-    await writeFile(cacheFile, JSON.stringify({ qemuBinary: key, accel: choice.accel, reason: choice.reason, probedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
+    await writeFile(cacheFile, JSON.stringify({ qemuBinary: key, accel: choice.accel, reason: choice.reason, probedAt: new Date().toISOString() }) + '\n', {
+      mode: 0o600,
+    });
     return choice;
   })();
   probes.set(key, probe);
@@ -156,7 +162,8 @@ const STATUS: Record<string, VmState> = {
 
 /** Migration through `exec:` runs /bin/sh; only plain path characters are allowed into that string. */
 function shellSafePath(p: string): string {
-  if (!/^[A-Za-z0-9._/-]+$/.test(p)) throw new WritError('VM_OPERATION_UNSUPPORTED', `qemu snapshots need a state path of plain characters, got ${JSON.stringify(p)}`);
+  if (!/^[A-Za-z0-9._/-]+$/.test(p))
+    throw new WritError('VM_OPERATION_UNSUPPORTED', `qemu snapshots need a state path of plain characters, got ${JSON.stringify(p)}`);
   return p;
 }
 
@@ -282,9 +289,14 @@ export class QemuDriver implements Hypervisor {
       await q.execute('device_del', { id });
       // PCI unplug needs the guest's cooperation (ACPI); the backend can only go once the device is gone.
       const deadline = Date.now() + 15_000;
-      const present = async (): Promise<boolean> => (await q.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' })).some((p) => p.name === id);
+      const present = async (): Promise<boolean> =>
+        (await q.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' })).some((p) => p.name === id);
       while (await present()) {
-        if (Date.now() > deadline) throw new WritError('HYPERVISOR_API_ERROR', `the guest did not release device ${id} within 15 s`, { command: 'device_del', messages: [`device ${id} still present`] });
+        if (Date.now() > deadline)
+          throw new WritError('HYPERVISOR_API_ERROR', `the guest did not release device ${id} within 15 s`, {
+            command: 'device_del',
+            messages: [`device ${id} still present`],
+          });
         await sleep(100);
       }
       // The device leaves /machine/peripheral a moment before it lets go of its backend: QEMU answers "is in
@@ -318,8 +330,13 @@ export class QemuDriver implements Hypervisor {
         for (;;) {
           const m = await q.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
           if (m.status === 'completed') break;
-          if (m.status === 'failed' || m.status === 'cancelled') throw new WritError('HYPERVISOR_API_ERROR', `qemu could not save the VM state: ${m['error-desc'] ?? m.status}`, { command: 'migrate', messages: [m['error-desc'] ?? m.status] });
-          if (Date.now() > deadline) throw new WritError('HYPERVISOR_API_ERROR', 'qemu did not finish saving the VM state within 120 s', { command: 'migrate', messages: [] });
+          if (m.status === 'failed' || m.status === 'cancelled')
+            throw new WritError('HYPERVISOR_API_ERROR', `qemu could not save the VM state: ${m['error-desc'] ?? m.status}`, {
+              command: 'migrate',
+              messages: [m['error-desc'] ?? m.status],
+            });
+          if (Date.now() > deadline)
+            throw new WritError('HYPERVISOR_API_ERROR', 'qemu did not finish saving the VM state within 120 s', { command: 'migrate', messages: [] });
           await sleep(50);
         }
       } finally {
@@ -337,11 +354,16 @@ export class QemuDriver implements Hypervisor {
     for (;;) {
       const status = await this.status(vm);
       if (status !== 'inmigrate') break;
-      if (Date.now() > deadline) throw new WritError('HYPERVISOR_API_ERROR', 'qemu did not finish loading the VM state within 120 s', { command: 'incoming', messages: [] });
+      if (Date.now() > deadline)
+        throw new WritError('HYPERVISOR_API_ERROR', 'qemu did not finish loading the VM state within 120 s', { command: 'incoming', messages: [] });
       await sleep(50);
     }
     const m = await this.qmp(vm, (q) => q.execute<{ status?: string; 'error-desc'?: string }>('query-migrate'));
-    if (m.status === 'failed') throw new WritError('HYPERVISOR_API_ERROR', `qemu could not load the VM state: ${m['error-desc'] ?? 'failed'}`, { command: 'incoming', messages: [m['error-desc'] ?? 'failed'] });
+    if (m.status === 'failed')
+      throw new WritError('HYPERVISOR_API_ERROR', `qemu could not load the VM state: ${m['error-desc'] ?? 'failed'}`, {
+        command: 'incoming',
+        messages: [m['error-desc'] ?? 'failed'],
+      });
     if (resume) await this.qmp(vm, (q) => q.execute('cont'));
   }
 

@@ -36,16 +36,23 @@ export class QmpClient {
   static async connect(socketPath: string, timeoutMs: number): Promise<QmpClient> {
     const socket = net.createConnection({ path: socketPath });
     const client = new QmpClient(socket, socketPath, timeoutMs);
-    await client.withTimeout(
-      new Promise((resolve, reject) => {
-        client.greeted = resolve;
-        socket.once('error', reject);
-      }),
-      'greeting',
-    ).catch((e: unknown) => {
-      socket.destroy();
-      throw e instanceof WritError ? e : new WritError('HYPERVISOR_UNREACHABLE', `QMP socket ${socketPath} did not answer: ${(e as Error).message}`, { socket: socketPath, errno: (e as NodeJS.ErrnoException).code ?? null });
-    });
+    await client
+      .withTimeout(
+        new Promise((resolve, reject) => {
+          client.greeted = resolve;
+          socket.once('error', reject);
+        }),
+        'greeting',
+      )
+      .catch((e: unknown) => {
+        socket.destroy();
+        throw e instanceof WritError
+          ? e
+          : new WritError('HYPERVISOR_UNREACHABLE', `QMP socket ${socketPath} did not answer: ${(e as Error).message}`, {
+              socket: socketPath,
+              errno: (e as NodeJS.ErrnoException).code ?? null,
+            });
+      });
     await client.execute('qmp_capabilities');
     return client;
   }
@@ -106,7 +113,13 @@ export class QmpClient {
         if (!p) continue;
         if ('error' in msg) {
           const err = msg.error as { class?: string; desc?: string };
-          p.reject(new WritError('HYPERVISOR_API_ERROR', `QMP ${p.command} failed: ${err.desc ?? 'unknown error'}`, { command: p.command, class: err.class ?? null, messages: [err.desc ?? ''] }));
+          p.reject(
+            new WritError('HYPERVISOR_API_ERROR', `QMP ${p.command} failed: ${err.desc ?? 'unknown error'}`, {
+              command: p.command,
+              class: err.class ?? null,
+              messages: [err.desc ?? ''],
+            }),
+          );
         } else {
           p.resolve(msg.return);
         }
@@ -127,7 +140,16 @@ export class QmpClient {
   private async withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new WritError('HYPERVISOR_UNREACHABLE', `QMP ${what} on ${this.socketPath} got no answer within ${this.timeoutMs} ms`, { socket: this.socketPath, command: what })), this.timeoutMs);
+      timer = setTimeout(
+        () =>
+          reject(
+            new WritError('HYPERVISOR_UNREACHABLE', `QMP ${what} on ${this.socketPath} got no answer within ${this.timeoutMs} ms`, {
+              socket: this.socketPath,
+              command: what,
+            }),
+          ),
+        this.timeoutMs,
+      );
     });
     try {
       return await Promise.race([p, timeout]);

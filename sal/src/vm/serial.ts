@@ -23,7 +23,11 @@ async function sizeOf(file: string): Promise<number> {
  * Reads the log from `fromOffset` as it grows until `marker` appears. A log that shrank below the offset
  * was truncated by its writer (a hypervisor re-opening it on boot) and is read from the beginning.
  */
-export async function waitForSerialMarker(file: string, marker: string, opts: { fromOffset: number; timeoutMs: number; pollMs?: number }): Promise<SerialWaitResult> {
+export async function waitForSerialMarker(
+  file: string,
+  marker: string,
+  opts: { fromOffset: number; timeoutMs: number; pollMs?: number },
+): Promise<SerialWaitResult> {
   const started = Date.now();
   const needle = Buffer.from(marker, 'utf8');
   let position = opts.fromOffset;
@@ -52,7 +56,11 @@ export async function waitForSerialMarker(file: string, marker: string, opts: { 
       }
     }
     if (Date.now() - started >= opts.timeoutMs) {
-      throw new WritError('VM_SERIAL_TIMEOUT', `${JSON.stringify(marker)} did not appear on ${file} within ${opts.timeoutMs} ms`, { marker, timeoutMs: opts.timeoutMs, tail: tail.toString('utf8').slice(-1000) });
+      throw new WritError('VM_SERIAL_TIMEOUT', `${JSON.stringify(marker)} did not appear on ${file} within ${opts.timeoutMs} ms`, {
+        marker,
+        timeoutMs: opts.timeoutMs,
+        tail: tail.toString('utf8').slice(-1000),
+      });
     }
     await sleep(opts.pollMs ?? 100);
   }

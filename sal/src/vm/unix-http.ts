@@ -47,12 +47,24 @@ export async function unixRequest(socketPath: string, method: 'GET' | 'PUT', pat
 
 function unreachable(socketPath: string, path: string, e: Error): WritError {
   const code = (e as NodeJS.ErrnoException).code ?? null;
-  return new WritError('HYPERVISOR_UNREACHABLE', `hypervisor API at ${socketPath} did not answer ${path}: ${e.message}`, { socket: socketPath, path, errno: code });
+  return new WritError('HYPERVISOR_UNREACHABLE', `hypervisor API at ${socketPath} did not answer ${path}: ${e.message}`, {
+    socket: socketPath,
+    path,
+    errno: code,
+  });
 }
 
 /** Turns a non-2xx answer into HYPERVISOR_API_ERROR, keeping the API's message array. */
 export function expectSuccess(res: UnixHttpResponse, endpoint: string): unknown {
   if (res.status >= 200 && res.status < 300) return res.body;
-  const messages = Array.isArray(res.body) ? res.body.map(String) : res.body === undefined ? [] : [typeof res.body === 'string' ? res.body : JSON.stringify(res.body)];
-  throw new WritError('HYPERVISOR_API_ERROR', `${endpoint} failed with HTTP ${res.status}${messages.length ? `: ${messages.join(': ')}` : ''}`, { endpoint, status: res.status, messages });
+  const messages = Array.isArray(res.body)
+    ? res.body.map(String)
+    : res.body === undefined
+      ? []
+      : [typeof res.body === 'string' ? res.body : JSON.stringify(res.body)];
+  throw new WritError('HYPERVISOR_API_ERROR', `${endpoint} failed with HTTP ${res.status}${messages.length ? `: ${messages.join(': ')}` : ''}`, {
+    endpoint,
+    status: res.status,
+    messages,
+  });
 }

@@ -47,7 +47,8 @@ function needVm(): Vm {
 
 function transition(to: State, what: string): void {
   const v = needVm();
-  if (!VALID[v.state].includes(to)) throw new ApiError(500, ['Error from API', `The VM could not be ${what}`, `Invalid VM state transition: ${v.state} to ${to}`]);
+  if (!VALID[v.state].includes(to))
+    throw new ApiError(500, ['Error from API', `The VM could not be ${what}`, `Invalid VM state transition: ${v.state} to ${to}`]);
   v.state = to;
 }
 
@@ -85,7 +86,8 @@ function addDevice(kind: 'disks' | 'net', body: Record<string, any>, prefix: str
 }
 
 function fileUrl(url: unknown, what: string): string {
-  if (typeof url !== 'string' || !url.startsWith('file://')) throw new ApiError(400, ['Error from API', `The ${what} URL is not valid`, `unsupported url ${String(url)}`]);
+  if (typeof url !== 'string' || !url.startsWith('file://'))
+    throw new ApiError(400, ['Error from API', `The ${what} URL is not valid`, `unsupported url ${String(url)}`]);
   return url.slice('file://'.length);
 }
 
@@ -124,7 +126,8 @@ function handle(method: string, endpoint: string, body: any): { status: number; 
       const v = needVm();
       const payload = v.config.payload as { kernel?: string; firmware?: string };
       const image = payload.kernel ?? payload.firmware;
-      if (!image || !existsSync(image)) throw new ApiError(500, ['Error from API', 'The VM could not boot', `Error loading kernel ${String(image)}: No such file or directory`]);
+      if (!image || !existsSync(image))
+        throw new ApiError(500, ['Error from API', 'The VM could not boot', `Error loading kernel ${String(image)}: No such file or directory`]);
       transition('Running', 'booted');
       serial('', true);
       bootBanner();
@@ -166,7 +169,8 @@ function handle(method: string, endpoint: string, body: any): { status: number; 
       if (!put) break;
       const v = needVm();
       const id = body?.id as string | undefined;
-      if (!id || !allIds().includes(id)) throw new ApiError(404, ['Error from API', 'The device could not be removed', `Unknown device identifier ${String(id)}`]);
+      if (!id || !allIds().includes(id))
+        throw new ApiError(404, ['Error from API', 'The device could not be removed', `Unknown device identifier ${String(id)}`]);
       for (const kind of ['disks', 'net'] as const) v.config[kind] = devices(kind).filter((d) => d.id !== id);
       return { status: 204 };
     }
@@ -177,11 +181,13 @@ function handle(method: string, endpoint: string, body: any): { status: number; 
       const cpus = v.config.cpus as { boot_vcpus: number; max_vcpus: number };
       const mem = v.config.memory as { size: number; hotplug_size?: number };
       if (body?.desired_vcpus !== undefined) {
-        if (body.desired_vcpus > cpus.max_vcpus) throw new ApiError(500, ['Error from API', 'The VM could not be resized', 'Desired vCPU count exceeds the maximum']);
+        if (body.desired_vcpus > cpus.max_vcpus)
+          throw new ApiError(500, ['Error from API', 'The VM could not be resized', 'Desired vCPU count exceeds the maximum']);
         cpus.boot_vcpus = body.desired_vcpus;
       }
       if (body?.desired_ram !== undefined) {
-        if (body.desired_ram > mem.size + (mem.hotplug_size ?? 0)) throw new ApiError(500, ['Error from API', 'The VM could not be resized', 'Cannot hotplug beyond the hotplug size']);
+        if (body.desired_ram > mem.size + (mem.hotplug_size ?? 0))
+          throw new ApiError(500, ['Error from API', 'The VM could not be resized', 'Cannot hotplug beyond the hotplug size']);
         mem.hotplug_size = mem.size + (mem.hotplug_size ?? 0) - body.desired_ram;
         mem.size = body.desired_ram;
       }

@@ -34,7 +34,16 @@ function usage(message: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { keyFile: 'priv_key.bin', peers: [], tcpListenPort: 9651, quicListenPort: 9651, peerDiscoveryPort: 9650, apiAddr: '127.0.0.1:8989', noTun: false, tunName: 'tun0' };
+  const o: Options = {
+    keyFile: 'priv_key.bin',
+    peers: [],
+    tcpListenPort: 9651,
+    quicListenPort: 9651,
+    peerDiscoveryPort: 9650,
+    apiAddr: '127.0.0.1:8989',
+    noTun: false,
+    tunName: 'tun0',
+  };
   let disableDiscovery = false;
   const value = (i: number, flag: string): string => {
     const v = argv[i];
@@ -144,7 +153,7 @@ function formatIpv6(bytes: Buffer): string {
   for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
   let bestStart = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;
@@ -301,16 +310,24 @@ const api = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://double');
     const method = req.method ?? 'GET';
     if (process.env.MYCELIUM_DOUBLE_REQUEST_LOG) {
-      appendFileSync(process.env.MYCELIUM_DOUBLE_REQUEST_LOG, `${JSON.stringify({ method, path: url.pathname, contentType: req.headers['content-type'] ?? null, body })}\n`);
+      appendFileSync(
+        process.env.MYCELIUM_DOUBLE_REQUEST_LOG,
+        `${JSON.stringify({ method, path: url.pathname, contentType: req.headers['content-type'] ?? null, body })}\n`,
+      );
     }
     const p = url.pathname;
     if (p === '/api/v1/admin' && method === 'GET') return send(res, 200, { nodeSubnet, nodeIp, nodePubkey: pubkey.toString('hex'), nodeStartTime: startTime });
     if (p === '/api/v1/admin/peers' && method === 'GET') {
-      return send(res, 200, [...peers.values()].map((x) => ({ endpoint: x.endpoint, type: x.type, connectionState: x.connectionState, txBytes: x.txBytes, rxBytes: x.rxBytes })));
+      return send(
+        res,
+        200,
+        [...peers.values()].map((x) => ({ endpoint: x.endpoint, type: x.type, connectionState: x.connectionState, txBytes: x.txBytes, rxBytes: x.rxBytes })),
+      );
     }
     if (p === '/api/v1/admin/peers' && method === 'POST') {
       // As axum's Json extractor: wrong content type 415, bad JSON 400, wrong shape 422.
-      if (!/^application\/json\b/.test(String(req.headers['content-type'] ?? ''))) return send(res, 415, 'Expected request with `Content-Type: application/json`', true);
+      if (!/^application\/json\b/.test(String(req.headers['content-type'] ?? '')))
+        return send(res, 415, 'Expected request with `Content-Type: application/json`', true);
       let parsed: unknown;
       try {
         parsed = JSON.parse(body);
@@ -356,7 +373,9 @@ if (!apiAddr) usage('bad --api-addr');
 overlay.on('error', (e) => process.stderr.write(`ERROR could not listen for peers on tcp ${opts.tcpListenPort}: ${e.message}\n`));
 overlay.listen(opts.tcpListenPort, '127.0.0.1');
 api.listen(apiAddr.port, apiAddr.host, () => {
-  process.stderr.write(`INFO double listening: api ${opts.apiAddr}, tcp ${opts.tcpListenPort}, tun ${opts.noTun ? '(none)' : opts.tunName}, subnet ${nodeSubnet}\n`);
+  process.stderr.write(
+    `INFO double listening: api ${opts.apiAddr}, tcp ${opts.tcpListenPort}, tun ${opts.noTun ? '(none)' : opts.tunName}, subnet ${nodeSubnet}\n`,
+  );
   for (const p of opts.peers) addPeer(p, 'static');
 });
 api.on('error', (e) => {

@@ -126,7 +126,8 @@ export async function buildTestGuest(opts: { cacheDir?: string } = {}): Promise<
   for (const d of ['bin', 'proc', 'sys', 'dev', 'lib/modules']) await mkdir(path.join(staging, d), { recursive: true });
   await copyFile('/bin/busybox', path.join(staging, 'bin/busybox'));
   for (const a of APPLETS) await symlink('busybox', path.join(staging, 'bin', a));
-  for (const [name, rel] of Object.entries(MODULES)) await copyFile(path.join(root, 'lib/modules', release, 'kernel', rel), path.join(staging, 'lib/modules', `${name}.ko`));
+  for (const [name, rel] of Object.entries(MODULES))
+    await copyFile(path.join(root, 'lib/modules', release, 'kernel', rel), path.join(staging, 'lib/modules', `${name}.ko`));
   await writeFile(path.join(staging, 'init'), INIT);
   await chmod(path.join(staging, 'init'), 0o755);
   const files = (await run(['find', '.', '-mindepth', '1'], { cwd: staging })).stdout;

@@ -6,7 +6,9 @@ export const isRoot = typeof process.getuid === 'function' && process.getuid() =
 
 /** Installs Debian packages that are missing (as root, through apt-get); returns a reason string when it cannot. */
 export function ensurePackages(pkgs: string[]): string | null {
-  const missing = pkgs.filter((p) => spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' }).stdout?.includes('install ok installed') !== true);
+  const missing = pkgs.filter(
+    (p) => spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' }).stdout?.includes('install ok installed') !== true,
+  );
   if (missing.length === 0) return null;
   if (!isRoot) return `needs root to install ${missing.join(' ')}`;
   const opts = { stdio: 'pipe' as const, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 600_000 };

@@ -117,7 +117,12 @@ export async function follow(path, { onEvent, onState, signal }) {
   while (!signal.aborted) {
     let ended = false;
     try {
-      const res = await fetch(path, { headers: headers({ accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) }), cache: 'no-store', credentials: 'omit', signal });
+      const res = await fetch(path, {
+        headers: headers({ accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) }),
+        cache: 'no-store',
+        credentials: 'omit',
+        signal,
+      });
       if (!res.ok) {
         const err = await errorOf(res);
         onState?.(err);

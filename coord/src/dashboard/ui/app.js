@@ -19,13 +19,16 @@ const NAV = [
 function parseHash(hash) {
   const raw = hash.replace(/^#\/?/, '');
   const [p, q = ''] = raw.split('?');
-  const parts = p.split('/').filter(Boolean).map((s) => {
-    try {
-      return decodeURIComponent(s);
-    } catch {
-      return s;
-    }
-  });
+  const parts = p
+    .split('/')
+    .filter(Boolean)
+    .map((s) => {
+      try {
+        return decodeURIComponent(s);
+      } catch {
+        return s;
+      }
+    });
   return { parts: parts.length ? parts : ['nodes'], query: new URLSearchParams(q) };
 }
 
@@ -59,17 +62,23 @@ function Login() {
       setBusy(false);
     }
   };
-  return html`
-    <main class="login">
-      <form class="card" onSubmit=${submit} autocomplete="off">
-        <h1><img src="/ui/icon.svg" alt="" width="28" height="28" /> Writ</h1>
-        <p>Paste the coord's API token. <code>writ dev --keep</code> prints it (and writes it to <code>$WRIT_HOME/dev.json</code>); a coord started with <code>writ coord</code> reads it from <code>WRIT_TOKEN</code>.</p>
-        <p class="muted small">The token stays in this tab's memory: reloading the page signs you out. It is sent only as an <code>Authorization</code> header to this coord.</p>
-        <label>API token <input type="password" name="token" value=${value} onInput=${(e) => setValue(e.currentTarget.value)} autofocus required spellcheck="false" /></label>
-        ${error ? html`<div class="error" role="alert"><strong>${error.code}</strong>: ${error.message}</div>` : null}
-        <button type="submit" disabled=${busy || !value.trim()}>${busy ? 'Checking…' : 'Sign in'}</button>
-      </form>
-    </main>`;
+  return html` <main class="login">
+    <form class="card" onSubmit=${submit} autocomplete="off">
+      <h1><img src="/ui/icon.svg" alt="" width="28" height="28" /> Writ</h1>
+      <p>
+        Paste the coord's API token. <code>writ dev --keep</code> prints it (and writes it to <code>$WRIT_HOME/dev.json</code>); a coord started with
+        <code>writ coord</code> reads it from <code>WRIT_TOKEN</code>.
+      </p>
+      <p class="muted small">
+        The token stays in this tab's memory: reloading the page signs you out. It is sent only as an <code>Authorization</code> header to this coord.
+      </p>
+      <label
+        >API token <input type="password" name="token" value=${value} onInput=${(e) => setValue(e.currentTarget.value)} autofocus required spellcheck="false"
+      /></label>
+      ${error ? html`<div class="error" role="alert"><strong>${error.code}</strong>: ${error.message}</div>` : null}
+      <button type="submit" disabled=${busy || !value.trim()}>${busy ? 'Checking…' : 'Sign in'}</button>
+    </form>
+  </main>`;
 }
 
 function Page({ route }) {
@@ -86,7 +95,8 @@ function Page({ route }) {
     case 'keyset':
       return html`<${KeysetPage} />`;
     default:
-      return html`<h1>Not found</h1><p>No page <code>#/${route.parts.join('/')}</code>. <a href="#/nodes">Nodes</a></p>`;
+      return html`<h1>Not found</h1>
+        <p>No page <code>#/${route.parts.join('/')}</code>. <a href="#/nodes">Nodes</a></p>`;
   }
 }
 
@@ -95,8 +105,7 @@ function App() {
   const route = useHashRoute();
   useEffect(() => onAuthChange(setSignedIn), []);
   if (!signedIn) return html`<${Login} />`;
-  return html`
-    <header class="top">
+  return html` <header class="top">
       <a class="brand" href="#/nodes"><img src="/ui/icon.svg" alt="" width="22" height="22" /> Writ</a>
       <nav>${NAV.map(([k, label]) => html`<a href=${`#/${k}`} class=${route.parts[0] === k ? 'active' : ''} data-nav=${k}>${label}</a>`)}</nav>
       <button class="signout" onClick=${forgetToken}>Sign out</button>

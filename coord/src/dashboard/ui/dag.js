@@ -49,28 +49,28 @@ export function FlowDag({ steps }) {
       const x2 = b.x;
       const y2 = b.y + H / 2;
       const mx = (x1 + x2) / 2;
-      edges.push(html`<path class="edge" data-from=${d} data-to=${s.name} d=${`M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2 - 6},${y2}`} marker-end="url(#arrow)" />`);
+      edges.push(
+        html`<path class="edge" data-from=${d} data-to=${s.name} d=${`M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2 - 6},${y2}`} marker-end="url(#arrow)" />`,
+      );
     }
   }
-  return html`
-    <svg class="dag" width=${width} height=${height} viewBox=${`0 0 ${width} ${height}`} role="img" aria-label="flow steps and their dependencies">
-      <defs>
-        <marker id="arrow" viewBox="0 0 10 10" refX="8" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
-          <path d="M0,0 L10,5 L0,10 z" class="arrowhead" />
-        </marker>
-      </defs>
-      ${edges}
-      ${steps.map((s) => {
-        const p = pos.get(s.name);
-        const jobs = s.jobs ?? [];
-        const done = jobs.filter((j) => j.status === 'succeeded').length;
-        return html`
-          <g class=${`step st-${s.status}`} data-step=${s.name} data-status=${s.status} transform=${`translate(${p.x},${p.y})`}>
-            <title>${`${s.name}: ${s.status}${s.error ? ` (${s.error.code}: ${s.error.message})` : ''}`}</title>
-            <rect width=${W} height=${H} rx="8" />
-            <text x="12" y="21" class="step-name">${s.name.length > 20 ? `${s.name.slice(0, 19)}…` : s.name}</text>
-            <text x="12" y="40" class="step-state">${s.status}${jobs.length ? ` · ${done}/${jobs.length} jobs` : ''}</text>
-          </g>`;
-      })}
-    </svg>`;
+  return html` <svg class="dag" width=${width} height=${height} viewBox=${`0 0 ${width} ${height}`} role="img" aria-label="flow steps and their dependencies">
+    <defs>
+      <marker id="arrow" viewBox="0 0 10 10" refX="8" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+        <path d="M0,0 L10,5 L0,10 z" class="arrowhead" />
+      </marker>
+    </defs>
+    ${edges}
+    ${steps.map((s) => {
+      const p = pos.get(s.name);
+      const jobs = s.jobs ?? [];
+      const done = jobs.filter((j) => j.status === 'succeeded').length;
+      return html` <g class=${`step st-${s.status}`} data-step=${s.name} data-status=${s.status} transform=${`translate(${p.x},${p.y})`}>
+        <title>${`${s.name}: ${s.status}${s.error ? ` (${s.error.code}: ${s.error.message})` : ''}`}</title>
+        <rect width=${W} height=${H} rx="8" />
+        <text x="12" y="21" class="step-name">${s.name.length > 20 ? `${s.name.slice(0, 19)}…` : s.name}</text>
+        <text x="12" y="40" class="step-state">${s.status}${jobs.length ? ` · ${done}/${jobs.length} jobs` : ''}</text>
+      </g>`;
+    })}
+  </svg>`;
 }

@@ -9,7 +9,20 @@ import { FlowDag } from './dag.js';
 const html = htm.bind(h);
 const enc = encodeURIComponent;
 
-export const NODE_STATES = ['discovered', 'inspected', 'commissioned', 'install-pending', 'installing', 'installed', 'active', 'draining', 'reprovisioning', 'rescue', 'failed', 'retired'];
+export const NODE_STATES = [
+  'discovered',
+  'inspected',
+  'commissioned',
+  'install-pending',
+  'installing',
+  'installed',
+  'active',
+  'draining',
+  'reprovisioning',
+  'rescue',
+  'failed',
+  'retired',
+];
 export const JOB_STATUSES = ['admitted', 'queued', 'running', 'succeeded', 'failed', 'refused'];
 const FLOW_STATUSES = ['running', 'succeeded', 'failed', 'cancelled'];
 const TERMINAL = new Set(['succeeded', 'failed', 'refused', 'cancelled']);
@@ -133,33 +146,64 @@ export function NodesPage() {
   const groups = NODE_STATES.map((st) => [st, data.filter((n) => n.state === st)]).filter(([, ns]) => ns.length > 0);
   const other = data.filter((n) => !NODE_STATES.includes(n.state));
   if (other.length) groups.push(['other', other]);
-  return html`
-    <h1>Nodes <span class="count">${data.length}</span></h1>
+  return html` <h1>Nodes <span class="count">${data.length}</span></h1>
     <${ErrorBox} error=${error} />
-    <p class="summary">${groups.length > 1 && NODE_STATES.map((st) => {
-      const n = data.filter((x) => x.state === st).length;
-      return n ? html`<span class="pill"><${Badge} status=${st} /> ${n}</span> ` : null;
-    })}</p>
+    <p class="summary">
+      ${
+        groups.length > 1 &&
+        NODE_STATES.map((st) => {
+          const n = data.filter((x) => x.state === st).length;
+          return n ? html`<span class="pill"><${Badge} status=${st} /> ${n}</span> ` : null;
+        })
+      }
+    </p>
     ${data.length === 0 ? html`<p class="muted">No node has registered yet. Start one with <code>writ runner</code> or <code>writ dev</code>.</p>` : null}
-    ${groups.map(([st, ns]) => html`
-      <section class="group" data-state=${st}>
-        <h2><${Badge} status=${st} /> <span class="count">${ns.length}</span></h2>
-        <table class="nodes">
-          <thead><tr><th>Node</th><th>Reachable</th><th>Labels</th><th>Inventory</th><th>Version</th><th>Last heartbeat</th><th>In state since</th></tr></thead>
-          <tbody>${ns.map((n) => html`
-            <tr data-node=${n.id}>
-              <td><strong>${n.id}</strong>${n.pool ? html`<div class="muted">pool ${n.pool}</div>` : null}${n.reason ? html`<div class="muted">${n.reason}</div>` : null}</td>
-              <td>${n.reachable ? html`<span class="ok">yes</span>` : html`<span class="bad">no</span>`}</td>
-              <td><${Labels} labels=${n.labels} /></td>
-              <td class="inv">${inventoryLine(n.inventory) ?? html`<span class="muted">none reported</span>`}
-                ${n.inventory ? html`<details><summary>all</summary><${Json} value=${n.inventory} /></details>` : null}</td>
-              <td>${n.version || html`<span class="muted">?</span>`}</td>
-              <td class="heartbeat"><${Ago} iso=${n.lastHeartbeatAt} /></td>
-              <td><${Ago} iso=${n.stateSince} />${n.deadlineAt ? html`<div class="muted">deadline <${Ago} iso=${n.deadlineAt} /></div>` : null}</td>
-            </tr>`)}
-          </tbody>
-        </table>
-      </section>`)}`;
+    ${groups.map(
+      ([st, ns]) =>
+        html` <section class="group" data-state=${st}>
+          <h2><${Badge} status=${st} /> <span class="count">${ns.length}</span></h2>
+          <table class="nodes">
+            <thead>
+              <tr>
+                <th>Node</th>
+                <th>Reachable</th>
+                <th>Labels</th>
+                <th>Inventory</th>
+                <th>Version</th>
+                <th>Last heartbeat</th>
+                <th>In state since</th>
+              </tr>
+            </thead>
+            <tbody>
+              ${ns.map(
+                (n) =>
+                  html` <tr data-node=${n.id}>
+                    <td>
+                      <strong>${n.id}</strong
+                      >${n.pool ? html`<div class="muted">pool ${n.pool}</div>` : null}${n.reason ? html`<div class="muted">${n.reason}</div>` : null}
+                    </td>
+                    <td>${n.reachable ? html`<span class="ok">yes</span>` : html`<span class="bad">no</span>`}</td>
+                    <td><${Labels} labels=${n.labels} /></td>
+                    <td class="inv">
+                      ${inventoryLine(n.inventory) ?? html`<span class="muted">none reported</span>`}
+                      ${
+                        n.inventory
+                          ? html`<details>
+                              <summary>all</summary>
+                              <${Json} value=${n.inventory} />
+                            </details>`
+                          : null
+                      }
+                    </td>
+                    <td>${n.version || html`<span class="muted">?</span>`}</td>
+                    <td class="heartbeat"><${Ago} iso=${n.lastHeartbeatAt} /></td>
+                    <td><${Ago} iso=${n.stateSince} />${n.deadlineAt ? html`<div class="muted">deadline <${Ago} iso=${n.deadlineAt} /></div>` : null}</td>
+                  </tr>`,
+              )}
+            </tbody>
+          </table>
+        </section>`,
+    )}`;
 }
 
 // ---- jobs --------------------------------------------------------------------------------------------
@@ -170,22 +214,26 @@ export function JobsPage({ query, navigate }) {
   const [nodeInput, setNodeInput] = useState(node);
   const [pages, setPages] = useState(1);
   useEffect(() => setNodeInput(node), [node]);
-  const { data, error } = usePoll(async () => {
-    // The newest pages, re-read on each look so that new jobs and status changes show up.
-    let jobs = [];
-    let cursor = null;
-    for (let i = 0; i < pages; i++) {
-      const qs = new URLSearchParams({ limit: '50' });
-      if (status) qs.set('status', status);
-      if (node) qs.set('node', node);
-      if (cursor) qs.set('cursor', cursor);
-      const page = await api(`/v1/jobs?${qs}`);
-      jobs = jobs.concat(page.jobs);
-      cursor = page.nextCursor;
-      if (!cursor) break;
-    }
-    return { jobs, more: Boolean(cursor) };
-  }, 2000, [status, node, pages]);
+  const { data, error } = usePoll(
+    async () => {
+      // The newest pages, re-read on each look so that new jobs and status changes show up.
+      let jobs = [];
+      let cursor = null;
+      for (let i = 0; i < pages; i++) {
+        const qs = new URLSearchParams({ limit: '50' });
+        if (status) qs.set('status', status);
+        if (node) qs.set('node', node);
+        if (cursor) qs.set('cursor', cursor);
+        const page = await api(`/v1/jobs?${qs}`);
+        jobs = jobs.concat(page.jobs);
+        cursor = page.nextCursor;
+        if (!cursor) break;
+      }
+      return { jobs, more: Boolean(cursor) };
+    },
+    2000,
+    [status, node, pages],
+  );
   const setFilter = (k, v) => {
     const q = new URLSearchParams(query);
     if (v) q.set(k, v);
@@ -193,44 +241,73 @@ export function JobsPage({ query, navigate }) {
     const s = q.toString();
     navigate(`#/jobs${s ? `?${s}` : ''}`);
   };
-  return html`
-    <h1>Jobs</h1>
-    <form class="filters" onSubmit=${(e) => {
-      e.preventDefault();
-      setFilter('node', nodeInput.trim());
-    }}>
-      <label>Status <select name="status" value=${status} onChange=${(e) => setFilter('status', e.currentTarget.value)}>
-        <option value="">any</option>
-        ${JOB_STATUSES.map((s) => html`<option value=${s}>${s}</option>`)}
-      </select></label>
+  return html` <h1>Jobs</h1>
+    <form
+      class="filters"
+      onSubmit=${(e) => {
+        e.preventDefault();
+        setFilter('node', nodeInput.trim());
+      }}
+    >
+      <label
+        >Status
+        <select name="status" value=${status} onChange=${(e) => setFilter('status', e.currentTarget.value)}>
+          <option value="">any</option>
+          ${JOB_STATUSES.map((s) => html`<option value=${s}>${s}</option>`)}
+        </select></label
+      >
       <label>Node <input name="node" value=${nodeInput} placeholder="any" maxlength="63" onInput=${(e) => setNodeInput(e.currentTarget.value)} /></label>
       <button type="submit">Filter</button>
       ${status || node ? html`<a href="#/jobs" class="clear">clear filters</a>` : null}
     </form>
     <${ErrorBox} error=${error} />
-    ${!data ? (error ? null : html`<${Loading} what="jobs" />`) : data.jobs.length === 0 ? html`<p class="muted">No jobs${status || node ? ' match these filters' : ' yet'}.</p>` : html`
-      <table class="jobs">
-        <thead><tr><th>Job</th><th>Status</th><th>Node</th><th>Target</th><th>Attempts</th><th>Signers</th><th>Created</th><th>Error</th></tr></thead>
-        <tbody>${data.jobs.map((j) => html`
-          <tr data-job=${j.id}>
-            <td><a href=${`#/jobs/${enc(j.id)}`}>${j.id}</a></td>
-            <td><${Badge} status=${j.status} /></td>
-            <td>${j.node ?? html`<span class="muted">–</span>`}</td>
-            <td class="muted">${targetText(j.target)}</td>
-            <td>${j.attempts}</td>
-            <td class="mono small">${(j.signers ?? []).join(', ')}</td>
-            <td><${Ago} iso=${j.createdAt} /></td>
-            <td>${j.error ? html`<span class="bad">${j.error.code}</span>` : null}</td>
-          </tr>`)}
-        </tbody>
-      </table>
-      ${data.more ? html`<button onClick=${() => setPages(pages + 1)}>Show more</button>` : null}`}`;
+    ${
+      !data
+        ? error
+          ? null
+          : html`<${Loading} what="jobs" />`
+        : data.jobs.length === 0
+          ? html`<p class="muted">No jobs${status || node ? ' match these filters' : ' yet'}.</p>`
+          : html` <table class="jobs">
+                <thead>
+                  <tr>
+                    <th>Job</th>
+                    <th>Status</th>
+                    <th>Node</th>
+                    <th>Target</th>
+                    <th>Attempts</th>
+                    <th>Signers</th>
+                    <th>Created</th>
+                    <th>Error</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  ${data.jobs.map(
+                    (j) =>
+                      html` <tr data-job=${j.id}>
+                        <td><a href=${`#/jobs/${enc(j.id)}`}>${j.id}</a></td>
+                        <td><${Badge} status=${j.status} /></td>
+                        <td>${j.node ?? html`<span class="muted">–</span>`}</td>
+                        <td class="muted">${targetText(j.target)}</td>
+                        <td>${j.attempts}</td>
+                        <td class="mono small">${(j.signers ?? []).join(', ')}</td>
+                        <td><${Ago} iso=${j.createdAt} /></td>
+                        <td>${j.error ? html`<span class="bad">${j.error.code}</span>` : null}</td>
+                      </tr>`,
+                  )}
+                </tbody>
+              </table>
+              ${data.more ? html`<button onClick=${() => setPages(pages + 1)}>Show more</button>` : null}`
+    }`;
 }
 
 function targetText(t) {
   if (!t) return '';
   if (t.node) return `node ${t.node}`;
-  if (t.selector) return Object.entries(t.selector).map(([k, v]) => `${k}=${v}`).join(',');
+  if (t.selector)
+    return Object.entries(t.selector)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(',');
   return JSON.stringify(t);
 }
 
@@ -256,38 +333,72 @@ export function JobPage({ id }) {
     });
     return () => ctl.abort();
   }, [id]);
-  if (!job) return html`<h1>Job ${id}</h1><${ErrorBox} error=${error} />${error ? null : html`<${Loading} what="the job" />`}`;
-  return html`
-    <p><a href="#/jobs">← all jobs</a></p>
+  if (!job)
+    return html`<h1>Job ${id}</h1>
+      <${ErrorBox} error=${error} />${error ? null : html`<${Loading} what="the job" />`}`;
+  return html` <p><a href="#/jobs">← all jobs</a></p>
     <h1>Job <span class="mono">${job.id}</span> <${Badge} status=${job.status} /></h1>
     <${ErrorBox} error=${error} />
     <dl class="facts">
-      <dt>Node</dt><dd>${job.node ?? '–'}</dd>
-      <dt>Target</dt><dd>${targetText(job.target)}</dd>
-      <dt>Capabilities</dt><dd>${(job.caps ?? []).length ? job.caps.map((c) => html`<span class="label">${c}</span> `) : html`<span class="muted">none</span>`}</dd>
-      <dt>Signed by</dt><dd class="mono small">${(job.signers ?? []).join(', ')}</dd>
-      <dt>Created</dt><dd><${Ago} iso=${job.createdAt} /></dd>
-      <dt>Finished</dt><dd>${job.finishedAt ? html`<${Ago} iso=${job.finishedAt} />` : html`<span class="muted">not yet</span>`}</dd>
+      <dt>Node</dt>
+      <dd>${job.node ?? '–'}</dd>
+      <dt>Target</dt>
+      <dd>${targetText(job.target)}</dd>
+      <dt>Capabilities</dt>
+      <dd>${(job.caps ?? []).length ? job.caps.map((c) => html`<span class="label">${c}</span> `) : html`<span class="muted">none</span>`}</dd>
+      <dt>Signed by</dt>
+      <dd class="mono small">${(job.signers ?? []).join(', ')}</dd>
+      <dt>Created</dt>
+      <dd><${Ago} iso=${job.createdAt} /></dd>
+      <dt>Finished</dt>
+      <dd>${job.finishedAt ? html`<${Ago} iso=${job.finishedAt} />` : html`<span class="muted">not yet</span>`}</dd>
     </dl>
     ${job.error ? html`<div class="error" role="alert"><strong>${job.error.code}</strong>: ${job.error.message}</div>` : null}
     <h2>Log <span class=${`stream stream-${stream.split(':')[0]}`} data-stream=${stream}>${stream === 'live' ? '● live' : stream}</span></h2>
     <ol class="log" data-lines=${lines.length}>
-      ${lines.length === 0 ? html`<li class="muted">No events yet.</li>` : lines.map((l) => html`
-        <li class=${`ev ev-${l.type} lvl-${l.level ?? 'info'}`} data-seq=${l.seq}>
-          <span class="seq">${l.seq}</span>
-          <span class="kind">${l.type === 'log' ? l.level ?? 'info' : l.type}</span>
-          <span class="msg">${l.message}</span>
-        </li>`)}
+      ${
+        lines.length === 0
+          ? html`<li class="muted">No events yet.</li>`
+          : lines.map(
+              (l) =>
+                html` <li class=${`ev ev-${l.type} lvl-${l.level ?? 'info'}`} data-seq=${l.seq}>
+                  <span class="seq">${l.seq}</span>
+                  <span class="kind">${l.type === 'log' ? (l.level ?? 'info') : l.type}</span>
+                  <span class="msg">${l.message}</span>
+                </li>`,
+            )
+      }
     </ol>
     <h2>Attempts <span class="count">${job.attempts}</span></h2>
-    ${(job.attemptHistory ?? []).length === 0 ? html`<p class="muted">Not dispatched yet.</p>` : html`
-      <table class="attempts">
-        <thead><tr><th>#</th><th>Node</th><th>Dispatched</th><th>Started</th><th>Finished</th><th>Outcome</th></tr></thead>
-        <tbody>${job.attemptHistory.map((a) => html`
-          <tr><td>${a.attempt}</td><td>${a.node ?? '–'}</td><td><${Ago} iso=${a.dispatchedAt} /></td><td><${Ago} iso=${a.startedAt} /></td>
-          <td>${a.finishedAt ? html`<${Ago} iso=${a.finishedAt} />` : '–'}</td><td>${a.outcome ?? 'running'}${a.errorCode ? html` <span class="bad">${a.errorCode}</span>` : null}</td></tr>`)}
-        </tbody>
-      </table>`}
+    ${
+      (job.attemptHistory ?? []).length === 0
+        ? html`<p class="muted">Not dispatched yet.</p>`
+        : html` <table class="attempts">
+            <thead>
+              <tr>
+                <th>#</th>
+                <th>Node</th>
+                <th>Dispatched</th>
+                <th>Started</th>
+                <th>Finished</th>
+                <th>Outcome</th>
+              </tr>
+            </thead>
+            <tbody>
+              ${job.attemptHistory.map(
+                (a) =>
+                  html` <tr>
+                    <td>${a.attempt}</td>
+                    <td>${a.node ?? '–'}</td>
+                    <td><${Ago} iso=${a.dispatchedAt} /></td>
+                    <td><${Ago} iso=${a.startedAt} /></td>
+                    <td>${a.finishedAt ? html`<${Ago} iso=${a.finishedAt} />` : '–'}</td>
+                    <td>${a.outcome ?? 'running'}${a.errorCode ? html` <span class="bad">${a.errorCode}</span>` : null}</td>
+                  </tr>`,
+              )}
+            </tbody>
+          </table>`
+    }
     <h2>Result</h2>
     ${job.result === null || job.result === undefined ? html`<p class="muted">${TERMINAL.has(job.status) ? 'No result.' : 'Not finished yet.'}</p>` : html`<div class="result"><${Json} value=${job.result} /></div>`}`;
 }
@@ -297,30 +408,52 @@ export function JobPage({ id }) {
 export function FlowsPage({ query, navigate }) {
   const status = query.get('status') ?? '';
   const { data, error } = usePoll(() => api(`/v1/flows?limit=100${status ? `&status=${enc(status)}` : ''}`), 2000, [status]);
-  return html`
-    <h1>Flows</h1>
+  return html` <h1>Flows</h1>
     <form class="filters" onSubmit=${(e) => e.preventDefault()}>
-      <label>Status <select name="status" value=${status} onChange=${(e) => navigate(`#/flows${e.currentTarget.value ? `?status=${enc(e.currentTarget.value)}` : ''}`)}>
-        <option value="">any</option>
-        ${FLOW_STATUSES.map((s) => html`<option value=${s}>${s}</option>`)}
-      </select></label>
+      <label
+        >Status
+        <select name="status" value=${status} onChange=${(e) => navigate(`#/flows${e.currentTarget.value ? `?status=${enc(e.currentTarget.value)}` : ''}`)}>
+          <option value="">any</option>
+          ${FLOW_STATUSES.map((s) => html`<option value=${s}>${s}</option>`)}
+        </select></label
+      >
     </form>
     <${ErrorBox} error=${error} />
-    ${!data ? (error ? null : html`<${Loading} what="flows" />`) : data.flows.length === 0 ? html`<p class="muted">No flows${status ? ` ${status}` : ' yet'}. See docs/flows.md: <code>writ flow sign</code>, <code>writ flow run</code>.</p>` : html`
-      <table class="flows">
-        <thead><tr><th>Flow</th><th>Status</th><th>Steps</th><th>Signers</th><th>Created</th><th>Finished</th><th>Error</th></tr></thead>
-        <tbody>${data.flows.map((f) => html`
-          <tr data-flow=${f.id}>
-            <td><a href=${`#/flows/${enc(f.id)}`}>${f.id}</a></td>
-            <td><${Badge} status=${f.status} /></td>
-            <td>${f.steps}</td>
-            <td class="mono small">${(f.signers ?? []).join(', ')}</td>
-            <td><${Ago} iso=${f.createdAt} /></td>
-            <td>${f.finishedAt ? html`<${Ago} iso=${f.finishedAt} />` : '–'}</td>
-            <td>${f.error ? html`<span class="bad">${f.error.code}</span>` : null}</td>
-          </tr>`)}
-        </tbody>
-      </table>`}`;
+    ${
+      !data
+        ? error
+          ? null
+          : html`<${Loading} what="flows" />`
+        : data.flows.length === 0
+          ? html`<p class="muted">No flows${status ? ` ${status}` : ' yet'}. See docs/flows.md: <code>writ flow sign</code>, <code>writ flow run</code>.</p>`
+          : html` <table class="flows">
+              <thead>
+                <tr>
+                  <th>Flow</th>
+                  <th>Status</th>
+                  <th>Steps</th>
+                  <th>Signers</th>
+                  <th>Created</th>
+                  <th>Finished</th>
+                  <th>Error</th>
+                </tr>
+              </thead>
+              <tbody>
+                ${data.flows.map(
+                  (f) =>
+                    html` <tr data-flow=${f.id}>
+                      <td><a href=${`#/flows/${enc(f.id)}`}>${f.id}</a></td>
+                      <td><${Badge} status=${f.status} /></td>
+                      <td>${f.steps}</td>
+                      <td class="mono small">${(f.signers ?? []).join(', ')}</td>
+                      <td><${Ago} iso=${f.createdAt} /></td>
+                      <td>${f.finishedAt ? html`<${Ago} iso=${f.finishedAt} />` : '–'}</td>
+                      <td>${f.error ? html`<span class="bad">${f.error.code}</span>` : null}</td>
+                    </tr>`,
+                )}
+              </tbody>
+            </table>`
+    }`;
 }
 
 export function FlowPage({ id }) {
@@ -361,40 +494,67 @@ export function FlowPage({ id }) {
       pending.current = null;
     };
   }, [id]);
-  if (!flow) return html`<h1>Flow ${id}</h1><${ErrorBox} error=${error} />${error ? null : html`<${Loading} what="the flow" />`}`;
-  return html`
-    <p><a href="#/flows">← all flows</a></p>
+  if (!flow)
+    return html`<h1>Flow ${id}</h1>
+      <${ErrorBox} error=${error} />${error ? null : html`<${Loading} what="the flow" />`}`;
+  return html` <p><a href="#/flows">← all flows</a></p>
     <h1>Flow <span class="mono">${flow.id}</span> <${Badge} status=${flow.status} /></h1>
     <${ErrorBox} error=${error} />
     ${flow.error ? html`<div class="error" role="alert"><strong>${flow.error.code}</strong>: ${flow.error.message}</div>` : null}
     <dl class="facts">
-      <dt>Steps</dt><dd>${flow.steps}</dd>
-      <dt>Signed by</dt><dd class="mono small">${(flow.signers ?? []).join(', ')}</dd>
-      <dt>Created</dt><dd><${Ago} iso=${flow.createdAt} /></dd>
-      <dt>Expires</dt><dd><${Ago} iso=${flow.exp} /></dd>
-      <dt>Finished</dt><dd>${flow.finishedAt ? html`<${Ago} iso=${flow.finishedAt} />` : html`<span class="muted">not yet</span>`}</dd>
+      <dt>Steps</dt>
+      <dd>${flow.steps}</dd>
+      <dt>Signed by</dt>
+      <dd class="mono small">${(flow.signers ?? []).join(', ')}</dd>
+      <dt>Created</dt>
+      <dd><${Ago} iso=${flow.createdAt} /></dd>
+      <dt>Expires</dt>
+      <dd><${Ago} iso=${flow.exp} /></dd>
+      <dt>Finished</dt>
+      <dd>${flow.finishedAt ? html`<${Ago} iso=${flow.finishedAt} />` : html`<span class="muted">not yet</span>`}</dd>
     </dl>
     <div class="dag-wrap"><${FlowDag} steps=${flow.stepList} /></div>
     <h2>Steps</h2>
     <table class="steps">
-      <thead><tr><th>Step</th><th>Status</th><th>Depends on</th><th>Nodes</th><th>Jobs</th></tr></thead>
-      <tbody>${flow.stepList.map((s) => html`
-        <tr data-step=${s.name}>
-          <td><strong>${s.name}</strong>${s.error ? html`<div class="bad small">${s.error.code}: ${s.error.message}</div>` : null}</td>
-          <td><${Badge} status=${s.status} /></td>
-          <td>${(s.depends ?? []).join(', ') || html`<span class="muted">–</span>`}</td>
-          <td>${(s.nodes ?? []).join(', ') || html`<span class="muted">–</span>`}</td>
-          <td>${(s.jobs ?? []).map((j) => html`<div><a href=${`#/jobs/${enc(j.id)}`}>${j.id}</a> <${Badge} status=${j.status} />${j.attempts > 1 ? html` <span class="muted">${j.attempts} attempts</span>` : null}</div>`)}</td>
-        </tr>`)}
+      <thead>
+        <tr>
+          <th>Step</th>
+          <th>Status</th>
+          <th>Depends on</th>
+          <th>Nodes</th>
+          <th>Jobs</th>
+        </tr>
+      </thead>
+      <tbody>
+        ${flow.stepList.map(
+          (s) =>
+            html` <tr data-step=${s.name}>
+              <td><strong>${s.name}</strong>${s.error ? html`<div class="bad small">${s.error.code}: ${s.error.message}</div>` : null}</td>
+              <td><${Badge} status=${s.status} /></td>
+              <td>${(s.depends ?? []).join(', ') || html`<span class="muted">–</span>`}</td>
+              <td>${(s.nodes ?? []).join(', ') || html`<span class="muted">–</span>`}</td>
+              <td>
+                ${(s.jobs ?? []).map((j) => html`<div><a href=${`#/jobs/${enc(j.id)}`}>${j.id}</a> <${Badge} status=${j.status} />${j.attempts > 1 ? html` <span class="muted">${j.attempts} attempts</span>` : null}</div>`)}
+              </td>
+            </tr>`,
+        )}
       </tbody>
     </table>
     <h2>Events <span class=${`stream stream-${stream.split(':')[0]}`} data-stream=${stream}>${stream === 'live' ? '● live' : stream}</span></h2>
     <ol class="log">
-      ${lines.length === 0 ? html`<li class="muted">No events yet.</li>` : lines.map((l) => html`
-        <li key=${l.key} class=${`ev ev-${l.event} lvl-${l.level ?? 'info'}`}>
-          <span class="kind">${l.event === 'log' ? `${l.step}@${l.node ?? '?'}` : l.event}</span>
-          <span class="msg">${l.event === 'log' ? `${l.level && l.level !== 'info' ? `${l.level}: ` : ''}${l.message}` : `${l.step ? `${l.step}: ` : ''}${l.message ?? l.type ?? ''}`}</span>
-        </li>`)}
+      ${
+        lines.length === 0
+          ? html`<li class="muted">No events yet.</li>`
+          : lines.map(
+              (l) =>
+                html` <li key=${l.key} class=${`ev ev-${l.event} lvl-${l.level ?? 'info'}`}>
+                  <span class="kind">${l.event === 'log' ? `${l.step}@${l.node ?? '?'}` : l.event}</span>
+                  <span class="msg"
+                    >${l.event === 'log' ? `${l.level && l.level !== 'info' ? `${l.level}: ` : ''}${l.message}` : `${l.step ? `${l.step}: ` : ''}${l.message ?? l.type ?? ''}`}</span
+                  >
+                </li>`,
+            )
+      }
     </ol>`;
 }
 
@@ -405,30 +565,63 @@ export function AuditPage() {
   const { data, error } = usePoll(() => api(`/v1/audit?tail=${tail}`), 3000, [tail]);
   const verify = usePoll(() => api('/v1/audit/verify'), 15000);
   const v = verify.data;
-  return html`
-    <h1>Audit log</h1>
+  return html` <h1>Audit log</h1>
     <div class=${`verify ${v ? (v.ok ? 'verify-ok' : 'verify-bad') : ''}`} data-verified=${v ? String(v.ok) : ''}>
-      <span>${!v ? (verify.error ? html`<${ErrorBox} error=${verify.error} />` : 'Verifying the hash chain…') : v.ok
-        ? html`<strong>✔ Hash chain verified</strong>: ${v.count} entries, each linked to the one before; head at seq ${v.head.seq} (<span class="mono small">${v.head.hash.slice(0, 16)}…</span>).`
-        : html`<strong>✘ Hash chain broken</strong> at entry ${v.firstBadSeq}: ${v.reason}. ${v.count} entries checked before it.`}</span>
+      <span
+        >${
+          !v
+            ? verify.error
+              ? html`<${ErrorBox} error=${verify.error} />`
+              : 'Verifying the hash chain…'
+            : v.ok
+              ? html`<strong>✔ Hash chain verified</strong>: ${v.count} entries, each linked to the one before; head at seq ${v.head.seq} (<span
+                    class="mono small"
+                    >${v.head.hash.slice(0, 16)}…</span
+                  >).`
+              : html`<strong>✘ Hash chain broken</strong> at entry ${v.firstBadSeq}: ${v.reason}. ${v.count} entries checked before it.`
+        }</span
+      >
       <button onClick=${verify.reload}>Verify again</button>
     </div>
     <${ErrorBox} error=${error} />
-    <p class="filters">Newest <select value=${String(tail)} onChange=${(e) => setTail(Number(e.currentTarget.value))}>${[50, 100, 500, 1000].map((n) => html`<option value=${String(n)}>${n}</option>`)}</select> entries, newest first</p>
-    ${!data ? (error ? null : html`<${Loading} what="the audit log" />`) : html`
-      <table class="audit">
-        <thead><tr><th>Seq</th><th>When</th><th>Kind</th><th>Actor</th><th>Subject</th><th>Data</th></tr></thead>
-        <tbody>${[...data.entries].reverse().map((e) => html`
-          <tr data-seq=${e.seq}>
-            <td>${e.seq}</td>
-            <td><${Ago} iso=${e.at} /></td>
-            <td><span class="label">${e.kind}</span></td>
-            <td class="mono small">${e.actor}</td>
-            <td class="mono small">${e.subject}</td>
-            <td class="mono small data">${e.data && Object.keys(e.data).length ? JSON.stringify(e.data) : ''}</td>
-          </tr>`)}
-        </tbody>
-      </table>`}`;
+    <p class="filters">
+      Newest
+      <select value=${String(tail)} onChange=${(e) => setTail(Number(e.currentTarget.value))}>
+        ${[50, 100, 500, 1000].map((n) => html`<option value=${String(n)}>${n}</option>`)}
+      </select>
+      entries, newest first
+    </p>
+    ${
+      !data
+        ? error
+          ? null
+          : html`<${Loading} what="the audit log" />`
+        : html` <table class="audit">
+            <thead>
+              <tr>
+                <th>Seq</th>
+                <th>When</th>
+                <th>Kind</th>
+                <th>Actor</th>
+                <th>Subject</th>
+                <th>Data</th>
+              </tr>
+            </thead>
+            <tbody>
+              ${[...data.entries].reverse().map(
+                (e) =>
+                  html` <tr data-seq=${e.seq}>
+                    <td>${e.seq}</td>
+                    <td><${Ago} iso=${e.at} /></td>
+                    <td><span class="label">${e.kind}</span></td>
+                    <td class="mono small">${e.actor}</td>
+                    <td class="mono small">${e.subject}</td>
+                    <td class="mono small data">${e.data && Object.keys(e.data).length ? JSON.stringify(e.data) : ''}</td>
+                  </tr>`,
+              )}
+            </tbody>
+          </table>`
+    }`;
 }
 
 // ---- key set -----------------------------------------------------------------------------------------
@@ -436,48 +629,107 @@ export function AuditPage() {
 export function KeysetPage() {
   const { data, error } = usePoll(() => api('/v1/keyset'), 10000);
   const now = useNow();
-  if (!data) return html`<h1>Key set</h1><${ErrorBox} error=${error} />${error ? null : html`<${Loading} what="the key set" />`}`;
+  if (!data)
+    return html`<h1>Key set</h1>
+      <${ErrorBox} error=${error} />${error ? null : html`<${Loading} what="the key set" />`}`;
   const ks = data.keySet;
   const expiresMs = ks.expiresAt * 1000;
   const left = expiresMs - now;
   const expiry = left <= 0 ? 'expired' : left < 7 * 86400_000 ? 'soon' : 'fine';
   const keyOwner = new Map(ks.users.flatMap((u) => u.keys.map((k) => [k.keyid, u.name])));
-  return html`
-    <h1>Key set <span class="count">version ${ks.version}</span></h1>
+  return html` <h1>Key set <span class="count">version ${ks.version}</span></h1>
     <${ErrorBox} error=${error} />
     <dl class="facts">
-      <dt>Cluster</dt><dd class="mono">${ks.cluster}</dd>
-      <dt>Version</dt><dd data-version=${ks.version}>${ks.version}</dd>
-      <dt>Issued</dt><dd><${Ago} iso=${new Date(ks.issuedAt * 1000).toISOString()} /></dd>
-      <dt>Expires</dt><dd class=${`expiry-${expiry}`}>${new Date(expiresMs).toISOString()} (<${Ago} iso=${new Date(expiresMs).toISOString()} />)${expiry === 'soon' ? ' — publish the next version soon' : expiry === 'expired' ? ' — expired: nothing it allows is admitted' : ''}</dd>
-      <dt>Admins</dt><dd>${ks.admins.threshold} of ${ks.admins.keys.length} must sign the next version: ${ks.admins.keys.map((k) => html`<span class="label mono">${k.keyid}${keyOwner.has(k.keyid) ? ` (${keyOwner.get(k.keyid)})` : ''}</span> `)}</dd>
+      <dt>Cluster</dt>
+      <dd class="mono">${ks.cluster}</dd>
+      <dt>Version</dt>
+      <dd data-version=${ks.version}>${ks.version}</dd>
+      <dt>Issued</dt>
+      <dd><${Ago} iso=${new Date(ks.issuedAt * 1000).toISOString()} /></dd>
+      <dt>Expires</dt>
+      <dd class=${`expiry-${expiry}`}>
+        ${new Date(expiresMs).toISOString()} (<${Ago}
+          iso=${new Date(expiresMs).toISOString()}
+        />)${expiry === 'soon' ? ' — publish the next version soon' : expiry === 'expired' ? ' — expired: nothing it allows is admitted' : ''}
+      </dd>
+      <dt>Admins</dt>
+      <dd>
+        ${ks.admins.threshold} of ${ks.admins.keys.length} must sign the next version:
+        ${ks.admins.keys.map((k) => html`<span class="label mono">${k.keyid}${keyOwner.has(k.keyid) ? ` (${keyOwner.get(k.keyid)})` : ''}</span> `)}
+      </dd>
     </dl>
     <h2>Users <span class="count">${ks.users.length}</span></h2>
     <table class="users">
-      <thead><tr><th>User</th><th>Keys</th><th>Roles</th></tr></thead>
-      <tbody>${ks.users.map((u) => html`
-        <tr data-user=${u.name}><td><strong>${u.name}</strong></td>
-          <td class="mono small">${u.keys.map((k) => html`<div class=${ks.revoked.includes(k.keyid) ? 'revoked' : ''}>${k.keyid}${ks.revoked.includes(k.keyid) ? ' (revoked)' : ''}</div>`)}</td>
-          <td>${u.roles.map((r) => html`<span class="label">${r}</span> `)}</td></tr>`)}
+      <thead>
+        <tr>
+          <th>User</th>
+          <th>Keys</th>
+          <th>Roles</th>
+        </tr>
+      </thead>
+      <tbody>
+        ${ks.users.map(
+          (u) =>
+            html` <tr data-user=${u.name}>
+              <td><strong>${u.name}</strong></td>
+              <td class="mono small">
+                ${u.keys.map((k) => html`<div class=${ks.revoked.includes(k.keyid) ? 'revoked' : ''}>${k.keyid}${ks.revoked.includes(k.keyid) ? ' (revoked)' : ''}</div>`)}
+              </td>
+              <td>${u.roles.map((r) => html`<span class="label">${r}</span> `)}</td>
+            </tr>`,
+        )}
       </tbody>
     </table>
     <h2>Roles <span class="count">${ks.roles.length}</span></h2>
     <table class="roles">
-      <thead><tr><th>Role</th><th>Capabilities</th><th>Nodes</th><th>Labels</th></tr></thead>
-      <tbody>${ks.roles.map((r) => html`
-        <tr data-role=${r.name}><td><strong>${r.name}</strong></td>
-          <td>${r.caps.map((c) => html`<span class="label">${c}</span> `)}</td>
-          <td>${r.nodes.map((n) => html`<span class="label">${n}</span> `)}</td>
-          <td><${Labels} labels=${r.labels} /></td></tr>`)}
+      <thead>
+        <tr>
+          <th>Role</th>
+          <th>Capabilities</th>
+          <th>Nodes</th>
+          <th>Labels</th>
+        </tr>
+      </thead>
+      <tbody>
+        ${ks.roles.map(
+          (r) =>
+            html` <tr data-role=${r.name}>
+              <td><strong>${r.name}</strong></td>
+              <td>${r.caps.map((c) => html`<span class="label">${c}</span> `)}</td>
+              <td>${r.nodes.map((n) => html`<span class="label">${n}</span> `)}</td>
+              <td><${Labels} labels=${r.labels} /></td>
+            </tr>`,
+        )}
       </tbody>
     </table>
     <h2>Thresholds</h2>
-    ${Object.keys(ks.thresholds).length === 0 ? html`<p class="muted">None: every capability needs one signature.</p>` : html`
-      <table class="thresholds"><thead><tr><th>Capability</th><th>Distinct signers</th></tr></thead>
-        <tbody>${Object.entries(ks.thresholds).map(([c, n]) => html`<tr><td><span class="label">${c}</span></td><td>${n}</td></tr>`)}</tbody></table>`}
+    ${
+      Object.keys(ks.thresholds).length === 0
+        ? html`<p class="muted">None: every capability needs one signature.</p>`
+        : html` <table class="thresholds">
+            <thead>
+              <tr>
+                <th>Capability</th>
+                <th>Distinct signers</th>
+              </tr>
+            </thead>
+            <tbody>
+              ${Object.entries(ks.thresholds).map(
+                ([c, n]) =>
+                  html`<tr>
+                    <td><span class="label">${c}</span></td>
+                    <td>${n}</td>
+                  </tr>`,
+              )}
+            </tbody>
+          </table>`
+    }
     <h2>Revoked keys <span class="count">${ks.revoked.length}</span></h2>
     ${ks.revoked.length === 0 ? html`<p class="muted">None.</p>` : html`<p class="mono small">${ks.revoked.join(', ')}</p>`}
-    ${ks.supervisors?.length ? html`
-      <h2>Supervisors <span class="count">${ks.supervisors.length}</span></h2>
-      <${Json} value=${ks.supervisors} />` : null}`;
+    ${
+      ks.supervisors?.length
+        ? html` <h2>Supervisors <span class="count">${ks.supervisors.length}</span></h2>
+            <${Json} value=${ks.supervisors} />`
+        : null
+    }`;
 }
