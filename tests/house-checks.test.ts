@@ -74,12 +74,9 @@ describe('one owner for shared helpers', () => {
 });
 
 describe('one owner for the logger interface', () => {
-  // Still hand-written, in files other engineers were editing when the rest moved to @writ/protocol's Logger.
-  const TO_GO = ['coord/src/federation/registry.ts', 'coord/src/flows/engine.ts'];
-
   it("is @writ/protocol's Logger: no other file writes a logger interface of its own", () => {
     const own = tsFiles().filter((f) => /\binterface\s+\w*Logger\s*\{[^}]*\binfo\s*\(/.test(readFileSync(path.join(root, f), 'utf8')));
-    expect(own.filter((f) => !TO_GO.includes(f))).toEqual(['protocol/src/service-lifecycle.ts']);
+    expect(own).toEqual(['protocol/src/service-lifecycle.ts']);
   });
 
   it('fits the pino logger the CLI gives services (checked by tsc)', () => {

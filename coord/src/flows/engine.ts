@@ -28,6 +28,7 @@ import {
   type NodeView,
   type StepEvidence,
   type TrustedKey,
+  type Logger,
 } from '@writ/protocol';
 import type { DispatchItem } from '@writ/supervisor';
 import type { Queryable } from '../ledger/db.ts';
@@ -55,12 +56,6 @@ import {
 } from './store.ts';
 import { storedStepText } from './stored-step.ts';
 
-export interface FlowLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-
 export interface FlowEngineOptions {
   ledger: Ledger;
   keySets: KeySetHolder;
@@ -72,7 +67,7 @@ export interface FlowEngineOptions {
   /** Live subscribers of a flow's events and of its jobs' transitions. */
   publish(flowId: string, events: FlowEvent[]): void;
   nowS(): number;
-  log: FlowLogger;
+  log: Logger;
   /**
    * Several coords on one PostgreSQL: the reconcile pass drives only the flows whose `writ.flow` lease this
    * coord holds. None (one coord, PGlite): it drives every running flow.
