@@ -10,6 +10,7 @@ import { VM_CAPABILITIES } from './vm.ts';
 
 export type { CapabilitySpec } from './types.ts';
 export { argsObject, NAME_SCHEMA } from './types.ts';
+export { VM_DISK_SCHEMA, VM_NIC_SCHEMA, VM_SPEC_SCHEMA, type VmDiskSpec, type VmNicSpec, type VmSpec } from './vm.ts';
 
 const ALL: CapabilitySpec[] = [
   ...HOST_CAPABILITIES,

@@ -34,6 +34,38 @@ export const VM_NIC_SCHEMA: JsonSchema = argsObject(
   ['tap', 'mac'],
 );
 
+/** A VM disk as a caller writes it (the SAL's VM types re-export these; the schemas above and below check them). */
+export interface VmDiskSpec {
+  id?: string;
+  path: string;
+  readonly?: boolean;
+}
+
+/** A VM NIC as a caller writes it. */
+export interface VmNicSpec {
+  id?: string;
+  tap: string;
+  mac: string;
+}
+
+/**
+ * vm.create's argument, as a caller writes it (paths relative to the configured roots). Defined once, here,
+ * next to VM_SPEC_SCHEMA; protocol/test/vm-spec.test.ts fails when the two list different fields.
+ */
+export interface VmSpec {
+  name: string;
+  vcpus: number;
+  maxVcpus?: number;
+  memoryMiB: number;
+  maxMemoryMiB?: number;
+  kernel?: string;
+  initramfs?: string;
+  cmdline?: string;
+  firmware?: string;
+  disks?: VmDiskSpec[];
+  nics?: VmNicSpec[];
+}
+
 /** The VM spec: vm.create's argument. Either kernel (+ initramfs, cmdline) or firmware. */
 export const VM_SPEC_SCHEMA: JsonSchema = argsObject(
   {

@@ -39,32 +39,8 @@ export interface ResolvedVmConfig {
   readonly apiTimeoutMs: number;
 }
 
-export interface VmDiskSpec {
-  id?: string;
-  path: string;
-  readonly?: boolean;
-}
-
-export interface VmNicSpec {
-  id?: string;
-  tap: string;
-  mac: string;
-}
-
-/** vm.create's argument, as a caller writes it (paths relative to the configured roots). */
-export interface VmSpec {
-  name: string;
-  vcpus: number;
-  maxVcpus?: number;
-  memoryMiB: number;
-  maxMemoryMiB?: number;
-  kernel?: string;
-  initramfs?: string;
-  cmdline?: string;
-  firmware?: string;
-  disks?: VmDiskSpec[];
-  nics?: VmNicSpec[];
-}
+// vm.create's argument is defined once, next to its schema, in @writ/protocol.
+export type { VmDiskSpec, VmNicSpec, VmSpec } from '@writ/protocol';
 
 /** A spec with every default filled in, so two specs compare by value. Paths stay relative. */
 export interface NormalizedVmSpec {
