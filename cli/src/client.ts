@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WritError, fromErrorJSON, parseErrorAnswer, readAnswer, toErrorJSON, type ErrorJSON } from '@writ/protocol';
+import { WritError, backoffDelay, fromErrorJSON, parseErrorAnswer, readAnswer, toErrorJSON, type ErrorJSON } from '@writ/protocol';
 import { writHome } from './keyfiles.ts';
 
 export interface CoordTarget {
@@ -79,7 +79,7 @@ export async function requestUntilAnswered<T>(
   watch: OutageWatcher = {},
 ): Promise<T> {
   let outage = false;
-  for (let delay = 200; ; delay = Math.min(delay * 2, 2000)) {
+  for (let failures = 0; ; failures++) {
     signal?.throwIfAborted();
     try {
       const { body: answer } = await api<T>(coord, method, route, body, signal);
@@ -92,7 +92,7 @@ export async function requestUntilAnswered<T>(
       if (!outage) watch.onOutage?.(error);
       outage = true;
     }
-    await sleep(delay, undefined, signal ? { signal } : {}).catch(() => {});
+    await sleep(backoffDelay(failures, 200, 2000), undefined, signal ? { signal } : {}).catch(() => {});
   }
 }
 
@@ -114,7 +114,7 @@ export function followEvents(coord: CoordTarget, jobId: string, onEvent: (e: Str
 /** Follows any of the coord's event streams (a job's, a flow's) as followEvents does. */
 export async function followStream<D>(coord: CoordTarget, route: string, onEvent: (e: StreamedEvent<D>) => void, signal?: AbortSignal): Promise<void> {
   let lastId = 0;
-  const retryLater = (attempt: number) => sleep(Math.min(200 * 2 ** attempt, 3000), undefined, signal ? { signal } : {}).catch(() => {});
+  const retryLater = (attempt: number) => sleep(backoffDelay(attempt, 200, 3000), undefined, signal ? { signal } : {}).catch(() => {});
   for (let attempt = 0; attempt < 20; attempt++) {
     let res: Response;
     try {

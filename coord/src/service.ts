@@ -22,6 +22,7 @@ import {
   parseSupervisorReport,
   pickByJobId,
   sha256Hex,
+  backoffDelay,
   silentLogger,
   targetMatchesNode,
   toErrorJSON,
@@ -666,7 +667,7 @@ export class CoordService {
   /** How long a retry waits: the backoff doubles with each retry, capped at a minute. */
   private retryDelayMs(attempt: number, envelope?: string): number {
     const stepBackoff = envelope !== undefined && isStepBundle(envelope) ? stepBackoffMs(envelope) : undefined;
-    return Math.min(60_000, (stepBackoff ?? this.opts.retryBackoffMs ?? 1000) * 2 ** Math.max(0, attempt - 2));
+    return backoffDelay(attempt - 2, stepBackoff ?? this.opts.retryBackoffMs ?? 1000, 60_000);
   }
 
   /**

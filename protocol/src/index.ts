@@ -20,5 +20,6 @@ export * from './enrollment.ts';
 export * from './wire/index.ts';
 export * from './config-checks.ts';
 export * from './service-lifecycle.ts';
+export * from './backoff.ts';
 export * from './redis-url.ts';
 export * from './redis-acl.ts';

@@ -8,6 +8,7 @@ import {
   REGISTER_PATH,
   WritError,
   b64url,
+  backoffDelay,
   canonicalJson,
   encodeEnvelope,
   errorCodeOf,
@@ -69,11 +70,8 @@ export interface NodeAgentOptions {
 
 export type AgentState = 'registering' | 'registered' | 'stopped';
 
-/** Exponential backoff with jitter in [50%, 100%] of the capped delay. */
-export function backoffDelay(failures: number, baseMs: number, maxMs: number, random: () => number): number {
-  const capped = Math.min(maxMs, baseMs * 2 ** Math.min(failures, 30));
-  return Math.round(capped * (0.5 + random() * 0.5));
-}
+/** Exponential backoff with jitter in [50%, 100%] of the capped delay (defined once in @writ/protocol). */
+export { backoffDelay };
 
 export class NodeAgent {
   state: AgentState = 'registering';

@@ -2,7 +2,7 @@
 // signed key set for runners, and forwards what runners report to the coord as signed reports.
 import { Queue } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
-import { newRedisClient, silentLogger, type Logger } from '@writ/protocol'; // REDIS_URL: plain, Sentinel or Cluster
+import { backoffDelay, newRedisClient, silentLogger, type Logger } from '@writ/protocol'; // REDIS_URL: plain, Sentinel or Cluster
 import {
   BULL_PREFIX,
   KeySetHolder,
@@ -296,7 +296,7 @@ export class Supervisor {
     const stream = redisKeys.events();
     const group = redisKeys.eventsGroup();
     const consumer = this.opts.id;
-    let backoff = 100;
+    let failures = 0;
     let cursor = '0'; // our own pending entries first (delivered before a crash or a coord outage)
     const claimIdleMs = this.opts.claimIdleMs ?? 30_000;
     let lastClaimAt = 0;
@@ -342,15 +342,15 @@ export class Supervisor {
           bytes += size;
         }
         await deliver();
-        backoff = 100;
+        failures = 0;
       } catch (e) {
         if (this.stopping) break;
         // Redis lost the stream or the group (restart without data, FLUSHALL): make them again.
         if (String((e as Error).message).includes('NOGROUP')) await this.ensureGroup().catch(() => {});
-        this.log.warn({ err: (e as Error).message, retryInMs: backoff }, 'forwarding runner events failed; will retry');
+        const retryInMs = backoffDelay(failures++, 100, 5000);
+        this.log.warn({ err: (e as Error).message, retryInMs }, 'forwarding runner events failed; will retry');
         cursor = '0';
-        await new Promise((r) => setTimeout(r, backoff));
-        backoff = Math.min(backoff * 2, 5000);
+        await new Promise((r) => setTimeout(r, retryInMs));
       }
     }
   }
