@@ -7,7 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { NodeAgent, Runner, collectInventory, loadNodeIdentity, nodeHealth } from '@writ/runner';
-import type { JsonValue, RegistrationAnswer } from '@writ/protocol';
+import { runUntilProcessSignal, untilAborted, type JsonValue, type RegistrationAnswer } from '@writ/protocol';
 import { adminKeyRefs, bootModeOf, parseBootCmdline } from './boot-config.ts';
 
 const log = (level: string, msg: string, obj: object = {}) => process.stdout.write(`${JSON.stringify({ level, t: new Date().toISOString(), msg, ...obj })}\n`);
@@ -75,13 +75,14 @@ async function main(): Promise<void> {
   if (boot.mode === 'rescue') {
     // Rescue: the node stays known to the coord (heartbeats) but takes no work; the console has a shell.
     log('info', 'writ-boot: rescue mode: registered and heartbeating, running no jobs', { node: identity.nodeId, state: answer.state });
-    const stopRescue = async () => {
-      await agent.stop();
-      process.exit(0);
-    };
-    process.on('SIGTERM', () => void stopRescue());
-    process.on('SIGINT', () => void stopRescue());
-    return;
+    await runUntilProcessSignal(
+      async (stop) => {
+        await untilAborted(stop);
+        await agent.stop();
+      },
+      { graceMs: 5000 },
+    );
+    process.exit(0);
   }
   runner = await Runner.start({
     nodeId: identity.nodeId,
@@ -95,13 +96,15 @@ async function main(): Promise<void> {
     logger,
   });
   log('info', 'writ-boot: runner started', { node: identity.nodeId, labels: answer.labels });
-  const stop = async () => {
-    await agent.stop();
-    await runner?.close(5000);
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop());
-  process.on('SIGINT', () => void stop());
+  await runUntilProcessSignal(
+    async (stop) => {
+      await untilAborted(stop);
+      await agent.stop();
+      await runner?.close(5000);
+    },
+    { graceMs: 10_000 },
+  );
+  process.exit(0);
 }
 
 main().catch((e: unknown) => {

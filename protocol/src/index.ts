@@ -21,5 +21,6 @@ export * from './wire/index.ts';
 export * from './config-checks.ts';
 export * from './service-lifecycle.ts';
 export * from './backoff.ts';
+export * from './process-signals.ts';
 export * from './redis-url.ts';
 export * from './redis-acl.ts';

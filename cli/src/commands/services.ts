@@ -1,6 +1,6 @@
 // writ coord | writ supervisor: each service in its own process (production shape). Also the CLI's one handler
 // of SIGINT/SIGTERM and its reading of --admin-key, which writ runner uses too.
-import { b64url, type KeyRef } from '@writ/protocol';
+import { EXIT_AFTER_GRACE_MS, b64url, runUntilProcessSignal, type KeyRef } from '@writ/protocol';
 import { coordConfig, runCoord } from '@writ/coord';
 import { runSupervisor, supervisorConfig } from '@writ/supervisor';
 import { parse } from '../args.ts';
@@ -15,53 +15,8 @@ export async function adminKeyRefs(specs: readonly string[] | undefined, env: No
   return keys.map((k) => ({ keyid: k.keyid, publicKey: b64url(k.publicKey) }));
 }
 
-/**
- * Ends the process `afterMs` from now if something still holds it then (a connection that keeps reconnecting,
- * a request with a longer timeout). The timer is unref'd: a process that ends by itself is not held by it.
- */
-function exitIfStillRunning(afterMs: number, why: string): void {
-  setTimeout(() => {
-    process.stderr.write(`writ: ${why}; exiting\n`);
-    process.exit(process.exitCode ?? EXIT.failure);
-  }, afterMs).unref();
-}
-
-/** How long after the shutdown grace a service that has not ended is ended (its own stop logs what overran). */
-export const EXIT_AFTER_GRACE_MS = 1000;
-
-/**
- * The one place process signals are handled: `run` gets a signal that SIGINT or SIGTERM aborts (its reason is
- * the signal's name) and services stop on. The listeners go after the first signal, so a second Ctrl-C gets
- * Node's default and ends a stop that hangs, and when `run` returns or throws, so none outlive it.
- * With `graceMs`, the process ends at the latest EXIT_AFTER_GRACE_MS after the grace once a signal came, and
- * shortly after `run` failed, whatever still holds it (R6: a service whose Redis or coord is gone still stops).
- */
-export async function runUntilProcessSignal<T>(run: (stop: AbortSignal) => Promise<T>, opts: { graceMs?: number } = {}): Promise<T> {
-  const stop = new AbortController();
-  const detach = () => {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  };
-  const onSignal = (sig: NodeJS.Signals) => {
-    detach();
-    stop.abort(sig);
-    if (opts.graceMs !== undefined)
-      exitIfStillRunning(
-        opts.graceMs + EXIT_AFTER_GRACE_MS,
-        `still running ${EXIT_AFTER_GRACE_MS} ms after the shutdown grace (${opts.graceMs} ms) since ${sig}`,
-      );
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  try {
-    return await run(stop.signal);
-  } catch (e) {
-    if (opts.graceMs !== undefined) exitIfStillRunning(EXIT_AFTER_GRACE_MS, 'still running after the service failed');
-    throw e;
-  } finally {
-    detach();
-  }
-}
+// SIGINT/SIGTERM are handled in one place, @writ/protocol's runUntilProcessSignal (the boot image's agent uses it too).
+export { EXIT_AFTER_GRACE_MS, runUntilProcessSignal };
 
 const SUP_HELP = `usage: writ supervisor --coord URL --admin-key FILE [--admin-threshold K] [--production] [--id ID] [--redis URL] [--cluster ID] [--listen HOST:PORT] [--state DIR]
                        [--pool NAME ...] [--advertise URL] [--heartbeat-ms N] [--runner-redis URL] [--claim-idle-ms N]
