@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WritError, backoffDelay, fromErrorJSON, parseErrorAnswer, readAnswer, toErrorJSON, type ErrorJSON } from '@writ/protocol';
+import { WritError, backoffDelay, fetchAnswer, fromErrorJSON, parseErrorAnswer, toErrorJSON, type ErrorJSON } from '@writ/protocol';
 import { writHome } from './keyfiles.ts';
 
 export interface CoordTarget {
@@ -36,25 +36,18 @@ export async function api<T>(
   body?: string | object,
   signal?: AbortSignal,
 ): Promise<{ status: number; body: T }> {
-  let res: Response;
-  let text: string;
-  try {
-    res = await fetch(new URL(route, coord.url), {
-      method,
-      headers: { authorization: `Bearer ${coord.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-      signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000),
-    });
-    text = await res.text(); // a coord stopping mid-answer is as unreachable as one that is down
-  } catch (e) {
-    const hint = coord.from === 'dev.json' ? ' (the address `writ dev --keep` recorded: start it again with `writ dev --keep`)' : '';
-    throw new WritError(
-      'NOT_READY',
-      `cannot reach the coord at ${coord.url}${hint}: ${(e as Error).cause ? String((e as { cause: unknown }).cause) : (e as Error).message}`,
-    );
-  }
-  const doc = readAnswer(res.status, text, (m) => new WritError('INTERNAL', `the coord ${m}`));
-  return { status: res.status, body: doc as T };
+  const hint = coord.from === 'dev.json' ? ' (the address `writ dev --keep` recorded: start it again with `writ dev --keep`)' : '';
+  const answer = await fetchAnswer({
+    method,
+    url: new URL(route, coord.url),
+    token: coord.token,
+    ...(body !== undefined ? { body } : {}),
+    timeoutMs: 30_000,
+    ...(signal ? { signal } : {}),
+    unavailable: (m) => new WritError('INTERNAL', `the coord ${m}`),
+    unreachable: (e) => new WritError('NOT_READY', `cannot reach the coord at ${coord.url}${hint}: ${e.cause ? String(e.cause) : e.message}`),
+  });
+  return { status: answer.status, body: answer.body as T };
 }
 
 export interface OutageWatcher {

@@ -4,7 +4,7 @@ import {
   WritError,
   parseQueueStateAnswer,
   parseSupervisorSubmitAnswer,
-  readAnswer,
+  fetchAnswer,
   toErrorJSON,
   type ErrorJSON,
   type HolderState,
@@ -61,18 +61,16 @@ export class HttpSupervisorClient implements SupervisorClient {
   ) {}
 
   private async call(method: string, path: string, body?: unknown): Promise<unknown> {
-    let res: Response;
-    try {
-      res = await fetch(new URL(path, this.baseUrl), {
-        method,
-        headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-        signal: AbortSignal.timeout(10_000),
-      });
-    } catch (e) {
-      throw new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} at ${this.baseUrl} is unreachable: ${(e as Error).message}`);
-    }
-    return readAnswer(res.status, await res.text(), (m) => new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} ${m}`));
+    const answer = await fetchAnswer({
+      method,
+      url: new URL(path, this.baseUrl),
+      token: this.token,
+      ...(body !== undefined ? { body: body as string | object } : {}),
+      timeoutMs: 10_000,
+      unavailable: (m) => new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} ${m}`),
+      unreachable: (e) => new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} at ${this.baseUrl} is unreachable: ${e.message}`),
+    });
+    return answer.body;
   }
   private async submit(it: DispatchItem) {
     const q = new URLSearchParams({ node: it.node, attempt: String(it.attempt), ...(it.delayMs ? { delayMs: String(Math.round(it.delayMs)) } : {}) });

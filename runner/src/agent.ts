@@ -12,7 +12,7 @@ import {
   canonicalJson,
   encodeEnvelope,
   errorCodeOf,
-  readAnswer,
+  fetchAnswer,
   sha256Hex,
   signEnvelope,
   utf8,
@@ -98,19 +98,16 @@ export class NodeAgent {
   }
 
   private async post(path: string, body: string): Promise<unknown> {
-    let res: Response;
-    try {
-      // Only a timeout here: stop() waits at most that long for a request in flight.
-      res = await fetch(new URL(path, this.opts.coordUrl), {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body,
-        signal: AbortSignal.timeout(15_000),
-      });
-    } catch (e) {
-      throw new WritError('LEDGER_UNAVAILABLE', `coord unreachable: ${(e as Error).message}`);
-    }
-    return readAnswer(res.status, await res.text(), (m) => new WritError('LEDGER_UNAVAILABLE', `coord ${m}`));
+    // No token (the body is signed), and only a timeout: stop() waits at most that long for a request in flight.
+    const answer = await fetchAnswer({
+      method: 'POST',
+      url: new URL(path, this.opts.coordUrl),
+      body,
+      timeoutMs: 15_000,
+      unavailable: (m) => new WritError('LEDGER_UNAVAILABLE', `coord ${m}`),
+      unreachable: (e) => new WritError('LEDGER_UNAVAILABLE', `coord unreachable: ${e.message}`),
+    });
+    return answer.body;
   }
 
   /** One registration: challenge, then the signed registration. */

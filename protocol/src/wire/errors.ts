@@ -82,3 +82,47 @@ export function readAnswer(status: number, text: string, unavailable: (message: 
   const error = parseErrorAnswer(doc);
   throw error ? fromErrorJSON(error) : unavailable(`answered ${status}`);
 }
+
+/** One JSON request to a Writ service, as fetchAnswer makes it. */
+export interface AnswerRequest {
+  method: string;
+  url: string | URL;
+  /** Sent as `Authorization: Bearer …`; none for requests a signature in the body authenticates. */
+  token?: string;
+  /** JSON text as it is (a signed envelope travels byte for byte), or a value to serialise. */
+  body?: string | object;
+  /** The whole exchange, answer body included, ends after this long. */
+  timeoutMs: number;
+  /** Besides the timeout, abandons the request. */
+  signal?: AbortSignal;
+  /** The error for a service that answered something that is not Writ's (readAnswer's message). */
+  unavailable: (message: string) => Error;
+  /** The error for a service that could not be reached or stopped mid-answer (default: `unavailable`). */
+  unreachable?: (cause: Error) => Error;
+}
+
+/**
+ * The one HTTP client of Writ's tiers (the CLI to the coord, the coord to supervisors, a node's agent to
+ * the coord): sends the request, reads the whole answer and returns its status and JSON body, or throws the
+ * WritError an error answer carries, or the caller's own error for a service that is not there.
+ */
+export async function fetchAnswer(r: AnswerRequest): Promise<{ status: number; body: unknown }> {
+  let res: Response;
+  let text: string;
+  try {
+    res = await fetch(r.url, {
+      method: r.method,
+      headers: {
+        ...(r.token !== undefined ? { authorization: `Bearer ${r.token}` } : {}),
+        ...(r.body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      body: r.body === undefined ? undefined : typeof r.body === 'string' ? r.body : JSON.stringify(r.body),
+      signal: r.signal ? AbortSignal.any([r.signal, AbortSignal.timeout(r.timeoutMs)]) : AbortSignal.timeout(r.timeoutMs),
+    });
+    text = await res.text(); // a service stopping mid-answer is as unreachable as one that is down
+  } catch (e) {
+    const err = e as Error;
+    throw r.unreachable ? r.unreachable(err) : r.unavailable(`is unreachable: ${err.cause ? String(err.cause) : err.message}`);
+  }
+  return { status: res.status, body: readAnswer(res.status, text, r.unavailable) };
+}
