@@ -108,6 +108,7 @@ describe('enrollment rules', () => {
     );
     expect(fast.code, fast.err).toBe(0);
     fastToken = JSON.parse(fast.out).token;
+    expect(fastToken).toMatch(/^wet_[A-Za-z0-9_-]{43}$/); // never a leading '-', which a command line takes for an option
     const big = await cli(
       'enroll',
       'rules',

@@ -110,7 +110,7 @@ describe.skipIf(skipReason !== null)('node boot image under QEMU + OVMF (root)',
     );
     expect(rule.code, rule.err).toBe(0);
     token = JSON.parse(rule.out).token;
-    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(token).toMatch(/^wet_[A-Za-z0-9_-]{43}$/);
     // A raw base64url public key is accepted where a key file is.
     const adminPub = b64url(s.admin.publicKey);
     const built = await cli(

@@ -62,9 +62,13 @@ export type BootAnswer = 'local' | 'install' | 'rescue';
 
 export const tokenSha256 = (token: string) => createHash('sha256').update(token).digest('hex');
 
-/** A fresh enrollment token: 32 random bytes, base64url (43 characters). */
+/**
+ * A fresh enrollment token: `wet_` and 32 random bytes in base64url (47 characters). The prefix keeps it from
+ * starting with '-', which a command line takes for an option (`writ image build --token -x…` was refused as
+ * ambiguous about one time in 32), and lets secret scanners recognise it.
+ */
 export function newEnrollmentToken(): string {
-  return randomBytes(32).toString('base64url');
+  return `wet_${randomBytes(32).toString('base64url')}`;
 }
 
 interface RuleRow {
