@@ -21,6 +21,8 @@ export const TEST_PACKAGES = [
   'chromium',
   'ipxe',
   'ovmf',
+  // The several-coords tests (tests/helpers/postgres.ts runs its server from /usr/lib/postgresql/15/bin).
+  'postgresql',
 ];
 export const QUICKSTART_PACKAGES = ['redis-server'];
 
