@@ -54,16 +54,11 @@ export default async function deployVm(rawArgs, ctx) {
   ctx.log.info(`disk ${disk.path}: ${disk.created ? `cloned from ${args.base}` : 'already there'}`);
 
   const bridge = /** @type {{ created: boolean; changed: boolean }} */ (await granted(sal.net?.bridge?.ensure, 'net.bridge.ensure')({ name: args.bridge }));
-  const tap = /** @type {{ created: boolean; changed: boolean }} */ (
-    await granted(sal.net?.tap?.ensure, 'net.tap.ensure')({ name: args.tap, bridge: args.bridge })
-  );
+  const tap = /** @type {{ created: boolean; changed: boolean }} */ (await granted(sal.net?.tap?.ensure, 'net.tap.ensure')({ name: args.tap, bridge: args.bridge }));
   ctx.log.info(`bridge ${args.bridge}: ${bridge.created ? 'created' : 'already there'}; tap ${args.tap}: ${tap.created ? 'created' : 'already there'}`);
 
   const vm = /** @type {{ created: boolean; state: string }} */ (
-    await granted(
-      sal.vm?.create,
-      'vm.create',
-    )({
+    await granted(sal.vm?.create, 'vm.create')({
       name: args.name,
       vcpus: args.vcpus ?? 1,
       memoryMiB: args.memoryMiB ?? 256,
