@@ -48,6 +48,8 @@ import {
   runningFlowIds,
   setFlowIn,
   setStepIn,
+  setStepsIn,
+  type StepPatch,
   touchFlowIn,
   type FlowEvent,
   type FlowRecord,
@@ -259,12 +261,22 @@ export class FlowEngine {
       const jobsOf = (step: string) => jobs.filter((j) => j.step === step);
       const out: { type: 'flow' | 'step'; step?: string; message: string; data?: unknown }[] = [];
       const audits: AuditInput[] = [];
+      // The pass's step changes, merged per step and written in one statement at its end (setStepsIn).
+      const patches = new Map<string, StepPatch>();
       const setStep = async (
         name: string,
         patch: { status: StepRecord['status']; nodes?: string[]; errorCode?: string; errorMessage?: string },
         message: string,
       ) => {
-        await setStepIn(tx, flowId, name, patch);
+        const prev = patches.get(name);
+        patches.set(name, {
+          step: name,
+          status: patch.status,
+          ...((patch.nodes ?? prev?.nodes) ? { nodes: patch.nodes ?? prev!.nodes! } : {}),
+          ...((patch.errorCode ?? prev?.errorCode) ? { errorCode: patch.errorCode ?? prev!.errorCode! } : {}),
+          ...((patch.errorMessage ?? prev?.errorMessage) !== undefined ? { errorMessage: (patch.errorMessage ?? prev!.errorMessage)! } : {}),
+          started: (prev?.started ?? false) || patch.status === 'running',
+        });
         const cur = steps.get(name)!;
         steps.set(name, {
           ...cur,
@@ -374,6 +386,7 @@ export class FlowEngine {
       } else if (out.length > 0) {
         await touchFlowIn(tx, flowId);
       }
+      await setStepsIn(tx, flowId, [...patches.values()]);
       await appendAuditIn(tx, audits);
       return appendFlowEventsIn(tx, flowId, out);
     });

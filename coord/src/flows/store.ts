@@ -292,6 +292,41 @@ export async function setStepIn(
   );
 }
 
+/** What one pass of the engine changes about a step (setStepsIn writes a pass's changes in one statement). */
+export interface StepPatch {
+  step: string;
+  status: StepStatus;
+  nodes?: string[];
+  errorCode?: string;
+  errorMessage?: string;
+  /** The step went `running` in this pass (its started_at is set if it had none). */
+  started: boolean;
+}
+
+/** Writes every step change of one engine pass in one statement, as setStepIn would one by one. */
+export async function setStepsIn(tx: Queryable, flowId: string, patches: readonly StepPatch[]): Promise<void> {
+  if (patches.length === 0) return;
+  const rows = patches.map((p) => ({
+    step: p.step,
+    status: p.status,
+    nodes: p.nodes ?? null,
+    error_code: p.errorCode ?? null,
+    error_message: p.errorMessage === undefined ? null : storableText(p.errorMessage),
+    started: p.started,
+    terminal: p.status !== 'pending' && p.status !== 'running',
+  }));
+  await tx.query(
+    `UPDATE flow_steps s SET status = p.status,
+       nodes = CASE WHEN p.nodes IS NULL THEN s.nodes ELSE ARRAY(SELECT jsonb_array_elements_text(p.nodes)) END,
+       error_code = COALESCE(p.error_code, s.error_code), error_message = COALESCE(p.error_message, s.error_message),
+       started_at = CASE WHEN p.started AND s.started_at IS NULL THEN ${NOW_MS} ELSE s.started_at END,
+       finished_at = CASE WHEN p.terminal THEN ${NOW_MS} ELSE s.finished_at END
+     FROM jsonb_to_recordset($2::jsonb) AS p(step text, status text, nodes jsonb, error_code text, error_message text, started boolean, terminal boolean)
+     WHERE s.flow_id = $1 AND s.step = p.step`,
+    [flowId, JSON.stringify(rows)],
+  );
+}
+
 export async function setFlowIn(tx: Queryable, flowId: string, patch: { status: FlowStatus; errorCode?: string; errorMessage?: string }): Promise<void> {
   const terminal = patch.status !== 'running';
   await tx.query(
