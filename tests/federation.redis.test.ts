@@ -203,8 +203,9 @@ describe.skipIf(!postgres.ok)('federation: supervisors join, serve pools, and le
     expect(((await refusedReport.json()) as { error: { code: string } }).error.code).toBe('SUPERVISOR_NOT_LISTED');
     await audited('report');
 
-    // A runner in each pool, on its pool's Redis.
-    const runner = (node: string, redis: EmbeddedRedis) =>
+    // A runner in each pool, on its pool's Redis: na1 is told it (--redis); nb1 is not, and learns it from the
+    // coord's registration answer (the Redis sup-b announces for pool b). Its jobs below run only if it did.
+    const runner = (node: string, redis: EmbeddedRedis | null) =>
       startWrit(
         [
           'runner',
@@ -212,8 +213,7 @@ describe.skipIf(!postgres.ok)('federation: supervisors join, serve pools, and le
           node,
           '--coord',
           coordUrl,
-          '--redis',
-          redis.url,
+          ...(redis ? ['--redis', redis.url] : []),
           '--admin-key',
           adminPub,
           '--state',
@@ -225,7 +225,8 @@ describe.skipIf(!postgres.ok)('federation: supervisors join, serve pools, and le
         ],
         env,
       );
-    await Promise.all([runner('na1', redisA), runner('nb1', redisB)]);
+    const [, nb1] = await Promise.all([runner('na1', redisA), runner('nb1', null)]);
+    expect(nb1.ready).toMatchObject({ redis: `redis://127.0.0.1:${new URL(redisB.url).port}`, redisFrom: 'registration' });
     for (const node of ['na1', 'nb1']) {
       await until(`${node} registering`, async () => ((await api('GET', `/v1/nodes/${node}`)).body?.keyid ? true : undefined), 60_000);
       expect((await api('POST', `/v1/nodes/${node}/accept`, JSON.stringify({ reason: 'test' }))).status).toBe(200);

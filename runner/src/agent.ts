@@ -163,7 +163,7 @@ export class NodeAgent {
           this.state = 'registered';
           this.opts.onRegistered?.(answer);
           // Its pool decides which supervisors carry its jobs, and `redis` is the address they announce for its
-          // runner (federation); a node started with another --redis than its pool's is worth noticing.
+          // runner (federation): a daemon started without --redis takes its jobs from there (node-daemon.ts).
           this.opts.logger?.info({ node: this.opts.identity.nodeId, pool: answer.pool ?? null, redis: answer.redis ?? null }, 'registered with the coord');
         }
         await this.heartbeat();

@@ -25,6 +25,8 @@ export interface RunnerGiven {
   node?: string | undefined;
   labels?: readonly string[] | undefined;
   redis?: string | undefined;
+  /** `USER:PASSWORD` (read from --redis-credentials FILE by the caller): added to a Redis address learned at registration. */
+  redisCredentials?: string | undefined;
   coord?: string | undefined;
   cluster?: string | undefined;
   state?: string | undefined;
@@ -44,7 +46,12 @@ export type RunnerEnv = ConfigEnv;
 export interface RunnerConfig {
   readonly nodeId: string;
   readonly labels: Readonly<Record<string, string>>;
-  readonly redisUrl: string;
+  /**
+   * The Redis to take jobs from; null when neither --redis nor REDIS_URL was given: the node then uses the
+   * address the coord announces for its pool when it registers (federation), with `redisCredentials` added.
+   */
+  readonly redisUrl: string | null;
+  readonly redisCredentials: { username: string; password: string } | null;
   readonly coordUrl: string;
   readonly clusterId: string;
   readonly stateDir: string;
@@ -79,7 +86,16 @@ export function runnerConfig(given: RunnerGiven, env: RunnerEnv): RunnerConfig {
   const nodeId = requiredInput(given.node, '--node ID');
   if (!new RegExp(NODE_ID_PATTERN).test(nodeId))
     configInvalid(`--node ${nodeId}: a node id is lower-case letters, digits, '.' and '-' (at most 63, matching ${NODE_ID_PATTERN})`);
-  const redisUrl = checkRedisUrl(requiredInput(given.redis ?? env.REDIS_URL, '--redis URL or REDIS_URL'), given.redis !== undefined ? '--redis' : 'REDIS_URL');
+  const redisGiven = given.redis ?? env.REDIS_URL;
+  const redisUrl = redisGiven === undefined || redisGiven === '' ? null : checkRedisUrl(redisGiven, given.redis !== undefined ? '--redis' : 'REDIS_URL');
+  let redisCredentials: { username: string; password: string } | null = null;
+  if (given.redisCredentials !== undefined) {
+    const m = /^([^:\s]+):(\S+)$/.exec(given.redisCredentials.trim());
+    if (!m) configInvalid('--redis-credentials: the file must hold one line USER:PASSWORD (writ redis acl --role runner --node ID prints both)');
+    if (redisUrl !== null)
+      configInvalid('--redis-credentials is for a Redis learned at registration; with --redis (or REDIS_URL), put USER:PASSWORD in its URL');
+    redisCredentials = { username: m[1]!, password: m[2]! };
+  }
   const labels = parseLabels(given.labels ?? []);
   if (!given.adminKeys?.length) throw new WritError('USAGE', '--admin-key FILE is required: the admin public key(s) this node trusts to sign key sets');
   const admins = pinnedAdmins(given.adminKeys, given.adminThreshold);
@@ -103,6 +119,7 @@ export function runnerConfig(given: RunnerGiven, env: RunnerEnv): RunnerConfig {
     nodeId,
     labels: Object.freeze(labels),
     redisUrl,
+    redisCredentials,
     coordUrl,
     clusterId,
     stateDir: given.state ?? path.join(given.home, `runner-${nodeId}`),

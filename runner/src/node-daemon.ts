@@ -11,12 +11,21 @@ import {
   redisUserProblem,
   type JsonValue,
   type NodeHealth,
+  type RegistrationAnswer,
 } from '@writ/protocol';
 import { NodeAgent, type Clock } from './agent.ts';
 import { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 import { Runner, type RunnerOptions } from './runner.ts';
 
-export interface NodeDaemonOptions extends Omit<RunnerOptions, 'nodeKey'> {
+export interface NodeDaemonOptions extends Omit<RunnerOptions, 'nodeKey' | 'redisUrl'> {
+  /**
+   * The Redis to take jobs from. Without one, the daemon registers first and uses the address the coord
+   * announces for the node's pool (its supervisors' Redis), with `redisCredentials` added when given.
+   */
+  redisUrl?: string | null;
+  redisCredentials?: { username: string; password: string } | null;
+  /** Aborts waiting for the coord to announce a Redis (the daemon then throws the abort reason). */
+  signal?: AbortSignal;
   stateDir: string;
   coordUrl: string;
   heartbeatMs?: number;
@@ -29,6 +38,8 @@ export interface NodeDaemon {
   identity: NodeIdentity;
   agent: NodeAgent;
   runner: Runner;
+  /** The Redis it takes jobs from (user and password masked), and whether the coord announced it at registration. */
+  redis: { url: string; learned: boolean };
   /** Stops phone-home and the job loop within `timeoutMs` in all, whether or not the coord and Redis answer. */
   stop(timeoutMs?: number): Promise<void>;
 }
@@ -100,10 +111,26 @@ export async function assertRunnerRedisUser(redisUrl: string, nodeId: string, wa
   }
 }
 
+/** A Redis address with this node's ACL user and password put in (an announced address carries none). */
+export function withRedisCredentials(url: string, creds: { username: string; password: string } | null | undefined): string {
+  if (!creds) return url;
+  const at = url.indexOf('://');
+  if (
+    at < 0 ||
+    url
+      .slice(at + 3)
+      .split(/[/?]/)[0]!
+      .includes('@')
+  )
+    return url;
+  return `${url.slice(0, at + 3)}${encodeURIComponent(creds.username)}:${encodeURIComponent(creds.password)}@${url.slice(at + 3)}`;
+}
+
 export async function startNodeDaemon(opts: NodeDaemonOptions): Promise<NodeDaemon> {
   const identity = await loadNodeIdentity(opts.stateDir, opts.nodeId);
-  if (opts.production) await assertRunnerRedisUser(opts.redisUrl, opts.nodeId, (m) => opts.logger?.warn({}, m));
-  const runner = await Runner.start({ ...opts, nodeKey: identity.key });
+  let runner: Runner | undefined;
+  // Every registration answer, for a daemon that waits to learn its pool's Redis from one.
+  let answered: ((a: RegistrationAnswer) => void) | undefined;
   const agent = new NodeAgent({
     coordUrl: opts.coordUrl,
     identity,
@@ -113,20 +140,72 @@ export async function startNodeDaemon(opts: NodeDaemonOptions): Promise<NodeDaem
     ...(opts.clock ? { clock: opts.clock } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
     inventory: async () => (await hostFacts()) as unknown as JsonValue,
-    health: () => nodeHealth(opts.stateDir, runner.runningJobs),
+    health: () => nodeHealth(opts.stateDir, runner?.runningJobs ?? 0),
+    onRegistered: (a) => answered?.(a),
   });
-  agent.start();
+  let redisUrl = opts.redisUrl ?? null;
+  if (redisUrl === null) {
+    // Register first: the answer names the Redis of the node's pool. Until a supervisor of that pool has
+    // announced one, ask again every heartbeat interval.
+    const first = new Promise<RegistrationAnswer>((resolve) => (answered = resolve));
+    agent.start();
+    try {
+      redisUrl = await learnPoolRedis(agent, first, opts);
+    } catch (e) {
+      await agent.stop();
+      throw e;
+    }
+    opts.logger?.info(
+      { node: opts.nodeId, redis: redisUrl.replace(/\/\/[^@/]*@/, '//***@') },
+      "takes jobs from its pool's Redis, as the coord announced it at registration",
+    );
+  }
+  try {
+    if (opts.production) await assertRunnerRedisUser(redisUrl, opts.nodeId, (m) => opts.logger?.warn({}, m));
+    runner = await Runner.start({ ...opts, redisUrl, nodeKey: identity.key });
+  } catch (e) {
+    await agent.stop();
+    throw e;
+  }
+  if (opts.redisUrl) agent.start();
+  const started = runner;
   return {
     identity,
     agent,
-    runner,
+    runner: started,
+    redis: { url: redisUrl.replace(/\/\/[^@/]*@/, '//***@'), learned: !opts.redisUrl },
     async stop(timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       // A request to a coord that does not answer may hold the agent up to its own timeout: not past the grace.
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([agent.stop(), new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
       clearTimeout(timer);
-      await runner.close(Math.max(0, deadline - Date.now()));
+      await started.close(Math.max(0, deadline - Date.now()));
     },
   };
+}
+
+/**
+ * Waits for a registration answer that names the Redis of this node's pool and returns it with the node's
+ * credentials. The first answer comes from the agent's own registration; without a Redis in it (no healthy
+ * supervisor of the pool has announced one yet, or the node has no pool yet) it registers again every
+ * heartbeat interval, saying so, until one does or `opts.signal` aborts.
+ */
+async function learnPoolRedis(agent: NodeAgent, first: Promise<RegistrationAnswer>, opts: NodeDaemonOptions): Promise<string> {
+  const aborted = new Promise<never>((_, reject) => {
+    if (opts.signal?.aborted) reject(opts.signal.reason);
+    opts.signal?.addEventListener('abort', () => reject(opts.signal!.reason), { once: true });
+  });
+  aborted.catch(() => {});
+  let answer: RegistrationAnswer | null = await Promise.race([first, aborted]);
+  const waitMs = opts.heartbeatMs ?? 30_000;
+  for (;;) {
+    if (answer?.redis) return withRedisCredentials(answer.redis, opts.redisCredentials);
+    opts.logger?.warn(
+      { node: opts.nodeId, pool: answer?.pool ?? null, retryInMs: waitMs },
+      "no --redis, and the coord announced no Redis for this node's pool yet (no healthy supervisor of it has): asking again",
+    );
+    await Promise.race([new Promise((r) => setTimeout(r, waitMs)), aborted]);
+    answer = await Promise.race([agent.register().catch(() => null), aborted]);
+  }
 }

@@ -22,6 +22,7 @@ describe('runnerConfig', () => {
       nodeId: 'node-7',
       labels: {},
       redisUrl: 'redis://127.0.0.1:6379',
+      redisCredentials: null,
       coordUrl: 'http://127.0.0.1:7340',
       clusterId: 'writ-dev',
       stateDir: `${HOME}/runner-node-7`,
@@ -58,9 +59,21 @@ describe('runnerConfig', () => {
     expect([c, c.labels, c.admins, c.admins.keys, c.admins.keys[0]].map(Object.isFrozen)).toEqual([true, true, true, true, true]);
   });
 
-  it('refuses a missing node, Redis, coord or admin key as a usage error, as the CLI always has', () => {
+  it("without --redis or REDIS_URL, learns its pool's Redis at registration, with --redis-credentials added", () => {
+    expect(runnerConfig({ ...GIVEN, redis: undefined }, {})).toMatchObject({ redisUrl: null, redisCredentials: null });
+    expect(runnerConfig({ ...GIVEN, redis: undefined, redisCredentials: 'writ-runner-n1:s3cr3t\n' }, {}).redisCredentials).toEqual({
+      username: 'writ-runner-n1',
+      password: 's3cr3t',
+    });
+    expect(refusal({ redis: undefined, redisCredentials: 'no-colon' })).toEqual({
+      code: 'CONFIG_INVALID',
+      message: '--redis-credentials: the file must hold one line USER:PASSWORD (writ redis acl --role runner --node ID prints both)',
+    });
+    expect(refusal({ redisCredentials: 'u:p' }).code).toBe('CONFIG_INVALID'); // with --redis, credentials go in its URL
+  });
+
+  it('refuses a missing node, coord or admin key as a usage error, as the CLI always has', () => {
     expect(refusal({ node: undefined })).toEqual({ code: 'USAGE', message: '--node ID is required' });
-    expect(refusal({ redis: undefined })).toEqual({ code: 'USAGE', message: '--redis URL or REDIS_URL is required' });
     expect(refusal({ coord: undefined })).toEqual({ code: 'USAGE', message: '--coord URL (or WRIT_COORD) is required: the node registers there' });
     expect(refusal({ adminKeys: [] }).code).toBe('USAGE');
   });

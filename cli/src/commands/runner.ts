@@ -1,4 +1,6 @@
 // writ runner --node ID: the node daemon on its own (production shape: one per node).
+import { readFile } from 'node:fs/promises';
+import { WritError } from '@writ/protocol';
 import { loadNodeConfig, runNodeDaemon, runnerConfig } from '@writ/runner';
 import { writHome } from '../keyfiles.ts';
 import { parse } from '../args.ts';
@@ -6,7 +8,7 @@ import { adminKeyRefs, runUntilProcessSignal } from './services.ts';
 import { EXIT, serviceLogger, type Io } from '../output.ts';
 import type { CliContext, Command } from './types.ts';
 
-const HELP = `usage: writ runner --node ID --coord URL --admin-key FILE [--admin-threshold K] [--cluster ID] [--label k=v ...] [--redis URL]
+const HELP = `usage: writ runner --node ID --coord URL --admin-key FILE [--admin-threshold K] [--cluster ID] [--label k=v ...] [--redis URL | --redis-credentials FILE]
                    [--state DIR] [--concurrency N] [--heartbeat-ms N] [--lock-ms N] [--stalled-ms N] [--config node.json] [--production]
 
 Runs the node daemon: makes (once) and keeps the node's own ed25519 identity in the state dir, registers
@@ -20,7 +22,12 @@ takes no new jobs and lets running ones finish.
   --state DIR       keeps the node identity, the highest accepted key set and the effect journal
                     (journal/, see docs/exactly-once.md) across restarts (default $WRIT_HOME/runner-ID)
   --redis URL       Redis (default $REDIS_URL): redis://[user:pass@]host:port[/db], rediss://… (TLS), or
-                    redis+sentinel://[user:pass@]host:port,host:port/MASTER[?db=N] (Sentinel)
+                    redis+sentinel://[user:pass@]host:port,host:port/MASTER[?db=N] (Sentinel). Without it
+                    (and no $REDIS_URL) the node registers first and takes jobs from the Redis the coord
+                    announces for its pool (its supervisors' --runner-redis); it waits, asking again every
+                    heartbeat, until one is announced
+  --redis-credentials FILE  USER:PASSWORD added to that announced address (the node's ACL user; see
+                    writ redis acl --role runner --node ID)
   --heartbeat-ms N  send a signed heartbeat every N ms (default 30000). The coord counts a node unreachable
                     after 3 of its own intervals, so match it: \`writ dev\` expects 5000, \`writ coord\` 30000
   --config FILE     the node's config file: labels (--label adds to and overrides them) and the SAL areas
@@ -39,6 +46,7 @@ async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> 
       node: { type: 'string' },
       label: { type: 'string', multiple: true },
       redis: { type: 'string' },
+      'redis-credentials': { type: 'string' },
       concurrency: { type: 'string' },
       'admin-key': { type: 'string', multiple: true },
       coord: { type: 'string' },
@@ -55,12 +63,20 @@ async function runner(argv: string[], io: Io, ctx: CliContext): Promise<number> 
   );
   if (values.help) return (io.out(HELP), EXIT.ok);
   const nodeConfig = values.config ? await loadNodeConfig(values.config) : undefined;
+  const credentialsFile = values['redis-credentials'];
+  const redisCredentials =
+    credentialsFile === undefined
+      ? undefined
+      : await readFile(credentialsFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
+          throw new WritError('CONFIG_INVALID', `--redis-credentials ${credentialsFile}: cannot read it (${e.code ?? e.message})`);
+        });
   const config = runnerConfig(
     {
       home: writHome(ctx.env),
       node: values.node,
       labels: [...Object.entries(nodeConfig?.labels ?? {}).map(([k, v]) => `${k}=${v}`), ...(values.label ?? [])],
       redis: values.redis,
+      ...(redisCredentials !== undefined ? { redisCredentials } : {}),
       coord: values.coord,
       cluster: values.cluster,
       state: values.state,
