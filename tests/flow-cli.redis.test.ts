@@ -69,6 +69,21 @@ describe('writ flow', () => {
     const list = await cli('flow', 'list', '--status', 'succeeded');
     expect(list.code).toBe(0);
     expect(list.out.join('\n')).toMatch(/hello-flow\s+succeeded\s+3/);
+
+    // A client that resumes (Last-Event-ID) gets the log lines recorded after the last flow event it had, not
+    // nothing: resuming after the event that started the summary step (which waits for facts and flaky), the
+    // summary's line, and none of the lines of the steps before it.
+    const auth = { authorization: `Bearer ${s.token}` };
+    const events = (await (await fetch(`${s.url}/v1/flows/hello-flow/events`, { headers: auth })).text()).split('\n\n');
+    const summaryStarted = events.find((b) => /^event: step$/m.test(b) && b.includes('"step":"summary"') && b.includes('"status":"running"'));
+    const seq = Number(/^id: (\d+)$/m.exec(summaryStarted ?? '')?.[1]);
+    expect(seq).toBeGreaterThan(0);
+    const resumed = await (await fetch(`${s.url}/v1/flows/hello-flow/events`, { headers: { ...auth, 'last-event-id': String(seq) } })).text();
+    const logSteps = resumed
+      .split('\n\n')
+      .filter((b) => /^event: log$/m.test(b))
+      .map((b) => (JSON.parse(/^data: (.*)$/m.exec(b)![1]!) as { step: string }).step);
+    expect(logSteps).toEqual(['summary']);
   }, 180_000);
 
   it('refuses flow files with mistakes before signing, each with its code', async () => {

@@ -156,12 +156,14 @@ export function registerFlowRoutes(app: FastifyInstance, service: CoordService):
         clearInterval(keepAlive);
       };
       req.raw.on('close', close);
-      // Log lines of the flow's jobs: from the start on a first connection, from now on a resumed one.
+      // Log lines of the flow's jobs: from the start on a first connection; on a resumed one, those recorded
+      // after the last flow event the client had (log lines carry no event id, so a line recorded between that
+      // event and the disconnect is sent again rather than lost).
+      const resumeAfter = resumed ? ((await listFlowEvents(db, id, Number(given) - 1, 1))[0]?.at.getTime() ?? 0) : 0;
       const logSeq = new Map<string, number>();
       // Jobs that ended and whose events were all read: not read again on later looks.
       const drained = new Set<string>();
       const withLogs = q.logs !== false;
-      let first = true;
       try {
         while (!closed) {
           // The steps' own lines first (a job's log lines come in with its result, before the step moves on).
@@ -173,7 +175,7 @@ export function registerFlowRoutes(app: FastifyInstance, service: CoordService):
               const evs = await service.ledger.listJobEvents(j.jobId, after, 500);
               for (const ev of evs) {
                 const failed = ev.type === 'status' && typeof ev.data === 'object' && ev.data !== null && 'error' in ev.data;
-                if ((ev.type === 'log' || failed) && !(first && resumed)) {
+                if ((ev.type === 'log' || failed) && ev.at.getTime() > resumeAfter) {
                   // A failed attempt (retried, or the last) is shown as a line of its step.
                   res.write(
                     `event: log\ndata: ${JSON.stringify({ job: j.jobId, step: j.step, node: j.node, level: ev.type === 'log' ? ev.level : 'warn', message: ev.message })}\n\n`,
@@ -192,7 +194,6 @@ export function registerFlowRoutes(app: FastifyInstance, service: CoordService):
             );
             sent = e.seq;
           }
-          first = false;
           const f = await getFlow(db, id);
           if (!f || f.status !== 'running') {
             if (events.length === 500) continue;
