@@ -260,6 +260,9 @@ describe('OpenAPI (A1)', () => {
     for (const [p, m] of [
       ['/healthz', 'get'],
       ['/metrics', 'get'],
+      ['/', 'get'],
+      ['/ui/{file}', 'get'],
+      ['/boot/ipxe', 'get'],
       ['/v1/reports', 'post'],
       ['/v1/nodes/register', 'post'],
       ['/v1/supervisors/heartbeat', 'post'],

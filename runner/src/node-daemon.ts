@@ -8,6 +8,7 @@ import {
   WritError,
   describeRedisTarget,
   parseRedisUrl,
+  redactRedisUrl,
   redisUserProblem,
   type JsonValue,
   type NodeHealth,
@@ -155,10 +156,7 @@ export async function startNodeDaemon(opts: NodeDaemonOptions): Promise<NodeDaem
       await agent.stop();
       throw e;
     }
-    opts.logger?.info(
-      { node: opts.nodeId, redis: redisUrl.replace(/\/\/[^@/]*@/, '//***@') },
-      "takes jobs from its pool's Redis, as the coord announced it at registration",
-    );
+    opts.logger?.info({ node: opts.nodeId, redis: redactRedisUrl(redisUrl) }, "takes jobs from its pool's Redis, as the coord announced it at registration");
   }
   try {
     if (opts.production) await assertRunnerRedisUser(redisUrl, opts.nodeId, (m) => opts.logger?.warn({}, m));
@@ -173,7 +171,7 @@ export async function startNodeDaemon(opts: NodeDaemonOptions): Promise<NodeDaem
     identity,
     agent,
     runner: started,
-    redis: { url: redisUrl.replace(/\/\/[^@/]*@/, '//***@'), learned: !opts.redisUrl },
+    redis: { url: redactRedisUrl(redisUrl), learned: !opts.redisUrl },
     async stop(timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       // A request to a coord that does not answer may hold the agent up to its own timeout: not past the grace.

@@ -269,14 +269,8 @@ export class FlowEngine {
         message: string,
       ) => {
         const prev = patches.get(name);
-        patches.set(name, {
-          step: name,
-          status: patch.status,
-          ...((patch.nodes ?? prev?.nodes) ? { nodes: patch.nodes ?? prev!.nodes! } : {}),
-          ...((patch.errorCode ?? prev?.errorCode) ? { errorCode: patch.errorCode ?? prev!.errorCode! } : {}),
-          ...((patch.errorMessage ?? prev?.errorMessage) !== undefined ? { errorMessage: (patch.errorMessage ?? prev!.errorMessage)! } : {}),
-          started: (prev?.started ?? false) || patch.status === 'running',
-        });
+        // A later change of the same step in this pass wins field by field; `started` sticks once set.
+        patches.set(name, { ...prev, ...patch, step: name, started: (prev?.started ?? false) || patch.status === 'running' });
         const cur = steps.get(name)!;
         steps.set(name, {
           ...cur,
