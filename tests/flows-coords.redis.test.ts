@@ -403,7 +403,9 @@ describe.skipIf(!postgres.ok)('a flow on two coords sharing one PostgreSQL', () 
     // prep (n1) → fan (every role=hv node, with prep's device) → join (n2, with fan's results) → last (n1).
     const steps: FlowStep[] = [
       step('prep', sleeper(1500, '({ device: "/dev/vdb" })')),
-      step('fan', sleeper(5000, '({ device: args.inputs.device, job: ctx.job.id })'), {
+      // Long enough that the kill lands while it runs: finding the driver (its lease, taken on a reconcile pass)
+      // took longer than prep and a 5 s fan-out together in a loaded clean-clone run, and the flow had moved on.
+      step('fan', sleeper(20_000, '({ device: args.inputs.device, job: ctx.job.id })'), {
         target: { selector: { role: 'hv' } },
         each: true,
         maxParallel: 2,
