@@ -168,6 +168,23 @@ export const ERROR_CODES = Object.freeze({
     KEYSET_ROLLBACK: { message: 'The key set is older than one already accepted', status: 409, retryable: false },
     KEYSET_EXPIRED: { message: 'The key set has expired', status: 409, retryable: false },
     AUDIT_CHAIN_BROKEN: { message: 'The audit log hash chain does not verify', status: 500, retryable: false },
+    INSTALL_DISK_NOT_FOUND: {
+      message: "No disk matches the install plan's disk hints (details.candidates lists the disks seen)",
+      status: 422,
+      retryable: false,
+    },
+    INSTALL_DISK_AMBIGUOUS: {
+      message: "More than one disk matches the install plan's disk hints; add a serial, WWN or by-id hint",
+      status: 422,
+      retryable: false,
+    },
+    INSTALL_DISK_NOT_BLANK: {
+      message: 'The install target disk holds a partition table or filesystem the plan did not make; reinstall (writ nodes reinstall) to wipe it',
+      status: 409,
+      retryable: false,
+    },
+    INSTALL_FAILED: { message: "The node could not run its class's install plan (details say which step or job)", status: 422, retryable: false },
+    INSTALL_PLAN_MISMATCH: { message: "The install report is for another plan than the node's class carries now", status: 409, retryable: false },
   }),
   ...area('cli', {
     USAGE: { message: 'The command line is not valid (see --help)', status: 400, retryable: false },

@@ -17,6 +17,7 @@ export * from './keyset.ts';
 export * from './node.ts';
 export * from './canonical-json.ts';
 export * from './enrollment.ts';
+export * from './install-disk.ts';
 export * from './wire/index.ts';
 export * from './config-checks.ts';
 export * from './service-lifecycle.ts';

@@ -20,6 +20,8 @@ export const PAYLOAD_TYPES = Object.freeze({
   nodeInventory: 'application/vnd.writ.node-inventory.v1+json',
   nodeAssignment: 'application/vnd.writ.node-assignment.v1+json',
   installPlan: 'application/vnd.writ.install-plan.v1+json',
+  /** A node's outcome of its class's install plan, signed by its node key. */
+  installReport: 'application/vnd.writ.install-report.v1+json',
 } as const);
 
 export type PayloadKind = keyof typeof PAYLOAD_TYPES;
