@@ -49,6 +49,7 @@ import {
   setFlowIn,
   setStepIn,
   setStepsIn,
+  stepResultsIn,
   type StepPatch,
   touchFlowIn,
   type FlowEvent,
@@ -263,6 +264,8 @@ export class FlowEngine {
       const audits: AuditInput[] = [];
       // The pass's step changes, merged per step and written in one statement at its end (setStepsIn).
       const patches = new Map<string, StepPatch>();
+      // Steps that start instances in this pass, on these nodes.
+      const toCreate: { def: FlowStep; nodes: string[] }[] = [];
       const setStep = async (
         name: string,
         patch: { status: StepRecord['status']; nodes?: string[]; errorCode?: string; errorMessage?: string },
@@ -341,21 +344,28 @@ export class FlowEngine {
         const notStarted = nodes.filter((n) => !started.has(n));
         const room = Math.max(0, (def.maxParallel ?? Number.MAX_SAFE_INTEGER) - active.length);
         if (notStarted.length > 0 && room > 0) {
-          const created = await this.createInstances(tx, o, def, notStarted.slice(0, room), jobs, workable);
-          toDispatch.push(...created.dispatch);
-          for (const j of created.records) jobs.push(j);
-          if (def.each && created.records.length > 0)
-            out.push({
-              type: 'step',
-              step: name,
-              message: `step ${name}: started on ${created.records.map((j) => j.node).join(', ')}`,
-              data: { status: 'running', jobs: created.records.map((j) => ({ id: j.jobId, node: j.node, status: j.status })) },
-            });
+          // Recorded after the loop, all of the pass's new instances at once (a later step of this pass cannot
+          // depend on them: a step starts only when its dependencies succeeded).
+          toCreate.push({ def, nodes: notStarted.slice(0, room) });
           continue;
         }
         if (notStarted.length === 0 && active.length === 0) {
           const ok = mine.filter((j) => j.status === 'succeeded').length;
           await setStep(name, { status: 'succeeded' }, `step ${name} succeeded${def.each ? ` on ${ok} of ${nodes.length} node(s)` : ''}`);
+        }
+      }
+      if (toCreate.length > 0) {
+        const created = await this.createInstances(tx, o, toCreate, jobs, workable);
+        toDispatch.push(...created.dispatch);
+        for (const { def } of toCreate) {
+          const mine = created.records.filter((j) => j.step === def.name);
+          if (def.each && mine.length > 0)
+            out.push({
+              type: 'step',
+              step: def.name,
+              message: `step ${def.name}: started on ${mine.map((j) => j.node).join(', ')}`,
+              data: { status: 'running', jobs: mine.map((j) => ({ id: j.jobId, node: j.node, status: j.status })) },
+            });
         }
       }
       const all = [...steps.values()];
@@ -403,71 +413,90 @@ export class FlowEngine {
   }
 
   /**
-   * Records the jobs of a step on these nodes, each carrying the signed flow and the signed results its
-   * inputs come from, authorised for its node as any job is. Returns the records and what to enqueue.
+   * Records the jobs of these steps on their nodes, in one admission: each carries the signed flow and the
+   * signed results its inputs come from, authorised for its node as any job is. A step whose producers'
+   * results cannot be vouched for yet (no registered key) waits for a later pass. Returns the records and
+   * what to enqueue.
    */
   private async createInstances(
     tx: Queryable,
     o: OpenedFlow,
-    def: FlowStep,
-    nodes: readonly string[],
+    starts: readonly { def: FlowStep; nodes: readonly string[] }[],
     jobs: readonly StepJobRecord[],
     workable: readonly NodeView[],
   ): Promise<{ records: StepJobRecord[]; dispatch: DispatchItem[] }> {
-    const producers = new Set(Object.values(def.inputs ?? {}).map((r) => r.from));
-    const results = jobs.filter((j) => producers.has(j.step) && j.status === 'succeeded' && j.stepResult);
-    // The producing nodes' registered keys, read in this transaction (only when the step takes inputs).
-    const keys = await nodePublicKeysIn(tx, [...new Set(results.map((j) => j.node))]);
-    const evidence: StepEvidence[] = [];
-    for (const j of results) {
-      const publicKey = keys.get(j.node);
-      if (!publicKey) return { records: [], dispatch: [] }; // no registered key to vouch for it (yet): wait
-      evidence.push({ step: j.step, node: j.node, publicKey, result: j.stepResult! });
-    }
+    // The producers' signed results and their nodes' registered keys, read in this transaction, once for the
+    // pass (only when a starting step takes inputs).
+    const producersOf = (def: FlowStep) => new Set(Object.values(def.inputs ?? {}).map((r) => r.from));
+    const wanted = new Set(starts.flatMap(({ def }) => [...producersOf(def)]));
+    const produced = jobs.filter((j) => wanted.has(j.step) && j.status === 'succeeded' && j.hasResult);
+    const results = await stepResultsIn(
+      tx,
+      o.flow.id,
+      produced.map((j) => j.jobId),
+    );
+    const keys = await nodePublicKeysIn(tx, [...new Set(produced.map((j) => j.node))]);
     const items: Admission[] = [];
     const bundles: string[] = [];
-    for (const node of nodes) {
-      // Sent with the whole signed flow; stored with the flow named by its hash (stored-step.ts).
-      bundles.push(encodeStepBundle({ flow: o.envelope, step: def.name, node, evidence }));
-      const stored = storedStepText({ flowEnvelopeSha256: o.envelopeSha256, step: def.name, node, evidence });
-      const id = stepJobId(o.flow.id, def.name, def.each ? node : null);
-      const view = workable.find((n) => n.id === node);
-      const base = {
-        id,
-        envelope: stored,
-        envelopeSha256: sha256Hex(stored),
-        signerKeyids: o.signers.map((s) => s.keyid),
-        target: def.target,
-        caps: def.caps,
-        exp: new Date(o.flow.exp * 1000),
-        maxAttempts: (def.retries?.max ?? 0) + 1,
-      };
-      if (!view) {
-        items.push({ ...base, status: 'admitted' });
-        continue;
+    const placed: { step: string; node: string }[] = [];
+    for (const { def, nodes } of starts) {
+      const producers = producersOf(def);
+      const evidence: StepEvidence[] = [];
+      let vouched = true;
+      for (const j of produced) {
+        if (!producers.has(j.step)) continue;
+        const publicKey = keys.get(j.node);
+        const result = results.get(j.jobId);
+        if (!publicKey || !result)
+          vouched = false; // no registered key to vouch for it (yet): wait
+        else evidence.push({ step: j.step, node: j.node, publicKey, result });
       }
-      try {
-        authorizeJob({ caps: def.caps, target: def.target }, o.signers, this.opts.keySets.grants, view, { dangerousThreshold: this.opts.keySets.threshold });
-        items.push({ ...base, status: 'queued', node });
-      } catch (e) {
-        const err = toErrorJSON(e, true);
-        items.push({ ...base, status: 'refused', errorCode: err.code, errorMessage: err.message });
+      if (!vouched) continue;
+      for (const node of nodes) {
+        // Sent with the whole signed flow; stored with the flow named by its hash (stored-step.ts).
+        bundles.push(encodeStepBundle({ flow: o.envelope, step: def.name, node, evidence }));
+        placed.push({ step: def.name, node });
+        const stored = storedStepText({ flowEnvelopeSha256: o.envelopeSha256, step: def.name, node, evidence });
+        const id = stepJobId(o.flow.id, def.name, def.each ? node : null);
+        const view = workable.find((n) => n.id === node);
+        const base = {
+          id,
+          envelope: stored,
+          envelopeSha256: sha256Hex(stored),
+          signerKeyids: o.signers.map((s) => s.keyid),
+          target: def.target,
+          caps: def.caps,
+          exp: new Date(o.flow.exp * 1000),
+          maxAttempts: (def.retries?.max ?? 0) + 1,
+        };
+        if (!view) {
+          items.push({ ...base, status: 'admitted' });
+          continue;
+        }
+        try {
+          authorizeJob({ caps: def.caps, target: def.target }, o.signers, this.opts.keySets.grants, view, { dangerousThreshold: this.opts.keySets.threshold });
+          items.push({ ...base, status: 'queued', node });
+        } catch (e) {
+          const err = toErrorJSON(e, true);
+          items.push({ ...base, status: 'refused', errorCode: err.code, errorMessage: err.message });
+        }
       }
     }
+    if (items.length === 0) return { records: [], dispatch: [] };
     const outcomes = await admitJobsIn(tx, this.opts.ledger.jobLimits, items);
     const records: StepJobRecord[] = [];
     const dispatch: DispatchItem[] = [];
     const rows: { jobId: string; flowId: string; step: string; node: string }[] = [];
     outcomes.forEach((out, i) => {
       const it = items[i]!;
-      const node = nodes[i]!;
-      rows.push({ jobId: it.id, flowId: o.flow.id, step: def.name, node });
+      const { step, node } = placed[i]!;
+      rows.push({ jobId: it.id, flowId: o.flow.id, step, node });
       const status = 'error' in out ? 'failed' : out.status;
       records.push({
         jobId: it.id,
-        step: def.name,
+        step,
         node,
-        stepResult: null,
+        hasResult: false,
         status,
         attempts: it.status === 'queued' ? 1 : 0,
         errorCode: it.errorCode ?? null,

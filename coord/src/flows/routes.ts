@@ -54,7 +54,7 @@ export async function flowView(service: CoordService, id: string) {
           status: j.status,
           attempts: j.attempts,
           error: j.errorCode ? { code: j.errorCode, message: j.errorMessage ?? '' } : null,
-          signedResult: j.stepResult !== null,
+          signedResult: j.hasResult,
         })),
     })),
   };

@@ -91,7 +91,8 @@ export interface StepJobRecord {
   jobId: string;
   step: string;
   node: string;
-  stepResult: string | null;
+  /** Whether the ledger holds the runner-signed result of this instance (read with `stepResultsIn`). */
+  hasResult: boolean;
   status: string;
   attempts: number;
   errorCode: string | null;
@@ -213,13 +214,14 @@ export async function listStepJobs(db: Queryable, flowId: string): Promise<StepJ
     job_id: string;
     step: string;
     node: string;
-    step_result: string | null;
+    has_result: boolean;
     status: string;
     attempts: number;
     error_code: string | null;
     error_message: string | null;
   }>(
-    `SELECT fj.job_id, fj.step, fj.node, fj.step_result, j.status, j.attempts, j.error_code, j.error_message
+    // Without the signed results themselves (a few hundred bytes each, read on every pass of the engine).
+    `SELECT fj.job_id, fj.step, fj.node, fj.step_result IS NOT NULL AS has_result, j.status, j.attempts, j.error_code, j.error_message
      FROM flow_jobs fj JOIN jobs j ON j.id = fj.job_id WHERE fj.flow_id = $1 ORDER BY fj.step, fj.node`,
     [flowId],
   );
@@ -227,7 +229,7 @@ export async function listStepJobs(db: Queryable, flowId: string): Promise<StepJ
     jobId: r.job_id,
     step: r.step,
     node: r.node,
-    stepResult: r.step_result,
+    hasResult: r.has_result,
     status: r.status,
     attempts: Number(r.attempts),
     errorCode: r.error_code,
@@ -243,6 +245,16 @@ export async function insertStepJobsIn(tx: Queryable, rows: readonly { jobId: st
      ON CONFLICT (job_id) DO NOTHING`,
     [JSON.stringify(rows.map((r) => ({ job_id: r.jobId, flow_id: r.flowId, step: r.step, node: r.node })))],
   );
+}
+
+/** The signed results the ledger holds for these step instances of a flow, by job id. */
+export async function stepResultsIn(db: Queryable, flowId: string, jobIds: readonly string[]): Promise<Map<string, string>> {
+  if (jobIds.length === 0) return new Map();
+  const rows = await db.query<{ job_id: string; step_result: string }>(
+    'SELECT job_id, step_result FROM flow_jobs WHERE flow_id = $1 AND job_id = ANY($2::text[]) AND step_result IS NOT NULL',
+    [flowId, jobIds],
+  );
+  return new Map(rows.map((r) => [r.job_id, r.step_result]));
 }
 
 /**
