@@ -7,7 +7,12 @@
 // runner's heartbeats over both, round robin, and the jobs are submitted to each coord in turn. The figure
 // is the coords' own CPU (utime + stime from /proc/PID/stat) from the first submission to the last job
 // finished, divided by the jobs; the other processes are not counted. "Driven twice" counts jobs that got
-// more than one attempt (every job here needs exactly one).
+// more than one attempt (every job here needs exactly one). The jobs are offered at a fixed rate
+// (BENCH_COORDS_RATE, 100 jobs/s; 0 for as fast as they go), the same for one and two coords: on 2 cores a
+// saturated machine makes every operation cost more CPU (the same ed25519 verifications took 40% more CPU
+// with two busy coords in a profile), which says nothing about the cost of coordinating. Before each run the
+// coords' idle CPU is sampled (their fixed cost: passes, node sync, keep-alives). One and two coords are
+// measured in BENCH_COORDS_PAIRS pairs (3), and the figure is the median of the pairs' ratios.
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -43,12 +48,17 @@ export interface CoordsRun {
   /** Jobs with more than one attempt (driven twice). */
   drivenTwice: number;
   failed: number;
+  /** The coords' CPU, summed, per second while idle (measured before the run, after the warm-up): their fixed cost. */
+  idleCpuMsPerS: number;
 }
 
 export interface CoordsBench {
-  one: CoordsRun;
-  two: CoordsRun;
-  /** two.cpuMsPerJob / one.cpuMsPerJob: the goal is at most 1.1. */
+  /** Each pair: one coord, then two coords, on fresh processes and databases. */
+  pairs: { one: CoordsRun; two: CoordsRun; ratio: number }[];
+  /** Medians over the pairs of the CPU per job with one and with two coords. */
+  oneCpuMsPerJob: number;
+  twoCpuMsPerJob: number;
+  /** The median over the pairs of two.cpuMsPerJob / one.cpuMsPerJob: the goal is at most 1.1. */
   twoCoordsCpuPerJobRatio: number;
   drivenTwice: number;
   /** 1-minute load average before and after. */
@@ -57,6 +67,10 @@ export interface CoordsBench {
 
 const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim() || 100);
 const NOOP = 'export default async () => 1';
+/** How long the idle CPU is sampled before each run. */
+const IDLE_MS = 4000;
+/** Jobs offered per second (0: as fast as the coords take them). */
+const RATE = Number(process.env.BENCH_COORDS_RATE ?? 100);
 
 async function cpuMs(pid: number): Promise<number> {
   // Fields after the command (which may hold spaces) in parentheses: utime and stime are the 12th and 13th.
@@ -170,20 +184,39 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       const finishedCount = async () =>
         Number((await ledger.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('succeeded', 'failed', 'refused')`))[0]!.n);
       const before = await finishedCount();
+      // The coords' fixed cost (reconcile passes, node sync, leases, keep-alives): their CPU while idle.
+      const idle0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
+      const idleT0 = performance.now();
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+      const idle1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
+      const idleCpuMsPerS = (idle1.reduce((a, b) => a + b, 0) - idle0.reduce((a, b) => a + b, 0)) / ((performance.now() - idleT0) / 1000);
       const cpu0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
       const t0 = performance.now();
-      // Batches of 50, to the coords in turn, a few in flight at once.
+      // Batches of 50, to the coords in turn: paced at RATE jobs/s (the same offered load for one and two coords,
+      // below what this machine can take, so the CPU per job is not inflated by a saturated machine), or with
+      // BENCH_COORDS_RATE=0 as fast as they go, a few batches in flight at once.
       const batches: string[][] = [];
       for (let i = 0; i < envelopes.length; i += 50) batches.push(envelopes.slice(i, i + 50));
-      let next = 0;
-      await Promise.all(
-        Array.from({ length: 4 }, async () => {
-          for (let b = next++; b < batches.length; b = next++) {
-            const r = await api(ports[b % ports.length]!, 'POST', '/v1/jobs:batch', JSON.stringify({ envelopes: batches[b]!.map((e) => JSON.parse(e)) }));
-            if (r.status !== 200) throw new Error(`a batch answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
-          }
-        }),
-      );
+      const send = async (b: number) => {
+        const r = await api(ports[b % ports.length]!, 'POST', '/v1/jobs:batch', JSON.stringify({ envelopes: batches[b]!.map((e) => JSON.parse(e)) }));
+        if (r.status !== 200) throw new Error(`a batch answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
+      };
+      if (RATE > 0) {
+        const sent: Promise<void>[] = [];
+        for (let b = 0; b < batches.length; b++) {
+          const due = t0 + (b * 50 * 1000) / RATE;
+          if (due > performance.now()) await new Promise((r) => setTimeout(r, due - performance.now()));
+          sent.push(send(b));
+        }
+        await Promise.all(sent);
+      } else {
+        let next = 0;
+        await Promise.all(
+          Array.from({ length: 4 }, async () => {
+            for (let b = next++; b < batches.length; b = next++) await send(b);
+          }),
+        );
+      }
       await until(`${jobs} jobs finished`, async () => ((await finishedCount()) >= before + jobs ? true : undefined), 600_000);
       const ms = performance.now() - t0;
       const cpu1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
@@ -199,9 +232,10 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
         cpuMsByCoord: cpuMsByCoord.map((c) => Math.round(c)),
         drivenTwice: Number(twice!.twice),
         failed: Number(twice!.failed),
+        idleCpuMsPerS,
       };
       log(
-        `${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}`,
+        `${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}; idle beforehand ${idleCpuMsPerS.toFixed(1)} ms CPU/s`,
       );
       return r;
     } finally {
@@ -216,37 +250,61 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
   }
 }
 
-/** Runs `jobs` no-op jobs through one coord, then through two coords on one PostgreSQL; see the top of the file. */
-export async function benchCoords(opts: { jobs?: number; log?: (m: string) => void } = {}): Promise<CoordsBench> {
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/**
+ * Runs `jobs` no-op jobs through one coord, then through two coords on one PostgreSQL, `pairs` times (one pair
+ * moves by more than the goal's margin on this shared machine); see the top of the file.
+ */
+export async function benchCoords(opts: { jobs?: number; pairs?: number; log?: (m: string) => void } = {}): Promise<CoordsBench> {
   const jobs = opts.jobs ?? 1000;
   const log = opts.log ?? ((m: string) => console.log(m));
   const load0 = os.loadavg()[0]!;
-  const one = await run(1, jobs, log);
-  const two = await run(2, jobs, log);
+  const pairs: CoordsBench['pairs'] = [];
+  for (let i = 0; i < (opts.pairs ?? 3); i++) {
+    const one = await run(1, jobs, log);
+    const two = await run(2, jobs, log);
+    pairs.push({ one, two, ratio: two.cpuMsPerJob / one.cpuMsPerJob });
+    log(`pair ${i + 1}: two coords / one coord = ${(two.cpuMsPerJob / one.cpuMsPerJob).toFixed(3)}`);
+  }
   return {
-    one,
-    two,
-    twoCoordsCpuPerJobRatio: two.cpuMsPerJob / one.cpuMsPerJob,
-    drivenTwice: one.drivenTwice + two.drivenTwice,
+    pairs,
+    oneCpuMsPerJob: median(pairs.map((p) => p.one.cpuMsPerJob)),
+    twoCpuMsPerJob: median(pairs.map((p) => p.two.cpuMsPerJob)),
+    twoCoordsCpuPerJobRatio: median(pairs.map((p) => p.ratio)),
+    drivenTwice: pairs.reduce((a, p) => a + p.one.drivenTwice + p.two.drivenTwice, 0),
     load: [load0, os.loadavg()[0]!],
   };
 }
 
 /** What `npm run bench -- flows` (bench/flows.ts) asks for: the coords' CPU per job with one and with two coords. */
-export async function measureCoords(
-  opts: { jobs?: number } = {},
-): Promise<{ one_coord_cpu_ms_per_job: number; two_coords_cpu_ms_per_job: number; driven_twice: number }> {
-  const r = await benchCoords({ jobs: opts.jobs ?? 500 });
-  return { one_coord_cpu_ms_per_job: r.one.cpuMsPerJob, two_coords_cpu_ms_per_job: r.two.cpuMsPerJob, driven_twice: r.drivenTwice };
+export async function measureCoords(opts: { jobs?: number; pairs?: number } = {}): Promise<{
+  one_coord_cpu_ms_per_job: number;
+  two_coords_cpu_ms_per_job: number;
+  two_coords_cpu_per_job_ratio: number;
+  driven_twice: number;
+}> {
+  const r = await benchCoords({ jobs: opts.jobs ?? 1000, pairs: opts.pairs ?? Number(process.env.BENCH_COORDS_PAIRS ?? 3) });
+  return {
+    one_coord_cpu_ms_per_job: r.oneCpuMsPerJob,
+    two_coords_cpu_ms_per_job: r.twoCpuMsPerJob,
+    two_coords_cpu_per_job_ratio: r.twoCoordsCpuPerJobRatio,
+    driven_twice: r.drivenTwice,
+  };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const r = await benchCoords({ jobs: Number(process.argv[2] ?? 1000) });
+  const r = await benchCoords({ jobs: Number(process.argv[2] ?? 1000), pairs: Number(process.env.BENCH_COORDS_PAIRS ?? 3) });
   console.log(
     JSON.stringify({
       bench: 'coords',
-      one_cpu_ms_per_job: +r.one.cpuMsPerJob.toFixed(3),
-      two_cpu_ms_per_job: +r.two.cpuMsPerJob.toFixed(3),
+      pairs: r.pairs.length,
+      rate: RATE,
+      one_cpu_ms_per_job: +r.oneCpuMsPerJob.toFixed(3),
+      two_cpu_ms_per_job: +r.twoCpuMsPerJob.toFixed(3),
       two_coords_cpu_per_job_ratio: +r.twoCoordsCpuPerJobRatio.toFixed(3),
       driven_twice: r.drivenTwice,
       load: r.load.map((l) => +l.toFixed(1)),
