@@ -84,6 +84,7 @@ export const ROUTES = [
   'POST /v1/nodes/challenge',
   'POST /v1/nodes/register',
   'POST /v1/nodes/heartbeat',
+  'POST /v1/nodes/install-report',
   'GET /v1/nodes',
   'GET /v1/nodes/:id',
   'POST /v1/nodes/:id/:action',
@@ -100,7 +101,14 @@ export const ROUTES = [
 // The iPXE boot routes too: firmware cannot send a token (coord/src/enroll/boot-routes.ts says what they reveal).
 const PUBLIC = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json', ...BOOT_PATHS]);
 /** Authenticated by a signature instead of the API token: supervisor reports, node registration and heartbeats. */
-const SIGNED = new Set(['/v1/reports', '/v1/nodes/challenge', '/v1/nodes/register', '/v1/nodes/heartbeat', '/v1/supervisors/heartbeat']);
+const SIGNED = new Set([
+  '/v1/reports',
+  '/v1/nodes/challenge',
+  '/v1/nodes/register',
+  '/v1/nodes/heartbeat',
+  '/v1/nodes/install-report',
+  '/v1/supervisors/heartbeat',
+]);
 const OPERATOR_ACTIONS = ['accept', 'reject', 'drain', 'rescue', 'unrescue', 'retire', 'install', 'reprovision', 'rekey'] as const;
 
 function errorCodeOrInternal(code: string | null): ErrorCode {
@@ -538,12 +546,19 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     const { node } = await service.nodes.heartbeat(req.rawBody!);
     return { ok: true, state: node.state };
   });
+  // A node's signed outcome of its class's install plan (coord/src/enroll/install-report.ts).
+  app.post('/v1/nodes/install-report', { schema: { body: envelopeSchema } }, async (req) => enroller.installReport(req.rawBody!));
   app.get('/v1/nodes', async () => ({ nodes: (await service.nodes.listNodes()).map((n) => nodeView(n, service)) }));
   app.get('/v1/nodes/:id', async (req, reply) => {
     const { id } = req.params as { id: string };
     const n = await service.nodes.getNode(id);
     if (!n) return sendError(reply, 'NODE_NOT_FOUND', `no node ${id}`);
-    return { ...nodeView(n, service), inventory: n.inventory, transitions: await service.nodes.opts.store.listTransitions(id) };
+    return {
+      ...nodeView(n, service),
+      inventory: n.inventory,
+      transitions: await service.nodes.opts.store.listTransitions(id),
+      install: await enroller.installResult(id),
+    };
   });
   app.post(
     '/v1/nodes/:id/:action',

@@ -19,6 +19,14 @@ const HERE = path.dirname(new URL(import.meta.url).pathname);
 const REPO = path.resolve(HERE, '../..');
 const STUB = '/usr/lib/systemd/boot/efi/linuxx64.efi.stub';
 const DEFAULT_EPOCH = 1_704_067_200; // 2024-01-01: FAT cannot hold dates before 1980
+/** Disk tools an install plan needs, with the Debian package each comes from. */
+const INSTALL_TOOLS: readonly (readonly [string, string])[] = [
+  ['sfdisk', 'fdisk'],
+  ['blkid', 'util-linux'],
+  ['mkfs.btrfs', 'btrfs-progs'],
+  ['btrfs', 'btrfs-progs'],
+];
+
 /** Drivers the image loads when the kernel has them as modules: virtio, common disk controllers and NICs, btrfs. */
 const MODULES = [
   'virtio_pci',
@@ -199,11 +207,23 @@ export async function buildInitramfs(workDir: string, kernel: string, progress: 
   const bb = readFileSync(busybox);
   file('bin/busybox', bb, 0o755);
   const applets = (await tool(busybox, ['--list'])).split('\n').filter((a) => a && a !== 'busybox');
-  for (const a of applets) entries.push({ path: `bin/${a}`, kind: 'symlink', target: 'busybox' });
+  // Install plans partition the target disk and make btrfs on it (runner/src/install.ts, through the btrfs SAL):
+  // util-linux's sfdisk and blkid (busybox's blkid lacks -p) and btrfs-progs, with their libraries.
+  const diskTools = INSTALL_TOOLS.map(([cmd, pkg]) => {
+    const p = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'].map((d) => path.join(d, cmd)).find((c) => existsSync(c));
+    if (!p) fail(`${cmd} is not installed (apt-get install ${pkg})`);
+    return { cmd, path: realpathSync(p!) };
+  });
+  for (const a of applets) if (!diskTools.some((t) => t.cmd === a)) entries.push({ path: `bin/${a}`, kind: 'symlink', target: 'busybox' });
   for (const l of ['sbin', 'usr/sbin']) entries.push({ path: l, kind: 'symlink', target: l === 'sbin' ? 'bin' : '../bin' });
   const nodeBytes = readFileSync(node);
   file('usr/bin/node', nodeBytes, 0o755);
-  for (const lib of await sharedLibs(node)) file(lib.replace(/^\//, ''), readFileSync(realpathSync(lib)), 0o755);
+  const libs = new Set(await sharedLibs(node));
+  for (const t of diskTools) {
+    file(`bin/${t.cmd}`, readFileSync(t.path), 0o755);
+    for (const lib of await sharedLibs(t.path)) libs.add(lib);
+  }
+  for (const lib of [...libs].sort()) file(lib.replace(/^\//, ''), readFileSync(realpathSync(lib)), 0o755);
   file('opt/writ/node.mjs', bundle.main);
   file('opt/writ/worker-entry.mjs', bundle.worker);
   // The sandbox resolves the QuickJS wasm through its package at run time: the package file and the wasm only.

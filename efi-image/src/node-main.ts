@@ -6,7 +6,18 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { NodeAgent, Runner, collectInventory, loadNodeIdentity, nodeHealth } from '@writ/runner';
+import {
+  NodeAgent,
+  Runner,
+  collectInventory,
+  installPlanDue,
+  installedPlanRecord,
+  loadNodeIdentity,
+  nodeHealth,
+  runInstallPlan,
+  sendInstallReport,
+  type InstallReportBody,
+} from '@writ/runner';
 import { runUntilProcessSignal, untilAborted, type JsonValue, type RegistrationAnswer } from '@writ/protocol';
 import { adminKeyRefs, bootModeOf, parseBootCmdline } from './boot-config.ts';
 
@@ -96,6 +107,40 @@ async function main(): Promise<void> {
     logger,
   });
   log('info', 'writ-boot: runner started', { node: identity.nodeId, labels: answer.labels });
+  // The class's install plan: run while the coord holds the node `installing` (it takes no work meanwhile),
+  // on an install boot or when this plan is not recorded as installed on the state partition.
+  const plan = answer.installPlan;
+  if (plan && answer.state === 'installing') {
+    const planState = diskless ? null : stateDir;
+    const due = await installPlanDue(plan, { mode: boot.mode, stateDir: planState });
+    let body: InstallReportBody | null = null;
+    if (due.due) {
+      log('info', 'writ-boot: install plan running', { class: plan.class, why: due.why, disk: plan.disk, jobs: plan.jobs.length });
+      body = await runInstallPlan({ plan, mode: boot.mode, stateDir: planState, runner, logger });
+    } else {
+      // Installed before, but the coord still waits for the report (it was lost): send the recorded one again.
+      const rec = await installedPlanRecord(planState);
+      if (rec) body = { class: rec.class, planSha256: rec.planSha256, ok: rec.ok, disk: rec.disk, subvolumes: rec.subvolumes, jobs: rec.jobs };
+      log('info', 'writ-boot: install plan not run', { why: due.why, resending: body !== null });
+    }
+    if (body) {
+      log(body.ok ? 'info' : 'error', 'writ-boot: install plan ran', {
+        ok: body.ok,
+        disk: body.disk,
+        subvolumes: body.subvolumes,
+        jobs: body.jobs,
+        error: body.error,
+      });
+      try {
+        const ack = await sendInstallReport({ coordUrl: boot.coordUrl, nodeId: identity.nodeId, key: identity.key, body, logger });
+        log('info', 'writ-boot: install reported', { ack });
+      } catch (e) {
+        log('error', 'writ-boot: install report refused', { code: (e as { code?: string }).code, err: (e as Error).message });
+      }
+    }
+  } else if (plan) {
+    log('info', 'writ-boot: install plan not run', { why: `the node is ${answer.state}, not installing` });
+  }
   await runUntilProcessSignal(
     async (stop) => {
       await untilAborted(stop);

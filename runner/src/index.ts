@@ -1,5 +1,17 @@
 // @writ/runner: the node daemon.
 export { Runner, type RunnerOptions } from './runner.ts';
+export {
+  INSTALL_DATA_NAME,
+  excludedDisks,
+  installPlanDue,
+  installedPlanRecord,
+  runInstallPlan,
+  sendInstallReport,
+  signInstallReport,
+  type InstallPlanOptions,
+  type InstallReportBody,
+  type InstalledRecord,
+} from './install.ts';
 export { NodeAgent, backoffDelay, systemClock, type Clock, type NodeAgentOptions } from './agent.ts';
 export { loadNodeIdentity, type NodeIdentity } from './identity.ts';
 export { collectInventory, type InventoryOptions } from './inventory.ts';

@@ -23,6 +23,8 @@ import {
   encodeRunnerEventBatch,
   eventStreamFields,
   openJobText,
+  parseEnvelope,
+  queueJobData,
   signStepResult,
   parseQueueJobData,
   parseQueueJobId,
@@ -187,6 +189,13 @@ export class Runner {
    * arrive while a batch is being written go out together in the next one, in order, under one signature.
    */
   private emit(event: RunnerEvent): Promise<void> {
+    // A job run outside the queue (an install plan's): the coord has no record of it, so its events go to
+    // this node's log, and its result to the caller of runEnvelope.
+    if (event.jobId !== null && this.localRuns.has(event.jobId)) {
+      if (event.type === 'result') this.localRuns.set(event.jobId, event);
+      else this.log.info({ job: event.jobId, event: event.type, ...(event.type === 'log' ? { message: event.message } : {}) }, 'install plan job');
+      return Promise.resolve();
+    }
     return new Promise((done) => {
       this.outbox.push({ event, done });
       this.flushing ??= this.flushOutbox();
@@ -282,6 +291,36 @@ export class Runner {
       const error = toErrorJSON(e, true);
       this.log.warn({ code: error.code, reason: error.message }, 'refused a key set: security event');
       await this.emit({ type: 'security', jobId: null, attempt: 0, node: this.node.id, ts: Date.now(), error });
+    }
+  }
+
+  private readonly localRuns = new Map<string, Extract<RunnerEvent, { type: 'result' }> | null>();
+
+  /**
+   * Runs a signed job envelope handed to this node outside its queue (an install plan's jobs) through the
+   * same path as a queued one: the envelope verified against the node's key set, audience, times, target and
+   * grants; the effect journal (a job it shows finished reports its journaled outcome and is not run again;
+   * an attempt cut short resumes under the next attempt number); the sandbox and the SALs.
+   */
+  async runEnvelope(raw: string): Promise<JournalOutcome> {
+    let jobId: string;
+    try {
+      const p = JSON.parse(Buffer.from(parseEnvelope(raw).payload, 'base64').toString('utf8')) as { id?: unknown };
+      if (typeof p.id !== 'string' || !JOB_ID_RE.test(p.id)) throw new WritError('SCHEMA_INVALID', 'the envelope carries no job id');
+      jobId = p.id;
+    } catch (e) {
+      return { ok: false, error: toErrorJSON(e, true) };
+    }
+    if (this.localRuns.has(jobId)) return { ok: false, error: toErrorJSON(new WritError('JOB_ID_CONFLICT', `job ${jobId} is already running here`)) };
+    const attempt = (await this.journal.read(jobId)).highestAttempt + 1;
+    this.localRuns.set(jobId, null);
+    try {
+      await this.process({ id: queueJobId(jobId, attempt), data: queueJobData(raw, attempt) } as Job).catch(() => {});
+      const r = this.localRuns.get(jobId);
+      if (!r) return { ok: false, error: toErrorJSON(new WritError('INTERNAL', `job ${jobId} ended without a result`)) };
+      return r.ok ? { ok: true, value: r.value } : { ok: false, error: r.error };
+    } finally {
+      this.localRuns.delete(jobId);
     }
   }
 

@@ -20,6 +20,30 @@ interface NodeView {
   transitions?: { from: string | null; to: string; event: string; actor: string; reason: string; at: number }[];
   /** Set by reinstall, rescue and unrescue: what the machine's next iPXE boot does, for which MACs. */
   boot?: { answer: string; macs: string[] };
+  /** The latest install report of its class's install plan (docs/boot.md, install plans). */
+  install?: InstallView | null;
+}
+
+interface InstallView {
+  ok: boolean;
+  class: string;
+  planSha256: string;
+  at: string;
+  disk: { name: string; serial: string | null; wwn: string | null; byId: string[] } | null;
+  subvolumes: string[];
+  jobs: { id: string; ok: boolean; code?: string; message?: string }[];
+  error?: { code: string; message: string };
+}
+
+function installLines(i: InstallView): string[] {
+  const disk = i.disk
+    ? ` on ${i.disk.name} (serial ${i.disk.serial ?? '-'}, wwn ${i.disk.wwn ?? '-'}${i.disk.byId.length ? `, by-id ${i.disk.byId.join(' ')}` : ''})`
+    : '';
+  const out = [`install: ${i.ok ? 'ok' : 'FAILED'}: plan ${i.planSha256.slice(0, 12)} (class ${i.class})${disk}, reported ${i.at}`];
+  if (i.subvolumes.length) out.push(`  subvolumes ${i.subvolumes.join(' ')}`);
+  for (const j of i.jobs) out.push(`  ${j.id}: ${j.ok ? 'ok' : `${j.code ?? 'failed'}: ${j.message ?? ''}`}`);
+  if (i.error) out.push(`  stopped: ${i.error.code}: ${i.error.message}`);
+  return out;
 }
 
 interface BootAnswerView {
@@ -84,6 +108,7 @@ async function show(argv: string[], io: Io, ctx: CliContext) {
     io.out(
       `health    ${n.health.healthy ? 'ok' : `SICK: ${n.health.problems.join('; ')}`}; load ${n.health.load1.toFixed(2)}; ${Math.round(n.health.memAvailableBytes / 2 ** 20)} MiB free memory; ${Math.round(n.health.diskFreeBytes / 2 ** 30)} GiB free disk; ${n.health.runningJobs} running`,
     );
+  if (n.install) for (const l of installLines(n.install)) io.out(l);
   const boot = (await api<{ boot?: BootAnswerView[] }>(coord, 'GET', `/v1/enroll/nodes/${encodeURIComponent(n.id)}`)).body.boot ?? [];
   for (const b of boot) io.out(`next boot ${b.mac}: ${b.answer} (iPXE), set by ${b.setBy} at ${new Date(b.setAt).toISOString()}`);
   io.out('transitions:');

@@ -249,6 +249,7 @@ export async function settleInstallBoot(
   nodes: NodeRegistry,
   node: NodeRecord,
   log?: { warn(o: object, m?: string): void },
+  opts: { planRuns?: boolean } = {},
 ): Promise<NodeRecord> {
   let finished = false;
   for (const row of await listBootAnswers(db, macsOf(node.inventory))) {
@@ -258,7 +259,8 @@ export async function settleInstallBoot(
     await setBootAnswer(db, row.mac, 'local', row.nodeId, `node:${node.id}`);
     if (owner.id === node.id) finished = true;
   }
-  if (!finished) return node;
+  // A class with an install plan is installed when the node reports the plan ran (install-report.ts), not here.
+  if (!finished || opts.planRuns) return node;
   return nodes
     .apply(node.id, 'install-done', { actor: `node:${node.id}`, reason: 'registered again after its install boot', byOperator: false })
     .catch((e: unknown) => {

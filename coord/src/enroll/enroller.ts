@@ -17,10 +17,12 @@ import {
   type InstallPlan,
   PAYLOAD_TYPES,
   fromB64,
+  installPlanSha256,
 } from '@writ/protocol';
 import type { Db } from '../ledger/db.ts';
 import type { NodeRecord, NodeRegistry } from '../nodes/registry.ts';
 import { settleInstallBoot } from './boot-routes.ts';
+import { applyInstallReport, latestInstallResult, type InstallResult } from './install-report.ts';
 import { hostnameFor, matchRules } from './rules.ts';
 import { getAssignment, getClass, listRules, putAssignment, recordBootstrap, tokenSha256 } from './store.ts';
 
@@ -37,6 +39,18 @@ export class Enroller {
   private registrationOf(raw: string): NodeRegistration {
     const env = parseEnvelope(raw, 2 * 1024 * 1024);
     return parseNodeRegistration(fromB64(env.payload)!);
+  }
+
+  /** A node's signed install report (POST /v1/nodes/install-report). */
+  async installReport(raw: string): Promise<{ state: string; accepted: boolean }> {
+    const { node, accepted } = await applyInstallReport(this.opts.db, this.opts.nodes, raw);
+    this.opts.log?.info({ node: node.id, state: node.state, accepted }, 'install report');
+    return { state: node.state, accepted };
+  }
+
+  /** The latest install report of a node, as `GET /v1/nodes/:id` shows it. */
+  installResult(nodeId: string): Promise<InstallResult | null> {
+    return latestInstallResult(this.opts.db, nodeId);
   }
 
   /** Enrolls a node the registry has just registered; returns what the node is told. */
@@ -78,8 +92,11 @@ export class Enroller {
         this.opts.log?.info({ node: node.id, rule: rule.name, autoAccept: accept }, 'enrollment rule matched');
       }
     }
-    // A machine back from the install boot its iPXE answer gave it: that answer goes back to local.
-    let current = await settleInstallBoot(db, nodes, node, this.opts.log);
+    const cls = assignment?.class ? await getClass(db, assignment.class) : null;
+    const plan = cls?.installPlan ?? null;
+    // A machine back from the install boot its iPXE answer gave it: that answer goes back to local (and with
+    // an install plan, the node's report of it finishes the install).
+    let current = await settleInstallBoot(db, nodes, node, this.opts.log, { planRuns: plan !== null });
     if (assignment) {
       const labels = { ...node.labels, ...assignment.labels };
       const pool = assignment.pool ?? DEFAULT_POOL;
@@ -92,7 +109,25 @@ export class Enroller {
         byOperator: true,
       });
     }
-    const cls = assignment?.class ? await getClass(db, assignment.class) : null;
-    return { node: current, assignment, installPlan: cls?.installPlan ?? null };
+    // An accepted node of a class with an install plan installs before it takes work: it is `installing` until
+    // it reports the plan ran (then installed, and active on its next healthy heartbeat) or stopped (failed).
+    // A node that already reported this plan installed (its agent restarted, the machine rebooted) does not.
+    if (plan && cls && current.state === 'commissioned') {
+      const sha = installPlanSha256(plan);
+      const last = await latestInstallResult(db, node.id);
+      if (!(last?.ok && last.planSha256 === sha)) {
+        current = await nodes.apply(node.id, 'install', {
+          actor: `class:${cls.name}`,
+          reason: `class ${cls.name} carries install plan ${sha.slice(0, 12)}: the node runs it before it takes work`,
+          byOperator: true,
+        });
+        current = await nodes.apply(node.id, 'install-started', {
+          actor: `node:${node.id}`,
+          reason: 'the registration answer carries the install plan',
+          byOperator: false,
+        });
+      }
+    }
+    return { node: current, assignment, installPlan: plan };
   }
 }

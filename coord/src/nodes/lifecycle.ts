@@ -30,6 +30,7 @@ export type NodeEvent =
   | 'install' // operator or automation: start (re)installing
   | 'install-started'
   | 'install-done'
+  | 'install-failed' // the node reported that its install plan stopped
   | 'activate' // a healthy heartbeat from a node an operator accepted (or that finished installing)
   | 'drain' // operator
   | 'drained' // no running jobs left
@@ -56,6 +57,7 @@ const RULES: Record<NodeEvent, Rule> = {
   // From reprovisioning too: a reinstall starts when the machine fetches its install boot (iPXE).
   'install-started': { from: ['install-pending', 'reprovisioning'], to: 'installing' },
   'install-done': { from: ['installing', 'reprovisioning'], to: 'installed' },
+  'install-failed': { from: ['installing', 'reprovisioning'], to: 'failed' },
   activate: { from: ['commissioned', 'installed'], to: 'active' },
   drain: { from: ['active'], to: 'draining', operator: true },
   drained: { from: ['draining'], to: 'commissioned' },

@@ -22,6 +22,7 @@ import {
   type NodeView,
   type JsonValue,
   type TrustedKey,
+  type PayloadType,
 } from '@writ/protocol';
 import { DEFAULT_DEADLINES_MS, IN_PROGRESS, takesWork, transition, type NodeEvent, type NodeState } from './lifecycle.ts';
 
@@ -234,6 +235,25 @@ export class NodeRegistry {
   private ringOf(entry: LiveNode): KeyRing {
     entry.ring ??= new KeyRing([trustKeyB64url(entry.node.publicKey)]);
     return entry.ring;
+  }
+
+  /**
+   * Verifies an envelope a registered node signed with its node key (as heartbeats are): the node is found by
+   * the signing key id, and the payload must be of `payloadType`. Returns the node and the verified payload.
+   */
+  async verifyNodeSigned(raw: string, payloadType: PayloadType): Promise<{ node: NodeSummary; payload: Uint8Array }> {
+    const env = parseEnvelope(raw, 128 * 1024);
+    await this.start();
+    const keyid = env.signatures[0]?.keyid ?? '';
+    if (keyid && !this.idByKeyid.has(keyid)) {
+      const row = await this.store.getNodeByKeyid(keyid);
+      if (row) this.refresh(row);
+    }
+    const id = this.idByKeyid.get(keyid);
+    const entry = id === undefined ? undefined : this.live.get(id);
+    if (!entry) throw new WritError('NODE_NOT_FOUND', 'no node is registered with the signing key; register first');
+    const v = verifyEnvelope(raw, { payloadType, keys: this.ringOf(entry) });
+    return { node: { ...entry.node }, payload: v.payload };
   }
 
   reachable(n: Pick<NodeRecord, 'id' | 'lastHeartbeatAt'>, at = this.now()): boolean {

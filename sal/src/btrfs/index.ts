@@ -41,4 +41,5 @@ export {
   type SubvolumeEntry,
 } from './subvolume.ts';
 export type { PoolUsage, QgroupEntry, SubvolumeInfo } from './parse.ts';
+export { LAYOUT_SUBVOLUME_PATTERN, createLayoutSubvolume, partitionDisk, type PartitionDiskArgs, type PartitionDiskResult } from './partition.ts';
 export { BTRFS_OPERATIONS } from './operations.ts';

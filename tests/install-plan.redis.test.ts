@@ -1,0 +1,252 @@
+// Install plans, coord side (issue 11), with real registrations over HTTP (no VM): a node of a class with an
+// install plan is held `installing` after its accept (it takes no work), and only its signed install report
+// moves it on: a successful one to installed (then active on a healthy heartbeat), a failed one to failed with
+// the reason. The report is refused when someone else signed it, when it is for another plan, or stale.
+// The node side (disk choice, partitioning, btrfs, plan jobs through the runner) is install-plan.redis.root.test.ts;
+// the whole thing booted under QEMU is boot-install.root.test.ts.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  INSTALL_REPORT_PATH,
+  PAYLOAD_TYPES,
+  encodeEnvelope,
+  generateKeyPair,
+  installPlanSha256,
+  signEnvelope,
+  utf8,
+  type InstallPlan,
+  type NodeInventory,
+  type RegistrationAnswer,
+} from '@writ/protocol';
+import { NodeAgent, loadNodeIdentity, signInstallReport, type InstallReportBody, type NodeIdentity } from '@writ/runner';
+import { runCli } from '@writ/cli';
+import { startTestStack, type TestStack } from './helpers/stack.ts';
+
+let s: TestStack;
+let dir = '';
+const GiB = 2 ** 30;
+
+const inventory = (mac: string, serials: string[]): NodeInventory => ({
+  type: PAYLOAD_TYPES.nodeInventory,
+  diskless: false,
+  dmi: { vendor: 'QEMU', product: 'Standard PC', serial: null, uuid: null },
+  cpu: { model: 'QEMU', threads: 2 },
+  memoryBytes: 2 * GiB,
+  nics: [{ name: 'eth0', mac, driver: 'virtio_net', speedMbps: null, carrier: true }],
+  disks: serials.map((serial, i) => ({
+    name: `vd${'bcd'[i]}`,
+    sizeBytes: 8 * GiB,
+    model: null,
+    serial,
+    wwn: null,
+    byId: [`virtio-${serial}`],
+    rotational: false,
+  })),
+});
+
+async function api(method: string, route: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const r = await fetch(new URL(route, s.url), {
+    method,
+    headers: { authorization: `Bearer ${s.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+const agents: NodeAgent[] = [];
+async function register(
+  id: string,
+  inv: NodeInventory,
+  token: string | null,
+): Promise<{ answer: RegistrationAnswer; identity: NodeIdentity; agent: NodeAgent }> {
+  const identity = await loadNodeIdentity(path.join(dir, id), id);
+  const agent = new NodeAgent({
+    coordUrl: s.url,
+    identity,
+    labels: {},
+    version: '0.1.0',
+    enrollmentToken: token,
+    inventory: async () => inv as never,
+    health: async () => ({ healthy: true, problems: [], load1: 0, memAvailableBytes: GiB, diskFreeBytes: 10 * GiB, runningJobs: 0 }),
+  });
+  agents.push(agent);
+  return { answer: await agent.register(), identity, agent };
+}
+
+const cli = async (...argv: string[]) => {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runCli(
+    argv,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    { env: { ...process.env, WRIT_COORD: s.url, WRIT_TOKEN: s.token }, now: () => Math.floor(Date.now() / 1000) },
+  );
+  return { code, out: out.join('\n'), err: err.join('\n') };
+};
+
+const report = (identity: NodeIdentity, body: InstallReportBody, nowMs?: number) =>
+  api('POST', INSTALL_REPORT_PATH, signInstallReport(identity.nodeId, identity.key, body, nowMs));
+
+const plans: Record<string, InstallPlan> = {};
+const tokens: Record<string, string> = {};
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'writ-instplan-'));
+  s = await startTestStack({ nodes: [] });
+  const hello = s.sign('export default async () => "installed"', { target: { selector: { role: 'red' } } }).envelope;
+  for (const [cls, serial, mac] of [
+    ['red', 'DISK-RED', '52:54:00:ee:00:01'],
+    ['blue', 'DISK-BLUE', '52:54:00:ee:00:02'],
+  ] as const) {
+    plans[cls] = { type: PAYLOAD_TYPES.installPlan, class: cls, disk: { serial }, subvolumes: ['@root', `@${cls}`], jobs: cls === 'red' ? [hello] : [] };
+    expect((await api('POST', '/v1/enroll/classes', { name: cls, description: '', installPlan: plans[cls] })).status).toBe(201);
+    const r = await api('POST', '/v1/enroll/rules', {
+      name: `rule-${cls}`,
+      match: { macs: [mac], diskSerial: serial },
+      assign: { class: cls, pool: null, labels: { role: cls }, hostname: null },
+      autoAccept: true,
+      token: true,
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    tokens[cls] = r.body.token;
+  }
+  expect((await api('POST', '/v1/enroll/classes', { name: 'plain', description: '', installPlan: null })).status).toBe(201);
+  const r = await api('POST', '/v1/enroll/rules', {
+    name: 'rule-plain',
+    match: { macs: ['52:54:00:ee:00:09'] },
+    assign: { class: 'plain', pool: null, labels: {}, hostname: null },
+    autoAccept: true,
+    token: true,
+  });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  tokens.plain = r.body.token;
+}, 120_000);
+
+afterAll(async () => {
+  for (const a of agents) await a.stop().catch(() => {});
+  await s?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const okBody = (cls: string, serial: string, jobs = [{ id: 'job-x', ok: true }]): InstallReportBody => ({
+  class: cls,
+  planSha256: installPlanSha256(plans[cls]!),
+  ok: true,
+  disk: { name: 'vdc', serial, wwn: null, byId: [`virtio-${serial}`], sizeBytes: 8 * GiB },
+  subvolumes: plans[cls]!.subvolumes,
+  jobs,
+});
+
+describe('install plans at the coord', () => {
+  it('two machines with different disks match different rules and get different plans; each is held installing until it reports', async () => {
+    const red = await register('inst-red', inventory('52:54:00:ee:00:01', ['DISK-BLUE', 'DISK-RED']), tokens.red!);
+    const blue = await register('inst-blue', inventory('52:54:00:ee:00:02', ['DISK-RED', 'DISK-BLUE']), tokens.blue!);
+    expect(red.answer.assignment?.class).toBe('red');
+    expect(blue.answer.assignment?.class).toBe('blue');
+    expect(red.answer.installPlan?.disk).toEqual({ serial: 'DISK-RED' });
+    expect(blue.answer.installPlan?.disk).toEqual({ serial: 'DISK-BLUE' });
+    expect(red.answer.state).toBe('installing');
+    const n = (await api('GET', '/v1/nodes/inst-red')).body;
+    expect(n.transitions.slice(-3).map((t: { event: string; actor: string }) => [t.event, t.actor])).toEqual([
+      ['accept', 'rule:rule-red'],
+      ['install', 'class:red'],
+      ['install-started', 'node:inst-red'],
+    ]);
+    expect(n.install).toBeNull();
+    // Healthy heartbeats do not make it active (it must not take work before its plan ran).
+    await red.agent.heartbeat();
+    await red.agent.heartbeat();
+    expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('installing');
+  });
+
+  it('a class without a plan behaves as before: commissioned, then active', async () => {
+    const p = await register('inst-plain', inventory('52:54:00:ee:00:09', ['X']), tokens.plain!);
+    expect(p.answer.installPlan).toBeNull();
+    expect(p.answer.state).toBe('commissioned');
+    await p.agent.heartbeat();
+    expect((await api('GET', '/v1/nodes/inst-plain')).body.state).toBe('active');
+    // Nor does it take an install report.
+    const r = await report(p.identity, { ...okBody('red', 'X'), class: 'plain' });
+    expect(r.body.error?.code).toBe('INSTALL_PLAN_MISMATCH');
+  });
+
+  it('refuses reports signed by another node, for another plan, or stale', async () => {
+    const red = await loadNodeIdentity(path.join(dir, 'inst-red'), 'inst-red');
+    const blue = await loadNodeIdentity(path.join(dir, 'inst-blue'), 'inst-blue');
+    // Blue signs a report that names red.
+    const forged = await api('POST', INSTALL_REPORT_PATH, signInstallReport('inst-red', blue.key, okBody('red', 'DISK-RED')));
+    expect(forged.status).toBe(401);
+    expect(forged.body.error.code).toBe('SIGNATURE_INVALID');
+    // An unknown key.
+    const stranger = { nodeId: 'inst-red', key: generateKeyPair(), created: true };
+    expect((await report(stranger, okBody('red', 'DISK-RED'))).body.error.code).toBe('NODE_NOT_FOUND');
+    // Blue's plan, reported by red.
+    const other = await report(red, okBody('blue', 'DISK-BLUE'));
+    expect(other.status).toBe(409);
+    expect(other.body.error.code).toBe('INSTALL_PLAN_MISMATCH');
+    // An old report (replayed later).
+    expect((await report(red, okBody('red', 'DISK-RED'), Date.now() - 3_600_000)).body.error.code).toBe('ENVELOPE_EXPIRED');
+    // A heartbeat envelope is no report.
+    const hb = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.heartbeat, utf8.encode('{}'), [red.key]));
+    expect((await api('POST', INSTALL_REPORT_PATH, hb)).body.error.code).toBe('PAYLOAD_TYPE_MISMATCH');
+    // An inconsistent one.
+    const bad = await report(red, { ...okBody('red', 'DISK-RED'), jobs: [{ id: 'j', ok: false, code: 'X' }] });
+    expect(bad.body.error.code).toBe('SCHEMA_INVALID');
+    expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('installing');
+  });
+
+  it('a successful report installs the node (shown by GET /v1/nodes/:id and writ nodes show), then a healthy heartbeat activates it', async () => {
+    const red = await loadNodeIdentity(path.join(dir, 'inst-red'), 'inst-red');
+    const r = await report(red, okBody('red', 'DISK-RED', [{ id: 'job-hello', ok: true }]));
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toEqual({ state: 'installed', accepted: true });
+    const n = (await api('GET', '/v1/nodes/inst-red')).body;
+    expect(n.transitions.at(-1)).toMatchObject({ event: 'install-done', actor: 'node:inst-red' });
+    expect(n.transitions.at(-1).reason).toContain('disk vdc (serial DISK-RED)');
+    expect(n.install).toMatchObject({
+      ok: true,
+      class: 'red',
+      planSha256: installPlanSha256(plans.red!),
+      disk: { serial: 'DISK-RED' },
+      jobs: [{ id: 'job-hello', ok: true }],
+    });
+    // The same report again (the node missed our answer) changes nothing and is not an error.
+    expect((await report(red, okBody('red', 'DISK-RED'))).body).toEqual({ state: 'installed', accepted: false });
+    const shown = await cli('nodes', 'show', 'inst-red');
+    expect(shown.code, shown.err).toBe(0);
+    expect(shown.out).toMatch(/install: ok: plan [0-9a-f]{12} \(class red\) on vdc \(serial DISK-RED/);
+    expect(shown.out).toContain('job-hello: ok');
+    const agent = agents.find((a) => (a as unknown as { opts: { identity: NodeIdentity } }).opts.identity.nodeId === 'inst-red')!;
+    await agent.heartbeat();
+    expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('active');
+    // Registering again (the agent restarted) does not install it again.
+    const again = await register('inst-red', inventory('52:54:00:ee:00:01', ['DISK-BLUE', 'DISK-RED']), tokens.red!);
+    expect(again.answer.state).toBe('active');
+  });
+
+  it('a failed report fails the node with the reason', async () => {
+    const blue = await loadNodeIdentity(path.join(dir, 'inst-blue'), 'inst-blue');
+    const body: InstallReportBody = {
+      class: 'blue',
+      planSha256: installPlanSha256(plans.blue!),
+      ok: false,
+      disk: null,
+      subvolumes: [],
+      jobs: [],
+      error: { code: 'INSTALL_DISK_NOT_FOUND', message: 'no disk matches serial=DISK-BLUE: vdb (serial DISK-RED …): serial DISK-RED is not DISK-BLUE' },
+    };
+    const r = await report(blue, body);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.state).toBe('failed');
+    const n = (await api('GET', '/v1/nodes/inst-blue')).body;
+    expect(n.state).toBe('failed');
+    expect(n.transitions.at(-1)).toMatchObject({ event: 'install-failed', actor: 'node:inst-blue' });
+    expect(n.transitions.at(-1).reason).toContain('INSTALL_DISK_NOT_FOUND');
+    expect(n.install).toMatchObject({ ok: false, error: { code: 'INSTALL_DISK_NOT_FOUND' } });
+    const shown = await cli('nodes', 'show', 'inst-blue');
+    expect(shown.out).toContain('install: FAILED');
+    expect(shown.out).toContain('INSTALL_DISK_NOT_FOUND');
+  });
+});
