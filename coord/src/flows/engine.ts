@@ -44,6 +44,7 @@ import {
   lockFlowHead,
   insertStepJobsIn,
   listStepJobs,
+  listStepStates,
   listSteps,
   runningFlowIds,
   setFlowIn,
@@ -55,7 +56,7 @@ import {
   type FlowEvent,
   type FlowRecord,
   type StepJobRecord,
-  type StepRecord,
+  type StepState,
 } from './store.ts';
 import { storedStepText } from './stored-step.ts';
 
@@ -257,7 +258,7 @@ export class FlowEngine {
       const f = await lockFlowHead(tx, flowId);
       if (!f || f.status !== 'running') return [];
       const o = this.opened.get(`${f.id}:${f.envelopeSha256}`) ?? this.open((await getFlow(tx, flowId))!);
-      const steps = new Map((await listSteps(tx, flowId)).map((s) => [s.step, s]));
+      const steps = new Map((await listStepStates(tx, flowId)).map((s) => [s.step, s]));
       const jobs = await listStepJobs(tx, flowId);
       const jobsOf = (step: string) => jobs.filter((j) => j.step === step);
       const out: { type: 'flow' | 'step'; step?: string; message: string; data?: unknown }[] = [];
@@ -268,7 +269,7 @@ export class FlowEngine {
       const toCreate: { def: FlowStep; nodes: string[] }[] = [];
       const setStep = async (
         name: string,
-        patch: { status: StepRecord['status']; nodes?: string[]; errorCode?: string; errorMessage?: string },
+        patch: { status: StepState['status']; nodes?: string[]; errorCode?: string; errorMessage?: string },
         message: string,
       ) => {
         const prev = patches.get(name);

@@ -77,12 +77,16 @@ export interface FlowRecord {
   finishedAt: Date | null;
 }
 
-export interface StepRecord {
+/** What the engine reads of a step on every pass. */
+export interface StepState {
   step: string;
   status: StepStatus;
   nodes: string[] | null;
   errorCode: string | null;
   errorMessage: string | null;
+}
+
+export interface StepRecord extends StepState {
   startedAt: Date | null;
   finishedAt: Date | null;
 }
@@ -207,6 +211,15 @@ export async function listSteps(db: Queryable, flowId: string): Promise<StepReco
     startedAt: r.started_at === null ? null : date(r.started_at),
     finishedAt: r.finished_at === null ? null : date(r.finished_at),
   }));
+}
+
+/** The steps of a flow without their times: what the engine reads on every pass. */
+export async function listStepStates(db: Queryable, flowId: string): Promise<StepState[]> {
+  const rows = await db.query<{ step: string; status: StepStatus; nodes: string[] | null; error_code: string | null; error_message: string | null }>(
+    'SELECT step, status, nodes, error_code, error_message FROM flow_steps WHERE flow_id = $1',
+    [flowId],
+  );
+  return rows.map((r) => ({ step: r.step, status: r.status, nodes: r.nodes, errorCode: r.error_code, errorMessage: r.error_message }));
 }
 
 export async function listStepJobs(db: Queryable, flowId: string): Promise<StepJobRecord[]> {
