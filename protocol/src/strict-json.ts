@@ -17,6 +17,7 @@ const DEFAULT_MAX_DEPTH = 64;
 const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 // Control characters, quote-breaking backslashes: everything that forces the slow string path.
 const NEEDS_SLOW_PATH = /[\u0000-\u001f\\]/;
+const CONTROL_CHAR = /[\u0000-\u001f]/;
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 
 /** Parses UTF-8 bytes or a string strictly. Throws WritError with a JSON_* code. */
@@ -138,25 +139,37 @@ class Parser {
     const s = this.s;
     let out = '';
     let i = start;
-    let run = i;
+    // The next quote and backslash at or after i, found with indexOf (native) rather than char by char: a long
+    // string with a few escapes (a signed envelope carried as a string) costs a few scans, not a JS loop per char.
+    let quote = -1;
+    let slash = -1;
     for (;;) {
-      const c = s.charCodeAt(i);
-      if (Number.isNaN(c)) {
-        this.i = i;
-        this.fail('unterminated string');
+      if (quote < i) {
+        quote = s.indexOf('"', i);
+        if (quote < 0) quote = s.length;
       }
-      if (c === 0x22) break;
-      if (c < 0x20) {
-        this.i = i;
+      if (slash < i) {
+        slash = s.indexOf('\\', i);
+        if (slash < 0) slash = s.length;
+      }
+      const stop = Math.min(quote, slash);
+      const chunk = s.slice(i, stop);
+      const bad = CONTROL_CHAR.exec(chunk);
+      if (bad) {
+        this.i = i + bad.index;
         this.fail('control character in string');
       }
-      if (c !== 0x5c) {
-        i++;
-        continue;
+      out += chunk;
+      if (stop === s.length) {
+        this.i = stop;
+        this.fail('unterminated string');
       }
-      out += s.slice(run, i);
-      const e = s.charCodeAt(i + 1);
-      i += 2;
+      if (stop === quote) {
+        this.i = quote + 1;
+        return out;
+      }
+      const e = s.charCodeAt(stop + 1);
+      i = stop + 2;
       switch (e) {
         case 0x22:
           out += '"';
@@ -203,11 +216,7 @@ class Parser {
           this.i = i - 1;
           this.fail('invalid escape');
       }
-      run = i;
     }
-    out += s.slice(run, i);
-    this.i = i + 1;
-    return out;
   }
 
   lone(at: number): never {
