@@ -298,6 +298,7 @@ describe('HTTP input (A1, A2)', () => {
         'DELETE /v1/enroll/classes/:name',
         'GET /v1/enroll/nodes/:id',
         'POST /v1/nodes/heartbeat',
+        'POST /v1/nodes/install-report',
         'POST /v1/nodes/register',
         'POST /v1/reports',
         'GET /v1/supervisors',

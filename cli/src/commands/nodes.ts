@@ -61,8 +61,9 @@ const NODES_HELP = `usage: writ nodes <list|show|accept|reject|drain|reinstall|r
   reject ID            refuse a discovered/inspected node (retired)
   drain ID             take no new work; back to commissioned when its running jobs are done
   reinstall ID         reprovision: its next iPXE boot installs (boots the node image over HTTP);
-                       installing once it fetched that boot, installed when it registers again,
-                       active on its next healthy heartbeat; its boot answer goes back to local
+                       installing once it fetched that boot, installed when it registers again
+                       (with a class install plan: when it reports the plan ran), active on its
+                       next healthy heartbeat; its boot answer goes back to local
   rescue ID            park a node in rescue from any stable state, and its next iPXE boot boots the
                        node image in rescue mode (no jobs); unrescue returns it where it was and its
                        next iPXE boot to the local disk
