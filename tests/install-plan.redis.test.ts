@@ -4,7 +4,8 @@
 // the reason. The report is refused when someone else signed it, when it is for another plan, or stale.
 // The node side (disk choice, partitioning, btrfs, plan jobs through the runner) is install-plan.redis.root.test.ts;
 // the whole thing booted under QEMU is boot-install.root.test.ts.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -224,6 +225,44 @@ describe('install plans at the coord', () => {
     // Registering again (the agent restarted) does not install it again.
     const again = await register('inst-red', inventory('52:54:00:ee:00:01', ['DISK-BLUE', 'DISK-RED']), tokens.red!);
     expect(again.answer.state).toBe('active');
+  });
+
+  it('a reinstall through iPXE: the answer goes back to local when the node registers, but it is installed only by its report', async () => {
+    const image = path.join(dir, 'image');
+    await mkdir(image);
+    const kernel = Buffer.from('not a kernel');
+    const initramfs = Buffer.from('not an initramfs');
+    await writeFile(path.join(image, 'vmlinuz'), kernel);
+    await writeFile(path.join(image, 'initramfs.img'), initramfs);
+    const art = (file: string, b: Buffer) => ({ file, bytes: b.length, sha256: createHash('sha256').update(b).digest('hex') });
+    await writeFile(
+      path.join(image, 'manifest.json'),
+      JSON.stringify({
+        image: 'writ-node',
+        sourceDateEpoch: 1_704_067_200,
+        cmdline: 'console=ttyS0',
+        artifacts: { kernel: art('vmlinuz', kernel), initramfs: art('initramfs.img', initramfs) },
+      }),
+    );
+    const saved = process.env.WRIT_BOOT_IMAGE;
+    process.env.WRIT_BOOT_IMAGE = image;
+    try {
+      expect((await api('POST', '/v1/nodes/inst-red/reprovision', {})).body.state).toBe('reprovisioning');
+      const script = await fetch(new URL('/boot/ipxe?mac=52:54:00:ee:00:01', s.url));
+      expect(await script.text()).toContain('writ.boot=install');
+      expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('installing');
+      const again = await register('inst-red', inventory('52:54:00:ee:00:01', ['DISK-BLUE', 'DISK-RED']), tokens.red!);
+      expect(again.answer.state).toBe('installing');
+      expect(again.answer.installPlan).toEqual(plans.red);
+      expect((await api('GET', '/v1/enroll/nodes/inst-red')).body.boot).toEqual([expect.objectContaining({ answer: 'local' })]);
+      await again.agent.heartbeat();
+      expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('installing');
+      const red = await loadNodeIdentity(path.join(dir, 'inst-red'), 'inst-red');
+      expect((await report(red, okBody('red', 'DISK-RED'))).body).toEqual({ state: 'installed', accepted: true });
+    } finally {
+      if (saved === undefined) delete process.env.WRIT_BOOT_IMAGE;
+      else process.env.WRIT_BOOT_IMAGE = saved;
+    }
   });
 
   it('a failed report fails the node with the reason', async () => {
