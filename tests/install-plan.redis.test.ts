@@ -287,5 +287,10 @@ describe('install plans at the coord', () => {
     const shown = await cli('nodes', 'show', 'inst-blue');
     expect(shown.out).toContain('install: FAILED');
     expect(shown.out).toContain('INSTALL_DISK_NOT_FOUND');
+    // To try again: accept it (back to commissioned); registering again holds it installing for its plan.
+    expect((await cli('nodes', 'accept', 'inst-blue')).code).toBe(0);
+    const again = await register('inst-blue', inventory('52:54:00:ee:00:02', ['DISK-RED', 'DISK-BLUE']), tokens.blue!);
+    expect(again.answer.state).toBe('installing');
+    expect((await report(blue, okBody('blue', 'DISK-BLUE', []))).body).toEqual({ state: 'installed', accepted: true });
   });
 });
