@@ -166,7 +166,8 @@ async function main(): Promise<void> {
   const stepCpu = median(flows.map((f) => f.cpuMs / N));
   let coords: { one_coord_cpu_ms_per_job: number; two_coords_cpu_ms_per_job: number; two_coords_cpu_per_job_ratio: number; driven_twice: number } | null = null;
   const coordsBench = path.join(import.meta.dirname, '_coords.ts');
-  if (existsSync(coordsBench)) {
+  // BENCH_COORDS_PAIRS=0 skips the coords part (to profile the flow side alone).
+  if (existsSync(coordsBench) && process.env.BENCH_COORDS_PAIRS !== '0') {
     const mod = (await import(coordsBench)) as {
       measureCoords?: () => Promise<{
         one_coord_cpu_ms_per_job: number;
@@ -186,7 +187,7 @@ async function main(): Promise<void> {
     console.log(
       `coords: one ${coords.one_coord_cpu_ms_per_job.toFixed(2)} ms CPU/job, two ${coords.two_coords_cpu_ms_per_job.toFixed(2)} ms CPU/job (medians), ratio ${coords.two_coords_cpu_per_job_ratio.toFixed(3)} (median of the pairs' ratios; goal ≤ 1.1×); driven twice: ${coords.driven_twice}`,
     );
-  else console.log('coords: bench/_coords.ts is not there; two_coords_cpu_per_job_ratio is null');
+  else console.log('coords: skipped (BENCH_COORDS_PAIRS=0, or bench/_coords.ts is not there); two_coords_cpu_per_job_ratio is null');
   console.log(
     JSON.stringify({
       bench: 'flows',

@@ -52,7 +52,6 @@ import {
   setStepsIn,
   stepResultsIn,
   type StepPatch,
-  touchFlowIn,
   type FlowEvent,
   type FlowRecord,
   type StepJobRecord,
@@ -388,8 +387,6 @@ export class FlowEngine {
           out.push({ type: 'flow', message: 'flow succeeded', data: { status: 'succeeded' } });
         }
         audits.push({ kind: 'flow.finish', actor: 'coord', subject: flowId, data: { status: failedStep ? 'failed' : 'succeeded' } });
-      } else if (out.length > 0) {
-        await touchFlowIn(tx, flowId);
       }
       await setStepsIn(tx, flowId, [...patches.values()]);
       await appendAuditIn(tx, audits);

@@ -361,10 +361,6 @@ export async function setFlowIn(tx: Queryable, flowId: string, patch: { status: 
   );
 }
 
-export async function touchFlowIn(tx: Queryable, flowId: string): Promise<void> {
-  await tx.query(`UPDATE flows SET updated_at = ${NOW_MS} WHERE id = $1`, [flowId]);
-}
-
 /** Appends flow events (step and flow transitions) with consecutive sequence numbers. */
 export async function appendFlowEventsIn(
   tx: Queryable,
@@ -372,7 +368,11 @@ export async function appendFlowEventsIn(
   events: readonly { type: 'flow' | 'step'; step?: string; message: string; data?: unknown }[],
 ): Promise<FlowEvent[]> {
   if (events.length === 0) return [];
-  const [r] = await tx.query<{ event_seq: number }>('UPDATE flows SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq', [flowId, events.length]);
+  // A flow that recorded events was updated: its updated_at moves with its event_seq, in one statement.
+  const [r] = await tx.query<{ event_seq: number }>(`UPDATE flows SET event_seq = event_seq + $2, updated_at = ${NOW_MS} WHERE id = $1 RETURNING event_seq`, [
+    flowId,
+    events.length,
+  ]);
   const first = Number(r!.event_seq) - events.length + 1;
   const rows = events.map((e, i) => ({
     seq: first + i,
