@@ -9,12 +9,12 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PAYLOAD_TYPES, b64url, type NodeInventory } from '@writ/protocol';
+import { PAYLOAD_TYPES, b64url, encodePublicKeyFile, type NodeInventory } from '@writ/protocol';
 import { NodeAgent, loadNodeIdentity } from '@writ/runner';
 import { runCli } from '@writ/cli';
 import { bootCmdline, bootModeOf, parseBootCmdline } from '../efi-image/src/boot-config.ts';
 import { ipxeChainScript } from '../efi-image/src/ipxe.ts';
-import { until } from './helpers/processes.ts';
+import { freePort, startWrit, until } from './helpers/processes.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 
 let s: TestStack;
@@ -202,6 +202,40 @@ describe('GET /boot/ipxe (no token)', () => {
     expect(chain).toMatch(/^:local\nexit 1\n/m);
     expect(() => ipxeChainScript({ coordUrl: 'ftp://x' })).toThrow(/http or https/);
   });
+});
+
+describe('writ coord --boot-image DIR', () => {
+  it('serves that folder with no WRIT_BOOT_IMAGE in its environment, and refuses a folder without a manifest before it starts', async () => {
+    const pub = path.join(dir, 'coord-admin.pub');
+    await writeFile(pub, encodePublicKeyFile(s.admin.publicKey));
+    const env = { WRIT_TOKEN: 'boot-image-flag-token', WRIT_SUPERVISOR_TOKEN: 'unused', WRIT_HOME: path.join(dir, 'flag-home'), WRIT_BOOT_IMAGE: '' };
+    const port = await freePort();
+    const coord = await startWrit(
+      ['coord', '--admin-key', pub, '--listen', `127.0.0.1:${port}`, '--state', path.join(dir, 'flag-coord'), '--boot-image', imageDir],
+      env,
+    );
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/boot/vmlinuz`);
+      expect(res.status).toBe(200);
+      expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(sha256(files.kernel));
+      const script = await (await fetch(`http://127.0.0.1:${port}/boot/ipxe?mac=${MAC_NEW}`)).text();
+      expect(parseScript(script).answer).toBe('install');
+    } finally {
+      coord.child.kill('SIGTERM');
+      await coord.exited();
+    }
+    // A folder with no manifest.json: refused at start, naming the flag, before the ledger opens.
+    const empty = path.join(dir, 'no-image');
+    await mkdir(empty, { recursive: true });
+    const out: string[] = [];
+    const code = await runCli(
+      ['coord', '--admin-key', pub, '--listen', '127.0.0.1:0', '--state', path.join(dir, 'flag-coord-2'), '--boot-image', empty],
+      { out: (l) => out.push(l), err: (l) => out.push(l) },
+      { env: { ...process.env, ...env }, now: () => Math.floor(Date.now() / 1000) },
+    );
+    expect(code).not.toBe(0);
+    expect(out.join('\n')).toMatch(/CONFIG_INVALID.*--boot-image .*no-image has no manifest.json/);
+  }, 60_000);
 });
 
 describe('reinstall and rescue set the next iPXE boot; the lifecycle records it', () => {

@@ -50,6 +50,8 @@ export interface StackOptions {
   redisAppendOnly?: boolean;
   /** SAL areas the runners offer scripts (each validated when a runner starts); none: host facts, time and randomness only. */
   sal?: SalHostConfig;
+  /** The boot image folder the coord serves at /boot/* (checked by the caller); none: $WRIT_BOOT_IMAGE per request. */
+  bootImage?: string;
 }
 
 export interface Stack {
@@ -143,7 +145,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       await service.publishKeySet(encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(v1), [opts.admin])), 'bootstrap');
     }
     const token = opts.apiToken ?? randomBytes(24).toString('base64url');
-    const app = await buildApp({ service, apiToken: token });
+    const app = await buildApp({ service, apiToken: token, bootImage: opts.bootImage ?? null });
     const url = await app.listen({ port: opts.port ?? 0, host: opts.host ?? '127.0.0.1' });
     releasers.push(() => app.close());
     const runners: Runner[] = [];

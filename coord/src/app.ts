@@ -50,6 +50,8 @@ export interface AppOptions {
   /** The whole request must arrive within this (A3: a slow body is cut off with 408). Default 30 s. */
   requestTimeoutMs?: number;
   logger?: boolean;
+  /** The boot image folder served at /boot/* (`--boot-image`); without it, $WRIT_BOOT_IMAGE at each request. */
+  bootImage?: string | null;
 }
 
 declare module 'fastify' {
@@ -541,7 +543,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     // The node learns its pool, and the Redis its pool's supervisors announced for runners, at registration.
     return reply.code(201).send({ ...nodeView(n, service), redis: service.federation.runnerRedisFor(n.pool), assignment, installPlan });
   });
-  registerEnrollRoutes(app, service.ledger.db, { nodes: service.nodes });
+  registerEnrollRoutes(app, service.ledger.db, { nodes: service.nodes, bootImage: opts.bootImage ?? null });
   app.post('/v1/nodes/heartbeat', { schema: { body: envelopeSchema } }, async (req) => {
     const { node } = await service.nodes.heartbeat(req.rawBody!);
     return { ok: true, state: node.state };

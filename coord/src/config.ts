@@ -1,5 +1,6 @@
 // The coord's configuration, read in one place: flags (as parsed) and env in; checked, defaulted and frozen
 // out. A wrong value is refused here, before the ledger opens, with the flag or env var to fix.
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import {
   WritError,
@@ -26,6 +27,8 @@ export interface CoordGiven {
   adminKeys?: readonly KeyRef[] | undefined;
   adminThreshold?: string | undefined;
   shutdownGraceMs?: number | undefined;
+  /** `--boot-image DIR`: the boot image folder served at /boot/*. */
+  bootImage?: string | undefined;
 }
 
 export interface CoordConfig {
@@ -48,9 +51,20 @@ export interface CoordConfig {
   readonly admins: { readonly threshold: number; readonly keys: readonly KeyRef[] };
   readonly logLevel: LogLevel;
   readonly shutdownGraceMs: number;
+  /** The boot image folder served at /boot/* (absolute); null: $WRIT_BOOT_IMAGE at each request, if set. */
+  readonly bootImage: string | null;
 }
 
 export const COORD_DEFAULTS = Object.freeze({ listen: '127.0.0.1:7340', clusterId: 'writ-dev', logLevel: 'info' as LogLevel, shutdownGraceMs: 10_000 });
+
+/** `--boot-image DIR`: a folder `writ image ipxe` wrote (its manifest.json is there), made absolute. */
+export function checkBootImageDir(given: string): string {
+  if (!given.trim()) throw new WritError('CONFIG_INVALID', '--boot-image must name a folder');
+  const dir = path.resolve(given);
+  if (!existsSync(path.join(dir, 'manifest.json')))
+    throw new WritError('CONFIG_INVALID', `--boot-image ${dir} has no manifest.json: give the folder writ image ipxe --out DIR wrote`, { dir });
+  return dir;
+}
 
 export function coordConfig(given: CoordGiven, env: ConfigEnv): CoordConfig {
   const apiToken = requiredInput(env.WRIT_TOKEN, 'WRIT_TOKEN');
@@ -80,5 +94,6 @@ export function coordConfig(given: CoordGiven, env: ConfigEnv): CoordConfig {
     admins,
     logLevel: checkLogLevel(env, COORD_DEFAULTS.logLevel),
     shutdownGraceMs: checkGraceMs(given.shutdownGraceMs ?? COORD_DEFAULTS.shutdownGraceMs),
+    bootImage: given.bootImage === undefined ? null : checkBootImageDir(given.bootImage),
   });
 }

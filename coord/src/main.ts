@@ -56,7 +56,7 @@ export async function runCoord(config: CoordConfig, run: CoordRun): Promise<bool
     coordination?.relay.attach(service.events);
     await service.start();
     releasers.push({ name: 'coord service', release: () => service.stop() });
-    const app = await buildApp({ service, apiToken: config.apiToken });
+    const app = await buildApp({ service, apiToken: config.apiToken, bootImage: config.bootImage });
     releasers.push({ name: 'http server', release: () => app.close() });
     const url = await app.listen({ ...config.listen }); // fastify writes into its options; the config is frozen
     return { url };

@@ -9,12 +9,13 @@ import { keyringDir, writHome, writeNewFile } from '../keyfiles.ts';
 import { EXIT, serviceLogger, type Io } from '../output.ts';
 import { loadOrCreateKey, startStack, type Stack } from '../stack.ts';
 import { loadNodeConfig } from '@writ/runner';
+import { checkBootImageDir } from '@writ/coord';
 import { signScriptFile } from './sign.ts';
 import { runUntilProcessSignal } from './services.ts';
 import { printEvent } from './submit.ts';
 import type { CliContext, Command } from './types.ts';
 
-const HELP = `usage: writ dev [--keep] [--port N] [--state DIR] [--node ID] [--config node.json] [--json]
+const HELP = `usage: writ dev [--keep] [--port N] [--state DIR] [--node ID] [--config node.json] [--boot-image DIR] [--json]
 
 Runs coord, supervisor and a runner in one process. It starts its own redis-server unless REDIS_URL is
 set, and keeps the ledger in PGlite under the state dir unless DATABASE_URL is set. An admin key is
@@ -30,6 +31,7 @@ API token in $WRIT_HOME/dev.json so that other writ commands find it.
   --config F   the node's config file: its labels (added to env=dev) and the SAL areas its runner offers
                scripts (btrfs, net, vm, mycelium, nix) with their roots; checked at start (docs/sal.md).
                Without it the runner offers host facts, time and randomness only
+  --boot-image DIR  serve this folder (from writ image ipxe) at /boot/* for iPXE (default: $WRIT_BOOT_IMAGE)
 
 example:
   writ dev --keep
@@ -46,6 +48,7 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
       state: { type: 'string' },
       node: { type: 'string', default: 'dev-1' },
       config: { type: 'string' },
+      'boot-image': { type: 'string' },
     },
     { min: 0, max: 0, usage: 'writ dev [--keep]' },
   );
@@ -67,6 +70,7 @@ async function dev(argv: string[], io: Io, ctx: CliContext): Promise<number> {
     port: values.port ? Number(values.port) : values.keep ? 7340 : 0,
     nodes: [{ id: values.node!, labels }],
     ...(nodeConfig ? { sal: nodeConfig.sal } : {}),
+    ...(values['boot-image'] !== undefined ? { bootImage: checkBootImageDir(values['boot-image']) } : {}),
     logger,
     ...(ctx.env.WRIT_TOKEN ? { apiToken: ctx.env.WRIT_TOKEN } : {}),
   });

@@ -99,13 +99,15 @@ async function supervisor(argv: string[], io: Io, ctx: CliContext): Promise<numb
   return clean ? EXIT.ok : EXIT.failure;
 }
 
-const COORD_HELP = `usage: writ coord [--supervisor URL --supervisor-key FILE.pub] --admin-key FILE [--admin-threshold K] [--listen HOST:PORT] [--cluster ID] [--state DIR]
+const COORD_HELP = `usage: writ coord [--supervisor URL --supervisor-key FILE.pub] --admin-key FILE [--admin-threshold K] [--listen HOST:PORT] [--cluster ID] [--state DIR] [--boot-image DIR]
 
 Runs the coordinator: HTTP API, ledger (PostgreSQL at $DATABASE_URL, else PGlite in the state dir) and
 reconciler. API clients authenticate with $WRIT_TOKEN (required); the coord reaches supervisors with
 $WRIT_SUPERVISOR_TOKEN. The supervisor given with --supervisor (optional) serves pool default and its
 reports are accepted when signed by --supervisor-key; every other supervisor joins with signed heartbeats
 and must be listed in the key set (writ keyset supervisor add; writ supervisors list shows them).
+--boot-image DIR serves the kernel and initramfs of a folder writ image ipxe wrote at /boot/* for iPXE
+(default: the folder in $WRIT_BOOT_IMAGE, read at each request; none: the boot routes answer NOT_READY).
 
 example:
   WRIT_TOKEN=... WRIT_SUPERVISOR_TOKEN=... writ coord --supervisor http://127.0.0.1:7341 --supervisor-key sup.pub`;
@@ -121,6 +123,7 @@ async function coord(argv: string[], io: Io, ctx: CliContext): Promise<number> {
       state: { type: 'string' },
       'admin-key': { type: 'string', multiple: true },
       'admin-threshold': { type: 'string' },
+      'boot-image': { type: 'string' },
     },
     { min: 0, max: 0, usage: 'writ coord --supervisor URL --supervisor-key FILE --admin-key FILE' },
   );
@@ -135,6 +138,7 @@ async function coord(argv: string[], io: Io, ctx: CliContext): Promise<number> {
       state: values.state,
       adminKeys: await adminKeyRefs(values['admin-key'], ctx.env),
       adminThreshold: values['admin-threshold'],
+      bootImage: values['boot-image'],
     },
     ctx.env,
   );

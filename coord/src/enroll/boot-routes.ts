@@ -80,9 +80,12 @@ export interface BootImage {
   initramfs: BootImageFile;
 }
 
-/** The image folder the coord serves, from $WRIT_BOOT_IMAGE (read at each request, so no restart is needed). */
-export function bootImageDir(env: NodeJS.ProcessEnv = process.env): string | null {
-  return env.WRIT_BOOT_IMAGE?.trim() || null;
+/**
+ * The image folder the coord serves: the one it was started with (`writ coord|dev --boot-image DIR`), else
+ * $WRIT_BOOT_IMAGE (read at each request, so no restart is needed).
+ */
+export function bootImageDir(configured: string | null = null, env: NodeJS.ProcessEnv = process.env): string | null {
+  return configured ?? (env.WRIT_BOOT_IMAGE?.trim() || null);
 }
 
 /** Files already hashed, by path: hashed again only when their size or mtime changes. */
@@ -95,7 +98,7 @@ async function sha256File(file: string): Promise<string> {
 }
 
 function badImage(dir: string, msg: string): never {
-  throw new WritError('CONFIG_INVALID', `boot image ${dir} (WRIT_BOOT_IMAGE): ${msg}`);
+  throw new WritError('CONFIG_INVALID', `boot image ${dir} (--boot-image or WRIT_BOOT_IMAGE): ${msg}`);
 }
 
 async function checkFile(dir: string, a: BootImageFile): Promise<void> {
@@ -120,7 +123,7 @@ export async function loadBootImage(dir: string): Promise<BootImage> {
   try {
     m = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8'));
   } catch (e) {
-    badImage(dir, `no readable manifest.json (${(e as Error).message}); point WRIT_BOOT_IMAGE at a folder writ image ipxe wrote`);
+    badImage(dir, `no readable manifest.json (${(e as Error).message}); point --boot-image (or WRIT_BOOT_IMAGE) at a folder writ image ipxe wrote`);
   }
   if (m?.image !== 'writ-node' || typeof m.cmdline !== 'string') badImage(dir, 'manifest.json is not a Writ node image manifest');
   // The command line goes into an iPXE script line: no line breaks, and no `${`, which iPXE would expand.
@@ -146,12 +149,12 @@ export async function loadBootImage(dir: string): Promise<BootImage> {
   return image;
 }
 
-async function configuredImage(): Promise<BootImage> {
-  const dir = bootImageDir();
+async function configuredImage(configured: string | null): Promise<BootImage> {
+  const dir = bootImageDir(configured);
   if (!dir)
     throw new WritError(
       'NOT_READY',
-      'this coord serves no boot image: build one with writ image ipxe --out DIR … and start the coord with WRIT_BOOT_IMAGE=DIR',
+      'this coord serves no boot image: build one with writ image ipxe --out DIR … and start the coord with --boot-image DIR (or WRIT_BOOT_IMAGE=DIR)',
     );
   return loadBootImage(dir);
 }
@@ -291,7 +294,8 @@ async function installStarted(nodes: NodeRegistry, row: BootAnswerRow, mac: stri
   }
 }
 
-export function registerBootRoutes(app: FastifyInstance, db: Queryable, nodes: NodeRegistry | undefined): void {
+export function registerBootRoutes(app: FastifyInstance, db: Queryable, nodes: NodeRegistry | undefined, opts: { bootImage?: string | null } = {}): void {
+  const configured = opts.bootImage ?? null;
   const security: never[] = [];
   app.get(
     '/boot/ipxe',
@@ -306,8 +310,8 @@ export function registerBootRoutes(app: FastifyInstance, db: Queryable, nodes: N
       const mac = parseMac((req.query as { mac?: string }).mac);
       const answer = await answerFor(db, mac);
       // A machine that boots locally needs no image; the menu offers the netboot items only when one is served.
-      const dir = bootImageDir();
-      const image = answer.answer !== 'local' ? await configuredImage() : dir ? await loadBootImage(dir).catch(() => null) : null;
+      const dir = bootImageDir(configured);
+      const image = answer.answer !== 'local' ? await configuredImage(configured) : dir ? await loadBootImage(dir).catch(() => null) : null;
       // Serving the install answer of a node an operator ordered (re)installed is the install starting.
       const row = answer.answer === 'install' ? answer.row : null;
       if (row?.nodeId && nodes)
@@ -323,7 +327,7 @@ export function registerBootRoutes(app: FastifyInstance, db: Queryable, nodes: N
       route,
       { schema: { summary: `the boot image's ${which} (no token: iPXE fetches it), checked against manifest.json`, security } },
       async (_req, reply) => {
-        const image = await configuredImage();
+        const image = await configuredImage(configured);
         const f = image[which];
         return reply
           .header('content-type', 'application/octet-stream')

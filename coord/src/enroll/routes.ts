@@ -44,8 +44,8 @@ type RuleInput = Omit<EnrollmentRule, 'tokenSha256' | 'maxUses' | 'priority' | '
 
 const ruleView = (r: EnrollmentRule) => ({ ...r, hasToken: r.tokenSha256 !== null });
 
-export function registerEnrollRoutes(app: FastifyInstance, db: Db, opts: { nodes?: NodeRegistry } = {}): void {
-  registerBootRoutes(app, db, opts.nodes);
+export function registerEnrollRoutes(app: FastifyInstance, db: Db, opts: { nodes?: NodeRegistry; bootImage?: string | null } = {}): void {
+  registerBootRoutes(app, db, opts.nodes, { bootImage: opts.bootImage ?? null });
   app.get('/v1/enroll/rules', async () => ({ rules: (await listRules(db)).map(ruleView) }));
   app.post('/v1/enroll/rules', async (req, reply) => {
     const b = req.body as RuleInput;
