@@ -195,6 +195,10 @@ describe('install plans at the coord', () => {
     // An inconsistent one.
     const bad = await report(red, { ...okBody('red', 'DISK-RED'), jobs: [{ id: 'j', ok: false, code: 'X' }] });
     expect(bad.body.error.code).toBe('SCHEMA_INVALID');
+    // Its own plan, but naming another class (the class is not inside the plan's sha256 as the report carries it).
+    const misnamed = await report(red, { ...okBody('red', 'DISK-RED'), class: 'blue' });
+    expect(misnamed.status).toBe(409);
+    expect(misnamed.body.error.code).toBe('INSTALL_PLAN_MISMATCH');
     expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('installing');
   });
 
@@ -276,7 +280,8 @@ describe('install plans at the coord', () => {
       jobs: [],
       error: { code: 'INSTALL_DISK_NOT_FOUND', message: 'no disk matches serial=DISK-BLUE: vdb (serial DISK-RED …): serial DISK-RED is not DISK-BLUE' },
     };
-    const r = await report(blue, body);
+    const failedRaw = signInstallReport(blue.nodeId, blue.key, body);
+    const r = await api('POST', INSTALL_REPORT_PATH, failedRaw);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(r.body.state).toBe('failed');
     const n = (await api('GET', '/v1/nodes/inst-blue')).body;
@@ -291,6 +296,46 @@ describe('install plans at the coord', () => {
     expect((await cli('nodes', 'accept', 'inst-blue')).code).toBe(0);
     const again = await register('inst-blue', inventory('52:54:00:ee:00:02', ['DISK-RED', 'DISK-BLUE']), tokens.blue!);
     expect(again.answer.state).toBe('installing');
+    // A copy of the failed report (still within its time window) does not fail this new install.
+    const copy = await api('POST', INSTALL_REPORT_PATH, failedRaw);
+    expect(copy.status).toBe(409);
+    expect(copy.body.error.code).toBe('INSTALL_REPORT_REPLAYED');
+    expect((await api('GET', '/v1/nodes/inst-blue')).body.state).toBe('installing');
     expect((await report(blue, okBody('blue', 'DISK-BLUE', []))).body).toEqual({ state: 'installed', accepted: true });
+  });
+
+  it('a copy of an earlier successful report neither skips a reinstall ordered later nor finishes it', async () => {
+    const red = await loadNodeIdentity(path.join(dir, 'inst-red'), 'inst-red');
+    const saved = process.env.WRIT_BOOT_IMAGE;
+    process.env.WRIT_BOOT_IMAGE = path.join(dir, 'image');
+    try {
+      const installBoot = async () => {
+        expect((await api('POST', '/v1/nodes/inst-red/reprovision', {})).body.state).toBe('reprovisioning');
+        expect(await (await fetch(new URL('/boot/ipxe?mac=52:54:00:ee:00:01', s.url))).text()).toContain('writ.boot=install');
+        expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('installing');
+      };
+      expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('installed');
+      await installBoot();
+      const taken = signInstallReport(red.nodeId, red.key, okBody('red', 'DISK-RED'));
+      expect((await api('POST', INSTALL_REPORT_PATH, taken)).body).toEqual({ state: 'installed', accepted: true });
+      // Reinstall ordered: the machine has not fetched its install boot yet, so no report finishes it, the copy
+      // of the last one least of all.
+      expect((await api('POST', '/v1/nodes/inst-red/reprovision', {})).body.state).toBe('reprovisioning');
+      const copy = await api('POST', INSTALL_REPORT_PATH, taken);
+      expect(copy.status).toBe(409);
+      expect(copy.body.error.code).toBe('INSTALL_REPORT_REPLAYED');
+      // A new signature of the same report: answered as a repeat, nothing moves.
+      expect((await report(red, okBody('red', 'DISK-RED'))).body).toEqual({ state: 'reprovisioning', accepted: false });
+      expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('reprovisioning');
+      // The install boot: the copy still does not finish it; the node's own new report does.
+      expect(await (await fetch(new URL('/boot/ipxe?mac=52:54:00:ee:00:01', s.url))).text()).toContain('writ.boot=install');
+      expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('installing');
+      expect((await api('POST', INSTALL_REPORT_PATH, taken)).body.error.code).toBe('INSTALL_REPORT_REPLAYED');
+      expect((await api('GET', '/v1/nodes/inst-red')).body.state).toBe('installing');
+      expect((await report(red, okBody('red', 'DISK-RED'))).body).toEqual({ state: 'installed', accepted: true });
+    } finally {
+      if (saved === undefined) delete process.env.WRIT_BOOT_IMAGE;
+      else process.env.WRIT_BOOT_IMAGE = saved;
+    }
   });
 });

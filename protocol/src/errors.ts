@@ -185,6 +185,11 @@ export const ERROR_CODES = Object.freeze({
     },
     INSTALL_FAILED: { message: "The node could not run its class's install plan (details say which step or job)", status: 422, retryable: false },
     INSTALL_PLAN_MISMATCH: { message: "The install report is for another plan than the node's class carries now", status: 409, retryable: false },
+    INSTALL_REPORT_REPLAYED: {
+      message: 'The install report is not newer than the last one the coord took from this node (a replay)',
+      status: 409,
+      retryable: false,
+    },
   }),
   ...area('cli', {
     USAGE: { message: 'The command line is not valid (see --help)', status: 400, retryable: false },

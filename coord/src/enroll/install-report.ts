@@ -65,12 +65,26 @@ export async function applyInstallReport(
         : `node ${signer.id}'s class carries no install plan`,
       { expected: plan ? installPlanSha256(plan) : null, got: r.planSha256 },
     );
+  if (r.class !== cls!.name)
+    throw new WritError('INSTALL_PLAN_MISMATCH', `node ${signer.id}'s class is ${cls!.name}, but its install report names class ${r.class}`, {
+      expected: cls!.name,
+      got: r.class,
+    });
   const current = (await nodes.getNode(signer.id))!;
   const last = await latestInstallResult(db, signer.id);
+  // A report is signed once per send (sendInstallReport signs each try anew): one not newer than the last report
+  // taken from this node is a copy of an earlier one, which must not finish (or fail) a later install.
+  if (last && r.ts <= last.ts)
+    throw new WritError(
+      'INSTALL_REPORT_REPLAYED',
+      `node ${signer.id}'s install report was signed at ${new Date(r.ts).toISOString()}, not after its last report taken (${new Date(last.ts).toISOString()})`,
+      { ts: r.ts, lastTs: last.ts },
+    );
   // The same successful report again (the node did not see our answer): nothing changes.
-  if (r.ok && last?.ok && last.planSha256 === r.planSha256 && current.state !== 'installing' && current.state !== 'reprovisioning')
-    return { node: current, accepted: false };
-  if (current.state !== 'installing' && current.state !== 'reprovisioning')
+  if (r.ok && last?.ok && last.planSha256 === r.planSha256 && current.state !== 'installing') return { node: current, accepted: false };
+  // Only an `installing` node runs its plan (the agent runs it when its registration answer says so); a node
+  // `reprovisioning` has not fetched its install boot yet, so a report then is about an earlier install.
+  if (current.state !== 'installing')
     throw new WritError('TRANSITION_NOT_ALLOWED', `node ${signer.id} is ${current.state}, not installing: its install report is not taken`, {
       state: current.state,
     });
