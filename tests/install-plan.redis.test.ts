@@ -21,7 +21,16 @@ import {
   type NodeInventory,
   type RegistrationAnswer,
 } from '@writ/protocol';
-import { NodeAgent, loadNodeIdentity, signInstallReport, type InstallReportBody, type NodeIdentity } from '@writ/runner';
+import {
+  NodeAgent,
+  installPlanDue,
+  installedPlanRecord,
+  loadNodeIdentity,
+  runInstallPlan,
+  signInstallReport,
+  type InstallReportBody,
+  type NodeIdentity,
+} from '@writ/runner';
 import { runCli } from '@writ/cli';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 
@@ -337,5 +346,31 @@ describe('install plans at the coord', () => {
       if (saved === undefined) delete process.env.WRIT_BOOT_IMAGE;
       else process.env.WRIT_BOOT_IMAGE = saved;
     }
+  });
+
+  it('a run of the plan drops the installed record first: one that stops is not followed by the earlier success on the next boot', async () => {
+    // The node as a successful install left it: install.json on its state partition records this plan.
+    const base = path.join(dir, 'node-record');
+    const stateDir = path.join(base, 'state');
+    await mkdir(stateDir, { recursive: true });
+    const earlier = { ...okBody('red', 'DISK-RED'), at: '2026-12-01T00:00:00.000Z' };
+    await writeFile(path.join(stateDir, 'install.json'), JSON.stringify(earlier));
+    expect((await installedPlanRecord(stateDir))?.planSha256).toBe(installPlanSha256(plans.red!));
+    expect(await installPlanDue(plans.red!, { mode: 'normal', stateDir, bootDir: path.join(base, 'run-1') })).toMatchObject({ due: false });
+    // A reinstall boot runs it again, and it stops (here: the hinted disk is gone).
+    const r = await runInstallPlan({
+      plan: plans.red!,
+      mode: 'install',
+      stateDir,
+      runner: { runEnvelope: () => Promise.reject(new Error('no plan job runs without a disk')) },
+      disks: async () => [],
+      sysRoot: base,
+      mountDir: path.join(base, 'mnt'),
+      bootDir: path.join(base, 'run-1'),
+    });
+    expect(r).toMatchObject({ ok: false, error: { code: 'INSTALL_DISK_NOT_FOUND' } });
+    // The next boot (a normal one) must run the plan again, not resend the earlier success as this install's report.
+    expect(await installedPlanRecord(stateDir)).toBeNull();
+    expect(await installPlanDue(plans.red!, { mode: 'normal', stateDir, bootDir: path.join(base, 'run-2') })).toMatchObject({ due: true });
   });
 });

@@ -4,7 +4,7 @@
 // (runEnvelope: the same verification, journal and sandbox as a job from the queue). A refused or failed job
 // stops the install. The outcome is recorded on the state partition (`install.json`: this plan, by sha256,
 // is installed) and reported to the coord, signed with the node key.
-import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -153,6 +153,10 @@ export async function runInstallPlan(opts: InstallPlanOptions): Promise<InstallR
   const bootDir = opts.bootDir ?? '/run/writ';
   const body: InstallReportBody = { class: plan.class, planSha256: sha, ok: false, disk: null, subvolumes: [], jobs: [] };
   try {
+    // A run that starts no longer has an installed plan to show (an install boot wipes the disk, a normal boot
+    // runs because the record is missing or names another plan): drop the record first, so a run that stops
+    // is never followed, on the next boot, by the record of an earlier success sent as this install's report.
+    if (opts.stateDir) await rm(path.join(opts.stateDir, RECORD), { force: true });
     const disks = opts.disks ? await opts.disks() : (await collectInventory({ diskless: false, sysRoot: opts.sysRoot })).disks;
     const disk = chooseInstallDisk(disks, plan.disk, await excludedDisks(opts.sysRoot ?? '/', mountDir));
     body.disk = { name: disk.name, serial: disk.serial, wwn: disk.wwn, byId: disk.byId, sizeBytes: disk.sizeBytes };
