@@ -189,4 +189,44 @@ describe.skipIf(!ready)('running an install plan on the node', () => {
     expect(subvolumesOn(partOf(e.dev))).toEqual(['@x']);
     expect(await allZero(d.file)).toBe(true);
   });
+
+  it('a partition table sfdisk cannot read (a Mac partition map) is not taken for a blank disk', async () => {
+    const f = await newLoop('f');
+    // An Apple partition map: the driver descriptor ("ER") in block 0, map entries ("PM") in blocks 1 and 2.
+    const blocks = SIZE / 512;
+    const map = Buffer.alloc(3 * 512);
+    map.writeUInt16BE(0x4552, 0);
+    map.writeUInt16BE(512, 2);
+    map.writeUInt32BE(blocks, 4);
+    const entry = (i: number, name: string, type: string, start: number, count: number) => {
+      const o = i * 512;
+      map.writeUInt16BE(0x504d, o);
+      map.writeUInt32BE(2, o + 4);
+      map.writeUInt32BE(start, o + 8);
+      map.writeUInt32BE(count, o + 12);
+      map.write(name, o + 16, 'latin1');
+      map.write(type, o + 48, 'latin1');
+      map.writeUInt32BE(count, o + 84);
+    };
+    entry(1, 'Apple', 'Apple_partition_map', 1, 63);
+    entry(2, 'data', 'Apple_HFS', 64, blocks - 64);
+    const fh = await open(f.dev, 'r+');
+    await fh.write(map, 0, map.length, 0);
+    await fh.sync();
+    await fh.close();
+    const pttype = () => execFileSync('blkid', ['-p', '-o', 'value', '-s', 'PTTYPE', f.dev], { encoding: 'utf8' }).trim();
+    expect(pttype()).toBe('mac');
+    const r = await runInstallPlan({
+      mode: 'normal',
+      stateDir: null,
+      runner,
+      mountDir: path.join(dir, 'mnt'),
+      bootDir: path.join(dir, 'run-f'),
+      disks: async () => [inv(f.name, 'DISK-F')],
+      plan: plan({ disk: { serial: 'DISK-F' } }),
+    });
+    expect(r.error?.code).toBe('INSTALL_DISK_NOT_BLANK');
+    expect(r.error?.message).toContain('mac partition table');
+    expect(pttype()).toBe('mac');
+  });
 });

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { WritError } from '@writ/protocol';
 import { run } from '../exec.ts';
 import type { BtrfsConfig } from './config.ts';
+import { parseBlkidExport } from './parse.ts';
 import { probeFilesystem, requirePool } from './pool.ts';
 
 const LINUX_DATA = '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
@@ -97,6 +98,14 @@ export async function partitionDisk(config: BtrfsConfig, args: PartitionDiskArgs
       throw new WritError('RESOURCE_CONFLICT', `${device} holds a ${table.label} partition table with ${parts.length} partition(s); pass wipe to replace it`, {
         label: table.label,
         partitions: parts.length,
+      });
+    // sfdisk reads only the table types it writes (dos, gpt, sun, sgi): a disk holding another (a Mac partition
+    // map, an Atari or BSD table) looks blank to it. blkid knows them; what it names is someone else's.
+    const pt = parseBlkidExport((await run(['blkid', '-p', '-o', 'export', device], { okExitCodes: [0, 2] })).stdout).PTTYPE;
+    if (pt)
+      throw new WritError('RESOURCE_CONFLICT', `${device} holds a ${pt} partition table; pass wipe to replace it`, {
+        label: pt,
+        partitions: null,
       });
     const fs = await probeFilesystem(device);
     if (fs)
