@@ -23,6 +23,7 @@ import {
 } from '@writ/protocol';
 import {
   NodeAgent,
+  excludedDisks,
   installPlanDue,
   installedPlanRecord,
   loadNodeIdentity,
@@ -372,5 +373,52 @@ describe('install plans at the coord', () => {
     // The next boot (a normal one) must run the plan again, not resend the earlier success as this install's report.
     expect(await installedPlanRecord(stateDir)).toBeNull();
     expect(await installPlanDue(plans.red!, { mode: 'normal', stateDir, bootDir: path.join(base, 'run-2') })).toMatchObject({ due: true });
+  });
+
+  it('never installs to the disk holding the state partition or a mounted filesystem, even when the hints name it', async () => {
+    // A machine's /sys and /proc as the node reads them: vda is the USB image (ESP + writ-state), vdb has a
+    // mounted partition, vdc is free.
+    const root = path.join(dir, 'sysroot');
+    const put = async (rel: string, text: string) => {
+      await mkdir(path.dirname(path.join(root, rel)), { recursive: true });
+      await writeFile(path.join(root, rel), text);
+    };
+    await put('sys/block/vda/uevent', 'MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n');
+    await put('sys/block/vda/vda1/uevent', 'MAJOR=254\nMINOR=1\nDEVNAME=vda1\nDEVTYPE=partition\nPARTN=1\nPARTNAME=ESP\n');
+    await put('sys/block/vda/vda2/uevent', 'MAJOR=254\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=writ-state\n');
+    await put('sys/block/vdb/uevent', 'MAJOR=254\nMINOR=16\nDEVNAME=vdb\nDEVTYPE=disk\n');
+    await put('sys/block/vdb/vdb1/uevent', 'MAJOR=254\nMINOR=17\nDEVNAME=vdb1\nDEVTYPE=partition\nPARTN=1\n');
+    await put('sys/block/vdc/uevent', 'MAJOR=254\nMINOR=32\nDEVNAME=vdc\nDEVTYPE=disk\n');
+    await put('proc/self/mounts', 'rootfs / rootfs rw 0 0\n/dev/vda2 /var/lib/writ ext4 rw 0 0\n/dev/vdb1 /srv ext4 rw 0 0\n');
+    const mountDir = path.join(root, 'mnt');
+    const ex = await excludedDisks(root, mountDir);
+    expect(ex.map((e) => e.name).sort()).toEqual(['vda', 'vdb']);
+    expect(ex.find((e) => e.name === 'vda')?.why).toContain('state partition vda2');
+    expect(ex.find((e) => e.name === 'vdb')?.why).toContain('vdb1 is mounted at /srv');
+    const disk = (name: string, serial: string) => ({ name, sizeBytes: 8 * GiB, model: null, serial, wwn: null, byId: [], rotational: false });
+    const run = (hints: InstallPlan['disk']) =>
+      runInstallPlan({
+        plan: { ...plans.red!, disk: hints },
+        // Not an install boot, and device nodes under an empty folder: nothing on this host is ever touched.
+        mode: 'normal',
+        devDir: path.join(root, 'dev'),
+        stateDir: null,
+        runner: { runEnvelope: () => Promise.reject(new Error('no plan job runs without a disk')) },
+        disks: async () => [disk('vda', 'USB'), disk('vdb', 'BUSY'), disk('vdc', 'FREE')],
+        sysRoot: root,
+        mountDir,
+        bootDir: path.join(root, 'run'),
+      });
+    for (const serial of ['USB', 'BUSY']) {
+      const r = await run({ serial });
+      expect(r.error?.code).toBe('INSTALL_DISK_NOT_FOUND');
+      expect(r.error?.message).toContain('never installed to');
+      expect(r.disk).toBeNull();
+    }
+    // A size range all three disks fit: only the free one is a candidate.
+    const sized = await run({ minBytes: GiB });
+    expect(sized.disk?.name).toBe('vdc');
+    // (It stops after the choice: the SAL takes device nodes only under /dev.)
+    expect(['INSTALL_DISK_NOT_FOUND', 'INSTALL_DISK_AMBIGUOUS']).not.toContain(sized.error?.code);
   });
 });
