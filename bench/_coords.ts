@@ -50,6 +50,9 @@ export interface CoordsRun {
   failed: number;
   /** The coords' CPU, summed, per second while idle (measured before the run, after the warm-up): their fixed cost. */
   idleCpuMsPerS: number;
+  /** Ledger statements and transactions the coords ran over the run (GET /metrics), summed, per job: machine-independent. */
+  statementsPerJob: number;
+  transactionsPerJob: number;
 }
 
 export interface CoordsBench {
@@ -60,6 +63,8 @@ export interface CoordsBench {
   twoCpuMsPerJob: number;
   /** The median over the pairs of two.cpuMsPerJob / one.cpuMsPerJob: the goal is at most 1.1. */
   twoCoordsCpuPerJobRatio: number;
+  /** The median over the pairs of the ledger statements per job, two coords against one (the same work on any machine). */
+  twoCoordsStatementsRatio: number;
   drivenTwice: number;
   /** 1-minute load average before and after. */
   load: [number, number];
@@ -190,6 +195,18 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       await new Promise((r) => setTimeout(r, IDLE_MS));
       const idle1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
       const idleCpuMsPerS = (idle1.reduce((a, b) => a + b, 0) - idle0.reduce((a, b) => a + b, 0)) / ((performance.now() - idleT0) / 1000);
+      const ledgerWork = async () => {
+        let statements = 0;
+        let transactions = 0;
+        for (const p of ports) {
+          const text = String((await api(p, 'GET', '/metrics')).body);
+          const v = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+          statements += v('writ_ledger_statements_total');
+          transactions += v('writ_ledger_transactions_total');
+        }
+        return { statements, transactions };
+      };
+      const work0 = await ledgerWork();
       const cpu0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
       const t0 = performance.now();
       // Batches of 50, to the coords in turn: paced at RATE jobs/s (the same offered load for one and two coords,
@@ -221,6 +238,7 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       const ms = performance.now() - t0;
       const cpu1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
       const cpuMsByCoord = cpu1.map((c, i) => c - cpu0[i]!);
+      const work1 = await ledgerWork();
       const [twice] = await ledger.db.query<{ twice: number; failed: number }>(
         `SELECT count(*) FILTER (WHERE attempts > 1)::int AS twice, count(*) FILTER (WHERE status <> 'succeeded')::int AS failed FROM jobs`,
       );
@@ -233,9 +251,11 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
         drivenTwice: Number(twice!.twice),
         failed: Number(twice!.failed),
         idleCpuMsPerS,
+        statementsPerJob: (work1.statements - work0.statements) / jobs,
+        transactionsPerJob: (work1.transactions - work0.transactions) / jobs,
       };
       log(
-        `${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}; idle beforehand ${idleCpuMsPerS.toFixed(1)} ms CPU/s`,
+        `${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}; idle beforehand ${idleCpuMsPerS.toFixed(1)} ms CPU/s; ledger per job: ${r.statementsPerJob.toFixed(2)} statements, ${r.transactionsPerJob.toFixed(2)} transactions`,
       );
       return r;
     } finally {
@@ -268,13 +288,16 @@ export async function benchCoords(opts: { jobs?: number; pairs?: number; log?: (
     const one = await run(1, jobs, log);
     const two = await run(2, jobs, log);
     pairs.push({ one, two, ratio: two.cpuMsPerJob / one.cpuMsPerJob });
-    log(`pair ${i + 1}: two coords / one coord = ${(two.cpuMsPerJob / one.cpuMsPerJob).toFixed(3)}`);
+    log(
+      `pair ${i + 1}: two coords / one coord = ${(two.cpuMsPerJob / one.cpuMsPerJob).toFixed(3)} in CPU per job, ${(two.statementsPerJob / one.statementsPerJob).toFixed(3)} in ledger statements per job`,
+    );
   }
   return {
     pairs,
     oneCpuMsPerJob: median(pairs.map((p) => p.one.cpuMsPerJob)),
     twoCpuMsPerJob: median(pairs.map((p) => p.two.cpuMsPerJob)),
     twoCoordsCpuPerJobRatio: median(pairs.map((p) => p.ratio)),
+    twoCoordsStatementsRatio: median(pairs.map((p) => p.two.statementsPerJob / p.one.statementsPerJob)),
     drivenTwice: pairs.reduce((a, p) => a + p.one.drivenTwice + p.two.drivenTwice, 0),
     load: [load0, os.loadavg()[0]!],
   };
@@ -285,6 +308,7 @@ export async function measureCoords(opts: { jobs?: number; pairs?: number } = {}
   one_coord_cpu_ms_per_job: number;
   two_coords_cpu_ms_per_job: number;
   two_coords_cpu_per_job_ratio: number;
+  two_coords_statements_ratio: number;
   driven_twice: number;
 }> {
   const r = await benchCoords({ jobs: opts.jobs ?? 1000, pairs: opts.pairs ?? Number(process.env.BENCH_COORDS_PAIRS ?? 3) });
@@ -292,6 +316,7 @@ export async function measureCoords(opts: { jobs?: number; pairs?: number } = {}
     one_coord_cpu_ms_per_job: r.oneCpuMsPerJob,
     two_coords_cpu_ms_per_job: r.twoCpuMsPerJob,
     two_coords_cpu_per_job_ratio: r.twoCoordsCpuPerJobRatio,
+    two_coords_statements_ratio: r.twoCoordsStatementsRatio,
     driven_twice: r.drivenTwice,
   };
 }
@@ -306,6 +331,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       one_cpu_ms_per_job: +r.oneCpuMsPerJob.toFixed(3),
       two_cpu_ms_per_job: +r.twoCpuMsPerJob.toFixed(3),
       two_coords_cpu_per_job_ratio: +r.twoCoordsCpuPerJobRatio.toFixed(3),
+      two_coords_statements_ratio: +r.twoCoordsStatementsRatio.toFixed(3),
       driven_twice: r.drivenTwice,
       load: r.load.map((l) => +l.toFixed(1)),
     }),

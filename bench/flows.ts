@@ -164,7 +164,13 @@ async function main(): Promise<void> {
   }
   const jobCpu = median(jobs.map((j) => j.cpuMs / N));
   const stepCpu = median(flows.map((f) => f.cpuMs / N));
-  let coords: { one_coord_cpu_ms_per_job: number; two_coords_cpu_ms_per_job: number; two_coords_cpu_per_job_ratio: number; driven_twice: number } | null = null;
+  let coords: {
+    one_coord_cpu_ms_per_job: number;
+    two_coords_cpu_ms_per_job: number;
+    two_coords_cpu_per_job_ratio: number;
+    two_coords_statements_ratio: number;
+    driven_twice: number;
+  } | null = null;
   const coordsBench = path.join(import.meta.dirname, '_coords.ts');
   // BENCH_COORDS_PAIRS=0 skips the coords part (to profile the flow side alone).
   if (existsSync(coordsBench) && process.env.BENCH_COORDS_PAIRS !== '0') {
@@ -173,6 +179,7 @@ async function main(): Promise<void> {
         one_coord_cpu_ms_per_job: number;
         two_coords_cpu_ms_per_job: number;
         two_coords_cpu_per_job_ratio: number;
+        two_coords_statements_ratio: number;
         driven_twice: number;
       }>;
     };
@@ -185,7 +192,7 @@ async function main(): Promise<void> {
   console.log(`a step costs ${(stepCpu / jobCpu).toFixed(2)}× a lone job (goal ≤ 1.2×)`);
   if (coords)
     console.log(
-      `coords: one ${coords.one_coord_cpu_ms_per_job.toFixed(2)} ms CPU/job, two ${coords.two_coords_cpu_ms_per_job.toFixed(2)} ms CPU/job (medians), ratio ${coords.two_coords_cpu_per_job_ratio.toFixed(3)} (median of the pairs' ratios; goal ≤ 1.1×); driven twice: ${coords.driven_twice}`,
+      `coords: one ${coords.one_coord_cpu_ms_per_job.toFixed(2)} ms CPU/job, two ${coords.two_coords_cpu_ms_per_job.toFixed(2)} ms CPU/job (medians), ratio ${coords.two_coords_cpu_per_job_ratio.toFixed(3)} (median of the pairs' ratios; goal ≤ 1.1×); ledger statements per job, two against one: ${coords.two_coords_statements_ratio.toFixed(3)}; driven twice: ${coords.driven_twice}`,
     );
   else console.log('coords: skipped (BENCH_COORDS_PAIRS=0, or bench/_coords.ts is not there); two_coords_cpu_per_job_ratio is null');
   console.log(
@@ -200,6 +207,7 @@ async function main(): Promise<void> {
       jobs_wall_ms: Math.round(median(jobs.map((j) => j.wallMs))),
       flow_wall_ms: Math.round(median(flows.map((f) => f.wallMs))),
       two_coords_cpu_per_job_ratio: coords ? Number(coords.two_coords_cpu_per_job_ratio.toFixed(3)) : null,
+      two_coords_statements_ratio: coords ? Number(coords.two_coords_statements_ratio.toFixed(3)) : null,
       driven_twice: coords?.driven_twice ?? null,
       load1: Number(os.loadavg()[0]!.toFixed(2)),
     }),

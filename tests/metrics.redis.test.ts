@@ -54,6 +54,21 @@ describe('/metrics', () => {
     expect([inState('active'), inState('inspected'), inState('failed'), inState('retired')]).toEqual([1, 1, 0, 0]);
   });
 
+  it("the ledger's statements and transactions: counted as the coord runs them, a job's admission and finish among them", async () => {
+    const before = (await scrape()).text;
+    for (const name of ['writ_ledger_statements_total', 'writ_ledger_transactions_total']) {
+      expect(before).toContain(`# TYPE ${name} counter\n`);
+      expect(value(before, name)).toBeGreaterThan(0); // the migrations and start-up already ran some
+    }
+    const { envelope, id } = s.sign(NOOP);
+    expect((await s.post(envelope)).status).toBe(202);
+    expect((await s.waitFor(id)).status).toBe('succeeded');
+    const after = (await scrape()).text;
+    // At least the admission and the recording of the runner's result, each a transaction of statements.
+    expect(value(after, 'writ_ledger_transactions_total') - value(before, 'writ_ledger_transactions_total')).toBeGreaterThanOrEqual(2);
+    expect(value(after, 'writ_ledger_statements_total') - value(before, 'writ_ledger_statements_total')).toBeGreaterThanOrEqual(4);
+  });
+
   it('job latency: each finished job is observed once, under its final status', async () => {
     const before = value((await scrape()).text, 'writ_job_latency_seconds_count{status="succeeded"}');
     const { envelope, id } = s.sign(NOOP);

@@ -327,6 +327,16 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       '# HELP writ_jobs_redispatched_total Jobs the reconciler put back on a queue.',
       '# TYPE writ_jobs_redispatched_total counter',
       `writ_jobs_redispatched_total ${m.redispatched}`,
+      ...(service.ledger.db.counters
+        ? [
+            '# HELP writ_ledger_statements_total Statements this coord ran on its ledger.',
+            '# TYPE writ_ledger_statements_total counter',
+            `writ_ledger_statements_total ${service.ledger.db.counters.statements}`,
+            '# HELP writ_ledger_transactions_total Transactions this coord ran on its ledger.',
+            '# TYPE writ_ledger_transactions_total counter',
+            `writ_ledger_transactions_total ${service.ledger.db.counters.transactions}`,
+          ]
+        : []),
       '# HELP writ_reconcile_passes_total Reconciler passes started.',
       '# TYPE writ_reconcile_passes_total counter',
       `writ_reconcile_passes_total ${m.reconcilePasses}`,

@@ -16,8 +16,17 @@ export interface Queryable {
   exec(script: string): Promise<void>;
 }
 
+/** What a coord ran on its ledger: the work of coordinating, counted the same on any machine (GET /metrics). */
+export interface LedgerCounters {
+  /** Statements (`query`), in and out of transactions. */
+  statements: number;
+  transactions: number;
+}
+
 export interface Db extends Queryable {
   readonly engine: 'pglite' | 'postgres';
+  /** Counted by the Db openDb returns. */
+  readonly counters?: LedgerCounters;
   /** Storage faults as the ledger met them: readiness reports this, and the coord stops on a fatal one. */
   readonly health: LedgerHealth;
   /** Runs `fn` in one transaction: committed when it resolves, rolled back when it throws. */
@@ -40,8 +49,31 @@ export interface OpenDbOptions {
 }
 
 export async function openDb(opts: OpenDbOptions): Promise<Db> {
-  if (opts.databaseUrl) return openPostgres(opts.databaseUrl, opts.poolMax ?? 10);
-  return opts.pgliteInProcess ? openPglite(opts.dataDir) : openPgliteOnItsThread(opts.dataDir);
+  if (opts.databaseUrl) return counted(await openPostgres(opts.databaseUrl, opts.poolMax ?? 10));
+  return counted(opts.pgliteInProcess ? await openPglite(opts.dataDir) : await openPgliteOnItsThread(opts.dataDir));
+}
+
+/** The same Db, counting its statements and transactions (LedgerCounters). */
+function counted(db: Db): Db {
+  const counters: LedgerCounters = { statements: 0, transactions: 0 };
+  const counting = (q: Queryable): Queryable => ({
+    query: <T>(sql: string, params?: readonly unknown[]) => {
+      counters.statements++;
+      return q.query<T>(sql, params);
+    },
+    exec: (script) => q.exec(script),
+  });
+  return {
+    engine: db.engine,
+    health: db.health,
+    counters,
+    ...counting(db),
+    transaction: (fn) => {
+      counters.transactions++;
+      return db.transaction((tx) => fn(counting(tx)));
+    },
+    close: () => db.close(),
+  };
 }
 
 async function openPgliteOnItsThread(dataDir: string | undefined): Promise<Db> {
