@@ -77,6 +77,7 @@ function subvolumesOn(partition: string): string[] {
       .sort();
   } finally {
     execFileSync('umount', [mnt]);
+    execFileSync('rmdir', [mnt]);
   }
 }
 
@@ -90,11 +91,26 @@ beforeAll(async () => {
 afterAll(async () => {
   if (!ready) return;
   await s?.close();
+  // Every loop device is detached even when one fails to (a mount a failed test left behind: unmounted first).
+  const failed: string[] = [];
+  const detach = (dev: string) => {
+    try {
+      execFileSync('umount', ['--all-targets', dev], { stdio: 'ignore' });
+    } catch {
+      // not mounted
+    }
+    try {
+      execFileSync('losetup', ['-d', dev], { stdio: 'ignore' });
+    } catch {
+      failed.push(dev);
+    }
+  };
   for (const l of loops) {
-    for (const over of loopsOver(l.dev)) execFileSync('losetup', ['-d', over], { stdio: 'ignore' });
-    execFileSync('losetup', ['-d', l.dev], { stdio: 'ignore' });
+    for (const over of loopsOver(l.dev)) detach(over);
+    detach(l.dev);
   }
   if (dir) await rm(dir, { recursive: true, force: true });
+  expect(failed, 'loop devices left attached').toEqual([]);
 });
 
 const plan = (o: Partial<InstallPlan>): InstallPlan => ({ type: PAYLOAD_TYPES.installPlan, class: 'c', disk: {}, subvolumes: [], jobs: [], ...o });
@@ -176,6 +192,9 @@ describe.skipIf(!ready)('running an install plan on the node', () => {
     execFileSync('sfdisk', ['--quiet', e.dev], { input: 'label: dos\n,,83\n' });
     const foreign = await runInstallPlan({ ...base, disks, plan: plan({ disk: { serial: 'DISK-E' } }) });
     expect(foreign.error?.code).toBe('INSTALL_DISK_NOT_BLANK');
+    expect(foreign.error?.message).toContain('holds a dos partition table');
+    expect(foreign.error?.message).toContain('writ nodes reinstall');
+    expect(foreign.error?.message).not.toContain('pass wipe');
     expect(JSON.parse(execFileSync('sfdisk', ['--json', e.dev], { encoding: 'utf8' })).partitiontable.label).toBe('dos');
     const wiped = await runInstallPlan({
       ...base,

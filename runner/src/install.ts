@@ -144,6 +144,10 @@ function jobIdOf(raw: string): string {
   }
 }
 
+/** The SAL's refusal to overwrite, told as the operator gets past it (the SAL's own words name its `wipe`/`force` argument). */
+const notBlank = (e: unknown) =>
+  `${(e as Error).message.replace(/; pass (wipe|force) to (replace|overwrite) it$/, '')}; an install boot replaces it (writ nodes reinstall ID, then boot the machine through iPXE)`;
+
 /** Runs the plan; never throws: the report says what happened, with a stable code when it stopped. */
 export async function runInstallPlan(opts: InstallPlanOptions): Promise<InstallReportBody> {
   const log = opts.logger ?? silentLogger;
@@ -170,7 +174,7 @@ export async function runInstallPlan(opts: InstallPlanOptions): Promise<InstallR
       part = await partitionDisk(btrfsConfig({ mount: mountDir, devices: [device] }), { device, name: INSTALL_DATA_NAME, wipe });
     } catch (e) {
       if ((e as WritError).code === 'RESOURCE_CONFLICT')
-        throw new WritError('INSTALL_DISK_NOT_BLANK', `the install disk ${disk.name} (serial ${disk.serial ?? '-'}): ${(e as Error).message}`);
+        throw new WritError('INSTALL_DISK_NOT_BLANK', `the install disk ${disk.name} (serial ${disk.serial ?? '-'}): ${notBlank(e)}`);
       throw e;
     }
     if (wipe) {
@@ -181,8 +185,7 @@ export async function runInstallPlan(opts: InstallPlanOptions): Promise<InstallR
     try {
       await formatPool(cfg, { device: part.partition, label: INSTALL_DATA_NAME });
     } catch (e) {
-      if ((e as WritError).code === 'RESOURCE_CONFLICT')
-        throw new WritError('INSTALL_DISK_NOT_BLANK', `the data partition ${part.partition}: ${(e as Error).message}`);
+      if ((e as WritError).code === 'RESOURCE_CONFLICT') throw new WritError('INSTALL_DISK_NOT_BLANK', `the data partition ${part.partition}: ${notBlank(e)}`);
       throw e;
     }
     await mountPool(cfg, { device: part.partition });
