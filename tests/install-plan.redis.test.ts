@@ -205,6 +205,15 @@ describe('install plans at the coord', () => {
     // An inconsistent one.
     const bad = await report(red, { ...okBody('red', 'DISK-RED'), jobs: [{ id: 'j', ok: false, code: 'X' }] });
     expect(bad.body.error.code).toBe('SCHEMA_INVALID');
+    // A payload with a key twice (JSON.parse would take the last): the strict parser refuses it (T2).
+    const twice = JSON.stringify({ nodeId: 'inst-red', method: 'POST', path: INSTALL_REPORT_PATH, ts: Date.now(), ...okBody('red', 'DISK-RED') }).replace(
+      '{"nodeId":"inst-red",',
+      '{"nodeId":"inst-red","nodeId":"inst-red",',
+    );
+    expect(twice).toContain('"nodeId":"inst-red","nodeId"');
+    const dup = await api('POST', INSTALL_REPORT_PATH, encodeEnvelope(signEnvelope(PAYLOAD_TYPES.installReport, utf8.encode(twice), [red.key])));
+    expect(dup.status).toBe(400);
+    expect(dup.body.error.code).toBe('JSON_DUPLICATE_KEY');
     // Its own plan, but naming another class (the class is not inside the plan's sha256 as the report carries it).
     const misnamed = await report(red, { ...okBody('red', 'DISK-RED'), class: 'blue' });
     expect(misnamed.status).toBe(409);

@@ -3,7 +3,7 @@
 // ours). A successful report for the plan its class carries now finishes the install (`install-done`, then
 // `active` on the next healthy heartbeat); a failed one fails the node with the reason. Each report is kept
 // in the audit log (`node.install`), which is where `GET /v1/nodes/:id` reads the latest from.
-import { WritError, INSTALL_REPORT_PATH, PAYLOAD_TYPES, installPlanSha256, parseInstallReport, type InstallReport } from '@writ/protocol';
+import { WritError, INSTALL_REPORT_PATH, PAYLOAD_TYPES, installPlanSha256, parseInstallReport, parseStrictJson, type InstallReport } from '@writ/protocol';
 import { appendAudit } from '../ledger/audit.ts';
 import type { Db, Queryable } from '../ledger/db.ts';
 import type { NodeRecord, NodeRegistry } from '../nodes/registry.ts';
@@ -38,13 +38,8 @@ export async function applyInstallReport(
   opts: { now?: () => number; maxSkewMs?: number } = {},
 ): Promise<{ node: NodeRecord; accepted: boolean }> {
   const { node: signer, payload } = await nodes.verifyNodeSigned(raw, PAYLOAD_TYPES.installReport);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(payload));
-  } catch {
-    throw new WritError('SCHEMA_INVALID', 'the install report is not JSON');
-  }
-  const r = parseInstallReport(parsed);
+  // The one strict parser (T2): duplicate keys, unsafe integers and lone surrogates are refused, as in heartbeats.
+  const r = parseInstallReport(parseStrictJson(payload, { maxBytes: 128 * 1024 }));
   if (r.nodeId !== signer.id) throw new WritError('SIGNATURE_INVALID', `the install report names node ${r.nodeId}, but node ${signer.id} signed it`);
   if (r.path !== INSTALL_REPORT_PATH) throw new WritError('SCHEMA_INVALID', 'the install report is bound to another path');
   const now = (opts.now ?? Date.now)();
