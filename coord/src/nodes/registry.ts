@@ -242,9 +242,16 @@ export class NodeRegistry {
    * the signing key id, and the payload must be of `payloadType`. Returns the node and the verified payload.
    */
   async verifyNodeSigned(raw: string, payloadType: PayloadType): Promise<{ node: NodeSummary; payload: Uint8Array }> {
+    const { entry, payload } = await this.signedByNode(raw, payloadType);
+    return { node: { ...entry.node }, payload };
+  }
+
+  /** The live node whose key signed `raw`, and the verified payload of that type (heartbeats, install reports). */
+  private async signedByNode(raw: string, payloadType: PayloadType): Promise<{ entry: LiveNode; payload: Uint8Array }> {
     const env = parseEnvelope(raw, 128 * 1024);
     await this.start();
     const keyid = env.signatures[0]?.keyid ?? '';
+    // A node that registered through another coord on the same ledger is read from there.
     if (keyid && !this.idByKeyid.has(keyid)) {
       const row = await this.store.getNodeByKeyid(keyid);
       if (row) this.refresh(row);
@@ -252,8 +259,7 @@ export class NodeRegistry {
     const id = this.idByKeyid.get(keyid);
     const entry = id === undefined ? undefined : this.live.get(id);
     if (!entry) throw new WritError('NODE_NOT_FOUND', 'no node is registered with the signing key; register first');
-    const v = verifyEnvelope(raw, { payloadType, keys: this.ringOf(entry) });
-    return { node: { ...entry.node }, payload: v.payload };
+    return { entry, payload: verifyEnvelope(raw, { payloadType, keys: this.ringOf(entry) }).payload };
   }
 
   reachable(n: Pick<NodeRecord, 'id' | 'lastHeartbeatAt'>, at = this.now()): boolean {
@@ -377,19 +383,8 @@ export class NodeRegistry {
    * along when their health says so. Touches the ledger only when it moves a node.
    */
   async heartbeat(raw: string): Promise<{ node: NodeSummary; reachable: boolean }> {
-    const env = parseEnvelope(raw, 128 * 1024);
-    await this.start();
-    const keyid = env.signatures[0]?.keyid ?? '';
-    // A node that registered through another coord on the same ledger is read from there.
-    if (keyid && !this.idByKeyid.has(keyid)) {
-      const row = await this.store.getNodeByKeyid(keyid);
-      if (row) this.refresh(row);
-    }
-    const id = this.idByKeyid.get(keyid);
-    const entry = id === undefined ? undefined : this.live.get(id);
-    if (!entry) throw new WritError('NODE_NOT_FOUND', 'no node is registered with the signing key; register first');
-    const v = verifyEnvelope(raw, { payloadType: PAYLOAD_TYPES.heartbeat, keys: this.ringOf(entry) });
-    const hb = parseHeartbeat(v.payload);
+    const { entry, payload } = await this.signedByNode(raw, PAYLOAD_TYPES.heartbeat);
+    const hb = parseHeartbeat(payload);
     const node = entry.node;
     if (hb.nodeId !== node.id) throw new WritError('HEARTBEAT_STALE', 'the heartbeat names another node');
     if (hb.path !== HEARTBEAT_PATH) throw new WritError('HEARTBEAT_STALE', 'the heartbeat is bound to another path');
