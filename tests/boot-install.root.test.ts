@@ -149,6 +149,9 @@ describe.skipIf(skipReason !== null)('install plans under QEMU + OVMF (root)', (
       }
       const job = s.sign(`export default async (args, ctx) => { ctx.log.info("install job of class ${b.cls}"); return "${b.cls} installed"; }`, {
         target: { selector: { role: b.cls } },
+        // Signed before the image is built and both machines boot one after the other under TCG: the default
+        // 10 minutes could run out before the second machine runs it (ENVELOPE_EXPIRED, INSTALL_FAILED).
+        ttlS: 3600,
       });
       const plan: InstallPlan = { type: PAYLOAD_TYPES.installPlan, class: b.cls, disk: { serial: b.target }, subvolumes: b.subvolumes, jobs: [job.envelope] };
       plans[b.cls] = { plan, jobId: job.id };
