@@ -210,7 +210,7 @@ describe('bodies (A3)', () => {
       await writeFile(file, JSON.stringify(v));
       const out: string[] = [];
       const io: Io = { out: (l) => out.push(l), err: () => {} };
-      await runCli(['verify', file, '--pubkey', b64url(s.admin.publicKey), '--json'], io, {
+      await runCli(['verify', file, `--pubkey=${b64url(s.admin.publicKey)}`, '--json'], io, {
         env: { WRIT_HOME: dir },
         now: () => Math.floor(Date.now() / 1000),
       });
