@@ -174,8 +174,8 @@ describe.skipIf(skipReason !== null)('install plans under QEMU + OVMF (root)', (
       s.url.replace('127.0.0.1', HOST_FROM_GUEST),
       '--redis',
       s.redisUrl.replace('127.0.0.1', HOST_FROM_GUEST),
-      '--admin-key',
-      b64url(s.admin.publicKey),
+      // One argv word: a base64url key may begin with '-', which would read as an option.
+      `--admin-key=${b64url(s.admin.publicKey)}`,
       '--cluster',
       s.clusterId,
       '--token',

@@ -120,7 +120,7 @@ afterAll(async () => {
 });
 
 describe('GET /boot/ipxe (no token)', () => {
-  it('an unknown MAC gets the install answer: the node image with the image command line, marked writ.boot=install', async () => {
+  it('an unknown MAC gets the install answer: the node image with the image command line, marked writ.boot=enroll (nobody ordered a wipe)', async () => {
     const r = await boot(`?mac=${MAC_NEW}`);
     expect(r.status).toBe(200);
     const { answer, kernels } = parseScript(r.text);
@@ -130,7 +130,8 @@ describe('GET /boot/ipxe (no token)', () => {
     const words = kernels.install!;
     expect(words.startsWith('initrd=initramfs.img ')).toBe(true);
     expect(parseBootCmdline(words)).toMatchObject({ coordUrl: s.url, token });
-    expect(bootModeOf(words)).toBe('install');
+    // Not `install`: that word lets the node's install plan wipe the plan's disk, which only an operator orders.
+    expect(bootModeOf(words)).toBe('enroll');
     expect(bootModeOf(kernels.rescue!)).toBe('rescue');
     expect(bootModeOf(cmdline)).toBe('normal');
     expect(r.text).toContain('initrd /boot/initramfs.img || goto failed');
@@ -269,7 +270,10 @@ describe('reinstall and rescue set the next iPXE boot; the lifecycle records it'
     expect(shown.out).toMatch(new RegExp(`next boot ${MAC_A}: install \\(iPXE\\), set by operator:reprovision`));
     // The agent restarting (no reboot) is not the install: the answer stays, the node stays reprovisioning.
     expect((await agent.register()).state).toBe('reprovisioning');
-    expect(parseScript((await boot(`?mac=${MAC_A2}`)).text).answer).toBe('install');
+    const ordered = parseScript((await boot(`?mac=${MAC_A2}`)).text);
+    expect(ordered.answer).toBe('install');
+    // The reinstall an operator ordered is the one boot whose install plan may wipe the plan's disk.
+    expect(bootModeOf(ordered.kernels.install!)).toBe('install');
     const n = await node(id);
     expect(n.state).toBe('installing');
     expect(n.transitions.at(-1)).toMatchObject({ from: 'reprovisioning', to: 'installing', event: 'install-started', actor: `ipxe:${MAC_A2}` });

@@ -130,8 +130,8 @@ describe.skipIf(skipReason !== null)('iPXE boot path under QEMU + OVMF with Debi
       s.url.replace('127.0.0.1', HOST_FROM_GUEST),
       '--redis',
       s.redisUrl.replace('127.0.0.1', HOST_FROM_GUEST),
-      '--admin-key',
-      b64url(s.admin.publicKey),
+      // One argv word: a base64url key may begin with '-', which would read as an option.
+      `--admin-key=${b64url(s.admin.publicKey)}`,
       '--cluster',
       s.clusterId,
       '--token',
@@ -161,7 +161,8 @@ describe.skipIf(skipReason !== null)('iPXE boot path under QEMU + OVMF with Debi
     await m.waitFor(new RegExp(`initramfs\\.img : ${manifest.artifacts.initramfs.bytes} bytes`), 300_000);
     expect(m.output()).toMatch(/tftp:\/\/10\.0\.2\.2\/boot\.ipxe\.\.\. ok/);
     expect(m.output()).toMatch(new RegExp(`vmlinuz : ${manifest.artifacts.kernel.bytes} bytes`));
-    await m.waitFor(/writ-boot: identity.*"created":true.*"mode":"install"/, 300_000);
+    // Nobody ordered this machine installed: it netboots to enrol (writ.boot=enroll), its plan may wipe nothing.
+    await m.waitFor(/writ-boot: identity.*"created":true.*"mode":"enroll"/, 300_000);
     const registered = await until('the netbooted node registering', () => nodeWithMac(), 300_000);
     nodeId = registered.id;
     const active = await until(

@@ -196,6 +196,10 @@ describe.skipIf(!ready)('running an install plan on the node', () => {
     expect(foreign.error?.message).toContain('writ nodes reinstall');
     expect(foreign.error?.message).not.toContain('pass wipe');
     expect(JSON.parse(execFileSync('sfdisk', ['--json', e.dev], { encoding: 'utf8' })).partitiontable.label).toBe('dos');
+    // An unknown machine's netboot (writ.boot=enroll): nobody ordered a wipe, so refused as on a normal boot.
+    const enrolling = await runInstallPlan({ ...base, mode: 'enroll', bootDir: path.join(dir, 'run-e0'), disks, plan: plan({ disk: { serial: 'DISK-E' } }) });
+    expect(enrolling.error?.code).toBe('INSTALL_DISK_NOT_BLANK');
+    expect(JSON.parse(execFileSync('sfdisk', ['--json', e.dev], { encoding: 'utf8' })).partitiontable.label).toBe('dos');
     const wiped = await runInstallPlan({
       ...base,
       mode: 'install',

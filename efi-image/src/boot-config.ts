@@ -15,11 +15,13 @@ export interface BootConfig {
 
 /**
  * How this boot came about: `normal` (the UKI from a disk), or what the coord's iPXE answer chose (`writ.boot=`
- * on the command line it served): `install`, or `rescue` — the node registers and heartbeats but runs no jobs,
- * and its state partition is never formatted.
+ * on the command line it served): `install` (an operator ordered this machine (re)installed: its install plan
+ * may wipe the plan's disk), `enroll` (a machine the coord does not know: it enrols, and a plan installs only
+ * to a blank disk, as on a normal boot), or `rescue` — the node registers and heartbeats but runs no jobs, and
+ * its state partition is never formatted.
  */
-export type BootMode = 'normal' | 'install' | 'rescue';
-export const BOOT_MODES: readonly BootMode[] = ['normal', 'install', 'rescue'];
+export type BootMode = 'normal' | 'install' | 'enroll' | 'rescue';
+export const BOOT_MODES: readonly BootMode[] = ['normal', 'install', 'enroll', 'rescue'];
 
 const KEYS = {
   coordUrl: 'writ.coord',

@@ -40,8 +40,11 @@ export type InstallReportBody = Omit<InstallReport, 'nodeId' | 'method' | 'path'
 
 export interface InstallPlanOptions {
   plan: InstallPlan;
-  /** The boot mode from the kernel command line: `install` (an iPXE install boot) wipes the target disk once. */
-  mode: 'normal' | 'install' | 'rescue';
+  /**
+   * The boot mode from the kernel command line: `install` (an install boot an operator ordered) wipes the
+   * target disk once; `enroll` (an unknown machine's netboot) and `normal` install only to a blank disk.
+   */
+  mode: 'normal' | 'install' | 'enroll' | 'rescue';
   /** The state partition's directory (where `install.json` records the installed plan); null when diskless. */
   stateDir: string | null;
   /** Runs one signed job envelope as the runner runs queued ones (Runner.runEnvelope). */

@@ -22,7 +22,7 @@ export const BOOT_ROUTES = ['GET /boot/ipxe', 'GET /boot/vmlinuz', 'GET /boot/in
 export const BOOT_PATHS: readonly string[] = BOOT_ROUTES.map((r) => r.slice('GET '.length));
 
 /**
- * The kernel command line word that tells a netbooted node why it was booted (`writ.boot=install|rescue`);
+ * The kernel command line word that tells a netbooted node why it was booted (`writ.boot=install|enroll|rescue`);
  * efi-image/src/boot-config.ts reads it (tests/boot-ipxe.redis.test.ts checks that both sides agree).
  */
 export const BOOT_MODE_WORD = 'writ.boot';
@@ -185,13 +185,17 @@ export async function answerFor(db: Queryable, mac: string): Promise<MachineAnsw
 export function ipxeAnswerScript(o: { mac: string; answer: MachineAnswer; image: BootImage | null; menuTimeoutMs?: number }): string {
   const { mac, image } = o;
   const { answer, reason } = o.answer;
+  // Only an install an operator ordered for a known node (its answer row names the node) lets the node's
+  // install plan wipe the plan's disk; an unknown machine netboots to enrol (writ.boot=enroll), and its plan
+  // installs only to a blank disk.
+  const ordered = o.answer.row?.nodeId ? true : false;
   const netboot = (mode: 'install' | 'rescue') =>
     image
       ? [
           `:${mode}`,
           'imgfree',
           `echo Writ: fetching the node image (${mode}); kernel sha256 ${image.kernel.sha256}, initramfs sha256 ${image.initramfs.sha256}`,
-          `kernel /boot/vmlinuz initrd=initramfs.img ${image.cmdline} ${BOOT_MODE_WORD}=${mode} || goto failed`,
+          `kernel /boot/vmlinuz initrd=initramfs.img ${image.cmdline} ${BOOT_MODE_WORD}=${mode === 'install' && !ordered ? 'enroll' : mode} || goto failed`,
           'initrd /boot/initramfs.img || goto failed',
           // Lists what was fetched, with sizes, on the console (and in the tests' console logs).
           'imgstat',
