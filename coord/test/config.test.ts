@@ -1,5 +1,8 @@
 // coordConfig: flags and env in, defaulted and frozen out; every value it can refuse is refused with
 // CONFIG_INVALID (USAGE for what is missing, as `writ coord` always said) naming the flag or env var.
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { coordConfig, type CoordGiven } from '../src/config.ts';
 
@@ -31,7 +34,26 @@ describe('coordConfig', () => {
       admins: { threshold: 1, keys: [ADMIN] },
       logLevel: 'info',
       shutdownGraceMs: 10_000,
+      bootImage: null,
     });
+  });
+
+  it('takes --boot-image as an absolute folder holding a manifest.json, and refuses one without', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'writ-config-'));
+    try {
+      await writeFile(path.join(dir, 'manifest.json'), '{}');
+      const rel = path.relative(process.cwd(), dir);
+      expect(coordConfig({ ...GIVEN, bootImage: rel }, ENV).bootImage).toBe(dir);
+      const empty = path.join(dir, 'empty');
+      await mkdir(empty);
+      expect(refusal({ bootImage: empty })).toEqual({
+        code: 'CONFIG_INVALID',
+        message: `--boot-image ${empty} has no manifest.json: give the folder writ image ipxe --out DIR wrote`,
+      });
+      expect(refusal({ bootImage: ' ' })).toEqual({ code: 'CONFIG_INVALID', message: '--boot-image must name a folder' });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('keeps the ledger in PostgreSQL when DATABASE_URL is set, and takes the cluster from WRIT_CLUSTER', () => {
