@@ -24,6 +24,7 @@ import {
   eventStreamFields,
   openJobText,
   parseEnvelope,
+  parseJobPayload,
   queueJobData,
   signStepResult,
   parseQueueJobData,
@@ -305,9 +306,8 @@ export class Runner {
   async runEnvelope(raw: string): Promise<JournalOutcome> {
     let jobId: string;
     try {
-      const p = JSON.parse(Buffer.from(parseEnvelope(raw).payload, 'base64').toString('utf8')) as { id?: unknown };
-      if (typeof p.id !== 'string' || !JOB_ID_RE.test(p.id)) throw new WritError('SCHEMA_INVALID', 'the envelope carries no job id');
-      jobId = p.id;
+      // Read by the job payload's own contract (strict JSON, schema); process() verifies the signature and the rest.
+      jobId = parseJobPayload(Buffer.from(parseEnvelope(raw).payload, 'base64')).id;
     } catch (e) {
       return { ok: false, error: toErrorJSON(e, true) };
     }
@@ -315,7 +315,7 @@ export class Runner {
     const attempt = (await this.journal.read(jobId)).highestAttempt + 1;
     this.localRuns.set(jobId, null);
     try {
-      await this.process({ id: queueJobId(jobId, attempt), data: queueJobData(raw, attempt) } as Job).catch(() => {});
+      await this.process({ id: queueJobId(jobId, attempt), data: queueJobData(raw, attempt) }).catch(() => {});
       const r = this.localRuns.get(jobId);
       if (!r) return { ok: false, error: toErrorJSON(new WritError('INTERNAL', `job ${jobId} ended without a result`)) };
       return r.ok ? { ok: true, value: r.value } : { ok: false, error: r.error };
@@ -325,7 +325,7 @@ export class Runner {
   }
 
   /** Re-verifies the raw envelope and every binding; anything wrong is a permanent refusal and a security event. */
-  private async admitHere(bullJob: Job, entry: { jobId: string; attempt: number }): Promise<OpenedJob> {
+  private async admitHere(bullJob: Pick<Job, 'id' | 'data'>, entry: { jobId: string; attempt: number }): Promise<OpenedJob> {
     const raw = queueJobEnvelope(bullJob.data);
     await this.refreshKeySet();
     const nowS = this.nowS();
@@ -372,7 +372,8 @@ export class Runner {
     throw new UnrecoverableError(encodeFailureReason(error));
   }
 
-  private async process(bullJob: Job): Promise<unknown> {
+  /** A queue entry as the runner reads it: its id (job and attempt) and its data; a BullMQ Job is one. */
+  private async process(bullJob: Pick<Job, 'id' | 'data'>): Promise<unknown> {
     const entry = parseQueueJobId(bullJob.id ?? '');
     // A queue entry whose id no job attempt could have was written into Redis by something else. Reported
     // under no job id: an id that breaks the event contract would get the whole signed batch, other jobs'

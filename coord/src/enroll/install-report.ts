@@ -84,6 +84,6 @@ export async function applyInstallReport(
       state: current.state,
     });
   const node = await nodes.apply(signer.id, r.ok ? 'install-done' : 'install-failed', { actor: `node:${signer.id}`, reason: summary(r), byOperator: false });
-  await appendAudit(db, { kind: INSTALL_AUDIT_KIND, actor: `node:${signer.id}`, subject: signer.id, data: r as unknown as Record<string, unknown> });
+  await appendAudit(db, { kind: INSTALL_AUDIT_KIND, actor: `node:${signer.id}`, subject: signer.id, data: { ...r } });
   return { node, accepted: true };
 }
