@@ -203,6 +203,7 @@ type FFI = ReturnType<QuickJSWASMModule['getFFI']>;
 type RuntimePointer = Parameters<FFI['QTS_ExecutePendingJob']>[0];
 type ContextPointerPointer = Parameters<FFI['QTS_ExecutePendingJob']>[2];
 type ValuePointer = Parameters<FFI['QTS_FreeValuePointerRuntime']>[1];
+
 type ValuePointerPointer = Parameters<FFI['QTS_NewPromiseCapability']>[1];
 
 /** The two non-public members of a QuickJSRuntime that the calls below need. */
