@@ -10,9 +10,9 @@ import RELEASE_SYNC from '@jitl/quickjs-wasmfile-release-sync';
 import {
   newQuickJSWASMModuleFromVariant,
   newVariant,
-  QuickJSDeferredPromise,
   Scope,
   type QuickJSContext,
+  type QuickJSDeferredPromise,
   type QuickJSHandle,
   type QuickJSRuntime,
   type QuickJSWASMModule,
@@ -204,82 +204,54 @@ type RuntimePointer = Parameters<FFI['QTS_ExecutePendingJob']>[0];
 type ContextPointerPointer = Parameters<FFI['QTS_ExecutePendingJob']>[2];
 type ValuePointer = Parameters<FFI['QTS_FreeValuePointerRuntime']>[1];
 
-type ValuePointerPointer = Parameters<FFI['QTS_NewPromiseCapability']>[1];
-
-/** The two non-public members of a QuickJSRuntime that the calls below need. */
+/** The two non-public members of a QuickJSRuntime that running pending jobs needs (see runPendingJobs). */
 interface RuntimeInternals {
   rt: { value: RuntimePointer };
   memory: { newMutablePointerArray(length: number): { value: { ptr: number }; dispose(): void } };
 }
 
 /**
- * `runtime.executePendingJobs()` and `context.newPromise()` as quickjs-emscripten-core does them, without its
- * bug. In 0.32.0 both read what QuickJS wrote to out-pointers through a typed-array view of the wasm memory
- * made before the call. A call that grows the memory (a pending job allocating, or the promise being the
- * allocation that crosses the top) detaches that view:
- *  - executePendingJobs reads the last job's context as undefined and creates a new context in the runtime
- *    that nothing frees;
- *  - newPromise throws a TypeError (a detached buffer) with the promise and its two resolving functions
- *    already made and never freed.
- * Either way objects are left in the runtime when it is freed, and QuickJS's `list_empty(&rt->gc_obj_list)`
- * assertion fails (upstream issue justjake/quickjs-emscripten#240; the fix, pull request #248, is not in a
- * release). Here the out-pointers are read through a fresh view of the instance's memory after the call.
+ * What `runtime.executePendingJobs()` does, without its bug. In quickjs-emscripten-core 0.32.0 it reads which
+ * context ran the last job through a typed-array view of the wasm memory made before the call; a job that
+ * grows the memory detaches that view, the read gives undefined, and the library then creates a new context
+ * in the runtime that nothing frees. Its objects are still there when the runtime is freed, which fails
+ * QuickJS's `list_empty(&rt->gc_obj_list)` assertion (upstream issue justjake/quickjs-emscripten#240; the
+ * fix, pull request #248, is not released). Here the out-pointer is read through a fresh view of the
+ * instance's memory after the call. Returns the exception a job threw, or undefined when all jobs ran.
  */
-function growthSafeCalls(module: QuickJSWASMModule, runtime: QuickJSRuntime, context: QuickJSContext, memory: WasmMemory) {
+function pendingJobRunner(module: QuickJSWASMModule, runtime: QuickJSRuntime, context: QuickJSContext, memory: WasmMemory) {
   const ffi = module.getFFI();
   const internals = runtime as unknown as Partial<RuntimeInternals>;
   if (typeof internals.rt?.value !== 'number' || typeof internals.memory?.newMutablePointerArray !== 'function')
-    throw new Error('quickjs-emscripten-core changed: QuickJSRuntime has no rt or memory member (see growthSafeCalls)');
+    throw new Error('quickjs-emscripten-core changed: QuickJSRuntime has no rt or memory member (see pendingJobRunner)');
   const rt = internals.rt.value;
   const runtimeMemory = internals.memory;
   const ours = context.getMemory(rt);
-  /** Reads `count` pointers QuickJS wrote at `ptr`, through a view made now. */
-  const readPointers = (ptr: number, count: number) => Array.from(new Uint32Array(memory.buffer, ptr, count));
-
-  return {
-    /** Runs every pending job; returns the exception one threw, or undefined when all ran. */
-    runPendingJobs(): QuickJSHandle | undefined {
-      const slot = runtimeMemory.newMutablePointerArray(1);
-      let valuePtr: ValuePointer;
-      let ctxPtr: number;
-      try {
-        valuePtr = ffi.QTS_ExecutePendingJob(rt, -1, slot.value.ptr as ContextPointerPointer);
-        ctxPtr = readPointers(slot.value.ptr, 1)[0]!;
-      } finally {
-        slot.dispose();
-      }
-      // No job was pending: the value is the count 0, owned by no context.
-      if (ctxPtr === 0) {
-        ffi.QTS_FreeValuePointerRuntime(rt, valuePtr);
-        return undefined;
-      }
-      if (ctxPtr !== (ours.ctx.value as number)) {
-        ffi.QTS_FreeValuePointerRuntime(rt, valuePtr);
-        throw new Error(`a pending job ran in a context the sandbox did not create (${ctxPtr})`);
-      }
-      const value = ours.heapValueHandle(valuePtr);
-      if (context.typeof(value) === 'number') {
-        value.dispose();
-        return undefined;
-      }
-      return value;
-    },
-    /** A promise in the context and its resolving functions. */
-    newPromise(): QuickJSDeferredPromise {
-      const slots = runtimeMemory.newMutablePointerArray(2);
-      try {
-        const promisePtr = ffi.QTS_NewPromiseCapability(ours.ctx.value, slots.value.ptr as ValuePointerPointer);
-        const [resolvePtr, rejectPtr] = readPointers(slots.value.ptr, 2) as [ValuePointer, ValuePointer];
-        return new QuickJSDeferredPromise({
-          context,
-          promiseHandle: ours.heapValueHandle(promisePtr),
-          resolveHandle: ours.heapValueHandle(resolvePtr),
-          rejectHandle: ours.heapValueHandle(rejectPtr),
-        });
-      } finally {
-        slots.dispose();
-      }
-    },
+  return (): QuickJSHandle | undefined => {
+    const slot = runtimeMemory.newMutablePointerArray(1);
+    let valuePtr: ValuePointer;
+    let ctxPtr: number;
+    try {
+      valuePtr = ffi.QTS_ExecutePendingJob(rt, -1, slot.value.ptr as ContextPointerPointer);
+      ctxPtr = new Uint32Array(memory.buffer, slot.value.ptr, 1)[0]!;
+    } finally {
+      slot.dispose();
+    }
+    // No job was pending: the value is the count 0, owned by no context.
+    if (ctxPtr === 0) {
+      ffi.QTS_FreeValuePointerRuntime(rt, valuePtr);
+      return undefined;
+    }
+    if (ctxPtr !== (ours.ctx.value as number)) {
+      ffi.QTS_FreeValuePointerRuntime(rt, valuePtr);
+      throw new Error(`a pending job ran in a context the sandbox did not create (${ctxPtr})`);
+    }
+    const value = ours.heapValueHandle(valuePtr);
+    if (context.typeof(value) === 'number') {
+      value.dispose();
+      return undefined;
+    }
+    return value;
   };
 }
 
@@ -347,7 +319,7 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
     return { error: new Error('scripts cannot import modules') };
   });
   const context = scope.manage(runtime.newContext());
-  const { runPendingJobs, newPromise } = growthSafeCalls(module, runtime, context, memory);
+  const runPendingJobs = pendingJobRunner(module, runtime, context, memory);
   const lengthOf = (h: QuickJSHandle): number => {
     const l = context.getProp(h, 'length');
     try {
@@ -373,7 +345,7 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
 
   const hostCall = scope.manage(
     context.newFunction('hostCall', (nameH, argsH) => {
-      const deferred = newPromise();
+      const deferred = context.newPromise();
       pending.add(deferred);
       const reject = (error: ErrorJSON) => settle(deferred, { ok: false, error });
       if (pending.size > MAX_HOST_CALLS_IN_FLIGHT) {
