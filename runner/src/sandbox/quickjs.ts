@@ -14,7 +14,6 @@ import {
   type QuickJSContext,
   type QuickJSDeferredPromise,
   type QuickJSHandle,
-  type QuickJSRuntime,
   type QuickJSWASMModule,
 } from 'quickjs-emscripten-core';
 import { CAPABILITIES, ERROR_CODES, isErrorCode, type ErrorCode, type ErrorJSON } from '@writ/protocol';
@@ -86,8 +85,6 @@ export interface SandboxSettings {
 
 const settings: SandboxSettings = { recycleAfterJobs: DEFAULT_RECYCLE_AFTER_JOBS };
 let instancesCreated = 0;
-/** Runtimes dropped with their instance without being freed, because a trap left QuickJS in an unknown state. */
-let runtimesAbandoned = 0;
 /** The instance kept for the next job; taken out while a runtime lives in it, so two never share it. */
 let warm: Instance | undefined;
 let spare: Promise<PreparedGuest | undefined> | undefined;
@@ -99,12 +96,9 @@ export function configureSandbox(next: Partial<SandboxSettings>): void {
   settings.recycleAfterJobs = recycleAfterJobs;
 }
 
-/**
- * Counters for the pool's stats, for tests that must know two jobs shared an instance, and for tests that
- * must know a job's runtime was freed rather than dropped with its instance.
- */
-export function sandboxCounters(): { instancesCreated: number; runtimesAbandoned: number } {
-  return { instancesCreated, runtimesAbandoned };
+/** Counters for the pool's stats and for tests that must know two jobs shared an instance. */
+export function sandboxCounters(): { instancesCreated: number } {
+  return { instancesCreated };
 }
 
 /** The linear memory of the instance last handed to a runtime (the isolation tests scan it from the host side). */
@@ -199,62 +193,6 @@ export interface GuestHooks {
   warn(message: string): void;
 }
 
-type FFI = ReturnType<QuickJSWASMModule['getFFI']>;
-type RuntimePointer = Parameters<FFI['QTS_ExecutePendingJob']>[0];
-type ContextPointerPointer = Parameters<FFI['QTS_ExecutePendingJob']>[2];
-type ValuePointer = Parameters<FFI['QTS_FreeValuePointerRuntime']>[1];
-
-/** The two non-public members of a QuickJSRuntime that running pending jobs needs (see runPendingJobs). */
-interface RuntimeInternals {
-  rt: { value: RuntimePointer };
-  memory: { newMutablePointerArray(length: number): { value: { ptr: number }; dispose(): void } };
-}
-
-/**
- * What `runtime.executePendingJobs()` does, without its bug. In quickjs-emscripten-core 0.32.0 it reads which
- * context ran the last job through a typed-array view of the wasm memory made before the call; a job that
- * grows the memory detaches that view, the read gives undefined, and the library then creates a new context
- * in the runtime that nothing frees. Its objects are still there when the runtime is freed, which fails
- * QuickJS's `list_empty(&rt->gc_obj_list)` assertion (upstream issue justjake/quickjs-emscripten#240; the
- * fix, pull request #248, is not released). Here the out-pointer is read through a fresh view of the
- * instance's memory after the call. Returns the exception a job threw, or undefined when all jobs ran.
- */
-function pendingJobRunner(module: QuickJSWASMModule, runtime: QuickJSRuntime, context: QuickJSContext, memory: WasmMemory) {
-  const ffi = module.getFFI();
-  const internals = runtime as unknown as Partial<RuntimeInternals>;
-  if (typeof internals.rt?.value !== 'number' || typeof internals.memory?.newMutablePointerArray !== 'function')
-    throw new Error('quickjs-emscripten-core changed: QuickJSRuntime has no rt or memory member (see pendingJobRunner)');
-  const rt = internals.rt.value;
-  const runtimeMemory = internals.memory;
-  const ours = context.getMemory(rt);
-  return (): QuickJSHandle | undefined => {
-    const slot = runtimeMemory.newMutablePointerArray(1);
-    let valuePtr: ValuePointer;
-    let ctxPtr: number;
-    try {
-      valuePtr = ffi.QTS_ExecutePendingJob(rt, -1, slot.value.ptr as ContextPointerPointer);
-      ctxPtr = new Uint32Array(memory.buffer, slot.value.ptr, 1)[0]!;
-    } finally {
-      slot.dispose();
-    }
-    // No job was pending: the value is the count 0, owned by no context.
-    if (ctxPtr === 0) {
-      ffi.QTS_FreeValuePointerRuntime(rt, valuePtr);
-      return undefined;
-    }
-    if (ctxPtr !== (ours.ctx.value as number)) {
-      ffi.QTS_FreeValuePointerRuntime(rt, valuePtr);
-      throw new Error(`a pending job ran in a context the sandbox did not create (${ctxPtr})`);
-    }
-    const value = ours.heapValueHandle(valuePtr);
-    if (context.typeof(value) === 'number') {
-      value.dispose();
-      return undefined;
-    }
-    return value;
-  };
-}
-
 function errorOf(code: ErrorCode, message?: string, details?: Record<string, unknown>): ErrorJSON {
   const error: ErrorJSON = { code, message: message ?? ERROR_CODES[code].message, retryable: ERROR_CODES[code].retryable };
   if (details) error.details = details;
@@ -319,7 +257,6 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
     return { error: new Error('scripts cannot import modules') };
   });
   const context = scope.manage(runtime.newContext());
-  const runPendingJobs = pendingJobRunner(module, runtime, context, memory);
   const lengthOf = (h: QuickJSHandle): number => {
     const l = context.getProp(h, 'length');
     try {
@@ -488,8 +425,9 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
 
             async function drive(): Promise<GuestResult> {
               for (;;) {
-                const thrown = runPendingJobs();
-                if (thrown) return classify(scope.manage(thrown), 'run');
+                const ran = runtime.executePendingJobs();
+                if (ran.error) return classify(scope.manage(ran.error), 'run');
+                ran.dispose();
                 const state = context.getPromiseState(mainPromise);
                 if (state.type === 'fulfilled') {
                   const value = scope.manage(state.value);
@@ -521,12 +459,9 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
       } finally {
         finished = true;
       }
-      // A trap stopped QuickJS half-way through a C function (e.g. an access past the end of a memory at its
-      // cap): its heap and C stack are in an unknown state and freeing the runtime could fail anywhere. The
-      // instance is dropped with the job, and its memory with it. Every other ending, a memory failure caught by
-      // QuickJS included, frees every handle, the context and the runtime below.
-      if (trapped) {
-        runtimesAbandoned++;
+      // After memory exhaustion QuickJS can be left holding objects it could not free, and freeing the runtime then
+      // fails an assertion (and prints). The whole instance is dropped with the job, so skip the teardown.
+      if (!result.ok && result.error.code === 'MEMORY_LIMIT') {
         releaseInstance(instance, false);
         return result;
       }
@@ -538,7 +473,7 @@ function buildGuest(instance: Instance, boundary: BoundaryLimits): PreparedGuest
         // The instance is dropped with this job, so a failed disposal leaks nothing beyond it; report it as a bug.
         hooks.warn(`disposing the QuickJS runtime failed: ${(err as Error)?.message ?? String(err)}`);
       }
-      releaseInstance(instance, disposed && (result.ok || !LIMIT_CODES.has(result.error.code)));
+      releaseInstance(instance, disposed && !trapped && (result.ok || !LIMIT_CODES.has(result.error.code)));
       return result;
     },
   };
