@@ -463,7 +463,7 @@ export class CoordService {
    * may report before the enqueue call returns, and its events are accepted only for the node the coord
    * recorded. Permanent refusals end the job; transient ones leave it for the next reconcile.
    */
-  private async dispatch(jobId: string, stored: string): Promise<TransitionedJob | null> {
+  private async dispatch(jobId: string, stored: string, ifAttempts?: number): Promise<TransitionedJob | null> {
     try {
       const raw = await this.sendable(stored);
       // A job envelope, or a flow step's bundle: a step runs on the node its flow assigned it.
@@ -478,8 +478,8 @@ export class CoordService {
       if (placed.status === 'refused') throw new WritError(isErrorCode(placed.errorCode) ? placed.errorCode : 'INTERNAL', placed.errorMessage);
       const node = placed.node!;
       this.remember(jobId, node);
-      const t = await this.ledger.dispatchAttempt(jobId, node);
-      if (!t) return null; // it ended meanwhile (expired, refused): nothing to enqueue
+      const t = await this.ledger.dispatchAttempt(jobId, node, ifAttempts === undefined ? {} : { ifAttempts });
+      if (!t) return null; // it ended meanwhile (expired, refused), or another writer dispatched it: nothing to enqueue
       this.publishTransition(jobId, t);
       // If Redis does not take it now, the reconciler finds it missing from its queue and dispatches it then.
       const [refusal] = await this.dispatchToSupervisor([{ jobId, node, envelope: raw, attempt: t.attempts }]);
@@ -690,7 +690,9 @@ export class CoordService {
    * what earlier attempts did there, so no effect repeats), with a new attempt number from the ledger.
    */
   private async redispatch(job: JobRecord, node: string, why: string, delayMs = 0): Promise<boolean> {
-    const t = await this.ledger.dispatchAttempt(job.id, node, (n) => `re-dispatched to ${node} as attempt ${n}: ${why}`);
+    // Only if the attempt judged is still the job's current one: a runner's report applied since this pass read
+    // the job may have assigned the next attempt already (a retry), and a second new attempt would race it.
+    const t = await this.ledger.dispatchAttempt(job.id, node, { message: (n) => `re-dispatched to ${node} as attempt ${n}: ${why}`, ifAttempts: job.attempts });
     if (!t) return false;
     this.publishTransition(job.id, t);
     const [refusal] = await this.dispatchToSupervisor([{ jobId: job.id, node, envelope: job.envelope, attempt: t.attempts, ...(delayMs ? { delayMs } : {}) }]);
@@ -750,7 +752,13 @@ export class CoordService {
 
   /** Ends a job as failed from the reconciler's side (no runner report will come), closing its attempts. */
   private async settleFailed(job: JobRecord, error: ErrorJSON, message: string): Promise<boolean> {
-    const t = await this.ledger.transitionJob(job.id, 'failed', { errorCode: error.code, errorMessage: error.message, message });
+    // Bound to the attempt judged (when it has one): a report applied since may have moved the job on.
+    const t = await this.ledger.transitionJob(job.id, 'failed', {
+      errorCode: error.code,
+      errorMessage: error.message,
+      message,
+      ...(job.attempts > 0 ? { attempt: job.attempts } : {}),
+    });
     if (t) this.publishTransition(job.id, t);
     return t !== null;
   }
@@ -787,7 +795,7 @@ export class CoordService {
       for (const job of jobs) {
         try {
           if (!job.node || job.status === 'admitted' || job.attempts === 0) {
-            await this.dispatch(job.id, job.envelope);
+            await this.dispatch(job.id, job.envelope, job.attempts);
             continue;
           }
           const node = job.node;

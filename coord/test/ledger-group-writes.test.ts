@@ -179,6 +179,37 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
     }
   }, 120_000);
 
+  it("a reconciler's decision about an attempt a report has since replaced writes nothing (no second new attempt)", async (ctx) => {
+    if (engine.skip) ctx.skip();
+    const ledger = await engine.open();
+    try {
+      await ledger.admitJobs([admission('r')], () => []);
+      // The reconciler read the job at attempt 1 and found its queue entry failed (retryable): it decides to
+      // dispatch attempt 2. Before it writes, the runner's report of that failure is applied and assigns attempt 2.
+      const judged = await ledger.getJob('r');
+      expect(judged).toMatchObject({ status: 'queued', attempts: 1 });
+      const report = await ledger.write((w) => w.applyRunnerEvents([ev.running('r'), ev.fail('r', false)]));
+      expect(report.retries.map((x) => [x.jobId, x.attempt])).toEqual([['r', 2]]);
+      const before = await ledger.listJobEvents('r', 0, 50);
+      // The reconciler's write, bound to the attempt it judged: refused, and nothing is written.
+      expect(await ledger.dispatchAttempt('r', 'n1', { ifAttempts: judged!.attempts, message: (n) => `re-dispatched as attempt ${n}` })).toBeNull();
+      expect(await ledger.transitionJob('r', 'failed', { attempt: judged!.attempts, errorCode: 'COMMAND_FAILED', errorMessage: 'boom' })).toBeNull();
+      expect(await ledger.getJob('r')).toMatchObject({ status: 'queued', attempts: 2 });
+      expect((await ledger.listAttempts('r')).map((a) => [a.attempt, a.outcome])).toEqual([
+        [1, 'failed'],
+        [2, 'queued'],
+      ]);
+      expect(await ledger.listJobEvents('r', 0, 50)).toEqual(before);
+      // Bound to the current attempt, the same write goes through (the report's attempt 2 was lost, say).
+      expect(await ledger.dispatchAttempt('r', 'n1', { ifAttempts: 2, message: (n) => `re-dispatched as attempt ${n}` })).toMatchObject({
+        attempts: 3,
+        event: { message: 're-dispatched as attempt 3' },
+      });
+    } finally {
+      await ledger.close();
+    }
+  }, 120_000);
+
   it('writes nothing of a report whose transaction fails', async (ctx) => {
     if (engine.skip) ctx.skip();
     const ledger = await engine.open();

@@ -22,6 +22,7 @@ import {
   transitionJobIn,
   type Admission,
   type AdmissionOutcome,
+  type DispatchAttemptOptions,
   type AttemptOutcome,
   type JobAttempt,
   type JobEvent,
@@ -45,6 +46,7 @@ export type {
   Admission,
   AdmissionOutcome,
   AttemptOutcome,
+  DispatchAttemptOptions,
   JobAttempt,
   JobEvent,
   JobEventInput,
@@ -70,7 +72,7 @@ export interface LedgerWriter {
   /** Records verified runner events with a few set-based statements; returns what was recorded, in order. */
   applyRunnerEvents(events: readonly RunnerEvent[]): Promise<AppliedEvents>;
   /** Assigns the next attempt of an unfinished job and records it queued for `node` (jobs.ts dispatchAttemptIn). */
-  dispatchAttempt(id: string, node: string, message?: (attempt: number) => string): Promise<TransitionedJob | null>;
+  dispatchAttempt(id: string, node: string, opts?: DispatchAttemptOptions): Promise<TransitionedJob | null>;
   audit(input: AuditInput): void;
   /** The transaction itself, for writes other modules own (flows) that must commit with these. */
   readonly tx: Queryable;
@@ -140,8 +142,8 @@ export class Ledger {
     return transitionJob(this.db, this.limits, id, to, patch);
   }
   /** Assigns the next attempt of an unfinished job, queued for `node`, in its own transaction. */
-  dispatchAttempt(id: string, node: string, message?: (attempt: number) => string): Promise<TransitionedJob | null> {
-    return this.db.transaction((tx) => dispatchAttemptIn(tx, this.limits, id, node, message));
+  dispatchAttempt(id: string, node: string, opts?: DispatchAttemptOptions): Promise<TransitionedJob | null> {
+    return this.db.transaction((tx) => dispatchAttemptIn(tx, this.limits, id, node, opts));
   }
   recordAttempt(jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt> {
     return recordAttempt(this.db, jobId, attempt, node, outcome, errorCode);
@@ -177,7 +179,7 @@ export class Ledger {
       const out = await fn({
         transitionJob: (id, to, patch) => transitionJobIn(tx, this.limits, id, to, patch),
         applyRunnerEvents: (events) => applyRunnerEventsIn(tx, this.limits, events, (a) => void audits.push(a)),
-        dispatchAttempt: (id, node, message) => dispatchAttemptIn(tx, this.limits, id, node, message),
+        dispatchAttempt: (id, node, opts) => dispatchAttemptIn(tx, this.limits, id, node, opts),
         audit: (input) => void audits.push(input),
         tx,
       });

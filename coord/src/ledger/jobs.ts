@@ -358,21 +358,35 @@ export async function closeOpenAttempts(tx: Queryable, jobIds: readonly string[]
   );
 }
 
+export interface DispatchAttemptOptions {
+  /** The status event's message for the new attempt number (default: "queued for node N (attempt A)"). */
+  message?: (attempt: number) => string;
+  /**
+   * Assign only when the job still has this many attempts: the caller decided from that state (the
+   * reconciler judged attempt N lost or failed), and a report applied since may already have assigned the next
+   * attempt. Without it, two writers deciding at once would start two attempts and one would be replayed.
+   */
+  ifAttempts?: number;
+}
+
 /**
  * Assigns the next attempt number to an unfinished job and records it queued for `node`: the attempt
  * count goes up by one, an attempt row is opened, and any older attempt still open is superseded (it was
  * lost, or stalled; the node's journal fences it). Returns the job with its status event, or null when
- * the job is unknown or already terminal. The caller enqueues the attempt after the commit.
+ * the job is unknown, already terminal, or (with `ifAttempts`) no longer at the attempt the caller judged.
+ * The caller enqueues the attempt after the commit.
  */
 export async function dispatchAttemptIn(
   tx: Queryable,
   limits: JobLimits,
   id: string,
   node: string,
-  message?: (attempt: number) => string,
+  opts: DispatchAttemptOptions = {},
 ): Promise<TransitionedJob | null> {
   const [cur] = await tx.query<{ status: JobStatus; attempts: number }>('SELECT status, attempts FROM jobs WHERE id = $1 FOR UPDATE', [id]);
   if (!cur || TERMINAL_STATUSES.has(cur.status)) return null;
+  // The caller judged an older state of the job (another writer assigned an attempt since): nothing is written.
+  if (opts.ifAttempts !== undefined && cur.attempts !== opts.ifAttempts) return null;
   const [row] = await tx.query<JobRow & { event_seq: number }>(
     `UPDATE jobs SET status = 'queued', attempts = attempts + 1, node = $2, updated_at = ${NOW_MS}, event_seq = event_seq + 1
      WHERE id = $1 RETURNING ${JOB_COLUMNS}, event_seq`,
@@ -384,7 +398,7 @@ export async function dispatchAttemptIn(
     [id, job.attempts],
   );
   await tx.query(`INSERT INTO job_attempts (job_id, attempt, node, dispatched_at, outcome) VALUES ($1, $2, $3, ${NOW_MS}, 'queued')`, [id, job.attempts, node]);
-  const text = message?.(job.attempts) ?? `queued for node ${node} (attempt ${job.attempts})`;
+  const text = opts.message?.(job.attempts) ?? `queued for node ${node} (attempt ${job.attempts})`;
   const event = await insertEvent(tx, limits, id, Number(row!.event_seq), {
     type: 'status',
     message: text,
