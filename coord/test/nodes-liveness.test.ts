@@ -218,3 +218,40 @@ describe('sweep and workable from memory', () => {
     expect((await ledger.nodeStore.getNode('lv-active'))?.state).toBe('active');
   });
 });
+
+describe('two coords on one ledger', () => {
+  it('a node whose heartbeats all reach the other coord stays workable here, and is not failed as silent while draining', async () => {
+    // A load balancer sends every heartbeat of these nodes to coord B; coord A hears of them only through the ledger.
+    const b = newRegistry();
+    await b.start();
+    const busy = { healthy: true, problems: [], load1: 0, memAvailableBytes: 1, diskFreeBytes: 1, runningJobs: 1 };
+    // Enrolled and accepted through A; their first heartbeat (which activates them) reached A too.
+    const active = await enrol(reg, 'lv-2c-active');
+    await reg.apply('lv-2c-active', 'accept', operator);
+    await reg.heartbeat(heartbeat(active, 'lv-2c-active'));
+    const draining = await enrol(reg, 'lv-2c-drain');
+    await reg.apply('lv-2c-drain', 'accept', operator);
+    await reg.heartbeat(heartbeat(draining, 'lv-2c-drain', { health: busy }));
+    await reg.apply('lv-2c-drain', 'drain', operator);
+    expect((await reg.workable()).map((n) => n.id)).toContain('lv-2c-active');
+    for (let round = 0; round < 4; round++) {
+      // Each round is longer than the 3-heartbeat window: only what B wrote to the ledger keeps the nodes alive at A.
+      now += FLUSH;
+      expect(await codeOf(b.heartbeat(heartbeat(active, 'lv-2c-active')))).toBe('OK');
+      expect(await codeOf(b.heartbeat(heartbeat(draining, 'lv-2c-drain', { health: busy })))).toBe('OK');
+      expect(await b.sweep()).toEqual([]);
+      expect(await reg.sweep(), `round ${round}`).toEqual([]);
+      expect((await reg.workable()).map((n) => n.id)).toContain('lv-2c-active');
+      expect(await reg.getNode('lv-2c-active')).toMatchObject({ lastHeartbeatAt: now, lastSeq: seq - 1 });
+    }
+    expect((await ledger.nodeStore.getNode('lv-2c-drain'))?.state).toBe('draining');
+    // A's own flush does not write back an older heartbeat over B's (the ledger keeps the highest number).
+    expect((await ledger.nodeStore.getNode('lv-2c-drain'))?.lastSeq).toBe(seq);
+    // Silent everywhere: A does fail the draining node, once the ledger too has nothing newer.
+    now += FLUSH;
+    const done = await reg.sweep();
+    expect(done).toEqual([expect.objectContaining({ nodeId: 'lv-2c-drain', from: 'draining', to: 'failed', event: 'runner-lost' })]);
+    expect((await reg.workable()).map((n) => n.id)).not.toContain('lv-2c-active');
+    await b.stop();
+  });
+});

@@ -465,8 +465,9 @@ export class NodeRegistry {
   }
 
   /**
-   * Fails in-progress nodes past their deadline or whose runner went silent, from memory, and writes the
-   * liveness to the ledger every `flushEveryMs`. Run it on a timer; overlapping calls share one sweep.
+   * Writes the liveness to the ledger and follows what other coords wrote there every `flushEveryMs`, then
+   * fails in-progress nodes past their deadline or whose runner went silent, from memory. Run it on a timer;
+   * overlapping calls share one sweep.
    */
   sweep(): Promise<NodeTransitionRecord[]> {
     this.sweeping ??= this.sweepOnce().finally(() => {
@@ -479,6 +480,14 @@ export class NodeRegistry {
     await this.start();
     const at = this.now();
     const done: NodeTransitionRecord[] = [];
+    // The ledger is followed before anything is judged: with several coords, a node's latest heartbeats may
+    // have come through another one, and a node is never failed as silent on a copy older than the ledger.
+    if (!this.stopped && at - this.lastFlushAt >= this.flushEveryMs) {
+      await this.flush();
+      await this.store.purgeChallenges(at);
+      for (const [keyid, c] of this.challengedKeys) if (c.expiresAt < at) this.challengedKeys.delete(keyid);
+      await this.followLedger();
+    }
     const due: { id: string; state: NodeState; event: NodeEvent; reason: string }[] = [];
     for (const n of this.nodesIn(IN_PROGRESS)) {
       if (n.deadlineAt !== null && at > n.deadlineAt) {
@@ -501,19 +510,15 @@ export class NodeRegistry {
         /* changed meanwhile */
       }
     }
-    if (!this.stopped && at - this.lastFlushAt >= this.flushEveryMs) {
-      await this.flush();
-      await this.store.purgeChallenges(at);
-      for (const [keyid, c] of this.challengedKeys) if (c.expiresAt < at) this.challengedKeys.delete(keyid);
-      await this.followLedger();
-    }
     return done;
   }
 
   /**
    * Several coords share one ledger: what another coord wrote there (a node it registered, accepted, drained,
-   * assigned) reaches this one's memory within a flush interval. A state this coord changed more recently
-   * than the row it read stays as it is.
+   * assigned, and the heartbeats it received) reaches this one's memory within a flush interval. A state this
+   * coord changed more recently than the row it read stays as it is. Liveness matters as much as state: a node
+   * whose heartbeats a load balancer sends to the other coord is heard of only through the ledger here, and
+   * without it this coord would leave the node out of its fan-outs and placements, and sweep it as lost.
    */
   private async followLedger(): Promise<void> {
     for (const row of await this.store.listNodes()) {
@@ -524,6 +529,7 @@ export class NodeRegistry {
         prev.state === row.state &&
         prev.stateSince === row.stateSince &&
         prev.keyid === row.keyid &&
+        row.lastSeq <= prev.lastSeq &&
         JSON.stringify([prev.labels, (prev as { pool?: unknown }).pool]) === JSON.stringify([row.labels, (row as { pool?: unknown }).pool])
       )
         continue;
