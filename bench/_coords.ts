@@ -72,6 +72,8 @@ export interface CoordsBench {
 
 const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim() || 100);
 const NOOP = 'export default async () => 1';
+/** BENCH_COORDS_CPU_PROF=DIR: each coord writes a CPU profile there when it stops (`node --cpu-prof`). */
+const PROFILE_DIR = process.env.BENCH_COORDS_CPU_PROF;
 /** How long the idle CPU is sampled before each run. */
 const IDLE_MS = 4000;
 /** Jobs offered per second (0: as fast as the coords take them). */
@@ -91,6 +93,7 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
   const dir = await mkdtemp(path.join(os.tmpdir(), 'writ-bench-coords-'));
   const redis = await startEmbeddedRedis({ dataDir: path.join(dir, 'redis') });
   const balancers: { close(): Promise<void> }[] = [];
+  const coords: WritProcess[] = [];
   try {
     const databaseUrl = await pg.freshDatabaseUrl();
     const admin = generateKeyPair();
@@ -138,8 +141,9 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
           adminPub,
         ],
         env,
+        PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=coord-${coordCount}of${coordCount}-${i}-${Date.now()}.cpuprofile`] : [],
       );
-    const coords: WritProcess[] = [await coord(ports[0]!, 0)];
+    coords.push(await coord(ports[0]!, 0));
     const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
     await api(ports[0]!, 'POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
     await startWrit(
@@ -209,6 +213,7 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       const work0 = await ledgerWork();
       const cpu0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
       const t0 = performance.now();
+      const mono0 = process.hrtime.bigint() / 1000n;
       // Batches of 50, to the coords in turn: paced at RATE jobs/s (the same offered load for one and two coords,
       // below what this machine can take, so the CPU per job is not inflated by a saturated machine), or with
       // BENCH_COORDS_RATE=0 as fast as they go, a few batches in flight at once.
@@ -237,6 +242,8 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       await until(`${jobs} jobs finished`, async () => ((await finishedCount()) >= before + jobs ? true : undefined), 600_000);
       const ms = performance.now() - t0;
       const cpu1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
+      // The measured window on the monotonic clock (µs), which a CPU profile's sample times use too.
+      if (PROFILE_DIR) log(`${coordCount} coord(s): profile window ${mono0}-${process.hrtime.bigint() / 1000n} µs (monotonic)`);
       const cpuMsByCoord = cpu1.map((c, i) => c - cpu0[i]!);
       const work1 = await ledgerWork();
       const [twice] = await ledger.db.query<{ twice: number; failed: number }>(
@@ -262,6 +269,8 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       await ledger.close();
     }
   } finally {
+    // A profiled coord writes its profile only when it exits by itself.
+    if (PROFILE_DIR) for (const c of coords) if (c.child.exitCode === null && c.child.kill('SIGTERM')) await c.exited();
     killAllWrit();
     for (const b of balancers) await b.close();
     await redis.stop();

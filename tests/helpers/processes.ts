@@ -32,9 +32,15 @@ export interface WritProcess {
 
 const all: ChildProcess[] = [];
 
-/** Starts `writ ...args`; resolves at its ready line, rejects if it exits first (with its stderr). */
-export function startWrit(args: string[], env: NodeJS.ProcessEnv): Promise<WritProcess> {
-  const child = spawn(process.execPath, [WRIT_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRIT_LOG_LEVEL: 'warn', ...env } });
+/**
+ * Starts `writ ...args`; resolves at its ready line, rejects if it exits first (with its stderr). `nodeArgs`
+ * go to Node itself (benches pass `--cpu-prof --cpu-prof-dir=DIR`, which NODE_OPTIONS does not allow).
+ */
+export function startWrit(args: string[], env: NodeJS.ProcessEnv, nodeArgs: readonly string[] = []): Promise<WritProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, WRIT_BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, WRIT_LOG_LEVEL: 'warn', ...env },
+  });
   all.push(child);
   let out = '';
   let err = '';
