@@ -56,7 +56,15 @@ try {
       .at(-1)!,
   );
   const accel = await pickAccel(kernel);
-  const m = startMachine({ name: 'bench-boot', disks: [{ file: path.join(work, 'img/writ-usb.img'), serial: 'WRIT-BENCH' }], mac, accel, workDir: work });
+  // Two CPUs, as every figure in docs/performance.md was measured (the tests' TCG machines have one).
+  const m = startMachine({
+    name: 'bench-boot',
+    disks: [{ file: path.join(work, 'img/writ-usb.img'), serial: 'WRIT-BENCH' }],
+    mac,
+    accel,
+    cpus: 2,
+    workDir: work,
+  });
   const at: Record<string, number> = {};
   const mark = (name: string, re: RegExp) => m.waitFor(re, 600_000).then(() => (at[name] = (Date.now() - m.startedAt) / 1000));
   const marks = Promise.all([

@@ -78,6 +78,12 @@ export interface MachineOptions {
   accel: Accel;
   memMiB?: number;
   /**
+   * Virtual CPUs (default: 1 under TCG, 2 under KVM). Under TCG on this loaded 2-core host a 2-CPU guest once
+   * stalled for good (RCU: CPU 0's timer wakeup never came; the kernel's hung-task warning followed and the
+   * node never started); one CPU leaves no cross-CPU wakeup to lose.
+   */
+  cpus?: number;
+  /**
    * QEMU's built-in TFTP server for the guest (user networking only): files of `dir`, and `bootfile` named in
    * the DHCP answer, as a PXE server would hand them out (the iPXE path: iPXE fetches its script from there).
    */
@@ -109,7 +115,7 @@ export function startMachine(o: MachineOptions): Machine {
     '-m',
     String(o.memMiB ?? 1024),
     '-smp',
-    '2',
+    String(o.cpus ?? (o.accel === 'tcg' ? 1 : 2)),
     '-nographic',
     '-no-reboot',
     '-name',
