@@ -334,3 +334,51 @@ describe('OpenAPI (A1)', () => {
     expect(Array.isArray(listed.data?.jobs)).toBe(true);
   }, 120_000);
 });
+
+describe('supervisor batch submit (POST /v1/submit:batch)', () => {
+  const batch = (items: unknown[], token = SUP_TOKEN) => post(supUrl, '/v1/submit:batch', token, JSON.stringify({ items }));
+
+  it('judges each item on its own: the good ones are enqueued, a forged or misplaced one is refused with its code', async () => {
+    const good = s.sign(NOOP);
+    const second = s.sign(NOOP);
+    // The same signed job with its payload changed: the signature no longer holds.
+    const forgedDoc = parseEnvelope(s.sign(NOOP).envelope);
+    forgedDoc.payload = b64url(new TextEncoder().encode(JSON.stringify({ tampered: true })));
+    const elsewhere = s.sign(NOOP, { target: { node: 'node-nowhere' } });
+    const r = await batch([
+      { envelope: good.envelope, node: 'node-a', attempt: 1 },
+      { envelope: JSON.stringify(forgedDoc), node: 'node-a', attempt: 1 },
+      { envelope: elsewhere.envelope, node: 'node-nowhere', attempt: 1 },
+      { envelope: second.envelope, node: 'node-a', attempt: 2, delayMs: 60_000 },
+    ]);
+    expect(r.status, r.text).toBe(200);
+    const { results } = JSON.parse(r.text) as { results: ({ jobId: string; node: string } | { error: { code: string; retryable: boolean } })[] };
+    expect(results).toHaveLength(4);
+    expect(results[0]).toEqual({ jobId: good.id, node: 'node-a' });
+    expect(results[1]).toMatchObject({ error: { code: expect.stringMatching(/SIGNATURE_INVALID|SCHEMA_INVALID|ENVELOPE_MALFORMED/) } });
+    expect(results[2]).toMatchObject({ error: { code: expect.stringMatching(/^NODE_/) } });
+    expect(results[3]).toEqual({ jobId: second.id, node: 'node-a' });
+    // In the node's queue under <job>@<attempt>: the delayed one waits there.
+    expect((await s.supervisor.jobState(second.id, 2, 'node-a')).state).toBe('delayed');
+    expect((await s.supervisor.jobState(good.id, 1, 'node-a')).state).not.toBe('missing');
+    expect((await s.supervisor.jobState(elsewhere.id, 1, 'node-nowhere')).state).toBe('missing');
+  });
+
+  it('refuses a malformed batch whole, with BAD_REQUEST, and asks for the token', async () => {
+    const { envelope } = s.sign(NOOP);
+    const item = { envelope, node: 'node-a', attempt: 1 };
+    for (const [what, items] of [
+      ['no items', []],
+      ['an item without its attempt', [{ envelope, node: 'node-a' }]],
+      ['attempt 0', [{ ...item, attempt: 0 }]],
+      ['a node id with a slash', [{ ...item, node: 'a/b' }]],
+      ['an unknown field', [{ ...item, priority: 1 }]],
+      ['501 items', Array.from({ length: 501 }, () => item)],
+    ] as const) {
+      const r = await batch([...items]);
+      expect([what, r.status, r.error?.code]).toEqual([what, 400, 'BAD_REQUEST']);
+    }
+    const r = await batch([item], 'wrong-token');
+    expect([r.status, r.error?.code]).toEqual([401, 'UNAUTHENTICATED']);
+  });
+});

@@ -1,8 +1,13 @@
 // The one interface the coord uses to reach a supervisor: in-process for `writ dev`, HTTP when the
 // supervisor runs as its own process (`writ supervisor`).
 import {
+  MAX_SUPERVISOR_BATCH_BYTES,
+  MAX_SUPERVISOR_BATCH_ITEMS,
   WritError,
+  assertErrorJson,
+  errorCodeOf,
   parseQueueStateAnswer,
+  parseSupervisorBatchAnswer,
   parseSupervisorSubmitAnswer,
   fetchAnswer,
   toErrorJSON,
@@ -76,8 +81,23 @@ export class HttpSupervisorClient implements SupervisorClient {
     const q = new URLSearchParams({ node: it.node, attempt: String(it.attempt), ...(it.delayMs ? { delayMs: String(Math.round(it.delayMs)) } : {}) });
     return { node: parseSupervisorSubmitAnswer(await this.call('POST', `/v1/submit?${q}`, it.envelope)).node };
   }
-  /** Another process: the supervisor verifies and authorises each envelope itself before it enqueues it. */
+  /** False once the supervisor answered that it has no batch route (an older `writ supervisor`). */
+  private batches = true;
+
+  /**
+   * Another process: the supervisor verifies and authorises each envelope itself before it enqueues it. Many
+   * items go in batch requests (POST /v1/submit:batch, split by count and size), one bulk add per node queue
+   * there, instead of a request and a queue write per item; a single item, or a supervisor without the batch
+   * route, one request each.
+   */
   async dispatchMany(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
+    if (items.length === 1 || !this.batches) return this.dispatchEach(items);
+    const out: (ErrorJSON | null)[] = [];
+    for (const chunk of batchBodies(items)) out.push(...(await this.dispatchBatch(chunk)));
+    return out;
+  }
+
+  private dispatchEach(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
     return Promise.all(
       items.map(async (it) => {
         try {
@@ -88,6 +108,25 @@ export class HttpSupervisorClient implements SupervisorClient {
         }
       }),
     );
+  }
+
+  private async dispatchBatch(chunk: { items: readonly DispatchItem[]; body: string }): Promise<(ErrorJSON | null)[]> {
+    let answer;
+    try {
+      answer = parseSupervisorBatchAnswer(await this.call('POST', '/v1/submit:batch', chunk.body), chunk.items.length);
+    } catch (e) {
+      if (errorCodeOf(e) === 'ROUTE_NOT_FOUND') {
+        this.batches = false;
+        return this.dispatchEach(chunk.items);
+      }
+      const error = toErrorJSON(e, true);
+      return chunk.items.map(() => error);
+    }
+    return answer.results.map((r) => {
+      if (!('error' in r)) return null;
+      assertErrorJson(r.error, 'a batch item refusal');
+      return r.error;
+    });
   }
   async jobState(jobId: string, attempt: number, node: string) {
     return parseQueueStateAnswer(await this.call('GET', `/v1/jobs/${encodeURIComponent(node)}/${encodeURIComponent(jobId)}/${attempt}`));
@@ -109,4 +148,31 @@ export class HttpSupervisorClient implements SupervisorClient {
       return { ok: false, redis: false };
     }
   }
+}
+
+/**
+ * Splits items into batch request bodies of at most MAX_SUPERVISOR_BATCH_ITEMS items and
+ * MAX_SUPERVISOR_BATCH_BYTES bytes as sent, in order. Each item is serialised once, into its body.
+ */
+export function batchBodies(items: readonly DispatchItem[]): { items: DispatchItem[]; body: string }[] {
+  const out: { items: DispatchItem[]; body: string }[] = [];
+  const head = '{"items":[';
+  let parts: string[] = [];
+  let chunk: DispatchItem[] = [];
+  let bytes = head.length + 2;
+  for (const it of items) {
+    const part = JSON.stringify({ envelope: it.envelope, node: it.node, attempt: it.attempt, ...(it.delayMs ? { delayMs: Math.round(it.delayMs) } : {}) });
+    const size = Buffer.byteLength(part, 'utf8') + 1;
+    if (chunk.length > 0 && (chunk.length >= MAX_SUPERVISOR_BATCH_ITEMS || bytes + size > MAX_SUPERVISOR_BATCH_BYTES)) {
+      out.push({ items: chunk, body: `${head}${parts.join(',')}]}` });
+      parts = [];
+      chunk = [];
+      bytes = head.length + 2;
+    }
+    parts.push(part);
+    chunk.push(it);
+    bytes += size;
+  }
+  if (chunk.length > 0) out.push({ items: chunk, body: `${head}${parts.join(',')}]}` });
+  return out;
 }

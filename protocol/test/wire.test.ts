@@ -25,6 +25,7 @@ import {
   parseJobPage,
   parseQueueStateAnswer,
   readAnswer,
+  parseSupervisorBatchAnswer,
   parseSupervisorSubmitAnswer,
   errorAnswer,
   queueJobEnvelope,
@@ -208,6 +209,14 @@ describe('error answers and the supervisor HTTP seam', () => {
   it('parses the supervisor answers strictly', () => {
     expect(parseSupervisorSubmitAnswer({ jobId: 'j', node: 'n' })).toEqual({ jobId: 'j', node: 'n' });
     expect(codeOf(() => parseSupervisorSubmitAnswer({ jobId: 'j' }))).toBe('SCHEMA_INVALID');
+    const refusal = { error: { code: 'SIGNATURE_INVALID', message: 'no', retryable: false } };
+    expect(parseSupervisorBatchAnswer({ results: [{ jobId: 'j', node: 'n' }, refusal] }, 2)).toEqual({ results: [{ jobId: 'j', node: 'n' }, refusal] });
+    // One result per item, each one of the two shapes.
+    expect(codeOf(() => parseSupervisorBatchAnswer({ results: [{ jobId: 'j', node: 'n' }] }, 2))).toBe('SCHEMA_INVALID');
+    expect(codeOf(() => parseSupervisorBatchAnswer({ results: [{ jobId: 'j', node: 'n', ...refusal }] }, 1))).toMatch(/SCHEMA_INVALID|UNKNOWN_FIELD/);
+    expect(codeOf(() => parseSupervisorBatchAnswer({ results: [{ error: { code: 'x', message: 'm', retryable: false } }] }, 1))).toMatch(
+      /SCHEMA_INVALID|UNKNOWN_FIELD/,
+    );
     expect(parseQueueStateAnswer({ state: 'failed', failedReason: 'r', held: 'no' })).toEqual({ state: 'failed', failedReason: 'r', held: 'no' });
     expect(codeOf(() => parseQueueStateAnswer({ state: 'gone', held: 'no' }))).toBe('SCHEMA_INVALID');
     expect(codeOf(() => parseQueueStateAnswer({ state: 'missing' }))).toBe('SCHEMA_INVALID');

@@ -10,13 +10,24 @@ import {
   ERROR_CODES,
   MAX_ATTEMPT_NUMBER,
   WritError,
+  MAX_SUPERVISOR_BATCH_BYTES,
+  MAX_SUPERVISOR_BATCH_ITEMS,
   type QueueStateAnswer,
+  type SupervisorBatchAnswer,
+  type SupervisorBatchItem,
   type SupervisorSubmitAnswer,
 } from '@writ/protocol';
 import type { Supervisor } from './supervisor.ts';
 import { checkJsonCharset, guardedServerOptions, installRequestGuards, type HttpGuardOptions } from './http-guards.ts';
 
-export const SUPERVISOR_ROUTES = ['GET /healthz', 'GET /readyz', 'POST /v1/submit', 'GET /v1/jobs/:node/:id/:attempt', 'PUT /v1/keyset'] as const;
+export const SUPERVISOR_ROUTES = [
+  'GET /healthz',
+  'GET /readyz',
+  'POST /v1/submit',
+  'POST /v1/submit:batch',
+  'GET /v1/jobs/:node/:id/:attempt',
+  'PUT /v1/keyset',
+] as const;
 
 export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guards: HttpGuardOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -33,7 +44,7 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
     try {
       checkJsonCharset(req.headers['content-type']);
       (req as { rawBody?: string }).rawBody = body as string;
-      done(null, parseStrictJson(body as string));
+      done(null, parseStrictJson(body as string, { maxBytes: req.routeOptions.bodyLimit ?? 1024 * 1024 + 4096 }));
     } catch (e) {
       done(e as Error, undefined);
     }
@@ -86,6 +97,46 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
         ...(q.delayMs ? { delayMs: q.delayMs } : {}),
       });
       return { jobId: r.jobId, node: r.node } satisfies SupervisorSubmitAnswer;
+    },
+  );
+  // Many attempts in one request: { items: [{ envelope (the signed text), node, attempt, delayMs? }] }. Each
+  // item is verified and authorised on its own; the answer has one result per item, in order.
+  app.post(
+    '/v1/submit:batch',
+    {
+      bodyLimit: MAX_SUPERVISOR_BATCH_BYTES,
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['items'],
+          properties: {
+            items: {
+              type: 'array',
+              minItems: 1,
+              maxItems: MAX_SUPERVISOR_BATCH_ITEMS,
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['envelope', 'node', 'attempt'],
+                properties: {
+                  envelope: { type: 'string', minLength: 2 },
+                  node: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' },
+                  attempt: { type: 'integer', minimum: 1, maximum: MAX_ATTEMPT_NUMBER },
+                  delayMs: { type: 'integer', minimum: 0, maximum: 3_600_000 },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+    async (req): Promise<SupervisorBatchAnswer> => {
+      const { items } = req.body as { items: SupervisorBatchItem[] };
+      const results = await sup.submitMany(
+        items.map((it) => ({ raw: it.envelope, node: it.node, attempt: it.attempt, ...(it.delayMs ? { delayMs: it.delayMs } : {}) })),
+      );
+      return { results };
     },
   );
   app.get('/v1/jobs/:node/:id/:attempt', async (req) => {

@@ -20,6 +20,8 @@ import {
   redisKeys,
   signEnvelope,
   targetMatchesNode,
+  toErrorJSON,
+  type ErrorJSON,
   type HolderState,
   type JobPayload,
   type QueueState,
@@ -207,6 +209,31 @@ export class Supervisor {
       { jobId: admitted.job.id, node: admitted.node.id, envelope: raw, attempt: opts.attempt ?? 1, ...(opts.delayMs ? { delayMs: opts.delayMs } : {}) },
     ]);
     return { jobId: admitted.job.id, node: admitted.node.id, admitted };
+  }
+
+  /**
+   * Verifies, authorises and enqueues many attempts (POST /v1/submit:batch): each item is judged on its own
+   * (a refusal is that item's answer), and the admitted ones go to their queues in one bulk add per node. If
+   * Redis does not take them, the whole call fails and nothing is answered as enqueued.
+   */
+  async submitMany(
+    items: readonly { raw: string; node: string; attempt: number; delayMs?: number }[],
+  ): Promise<({ jobId: string; node: string } | { error: ErrorJSON })[]> {
+    const nodes = await this.nodesFresh();
+    const nowS = this.nowS();
+    const answers: ({ jobId: string; node: string } | { error: ErrorJSON })[] = [];
+    const toQueue: DispatchItem[] = [];
+    for (const it of items) {
+      try {
+        const admitted = admitEnvelope(it.raw, this.keySets, { clusterId: this.opts.clusterId, nowS, pickNode: (job) => pickNode(job, nodes, it.node) });
+        toQueue.push({ jobId: admitted.job.id, node: admitted.node.id, envelope: it.raw, attempt: it.attempt, ...(it.delayMs ? { delayMs: it.delayMs } : {}) });
+        answers.push({ jobId: admitted.job.id, node: admitted.node.id });
+      } catch (e) {
+        answers.push({ error: toErrorJSON(e, true) });
+      }
+    }
+    if (toQueue.length > 0) await this.enqueueMany(toQueue);
+    return answers;
   }
 
   /**
