@@ -12,7 +12,8 @@
 // saturated machine makes every operation cost more CPU (the same ed25519 verifications took 40% more CPU
 // with two busy coords in a profile), which says nothing about the cost of coordinating. Before each run the
 // coords' idle CPU is sampled (their fixed cost: passes, node sync, keep-alives). One and two coords are
-// measured in BENCH_COORDS_PAIRS pairs (3), and the figure is the median of the pairs' ratios.
+// measured in BENCH_COORDS_PAIRS pairs (3; every other pair two coords first), and the figure is the median of the
+// pairs' ratios.
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -285,8 +286,8 @@ const median = (xs: number[]) => {
 };
 
 /**
- * Runs `jobs` no-op jobs through one coord, then through two coords on one PostgreSQL, `pairs` times (one pair
- * moves by more than the goal's margin on this shared machine); see the top of the file.
+ * Runs `jobs` no-op jobs through one coord and through two coords on one PostgreSQL, `pairs` times, in turn
+ * (one pair moves by more than the goal's margin on this shared machine); see the top of the file.
  */
 export async function benchCoords(opts: { jobs?: number; pairs?: number; log?: (m: string) => void } = {}): Promise<CoordsBench> {
   const jobs = opts.jobs ?? 1000;
@@ -294,11 +295,15 @@ export async function benchCoords(opts: { jobs?: number; pairs?: number; log?: (
   const load0 = os.loadavg()[0]!;
   const pairs: CoordsBench['pairs'] = [];
   for (let i = 0; i < (opts.pairs ?? 3); i++) {
-    const one = await run(1, jobs, log);
-    const two = await run(2, jobs, log);
+    // Every other pair runs two coords first, so what drifts over a pair (the machine's load, PostgreSQL's and the
+    // page cache's warmth) does not always favour the same side.
+    const twoFirst = i % 2 === 1;
+    const first = await run(twoFirst ? 2 : 1, jobs, log);
+    const second = await run(twoFirst ? 1 : 2, jobs, log);
+    const [one, two] = twoFirst ? [second, first] : [first, second];
     pairs.push({ one, two, ratio: two.cpuMsPerJob / one.cpuMsPerJob });
     log(
-      `pair ${i + 1}: two coords / one coord = ${(two.cpuMsPerJob / one.cpuMsPerJob).toFixed(3)} in CPU per job, ${(two.statementsPerJob / one.statementsPerJob).toFixed(3)} in ledger statements per job`,
+      `pair ${i + 1} (${twoFirst ? 'two coords first' : 'one coord first'}): two coords / one coord = ${(two.cpuMsPerJob / one.cpuMsPerJob).toFixed(3)} in CPU per job, ${(two.statementsPerJob / one.statementsPerJob).toFixed(3)} in ledger statements per job`,
     );
   }
   return {
