@@ -15,7 +15,7 @@
 // measured in BENCH_COORDS_PAIRS pairs (3; every other pair two coords first), and the figure is the median of the
 // pairs' ratios.
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { openLedger } from '@writ/coord';
@@ -54,6 +54,8 @@ export interface CoordsRun {
   /** Ledger statements and transactions the coords ran over the run (GET /metrics), summed, per job: machine-independent. */
   statementsPerJob: number;
   transactionsPerJob: number;
+  /** The coords' CPU over the run by thread kind (main, V8 workers, libuv pool), summed over coords. */
+  cpuMsByThread: Record<string, number>;
 }
 
 export interface CoordsBench {
@@ -73,6 +75,8 @@ export interface CoordsBench {
 
 const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim() || 100);
 const NOOP = 'export default async () => 1';
+/** Jobs through each coord before the measured run (BENCH_COORDS_WARMUP), after the first warm-up job. */
+const WARMUP = Number(process.env.BENCH_COORDS_WARMUP ?? 0);
 /** BENCH_COORDS_CPU_PROF=DIR: each coord writes a CPU profile there when it stops (`node --cpu-prof`). */
 const PROFILE_DIR = process.env.BENCH_COORDS_CPU_PROF;
 /** How long the idle CPU is sampled before each run. */
@@ -85,6 +89,32 @@ async function cpuMs(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(f[11]) + Number(f[12])) * TICK_MS;
+}
+
+/**
+ * A process's CPU (ms) by thread kind, from /proc/PID/task/TID/stat: the main thread, V8's workers (concurrent
+ * GC and compilation), libuv's pool. A CPU profile sees only the main thread; this says where the rest went.
+ */
+async function threadCpuMs(pid: number): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
+    if (!stat) continue;
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const kind = tid === String(pid) ? 'main' : comm.replace(/[\d\s]+$/, '');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    out.set(kind, (out.get(kind) ?? 0) + (Number(f[11]) + Number(f[12])) * TICK_MS);
+  }
+  return out;
+}
+
+/** Per thread kind, summed over processes: what `after` has more than `before`. */
+function threadDelta(before: Map<string, number>[], after: Map<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  after.forEach((m, i) => {
+    for (const [k, v] of m) out[k] = (out[k] ?? 0) + v - (before[i]?.get(k) ?? 0);
+  });
+  return out;
 }
 
 async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): Promise<CoordsRun> {
@@ -181,7 +211,9 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
         signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(buildJobPayload({ source: NOOP, target: { node: 'bench-1' }, aud: 'writ-dev', ttlS: 3600 })), [admin]),
       ),
     );
-    // A warm-up job through each coord, so start-up work is not counted.
+    // A warm-up job through each coord, so start-up work is not counted; then WARMUP jobs more through each (in
+    // batches of 50, paced like the run), so each coord's optimising compiler has seen the hot path before the
+    // measured run: two coords compile it twice, a start-up cost, not a cost of coordinating.
     for (const p of ports) {
       const w = encodeEnvelope(
         signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(buildJobPayload({ source: NOOP, target: { node: 'bench-1' }, aud: 'writ-dev' })), [admin]),
@@ -189,10 +221,21 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       const id = (await api(p, 'POST', '/v1/jobs', w)).body.id as string;
       await until('the warm-up job', async () => ((await api(p, 'GET', `/v1/jobs/${id}`)).body?.status === 'succeeded' ? true : undefined), 60_000);
     }
+    for (const p of ports) {
+      for (let sent = 0; sent < WARMUP; sent += 50) {
+        const batch = Array.from({ length: Math.min(50, WARMUP - sent) }, () =>
+          signEnvelope(PAYLOAD_TYPES.job, encodeJobPayload(buildJobPayload({ source: NOOP, target: { node: 'bench-1' }, aud: 'writ-dev' })), [admin]),
+        );
+        const r = await api(p, 'POST', '/v1/jobs:batch', JSON.stringify({ envelopes: batch }));
+        if (r.status !== 200) throw new Error(`a warm-up batch answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
+        await new Promise((res) => setTimeout(res, (50 * 1000) / (RATE || 100)));
+      }
+    }
     const ledger = await openLedger({ databaseUrl });
     try {
       const finishedCount = async () =>
         Number((await ledger.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('succeeded', 'failed', 'refused')`))[0]!.n);
+      await until('the warm-up jobs finished', async () => ((await finishedCount()) >= ports.length * (1 + WARMUP) ? true : undefined), 300_000);
       const before = await finishedCount();
       // The coords' fixed cost (reconcile passes, node sync, leases, keep-alives): their CPU while idle.
       const idle0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
@@ -213,6 +256,7 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       };
       const work0 = await ledgerWork();
       const cpu0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
+      const threads0 = await Promise.all(coords.map((c) => threadCpuMs(c.child.pid!)));
       const t0 = performance.now();
       const mono0 = process.hrtime.bigint() / 1000n;
       // Batches of 50, to the coords in turn: paced at RATE jobs/s (the same offered load for one and two coords,
@@ -243,6 +287,7 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
       await until(`${jobs} jobs finished`, async () => ((await finishedCount()) >= before + jobs ? true : undefined), 600_000);
       const ms = performance.now() - t0;
       const cpu1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
+      const byThread = threadDelta(threads0, await Promise.all(coords.map((c) => threadCpuMs(c.child.pid!))));
       // The measured window on the monotonic clock (µs), which a CPU profile's sample times use too.
       if (PROFILE_DIR) log(`${coordCount} coord(s): profile window ${mono0}-${process.hrtime.bigint() / 1000n} µs (monotonic)`);
       const cpuMsByCoord = cpu1.map((c, i) => c - cpu0[i]!);
@@ -261,9 +306,15 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
         idleCpuMsPerS,
         statementsPerJob: (work1.statements - work0.statements) / jobs,
         transactionsPerJob: (work1.transactions - work0.transactions) / jobs,
+        cpuMsByThread: Object.fromEntries(Object.entries(byThread).map(([k, v]) => [k, Math.round(v)])),
       };
       log(
-        `${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}; idle beforehand ${idleCpuMsPerS.toFixed(1)} ms CPU/s; ledger per job: ${r.statementsPerJob.toFixed(2)} statements, ${r.transactionsPerJob.toFixed(2)} transactions`,
+        `${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}; idle beforehand ${idleCpuMsPerS.toFixed(1)} ms CPU/s; ledger per job: ${r.statementsPerJob.toFixed(2)} statements, ${r.transactionsPerJob.toFixed(2)} transactions; CPU by thread (ms): ${Object.entries(
+          r.cpuMsByThread,
+        )
+          .filter(([, v]) => v > 0)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')}`,
       );
       return r;
     } finally {
