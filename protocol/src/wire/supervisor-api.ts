@@ -51,12 +51,13 @@ export interface QueueStateAnswer {
   held: HolderState;
 }
 
-const validateSubmit = compileSchema<SupervisorSubmitAnswer>({
+const submitAnswerSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['jobId', 'node'],
   properties: { jobId: { type: 'string' }, node: { type: 'string' } },
-});
+} as const;
+const validateSubmit = compileSchema<SupervisorSubmitAnswer>(submitAnswerSchema);
 const validateState = compileSchema<QueueStateAnswer>({
   type: 'object',
   additionalProperties: false,
@@ -73,10 +74,7 @@ const validateBatch = compileSchema<SupervisorBatchAnswer>({
       type: 'array',
       maxItems: MAX_SUPERVISOR_BATCH_ITEMS,
       items: {
-        oneOf: [
-          { type: 'object', additionalProperties: false, required: ['jobId', 'node'], properties: { jobId: { type: 'string' }, node: { type: 'string' } } },
-          { type: 'object', additionalProperties: false, required: ['error'], properties: { error: errorJsonSchema } },
-        ],
+        oneOf: [submitAnswerSchema, { type: 'object', additionalProperties: false, required: ['error'], properties: { error: errorJsonSchema } }],
       },
     },
   },
