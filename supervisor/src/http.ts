@@ -101,7 +101,7 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
   );
   // Many attempts in one request: { items: [{ envelope (the signed text), node, attempt, delayMs? }] }. Each
   // item is verified and authorised on its own; the answer has one result per item, in order.
-  app.post(
+  app.post<{ Body: { items: SupervisorBatchItem[] } }>(
     '/v1/submit:batch',
     {
       bodyLimit: MAX_SUPERVISOR_BATCH_BYTES,
@@ -132,7 +132,7 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
       },
     },
     async (req): Promise<SupervisorBatchAnswer> => {
-      const { items } = req.body as { items: SupervisorBatchItem[] };
+      const { items } = req.body;
       const results = await sup.submitMany(
         items.map((it) => ({ raw: it.envelope, node: it.node, attempt: it.attempt, ...(it.delayMs ? { delayMs: it.delayMs } : {}) })),
       );

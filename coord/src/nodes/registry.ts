@@ -530,7 +530,7 @@ export class NodeRegistry {
         prev.stateSince === row.stateSince &&
         prev.keyid === row.keyid &&
         row.lastSeq <= prev.lastSeq &&
-        JSON.stringify([prev.labels, (prev as { pool?: unknown }).pool]) === JSON.stringify([row.labels, (row as { pool?: unknown }).pool])
+        JSON.stringify([prev.labels, prev.pool]) === JSON.stringify([row.labels, row.pool])
       )
         continue;
       const entry = this.refresh(row);
