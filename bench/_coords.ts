@@ -172,7 +172,7 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
           adminPub,
         ],
         env,
-        PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=coord-${coordCount}of${coordCount}-${i}-${Date.now()}.cpuprofile`] : [],
+        PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=coord-${i + 1}of${coordCount}-${Date.now()}.cpuprofile`] : [],
       );
     coords.push(await coord(ports[0]!, 0));
     const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });

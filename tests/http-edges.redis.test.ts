@@ -380,5 +380,10 @@ describe('supervisor batch submit (POST /v1/submit:batch)', () => {
     }
     const r = await batch([item], 'wrong-token');
     expect([r.status, r.error?.code]).toEqual([401, 'UNAUTHENTICATED']);
+    // The ':' is part of the path, not a parameter: a near miss is an unknown route.
+    for (const route of ['/v1/submitx', '/v1/submit:other', '/v1/submit:batchx']) {
+      const near = await post(supUrl, route, SUP_TOKEN, JSON.stringify({ items: [item] }));
+      expect([route, near.status, near.error?.code]).toEqual([route, 404, 'ROUTE_NOT_FOUND']);
+    }
   });
 });

@@ -6,6 +6,7 @@ import {
   WritError,
   assertErrorJson,
   errorCodeOf,
+  fromErrorJSON,
   parseQueueStateAnswer,
   parseSupervisorBatchAnswer,
   parseSupervisorSubmitAnswer,
@@ -65,12 +66,13 @@ export class HttpSupervisorClient implements SupervisorClient {
     private readonly token: string,
   ) {}
 
-  private async call(method: string, path: string, body?: unknown): Promise<unknown> {
+  private async call(method: string, path: string, body?: string, maxAnswerBytes?: number): Promise<unknown> {
     const answer = await fetchAnswer({
       method,
       url: new URL(path, this.baseUrl),
       token: this.token,
-      ...(body !== undefined ? { body: body as string | object } : {}),
+      ...(body !== undefined ? { body } : {}),
+      ...(maxAnswerBytes ? { maxAnswerBytes } : {}),
       timeoutMs: 10_000,
       unavailable: (m) => new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} ${m}`),
       unreachable: (e) => new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} at ${this.baseUrl} is unreachable: ${e.message}`),
@@ -81,17 +83,20 @@ export class HttpSupervisorClient implements SupervisorClient {
     const q = new URLSearchParams({ node: it.node, attempt: String(it.attempt), ...(it.delayMs ? { delayMs: String(Math.round(it.delayMs)) } : {}) });
     return { node: parseSupervisorSubmitAnswer(await this.call('POST', `/v1/submit?${q}`, it.envelope)).node };
   }
-  /** False once the supervisor answered that it has no batch route (an older `writ supervisor`). */
-  private batches = true;
+  /**
+   * Until when this supervisor is sent one request per item: it answered that it has no batch route (an older
+   * `writ supervisor`). Tried again after BATCH_RETRY_MS, so one upgraded in place gets batches again.
+   */
+  private perItemUntil = 0;
 
   /**
-   * Another process: the supervisor verifies and authorises each envelope itself before it enqueues it. Many
-   * items go in batch requests (POST /v1/submit:batch, split by count and size), one bulk add per node queue
-   * there, instead of a request and a queue write per item; a single item, or a supervisor without the batch
-   * route, one request each.
+   * Another process: the supervisor verifies and authorises each envelope itself before it enqueues it. Items
+   * go in batch requests (POST /v1/submit:batch, split by count and size), one bulk add per node queue there,
+   * instead of a request and a queue write per item. A single item goes the same way, so its size limit is
+   * the one a group has. A supervisor without the batch route gets one request per item.
    */
   async dispatchMany(items: readonly DispatchItem[]): Promise<(ErrorJSON | null)[]> {
-    if (items.length === 1 || !this.batches) return this.dispatchEach(items);
+    if (Date.now() < this.perItemUntil) return this.dispatchEach(items);
     const out: (ErrorJSON | null)[] = [];
     for (const chunk of batchBodies(items)) out.push(...(await this.dispatchBatch(chunk)));
     return out;
@@ -113,10 +118,16 @@ export class HttpSupervisorClient implements SupervisorClient {
   private async dispatchBatch(chunk: { items: readonly DispatchItem[]; body: string }): Promise<(ErrorJSON | null)[]> {
     let answer;
     try {
-      answer = parseSupervisorBatchAnswer(await this.call('POST', '/v1/submit:batch', chunk.body), chunk.items.length);
+      const body = await this.call('POST', '/v1/submit:batch', chunk.body, MAX_BATCH_ANSWER_BYTES);
+      try {
+        answer = parseSupervisorBatchAnswer(body, chunk.items.length);
+      } catch (e) {
+        // An answer this coord cannot read says nothing about the jobs (a newer or broken supervisor): a link fault.
+        throw new WritError('SUPERVISOR_UNAVAILABLE', `supervisor ${this.id} answered a batch this coord cannot read: ${(e as Error).message}`);
+      }
     } catch (e) {
       if (errorCodeOf(e) === 'ROUTE_NOT_FOUND') {
-        this.batches = false;
+        this.perItemUntil = Date.now() + BATCH_RETRY_MS;
         return this.dispatchEach(chunk.items);
       }
       const error = toErrorJSON(e, true);
@@ -124,8 +135,19 @@ export class HttpSupervisorClient implements SupervisorClient {
     }
     return answer.results.map((r) => {
       if (!('error' in r)) return null;
-      assertErrorJson(r.error, 'a batch item refusal');
-      return r.error;
+      try {
+        assertErrorJson(r.error, 'a batch item refusal');
+      } catch {
+        // A refusal code this coord does not know (a newer supervisor): not a verdict it can act on; retried.
+        return toErrorJSON(
+          new WritError(
+            'SUPERVISOR_UNAVAILABLE',
+            `supervisor ${this.id} refused an item with a code this coord does not know: ${String(r.error.code).slice(0, 64)}`,
+          ),
+        );
+      }
+      // Whether it is worth retrying is this coord's registry's word, as on the per-item path.
+      return toErrorJSON(fromErrorJSON(r.error), true);
     });
   }
   async jobState(jobId: string, attempt: number, node: string) {
@@ -149,6 +171,11 @@ export class HttpSupervisorClient implements SupervisorClient {
     }
   }
 }
+
+/** How long a supervisor that has no batch route is sent one request per item before the route is tried again. */
+const BATCH_RETRY_MS = 10 * 60_000;
+/** A batch answer: up to 500 results, each refusal's message and details capped by the supervisor (4 KiB each). */
+const MAX_BATCH_ANSWER_BYTES = 8 * 1024 * 1024;
 
 /**
  * Splits items into batch request bodies of at most MAX_SUPERVISOR_BATCH_ITEMS items and

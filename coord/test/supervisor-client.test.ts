@@ -42,8 +42,11 @@ describe('HttpSupervisorClient.dispatchMany', () => {
   let server: http.Server | undefined;
   afterEach(() => new Promise<void>((r) => (server ? server.close(() => r()) : r())));
 
-  /** A supervisor double: records each request; `batch` says whether it has the batch route. */
-  async function supervisor(batch: boolean) {
+  /**
+   * A supervisor double: records each request. `batch` answers the batch route (given the items' envelopes), or
+   * is false for a supervisor without it.
+   */
+  async function supervisor(batch: false | ((envelopes: string[]) => unknown)) {
     const seen: { path: string; body: string }[] = [];
     server = http.createServer((req, res) => {
       let body = '';
@@ -52,12 +55,8 @@ describe('HttpSupervisorClient.dispatchMany', () => {
         const path = req.url ?? '';
         seen.push({ path, body });
         const send = (status: number, doc: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(doc));
-        if (path === '/v1/submit:batch' && batch) {
-          const items = (JSON.parse(body) as { items: { envelope: string }[] }).items;
-          return send(200, {
-            results: items.map((it, i) => (it.envelope.includes('refuse') ? errorAnswer('SIGNATURE_INVALID', 'no') : { jobId: `job-${i}`, node: 'n1' })),
-          });
-        }
+        if (path === '/v1/submit:batch' && batch)
+          return send(200, batch((JSON.parse(body) as { items: { envelope: string }[] }).items.map((it) => it.envelope)));
         if (path.startsWith('/v1/submit?')) return send(200, { jobId: 'j', node: 'n1' });
         return send(404, errorAnswer('ROUTE_NOT_FOUND', `no route POST ${path}`));
       });
@@ -67,11 +66,33 @@ describe('HttpSupervisorClient.dispatchMany', () => {
     return { seen, client: new HttpSupervisorClient('sup-1', `http://127.0.0.1:${port}`, 'token') };
   }
 
-  it('sends many items in one request and maps each result back to its item', async () => {
-    const { seen, client } = await supervisor(true);
+  const refusing = (envelopes: string[]) => ({
+    results: envelopes.map((e, i) =>
+      e.includes('refuse') ? { error: { code: 'SIGNATURE_INVALID', message: 'no', retryable: true } } : { jobId: `job-${i}`, node: 'n1' },
+    ),
+  });
+
+  it('sends many items in one request and maps each result back to its item, retryable by its own registry', async () => {
+    const { seen, client } = await supervisor(refusing);
     const out = await client.dispatchMany([item(1), item(2, '{"refuse":true}'), item(3)]);
+    // The supervisor said retryable; SIGNATURE_INVALID is not, in the coord's registry, which decides.
     expect(out).toEqual([null, { code: 'SIGNATURE_INVALID', message: 'no', retryable: false }, null]);
-    expect(seen.map((r) => r.path)).toEqual(['/v1/submit:batch']);
+    // A lone item takes the same route (and so the same size limit).
+    expect(await client.dispatchMany([item(4)])).toEqual([null]);
+    expect(seen.map((r) => r.path)).toEqual(['/v1/submit:batch', '/v1/submit:batch']);
+  });
+
+  it('an answer it cannot read, or a refusal code it does not know, is a retryable SUPERVISOR_UNAVAILABLE, never a refusal', async () => {
+    const short = await supervisor(() => ({ results: [{ jobId: 'j', node: 'n1' }] }));
+    expect((await short.client.dispatchMany([item(1), item(2)])).map((e) => [e?.code, e?.retryable])).toEqual([
+      ['SUPERVISOR_UNAVAILABLE', true],
+      ['SUPERVISOR_UNAVAILABLE', true],
+    ]);
+    await new Promise<void>((r) => server!.close(() => r()));
+    const newer = await supervisor((envelopes) => ({
+      results: envelopes.map((e, i) => (i === 0 ? { error: { code: 'FROM_A_NEWER_VERSION', message: 'x', retryable: false } } : { jobId: 'j', node: 'n1' })),
+    }));
+    expect((await newer.client.dispatchMany([item(1), item(2)])).map((e) => e && [e.code, e.retryable])).toEqual([['SUPERVISOR_UNAVAILABLE', true], null]);
   });
 
   it('falls back to one request per item, and stays there, when the supervisor has no batch route', async () => {

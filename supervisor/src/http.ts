@@ -102,7 +102,8 @@ export async function buildSupervisorApp(sup: Supervisor, apiToken: string, guar
   // Many attempts in one request: { items: [{ envelope (the signed text), node, attempt, delayMs? }] }. Each
   // item is verified and authorised on its own; the answer has one result per item, in order.
   app.post<{ Body: { items: SupervisorBatchItem[] } }>(
-    '/v1/submit:batch',
+    // '::' is a literal ':' to Fastify's router ('/v1/submit:batch' would be '/v1/submit' and a parameter).
+    '/v1/submit::batch',
     {
       bodyLimit: MAX_SUPERVISOR_BATCH_BYTES,
       schema: {

@@ -72,6 +72,13 @@ export interface SupervisorOptions {
 export type { QueueState };
 
 /** One attempt to put on a node's queue. */
+/** A batch answer carries up to 500 refusals: each keeps at most 4 KiB of message and of details. */
+function boundedRefusal(e: ErrorJSON): ErrorJSON {
+  const message = e.message.length > 4096 ? `${e.message.slice(0, 4093)}...` : e.message;
+  const details = e.details && JSON.stringify(e.details).length <= 4096 ? { details: e.details } : {};
+  return { code: e.code, message, retryable: e.retryable, ...details };
+}
+
 export interface DispatchItem {
   jobId: string;
   node: string;
@@ -229,7 +236,7 @@ export class Supervisor {
         toQueue.push({ jobId: admitted.job.id, node: admitted.node.id, envelope: it.raw, attempt: it.attempt, ...(it.delayMs ? { delayMs: it.delayMs } : {}) });
         answers.push({ jobId: admitted.job.id, node: admitted.node.id });
       } catch (e) {
-        answers.push({ error: toErrorJSON(e, true) });
+        answers.push({ error: boundedRefusal(toErrorJSON(e, true)) });
       }
     }
     if (toQueue.length > 0) await this.enqueueMany(toQueue);

@@ -529,10 +529,13 @@ export class NodeRegistry {
         prev.state === row.state &&
         prev.stateSince === row.stateSince &&
         prev.keyid === row.keyid &&
-        row.lastSeq <= prev.lastSeq &&
         JSON.stringify([prev.labels, prev.pool]) === JSON.stringify([row.labels, row.pool])
-      )
+      ) {
+        // Only the liveness may differ: a newer heartbeat that another coord took goes onto this coord's entry
+        // in place (the entry, and what is cached on it, stays the same object).
+        if (row.lastSeq > prev.lastSeq) Object.assign(prev, { lastSeq: row.lastSeq, lastHeartbeatAt: row.lastHeartbeatAt, health: row.health });
         continue;
+      }
       const entry = this.refresh(row);
       if (prev?.state !== row.state) entry.awaitsActivation = null;
     }

@@ -71,10 +71,10 @@ export function parseErrorAnswer(body: unknown): ErrorJSON | null {
  * error body carries when it failed; `unavailable(message)` when the body is not Writ's (not JSON, another
  * shape), so that the caller chooses the code that names who did not answer.
  */
-export function readAnswer(status: number, text: string, unavailable: (message: string) => Error): unknown {
+export function readAnswer(status: number, text: string, unavailable: (message: string) => Error, maxBytes?: number): unknown {
   let doc: unknown = null;
   try {
-    doc = text ? parseStrictJson(text) : null;
+    doc = text ? parseStrictJson(text, maxBytes ? { maxBytes } : {}) : null;
   } catch {
     throw unavailable(`answered ${status} with a body that is not JSON: ${text.slice(0, 200)}`);
   }
@@ -99,6 +99,8 @@ export interface AnswerRequest {
   unavailable: (message: string) => Error;
   /** The error for a service that could not be reached or stopped mid-answer (default: `unavailable`). */
   unreachable?: (cause: Error) => Error;
+  /** The largest answer body read as JSON (default: the strict parser's 1 MiB). */
+  maxAnswerBytes?: number;
 }
 
 /**
@@ -124,5 +126,5 @@ export async function fetchAnswer(r: AnswerRequest): Promise<{ status: number; b
     const err = e as Error;
     throw r.unreachable ? r.unreachable(err) : r.unavailable(`is unreachable: ${err.cause ? String(err.cause) : err.message}`);
   }
-  return { status: res.status, body: readAnswer(res.status, text, r.unavailable) };
+  return { status: res.status, body: readAnswer(res.status, text, r.unavailable, r.maxAnswerBytes) };
 }
