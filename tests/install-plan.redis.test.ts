@@ -236,6 +236,13 @@ describe('install plans at the coord', () => {
       disk: { serial: 'DISK-RED' },
       jobs: [{ id: 'job-hello', ok: true }],
     });
+    // The report was on record before the node became installed: a reader never finds it installed without one.
+    const audit = await s.ledger.tailAudit(50);
+    const reportAt = audit.findLast((a) => a.kind === 'node.install' && a.subject === 'inst-red')?.seq;
+    const installedAt = audit.findLast(
+      (a) => a.kind === 'node.transition' && a.subject === 'inst-red' && (a.data as { event?: string }).event === 'install-done',
+    )?.seq;
+    expect(reportAt).toBeLessThan(installedAt!);
     // The same report again (the node missed our answer) changes nothing and is not an error.
     expect((await report(red, okBody('red', 'DISK-RED'))).body).toEqual({ state: 'installed', accepted: false });
     const shown = await cli('nodes', 'show', 'inst-red');

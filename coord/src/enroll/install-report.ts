@@ -83,7 +83,11 @@ export async function applyInstallReport(
     throw new WritError('TRANSITION_NOT_ALLOWED', `node ${signer.id} is ${current.state}, not installing: its install report is not taken`, {
       state: current.state,
     });
-  const node = await nodes.apply(signer.id, r.ok ? 'install-done' : 'install-failed', { actor: `node:${signer.id}`, reason: summary(r), byOperator: false });
+  // The report is on record before the node moves: whoever sees it `installed` (or `failed`) can read why. (The
+  // other order let a reader in between find an installed node with no report; seen in the two-disk boot test.)
+  // Should the move then be refused (the node changed meanwhile), the node sends its report again and a copy of
+  // a taken report changes nothing.
   await appendAudit(db, { kind: INSTALL_AUDIT_KIND, actor: `node:${signer.id}`, subject: signer.id, data: { ...r } });
+  const node = await nodes.apply(signer.id, r.ok ? 'install-done' : 'install-failed', { actor: `node:${signer.id}`, reason: summary(r), byOperator: false });
   return { node, accepted: true };
 }
