@@ -58,7 +58,16 @@ export function defaultHostTable(): HostTable {
         },
       },
     ],
-    ['time.now', { run: async () => ({ ms: Date.now(), iso: new Date().toISOString() }) }],
+    // One reading of the clock for both fields (two readings could straddle a millisecond and disagree).
+    [
+      'time.now',
+      {
+        run: async () => {
+          const d = new Date();
+          return { ms: d.getTime(), iso: d.toISOString() };
+        },
+      },
+    ],
     ['random.bytes', { run: async (args: { n: number }) => ({ hex: randomBytes(args.n).toString('hex') }) }],
   ]);
 }
