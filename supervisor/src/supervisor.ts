@@ -72,13 +72,6 @@ export interface SupervisorOptions {
 export type { QueueState };
 
 /** One attempt to put on a node's queue. */
-/** A batch answer carries up to 500 refusals: each keeps at most 4 KiB of message and of details. */
-function boundedRefusal(e: ErrorJSON): ErrorJSON {
-  const message = e.message.length > 4096 ? `${e.message.slice(0, 4093)}...` : e.message;
-  const details = e.details && JSON.stringify(e.details).length <= 4096 ? { details: e.details } : {};
-  return { code: e.code, message, retryable: e.retryable, ...details };
-}
-
 export interface DispatchItem {
   jobId: string;
   node: string;
@@ -87,6 +80,13 @@ export interface DispatchItem {
   attempt: number;
   /** Hold the entry back this long (a retry's backoff). */
   delayMs?: number;
+}
+
+/** A batch answer carries up to 500 refusals: each keeps at most 4 KiB of message and of details. */
+function boundedRefusal(e: ErrorJSON): ErrorJSON {
+  const message = e.message.length > 4096 ? `${e.message.slice(0, 4093)}...` : e.message;
+  const details = e.details && JSON.stringify(e.details).length <= 4096 ? { details: e.details } : {};
+  return { code: e.code, message, retryable: e.retryable, ...details };
 }
 
 export class Supervisor {
@@ -201,17 +201,17 @@ export class Supervisor {
     return this.nodeCache.nodes;
   }
 
+  /** Verifies and authorises an envelope for the node the coord named (or one its target matches), as of `nowS`. */
+  private admit(raw: string, node: string | undefined, nodes: NodeView[], nowS: number): Admitted {
+    return admitEnvelope(raw, this.keySets, { clusterId: this.opts.clusterId, nowS, pickNode: (job) => pickNode(job, nodes, node) });
+  }
+
   /**
    * Verifies and authorises an envelope, then enqueues attempt `attempt` (default 1) of it for its node.
    * Idempotent per attempt.
    */
   async submit(raw: string, opts: { node?: string; attempt?: number; delayMs?: number } = {}): Promise<{ jobId: string; node: string; admitted: Admitted }> {
-    const nodes = await this.nodesFresh();
-    const admitted = admitEnvelope(raw, this.keySets, {
-      clusterId: this.opts.clusterId,
-      nowS: this.nowS(),
-      pickNode: (job) => pickNode(job, nodes, opts.node),
-    });
+    const admitted = this.admit(raw, opts.node, await this.nodesFresh(), this.nowS());
     await this.enqueueMany([
       { jobId: admitted.job.id, node: admitted.node.id, envelope: raw, attempt: opts.attempt ?? 1, ...(opts.delayMs ? { delayMs: opts.delayMs } : {}) },
     ]);
@@ -232,7 +232,7 @@ export class Supervisor {
     const toQueue: DispatchItem[] = [];
     for (const it of items) {
       try {
-        const admitted = admitEnvelope(it.raw, this.keySets, { clusterId: this.opts.clusterId, nowS, pickNode: (job) => pickNode(job, nodes, it.node) });
+        const admitted = this.admit(it.raw, it.node, nodes, nowS);
         toQueue.push({ jobId: admitted.job.id, node: admitted.node.id, envelope: it.raw, attempt: it.attempt, ...(it.delayMs ? { delayMs: it.delayMs } : {}) });
         answers.push({ jobId: admitted.job.id, node: admitted.node.id });
       } catch (e) {
