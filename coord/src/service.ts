@@ -199,7 +199,7 @@ export class CoordService {
       log: this.log,
       nowS: () => this.nowS(),
       ...(opts.leases ? { leases: opts.leases } : {}),
-      workable: () => this.nodes.workable(),
+      workable: (o) => this.nodes.workable(o),
       dispatch: async (items) => {
         for (const it of items) this.remember(it.jobId, it.node);
         const refusals = await this.dispatchToSupervisor(items);

@@ -254,4 +254,25 @@ describe('two coords on one ledger', () => {
     expect((await reg.workable()).map((n) => n.id)).not.toContain('lv-2c-active');
     await b.stop();
   });
+
+  it('a node the other coord just activated is workable here only after a follow of the ledger; workable({ fresh }) follows it at once', async () => {
+    // Accepted through A (commissioned); its activating heartbeat reaches B, which writes the change at once.
+    const key = await enrol(reg, 'lv-2c-fresh');
+    await reg.apply('lv-2c-fresh', 'accept', operator);
+    const b = newRegistry();
+    await b.start();
+    expect(await codeOf(b.heartbeat(heartbeat(key, 'lv-2c-fresh')))).toBe('OK');
+    await b.flush();
+    expect((await ledger.nodeStore.getNode('lv-2c-fresh'))?.state).toBe('active');
+    // A's memory lags until its next follow (a flush interval): a plain workable() does not have the node yet.
+    statements = [];
+    expect((await reg.workable()).map((n) => n.id)).not.toContain('lv-2c-fresh');
+    expect(readsOfNodes()).toEqual([]);
+    // Fresh: one read of the ledger, and the node is there, heard from (its heartbeat is within the window).
+    expect((await reg.workable({ fresh: true })).map((n) => n.id)).toContain('lv-2c-fresh');
+    expect(readsOfNodes()).toHaveLength(1);
+    // What was followed stays: the plain answer has it now too.
+    expect((await reg.workable()).map((n) => n.id)).toContain('lv-2c-fresh');
+    await b.stop();
+  });
 });

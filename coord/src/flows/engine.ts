@@ -63,8 +63,11 @@ export interface FlowEngineOptions {
   ledger: Ledger;
   keySets: KeySetHolder;
   clusterId: string;
-  /** Nodes that can take work now (accepted, reachable). */
-  workable(): Promise<NodeView[]>;
+  /**
+   * Nodes that can take work now (accepted, reachable). `fresh`: as the shared ledger has them now, not as this
+   * coord last heard (asked when steps start, with several coords).
+   */
+  workable(opts?: { fresh?: boolean }): Promise<NodeView[]>;
   /** Hands new step attempts to the supervisors after their rows committed (errors are the reconciler's). */
   dispatch(items: DispatchItem[]): Promise<void>;
   /** Live subscribers of a flow's events and of its jobs' transitions. */
@@ -251,7 +254,18 @@ export class FlowEngine {
     this.metrics.advances++;
     const toDispatch: DispatchItem[] = [];
     // Read before the transaction: it goes through another connection (PGlite has one, held by the transaction).
-    const workable = await this.opts.workable();
+    let workable = await this.opts.workable();
+    // With several coords (PostgreSQL, so another connection is free), the nodes a starting step gets are read
+    // from the ledger again, once for the pass: a node that another coord activated a moment ago is not in this
+    // coord's memory yet, and a fan-out step's nodes are fixed when it starts.
+    let followed = !this.opts.leases;
+    const startingNodes = async () => {
+      if (!followed) {
+        followed = true;
+        workable = await this.opts.workable({ fresh: true });
+      }
+      return workable;
+    };
     const events = await this.opts.ledger.db.transaction(async (tx) => {
       // The row lock, without the envelope: the parsed flow is cached by its hash.
       const f = await lockFlowHead(tx, flowId);
@@ -318,7 +332,7 @@ export class FlowEngine {
             continue;
           }
           if (!deps.every((d) => d.status === 'succeeded')) continue;
-          const nodes = this.chooseNodes(o.flow.id, def, workable);
+          const nodes = this.chooseNodes(o.flow.id, def, await startingNodes());
           if (nodes.length === 0) continue; // no node matches yet: the next pass looks again
           const what = def.each
             ? `step ${name} runs on ${nodes.length} node(s): ${nodes.join(', ')}${def.maxParallel ? `, at most ${def.maxParallel} at once` : ''}`
@@ -355,7 +369,7 @@ export class FlowEngine {
         }
       }
       if (toCreate.length > 0) {
-        const created = await this.createInstances(tx, o, toCreate, jobs, workable);
+        const created = await this.createInstances(tx, o, toCreate, jobs, await startingNodes());
         toDispatch.push(...created.dispatch);
         for (const { def } of toCreate) {
           const mine = created.records.filter((j) => j.step === def.name);

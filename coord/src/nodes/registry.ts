@@ -581,9 +581,14 @@ export class NodeRegistry {
     return this.live.get(id)?.node.pool ?? DEFAULT_POOL;
   }
 
-  /** Nodes that take work now: active and heard from recently. */
-  async workable(): Promise<NodeView[]> {
+  /**
+   * Nodes that take work now: active and heard from recently. This coord's memory lags what other coords wrote
+   * to a shared ledger by up to a flush interval (a node another coord just activated is not here yet); `fresh`
+   * follows the ledger first, for decisions that fix a set of nodes for good (a fan-out step's nodes).
+   */
+  async workable(opts: { fresh?: boolean } = {}): Promise<NodeView[]> {
     await this.start();
+    if (opts.fresh) await this.followLedger();
     const at = this.now();
     const nodes: NodeView[] = [];
     for (const n of this.nodesIn(['active'])) if (takesWork(n.state, this.reachable(n, at))) nodes.push({ id: n.id, labels: n.labels });
