@@ -88,17 +88,37 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
   beforeAll(async () => {
     ledger = await openLedger({ databaseUrl: url });
     opened.push(ledger);
+    // B repeats its follows once a minute: within a test, A knows of them only from B's announcements as they
+    // happen (or B's answer to a hello), not from the periodic repeat.
     a = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-a' });
-    b = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-b' });
+    b = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-b', announceEveryMs: 60_000 });
     opened.push(a, b);
+    const exp = new Date(Date.now() + 3600_000);
+    for (const id of ['relayed-1', 'unfollowed-1'])
+      await ledger.insertJob({ id, envelope: '{}', envelopeSha256: 'x', signerKeyids: [], target: { node: 'n' }, caps: [], exp });
   }, 60_000);
 
-  it('an event recorded through one coord reaches a subscriber of the other, read from the ledger', async () => {
-    const exp = new Date(Date.now() + 3600_000);
-    await ledger.insertJob({ id: 'relayed-1', envelope: '{}', envelopeSha256: 'x', signerKeyids: [], target: { node: 'n' }, caps: [], exp });
+  const tick = () => new Promise((r) => setImmediate(r));
+
+  it('a job no other coord follows rings no doorbell', async () => {
+    const sent = a.relay.metrics.notificationsSent;
+    const skipped = a.relay.metrics.eventsFollowedNowhereElse;
+    const seq = await ledger.appendJobEvent('unfollowed-1', { type: 'log', level: 'info', message: 'nobody streams this' });
+    a.relay.published('unfollowed-1', seq);
+    await tick();
+    await tick();
+    expect(a.relay.metrics.notificationsSent).toBe(sent);
+    expect(a.relay.metrics.eventsFollowedNowhereElse).toBe(skipped + 1);
+  });
+
+  it('an event recorded through one coord reaches a subscriber of the other, rung for and read from the ledger', async () => {
     const bEmitter = new EventEmitter();
     b.relay.attach(bEmitter);
     bEmitter.on('job:relayed-1', (e: { seq: number; message: string }) => got.push({ seq: e.seq, message: e.message }));
+    // B announces the follow at once; A rings for the job from then on.
+    await until('A to hear that B follows relayed-1', async () => (a.relay.followedElsewhere('relayed-1') ? true : undefined), 10_000);
+    const sent = a.relay.metrics.notificationsSent;
+    const relayed = b.relay.metrics.eventsRelayed;
     const s2 = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'first' });
     const s3 = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'second' });
     a.relay.published('relayed-1', s2);
@@ -108,7 +128,8 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
       { seq: 2, message: 'first' },
       { seq: 3, message: 'second' },
     ]);
-    expect(a.relay.metrics.notificationsSent).toBe(1); // one NOTIFY for the tick, not one per event
+    expect(a.relay.metrics.notificationsSent - sent).toBe(1); // one NOTIFY for the tick, not one per event
+    expect(b.relay.metrics.eventsRelayed - relayed, 'through the doorbell, not a catch-up pass').toBe(2);
     // Its own notifications are not relayed back to itself.
     const aEmitter = new EventEmitter();
     a.relay.attach(aEmitter);
@@ -130,5 +151,41 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
     await until('the catch-up to find it', async () => (got.some((e) => e.seq === s5) ? true : undefined), 15_000);
     expect(got.find((e) => e.seq === s5)?.message).toBe('unannounced');
     expect(b.relay.metrics.eventsCaughtUp).toBeGreaterThan(before);
+  });
+
+  it('a coord that starts later learns the follows at once (hello), and a follow that ends is dropped', async () => {
+    // A's own stream of the job (the earlier test's) ends: only B follows it now.
+    a.relay.attach(new EventEmitter());
+    // B repeats its follows once a minute, so C can learn B's only from B's answer to its hello.
+    const c = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-c' });
+    opened.push(c);
+    await until("C to learn B's follow from B's answer to its hello", async () => (c.relay.followedElsewhere('relayed-1') ? true : undefined), 15_000);
+    // B's subscriber goes: A and C hear that B stopped following, and ring no more for the job.
+    const bEmitter = new EventEmitter();
+    b.relay.attach(bEmitter); // the old emitter's listener is gone with it
+    await until(
+      'A and C to hear that B stopped following',
+      async () => (!a.relay.followedElsewhere('relayed-1') && !c.relay.followedElsewhere('relayed-1') ? true : undefined),
+      10_000,
+    );
+    const sent = a.relay.metrics.notificationsSent;
+    const seq = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'after the stream closed' });
+    a.relay.published('relayed-1', seq);
+    await tick();
+    await tick();
+    expect(a.relay.metrics.notificationsSent).toBe(sent);
+  });
+
+  it('a coord that dies without a word: the others forget its follows after three of its periods', async () => {
+    const d = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-d', announceEveryMs: 300 });
+    const dEmitter = new EventEmitter();
+    d.relay.attach(dEmitter);
+    dEmitter.on('job:relayed-1', () => {});
+    await until("A to hear of D's follow", async () => (a.relay.followedElsewhere('relayed-1') ? true : undefined), 10_000);
+    // Its session ends under it (what a SIGKILL does): no `del` is sent, its announcements stop.
+    await d.session.close();
+    // Still held until its word runs out (3 × 300 ms after the last announcement A heard), then dropped.
+    await until("A to forget D's follow", async () => (!a.relay.followedElsewhere('relayed-1') ? true : undefined), 10_000);
+    await d.relay.close();
   });
 });

@@ -3,10 +3,19 @@
 // another one recorded. After each commit the recording coord sends a NOTIFY naming the jobs and the range of
 // event seqs it added (a doorbell, not the events: NOTIFY payloads are small and not durable); every other
 // coord that has a live subscriber for one of those jobs reads those events from the ledger and emits them
-// locally. The ledger stays the one source. A notification can be lost (the coord that recorded the events
-// died between its commit and its NOTIFY), so every `catchUpMs` the relay also compares, for the jobs it has
-// subscribers for, the newest seq in the ledger (jobs.event_seq) with the newest it has emitted, and reads what
-// is missing. An SSE client that reconnects gets everything after its Last-Event-ID from the ledger anyway.
+// locally. The ledger stays the one source.
+//
+// A doorbell is rung only for jobs some other coord follows: each coord announces on a second channel the jobs
+// it starts and stops following (a job is followed while its `job:<id>` event has a listener here: an SSE
+// stream, the hosts controller), repeats the whole list every `announceEveryMs`, and asks the others for
+// theirs when it starts (`hello`). What a coord announced is forgotten after three periods without hearing it
+// again (a coord that died). So a coord whose jobs nobody streams sends no notifications at all.
+//
+// Neither a doorbell nor an announcement is needed for correctness. A notification can be lost (the coord
+// that recorded the events died between its commit and its NOTIFY), or not sent (the recording coord had not
+// heard of the follow yet), so every `catchUpMs` the relay also compares, for the jobs it has subscribers
+// for, the newest seq in the ledger (jobs.event_seq) with the newest it has emitted, and reads what is
+// missing. An SSE client that reconnects gets everything after its Last-Event-ID from the ledger anyway.
 import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -16,6 +25,8 @@ import { SessionLeases } from '../ledger/leases.ts';
 import { PgSession } from '../ledger/pg-session.ts';
 
 export const EVENTS_CHANNEL = 'writ_job_events';
+/** Where coords announce which jobs they follow (so that only those are rung for). */
+export const FOLLOWS_CHANNEL = 'writ_job_follows';
 /** NOTIFY payloads are limited to 8000 bytes; a larger batch is sent as several notifications. */
 const MAX_PAYLOAD = 7000;
 
@@ -23,6 +34,17 @@ const MAX_PAYLOAD = 7000;
 interface Doorbell {
   from: string;
   jobs: [string, number, number][];
+}
+
+/** What a coord announces: jobs it now follows (or still does), jobs it stopped following, and `hello` on start. */
+interface Follows {
+  from: string;
+  add?: string[];
+  del?: string[];
+  /** The sender (re)joined: the others announce every job they follow. */
+  hello?: true;
+  /** How often the sender repeats its follows (ms): its word holds for three times that. */
+  every: number;
 }
 
 export interface EventRelayOptions {
@@ -33,6 +55,11 @@ export interface EventRelayOptions {
   onError?: (err: Error) => void;
   /** How often followed jobs are checked against the ledger for events whose notification was lost (default 2 s). */
   catchUpMs?: number;
+  /**
+   * How often this coord repeats the jobs it follows (default 10 s); the others forget a coord's follows after
+   * three times that without hearing them again.
+   */
+  announceEveryMs?: number;
 }
 
 export class EventRelay {
@@ -43,17 +70,46 @@ export class EventRelay {
   /** For jobs followed here: the newest seq emitted locally (recorded here or relayed). */
   private readonly seen = new Map<string, number>();
   private catchUpTimer: NodeJS.Timeout | undefined;
-  readonly metrics = { notificationsSent: 0, notificationsReceived: 0, eventsRelayed: 0, eventsCaughtUp: 0, catchUpPasses: 0 };
+  private announceTimer: NodeJS.Timeout | undefined;
+  readonly metrics = {
+    notificationsSent: 0,
+    notificationsReceived: 0,
+    eventsRelayed: 0,
+    eventsCaughtUp: 0,
+    catchUpPasses: 0,
+    /** Events recorded here for which no doorbell was rung: no other coord follows their job. */
+    eventsFollowedNowhereElse: 0,
+    announcementsSent: 0,
+  };
 
   private emitter: EventEmitter | undefined;
+  /** Jobs followed here (a listener on `job:<id>`), as announced to the others. */
+  private readonly followedHere = new Set<string>();
+  /** Changes to announce on the next tick: true for a job followed from now on, false for one dropped. */
+  private announcing = new Map<string, boolean>();
+  private announceScheduled = false;
+  /** Jobs other coords follow: job → coord → until when its word holds. */
+  private readonly followedByOthers = new Map<string, Map<string, number>>();
+  /** The session's generation when this coord last said hello: after a lost connection it says hello again. */
+  private helloGeneration = -1;
 
   private constructor(private readonly opts: EventRelayOptions) {
-    this.emitter = opts.emitter;
+    if (opts.emitter) this.attach(opts.emitter);
   }
 
-  /** Where relayed events are emitted: the service's emitter, once the service exists. */
+  /** Where relayed events are emitted and follows are seen: the service's emitter, once the service exists. */
   attach(emitter: EventEmitter): void {
+    const was = this.emitter;
+    if (was) {
+      was.off('newListener', this.onNewListener);
+      was.off('removeListener', this.onRemoveListener);
+    }
     this.emitter = emitter;
+    emitter.on('newListener', this.onNewListener);
+    emitter.on('removeListener', this.onRemoveListener);
+    const now = new Set(jobsListenedOn(emitter));
+    for (const id of this.followedHere) if (!now.has(id)) this.follow(id, false);
+    for (const id of now) this.follow(id, true);
   }
 
   static async start(opts: EventRelayOptions): Promise<EventRelay> {
@@ -62,10 +118,14 @@ export class EventRelay {
     await opts.session.listen(EVENTS_CHANNEL, (payload) => {
       r.chain = r.chain.then(() => r.received(payload)).catch((e: Error) => opts.onError?.(e));
     });
+    await opts.session.listen(FOLLOWS_CHANNEL, (payload) => r.receivedFollows(payload));
+    await r.announceAll();
     r.catchUpTimer = setInterval(() => {
       r.chain = r.chain.then(() => r.catchUp()).catch((e: Error) => opts.onError?.(e));
     }, opts.catchUpMs ?? 2000);
     r.catchUpTimer.unref();
+    r.announceTimer = setInterval(() => void r.announceAll().catch((e: Error) => opts.onError?.(e)), r.announceEveryMs);
+    r.announceTimer.unref();
     return r;
   }
 
@@ -73,10 +133,117 @@ export class EventRelay {
     return this.opts.session.opts.name;
   }
 
+  private get announceEveryMs(): number {
+    return this.opts.announceEveryMs ?? 10_000;
+  }
+
+  /** Whether another coord has said (recently enough) that it follows `jobId`. */
+  followedElsewhere(jobId: string): boolean {
+    const by = this.followedByOthers.get(jobId);
+    if (!by) return false;
+    const now = Date.now();
+    for (const [coord, until] of by) if (until < now) by.delete(coord);
+    if (by.size === 0) this.followedByOthers.delete(jobId);
+    return by.size > 0;
+  }
+
+  private readonly onNewListener = (name: string | symbol): void => {
+    // Emitted before the listener is added.
+    if (typeof name === 'string' && name.startsWith('job:')) this.follow(name.slice(4), true);
+  };
+
+  private readonly onRemoveListener = (name: string | symbol): void => {
+    // Emitted after the listener is removed.
+    if (typeof name === 'string' && name.startsWith('job:') && this.emitter?.listenerCount(name) === 0) this.follow(name.slice(4), false);
+  };
+
+  /** A job starts or stops being followed here: the others hear of it on the next tick. */
+  private follow(jobId: string, on: boolean): void {
+    if (this.closed || this.followedHere.has(jobId) === on) return;
+    if (on) this.followedHere.add(jobId);
+    else this.followedHere.delete(jobId);
+    this.announcing.set(jobId, on);
+    if (this.announceScheduled) return;
+    this.announceScheduled = true;
+    setImmediate(() => {
+      this.announceScheduled = false;
+      const changes = this.announcing;
+      this.announcing = new Map();
+      const add = [...changes].filter(([, on]) => on).map(([id]) => id);
+      const del = [...changes].filter(([, on]) => !on).map(([id]) => id);
+      void this.announce({ add, del }).catch((e: Error) => this.opts.onError?.(e));
+    });
+  }
+
+  /**
+   * Repeats every job followed here (so the others keep them, and learn them after a lost notification); says
+   * hello first when this session is new, so the others repeat theirs.
+   */
+  private async announceAll(): Promise<void> {
+    const hello = this.opts.session.generation !== this.helloGeneration;
+    if (!hello && this.followedHere.size === 0) return;
+    const generation = this.opts.session.generation;
+    await this.announce({ add: [...this.followedHere], del: [], hello });
+    if (hello) this.helloGeneration = generation;
+  }
+
+  private async announce(o: { add: string[]; del: string[]; hello?: boolean }): Promise<void> {
+    const payloads: string[] = [];
+    let cur: Follows = { from: this.name, every: this.announceEveryMs, ...(o.hello ? { hello: true as const } : {}) };
+    let size = Buffer.byteLength(JSON.stringify(cur)) + 16;
+    const put = (key: 'add' | 'del', id: string) => {
+      const bytes = Buffer.byteLength(JSON.stringify(id)) + 1;
+      if ((cur.add || cur.del) && size + bytes > MAX_PAYLOAD) {
+        payloads.push(JSON.stringify(cur));
+        cur = { from: this.name, every: this.announceEveryMs };
+        size = Buffer.byteLength(JSON.stringify(cur)) + 16;
+      }
+      (cur[key] ??= []).push(id);
+      size += bytes;
+    };
+    for (const id of o.add) put('add', id);
+    for (const id of o.del) put('del', id);
+    if (cur.add || cur.del || cur.hello) payloads.push(JSON.stringify(cur));
+    if (payloads.length === 0) return;
+    await this.opts.session.query(`SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, [FOLLOWS_CHANNEL, payloads]);
+    this.metrics.announcementsSent += payloads.length;
+  }
+
+  private receivedFollows(payload: string): void {
+    let f: Follows;
+    try {
+      f = JSON.parse(payload) as Follows;
+    } catch {
+      return;
+    }
+    if (typeof f !== 'object' || f === null || typeof f.from !== 'string' || f.from === this.name) return;
+    // The sender's period, within reason (an announcement is not trusted to keep a follow for hours).
+    const every = Number.isFinite(f.every) ? Math.min(Math.max(f.every, 100), 600_000) : this.announceEveryMs;
+    const until = Date.now() + 3 * every;
+    for (const id of Array.isArray(f.add) ? f.add : []) {
+      if (typeof id !== 'string') continue;
+      let by = this.followedByOthers.get(id);
+      if (!by) this.followedByOthers.set(id, (by = new Map()));
+      by.set(f.from, until);
+    }
+    for (const id of Array.isArray(f.del) ? f.del : []) {
+      const by = typeof id === 'string' ? this.followedByOthers.get(id) : undefined;
+      if (!by) continue;
+      by.delete(f.from);
+      if (by.size === 0) this.followedByOthers.delete(id);
+    }
+    // A coord that (re)joined learns at once what this one follows.
+    if (f.hello && this.followedHere.size > 0) void this.announce({ add: [...this.followedHere], del: [] }).catch((e: Error) => this.opts.onError?.(e));
+  }
+
   /** The local coord recorded (and emitted) event `seq` of `jobId`: tell the others, in one NOTIFY per tick. */
   readonly published = (jobId: string, seq: number): void => {
     if (this.closed) return;
     if (this.seen.has(jobId)) this.seen.set(jobId, Math.max(this.seen.get(jobId)!, seq));
+    if (!this.followedElsewhere(jobId)) {
+      this.metrics.eventsFollowedNowhereElse++;
+      return;
+    }
     const r = this.pending.get(jobId);
     this.pending.set(jobId, r ? [Math.min(r[0], seq), Math.max(r[1], seq)] : [seq, seq]);
     if (this.scheduled) return;
@@ -147,10 +314,7 @@ export class EventRelay {
     const emitter = this.emitter;
     if (!emitter || this.closed) return;
     this.metrics.catchUpPasses++;
-    const followed = emitter
-      .eventNames()
-      .filter((n): n is string => typeof n === 'string' && n.startsWith('job:') && emitter.listenerCount(n) > 0)
-      .map((n) => n.slice(4));
+    const followed = jobsListenedOn(emitter);
     for (const id of this.seen.keys()) if (!followed.includes(id)) this.seen.delete(id);
     if (followed.length === 0) return;
     const rows = await this.opts.ledger.db.query<{ id: string; event_seq: number }>('SELECT id, event_seq FROM jobs WHERE id = ANY($1::text[])', [followed]);
@@ -172,8 +336,21 @@ export class EventRelay {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.catchUpTimer);
+    clearInterval(this.announceTimer);
+    this.emitter?.off('newListener', this.onNewListener);
+    this.emitter?.off('removeListener', this.onRemoveListener);
     if (this.pending.size > 0) await this.flush().catch(() => {});
+    // The others stop ringing for this coord's streams now, not when its word expires.
+    if (this.followedHere.size > 0) await this.announce({ add: [], del: [...this.followedHere] }).catch(() => {});
   }
+}
+
+/** The jobs an emitter has listeners for (`job:<id>` events). */
+function jobsListenedOn(emitter: EventEmitter): string[] {
+  return emitter
+    .eventNames()
+    .filter((n): n is string => typeof n === 'string' && n.startsWith('job:') && emitter.listenerCount(n) > 0)
+    .map((n) => n.slice(4));
 }
 
 /** What a coord on PostgreSQL runs beside its service to work with other coords: leases and the event relay. */
@@ -199,6 +376,8 @@ export async function startCoordination(o: {
   emitter?: EventEmitter;
   name?: string;
   expireAfterMs?: number;
+  /** How often the relay repeats the jobs this coord follows (EventRelayOptions.announceEveryMs). */
+  announceEveryMs?: number;
   onError?: (err: Error) => void;
 }): Promise<Coordination> {
   const session = new PgSession({
@@ -213,6 +392,7 @@ export async function startCoordination(o: {
       session,
       ledger: o.ledger,
       ...(o.emitter ? { emitter: o.emitter } : {}),
+      ...(o.announceEveryMs ? { announceEveryMs: o.announceEveryMs } : {}),
       ...(o.onError ? { onError: o.onError } : {}),
     });
     return {
