@@ -607,7 +607,9 @@ export class CoordService {
         events.push(ev);
       }
     }
-    const { recorded, retries, flowsToAdvance, fresh } = await this.ledger.write(async (w) => {
+    // The nodes a flow step can start on, read before the transaction (on PGlite it holds the one connection).
+    const workable = await this.nodes.workable();
+    const { recorded, retries, flowPasses, fresh } = await this.ledger.write(async (w) => {
       for (const r of refusals) w.audit(r);
       const firstTime = await claimBatchesIn(
         w.tx,
@@ -628,12 +630,17 @@ export class CoordService {
           ['succeeded', 'failed', 'refused'].includes((e.data as { status?: string }).status ?? ''),
       );
       const retried = applied.retries.map((r) => r.jobId);
-      return { ...applied, fresh: fresh.length, flowsToAdvance: await flowsOfJobs(w.tx, [...new Set([...ended.map((e) => e.jobId), ...retried])]) };
+      // The flows whose step jobs ended or retry here move on in this same transaction (no commit of their own).
+      const flows = await flowsOfJobs(w.tx, [...new Set([...ended.map((e) => e.jobId), ...retried])]);
+      return { ...applied, fresh: fresh.length, flowPasses: flows.length > 0 ? await this.flows.advanceManyIn(w.tx, flows, workable) : null };
     });
     for (const e of recorded) this.publish(e.jobId, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
     if (retries.length > 0) await this.enqueueRetries(retries);
-    for (const id of flowsToAdvance)
-      await this.flows.advance(id).catch((e) => this.log.warn({ flowId: id, err: (e as Error).message }, 'advancing a flow failed; the reconciler retries'));
+    if (flowPasses) {
+      await this.flows.afterCommit(flowPasses.passes);
+      for (const id of flowPasses.later)
+        await this.flows.advance(id).catch((e) => this.log.warn({ flowId: id, err: (e as Error).message }, 'advancing a flow failed; the reconciler retries'));
+    }
     if (refusals.length > 0) this.log.warn({ supervisor: report.supervisor, refused: refusals.length }, 'refused runner events: security event');
     this.metrics.reportsApplied++;
     this.metrics.eventsApplied += fresh;

@@ -81,6 +81,13 @@ export interface FlowEngineOptions {
   leases?: Leases;
 }
 
+/** What one pass over a flow recorded, and what it hands the supervisors once its transaction committed. */
+export interface AdvancePass {
+  flowId: string;
+  events: FlowEvent[];
+  toDispatch: DispatchItem[];
+}
+
 /** The lease kind of driving a flow on the reconcile pass: `pg_locks.classid = hashtext('writ.flow')`. */
 export const FLOW_LEASE = 'writ.flow';
 
@@ -251,10 +258,63 @@ export class FlowEngine {
   }
 
   private async advanceOnce(flowId: string): Promise<void> {
+    // Read before the transaction: it goes through another connection (PGlite has one, held by the transaction).
+    const workable = await this.opts.workable();
+    const pass = await this.opts.ledger.db.transaction((tx) => this.advanceIn(tx, flowId, workable));
+    if (pass) await this.afterCommit(pass);
+  }
+
+  /**
+   * Drives these flows inside a transaction the caller already holds (the one that recorded the runner's
+   * report that finished their step jobs), so a pass costs no transaction of its own. A flow whose row another
+   * transaction holds (another coord's pass, a cancel) is not waited for, so the caller's transaction never
+   * waits on a flow while it holds job rows. Each pass runs under a savepoint: a pass that fails is undone
+   * alone and the caller's writes stand. Flows skipped or failed are returned in `later`, for `advance()`
+   * after the commit; call `afterCommit` with `passes` once committed.
+   */
+  async advanceManyIn(tx: Queryable, flowIds: readonly string[], workable: NodeView[]): Promise<{ passes: AdvancePass[]; later: string[] }> {
+    const passes: AdvancePass[] = [];
+    const later: string[] = [];
+    for (const id of flowIds) {
+      await tx.query('SAVEPOINT writ_flow_pass');
+      try {
+        const pass = await this.advanceIn(tx, id, workable, { skipLocked: true });
+        await tx.query('RELEASE SAVEPOINT writ_flow_pass');
+        if (pass) passes.push(pass);
+        else later.push(id);
+      } catch (e) {
+        await tx.query('ROLLBACK TO SAVEPOINT writ_flow_pass');
+        this.opts.log.warn(
+          { flowId: id, err: (e as Error).message, code: errorCodeOf(e) },
+          'advancing a flow with its report failed; it is advanced on its own',
+        );
+        later.push(id);
+      }
+    }
+    return { passes, later };
+  }
+
+  /** After a pass committed: its events to live subscribers, its new step attempts to the supervisors. */
+  async afterCommit(pass: AdvancePass | readonly AdvancePass[]): Promise<void> {
+    for (const { flowId, events, toDispatch } of Array.isArray(pass) ? pass : [pass]) {
+      if (events.length > 0) this.opts.publish(flowId, events);
+      if (toDispatch.length > 0) {
+        this.metrics.stepJobsCreated += toDispatch.length;
+        await this.opts
+          .dispatch(toDispatch)
+          .catch((e) => this.opts.log.warn({ flowId, jobs: toDispatch.length, err: (e as Error).message }, 'enqueueing step jobs failed; the reconciler will'));
+      }
+    }
+  }
+
+  /**
+   * One pass over a flow, in `tx`: what it recorded, and what to hand the supervisors once committed. Null when
+   * `skipLocked` and another transaction holds the flow's row.
+   */
+  private async advanceIn(tx: Queryable, flowId: string, workableNow: NodeView[], lock: { skipLocked?: boolean } = {}): Promise<AdvancePass | null> {
     this.metrics.advances++;
     const toDispatch: DispatchItem[] = [];
-    // Read before the transaction: it goes through another connection (PGlite has one, held by the transaction).
-    let workable = await this.opts.workable();
+    let workable = workableNow;
     // With several coords (PostgreSQL, so another connection is free), the nodes a starting step gets are read
     // from the ledger again, once for the pass: a node that another coord activated a moment ago is not in this
     // coord's memory yet, and a fan-out step's nodes are fixed when it starts.
@@ -266,10 +326,11 @@ export class FlowEngine {
       }
       return workable;
     };
-    const events = await this.opts.ledger.db.transaction(async (tx) => {
+    const events = await (async () => {
       // The row lock, without the envelope: the parsed flow is cached by its hash.
-      const f = await lockFlowHead(tx, flowId);
-      if (!f || f.status !== 'running') return [];
+      const f = await lockFlowHead(tx, flowId, lock);
+      if (!f) return null;
+      if (f.status !== 'running') return [];
       const o = this.opened.get(`${f.id}:${f.envelopeSha256}`) ?? this.open((await getFlow(tx, flowId))!);
       const steps = new Map((await listStepStates(tx, flowId)).map((s) => [s.step, s]));
       const jobs = await listStepJobs(tx, flowId);
@@ -405,14 +466,10 @@ export class FlowEngine {
       await setStepsIn(tx, flowId, [...patches.values()]);
       await appendAuditIn(tx, audits);
       return appendFlowEventsIn(tx, flowId, out);
-    });
-    if (events.length > 0) this.opts.publish(flowId, events);
-    if (toDispatch.length > 0) {
-      this.metrics.stepJobsCreated += toDispatch.length;
-      await this.opts
-        .dispatch(toDispatch)
-        .catch((e) => this.opts.log.warn({ flowId, jobs: toDispatch.length, err: (e as Error).message }, 'enqueueing step jobs failed; the reconciler will'));
-    }
+    })();
+    // No row: held by another transaction (skipLocked), or no such flow (nothing to do either way).
+    if (events === null) return lock.skipLocked ? null : { flowId, events: [], toDispatch };
+    return { flowId, events, toDispatch };
   }
 
   /** The nodes a step runs on: its node; one matching workable node; or, fan-out, every matching workable node. */

@@ -171,9 +171,14 @@ export async function getFlow(db: Queryable, id: string, opts: { lock?: boolean 
 }
 
 /** Locks a flow's row for this transaction and reads what decides whether to drive it (not its envelope). */
-export async function lockFlowHead(tx: Queryable, id: string): Promise<{ id: string; status: FlowStatus; envelopeSha256: string } | null> {
+/** Locks a flow's row for a pass; `skipLocked`: null at once when another transaction holds it, instead of waiting. */
+export async function lockFlowHead(
+  tx: Queryable,
+  id: string,
+  opts: { skipLocked?: boolean } = {},
+): Promise<{ id: string; status: FlowStatus; envelopeSha256: string } | null> {
   const [r] = await tx.query<{ id: string; status: FlowStatus; envelope_sha256: string }>(
-    'SELECT id, status, envelope_sha256 FROM flows WHERE id = $1 FOR UPDATE',
+    `SELECT id, status, envelope_sha256 FROM flows WHERE id = $1 FOR UPDATE${opts.skipLocked ? ' SKIP LOCKED' : ''}`,
     [id],
   );
   return r ? { id: r.id, status: r.status, envelopeSha256: r.envelope_sha256 } : null;
@@ -289,7 +294,7 @@ export async function recordStepResultsIn(tx: Queryable, results: readonly { job
 /** The flows some of these jobs are step instances of. */
 export async function flowsOfJobs(db: Queryable, jobIds: readonly string[]): Promise<string[]> {
   if (jobIds.length === 0) return [];
-  const rows = await db.query<{ flow_id: string }>('SELECT DISTINCT flow_id FROM flow_jobs WHERE job_id = ANY($1::text[])', [jobIds]);
+  const rows = await db.query<{ flow_id: string }>('SELECT DISTINCT flow_id FROM flow_jobs WHERE job_id = ANY($1::text[]) ORDER BY flow_id', [jobIds]);
   return rows.map((r) => r.flow_id);
 }
 
