@@ -124,7 +124,10 @@ export class EventRelay {
       r.chain = r.chain.then(() => r.catchUp()).catch((e: Error) => opts.onError?.(e));
     }, opts.catchUpMs ?? 2000);
     r.catchUpTimer.unref();
-    r.announceTimer = setInterval(() => void r.announceAll().catch((e: Error) => opts.onError?.(e)), r.announceEveryMs);
+    r.announceTimer = setInterval(() => {
+      r.forgetExpired();
+      void r.announceAll().catch((e: Error) => opts.onError?.(e));
+    }, r.announceEveryMs);
     r.announceTimer.unref();
     return r;
   }
@@ -145,6 +148,11 @@ export class EventRelay {
     for (const [coord, until] of by) if (until < now) by.delete(coord);
     if (by.size === 0) this.followedByOthers.delete(jobId);
     return by.size > 0;
+  }
+
+  /** Drops what other coords said they follow and did not repeat in time (a coord that died said nothing more). */
+  private forgetExpired(): void {
+    for (const id of [...this.followedByOthers.keys()]) this.followedElsewhere(id);
   }
 
   private readonly onNewListener = (name: string | symbol): void => {
