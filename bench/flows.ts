@@ -37,6 +37,20 @@ const cpuMs = () => {
   return (u.user + u.system) / 1000;
 };
 
+interface Side {
+  wallMs: number;
+  cpuMs: number;
+  /** Ledger statements and transactions the coord ran meanwhile (machine-independent). */
+  statements: number;
+  transactions: number;
+}
+
+/** The ledger's statement and transaction counts so far. */
+const ledgerCounts = (stack: Stack) => {
+  const c = stack.service.ledger.db.counters;
+  return { statements: c?.statements ?? 0, transactions: c?.transactions ?? 0 };
+};
+
 async function post(stack: Stack, route: string, body: string): Promise<{ status: number; body: unknown }> {
   const res = await fetch(`${stack.url}${route}`, {
     method: 'POST',
@@ -74,7 +88,7 @@ function watchFlow(stack: Stack, id: string): Promise<string> {
   });
 }
 
-async function runJobs(stack: Stack, admin: KeyPair, round: number): Promise<{ wallMs: number; cpuMs: number }> {
+async function runJobs(stack: Stack, admin: KeyPair, round: number): Promise<Side> {
   const envs = Array.from({ length: N }, (_, i) => {
     const job = buildJobPayload({
       id: `jobs-${round}-${i}`,
@@ -90,6 +104,7 @@ async function runJobs(stack: Stack, admin: KeyPair, round: number): Promise<{ w
     envs.map((e) => e.id),
   );
   const c0 = cpuMs();
+  const l0 = ledgerCounts(stack);
   const t0 = performance.now();
   let next = 0;
   await Promise.all(
@@ -102,10 +117,11 @@ async function runJobs(stack: Stack, admin: KeyPair, round: number): Promise<{ w
     }),
   );
   await done;
-  return { wallMs: performance.now() - t0, cpuMs: cpuMs() - c0 };
+  const l1 = ledgerCounts(stack);
+  return { wallMs: performance.now() - t0, cpuMs: cpuMs() - c0, statements: l1.statements - l0.statements, transactions: l1.transactions - l0.transactions };
 }
 
-async function runFlow(stack: Stack, admin: KeyPair, round: number): Promise<{ wallMs: number; cpuMs: number }> {
+async function runFlow(stack: Stack, admin: KeyPair, round: number): Promise<Side> {
   const steps: FlowStep[] = [];
   for (let d = 0; d < DEEP; d++) {
     for (let w = 0; w < WIDE; w++) {
@@ -131,12 +147,14 @@ async function runFlow(stack: Stack, admin: KeyPair, round: number): Promise<{ w
   const raw = encodeEnvelope(signEnvelope(PAYLOAD_TYPES.flow, encodeFlowPayload(flow), [admin]));
   const done = watchFlow(stack, flow.id);
   const c0 = cpuMs();
+  const l0 = ledgerCounts(stack);
   const t0 = performance.now();
   const r = await post(stack, '/v1/flows', raw);
   if (r.status >= 300) throw new Error(`flow refused: ${JSON.stringify(r.body)}`);
   const status = await done;
   if (status !== 'succeeded') throw new Error(`flow ${flow.id} ended ${status}`);
-  return { wallMs: performance.now() - t0, cpuMs: cpuMs() - c0 };
+  const l1 = ledgerCounts(stack);
+  return { wallMs: performance.now() - t0, cpuMs: cpuMs() - c0, statements: l1.statements - l0.statements, transactions: l1.transactions - l0.transactions };
 }
 
 async function main(): Promise<void> {
@@ -144,18 +162,19 @@ async function main(): Promise<void> {
   const admin = generateKeyPair();
   // The reconciler stays out of the way (it would only re-read unfinished jobs); flows are driven by reports.
   const stack = await startStack({ admin, stateDir, nodes: [{ id: 'bench-1' }], runner: { concurrency: 2 }, reconcileAfterMs: 60_000 });
-  const jobs: { wallMs: number; cpuMs: number }[] = [];
-  const flows: { wallMs: number; cpuMs: number }[] = [];
+  const jobs: Side[] = [];
+  const flows: Side[] = [];
+  const skipped: Side = { wallMs: 0, cpuMs: 0, statements: 0, transactions: 0 };
   try {
     await runJobs(stack, admin, -1); // warm-up: sandbox instances, JIT, PGlite caches
     for (let r = 0; r < ROUNDS; r++) {
       // BENCH_ONLY=jobs|flow runs one side (to profile it alone with node --cpu-prof).
-      const j = process.env.BENCH_ONLY === 'flow' ? { wallMs: 0, cpuMs: 0 } : await runJobs(stack, admin, r);
-      const f = process.env.BENCH_ONLY === 'jobs' ? { wallMs: 0, cpuMs: 0 } : await runFlow(stack, admin, r);
+      const j = process.env.BENCH_ONLY === 'flow' ? skipped : await runJobs(stack, admin, r);
+      const f = process.env.BENCH_ONLY === 'jobs' ? skipped : await runFlow(stack, admin, r);
       jobs.push(j);
       flows.push(f);
       console.log(
-        `round ${r + 1}/${ROUNDS}: ${N} jobs ${j.wallMs.toFixed(0)} ms wall, ${(j.cpuMs / N).toFixed(2)} ms CPU/job; flow of ${N} steps ${f.wallMs.toFixed(0)} ms wall, ${(f.cpuMs / N).toFixed(2)} ms CPU/step (load ${os.loadavg()[0]!.toFixed(1)})`,
+        `round ${r + 1}/${ROUNDS}: ${N} jobs ${j.wallMs.toFixed(0)} ms wall, ${(j.cpuMs / N).toFixed(2)} ms CPU/job; flow of ${N} steps ${f.wallMs.toFixed(0)} ms wall, ${(f.cpuMs / N).toFixed(2)} ms CPU/step; ledger per job ${(j.statements / N).toFixed(2)} statements, ${(j.transactions / N).toFixed(2)} transactions, per step ${(f.statements / N).toFixed(2)}, ${(f.transactions / N).toFixed(2)} (load ${os.loadavg()[0]!.toFixed(1)})`,
       );
     }
   } finally {
@@ -206,6 +225,10 @@ async function main(): Promise<void> {
       flow_vs_jobs_ratio: Number((stepCpu / jobCpu).toFixed(3)),
       jobs_wall_ms: Math.round(median(jobs.map((j) => j.wallMs))),
       flow_wall_ms: Math.round(median(flows.map((f) => f.wallMs))),
+      job_ledger_transactions: Number(median(jobs.map((j) => j.transactions / N)).toFixed(3)),
+      step_ledger_transactions: Number(median(flows.map((f) => f.transactions / N)).toFixed(3)),
+      job_ledger_statements: Number(median(jobs.map((j) => j.statements / N)).toFixed(3)),
+      step_ledger_statements: Number(median(flows.map((f) => f.statements / N)).toFixed(3)),
       two_coords_cpu_per_job_ratio: coords ? Number(coords.two_coords_cpu_per_job_ratio.toFixed(3)) : null,
       two_coords_statements_ratio: coords ? Number(coords.two_coords_statements_ratio.toFixed(3)) : null,
       driven_twice: coords?.driven_twice ?? null,
