@@ -87,6 +87,8 @@ function fanOutFlow(id: string, selector: Record<string, string> = { role: 'hv' 
 /** An engine whose memory knows n1 only; the ledger (a fresh read) has n1 and n2, just activated elsewhere. */
 function engine(withLeases: boolean, fresh: () => NodeView[] = () => [hv('n1'), hv('n2')], on: Ledger = ledger) {
   const asked: boolean[] = [];
+  /** For each fresh read: whether it was to go through the pass's own transaction. */
+  const freshVia: boolean[] = [];
   const dispatched: DispatchItem[] = [];
   const e = new FlowEngine({
     ledger: on,
@@ -94,6 +96,7 @@ function engine(withLeases: boolean, fresh: () => NodeView[] = () => [hv('n1'), 
     clusterId: CLUSTER,
     workable: async (o) => {
       asked.push(o?.fresh ?? false);
+      if (o?.fresh) freshVia.push(o.via !== undefined);
       return o?.fresh ? fresh() : [hv('n1')];
     },
     dispatch: async (items) => {
@@ -104,12 +107,12 @@ function engine(withLeases: boolean, fresh: () => NodeView[] = () => [hv('n1'), 
     log: silentLogger,
     ...(withLeases ? { leases } : {}),
   });
-  return { e, asked, dispatched };
+  return { e, asked, freshVia, dispatched };
 }
 
 describe("a fan-out step's nodes", () => {
   it('with leases (several coords): read fresh when the step starts, so a node activated through another coord is in', async () => {
-    const { e, asked, dispatched } = engine(true);
+    const { e, asked, freshVia, dispatched } = engine(true);
     await e.submit(fanOutFlow('fan-fresh'));
     expect((await listStepJobs(ledger.db, 'fan-fresh')).map((j) => [j.node, j.status])).toEqual([
       ['n1', 'queued'],
@@ -118,6 +121,8 @@ describe("a fan-out step's nodes", () => {
     expect(dispatched.map((d) => d.node).sort()).toEqual(['n1', 'n2']);
     // One fresh read for the pass that started the step; a later pass that starts nothing reads memory only.
     expect(asked.filter((f) => f)).toHaveLength(1);
+    // Read through the pass's transaction, not a second connection while it holds one.
+    expect(freshVia).toEqual([true]);
     const before = asked.length;
     await e.advance('fan-fresh');
     expect(asked.slice(before)).toEqual([false]);

@@ -273,6 +273,18 @@ describe('two coords on one ledger', () => {
     expect(readsOfNodes()).toHaveLength(1);
     // What was followed stays: the plain answer has it now too.
     expect((await reg.workable()).map((n) => n.id)).toContain('lv-2c-fresh');
+    // `via`: the read goes through the caller's transaction, not the store's own connection.
+    statements = [];
+    const viaTx: string[] = [];
+    await ledger.db.transaction(async (tx) => {
+      const recording = {
+        query: <T>(sql: string, params?: readonly unknown[]) => (viaTx.push(sql), tx.query<T>(sql, params)),
+        exec: (x: string) => tx.exec(x),
+      };
+      expect((await reg.workable({ fresh: true, via: recording })).map((n) => n.id)).toContain('lv-2c-fresh');
+    });
+    expect(readsOfNodes()).toEqual([]);
+    expect(viaTx.filter((sql) => /\bFROM\s+nodes\b/i.test(sql))).toHaveLength(1);
     await b.stop();
   });
 });

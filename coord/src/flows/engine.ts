@@ -65,9 +65,9 @@ export interface FlowEngineOptions {
   clusterId: string;
   /**
    * Nodes that can take work now (accepted, reachable). `fresh`: as the shared ledger has them now, not as this
-   * coord last heard (asked when steps start, with several coords).
+   * coord last heard (asked when steps start, with several coords), read through `via` when given.
    */
-  workable(opts?: { fresh?: boolean }): Promise<NodeView[]>;
+  workable(opts?: { fresh?: boolean; via?: Queryable }): Promise<NodeView[]>;
   /** Hands new step attempts to the supervisors after their rows committed (errors are the reconciler's). */
   dispatch(items: DispatchItem[]): Promise<void>;
   /** Live subscribers of a flow's events and of its jobs' transitions. */
@@ -315,14 +315,15 @@ export class FlowEngine {
     this.metrics.advances++;
     const toDispatch: DispatchItem[] = [];
     let workable = workableNow;
-    // With several coords (PostgreSQL, so another connection is free), the nodes a starting step gets are read
-    // from the ledger again, once for the pass: a node that another coord activated a moment ago is not in this
-    // coord's memory yet, and a fan-out step's nodes are fixed when it starts.
+    // With several coords (PostgreSQL), the nodes a starting step gets are read from the ledger again, once for
+    // the pass: a node that another coord activated a moment ago is not in this coord's memory yet, and a
+    // fan-out step's nodes are fixed when it starts. One coord alone (PGlite): its memory is the ledger.
     let followed = !this.opts.leases;
     const startingNodes = async () => {
       if (!followed) {
         followed = true;
-        workable = await this.opts.workable({ fresh: true });
+        // Through the pass's own transaction: no second connection while it holds one (a pool could run dry).
+        workable = await this.opts.workable({ fresh: true, via: tx });
       }
       return workable;
     };

@@ -170,8 +170,10 @@ export async function getFlow(db: Queryable, id: string, opts: { lock?: boolean 
   return r ? flowFromRow(r) : null;
 }
 
-/** Locks a flow's row for this transaction and reads what decides whether to drive it (not its envelope). */
-/** Locks a flow's row for a pass; `skipLocked`: null at once when another transaction holds it, instead of waiting. */
+/**
+ * Locks a flow's row for this transaction and reads what decides whether to drive it (not its envelope).
+ * `skipLocked`: null at once when another transaction holds the row, instead of waiting for it.
+ */
 export async function lockFlowHead(
   tx: Queryable,
   id: string,

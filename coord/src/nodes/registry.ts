@@ -24,6 +24,7 @@ import {
   type TrustedKey,
   type PayloadType,
 } from '@writ/protocol';
+import type { Queryable } from '../ledger/db.ts';
 import { DEFAULT_DEADLINES_MS, IN_PROGRESS, takesWork, transition, type NodeEvent, type NodeState } from './lifecycle.ts';
 
 export interface NodeRecord {
@@ -76,7 +77,8 @@ export interface NodeStore {
   takeChallenge(keyid: string): Promise<{ challenge: string; nodeId: string; publicKey: string; expiresAt: number } | null>;
   getNode(id: string): Promise<NodeRecord | null>;
   getNodeByKeyid(keyid: string): Promise<NodeRecord | null>;
-  listNodes(): Promise<NodeRecord[]>;
+  /** Every node; `via`: read through that connection (a transaction the caller holds) instead of the store's own. */
+  listNodes(via?: Queryable): Promise<NodeRecord[]>;
   /** Inserts the node (or, when it exists, sets its key) and records the transitions, in order, in one transaction. */
   insertNode(n: NodeRecord, t: NodeTransitionRecord | readonly NodeTransitionRecord[]): Promise<void>;
   updateRegistration(id: string, patch: { labels: Record<string, string>; inventory: JsonValue; version: string }): Promise<void>;
@@ -520,8 +522,8 @@ export class NodeRegistry {
    * whose heartbeats a load balancer sends to the other coord is heard of only through the ledger here, and
    * without it this coord would leave the node out of its fan-outs and placements, and sweep it as lost.
    */
-  private async followLedger(): Promise<void> {
-    for (const row of await this.store.listNodes()) {
+  private async followLedger(via?: Queryable): Promise<void> {
+    for (const row of await this.store.listNodes(via)) {
       const prev = this.live.get(row.id)?.node;
       if (prev && prev.stateSince > row.stateSince) continue;
       if (
@@ -584,11 +586,12 @@ export class NodeRegistry {
   /**
    * Nodes that take work now: active and heard from recently. This coord's memory lags what other coords wrote
    * to a shared ledger by up to a flush interval (a node another coord just activated is not here yet); `fresh`
-   * follows the ledger first, for decisions that fix a set of nodes for good (a fan-out step's nodes).
+   * follows the ledger first, for decisions that fix a set of nodes for good (a fan-out step's nodes); `via`
+   * reads it through a transaction the caller holds (no second connection while it holds one).
    */
-  async workable(opts: { fresh?: boolean } = {}): Promise<NodeView[]> {
+  async workable(opts: { fresh?: boolean; via?: Queryable } = {}): Promise<NodeView[]> {
     await this.start();
-    if (opts.fresh) await this.followLedger();
+    if (opts.fresh) await this.followLedger(opts.via);
     const at = this.now();
     const nodes: NodeView[] = [];
     for (const n of this.nodesIn(['active'])) if (takesWork(n.state, this.reachable(n, at))) nodes.push({ id: n.id, labels: n.labels });

@@ -123,8 +123,8 @@ export class SqlNodeStore implements NodeStore {
     return rows[0] ? fromRow(rows[0]) : null;
   }
 
-  async listNodes(): Promise<NodeRecord[]> {
-    return (await this.db.query<NodeRow>('SELECT * FROM nodes ORDER BY id')).map(fromRow);
+  async listNodes(via?: Queryable): Promise<NodeRecord[]> {
+    return (await (via ?? this.db).query<NodeRow>('SELECT * FROM nodes ORDER BY id')).map(fromRow);
   }
 
   async insertNode(n: NodeRecord, t: NodeTransitionRecord | readonly NodeTransitionRecord[]): Promise<void> {
