@@ -85,17 +85,17 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
   let b: Coordination;
   /** What a subscriber of `relayed-1` at coord B received. */
   const got: { seq: number; message: string }[] = [];
+  const exp = new Date(Date.now() + 3600_000);
+  const newJob = (id: string) => ledger.insertJob({ id, envelope: '{}', envelopeSha256: 'x', signerKeyids: [], target: { node: 'n' }, caps: [], exp });
   beforeAll(async () => {
     ledger = await openLedger({ databaseUrl: url });
     opened.push(ledger);
-    // B repeats its follows once a minute: within a test, A knows of them only from B's announcements as they
-    // happen (or B's answer to a hello), not from the periodic repeat.
+    // B repeats its follows once a minute, so within a test A knows of them only from B's announcements as they
+    // happen (or B's answer to a hello); and B runs no catch-up pass here, so what B gets came by the doorbell.
     a = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-a' });
-    b = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-b', announceEveryMs: 60_000 });
+    b = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-b', announceEveryMs: 60_000, catchUpMs: 3_600_000 });
     opened.push(a, b);
-    const exp = new Date(Date.now() + 3600_000);
-    for (const id of ['relayed-1', 'unfollowed-1'])
-      await ledger.insertJob({ id, envelope: '{}', envelopeSha256: 'x', signerKeyids: [], target: { node: 'n' }, caps: [], exp });
+    for (const id of ['relayed-1', 'unfollowed-1', 'relayed-2', 'relayed-3', 'relayed-d']) await newJob(id);
   }, 60_000);
 
   const tick = () => new Promise((r) => setImmediate(r));
@@ -129,7 +129,7 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
       { seq: 3, message: 'second' },
     ]);
     expect(a.relay.metrics.notificationsSent - sent).toBe(1); // one NOTIFY for the tick, not one per event
-    expect(b.relay.metrics.eventsRelayed - relayed, 'through the doorbell, not a catch-up pass').toBe(2);
+    expect(b.relay.metrics.eventsRelayed - relayed).toBe(2);
     // Its own notifications are not relayed back to itself.
     const aEmitter = new EventEmitter();
     a.relay.attach(aEmitter);
@@ -141,16 +141,49 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
     expect(echoed).toBe(0);
   });
 
-  it('an event whose notification was lost (its coord died after the commit) still reaches the subscriber', async () => {
-    // Recorded, and never announced: what a coord SIGKILLed between its commit and its NOTIFY leaves.
-    const before = b.relay.metrics.eventsCaughtUp;
-    // A catch-up pass has seen the job followed (a job is followed from the first pass that sees it).
-    const passes = b.relay.metrics.catchUpPasses;
-    await until('a catch-up pass', async () => (b.relay.metrics.catchUpPasses > passes + 1 ? true : undefined), 15_000);
-    const s5 = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'unannounced' });
-    await until('the catch-up to find it', async () => (got.some((e) => e.seq === s5) ? true : undefined), 15_000);
-    expect(got.find((e) => e.seq === s5)?.message).toBe('unannounced');
-    expect(b.relay.metrics.eventsCaughtUp).toBeGreaterThan(before);
+  describe('events no doorbell announced, found by the catch-up pass', () => {
+    let e: Coordination;
+    beforeAll(async () => {
+      // E checks its followed jobs every 200 ms; it repeats its follows once a minute.
+      e = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-e', announceEveryMs: 60_000, catchUpMs: 200 });
+      opened.push(e);
+    });
+    // Its follows end with it (it says so), so they do not count in the tests after these.
+    afterAll(() => e.relay.close());
+    /** What a subscriber at E receives. */
+    const received = (): { seq: number; message: string }[] => [];
+    const passes = async (n: number) => {
+      const from = e.relay.metrics.catchUpPasses;
+      await until(`${n} catch-up passes`, async () => (e.relay.metrics.catchUpPasses >= from + n ? true : undefined), 15_000);
+    };
+
+    it('an event whose notification was lost (its coord died after the commit) still reaches the subscriber', async () => {
+      const eEmitter = new EventEmitter();
+      e.relay.attach(eEmitter);
+      const list = received();
+      eEmitter.on('job:relayed-2', (ev: { seq: number; message: string }) => list.push({ seq: ev.seq, message: ev.message }));
+      // A catch-up pass has seen the job followed; then an event is recorded and never announced (what a coord
+      // SIGKILLed between its commit and its NOTIFY leaves).
+      await passes(2);
+      const before = e.relay.metrics.eventsCaughtUp;
+      const seq = await ledger.appendJobEvent('relayed-2', { type: 'log', level: 'info', message: 'unannounced' });
+      await until('the catch-up to find it', async () => (list.some((x) => x.seq === seq) ? true : undefined), 15_000);
+      expect(list.find((x) => x.seq === seq)?.message).toBe('unannounced');
+      expect(e.relay.metrics.eventsCaughtUp).toBeGreaterThan(before);
+    });
+
+    it('an event recorded before the recording coord heard of a new follow, and before a catch-up pass saw the job, is not lost', async () => {
+      // The stream opens (its listener first, then its read of the ledger); at once another coord records an
+      // event and rings nothing (it has not heard of the follow). The first catch-up pass that sees the job
+      // must hand it on: the job's newest event, which the stream takes, reading any gap from the ledger.
+      const list = received();
+      const eEmitter = new EventEmitter();
+      eEmitter.on('job:relayed-3', (ev: { seq: number; message: string }) => list.push({ seq: ev.seq, message: ev.message }));
+      e.relay.attach(eEmitter);
+      const seq = await ledger.appendJobEvent('relayed-3', { type: 'status', level: 'info', message: 'succeeded (the last event)' });
+      await until('the first catch-up pass to hand it on', async () => (list.some((x) => x.seq === seq) ? true : undefined), 15_000);
+      expect(list.find((x) => x.seq === seq)?.message).toBe('succeeded (the last event)');
+    });
   });
 
   it('a coord that starts later learns the follows at once (hello), and a follow that ends is dropped', async () => {
@@ -161,31 +194,37 @@ describe.skipIf(!postgres.ok)('live events between coords (LISTEN/NOTIFY)', () =
     opened.push(c);
     await until("C to learn B's follow from B's answer to its hello", async () => (c.relay.followedElsewhere('relayed-1') ? true : undefined), 15_000);
     // B's subscriber goes: A and C hear that B stopped following, and ring no more for the job.
-    const bEmitter = new EventEmitter();
-    b.relay.attach(bEmitter); // the old emitter's listener is gone with it
+    b.relay.attach(new EventEmitter()); // the old emitter's listener is gone with it
     await until(
       'A and C to hear that B stopped following',
       async () => (!a.relay.followedElsewhere('relayed-1') && !c.relay.followedElsewhere('relayed-1') ? true : undefined),
       10_000,
     );
     const sent = a.relay.metrics.notificationsSent;
+    const skipped = a.relay.metrics.eventsFollowedNowhereElse;
     const seq = await ledger.appendJobEvent('relayed-1', { type: 'log', level: 'info', message: 'after the stream closed' });
     a.relay.published('relayed-1', seq);
+    expect(a.relay.metrics.eventsFollowedNowhereElse).toBe(skipped + 1);
     await tick();
     await tick();
     expect(a.relay.metrics.notificationsSent).toBe(sent);
   });
 
   it('a coord that dies without a word: the others forget its follows after three of its periods', async () => {
+    // An observer that prunes every 300 ms; D repeats its follows every 300 ms until it dies.
+    const obs = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-obs', announceEveryMs: 300 });
     const d = await startCoordination({ databaseUrl: url, ledger, emitter: new EventEmitter(), name: 'relay-d', announceEveryMs: 300 });
+    opened.push(obs);
     const dEmitter = new EventEmitter();
     d.relay.attach(dEmitter);
-    dEmitter.on('job:relayed-1', () => {});
-    await until("A to hear of D's follow", async () => (a.relay.followedElsewhere('relayed-1') ? true : undefined), 10_000);
+    dEmitter.on('job:relayed-d', () => {});
+    await until("the observer to hear of D's follow", async () => (obs.relay.followedElsewhere('relayed-d') ? true : undefined), 10_000);
+    expect(obs.relay.followsHeardOf).toBe(1);
     // Its session ends under it (what a SIGKILL does): no `del` is sent, its announcements stop.
     await d.session.close();
-    // Still held until its word runs out (3 × 300 ms after the last announcement A heard), then dropped.
-    await until("A to forget D's follow", async () => (!a.relay.followedElsewhere('relayed-1') ? true : undefined), 10_000);
+    // Held until its word runs out (3 × 300 ms after the last announcement heard), then pruned by the
+    // observer's own timer: nothing here asks about the job again.
+    await until("the observer to forget D's follow", async () => (obs.relay.followsHeardOf === 0 ? true : undefined), 10_000);
     await d.relay.close();
   });
 });

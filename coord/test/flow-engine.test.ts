@@ -61,7 +61,7 @@ const leases: Leases = {
   close: async () => {},
 };
 
-function fanOutFlow(id: string, selector: Record<string, string> = { role: 'hv' }): string {
+function fanOutFlow(id: string, selector: Record<string, string> = { role: 'hv' }, maxParallel?: number): string {
   const nowS = Math.floor(Date.now() / 1000);
   const flow: FlowPayload = {
     id,
@@ -71,6 +71,7 @@ function fanOutFlow(id: string, selector: Record<string, string> = { role: 'hv' 
         script: stepScript('export default () => 1'),
         target: { selector },
         each: true,
+        ...(maxParallel ? { maxParallel } : {}),
         caps: [],
         limits: { timeoutMs: 10_000, memoryMiB: 64 },
         depends: [],
@@ -126,6 +127,23 @@ describe("a fan-out step's nodes", () => {
     const before = asked.length;
     await e.advance('fan-fresh');
     expect(asked.slice(before)).toEqual([false]);
+  });
+
+  it('read fresh once, when the step starts: its later instances (maxParallel) are placed from memory', async () => {
+    const { e, asked, freshVia } = engine(true, () => [hv('n1'), hv('n2')]);
+    await e.submit(fanOutFlow('fan-one-at-a-time', { role: 'hv' }, 1));
+    expect((await listStepJobs(ledger.db, 'fan-one-at-a-time')).map((j) => j.node)).toEqual(['n1']);
+    expect(freshVia).toEqual([true]);
+    // n1's instance ends; the pass after it starts n2's instance, reading no nodes from the ledger.
+    for (const to of ['running', 'succeeded'] as const) await ledger.transitionJob('fan-one-at-a-time.fan.n1', to);
+    const before = asked.length;
+    await e.advance('fan-one-at-a-time');
+    expect(asked.slice(before)).toEqual([false]);
+    // Memory lacks n2 (the node another coord activated): its instance is recorded, waiting to be placed.
+    expect((await listStepJobs(ledger.db, 'fan-one-at-a-time')).map((j) => [j.node, j.status])).toEqual([
+      ['n1', 'succeeded'],
+      ['n2', 'admitted'],
+    ]);
   });
 
   it('without leases (one coord, its memory is the ledger): memory only', async () => {
@@ -189,8 +207,7 @@ describe.skipIf(!postgres.ok)('passes inside the transaction of a report, on Pos
       });
       await isLocked;
       // Were the pass to wait for the row, this would never return: the holder lets go only after it.
-      const result = await pgLedger.db.transaction((tx) => onPg.advanceManyIn(tx, ['held'], [hv('n1', { role: 'none' })]));
-      letGo();
+      const result = await pgLedger.db.transaction((tx) => onPg.advanceManyIn(tx, ['held'], [hv('n1', { role: 'none' })])).finally(() => letGo());
       await holder;
       expect(result).toEqual({ passes: [], later: ['held'] });
       expect(await listStepJobs(pgLedger.db, 'held')).toEqual([]);

@@ -120,6 +120,10 @@ export class EventRelay {
     });
     await opts.session.listen(FOLLOWS_CHANNEL, (payload) => r.receivedFollows(payload));
     await r.announceAll();
+    // A lost session missed announcements both ways: say hello on the next one (which the query opens).
+    opts.session.onReset(() => {
+      if (!r.closed) setTimeout(() => void r.announceAll().catch((e: Error) => opts.onError?.(e)), 250).unref();
+    });
     r.catchUpTimer = setInterval(() => {
       r.chain = r.chain.then(() => r.catchUp()).catch((e: Error) => opts.onError?.(e));
     }, opts.catchUpMs ?? 2000);
@@ -148,6 +152,11 @@ export class EventRelay {
     for (const [coord, until] of by) if (until < now) by.delete(coord);
     if (by.size === 0) this.followedByOthers.delete(jobId);
     return by.size > 0;
+  }
+
+  /** How many jobs other coords follow, as far as this coord has heard (and not yet forgotten). */
+  get followsHeardOf(): number {
+    return this.followedByOthers.size;
   }
 
   /** Drops what other coords said they follow and did not repeat in time (a coord that died said nothing more). */
@@ -218,6 +227,7 @@ export class EventRelay {
   }
 
   private receivedFollows(payload: string): void {
+    if (this.closed) return;
     let f: Follows;
     try {
       f = JSON.parse(payload) as Follows;
@@ -296,11 +306,14 @@ export class EventRelay {
     this.metrics.notificationsReceived++;
     for (const j of bell.jobs) {
       if (!Array.isArray(j) || typeof j[0] !== 'string' || !Number.isInteger(j[1]) || !Number.isInteger(j[2])) continue;
-      const [jobId, first, last] = j;
+      const [jobId, last] = [j[0], j[2]];
       // Only jobs someone here follows: the others cost nothing but the notification.
       const emitter = this.emitter;
       if (!emitter || emitter.listenerCount(`job:${jobId}`) === 0) continue;
-      const events = await this.opts.ledger.listJobEvents(jobId, first - 1, Math.min(1000, last - first + 1));
+      // What a catch-up pass emitted already is not read, nor emitted, again.
+      const from = Math.max(j[1] - 1, this.seen.get(jobId) ?? 0);
+      if (from >= last) continue;
+      const events = await this.opts.ledger.listJobEvents(jobId, from, Math.min(1000, last - from));
       this.metrics.eventsRelayed += events.length;
       this.emit(emitter, jobId, events);
     }
@@ -329,9 +342,16 @@ export class EventRelay {
     for (const r of rows) {
       const newest = Number(r.event_seq);
       const seen = this.seen.get(r.id);
-      // A job seen for the first time: its streams read the ledger when they opened; follow it from here.
+      // A job seen for the first time: its streams read the ledger when they opened, but an event recorded since
+      // then by a coord that had not heard of the follow yet rang no doorbell. Its newest event is emitted: a
+      // stream drops it when it has it, and reads from the ledger whatever it lacks up to it.
       if (seen === undefined) {
         this.seen.set(r.id, newest);
+        if (newest > 0) {
+          const last = await this.opts.ledger.listJobEvents(r.id, newest - 1, 1);
+          this.metrics.eventsCaughtUp += last.length;
+          this.emit(emitter, r.id, last);
+        }
         continue;
       }
       if (newest <= seen) continue;
@@ -386,6 +406,8 @@ export async function startCoordination(o: {
   expireAfterMs?: number;
   /** How often the relay repeats the jobs this coord follows (EventRelayOptions.announceEveryMs). */
   announceEveryMs?: number;
+  /** How often followed jobs are checked for events no doorbell announced (EventRelayOptions.catchUpMs). */
+  catchUpMs?: number;
   onError?: (err: Error) => void;
 }): Promise<Coordination> {
   const session = new PgSession({
@@ -401,6 +423,7 @@ export async function startCoordination(o: {
       ledger: o.ledger,
       ...(o.emitter ? { emitter: o.emitter } : {}),
       ...(o.announceEveryMs ? { announceEveryMs: o.announceEveryMs } : {}),
+      ...(o.catchUpMs ? { catchUpMs: o.catchUpMs } : {}),
       ...(o.onError ? { onError: o.onError } : {}),
     });
     return {

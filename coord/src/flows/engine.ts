@@ -297,7 +297,13 @@ export class FlowEngine {
   /** After a pass committed: its events to live subscribers, its new step attempts to the supervisors. */
   async afterCommit(pass: AdvancePass | readonly AdvancePass[]): Promise<void> {
     for (const { flowId, events, toDispatch } of Array.isArray(pass) ? pass : [pass]) {
-      if (events.length > 0) this.opts.publish(flowId, events);
+      // A subscriber that throws loses its own events, not the other flows' dispatch (the passes committed).
+      if (events.length > 0)
+        try {
+          this.opts.publish(flowId, events);
+        } catch (e) {
+          this.opts.log.warn({ flowId, err: (e as Error).message }, 'a subscriber of the flow failed on its events');
+        }
       if (toDispatch.length > 0) {
         this.metrics.stepJobsCreated += toDispatch.length;
         await this.opts
@@ -431,7 +437,9 @@ export class FlowEngine {
         }
       }
       if (toCreate.length > 0) {
-        const created = await this.createInstances(tx, o, toCreate, jobs, await startingNodes());
+        // The nodes as read for the steps that started in this pass (fresh, with several coords); the later
+        // instances of a step already running (maxParallel) are placed on the nodes as this coord knows them.
+        const created = await this.createInstances(tx, o, toCreate, jobs, workable);
         toDispatch.push(...created.dispatch);
         for (const { def } of toCreate) {
           const mine = created.records.filter((j) => j.step === def.name);
