@@ -20,6 +20,7 @@ import {
   signEnvelope,
   utf8,
 } from '@writ/protocol';
+import { until } from './helpers/processes.ts';
 import { HELLO, NOOP, startTestStack, type TestStack } from './helpers/stack.ts';
 
 let s: TestStack;
@@ -185,6 +186,37 @@ describe('signed path', () => {
     await s.revoke(carol);
     expect(await s.waitFor(waiting.id)).toMatchObject({ status: 'failed', errorCode: 'KEY_REVOKED' });
   });
+});
+
+describe('a failure whose report does not come (the supervisor collects nothing meanwhile)', () => {
+  it("the reconciler settles it from the queue's reason: the runner's error and the run's duration; the late report changes nothing", async () => {
+    s.supervisor.setCollecting(false);
+    try {
+      const j = s.sign('export default async () => { throw new Error("no report of this") }');
+      expect((await s.post(j.envelope)).status).toBe(202);
+      const job = await s.waitFor(j.id, ['succeeded', 'failed'], 30_000);
+      expect([job.status, job.errorCode]).toEqual(['failed', 'SCRIPT_ERROR']);
+      const final = (await s.ledger.listJobEvents(j.id, 0, 100)).filter((e: { type: string }) => e.type === 'status').at(-1)!;
+      const detail = (final.data as { detail: { error: { code: string; details?: unknown }; durationMs: number; settledFrom: string } }).detail;
+      expect(detail).toMatchObject({ error: { code: 'SCRIPT_ERROR' }, settledFrom: 'queue' });
+      expect(detail.durationMs).toBeGreaterThanOrEqual(0);
+      expect(detail.durationMs).toBeLessThan(10_000);
+      // The duration rode in the queue's reason beside the error, not inside the error as recorded.
+      expect(JSON.stringify(detail.error)).not.toContain('durationMs');
+      // Collecting again: the runner's own report of the failure arrives late and moves nothing.
+      const delivered = s.supervisor.metrics.reportsDelivered;
+      s.supervisor.setCollecting(true);
+      await until('the late report', async () => (s.supervisor.metrics.reportsDelivered > delivered ? true : undefined), 30_000);
+      const after = await s.ledger.getJob(j.id);
+      expect([after?.status, after?.errorCode]).toEqual(['failed', 'SCRIPT_ERROR']);
+      const failedEvents = (await s.ledger.listJobEvents(j.id, 0, 100)).filter(
+        (e: { type: string; data: unknown }) => e.type === 'status' && (e.data as { status?: string } | null)?.status === 'failed',
+      );
+      expect(failedEvents).toHaveLength(1);
+    } finally {
+      s.supervisor.setCollecting(true);
+    }
+  }, 60_000);
 });
 
 describe('hostile scripts through the whole path (X1–X4)', () => {

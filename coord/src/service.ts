@@ -758,13 +758,14 @@ export class CoordService {
   }
 
   /** Ends a job as failed from the reconciler's side (no runner report will come), closing its attempts. */
-  private async settleFailed(job: JobRecord, error: ErrorJSON, message: string): Promise<boolean> {
+  private async settleFailed(job: JobRecord, error: ErrorJSON, message: string, eventData?: Record<string, unknown>): Promise<boolean> {
     // Bound to the attempt judged (when it has one): a report applied since may have moved the job on.
     const t = await this.ledger.transitionJob(job.id, 'failed', {
       errorCode: error.code,
       errorMessage: error.message,
       message,
       ...(job.attempts > 0 ? { attempt: job.attempts } : {}),
+      ...(eventData ? { eventData } : {}),
     });
     if (t) this.publishTransition(job.id, t);
     return t !== null;
@@ -836,7 +837,16 @@ export class CoordService {
             } else if (reported) {
               const failedBefore = (await this.ledger.listAttempts(job.id)).filter((a) => a.outcome === 'failed' && a.attempt !== job.attempts).length;
               if (!reported.retryable || failedBefore + 1 >= job.maxAttempts) {
-                if (await this.settleFailed(job, reported, `failed: ${reported.code}: ${reported.message}`)) settled++;
+                // The runner's error as it reported it, and the run's duration it left in the queue beside it.
+                const { durationMs, ...details } = reported.details ?? {};
+                const error: ErrorJSON = {
+                  code: reported.code,
+                  message: reported.message,
+                  retryable: reported.retryable,
+                  ...(Object.keys(details).length > 0 ? { details } : {}),
+                };
+                const detail = { error, ...(typeof durationMs === 'number' ? { durationMs } : {}), settledFrom: 'queue' };
+                if (await this.settleFailed(job, error, `failed: ${reported.code}: ${reported.message}`, detail)) settled++;
               } else if (await this.redispatch(job, node, `attempt ${job.attempts} failed: ${reported.code}`, this.retryDelayMs(job.attempts + 1)))
                 redispatched++;
             } else if (st.held === 'yes') {

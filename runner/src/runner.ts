@@ -525,8 +525,11 @@ export class Runner {
     // counts the attempts and assigns the next number).
     const error: ErrorJSON = outcome.error;
     await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: !error.retryable, durationMs });
-    if (!error.retryable) throw new UnrecoverableError(encodeFailureReason(error));
-    throw new Error(encodeFailureReason(error));
+    // The queue keeps the reason too, with the run's duration: a coord whose report of this was lost or is late
+    // settles the job from it (coord reconcile), and says how long the run took all the same.
+    const reason = encodeFailureReason({ ...error, details: { ...error.details, durationMs } });
+    if (!error.retryable) throw new UnrecoverableError(reason);
+    throw new Error(reason);
   }
 
   private async failRetryable(base: { jobId: string; attempt: number; node: string }, e: unknown): Promise<never> {
