@@ -16,7 +16,7 @@ import {
   openJobText,
   stepBackoffMs,
   parseEnvelope,
-  parseFailureReason,
+  parseQueueFailure,
   parseJobPayload,
   parseRunnerEventBatch,
   parseSupervisorReport,
@@ -607,8 +607,6 @@ export class CoordService {
         events.push(ev);
       }
     }
-    // The nodes a flow step can start on, read before the transaction (on PGlite it holds the one connection).
-    const workable = await this.nodes.workable();
     const { recorded, retries, flowPasses, fresh } = await this.ledger.write(async (w) => {
       for (const r of refusals) w.audit(r);
       const firstTime = await claimBatchesIn(
@@ -632,7 +630,9 @@ export class CoordService {
       const retried = applied.retries.map((r) => r.jobId);
       // The flows whose step jobs ended or retry here move on in this same transaction (no commit of their own).
       const flows = await flowsOfJobs(w.tx, [...new Set([...ended.map((e) => e.jobId), ...retried])]);
-      return { ...applied, fresh: fresh.length, flowPasses: flows.length > 0 ? await this.flows.advanceManyIn(w.tx, flows, workable) : null };
+      // The nodes a step can start on, from memory (no statement beside the transaction, which holds PGlite's one
+      // connection), and only when a flow moves: most reports move none.
+      return { ...applied, fresh: fresh.length, flowPasses: flows.length > 0 ? await this.flows.advanceManyIn(w.tx, flows, this.nodes.workableNow()) : null };
     });
     for (const e of recorded) this.publish(e.jobId, { seq: e.seq, type: e.type, level: e.level, message: e.message, data: e.data });
     if (retries.length > 0) await this.enqueueRetries(retries);
@@ -830,23 +830,17 @@ export class CoordService {
           } else if (st.state === 'failed') {
             // Writ's own failures carry their ErrorJSON (the runner reported them; this report was lost).
             // BullMQ's own reasons (the lock expired: the runner died or stalled) are plain text.
-            const reported = parseFailureReason(st.failedReason);
+            const failure = parseQueueFailure(st.failedReason);
+            const reported = failure?.error;
             if (reported?.code === 'JOB_REPLAYED') {
               // The node had started this attempt already (its report was lost): a new attempt resumes it there.
               if (await this.redispatch(job, node, `node ${node} had already started attempt ${job.attempts}`)) redispatched++;
             } else if (reported) {
               const failedBefore = (await this.ledger.listAttempts(job.id)).filter((a) => a.outcome === 'failed' && a.attempt !== job.attempts).length;
               if (!reported.retryable || failedBefore + 1 >= job.maxAttempts) {
-                // The runner's error as it reported it, and the run's duration it left in the queue beside it.
-                const { durationMs, ...details } = reported.details ?? {};
-                const error: ErrorJSON = {
-                  code: reported.code,
-                  message: reported.message,
-                  retryable: reported.retryable,
-                  ...(Object.keys(details).length > 0 ? { details } : {}),
-                };
-                const detail = { error, ...(typeof durationMs === 'number' ? { durationMs } : {}), settledFrom: 'queue' };
-                if (await this.settleFailed(job, error, `failed: ${reported.code}: ${reported.message}`, detail)) settled++;
+                // The runner's error, and the run's duration it left in the queue beside it.
+                const detail = { error: reported, ...(failure?.durationMs !== undefined ? { durationMs: failure.durationMs } : {}), settledFrom: 'queue' };
+                if (await this.settleFailed(job, reported, `failed: ${reported.code}: ${reported.message}`, detail)) settled++;
               } else if (await this.redispatch(job, node, `attempt ${job.attempts} failed: ${reported.code}`, this.retryDelayMs(job.attempts + 1)))
                 redispatched++;
             } else if (st.held === 'yes') {

@@ -10,7 +10,7 @@ import {
   encodeSupervisorReport,
   eventStreamFields,
   parseBatchSubmitAnswer,
-  parseFailureReason,
+  parseQueueFailure,
   parseJobEventMessage,
   parseJobView,
   parseQueueJobData,
@@ -68,12 +68,17 @@ describe('queue seam (BullMQ job data, failure reasons)', () => {
 
   it('round-trips Writ failure reasons and tells BullMQ own reasons apart', () => {
     const e = { code: 'TIMEOUT' as const, message: 'ran past', retryable: false, details: { ms: 3 } };
-    expect(parseFailureReason(encodeFailureReason(e))).toEqual(e);
-    expect(parseFailureReason('job stalled more than allowable limit')).toBeNull();
-    expect(parseFailureReason('{"code":"NOT_A_CODE","message":"x","retryable":false}')).toBeNull();
-    expect(parseFailureReason('{"code":"TIMEOUT","message":"x","retryable":false,"extra":1}')).toBeNull();
-    expect(parseFailureReason('{"code":"TIMEOUT","message":1,"retryable":false}')).toBeNull();
-    expect(parseFailureReason(undefined)).toBeNull();
+    expect(parseQueueFailure(encodeFailureReason(e))).toEqual({ error: e });
+    // With the run's duration beside the error (not inside it).
+    expect(parseQueueFailure(encodeFailureReason(e, { durationMs: 1042 }))).toEqual({ error: e, durationMs: 1042 });
+    expect(parseQueueFailure('{"code":"TIMEOUT","message":"x","retryable":false,"durationMs":-1}')).toBeNull();
+    expect(parseQueueFailure('{"code":"TIMEOUT","message":"x","retryable":false,"durationMs":"1"}')).toBeNull();
+    expect(parseQueueFailure('job stalled more than allowable limit')).toBeNull();
+    expect(parseQueueFailure('{"code":"NOT_A_CODE","message":"x","retryable":false}')).toBeNull();
+    expect(parseQueueFailure('{"code":"TIMEOUT","message":"x","retryable":false,"extra":1}')).toBeNull();
+    expect(parseQueueFailure('{"code":"TIMEOUT","message":1,"retryable":false}')).toBeNull();
+    expect(parseQueueFailure('[1]')).toBeNull();
+    expect(parseQueueFailure(undefined)).toBeNull();
   });
 });
 

@@ -527,7 +527,7 @@ export class Runner {
     await this.emit({ type: 'result', ...base, ts: Date.now(), ok: false, error, final: !error.retryable, durationMs });
     // The queue keeps the reason too, with the run's duration: a coord whose report of this was lost or is late
     // settles the job from it (coord reconcile), and says how long the run took all the same.
-    const reason = encodeFailureReason({ ...error, details: { ...error.details, durationMs } });
+    const reason = encodeFailureReason(error, { durationMs });
     if (!error.retryable) throw new UnrecoverableError(reason);
     throw new Error(reason);
   }

@@ -205,25 +205,13 @@ export class EventRelay {
   }
 
   private async announce(o: { add: string[]; del: string[]; hello?: boolean }): Promise<void> {
-    const payloads: string[] = [];
-    let cur: Follows = { from: this.name, every: this.announceEveryMs, ...(o.hello ? { hello: true as const } : {}) };
-    let size = Buffer.byteLength(JSON.stringify(cur)) + 16;
-    const put = (key: 'add' | 'del', id: string) => {
-      const bytes = Buffer.byteLength(JSON.stringify(id)) + 1;
-      if ((cur.add || cur.del) && size + bytes > MAX_PAYLOAD) {
-        payloads.push(JSON.stringify(cur));
-        cur = { from: this.name, every: this.announceEveryMs };
-        size = Buffer.byteLength(JSON.stringify(cur)) + 16;
-      }
-      (cur[key] ??= []).push(id);
-      size += bytes;
-    };
-    for (const id of o.add) put('add', id);
-    for (const id of o.del) put('del', id);
-    if (cur.add || cur.del || cur.hello) payloads.push(JSON.stringify(cur));
-    if (payloads.length === 0) return;
-    await this.opts.session.query(`SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, [FOLLOWS_CHANNEL, payloads]);
-    this.metrics.announcementsSent += payloads.length;
+    const head = { from: this.name, every: this.announceEveryMs };
+    const payloads = [
+      ...(o.hello ? [JSON.stringify({ ...head, hello: true } satisfies Follows)] : []),
+      ...packed(o.add, (add) => ({ ...head, add }) satisfies Follows),
+      ...packed(o.del, (del) => ({ ...head, del }) satisfies Follows),
+    ];
+    this.metrics.announcementsSent += await this.notify(FOLLOWS_CHANNEL, payloads);
   }
 
   private receivedFollows(payload: string): void {
@@ -275,24 +263,19 @@ export class EventRelay {
   private async flush(): Promise<void> {
     const batch = [...this.pending].map(([id, [a, b]]) => [id, a, b] as [string, number, number]);
     this.pending = new Map();
-    const payloads: string[] = [];
-    let jobs: Doorbell['jobs'] = [];
-    let size = 0;
-    for (const j of batch) {
-      const bytes = Buffer.byteLength(JSON.stringify(j)) + 1;
-      if (jobs.length > 0 && size + bytes > MAX_PAYLOAD) {
-        payloads.push(JSON.stringify({ from: this.name, jobs } satisfies Doorbell));
-        jobs = [];
-        size = 0;
-      }
-      jobs.push(j);
-      size += bytes;
-    }
-    if (jobs.length > 0) payloads.push(JSON.stringify({ from: this.name, jobs } satisfies Doorbell));
-    if (payloads.length === 0) return;
     // One statement for the whole tick: pg_notify per payload.
-    await this.opts.session.query(`SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, [EVENTS_CHANNEL, payloads]);
-    this.metrics.notificationsSent += payloads.length;
+    const sent = await this.notify(
+      EVENTS_CHANNEL,
+      packed(batch, (jobs) => ({ from: this.name, jobs }) satisfies Doorbell),
+    );
+    this.metrics.notificationsSent += sent;
+  }
+
+  /** Sends the payloads on `channel` in one statement; returns how many. */
+  private async notify(channel: string, payloads: readonly string[]): Promise<number> {
+    if (payloads.length === 0) return 0;
+    await this.opts.session.query(`SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, [channel, payloads]);
+    return payloads.length;
   }
 
   private async received(payload: string): Promise<void> {
@@ -371,6 +354,28 @@ export class EventRelay {
     // The others stop ringing for this coord's streams now, not when its word expires.
     if (this.followedHere.size > 0) await this.announce({ add: [], del: [...this.followedHere] }).catch(() => {});
   }
+}
+
+/**
+ * Splits `items` over as many payloads as NOTIFY's size limit needs (MAX_PAYLOAD bytes each, counted as each item
+ * serialises, with room for what `wrap` puts around them), in order; none for no items.
+ */
+function packed<T>(items: readonly T[], wrap: (part: T[]) => object): string[] {
+  const out: string[] = [];
+  let part: T[] = [];
+  let size = 0;
+  for (const it of items) {
+    const bytes = Buffer.byteLength(JSON.stringify(it)) + 1;
+    if (part.length > 0 && size + bytes > MAX_PAYLOAD) {
+      out.push(JSON.stringify(wrap(part)));
+      part = [];
+      size = 0;
+    }
+    part.push(it);
+    size += bytes;
+  }
+  if (part.length > 0) out.push(JSON.stringify(wrap(part)));
+  return out;
 }
 
 /** The jobs an emitter has listeners for (`job:<id>` events). */

@@ -592,6 +592,14 @@ export class NodeRegistry {
   async workable(opts: { fresh?: boolean; via?: Queryable } = {}): Promise<NodeView[]> {
     await this.start();
     if (opts.fresh) await this.followLedger(opts.via);
+    return this.workableNow();
+  }
+
+  /**
+   * The same from memory alone, without waiting: no statement, so it may be asked inside a transaction that
+   * holds PGlite's one connection. Before the registry has loaded, none.
+   */
+  workableNow(): NodeView[] {
     const at = this.now();
     const nodes: NodeView[] = [];
     for (const n of this.nodesIn(['active'])) if (takesWork(n.state, this.reachable(n, at))) nodes.push({ id: n.id, labels: n.labels });

@@ -25,20 +25,36 @@ export function assertErrorJson(value: unknown, what: string): asserts value is 
 }
 
 /**
- * BullMQ keeps a failed job's reason as a string. Writ puts its ErrorJSON there as JSON text; BullMQ's own
- * reasons ("job stalled more than allowable limit") are plain text. `parseFailureReason` returns the
- * ErrorJSON, or null for a reason Writ did not write.
+ * BullMQ keeps a failed job's reason as a string. Writ puts its ErrorJSON there as JSON text, with the run's
+ * duration beside it when the script ran (`durationMs`): a coord whose report of the failure was lost settles
+ * the job from this. BullMQ's own reasons ("job stalled more than allowable limit") are plain text.
  */
-export function encodeFailureReason(error: ErrorJSON): string {
-  return JSON.stringify({ code: error.code, message: error.message, retryable: error.retryable, ...(error.details ? { details: error.details } : {}) });
+export function encodeFailureReason(error: ErrorJSON, run?: { durationMs: number }): string {
+  return JSON.stringify({
+    code: error.code,
+    message: error.message,
+    retryable: error.retryable,
+    ...(error.details ? { details: error.details } : {}),
+    ...(run ? { durationMs: run.durationMs } : {}),
+  });
 }
 
-export function parseFailureReason(reason: string | undefined | null): ErrorJSON | null {
+/** A failure reason Writ wrote: the error, and how long the run took when the script ran. */
+export interface QueueFailure {
+  error: ErrorJSON;
+  durationMs?: number;
+}
+
+/** Reads a failure reason `encodeFailureReason` wrote; null for a reason Writ did not write (or a malformed one). */
+export function parseQueueFailure(reason: string | undefined | null): QueueFailure | null {
   if (!reason || reason[0] !== '{') return null;
   try {
     const value = parseStrictJson(reason, { maxBytes: 256 * 1024, maxDepth: 16 });
-    assertErrorJson(value, 'failure reason');
-    return value;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
+    const { durationMs, ...error } = value as Record<string, unknown>;
+    if (durationMs !== undefined && !(typeof durationMs === 'number' && Number.isFinite(durationMs) && durationMs >= 0)) return null;
+    assertErrorJson(error, 'failure reason');
+    return { error, ...(durationMs !== undefined ? { durationMs } : {}) };
   } catch {
     return null;
   }
