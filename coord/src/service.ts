@@ -136,8 +136,6 @@ export class CoordService {
   private reconciling = false;
   /** When the record of applied runner batches was last pruned (each reconcile pass prunes at most every 10 minutes). */
   private batchesPrunedAt = 0;
-  /** The node each known job was dispatched to (bounded), so most runner events skip a ledger read. */
-  private readonly jobNodes = new Map<string, string | null>();
   /** Registered node keys by key id, for verifying runner events; dropped on any node transition. */
   private readonly nodeSigners = new Map<string, NodeSigner>();
   /** Admissions arriving together are recorded in one transaction and enqueued in one bulk add. */
@@ -201,7 +199,6 @@ export class CoordService {
       ...(opts.leases ? { leases: opts.leases } : {}),
       workable: (o) => this.nodes.workable(o),
       dispatch: async (items) => {
-        for (const it of items) this.remember(it.jobId, it.node);
         const refusals = await this.dispatchToSupervisor(items);
         await Promise.all(
           refusals.map(async (err, i) => {
@@ -416,7 +413,6 @@ export class CoordService {
       }
       const it = items[i]!;
       this.metrics.jobsSubmitted++;
-      this.remember(it.id, it.node ?? null);
       if (it.status === 'refused') this.metrics.jobsRefused++;
       else if (it.status === 'queued') toQueue.push({ jobId: it.id, node: it.node!, envelope: it.envelope, attempt: 1 });
       else waiting.push(it.id);
@@ -452,11 +448,6 @@ export class CoordService {
     this.publishTransition(jobId, t);
   }
 
-  private remember(jobId: string, node: string | null): void {
-    if (this.jobNodes.size >= 100_000) this.jobNodes.delete(this.jobNodes.keys().next().value!);
-    this.jobNodes.set(jobId, node);
-  }
-
   /**
    * Dispatches a job recorded without a node (none could take it at admission), as admission does: choose
    * and authorise a node, record the job `queued` for it, then enqueue. Recording first matters: a runner
@@ -477,7 +468,6 @@ export class CoordService {
       }
       if (placed.status === 'refused') throw new WritError(isErrorCode(placed.errorCode) ? placed.errorCode : 'INTERNAL', placed.errorMessage);
       const node = placed.node!;
-      this.remember(jobId, node);
       const t = await this.ledger.dispatchAttempt(jobId, node, ifAttempts === undefined ? {} : { ifAttempts });
       if (!t) return null; // it ended meanwhile (expired, refused), or another writer dispatched it: nothing to enqueue
       this.publishTransition(jobId, t);
@@ -576,49 +566,38 @@ export class CoordService {
         refuse(`runner events refused: ${err.message}`, err.code);
       }
     }
-    const events: RunnerEvent[] = [];
-    const unknownJobs = new Set<string>();
-    for (const b of batches) for (const ev of b.events) if (ev.jobId && !this.jobNodes.has(ev.jobId)) unknownJobs.add(ev.jobId);
-    // A job remembered without a node may have been dispatched since by another coord: ask the ledger again.
-    for (const b of batches) for (const ev of b.events) if (ev.jobId && this.jobNodes.get(ev.jobId) === null) unknownJobs.add(ev.jobId);
-    if (unknownJobs.size > 0) for (const [id, node] of await this.ledger.jobNodes([...unknownJobs])) this.remember(id, node);
     // Which batch each event came in: a batch applied before (a redelivered report) is skipped as a whole.
+    // Whether each event's job went to the node that signed it is judged on the job rows the write locks.
     const batchOf = new Map<RunnerEvent, string>();
-    for (const b of batches) {
-      for (const ev of b.events) {
-        batchOf.set(ev, batchKey(b));
-        if (!ev.jobId) {
-          events.push(ev);
-          continue;
-        }
-        const owner = this.jobNodes.get(ev.jobId);
-        if (owner === undefined) {
-          if (ev.type === 'security')
-            refusals.push({ kind: 'security', actor: `node:${ev.node}`, subject: ev.jobId, data: { error: ev.error, note: 'job unknown to the ledger' } });
-          continue;
-        }
-        if (owner !== ev.node) {
-          refuse(`node ${ev.node} reported a ${ev.type} event for job ${ev.jobId}, which was dispatched to ${owner ?? 'no node'}`, 'SECURITY_EVENT', {
-            jobId: ev.jobId,
-            node: ev.node,
-          });
-          continue;
-        }
-        events.push(ev);
-      }
-    }
-    const { recorded, retries, flowPasses, fresh } = await this.ledger.write(async (w) => {
+    for (const b of batches) for (const ev of b.events) batchOf.set(ev, batchKey(b));
+    const { recorded, retries, flowPasses, fresh, misattributed } = await this.ledger.write(async (w) => {
       for (const r of refusals) w.audit(r);
       const firstTime = await claimBatchesIn(
         w.tx,
         batches.map((b) => ({ node: b.node, batch: b.batch })),
       );
-      const fresh = events.filter((ev) => firstTime.has(batchOf.get(ev)!));
-      const stepResults = fresh.flatMap((ev) =>
-        ev.type === 'result' && ev.ok && ev.stepResult ? [{ jobId: ev.jobId, node: ev.node, stepResult: ev.stepResult }] : [],
-      );
+      const fresh = [...batchOf].filter(([, key]) => firstTime.has(key)).map(([ev]) => ev);
       const applied = await w.applyRunnerEvents(fresh);
-      // A flow step's signed result is kept with its job, in the same commit as the job's success.
+      for (const { event: ev, jobId, dispatchedTo } of applied.misattributed)
+        w.audit({
+          kind: 'security',
+          actor: carrier,
+          subject: jobId,
+          data: {
+            code: 'SECURITY_EVENT',
+            reason: `node ${ev.node} reported a ${ev.type} event for job ${jobId}, which was dispatched to ${dispatchedTo ?? 'no node'}`,
+            jobId,
+            node: ev.node,
+          },
+        });
+      // A flow step's signed result is kept with its job, in the same commit as the job's success (an event the
+      // ledger refused above carries none).
+      const refused = new Set<RunnerEvent>(applied.misattributed.map((m) => m.event));
+      const stepResults = fresh.flatMap((ev) =>
+        ev.type === 'result' && ev.ok && ev.stepResult && ev.jobId !== null && !refused.has(ev)
+          ? [{ jobId: ev.jobId, node: ev.node, stepResult: ev.stepResult }]
+          : [],
+      );
       await recordStepResultsIn(w.tx, stepResults);
       const ended = applied.recorded.filter(
         (e) =>
@@ -641,11 +620,12 @@ export class CoordService {
       for (const id of flowPasses.later)
         await this.flows.advance(id).catch((e) => this.log.warn({ flowId: id, err: (e as Error).message }, 'advancing a flow failed; the reconciler retries'));
     }
-    if (refusals.length > 0) this.log.warn({ supervisor: report.supervisor, refused: refusals.length }, 'refused runner events: security event');
+    const refused = refusals.length + misattributed.length;
+    if (refused > 0) this.log.warn({ supervisor: report.supervisor, refused }, 'refused runner events: security event');
     this.metrics.reportsApplied++;
-    this.metrics.eventsApplied += fresh;
-    this.metrics.eventsRefused += refusals.length;
-    return { applied: fresh, refused: refusals.length };
+    this.metrics.eventsApplied += fresh - misattributed.length;
+    this.metrics.eventsRefused += refused;
+    return { applied: fresh - misattributed.length, refused };
   }
 
   /** Verifies one runner event batch against the registered key of the node whose key id it names. */

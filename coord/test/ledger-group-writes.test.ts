@@ -179,6 +179,40 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
     }
   }, 120_000);
 
+  it('counts an event only from the node its job was dispatched to, judged on the locked row (T14)', async (ctx) => {
+    if (engine.skip) ctx.skip();
+    const ledger = await engine.open();
+    try {
+      await ledger.admitJobs([admission('mine'), admission('waits', { status: 'admitted', node: null })], () => []);
+      const elsewhere = (e: RunnerEvent): RunnerEvent => ({ ...e, node: 'n2' });
+      const forged = [elsewhere(ev.running('mine')), elsewhere(ev.ok('mine', 'forged')), elsewhere(ev.ok('waits', 'forged'))];
+      const out = await ledger.write((w) =>
+        w.applyRunnerEvents([
+          ...forged,
+          ev.running('mine'),
+          { type: 'security', jobId: 'ghost', attempt: 1, node: 'n2', ts: 1, error: { code: 'SIGNATURE_INVALID', message: 'bad', retryable: false } },
+        ]),
+      );
+      // The forged events are handed back, each with the node its job went to (none for a waiting job), by reference.
+      expect(out.misattributed.map((m) => [m.jobId, m.dispatchedTo])).toEqual([
+        ['mine', 'n1'],
+        ['mine', 'n1'],
+        ['waits', null],
+      ]);
+      expect(out.misattributed.map((m) => m.event)).toEqual(forged);
+      expect(out.misattributed[0]!.event).toBe(forged[0]);
+      // They moved nothing: n1's own report did, and the waiting job is as it was.
+      expect(await ledger.getJob('mine')).toMatchObject({ status: 'running', result: null });
+      expect((await ledger.listAttempts('mine')).map((a) => [a.node, a.outcome])).toEqual([['n1', 'running']]);
+      expect(await ledger.getJob('waits')).toMatchObject({ status: 'admitted', node: null, result: null });
+      // A security event about a job the ledger does not know is still the node's to answer for.
+      const audit = await ledger.tailAudit(10);
+      expect(audit.map((a) => `${a.kind}:${a.actor}:${a.subject}`)).toEqual(['security:node:n2:ghost']);
+    } finally {
+      await ledger.close();
+    }
+  }, 120_000);
+
   it("a reconciler's decision about an attempt a report has since replaced writes nothing (no second new attempt)", async (ctx) => {
     if (engine.skip) ctx.skip();
     const ledger = await engine.open();

@@ -148,11 +148,6 @@ export class Ledger {
   recordAttempt(jobId: string, attempt: number, node: string, outcome: AttemptOutcome, errorCode?: string): Promise<JobAttempt> {
     return recordAttempt(this.db, jobId, attempt, node, outcome, errorCode);
   }
-  /** The node each job was dispatched to (null while it waits for one); ids unknown to the ledger are absent. */
-  async jobNodes(ids: readonly string[]): Promise<Map<string, string | null>> {
-    const rows = await this.db.query<{ id: string; node: string | null }>('SELECT id, node FROM jobs WHERE id = ANY($1::text[])', [ids]);
-    return new Map(rows.map((r) => [r.id, r.node]));
-  }
   listAttempts(jobId: string): Promise<JobAttempt[]> {
     return listAttempts(this.db, jobId);
   }

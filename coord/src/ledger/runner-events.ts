@@ -42,9 +42,18 @@ export interface Retry {
   envelope: string;
 }
 
+/** An event signed by a node its job was not dispatched to (`dispatchedTo`, null while the job waits for one). */
+export interface Misattributed {
+  event: RunnerEvent;
+  jobId: string;
+  dispatchedTo: string | null;
+}
+
 export interface AppliedEvents {
   recorded: RecordedEvent[];
   retries: Retry[];
+  /** Events refused because their job went to another node (or none): the caller records them as security events. */
+  misattributed: Misattributed[];
 }
 
 interface JobState {
@@ -79,9 +88,15 @@ interface AttemptWrite {
 }
 
 /**
- * Records `events` (already verified and attributed to the node each job was dispatched to) and returns
- * what was recorded, in order, and the retries it assigned. Audit entries for effects and security events
- * are handed to `audit`. Events of jobs unknown to the ledger are skipped.
+ * Records `events` (each already verified against the registered key of the node it names) and returns what
+ * was recorded, in order, the retries it assigned, and the events it refused. Audit entries for effects and
+ * security events are handed to `audit`.
+ *
+ * Attribution (T14) is judged here, on the job rows this transaction locks: an event counts only when its job
+ * was dispatched to the node that signed it; any other is returned in `misattributed` and moves nothing. So the
+ * check costs no statement of its own, and a coord judges a report about jobs another coord dispatched by the
+ * same rows as its own. Events of jobs unknown to the ledger are skipped (a security event among them is
+ * audited as the node's).
  *
  * Attempt numbers are fencing tokens (R3): an event about an attempt the ledger never assigned is refused
  * as a security event; status and results move the job only when they are about its newest attempt (an
@@ -147,6 +162,7 @@ export async function applyRunnerEventsIn(
   const recorded: RecordedEvent[] = [];
   const attempts = new Map<string, AttemptWrite>();
   const retries: Retry[] = [];
+  const misattributed: Misattributed[] = [];
 
   const append = (job: JobState, ev: JobEventInput) => {
     const e = storableEvent(limits, ev);
@@ -218,7 +234,17 @@ export async function applyRunnerEventsIn(
       continue;
     }
     const job = jobs.get(ev.jobId);
-    if (!job) continue;
+    if (!job) {
+      if (ev.type === 'security')
+        audit({ kind: 'security', actor: `node:${ev.node}`, subject: ev.jobId, data: { error: ev.error, note: 'job unknown to the ledger' } });
+      continue;
+    }
+    // Only the node the job went to speaks for it. An accepted event never moves the job to another node (a
+    // retry stays on its node), so the row's node, read and locked above, is the one to judge by.
+    if (job.node !== ev.node) {
+      misattributed.push({ event: ev, jobId: job.id, dispatchedTo: job.node });
+      continue;
+    }
     if (ev.attempt > job.attempts || (ev.attempt < 1 && ev.type !== 'security')) {
       // Not an attempt the ledger assigned: a queue entry written into Redis by something else.
       audit({
@@ -367,5 +393,5 @@ export async function applyRunnerEventsIn(
     const byId = new Map(envs.map((e) => [e.id, e.envelope]));
     for (const r of retries) r.envelope = byId.get(r.jobId)!;
   }
-  return { recorded, retries };
+  return { recorded, retries, misattributed };
 }
