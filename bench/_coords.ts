@@ -51,6 +51,8 @@ export interface CoordsRun {
   failed: number;
   /** The coords' CPU, summed, per second while idle (measured before the run, after the warm-up): their fixed cost. */
   idleCpuMsPerS: number;
+  /** The coords' ledger statements, summed, per second while idle (the same window), less those of the bench's own /metrics reads. */
+  idleStatementsPerS: number;
   /** Ledger statements and transactions the coords ran over the run (GET /metrics), summed, per job: machine-independent. */
   statementsPerJob: number;
   transactionsPerJob: number;
@@ -79,8 +81,8 @@ const NOOP = 'export default async () => 1';
 const WARMUP = Number(process.env.BENCH_COORDS_WARMUP ?? 0);
 /** BENCH_COORDS_CPU_PROF=DIR: each coord writes a CPU profile there when it stops (`node --cpu-prof`). */
 const PROFILE_DIR = process.env.BENCH_COORDS_CPU_PROF;
-/** How long the idle CPU is sampled before each run. */
-const IDLE_MS = 4000;
+/** How long the idle CPU is sampled before each run (BENCH_COORDS_IDLE_MS; CPU is counted in 10 ms ticks, so 4 s gives ±2.5 ms/s). */
+const IDLE_MS = Number(process.env.BENCH_COORDS_IDLE_MS ?? 4000);
 /** Jobs offered per second (0: as fast as the coords take them). */
 const RATE = Number(process.env.BENCH_COORDS_RATE ?? 100);
 
@@ -237,12 +239,6 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
         Number((await ledger.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('succeeded', 'failed', 'refused')`))[0]!.n);
       await until('the warm-up jobs finished', async () => ((await finishedCount()) >= ports.length * (1 + WARMUP) ? true : undefined), 300_000);
       const before = await finishedCount();
-      // The coords' fixed cost (reconcile passes, node sync, leases, keep-alives): their CPU while idle.
-      const idle0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
-      const idleT0 = performance.now();
-      await new Promise((r) => setTimeout(r, IDLE_MS));
-      const idle1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
-      const idleCpuMsPerS = (idle1.reduce((a, b) => a + b, 0) - idle0.reduce((a, b) => a + b, 0)) / ((performance.now() - idleT0) / 1000);
       const ledgerWork = async () => {
         let statements = 0;
         let transactions = 0;
@@ -254,6 +250,16 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
         }
         return { statements, transactions };
       };
+      // The coords' fixed cost (reconcile passes, node sync, leases, keep-alives): their CPU and statements while idle.
+      const idleWork0 = await ledgerWork();
+      const idle0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
+      const idleT0 = performance.now();
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+      const idle1 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
+      const idleS = (performance.now() - idleT0) / 1000;
+      const idleCpuMsPerS = (idle1.reduce((a, b) => a + b, 0) - idle0.reduce((a, b) => a + b, 0)) / idleS;
+      // Each /metrics read runs three statements of its own (coord/src/metrics.ts), counted by the next read.
+      const idleStatementsPerS = ((await ledgerWork()).statements - idleWork0.statements - 3 * ports.length) / idleS;
       const work0 = await ledgerWork();
       const cpu0 = await Promise.all(coords.map((c) => cpuMs(c.child.pid!)));
       const threads0 = await Promise.all(coords.map((c) => threadCpuMs(c.child.pid!)));
@@ -304,12 +310,13 @@ async function run(coordCount: 1 | 2, jobs: number, log: (m: string) => void): P
         drivenTwice: Number(twice!.twice),
         failed: Number(twice!.failed),
         idleCpuMsPerS,
+        idleStatementsPerS,
         statementsPerJob: (work1.statements - work0.statements) / jobs,
         transactionsPerJob: (work1.transactions - work0.transactions) / jobs,
         cpuMsByThread: Object.fromEntries(Object.entries(byThread).map(([k, v]) => [k, Math.round(v)])),
       };
       log(
-        `${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}; idle beforehand ${idleCpuMsPerS.toFixed(1)} ms CPU/s; ledger per job: ${r.statementsPerJob.toFixed(2)} statements, ${r.transactionsPerJob.toFixed(2)} transactions; CPU by thread (ms): ${Object.entries(
+        `${coordCount} coord(s): ${jobs} jobs in ${r.ms} ms (${Math.round(jobs / (ms / 1000))} jobs/s), coords' CPU ${r.cpuMsByCoord.join(' + ')} ms = ${r.cpuMsPerJob.toFixed(2)} ms/job, driven twice ${r.drivenTwice}, not succeeded ${r.failed}; idle beforehand ${idleCpuMsPerS.toFixed(1)} ms CPU/s and ${idleStatementsPerS.toFixed(1)} statements/s; ledger per job: ${r.statementsPerJob.toFixed(2)} statements, ${r.transactionsPerJob.toFixed(2)} transactions; CPU by thread (ms): ${Object.entries(
           r.cpuMsByThread,
         )
           .filter(([, v]) => v > 0)
