@@ -44,7 +44,7 @@ import {
   lockFlowHead,
   insertStepJobsIn,
   listStepJobs,
-  listStepStates,
+  readStepsIn,
   listSteps,
   runningFlowIds,
   setFlowIn,
@@ -339,8 +339,9 @@ export class FlowEngine {
       if (!f) return null;
       if (f.status !== 'running') return [];
       const o = this.opened.get(`${f.id}:${f.envelopeSha256}`) ?? this.open((await getFlow(tx, flowId))!);
-      const steps = new Map((await listStepStates(tx, flowId)).map((s) => [s.step, s]));
-      const jobs = await listStepJobs(tx, flowId);
+      const read = await readStepsIn(tx, flowId);
+      const steps = new Map(read.steps.map((s) => [s.step, s]));
+      const jobs = read.jobs;
       const jobsOf = (step: string) => jobs.filter((j) => j.step === step);
       const out: { type: 'flow' | 'step'; step?: string; message: string; data?: unknown }[] = [];
       const audits: AuditInput[] = [];

@@ -220,15 +220,6 @@ export async function listSteps(db: Queryable, flowId: string): Promise<StepReco
   }));
 }
 
-/** The steps of a flow without their times: what the engine reads on every pass. */
-export async function listStepStates(db: Queryable, flowId: string): Promise<StepState[]> {
-  const rows = await db.query<{ step: string; status: StepStatus; nodes: string[] | null; error_code: string | null; error_message: string | null }>(
-    'SELECT step, status, nodes, error_code, error_message FROM flow_steps WHERE flow_id = $1',
-    [flowId],
-  );
-  return rows.map((r) => ({ step: r.step, status: r.status, nodes: r.nodes, errorCode: r.error_code, errorMessage: r.error_message }));
-}
-
 export async function listStepJobs(db: Queryable, flowId: string): Promise<StepJobRecord[]> {
   const rows = await db.query<{
     job_id: string;
@@ -255,6 +246,45 @@ export async function listStepJobs(db: Queryable, flowId: string): Promise<StepJ
     errorCode: r.error_code,
     errorMessage: r.error_message,
   }));
+}
+
+/**
+ * What a pass of the engine reads after locking the flow: its steps (without their times) and its step jobs
+ * (as listStepJobs), in one statement (one round trip, one snapshot), not two.
+ */
+export async function readStepsIn(tx: Queryable, flowId: string): Promise<{ steps: StepState[]; jobs: StepJobRecord[] }> {
+  // A step row (kind 's': the job columns null) or a step job row (kind 'j': nodes null).
+  type Row = { step: string; error_code: string | null; error_message: string | null } & (
+    | { kind: 's'; status: StepStatus; nodes: string[] | null }
+    | { kind: 'j'; status: string; job_id: string; node: string; has_result: boolean; attempts: number }
+  );
+  const rows = await tx.query<Row>(
+    `SELECT 's' AS kind, step, status, nodes, error_code, error_message, NULL::text AS job_id, NULL::text AS node, NULL::boolean AS has_result,
+            NULL::integer AS attempts
+     FROM flow_steps WHERE flow_id = $1
+     UNION ALL
+     SELECT 'j', fj.step, j.status, NULL, j.error_code, j.error_message, fj.job_id, fj.node, fj.step_result IS NOT NULL, j.attempts
+     FROM flow_jobs fj JOIN jobs j ON j.id = fj.job_id WHERE fj.flow_id = $1
+     ORDER BY kind, step, node`,
+    [flowId],
+  );
+  const steps: StepState[] = [];
+  const jobs: StepJobRecord[] = [];
+  for (const r of rows) {
+    if (r.kind === 's') steps.push({ step: r.step, status: r.status, nodes: r.nodes, errorCode: r.error_code, errorMessage: r.error_message });
+    else
+      jobs.push({
+        jobId: r.job_id,
+        step: r.step,
+        node: r.node,
+        hasResult: r.has_result,
+        status: r.status,
+        attempts: Number(r.attempts),
+        errorCode: r.error_code,
+        errorMessage: r.error_message,
+      });
+  }
+  return { steps, jobs };
 }
 
 export async function insertStepJobsIn(tx: Queryable, rows: readonly { jobId: string; flowId: string; step: string; node: string }[]): Promise<void> {
