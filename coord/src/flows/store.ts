@@ -220,32 +220,37 @@ export async function listSteps(db: Queryable, flowId: string): Promise<StepReco
   }));
 }
 
+/** A step job row as the engine and the API read it (with its job's state, without the signed result). */
+interface StepJobRow {
+  job_id: string;
+  step: string;
+  node: string;
+  has_result: boolean;
+  status: string;
+  attempts: number;
+  error_code: string | null;
+  error_message: string | null;
+}
+
+const stepJobFromRow = (r: StepJobRow): StepJobRecord => ({
+  jobId: r.job_id,
+  step: r.step,
+  node: r.node,
+  hasResult: r.has_result,
+  status: r.status,
+  attempts: Number(r.attempts),
+  errorCode: r.error_code,
+  errorMessage: r.error_message,
+});
+
 export async function listStepJobs(db: Queryable, flowId: string): Promise<StepJobRecord[]> {
-  const rows = await db.query<{
-    job_id: string;
-    step: string;
-    node: string;
-    has_result: boolean;
-    status: string;
-    attempts: number;
-    error_code: string | null;
-    error_message: string | null;
-  }>(
+  const rows = await db.query<StepJobRow>(
     // Without the signed results themselves (a few hundred bytes each, read on every pass of the engine).
     `SELECT fj.job_id, fj.step, fj.node, fj.step_result IS NOT NULL AS has_result, j.status, j.attempts, j.error_code, j.error_message
      FROM flow_jobs fj JOIN jobs j ON j.id = fj.job_id WHERE fj.flow_id = $1 ORDER BY fj.step, fj.node`,
     [flowId],
   );
-  return rows.map((r) => ({
-    jobId: r.job_id,
-    step: r.step,
-    node: r.node,
-    hasResult: r.has_result,
-    status: r.status,
-    attempts: Number(r.attempts),
-    errorCode: r.error_code,
-    errorMessage: r.error_message,
-  }));
+  return rows.map(stepJobFromRow);
 }
 
 /**
@@ -254,10 +259,9 @@ export async function listStepJobs(db: Queryable, flowId: string): Promise<StepJ
  */
 export async function readStepsIn(tx: Queryable, flowId: string): Promise<{ steps: StepState[]; jobs: StepJobRecord[] }> {
   // A step row (kind 's': the job columns null) or a step job row (kind 'j': nodes null).
-  type Row = { step: string; error_code: string | null; error_message: string | null } & (
-    | { kind: 's'; status: StepStatus; nodes: string[] | null }
-    | { kind: 'j'; status: string; job_id: string; node: string; has_result: boolean; attempts: number }
-  );
+  type Row =
+    | { kind: 's'; step: string; status: StepStatus; nodes: string[] | null; error_code: string | null; error_message: string | null }
+    | ({ kind: 'j' } & StepJobRow);
   const rows = await tx.query<Row>(
     `SELECT 's' AS kind, step, status, nodes, error_code, error_message, NULL::text AS job_id, NULL::text AS node, NULL::boolean AS has_result,
             NULL::integer AS attempts
@@ -272,17 +276,7 @@ export async function readStepsIn(tx: Queryable, flowId: string): Promise<{ step
   const jobs: StepJobRecord[] = [];
   for (const r of rows) {
     if (r.kind === 's') steps.push({ step: r.step, status: r.status, nodes: r.nodes, errorCode: r.error_code, errorMessage: r.error_message });
-    else
-      jobs.push({
-        jobId: r.job_id,
-        step: r.step,
-        node: r.node,
-        hasResult: r.has_result,
-        status: r.status,
-        attempts: Number(r.attempts),
-        errorCode: r.error_code,
-        errorMessage: r.error_message,
-      });
+    else jobs.push(stepJobFromRow(r));
   }
   return { steps, jobs };
 }
