@@ -570,7 +570,7 @@ export class CoordService {
     // Whether each event's job went to the node that signed it is judged on the job rows the write locks.
     const batchOf = new Map<RunnerEvent, string>();
     for (const b of batches) for (const ev of b.events) batchOf.set(ev, batchKey(b));
-    const { recorded, retries, flowPasses, fresh, misattributed } = await this.ledger.write(async (w) => {
+    const { recorded, retries, flowPasses, fresh, misattributed, unknownJobEvents } = await this.ledger.write(async (w) => {
       for (const r of refusals) w.audit(r);
       const firstTime = await claimBatchesIn(
         w.tx,
@@ -623,9 +623,11 @@ export class CoordService {
     const refused = refusals.length + misattributed.length;
     if (refused > 0) this.log.warn({ supervisor: report.supervisor, refused }, 'refused runner events: security event');
     this.metrics.reportsApplied++;
-    this.metrics.eventsApplied += fresh - misattributed.length;
+    // Applied: the events of batches not seen before, less those refused or about jobs the ledger does not know.
+    const applied = fresh - misattributed.length - unknownJobEvents;
+    this.metrics.eventsApplied += applied;
     this.metrics.eventsRefused += refused;
-    return { applied: fresh - misattributed.length, refused };
+    return { applied, refused };
   }
 
   /** Verifies one runner event batch against the registered key of the node whose key id it names. */

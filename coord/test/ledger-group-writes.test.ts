@@ -205,7 +205,8 @@ describe.each(ENGINES)('grouped ledger writes on $name', (engine) => {
       expect(await ledger.getJob('mine')).toMatchObject({ status: 'running', result: null });
       expect((await ledger.listAttempts('mine')).map((a) => [a.node, a.outcome])).toEqual([['n1', 'running']]);
       expect(await ledger.getJob('waits')).toMatchObject({ status: 'admitted', node: null, result: null });
-      // A security event about a job the ledger does not know is still the node's to answer for.
+      // A security event about a job the ledger does not know moves nothing, and is still the node's to answer for.
+      expect(out.unknownJobEvents).toBe(1);
       const audit = await ledger.tailAudit(10);
       expect(audit.map((a) => `${a.kind}:${a.actor}:${a.subject}`)).toEqual(['security:node:n2:ghost']);
     } finally {

@@ -54,6 +54,8 @@ export interface AppliedEvents {
   retries: Retry[];
   /** Events refused because their job went to another node (or none): the caller records them as security events. */
   misattributed: Misattributed[];
+  /** Events about jobs the ledger does not know, which moved nothing. */
+  unknownJobEvents: number;
 }
 
 interface JobState {
@@ -163,6 +165,7 @@ export async function applyRunnerEventsIn(
   const attempts = new Map<string, AttemptWrite>();
   const retries: Retry[] = [];
   const misattributed: Misattributed[] = [];
+  let unknownJobEvents = 0;
 
   const append = (job: JobState, ev: JobEventInput) => {
     const e = storableEvent(limits, ev);
@@ -235,6 +238,7 @@ export async function applyRunnerEventsIn(
     }
     const job = jobs.get(ev.jobId);
     if (!job) {
+      unknownJobEvents++;
       if (ev.type === 'security')
         audit({ kind: 'security', actor: `node:${ev.node}`, subject: ev.jobId, data: { error: ev.error, note: 'job unknown to the ledger' } });
       continue;
@@ -393,5 +397,5 @@ export async function applyRunnerEventsIn(
     const byId = new Map(envs.map((e) => [e.id, e.envelope]));
     for (const r of retries) r.envelope = byId.get(r.jobId)!;
   }
-  return { recorded, retries, misattributed };
+  return { recorded, retries, misattributed, unknownJobEvents };
 }
