@@ -8,12 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, runCli, startEmbeddedRedis, type EmbeddedRedis } from '@writ/cli';
 import {
   PAYLOAD_TYPES,
-  bootstrapKeySet,
-  b64url,
   buildJobPayload,
   encodeEnvelope,
   encodeJobPayload,
-  encodeKeySet,
   encodePrivateKeyFile,
   encodePublicKeyFile,
   generateKeyPair,
@@ -103,9 +100,29 @@ const api = (method: string, route: string, body?: string) =>
 
 describe('separate processes', () => {
   it('publishes a key set, registers and accepts a runner, and runs a signed job across processes', async () => {
-    const ks = bootstrapKeySet({ cluster: 'writ-dev', admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: Math.floor(Date.now() / 1000) });
-    const pub = await api('POST', '/v1/keyset', encodeEnvelope(signEnvelope(PAYLOAD_TYPES.keySet, encodeKeySet(ks), [admin])));
-    expect([pub.status, pub.body.version]).toEqual([201, 1]);
+    // A new cluster's first key set, as docs/operations.md tells it: a draft of version 1 for the pinned admin,
+    // signed with the admin's key and published.
+    const cli = async (...args: string[]) => {
+      const out: string[] = [];
+      const code = await runCli(
+        [...args, '--coord', coordUrl],
+        { out: (l) => out.push(l), err: (l) => out.push(l) },
+        { env: { ...process.env, WRIT_HOME: dir, WRIT_TOKEN: token }, now: () => Math.floor(Date.now() / 1000) },
+      );
+      return { code, out: out.join('\n') };
+    };
+    expect((await api('GET', '/v1/keyset')).status).toBe(404);
+    const init = await cli('keyset', 'init', '--admin', path.join(dir, 'admin.pub'));
+    expect(init.code).toBe(0);
+    expect(init.out).toContain(`draft version 1 for cluster writ-dev written to ${path.join(dir, 'keyset.draft.json')}, admin ${admin.keyid}`);
+    expect(await cli('keyset', 'publish', '--sign-with', path.join(dir, 'admin.key'))).toEqual({ code: 0, out: 'published key set version 1' });
+    const v1 = (await api('GET', '/v1/keyset')).body;
+    expect(v1.version).toBe(1);
+    expect(v1.keySet.admins.keys.map((k: { keyid: string }) => k.keyid)).toEqual([admin.keyid]);
+    // Once a key set is published, init refuses: the next version starts from it (propose).
+    const again = await cli('keyset', 'init', '--admin', path.join(dir, 'admin.pub'));
+    expect(again.code).not.toBe(0);
+    expect(again.out).toContain('the coord has key set version 1 already: start the next version with `writ keyset propose`');
     const runner = await start([
       'runner',
       '--node',

@@ -9,8 +9,10 @@ import {
   WritError,
   addSignature,
   b64url,
+  bootstrapKeySet,
   encodeEnvelope,
   encodeKeySet,
+  errorCodeOf,
   fromB64,
   nextKeySet,
   parseEnvelope,
@@ -102,8 +104,11 @@ function summary(ks: KeySet, nowS: number): string[] {
 
 const COMMON = { draft: { type: 'string' }, coord: { type: 'string' } } as const;
 
-const KEYSET_HELP = `usage: writ keyset <show|propose|sign|publish|threshold|admins> ...
+const KEYSET_HELP = `usage: writ keyset <init|show|propose|sign|publish|threshold|admins|supervisor> ...
 
+  writ keyset init --admin ADMIN.key.pub [--cluster ID] [--ttl 90d]
+                                                   a new cluster's first draft (version 1): ADMIN holds every
+                                                   capability; the key every tier pins with --admin-key
   writ keyset show [--draft FILE]                  the published key set (or a draft)
   writ keyset propose [--ttl 90d] [--draft FILE]   start a draft: the next version of the published set
   writ keyset threshold CAP K                      require K distinct signers for a dangerous capability
@@ -118,6 +123,10 @@ const KEYSET_HELP = `usage: writ keyset <show|propose|sign|publish|threshold|adm
 
 The draft defaults to $WRIT_HOME/keyset.draft.json. Edit it with \`writ users\` and \`writ roles\`.
 
+a new cluster (no key set yet; \`writ dev\` makes its own):
+  writ keyset init --admin admin.key.pub
+  writ keyset publish --sign-with admin.key
+
 example (one admin):
   writ users add alice --key alice.key.pub --role operator
   writ roles add operator --caps host.facts,time.sleep --label env=dev
@@ -129,6 +138,41 @@ async function show(argv: string[], io: Io, ctx: CliContext) {
   const ks = values.draft ? (await readDraft(values.draft)).ks : (await fetchKeySet(await resolveCoord(values.coord, ctx.env))).keySet;
   if (values.json) printJson(io, ks);
   else for (const l of summary(ks, ctx.now())) io.out(l);
+  return EXIT.ok;
+}
+
+/**
+ * The first draft of a new cluster: version 1 with one admin holding every capability (what \`writ dev\` publishes
+ * for itself). Only while the coord has no key set; after that a draft starts from the published one (propose).
+ */
+async function init(argv: string[], io: Io, ctx: CliContext) {
+  const { values } = parse(
+    argv,
+    { ...COMMON, admin: { type: 'string' }, cluster: { type: 'string' }, ttl: { type: 'string', default: '90d' } },
+    { min: 0, max: 0, usage: 'writ keyset init --admin ADMIN.key.pub [--cluster ID] [--ttl 90d]' },
+  );
+  if (values.help) return (io.out(KEYSET_HELP), EXIT.ok);
+  if (!values.admin)
+    throw new WritError('USAGE', '--admin ADMIN.key.pub is required: the public key of the admin every tier pins with --admin-key (writ keys generate)');
+  const ttlS = parseDurationS(values.ttl!, '--ttl');
+  const admin = await resolvePublicKey(values.admin, ctx.env);
+  const coord = await resolveCoord(values.coord, ctx.env);
+  let published: number | null = null;
+  try {
+    published = (await fetchKeySet(coord)).version;
+  } catch (e) {
+    if (errorCodeOf(e) !== 'NOT_FOUND') throw e;
+  }
+  if (published !== null)
+    throw new WritError('USAGE', `the coord has key set version ${published} already: start the next version with \`writ keyset propose\``);
+  // The coords' and supervisors' --cluster (writ-dev unless given): a key set for another cluster is refused.
+  const cluster = values.cluster ?? ctx.env.WRIT_CLUSTER ?? 'writ-dev';
+  const ks = bootstrapKeySet({ cluster, admin: { keyid: admin.keyid, publicKey: b64url(admin.publicKey) }, nowS: ctx.now(), ttlS });
+  parseKeySet(encodeKeySet(ks));
+  const file = draftPath(ctx, values.draft);
+  await writeDraft(file, envelopeOf(ks));
+  if (values.json) printJson(io, { ok: true, draft: file, version: ks.version, cluster, admin: admin.keyid });
+  else io.out(`draft version 1 for cluster ${cluster} written to ${file}, admin ${admin.keyid}; publish it with \`writ keyset publish --sign-with ADMIN.key\``);
   return EXIT.ok;
 }
 
@@ -262,7 +306,7 @@ export const keysetCommand: Command = {
   name: 'keyset',
   summary: 'show, draft, sign and publish the signed key set',
   help: KEYSET_HELP,
-  subcommands: { show, propose, sign, publish, threshold, admins, supervisor },
+  subcommands: { init, show, propose, sign, publish, threshold, admins, supervisor },
   run(a, io, c) {
     return dispatchSubcommand(this, a, io, c);
   },
