@@ -41,8 +41,10 @@ describe('writ flow', () => {
     const signed = await cli('flow', 'sign', EXAMPLE, '--key', key, '--out', envFile);
     expect(signed.code).toBe(0);
     expect(signed.out.join('\n')).toMatch(/signed flow hello-flow \(3 steps, 1 signature/);
-    // Signing again over an existing file needs --force (ENVELOPE_FILE_EXISTS-like refusal, nothing overwritten).
-    expect((await cli('flow', 'sign', EXAMPLE, '--key', key, '--out', envFile)).code).not.toBe(0);
+    // Signing again over an existing file needs --force (ENVELOPE_FILE_EXISTS, nothing overwritten).
+    const again = await cli('flow', 'sign', EXAMPLE, '--key', key, '--out', envFile);
+    expect(again.code).not.toBe(0);
+    expect(again.err.join('\n')).toMatch(/ENVELOPE_FILE_EXISTS: .*hello\.flow\.env\.json exists already/);
 
     const run = await cli('flow', 'run', envFile, '--follow');
     const text = run.out.join('\n');

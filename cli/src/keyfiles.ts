@@ -3,7 +3,7 @@ import { constants } from 'node:fs';
 import { mkdir, open, readFile, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { WritError, decodeKeyFile, fromB64url, isKeyId, keyIdOf, publicKeyProblem, type KeyPair } from '@writ/protocol';
+import { WritError, decodeKeyFile, errorCodeOf, fromB64url, isKeyId, keyIdOf, publicKeyProblem, type KeyPair } from '@writ/protocol';
 
 export function writHome(env: NodeJS.ProcessEnv = process.env): string {
   return env.WRIT_HOME ?? path.join(os.homedir(), '.writ');
@@ -77,5 +77,21 @@ export async function writeNewFile(file: string, text: string, mode: number, for
     await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Writes a signed envelope to a file of its own (0644), refusing one that exists unless `force`: an envelope
+ * signed earlier is never replaced by mistake (ENVELOPE_FILE_EXISTS, nothing written).
+ */
+export async function writeEnvelopeFile(file: string, text: string, force: boolean): Promise<void> {
+  try {
+    await writeNewFile(file, text, 0o644, force);
+  } catch (e) {
+    if (errorCodeOf(e) !== 'KEY_FILE_EXISTS') throw e;
+    throw new WritError(
+      'ENVELOPE_FILE_EXISTS',
+      `${file} exists already (an envelope signed earlier?); nothing was written: pass --force to overwrite it, or choose another --out`,
+    );
   }
 }

@@ -24,7 +24,7 @@ import {
 import { randomBytes } from 'node:crypto';
 import { parse, parseDurationS } from '../args.ts';
 import { api, followStream, resolveCoord, type CoordTarget } from '../client.ts';
-import { keyringDir, loadPrivateKey, writeNewFile } from '../keyfiles.ts';
+import { keyringDir, loadPrivateKey, writeEnvelopeFile } from '../keyfiles.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
 import { dispatchSubcommand, type CliContext, type Command } from './types.ts';
 
@@ -201,7 +201,7 @@ async function sign(argv: string[], io: Io, ctx: CliContext): Promise<number> {
   if (values.help) return (io.out(HELP), EXIT.ok);
   const raw = await signedFlow(positionals[0]!, values, ctx);
   if (values.out) {
-    await writeNewFile(values.out, raw + '\n', 0o644, values.force ?? false);
+    await writeEnvelopeFile(values.out, raw + '\n', values.force ?? false);
   }
   const env = parseEnvelope(raw, 8 * 1024 * 1024);
   const flow = parseFlowPayload(Buffer.from(env.payload, 'base64'));

@@ -5,7 +5,6 @@ import {
   PAYLOAD_TYPES,
   WritError,
   addSignature,
-  errorCodeOf,
   fromErrorJSON,
   buildJobPayload,
   encodeEnvelope,
@@ -20,7 +19,7 @@ import {
 } from '@writ/protocol';
 import { checkScriptCompiles } from '@writ/runner';
 import { didYouMean, parse, parseDurationS } from '../args.ts';
-import { loadPrivateKey, writeNewFile } from '../keyfiles.ts';
+import { loadPrivateKey, writeEnvelopeFile } from '../keyfiles.ts';
 import { EXIT, printJson, type Io } from '../output.ts';
 import type { Command, CliContext } from './types.ts';
 
@@ -187,15 +186,7 @@ async function sign(argv: string[], io: Io, ctx: CliContext): Promise<number> {
     jobId = signed.jobId;
   }
   if (values.out) {
-    try {
-      await writeNewFile(values.out, envelope + '\n', 0o644, values.force === true || !!values['add-signature']);
-    } catch (e) {
-      if (errorCodeOf(e) !== 'KEY_FILE_EXISTS') throw e;
-      throw new WritError(
-        'ENVELOPE_FILE_EXISTS',
-        `${values.out} exists already (an envelope signed earlier?); nothing was written: pass --force to overwrite it, or choose another --out`,
-      );
-    }
+    await writeEnvelopeFile(values.out, envelope + '\n', values.force === true || !!values['add-signature']);
     if (values.json) printJson(io, { ok: true, out: values.out, jobId, keyids: keys.map((k) => k.keyid) });
     else io.out(`wrote ${values.out}${jobId ? ` (job ${jobId})` : ''}, signed by ${keys.map((k) => k.keyid).join(', ')}`);
   } else if (values.json) {
