@@ -75,6 +75,30 @@ describe('writ flow', () => {
     expect(list.code).toBe(0);
     expect(list.out.join('\n')).toMatch(/hello-flow\s+succeeded\s+3/);
 
+    // Followed after the fact, the whole history is a backlog: the steps' lines still come in the order things
+    // happened, each after the flow event that started its step and before the one that ended it.
+    const replay = await cli('flow', 'show', 'hello-flow', '--follow');
+    expect(replay.code).toBe(0);
+    const lines = replay.out;
+    const at = (re: RegExp) => {
+      const i = lines.findIndex((l) => re.test(l));
+      expect(i, `${re} in:\n${lines.join('\n')}`).toBeGreaterThanOrEqual(0);
+      return i;
+    };
+    const order = [
+      at(/^== flow admitted/),
+      at(/^-- step flaky started on dev-1/),
+      at(/^ {2}\[flaky@dev-1\] warn: attempt 1 failed/),
+      at(/^ {2}\[flaky@dev-1\] attempt 2 succeeds/),
+      at(/^-- step flaky succeeded/),
+      at(/^-- step summary started on dev-1/),
+      at(/^ {2}\[summary@dev-1\] 1 node/),
+      at(/^-- step summary succeeded/),
+      at(/^== flow succeeded/),
+    ];
+    expect(order, lines.join('\n')).toEqual([...order].sort((a, b) => a - b));
+    expect(at(/^== flow admitted/)).toBeLessThan(lines.findIndex((l) => l.startsWith('  [')));
+
     // A client that resumes (Last-Event-ID) gets the log lines recorded after the last flow event it had, not
     // nothing: resuming after the event that started the summary step (which waits for facts and flaky), the
     // summary's line, and none of the lines of the steps before it.

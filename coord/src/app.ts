@@ -520,7 +520,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   app.get('/v1/keyset', async (_req, reply) => {
     const c = service.currentKeySet();
-    if (!c) return sendError(reply, 'NOT_FOUND', 'no key set has been published yet (writ keyset publish)');
+    if (!c)
+      return sendError(
+        reply,
+        'NOT_FOUND',
+        'no key set has been published yet (a new cluster: writ keyset init --admin ADMIN.key.pub, then writ keyset publish)',
+      );
     return c;
   });
   // The body is a signed key set envelope (admins sign with their own keys; the coord holds none).

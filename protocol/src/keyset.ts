@@ -283,7 +283,11 @@ export class KeySetHolder {
 
   /** Throws unless a current, unexpired key set is held (an expired set freezes the tier: nothing runs). */
   ensureUsable(nowS: number): KeySet {
-    if (!this.current) throw new WritError('KEYSET_MISSING', 'no key set has been accepted yet (publish one: writ keyset publish)');
+    if (!this.current)
+      throw new WritError(
+        'KEYSET_MISSING',
+        'no key set has been accepted yet (a new cluster: writ keyset init --admin ADMIN.key.pub, then writ keyset publish)',
+      );
     if (this.current.keySet.expiresAt <= nowS)
       throw new WritError(
         'KEYSET_EXPIRED',

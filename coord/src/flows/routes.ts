@@ -166,34 +166,53 @@ export function registerFlowRoutes(app: FastifyInstance, service: CoordService):
       const withLogs = q.logs !== false;
       try {
         while (!closed) {
-          // The steps' own lines first (a job's log lines come in with its result, before the step moves on).
+          // The steps' log lines and failed attempts, and the flow's own events, written in the order they were
+          // recorded: each job's lines in order, merged with the flow's events by time (a line recorded in the
+          // same instant as a flow event goes first: a job's lines come in with its result, before the step
+          // moves on). On a first connection to a flow under way, both are backlogs, and the merge keeps a
+          // step's lines after the flow event that started it.
+          const lines: { at: number; text: string }[][] = [];
           if (withLogs) {
             for (const j of await listStepJobs(db, id)) {
               if (drained.has(j.jobId)) continue;
               const ended = ['succeeded', 'failed', 'refused'].includes(j.status);
               const after = logSeq.get(j.jobId) ?? 0;
               const evs = await service.ledger.listJobEvents(j.jobId, after, 500);
+              const mine: { at: number; text: string }[] = [];
               for (const ev of evs) {
                 const failed = ev.type === 'status' && typeof ev.data === 'object' && ev.data !== null && 'error' in ev.data;
                 if ((ev.type === 'log' || failed) && ev.at.getTime() > resumeAfter) {
                   // A failed attempt (retried, or the last) is shown as a line of its step.
-                  res.write(
-                    `event: log\ndata: ${JSON.stringify({ job: j.jobId, step: j.step, node: j.node, level: ev.type === 'log' ? ev.level : 'warn', message: ev.message })}\n\n`,
-                  );
+                  const data = { job: j.jobId, step: j.step, node: j.node, level: ev.type === 'log' ? ev.level : 'warn', message: ev.message };
+                  mine.push({ at: ev.at.getTime(), text: `event: log\ndata: ${JSON.stringify(data)}\n\n` });
                 }
                 logSeq.set(j.jobId, ev.seq);
               }
+              if (mine.length > 0) lines.push(mine);
               // Its status was read before its events: everything it recorded up to its end is in `evs`.
               if (ended && evs.length < 500) drained.add(j.jobId);
             }
           }
           const events: FlowEvent[] = await listFlowEvents(db, id, sent, 500);
+          const heads = lines.map(() => 0);
+          /** Writes the earliest pending line of any job while it is not later than `until`. */
+          const linesUpTo = (until: number) => {
+            for (;;) {
+              let best = -1;
+              for (let k = 0; k < lines.length; k++)
+                if (heads[k]! < lines[k]!.length && (best < 0 || lines[k]![heads[k]!]!.at < lines[best]![heads[best]!]!.at)) best = k;
+              if (best < 0 || lines[best]![heads[best]!]!.at > until) return;
+              res.write(lines[best]![heads[best]!++]!.text);
+            }
+          };
           for (const e of events) {
+            linesUpTo(e.at.getTime());
             res.write(
               `id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify({ seq: e.seq, at: e.at.toISOString(), type: e.type, step: e.step, message: e.message, data: e.data })}\n\n`,
             );
             sent = e.seq;
           }
+          linesUpTo(Infinity);
           const f = await getFlow(db, id);
           if (!f || f.status !== 'running') {
             if (events.length === 500) continue;
