@@ -590,13 +590,10 @@ export class CoordService {
             node: ev.node,
           },
         });
-      // A flow step's signed result is kept with its job, in the same commit as the job's success (an event the
-      // ledger refused above carries none).
-      const refused = new Set<RunnerEvent>(applied.misattributed.map((m) => m.event));
+      // A flow step's signed result is kept with its job, in the same commit as the job's success. The row it goes
+      // to names the step's node, so a result from any other node (misattributed above) finds none.
       const stepResults = fresh.flatMap((ev) =>
-        ev.type === 'result' && ev.ok && ev.stepResult && ev.jobId !== null && !refused.has(ev)
-          ? [{ jobId: ev.jobId, node: ev.node, stepResult: ev.stepResult }]
-          : [],
+        ev.type === 'result' && ev.ok && ev.stepResult && ev.jobId !== null ? [{ jobId: ev.jobId, node: ev.node, stepResult: ev.stepResult }] : [],
       );
       await recordStepResultsIn(w.tx, stepResults);
       const ended = applied.recorded.filter(

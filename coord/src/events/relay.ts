@@ -289,12 +289,12 @@ export class EventRelay {
     this.metrics.notificationsReceived++;
     for (const j of bell.jobs) {
       if (!Array.isArray(j) || typeof j[0] !== 'string' || !Number.isInteger(j[1]) || !Number.isInteger(j[2])) continue;
-      const [jobId, last] = [j[0], j[2]];
+      const [jobId, first, last] = j;
       // Only jobs someone here follows: the others cost nothing but the notification.
       const emitter = this.emitter;
       if (!emitter || emitter.listenerCount(`job:${jobId}`) === 0) continue;
       // What a catch-up pass emitted already is not read, nor emitted, again.
-      const from = Math.max(j[1] - 1, this.seen.get(jobId) ?? 0);
+      const from = Math.max(first - 1, this.seen.get(jobId) ?? 0);
       if (from >= last) continue;
       const events = await this.opts.ledger.listJobEvents(jobId, from, Math.min(1000, last - from));
       this.metrics.eventsRelayed += events.length;
